@@ -1,0 +1,1 @@
+"""The ``comfyui`` command: the server, ``--workflows`` batch mode, UI->API conversion."""

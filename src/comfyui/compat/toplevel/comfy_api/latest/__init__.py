@@ -1,0 +1,29 @@
+"""``from comfy_api.latest import ComfyExtension, io, ui`` -> :mod:`comfyui.nodes.io`.
+
+Resolved lazily so that importing this package never fails before the schema API exists.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+
+def _io_module():
+    return importlib.import_module("comfyui.nodes.io")
+
+
+def __getattr__(name: str) -> Any:
+    mod = _io_module()
+    if name == "io":
+        return getattr(mod, "io", mod)
+    if name == "ui":
+        ui = getattr(mod, "ui", None)
+        if ui is None:
+            ui = importlib.import_module("comfyui.nodes.ui")
+        return ui
+    if name.startswith("__"):
+        raise AttributeError(name)
+    try:
+        return getattr(mod, name)
+    except AttributeError:
+        raise AttributeError(f"module 'comfy_api.latest' has no attribute {name!r}") from None

@@ -1,0 +1,161 @@
+"""Prompt queue and history (in memory).
+
+The queue orders by ``number`` (lower first; ``front=True`` submissions get negative
+numbers, as in ComfyUI). History keeps the newest ``max_history`` entries in ComfyUI's
+shape. A durable store implements the same methods (see ``comfyui.jobs``).
+"""
+from __future__ import annotations
+
+import heapq
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_HISTORY = 10000
+
+
+@dataclass(order=True)
+class QueueItem:
+    number: float
+    prompt_id: str = field(compare=False)
+    prompt: dict = field(compare=False)
+    extra_data: dict = field(compare=False, default_factory=dict)  # secrets already removed
+    outputs: list = field(compare=False, default_factory=list)
+    client_id: str | None = field(compare=False, default=None)
+    created_at: float = field(compare=False, default=0.0)
+
+    def as_list(self) -> list:
+        """The queue/history item shape of ComfyUI: [number, prompt_id, prompt, extra_data, outputs]."""
+        return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs]
+
+
+class PromptQueue:
+    def __init__(self, max_history: int = MAX_HISTORY):
+        self._cond = threading.Condition()
+        self._heap: list[QueueItem] = []
+        self._running: dict[str, QueueItem] = {}
+        self._history: OrderedDict[str, dict] = OrderedDict()
+        self._max_history = max_history
+        self._woken = False
+
+    # ---- queue ----
+    def put(self, item: QueueItem) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, item)
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> QueueItem | None:
+        """Next item (now running), or None on timeout or ``wake()``."""
+        with self._cond:
+            if not self._heap and not self._woken:
+                self._cond.wait(timeout)
+            self._woken = False
+            if not self._heap:
+                return None
+            item = heapq.heappop(self._heap)
+            self._running[item.prompt_id] = item
+            return item
+
+    def wake(self) -> None:
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
+    def task_done(self, item: QueueItem, history_entry: dict) -> None:
+        with self._cond:
+            self._running.pop(item.prompt_id, None)
+            self._history[item.prompt_id] = history_entry
+            while len(self._history) > self._max_history:
+                self._history.popitem(last=False)
+            self._cond.notify_all()
+
+    def remaining(self) -> int:
+        with self._cond:
+            return len(self._heap) + len(self._running)
+
+    def get_current_queue(self) -> tuple[list, list]:
+        with self._cond:
+            running = [i.as_list() for i in self._running.values()]
+            pending = [i.as_list() for i in sorted(self._heap)]
+            return running, pending
+
+    def pending_items(self) -> list[QueueItem]:
+        with self._cond:
+            return sorted(self._heap)
+
+    def running_items(self) -> list[QueueItem]:
+        with self._cond:
+            return list(self._running.values())
+
+    def delete(self, prompt_ids) -> list[QueueItem]:
+        ids = set(prompt_ids)
+        with self._cond:
+            removed = [i for i in self._heap if i.prompt_id in ids]
+            if removed:
+                self._heap = [i for i in self._heap if i.prompt_id not in ids]
+                heapq.heapify(self._heap)
+            return removed
+
+    def clear(self) -> list[QueueItem]:
+        with self._cond:
+            removed, self._heap = self._heap, []
+            return removed
+
+    def contains(self, prompt_id: str) -> bool:
+        with self._cond:
+            return (prompt_id in self._running or prompt_id in self._history
+                    or any(i.prompt_id == prompt_id for i in self._heap))
+
+    def find(self, prompt_id: str) -> QueueItem | None:
+        with self._cond:
+            if prompt_id in self._running:
+                return self._running[prompt_id]
+            return next((i for i in self._heap if i.prompt_id == prompt_id), None)
+
+    # ---- history ----
+    def get_history(self, max_items: int | None = None, offset: int = -1, prompt_id: str | None = None) -> dict:
+        with self._cond:
+            if prompt_id is not None:
+                entry = self._history.get(prompt_id)
+                return {prompt_id: entry} if entry is not None else {}
+            items = list(self._history.items())
+            if offset < 0 and max_items is not None:
+                offset = max(len(items) - max_items, 0)
+            offset = max(offset, 0)
+            end = None if max_items is None else offset + max_items
+            return dict(items[offset:end])
+
+    def delete_history(self, prompt_ids) -> None:
+        with self._cond:
+            for prompt_id in prompt_ids:
+                self._history.pop(prompt_id, None)
+
+    def clear_history(self) -> None:
+        with self._cond:
+            self._history.clear()
+
+    def history_len(self) -> int:
+        with self._cond:
+            return len(self._history)
+
+    def record(self, prompt_id: str, entry: dict) -> None:
+        """Put an entry into history without it having run (e.g. a cancelled pending job)."""
+        with self._cond:
+            self._history[prompt_id] = entry
+
+
+def history_entry(item: QueueItem, *, status: str, outputs: dict, messages: list, meta: dict,
+                  timings: dict | None = None, error: dict | None = None, extra: dict[str, Any] | None = None) -> dict:
+    entry = {
+        "prompt": item.as_list(),
+        "outputs": outputs,
+        "status": {"status_str": "success" if status == "success" else "error",
+                   "completed": status == "success", "messages": messages},
+        "meta": meta,
+    }
+    if timings:
+        entry["timings"] = timings
+    if extra:
+        entry.update(extra)
+    return entry

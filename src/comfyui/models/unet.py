@@ -1,0 +1,326 @@
+"""The latent-diffusion UNet (SD1.x, SD2.x, SDXL base/refiner, inpainting) with the original
+LDM state-dict names (``input_blocks.N.M...``, ``middle_block``, ``output_blocks``,
+``time_embed``, ``label_emb``, ``out``), so checkpoint weights load without renaming.
+
+Configuration (what :mod:`comfyui.models.detection` reads back from a state dict):
+``in_channels``, ``out_channels``, ``model_channels``, ``num_res_blocks`` (per level),
+``channel_mult``, ``transformer_depth`` (per input res block), ``transformer_depth_output``
+(per output block, listed shallow-to-deep as in ComfyUI: popped from the end),
+``transformer_depth_middle``, ``context_dim``, ``num_heads`` or ``num_head_channels``,
+``use_linear_in_transformer``, ``adm_in_channels``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ops
+from .base import timestep_embedding
+
+
+def _norm(ch: int, eps: float = 1e-5) -> nn.Module:
+    return ops.GroupNorm(32, ch, eps=eps)
+
+
+class TimestepBlock(nn.Module):
+    pass
+
+
+class ResBlock(TimestepBlock):
+    def __init__(self, channels: int, emb_channels: int, out_channels: int | None = None):
+        super().__init__()
+        out_channels = out_channels or channels
+        self.in_layers = nn.Sequential(_norm(channels), nn.SiLU(), ops.Conv2d(channels, out_channels, 3, padding=1))
+        self.emb_layers = nn.Sequential(nn.SiLU(), ops.Linear(emb_channels, out_channels))
+        self.out_layers = nn.Sequential(_norm(out_channels), nn.SiLU(), nn.Dropout(0.0),
+                                        ops.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.skip_connection = nn.Identity() if out_channels == channels else ops.Conv2d(channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.in_layers(x)
+        h = h + self.emb_layers(emb).to(h.dtype)[:, :, None, None]
+        h = self.out_layers(h)
+        return self.skip_connection(x) + h
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int, out_channels: int | None = None):
+        super().__init__()
+        self.op = ops.Conv2d(channels, out_channels or channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int, out_channels: int | None = None):
+        super().__init__()
+        self.conv = ops.Conv2d(channels, out_channels or channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, output_shape: Sequence[int] | None = None) -> torch.Tensor:
+        if output_shape is not None:
+            size = (int(output_shape[2]), int(output_shape[3]))
+            x = F.interpolate(x, size=size, mode="nearest")
+        else:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.conv(x)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, L, heads*d] x3 -> [B, L, heads*d] with scaled dot-product attention."""
+    b, lq, inner = q.shape
+    d = inner // heads
+    q = q.view(b, lq, heads, d).transpose(1, 2)
+    k = k.view(b, k.shape[1], heads, d).transpose(1, 2)
+    v = v.view(b, v.shape[1], heads, d).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v)
+    return out.transpose(1, 2).reshape(b, lq, inner)
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, query_dim: int, context_dim: int | None, heads: int, dim_head: int):
+        super().__init__()
+        inner = heads * dim_head
+        context_dim = context_dim or query_dim
+        self.heads = heads
+        self.to_q = ops.Linear(query_dim, inner, bias=False)
+        self.to_k = ops.Linear(context_dim, inner, bias=False)
+        self.to_v = ops.Linear(context_dim, inner, bias=False)
+        self.to_out = nn.Sequential(ops.Linear(inner, query_dim), nn.Dropout(0.0))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        out = attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads)
+        return self.to_out(out)
+
+
+class GEGLU(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.proj = ops.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, gate = self.proj(x).chunk(2, dim=-1)
+        return h * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        inner = dim * mult
+        self.net = nn.Sequential(GEGLU(dim, inner), nn.Dropout(0.0), ops.Linear(inner, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BasicTransformerBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int | None):
+        super().__init__()
+        self.attn1 = CrossAttention(dim, None, heads, dim_head)
+        self.ff = FeedForward(dim)
+        self.attn2 = CrossAttention(dim, context_dim, heads, dim_head)
+        self.norm1 = ops.LayerNorm(dim)
+        self.norm2 = ops.LayerNorm(dim)
+        self.norm3 = ops.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None, transformer_options: dict) -> torch.Tensor:
+        n = self.norm1(x)
+        patches = transformer_options.get("patches", {})
+        if "attn1_patch" in patches:
+            q = k = v = n
+            for p in patches["attn1_patch"]:
+                q, k, v = p(q, k, v, transformer_options)
+            a = attention(self.attn1.to_q(q), self.attn1.to_k(k), self.attn1.to_v(v), self.attn1.heads)
+            x = self.attn1.to_out(a) + x
+        else:
+            x = self.attn1(n) + x
+        n = self.norm2(x)
+        if "attn2_patch" in patches:
+            q, k, v = n, context, context
+            for p in patches["attn2_patch"]:
+                q, k, v = p(q, k, v, transformer_options)
+            a = attention(self.attn2.to_q(q), self.attn2.to_k(k), self.attn2.to_v(v), self.attn2.heads)
+            x = self.attn2.to_out(a) + x
+        else:
+            x = self.attn2(n, context) + x
+        return self.ff(self.norm3(x)) + x
+
+
+class SpatialTransformer(nn.Module):
+    def __init__(self, channels: int, heads: int, dim_head: int, depth: int, context_dim: int | None,
+                 use_linear: bool):
+        super().__init__()
+        inner = heads * dim_head
+        self.norm = _norm(channels, eps=1e-6)
+        self.use_linear = use_linear
+        if use_linear:
+            self.proj_in = ops.Linear(channels, inner)
+            self.proj_out = ops.Linear(inner, channels)
+        else:
+            self.proj_in = ops.Conv2d(channels, inner, 1)
+            self.proj_out = ops.Conv2d(inner, channels, 1)
+        self.transformer_blocks = nn.ModuleList(
+            [BasicTransformerBlock(inner, heads, dim_head, context_dim) for _ in range(depth)])
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None, transformer_options: dict) -> torch.Tensor:
+        b, c, h, w = x.shape
+        x_in = x
+        x = self.norm(x)
+        if not self.use_linear:
+            x = self.proj_in(x)
+        x = x.permute(0, 2, 3, 1).reshape(b, h * w, -1)
+        if self.use_linear:
+            x = self.proj_in(x)
+        for i, block in enumerate(self.transformer_blocks):
+            transformer_options["block_index"] = i
+            x = block(x, context, transformer_options)
+        if self.use_linear:
+            x = self.proj_out(x)
+        x = x.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        if not self.use_linear:
+            x = self.proj_out(x)
+        return x + x_in
+
+
+class TimestepEmbedSequential(nn.Sequential):
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None = None,
+                transformer_options: dict | None = None, output_shape: Sequence[int] | None = None) -> torch.Tensor:
+        for layer in self:
+            if isinstance(layer, TimestepBlock):
+                x = layer(x, emb)
+            elif isinstance(layer, SpatialTransformer):
+                x = layer(x, context, transformer_options if transformer_options is not None else {})
+            elif isinstance(layer, Upsample):
+                x = layer(x, output_shape)
+            else:
+                x = layer(x)
+        return x
+
+
+def _apply_control(h: torch.Tensor, control: dict | None, name: str) -> torch.Tensor:
+    if control is not None and name in control and len(control[name]) > 0:
+        ctrl = control[name].pop()
+        if ctrl is not None:
+            h = h + ctrl.to(h)
+    return h
+
+
+class UNetModel(nn.Module):
+    def __init__(self, in_channels: int = 4, out_channels: int = 4, model_channels: int = 320,
+                 num_res_blocks: int | Sequence[int] = 2, channel_mult: Sequence[int] = (1, 2, 4, 4),
+                 transformer_depth: Sequence[int] | int = 1, transformer_depth_output: Sequence[int] | None = None,
+                 transformer_depth_middle: int | None = None, context_dim: int | None = 768,
+                 num_heads: int = -1, num_head_channels: int = -1, use_linear_in_transformer: bool = False,
+                 adm_in_channels: int | None = None, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None, **unused: Any):
+        super().__init__()
+        levels = len(channel_mult)
+        if isinstance(num_res_blocks, int):
+            num_res_blocks = [num_res_blocks] * levels
+        num_res_blocks = list(num_res_blocks)
+        if isinstance(transformer_depth, int):
+            transformer_depth = [transformer_depth] * sum(num_res_blocks)
+        transformer_depth = list(transformer_depth)
+        if transformer_depth_output is None:
+            transformer_depth_output = []
+            for lvl in range(levels):
+                d = transformer_depth[sum(num_res_blocks[:lvl])] if num_res_blocks[lvl] else 0
+                transformer_depth_output += [d] * (num_res_blocks[lvl] + 1)
+        transformer_depth_output = list(transformer_depth_output)
+        if transformer_depth_middle is None:
+            transformer_depth_middle = max(transformer_depth) if transformer_depth else 0
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.model_channels = model_channels
+        self.adm_in_channels = adm_in_channels
+        self.dtype = dtype
+
+        def heads_for(ch: int) -> tuple[int, int]:
+            if num_head_channels == -1:
+                return num_heads, ch // num_heads
+            return ch // num_head_channels, num_head_channels
+
+        def transformer(ch: int, depth: int) -> SpatialTransformer:
+            h, d = heads_for(ch)
+            return SpatialTransformer(ch, h, d, depth, context_dim, use_linear_in_transformer)
+
+        ted = model_channels * 4
+        self.time_embed = nn.Sequential(ops.Linear(model_channels, ted), nn.SiLU(), ops.Linear(ted, ted))
+        if adm_in_channels is not None:
+            self.label_emb = nn.Sequential(nn.Sequential(ops.Linear(adm_in_channels, ted), nn.SiLU(), ops.Linear(ted, ted)))
+
+        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(ops.Conv2d(in_channels, model_channels, 3, padding=1))])
+        chans = [model_channels]
+        ch = model_channels
+        td = list(transformer_depth)
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks[level]):
+                layers: list[nn.Module] = [ResBlock(ch, ted, mult * model_channels)]
+                ch = mult * model_channels
+                depth = td.pop(0)
+                if depth > 0:
+                    layers.append(transformer(ch, depth))
+                self.input_blocks.append(TimestepEmbedSequential(*layers))
+                chans.append(ch)
+            if level != levels - 1:
+                self.input_blocks.append(TimestepEmbedSequential(Downsample(ch)))
+                chans.append(ch)
+
+        mid: list[nn.Module] = [ResBlock(ch, ted)]
+        if transformer_depth_middle > 0:
+            mid.append(transformer(ch, transformer_depth_middle))
+        mid.append(ResBlock(ch, ted))
+        self.middle_block = TimestepEmbedSequential(*mid)
+
+        self.output_blocks = nn.ModuleList()
+        tdo = list(transformer_depth_output)
+        for level, mult in list(enumerate(channel_mult))[::-1]:
+            for i in range(num_res_blocks[level] + 1):
+                ich = chans.pop()
+                layers = [ResBlock(ch + ich, ted, model_channels * mult)]
+                ch = model_channels * mult
+                depth = tdo.pop()
+                if depth > 0:
+                    layers.append(transformer(ch, depth))
+                if level and i == num_res_blocks[level]:
+                    layers.append(Upsample(ch))
+                self.output_blocks.append(TimestepEmbedSequential(*layers))
+        self.out = nn.Sequential(_norm(ch), nn.SiLU(), ops.Conv2d(ch, out_channels, 3, padding=1))
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
+                y: torch.Tensor | None = None, control: dict | None = None,
+                transformer_options: dict | None = None, **kwargs: Any) -> torch.Tensor:
+        transformer_options = dict(transformer_options or {})
+        if control is not None:
+            control = {k: list(v) for k, v in control.items()}
+        t_emb = timestep_embedding(timesteps.reshape(-1), self.model_channels).to(x.dtype)
+        if t_emb.shape[0] == 1 and x.shape[0] > 1:
+            t_emb = t_emb.expand(x.shape[0], -1)
+        emb = self.time_embed(t_emb)
+        if self.adm_in_channels is not None:
+            if y is None:
+                raise ValueError("this model needs a 'y' (pooled/size) conditioning input")
+            emb = emb + self.label_emb(y.to(emb.dtype))
+        hs = []
+        h = x
+        for i, block in enumerate(self.input_blocks):
+            transformer_options["block"] = ("input", i)
+            h = block(h, emb, context, transformer_options)
+            h = _apply_control(h, control, "input")
+            hs.append(h)
+        transformer_options["block"] = ("middle", 0)
+        h = self.middle_block(h, emb, context, transformer_options)
+        h = _apply_control(h, control, "middle")
+        for i, block in enumerate(self.output_blocks):
+            transformer_options["block"] = ("output", i)
+            skip = _apply_control(hs.pop(), control, "output")
+            h = torch.cat([h, skip], dim=1)
+            out_shape = hs[-1].shape if hs else None
+            h = block(h, emb, context, transformer_options, out_shape)
+        return self.out(h).to(x.dtype)

@@ -1,0 +1,413 @@
+"""WebSocket ``/ws``: client registry, per-client send queues, engine event routing.
+
+Protocol (frontend contract §3):
+
+* ``GET /ws?clientId=<sid>``: a known ``clientId`` replaces the socket stored under it and
+  reuses the sid (reconnect); otherwise the server mints ``uuid4().hex``.
+* First message: ``status`` with ``sid``. If that sid owns the running prompt and a node is
+  executing, ``executing`` with that node follows (resume after reconnect).
+* The client's first text message may be ``feature_flags``; the server stores the client's
+  flags and answers with its own (the same dict as ``GET /features``). Later messages are
+  ignored.
+
+Routing of engine events ``(event, data, client_id)`` (the engine calls listeners on its
+worker thread; we hop to the aiohttp loop with ``call_soon_threadsafe``, batched):
+
+* ``status`` is broadcast (consecutive ``status`` events in one batch are coalesced).
+* With a ``client_id``: the event goes to that sid only (dropped if it is not connected).
+* Without a ``client_id`` (API users): like upstream, ``execution_start``,
+  ``execution_cached``, ``execution_success`` and ``execution_error`` are not sent;
+  everything else (``executing``, ``progress``, ``progress_state``, ``executed``,
+  ``execution_interrupted``, previews, custom events) is broadcast.
+* ``preview_image`` becomes binary frames: type 4 (u32 meta length + JSON metadata + image)
+  for clients that advertised ``supports_preview_metadata``, type 1 (u32 format + image)
+  for the others. ``progress_text`` becomes type 3, with the prompt id layout for clients
+  that advertised ``supports_progress_text_metadata``, the legacy layout otherwise.
+
+Back-pressure: every socket has its own bounded queue and writer task, so a slow or dead
+client never blocks the engine or other clients. When a queue is full the oldest droppable
+item is discarded (binary previews first, then ``progress``/``progress_state``); if nothing
+can be dropped, or a single send stalls longer than ``SEND_TIMEOUT`` seconds, the socket is
+closed (code 1013); the frontend reconnects with the same sid and resumes.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import io
+import logging
+import struct
+import threading
+import uuid
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from .context import ServerContext, add_route, dumps
+
+log = logging.getLogger(__name__)
+
+# Binary frame types (contract §3.5)
+PREVIEW_IMAGE = 1
+UNENCODED_PREVIEW_IMAGE = 2
+TEXT = 3
+PREVIEW_IMAGE_WITH_METADATA = 4
+
+QUEUE_LIMIT = 2048          # messages buffered per client before dropping / closing
+SEND_TIMEOUT = 30.0          # seconds one send may block before the client is dropped
+
+_NOT_SENT_WITHOUT_CLIENT = frozenset({"execution_start", "execution_cached",
+                                      "execution_success", "execution_error"})
+_DROP_PREVIEW = 2   # droppable level: binary previews
+_DROP_PROGRESS = 1  # droppable level: progress / progress_state
+_KEEP = 0
+_PROGRESS_EVENTS = frozenset({"progress", "progress_state"})
+_u32 = struct.Struct(">I")
+
+
+class WsClient:
+    """One connected socket: a bounded deque of pending frames and a writer task."""
+
+    __slots__ = ("sid", "ws", "flags", "queue", "wakeup", "writer", "closed", "dropped",
+                 "first_message_seen", "registry")
+
+    def __init__(self, sid: str, ws: web.WebSocketResponse, registry: "ClientRegistry"):
+        self.sid = sid
+        self.ws = ws
+        self.flags: dict = {}
+        self.queue: collections.deque = collections.deque()
+        self.wakeup = asyncio.Event()
+        self.writer: asyncio.Task | None = None
+        self.closed = False
+        self.dropped = 0
+        self.first_message_seen = False
+        self.registry = registry
+
+    # -- called on the loop thread only
+    def enqueue(self, payload: str | bytes, level: int = _KEEP) -> None:
+        if self.closed:
+            return
+        q = self.queue
+        if len(q) >= QUEUE_LIMIT and not self._make_room():
+            log.warning("websocket client %s is too far behind; closing it", self.sid)
+            self.close(1013, b"client too slow")
+            return
+        q.append((payload, level))
+        self.wakeup.set()
+
+    def _make_room(self) -> bool:
+        for level in (_DROP_PREVIEW, _DROP_PROGRESS):
+            for i, (_, lv) in enumerate(self.queue):
+                if lv == level:
+                    del self.queue[i]
+                    self.dropped += 1
+                    return True
+        return False
+
+    def close(self, code: int = 1000, message: bytes = b"") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.queue.clear()
+        self.wakeup.set()
+        if not self.ws.closed:
+            asyncio.ensure_future(self._close_ws(code, message))
+
+    async def _close_ws(self, code: int, message: bytes) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=message), 5)
+        except Exception:  # noqa: BLE001
+            pass
+
+    async def run_writer(self) -> None:
+        ws = self.ws
+        q = self.queue
+        try:
+            while not self.closed:
+                if not q:
+                    self.wakeup.clear()
+                    await self.wakeup.wait()
+                    continue
+                payload, _ = q.popleft()
+                if ws.closed:
+                    break
+                try:
+                    if isinstance(payload, str):
+                        coro = ws.send_str(payload)
+                    else:
+                        coro = ws.send_bytes(payload)
+                    await asyncio.wait_for(coro, SEND_TIMEOUT)
+                except asyncio.TimeoutError:
+                    log.warning("websocket client %s stalled; closing it", self.sid)
+                    self.close(1013, b"client too slow")
+                    break
+                except (ConnectionError, RuntimeError):
+                    break
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.closed = True
+            q.clear()
+
+
+class ClientRegistry:
+    """sid -> :class:`WsClient`, plus the engine listener that feeds them."""
+
+    def __init__(self, ctx: ServerContext):
+        self.ctx = ctx
+        self.clients: dict[str, WsClient] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._pending: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+        # Running prompt, tracked from the event stream (for reconnect resume).
+        self.running_prompt_id: str | None = None
+        self.running_client_id: str | None = None
+        self.running_node: str | None = None
+
+    # ------------------------------------------------------------ engine side (any thread)
+    def engine_listener(self, event: str, data: Any, client_id: str | None) -> None:
+        """Registered with ``engine.add_listener``; runs on the engine's worker thread."""
+        if event == "preview_image":
+            item = self._encode_preview(data, client_id)
+            if item is None:
+                return
+            self._push(("__preview__", item, client_id))
+            return
+        self._push((event, data, client_id))
+
+    def send_json_threadsafe(self, event: str, data: Any, sid: str | None) -> None:
+        self._push(("__json__", (event, data), sid))
+
+    def send_bytes_threadsafe(self, event_type: int, payload: bytes, sid: str | None) -> None:
+        self._push(("__bytes__", _u32.pack(event_type) + payload, sid))
+
+    def _push(self, item: tuple) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        self._pending.append(item)
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # loop closed
+            with self._lock:
+                self._scheduled = False
+
+    def _wanted(self, client_id: str | None) -> bool:
+        if client_id is not None:
+            return client_id in self.clients
+        return bool(self.clients)
+
+    def _encode_preview(self, data: dict, client_id: str | None):
+        if not self._wanted(client_id):
+            return None
+        try:
+            image = data.get("image")
+            fmt = str(data.get("format") or "JPEG").upper()
+            max_size = data.get("max_size")
+            metadata = dict(data.get("metadata") or {})
+            if isinstance(image, (bytes, bytearray)):
+                raw = bytes(image)
+            else:
+                if max_size and hasattr(image, "thumbnail"):
+                    image = image.copy()
+                    image.thumbnail((int(max_size), int(max_size)))
+                buf = io.BytesIO()
+                if fmt == "PNG":
+                    image.save(buf, format="PNG", compress_level=1)
+                else:
+                    fmt = "JPEG"
+                    if getattr(image, "mode", "RGB") not in ("RGB", "L"):
+                        image = image.convert("RGB")
+                    image.save(buf, format="JPEG", quality=95)
+                raw = buf.getvalue()
+        except Exception as e:  # noqa: BLE001
+            log.debug("preview encoding failed: %s", e)
+            return None
+        mime = "image/png" if fmt == "PNG" else "image/jpeg"
+        metadata.setdefault("image_type", mime)
+        meta = dumps(metadata).encode()
+        frame4 = _u32.pack(PREVIEW_IMAGE_WITH_METADATA) + _u32.pack(len(meta)) + meta + raw
+        frame1 = _u32.pack(PREVIEW_IMAGE) + _u32.pack(2 if fmt == "PNG" else 1) + raw
+        return frame1, frame4
+
+    # ------------------------------------------------------------ loop side
+    def _drain(self) -> None:
+        with self._lock:
+            self._scheduled = False
+        pending = self._pending
+        batch = []
+        while pending:
+            batch.append(pending.popleft())
+        if not batch:
+            return
+        # Coalesce status broadcasts: only the last one in a batch matters.
+        last_status = -1
+        for i, (event, _, _) in enumerate(batch):
+            if event == "status":
+                last_status = i
+        for i, (event, data, client_id) in enumerate(batch):
+            if event == "status" and i != last_status:
+                continue
+            try:
+                self._route(event, data, client_id)
+            except Exception:  # noqa: BLE001
+                log.exception("failed to route event %s", event)
+
+    def _track(self, event: str, data: Any, client_id: str | None) -> None:
+        if not isinstance(data, dict):
+            return
+        if event == "execution_start":
+            self.running_prompt_id = data.get("prompt_id")
+            self.running_client_id = client_id
+            self.running_node = None
+        elif event == "executing":
+            if data.get("prompt_id") in (None, self.running_prompt_id):
+                node = data.get("node")
+                if node is None:
+                    self.running_prompt_id = self.running_client_id = self.running_node = None
+                else:
+                    self.running_node = node
+                    if self.running_prompt_id is None:
+                        self.running_prompt_id = data.get("prompt_id")
+                        self.running_client_id = client_id
+        elif event in ("execution_success", "execution_error", "execution_interrupted"):
+            if data.get("prompt_id") == self.running_prompt_id:
+                self.running_node = None
+
+    def _route(self, event: str, data: Any, client_id: str | None) -> None:
+        if event == "__json__":
+            ev, payload = data
+            self._send_to(client_id, dumps({"type": ev, "data": payload}), _KEEP)
+            return
+        if event == "__bytes__":
+            self._send_to(client_id, data, _KEEP)
+            return
+        if event == "__preview__":
+            frame1, frame4 = data
+            targets = self._targets(client_id)
+            for c in targets:
+                c.enqueue(frame4 if c.flags.get("supports_preview_metadata") is True else frame1,
+                          _DROP_PREVIEW)
+            return
+        self._track(event, data, client_id)
+        if event == "status":
+            if isinstance(data, dict) and "status" not in data:
+                data = {"status": data}
+            self._send_to(None, dumps({"type": "status", "data": data}), _KEEP)
+            return
+        if event == "progress_text":
+            self._send_progress_text(data, client_id)
+            return
+        if client_id is None and event in _NOT_SENT_WITHOUT_CLIENT:
+            return
+        level = _DROP_PROGRESS if event in _PROGRESS_EVENTS else _KEEP
+        self._send_to(client_id, dumps({"type": event, "data": data}), level)
+
+    def _send_progress_text(self, data: dict, client_id: str | None) -> None:
+        node_id = str(data.get("node_id") or data.get("node") or "").encode()
+        prompt_id = str(data.get("prompt_id") or "").encode()
+        text = str(data.get("text") or "").encode()
+        legacy = _u32.pack(TEXT) + _u32.pack(len(node_id)) + node_id + text
+        with_meta = (_u32.pack(TEXT) + _u32.pack(len(prompt_id)) + prompt_id
+                     + _u32.pack(len(node_id)) + node_id + text)
+        for c in self._targets(client_id):
+            c.enqueue(with_meta if c.flags.get("supports_progress_text_metadata") is True else legacy,
+                      _DROP_PROGRESS)
+
+    def _targets(self, client_id: str | None) -> list[WsClient]:
+        if client_id is None:
+            return list(self.clients.values())
+        c = self.clients.get(client_id)
+        return [c] if c is not None else []
+
+    def _send_to(self, client_id: str | None, payload: str | bytes, level: int) -> None:
+        if client_id is None:
+            for c in list(self.clients.values()):
+                c.enqueue(payload, level)
+        else:
+            c = self.clients.get(client_id)
+            if c is not None:
+                c.enqueue(payload, level)
+
+    # ------------------------------------------------------------ connections
+    def queue_remaining(self) -> int:
+        try:
+            return int(self.ctx.engine.queue_remaining())
+        except Exception:  # noqa: BLE001
+            return 0
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1024 * 1024)
+        await ws.prepare(request)
+        sid = request.query.get("clientId") or ""
+        if not sid or len(sid) > 128:
+            sid = uuid.uuid4().hex
+        old = self.clients.pop(sid, None)
+        if old is not None:
+            old.close(1000, b"replaced by a new connection")
+        client = WsClient(sid, ws, self)
+        self.clients[sid] = client
+        client.writer = asyncio.ensure_future(client.run_writer())
+        try:
+            client.enqueue(dumps({"type": "status", "data": {
+                "status": {"exec_info": {"queue_remaining": self.queue_remaining()}}, "sid": sid}}))
+            if self.running_client_id == sid and self.running_node is not None:
+                client.enqueue(dumps({"type": "executing", "data": {"node": self.running_node}}))
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    if client.first_message_seen:
+                        continue
+                    client.first_message_seen = True
+                    self._handle_first_message(client, msg.data)
+                elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                    break
+        except Exception as e:  # noqa: BLE001
+            log.debug("websocket %s error: %s", sid, e)
+        finally:
+            if self.clients.get(sid) is client:
+                del self.clients[sid]
+                self.ctx.logs.set_subscription(sid, False)
+            client.closed = True
+            client.wakeup.set()
+            if client.writer is not None:
+                client.writer.cancel()
+        return ws
+
+    def _handle_first_message(self, client: WsClient, text: str) -> None:
+        try:
+            import json
+            msg = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(msg, dict) or msg.get("type") != "feature_flags":
+            return
+        flags = msg.get("data")
+        if isinstance(flags, dict):
+            client.flags = flags
+        client.enqueue(dumps({"type": "feature_flags", "data": self.ctx.feature_flags}))
+
+    async def close_all(self) -> None:
+        for c in list(self.clients.values()):
+            c.close(1001, b"server shutdown")
+            try:
+                await asyncio.wait_for(c.ws.close(code=1001, message=b"server shutdown"), 2)
+            except Exception:  # noqa: BLE001
+                pass
+        self.clients.clear()
+
+
+def setup(app: web.Application, ctx: ServerContext) -> None:
+    registry = ctx.clients
+    add_route(app, "GET", "/ws", registry.handle)
+
+    def on_log(entry: dict) -> None:
+        payload = {"entries": [entry], "size": None}
+        for sid in list(ctx.logs.subscribers):
+            registry.send_json_threadsafe("logs", payload, sid)
+
+    ctx.logs.on_entry = on_log
