@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import copy
+import gc
 import logging
 import threading
 import time
@@ -307,9 +308,15 @@ class Engine:
         run = PromptRun(registry=self.registry, cache=self.cache, objects=self.objects, prompt_id=item.prompt_id,
                         prompt=copy.copy(item.prompt), outputs=item.outputs, extra_data=extra, emit=emit,
                         interrupt_flag=flag, emit_preview=emit_preview, emit_text=emit_text)
+        # Python's cyclic GC rescans every live object on each full pass, which made big graphs
+        # quadratic; node data is freed by reference counting, so collect once afterwards.
+        gc_enabled = gc.isenabled()
+        gc.disable()
         try:
             result = await run.run()
         finally:
+            if gc_enabled:
+                gc.enable()
             self.cache.end_prompt()
             self._prune_objects(item.prompt)
             self._current = None

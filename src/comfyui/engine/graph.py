@@ -9,13 +9,13 @@ from typing import Any, Iterable
 
 
 def is_link(value: Any) -> bool:
-    """A link is ``[node_id: str, output_index: int]``."""
+    """A link is ``[node_id: str, output_index: int]`` (bools are not indexes)."""
+    # Exact class checks: this runs for every input of every node, so it must be cheap.
     return (
-        isinstance(value, (list, tuple))
+        value.__class__ is list
         and len(value) == 2
         and isinstance(value[0], str)
-        and isinstance(value[1], int)
-        and not isinstance(value[1], bool)
+        and value[1].__class__ is int
     )
 
 

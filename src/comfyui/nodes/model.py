@@ -71,9 +71,16 @@ class NodeDef:
             name for cat in (required, optional) for name, spec in _iter_specs(cat) if _options(spec).get("rawLink")
         )
         self.uses_unique_id = HIDDEN_UNIQUE_ID in self.hidden_kinds.values()
+        self._specs: dict[str, tuple[str, Any, dict]] = {}
+        for cat, specs in (("optional", optional), ("hidden", hidden), ("required", required)):
+            for name, spec in _iter_specs(specs):
+                self._specs[name] = (cat, _type(spec), _options(spec))
 
     def input_spec(self, name: str) -> tuple[str, Any, dict] | None:
         """(category, type, options) for an input name, consulting dynamic optional dicts."""
+        found = self._specs.get(name)
+        if found is not None:
+            return found
         if name in self.required:
             spec = self.required[name]
             return "required", _type(spec), _options(spec)

@@ -402,12 +402,6 @@ class ClientRegistry:
 
 
 def setup(app: web.Application, ctx: ServerContext) -> None:
-    registry = ctx.clients
-    add_route(app, "GET", "/ws", registry.handle)
-
-    def on_log(entry: dict) -> None:
-        payload = {"entries": [entry], "size": None}
-        for sid in list(ctx.logs.subscribers):
-            registry.send_json_threadsafe("logs", payload, sid)
-
-    ctx.logs.on_entry = on_log
+    """``/ws`` (and ``/api/ws``). ``logs`` messages for subscribed clients are wired by
+    ``comfyui.server.logs`` through ``ctx.logs.on_entry`` / ``ctx.send_json``."""
+    add_route(app, "GET", "/ws", ctx.clients.handle)

@@ -210,8 +210,8 @@ def lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
     src = samples.detach().float().cpu().numpy()
     for b in range(src.shape[0]):
         for c in range(src.shape[1]):
-            img = Image.fromarray(np.ascontiguousarray(src[b, c]), mode="F")
-            out[b, c] = torch.from_numpy(np.asarray(img.resize((width, height), Image.Resampling.LANCZOS)))
+            img = Image.fromarray(np.ascontiguousarray(src[b, c], dtype=np.float32))  # mode "F"
+            out[b, c] = torch.from_numpy(np.array(img.resize((width, height), Image.Resampling.LANCZOS)))
     return out.to(samples.device)
 
 

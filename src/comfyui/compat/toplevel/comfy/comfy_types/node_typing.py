@@ -64,8 +64,6 @@ class IO(StrEnum):
         b = frozenset(value.split(","))
         return not (a <= b or b <= a)
 
-    __hash__ = StrEnum.__hash__
-
 
 class RemoteInputOptions(TypedDict):
     route: str

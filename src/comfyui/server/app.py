@@ -1,0 +1,295 @@
+"""The aiohttp application: ``create_app(engine, config)`` and ``run_server(config)``.
+
+Route modules are wired in this order (aiohttp matches resources in registration order, and
+the frontend's static tree at ``/`` must come last): ``ws``, ``routes_prompt``, the custom
+nodes' ``PromptServer.instance.routes``, ``openapi``, ``routes_user``, ``routes_files``,
+``frontend``.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
+import warnings
+from typing import Any
+
+from aiohttp import web
+
+from .context import ServerContext, config_get
+from .security import (HostPolicy, cache_control_middleware, error_middleware, gzip_middleware,
+                       make_security_middleware)
+from .ws import ClientRegistry
+
+log = logging.getLogger(__name__)
+
+warnings.filterwarnings("ignore", category=web.NotAppKeyWarning)
+
+ROUTE_MODULES = ("comfyui.server.ws", "comfyui.server.routes_prompt")
+# Owned by the file/user routes area; each is optional (a module without ``setup`` is skipped).
+LATE_ROUTE_MODULES = ("comfyui.server.openapi", "comfyui.server.logs", "comfyui.server.routes_user",
+                      "comfyui.server.routes_files", "comfyui.server.frontend")
+
+
+def _api_key(config: Any) -> str | None:
+    key = config_get(config, "api_key") or os.environ.get("COMFYUI_API_KEY") or None
+    return str(key) if key else None
+
+
+def _allowed_hosts(config: Any) -> list[str]:
+    hosts = config_get(config, "allowed_hosts") or os.environ.get("COMFYUI_ALLOWED_HOSTS") or []
+    if isinstance(hosts, str):
+        hosts = [h.strip() for h in hosts.split(",") if h.strip()]
+    return list(hosts)
+
+
+def server_feature_flags(config: Any) -> dict:
+    """The dict answered by ``GET /features`` and the WS ``feature_flags`` reply."""
+    max_upload = int(float(config_get(config, "max_upload_size", 100.0)) * 1024 * 1024)
+    flags: dict[str, Any] = {
+        "supports_preview_metadata": True,
+        "supports_progress_text_metadata": True,
+        "max_upload_size": max_upload,
+    }
+    if config_get(config, "enable_manager", False):
+        flags["extension"] = {"manager": {"supports_v4": True}}
+    return flags
+
+
+def create_app(engine: Any, config: Any = None) -> web.Application:
+    """Build the application for ``engine`` (a started or not-yet-started Engine).
+
+    The engine listener is added when the app starts (it needs the running loop) and removed
+    on cleanup; the engine's own lifecycle (start/stop) belongs to the caller."""
+    max_upload = int(float(config_get(config, "max_upload_size", 100.0)) * 1024 * 1024)
+    ctx = ServerContext(engine=engine, config=config, api_key=_api_key(config),
+                        max_upload_size=max_upload)
+    ctx.feature_flags = server_feature_flags(config)
+    ctx.clients = ClientRegistry(ctx)
+    policy = HostPolicy(config_get(config, "listen", "127.0.0.1"), _allowed_hosts(config))
+    ctx.allowed_hosts = set(policy.names)
+    cors = config_get(config, "enable_cors_header")
+    middlewares = [error_middleware, make_security_middleware(ctx, policy, cors), cache_control_middleware]
+    if config_get(config, "enable_compress_response_body", False):
+        middlewares.append(gzip_middleware)
+    app = web.Application(client_max_size=max_upload, middlewares=middlewares)
+    app["ctx"] = ctx
+
+    for name in ROUTE_MODULES:
+        importlib.import_module(name).setup(app, ctx)
+    add_compat_routes(app, ctx)
+    for name in LATE_ROUTE_MODULES:
+        if importlib.util.find_spec(name) is None:
+            log.warning("server module %s is missing; its routes are not served", name)
+            continue
+        module = importlib.import_module(name)
+        if hasattr(module, "setup"):
+            module.setup(app, ctx)
+
+    app.on_startup.append(_on_startup)
+    app.on_shutdown.append(_on_shutdown)
+    app.on_cleanup.append(_on_cleanup)
+    return app
+
+
+def add_compat_routes(app: web.Application, ctx: ServerContext) -> None:
+    """Add the routes custom nodes declared on ``PromptServer.instance.routes`` (bare and
+    under /api). Only routes declared before the app is built are served."""
+    mod = sys.modules.get("comfyui.compat.server")
+    if mod is None:
+        return
+    try:
+        table = mod.PromptServer.instance.routes
+    except AttributeError:
+        return
+    for route in list(table):
+        if not isinstance(route, web.RouteDef):
+            continue  # static defs etc.: registered as-is below
+        for prefix in ("", "/api"):
+            if prefix and route.path.startswith("/internal"):
+                continue
+            try:
+                app.router.add_route(route.method, prefix + route.path, route.handler, **route.kwargs)
+                ctx.routes.append((route.method.upper(), prefix + route.path))
+                ctx.extra.setdefault("compat_routes", []).append((route.method.upper(), prefix + route.path))
+            except (RuntimeError, ValueError) as e:
+                log.warning("custom node route %s %s not added: %s", route.method, route.path, e)
+    for route in list(table):
+        if isinstance(route, web.StaticDef):
+            try:
+                route.register(app.router)
+                ctx.routes.append(("GET", route.prefix.rstrip("/") + "/{path}"))
+            except (RuntimeError, ValueError) as e:
+                log.warning("custom node static route %s not added: %s", route.prefix, e)
+
+
+async def _on_startup(app: web.Application) -> None:
+    ctx: ServerContext = app["ctx"]
+    loop = asyncio.get_running_loop()
+    ctx.loop = loop
+    ctx.clients.loop = loop
+    ctx.engine.add_listener(ctx.clients.engine_listener)
+    ctx.logs.install()
+    mod = sys.modules.get("comfyui.compat.server")
+    if mod is not None:
+        try:
+            mod.PromptServer.instance.attach(app, loop)
+        except Exception:  # noqa: BLE001
+            log.exception("PromptServer.attach failed")
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    ctx: ServerContext = app["ctx"]
+    await ctx.clients.close_all()
+
+
+async def _on_cleanup(app: web.Application) -> None:
+    ctx: ServerContext = app["ctx"]
+    try:
+        ctx.engine.remove_listener(ctx.clients.engine_listener)
+    except Exception:  # noqa: BLE001
+        pass
+    ctx.logs.uninstall()
+    ctx.clients.loop = None
+
+
+# ============================================================================ run_server
+
+
+def _ssl_context(config: Any) -> ssl.SSLContext | None:
+    keyfile, certfile = config_get(config, "tls_keyfile"), config_get(config, "tls_certfile")
+    if not keyfile and not certfile:
+        return None
+    if not (keyfile and certfile):
+        raise SystemExit("--tls-keyfile and --tls-certfile must be given together")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(certfile=certfile, keyfile=keyfile)
+    return ctx
+
+
+def bind_addresses(listen: str | None) -> list[str]:
+    """``--listen`` -> the addresses to bind. Bare ``--listen`` (``0.0.0.0``) binds IPv4 and,
+    when available, IPv6 too."""
+    addrs = [a.strip().strip("[]") for a in (listen or "127.0.0.1").split(",") if a.strip()]
+    if not addrs:
+        addrs = ["127.0.0.1"]
+    if addrs == ["0.0.0.0"]:
+        import socket
+        if socket.has_ipv6:
+            addrs = ["0.0.0.0", "::"]
+    return addrs
+
+
+def build_engine(config: Any):
+    """An Engine with built-in and custom nodes loaded (custom nodes may register routes)."""
+    from comfyui.engine.engine import Engine
+
+    engine = Engine(config=config)
+    registry = engine.registry
+    if not any(True for _ in registry.names()):
+        load = getattr(registry, "load_builtins", None)
+        if load is not None:
+            load()
+    if not config_get(config, "disable_all_custom_nodes", False) or config_get(config, "whitelist_custom_nodes"):
+        try:
+            custom = importlib.import_module("comfyui.nodes.custom_nodes")
+            loader = getattr(custom, "load_custom_nodes", None)
+            if loader is not None and not getattr(engine, "custom_nodes_loaded", False):
+                loader(registry, config)
+        except ModuleNotFoundError:
+            pass
+    return engine
+
+
+async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None = None,
+                stop: asyncio.Event | None = None) -> int:
+    """Serve until ``stop`` is set (or SIGINT/SIGTERM). Returns an exit code."""
+    t0 = time.perf_counter()
+    own_engine = engine is None
+    if engine is None:
+        engine = await asyncio.to_thread(build_engine, config)
+    app = create_app(engine, config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    sslctx = _ssl_context(config)
+    port = int(config_get(config, "port", 8188))
+    sites = []
+    for addr in bind_addresses(config_get(config, "listen", "127.0.0.1")):
+        site = web.TCPSite(runner, addr, port, ssl_context=sslctx, reuse_address=True)
+        try:
+            await site.start()
+            sites.append(site)
+        except OSError as e:
+            if addr == "::" and sites:
+                log.info("IPv6 bind failed (%s); serving IPv4 only", e)
+                continue
+            await runner.cleanup()
+            if own_engine:
+                engine.stop()
+            log.error("cannot listen on %s:%s: %s", addr, port, e)
+            return 1
+    if own_engine or not getattr(engine, "running", True):
+        engine.start()
+    scheme = "https" if sslctx else "http"
+    actual_port = port
+    try:
+        sock = sites[0]._server.sockets[0]  # type: ignore[union-attr]
+        actual_port = sock.getsockname()[1]
+    except Exception:  # noqa: BLE001
+        pass
+    app["ctx"].extra["port"] = actual_port
+    host = sites[0].name.split("//", 1)[-1].rsplit(":", 1)[0] if sites else "127.0.0.1"
+    if host in ("0.0.0.0", "[::]", "::"):
+        host = "127.0.0.1"
+    url = f"{scheme}://{host}:{actual_port}"
+    log.info("server ready in %.2f s at %s", time.perf_counter() - t0, url)
+    if not config_get(config, "dont_print_server", False):
+        print(f"Starting server\n\nTo see the GUI go to: {url}", flush=True)
+    if config_get(config, "auto_launch", False) and not config_get(config, "disable_auto_launch", False):
+        import webbrowser
+        webbrowser.open(url)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        if own_engine:
+            engine.stop()
+    return 0
+
+
+def run_server(config: Any = None) -> int:
+    """What the ``comfyui`` command runs: engine + nodes + HTTP/WS server until Ctrl-C."""
+    if config is None:
+        from comfyui.config import load_config
+        config = load_config()
+    try:
+        from comfyui import config as _cfg
+        _cfg.set_current(config)
+    except Exception:  # noqa: BLE001
+        pass
+    apply_paths = getattr(config, "apply_paths", None)
+    if apply_paths is not None:
+        apply_paths()
+    try:
+        return asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":  # python -m comfyui.server.app [flags]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise SystemExit(run_server())
