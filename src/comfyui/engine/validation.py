@@ -72,7 +72,7 @@ def validate_node(node_id: str, node: dict, node_def: NodeDef, prompt: dict, reg
         return [_error("invalid_prompt", "Node inputs must be an object", f"Node ID '#{node_id}'")]
     custom_params = node_def.validate_inputs_params if node_def.validate_inputs else frozenset()
     custom_all = node_def.validate_inputs is not None and custom_params is None
-    wants_types = node_def.validate_inputs is not None and (custom_all or "input_types" in custom_params)
+    wants_types = node_def.validate_inputs is not None and not custom_all and "input_types" in custom_params
     received_types: dict[str, Any] = {}
     constants: dict[str, Any] = {}
 

@@ -57,9 +57,8 @@ class NodeDef:
 
     # ---- derived views used by the engine (computed once) ----
     def __post_init__(self) -> None:
-        required = self.inputs.get("required") or {}
-        optional = self.inputs.get("optional") or {}
-        hidden = self.inputs.get("hidden") or {}
+        # `is None` checks: an empty dynamic-inputs dict is falsy but must be kept.
+        required, optional, hidden = ({} if self.inputs.get(c) is None else self.inputs[c] for c in INPUT_CATEGORIES)
         self.required = required
         self.optional = optional
         self.hidden = hidden

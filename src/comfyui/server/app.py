@@ -189,12 +189,8 @@ def build_engine(config: Any):
     """An Engine with built-in and custom nodes loaded (custom nodes may register routes)."""
     from comfyui.engine.engine import Engine
 
-    engine = Engine(config=config)
+    engine = Engine.from_config(config)
     registry = engine.registry
-    if not any(True for _ in registry.names()):
-        load = getattr(registry, "load_builtins", None)
-        if load is not None:
-            load()
     if not config_get(config, "disable_all_custom_nodes", False) or config_get(config, "whitelist_custom_nodes"):
         try:
             custom = importlib.import_module("comfyui.nodes.custom_nodes")

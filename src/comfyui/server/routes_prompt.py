@@ -6,11 +6,13 @@ Documented choices:
 * ``POST /prompt`` with a full queue (``--max-queue-size`` pending+running prompts) answers
   **429** with the ComfyUI error shape ``{"error": {"type": "queue_full", ...},
   "node_errors": {}}`` and ``Retry-After: 1``.
-* A client-supplied ``prompt_id`` must be a non-empty string of at most 128 characters and
-  must not be queued or in history already (400 ``invalid_prompt`` otherwise).
-* Secrets (``extra_data.api_key_comfy_org`` / ``auth_token_comfy_org``) are removed from
-  ``extra_data`` before it is stored anywhere (queue, history, logs); they reach the nodes'
-  hidden inputs through the engine's ``secrets=`` argument.
+* A client-supplied ``prompt_id`` must be a non-empty string of at most 128 characters
+  (400 ``invalid_prompt`` otherwise). Submitting an id that is already queued, running or in
+  history is idempotent: 200 with that id and nothing new is queued (safe retries).
+* Secrets (``extra_data.api_key_comfy_org`` / ``auth_token_comfy_org``) are popped out of
+  ``extra_data`` by ``Engine.submit`` before anything is stored (queue, history, logs) and
+  handed to the nodes only while the prompt runs; queue/jobs/history views strip them again
+  as a second line of defence.
 * Jobs cancel (``POST /jobs/{id}/cancel``, ``POST /jobs/cancel`` ``{"job_ids": [...]}``):
   a pending job is removed from the queue and recorded in history as cancelled (status
   ``cancelled``, an ``execution_interrupted`` message); the running job is interrupted (it
@@ -121,6 +123,7 @@ class PromptRoutes:
         self._fs_dirs: dict[str, float] = {}
         self._versions_cache: dict | None = None
         self._gpu_cache: tuple[float, list] | None = None
+        self._job_cache: dict[str, tuple[dict, dict]] = {}
 
     # ------------------------------------------------------------------ /prompt
     async def get_prompt(self, request: web.Request) -> web.Response:
@@ -162,15 +165,20 @@ class PromptRoutes:
                 return prompt_error("invalid_prompt", "Invalid partial_execution_targets",
                                     "'partial_execution_targets' must be a list of node ids")
             targets = [str(t) for t in targets]
-        extra_data, secrets = redact_extra_data(body.get("extra_data"))
+        extra_data = body.get("extra_data")
+        if extra_data is None:
+            extra_data = {}
+        if not isinstance(extra_data, dict):
+            return prompt_error("invalid_prompt", "Invalid extra_data", "'extra_data' must be a JSON object")
+        # The engine pops the secrets (SECRET_KEYS) out of extra_data before anything is stored
+        # and hands them to the nodes only while the prompt runs.
+        extra_data = dict(extra_data)
         if client_id is not None:
             extra_data["client_id"] = client_id
         extra_data.setdefault("create_time", int(time.time() * 1000))
 
         if self.engine.queue_remaining() >= self.max_queue:
-            return prompt_error("queue_full", "The queue is full",
-                                f"The queue already holds {self.max_queue} prompts (--max-queue-size)",
-                                status=429, headers={"Retry-After": "1"})
+            return self._queue_full()
 
         prompt = self._on_prompt_hooks(body, prompt)
         kwargs: dict[str, Any] = {"client_id": client_id, "extra_data": extra_data, "front": front}
@@ -180,19 +188,25 @@ class PromptRoutes:
             kwargs["number"] = number
         if targets is not None:
             kwargs["partial_execution_targets"] = targets
-        if secrets and "secrets" in self.submit_params:
-            kwargs["secrets"] = secrets
-        from comfyui.engine.engine import PromptError
+        from comfyui.engine.engine import PromptError, QueueFull
 
         try:
             result = self.engine.submit(prompt, **kwargs)
         except PromptError as e:
             return json_response({"error": e.error, "node_errors": e.node_errors}, status=400)
-        except (ValueError, KeyError, TypeError) as e:
-            # e.g. a duplicate prompt_id, or a malformed graph the validator did not catch
-            return prompt_error("invalid_prompt", "Invalid prompt", str(e))
+        except QueueFull:
+            return self._queue_full()
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            # a malformed graph the validator did not catch must still be a 400, never a 500
+            log.info("prompt rejected: %s: %s", type(e).__name__, e)
+            return prompt_error("invalid_prompt", "Invalid prompt", f"{type(e).__name__}: {e}")
         return json_response({"prompt_id": result.prompt_id, "number": result.number,
                               "node_errors": result.node_errors or {}})
+
+    def _queue_full(self) -> web.Response:
+        return prompt_error("queue_full", "The queue is full",
+                            f"The queue already holds {self.max_queue} prompts (--max-queue-size)",
+                            status=429, headers={"Retry-After": "1"})
 
     def _on_prompt_hooks(self, body: dict, prompt: dict) -> dict:
         """Custom nodes' ``PromptServer.instance.add_on_prompt_handler`` hooks."""
@@ -272,12 +286,20 @@ class PromptRoutes:
 
     # ------------------------------------------------------------------ Jobs API
     def _jobs(self) -> list[dict]:
-        jobs_fn = getattr(self.engine, "list_jobs", None)
+        """Every job: running, pending, then history. History jobs are cached per entry
+        object (entries do not change once recorded), so a poll costs O(n) dict lookups."""
         running, pending = self.engine.get_queue()
         out = [job_from_queue_item(i, "in_progress") for i in running]
         out += [job_from_queue_item(i, "pending") for i in pending]
+        cache = self._job_cache
+        fresh: dict[str, tuple[dict, dict]] = {}
         for pid, entry in self.engine.get_history().items():
-            out.append(job_from_history(pid, entry))
+            hit = cache.get(pid)
+            if hit is None or hit[0] is not entry:
+                hit = (entry, job_from_history(pid, entry))
+            fresh[pid] = hit
+            out.append(hit[1])
+        self._job_cache = fresh
         return out
 
     async def get_jobs(self, request: web.Request) -> web.Response:
@@ -312,10 +334,7 @@ class PromptRoutes:
             jobs.sort(key=dur, reverse=reverse)
         total = len(jobs)
         page = jobs[offset:offset + limit] if limit is not None else jobs[offset:]
-        for j in page:
-            j.pop("_outputs", None)
-            j.pop("_workflow", None)
-            j.pop("_execution_status", None)
+        page = [{k: v for k, v in j.items() if not k.startswith("_")} for j in page]
         eff_limit = limit if limit is not None else max(total - offset, 0)
         return json_response({"jobs": page, "pagination": {
             "offset": offset, "limit": eff_limit, "total": total,
@@ -344,18 +363,12 @@ class PromptRoutes:
         return json_response(job)
 
     def _cancel(self, job_id: str) -> str:
-        """'cancelled' | 'interrupted' | 'finished' | 'not_found'."""
-        running, pending = self.engine.get_queue()
-        if any(_item_id(i) == job_id for i in running):
-            self.engine.interrupt(job_id)
-            return "interrupted"
-        if any(_item_id(i) == job_id for i in pending):
-            cancel = getattr(self.engine, "cancel_pending", None)
-            if cancel is not None:
-                cancel([job_id])
-            else:
-                self.engine.delete_pending([job_id])
+        """'cancelled' (was pending) | 'interrupted' (was running) | 'finished' | 'not_found'."""
+        result = self.engine.cancel(job_id)
+        if result == "pending":
             return "cancelled"
+        if result == "running":
+            return "interrupted"
         if self.engine.get_history_item(job_id) is not None:
             return "finished"
         return "not_found"

@@ -40,7 +40,7 @@ def lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
         for c in range(src.shape[1]):
             channel = Image.fromarray(np.ascontiguousarray(src[b, c]), mode="F")
             resized = channel.resize((width, height), resample=Image.Resampling.LANCZOS)
-            out[b, c] = torch.from_numpy(np.asarray(resized, dtype=np.float32))
+            out[b, c] = torch.from_numpy(np.array(resized, dtype=np.float32))
     # ComfyUI resizes through 8-bit Pillow images, which clips lanczos ringing to 0..1; do the same.
     out = out.clamp(0.0, 1.0)
     return out.to(samples.device, samples.dtype)

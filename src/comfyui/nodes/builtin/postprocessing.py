@@ -141,7 +141,7 @@ class Quantize:
                 q = im.quantize(palette=pal_im, dither=Image.Dither.FLOYDSTEINBERG)
             else:
                 q = self._bayer(im, pal_im, int(dither.split("-")[-1]))
-            result[b] = torch.from_numpy(np.asarray(q.convert("RGB"))).float() / 255
+            result[b] = torch.from_numpy(np.array(q.convert("RGB"))).float() / 255
         return (result,)
 
 

@@ -1132,10 +1132,10 @@ def _schema_cache(cls: type) -> dict:
         outputs = schema.outputs
         cache = {
             "schema": schema,
-            "RETURN_TYPES": tuple(o.io_type for o in outputs),
-            "RETURN_NAMES": tuple(o.display_name if o.display_name else o.io_type for o in outputs),
-            "OUTPUT_IS_LIST": tuple(bool(o.is_output_list) for o in outputs),
-            "OUTPUT_TOOLTIPS": tuple(o.tooltip if o.tooltip else None for o in outputs),
+            "RETURN_TYPES": [o.io_type for o in outputs],
+            "RETURN_NAMES": [o.display_name if o.display_name else o.io_type for o in outputs],
+            "OUTPUT_IS_LIST": [bool(o.is_output_list) for o in outputs],
+            "OUTPUT_TOOLTIPS": [o.tooltip if o.tooltip else None for o in outputs],
         }
         setattr(cls, "_comfy_schema_cache", cache)
     return cache
@@ -1311,3 +1311,20 @@ class NodeReplace:
             "input_mapping": list(self.input_mapping) if self.input_mapping else None,
             "output_mapping": list(self.output_mapping) if self.output_mapping else None,
         }
+
+
+__all__ = [
+    "FolderType", "UploadType", "NumberDisplay", "ControlAfterGenerate", "RemoteOptions", "RemoteItemSchema",
+    "RemoteComboOptions", "comfytype", "Custom", "Input", "WidgetInput", "Output", "ComfyTypeI", "ComfyTypeIO",
+    "Boolean", "Int", "Float", "String", "Combo", "MultiCombo", "Webcam", "Color", "Colors", "BoundingBox",
+    "BoundingBoxes", "ImageCompare", "Compositor", "CameraInfoState", "Image", "Mask", "Latent", "Conditioning",
+    "Sampler", "Sigmas", "Noise", "Guider", "Clip", "ControlNet", "Vae", "Model", "ModelPatch", "ClipVision",
+    "ClipVisionOutput", "BackgroundRemoval", "StyleModel", "Gligen", "UpscaleModel", "LatentUpscaleModel", "Audio",
+    "Video", "SVG", "LoraModel", "LossMap", "Voxel", "Mesh", "Splat", "File3DAny", "File3DGLB", "File3DGLTF",
+    "File3DFBX", "File3DOBJ", "File3DSTL", "File3DUSDZ", "Hooks", "HookKeyframes", "TimestepsRange",
+    "LatentOperation", "FlowControl", "Accumulation", "Load3DCamera", "Load3D", "Load3DAnimation", "Photomaker",
+    "Point", "FaceAnalysis", "BBOX", "SEGS", "AudioEncoder", "AudioEncoderOutput", "Tracks", "WanCameraEmbedding",
+    "Histogram", "Layers", "Dict", "Array", "AnyType", "MultiType", "MatchType", "DynamicInput", "DynamicOutput",
+    "Autogrow", "DynamicCombo", "DynamicSlot", "Hidden", "HiddenHolder", "PriceBadge", "PriceBadgeDepends",
+    "Schema", "ComfyNode", "NodeOutput", "NodeReplace", "prune_dict", "classproperty", "first_real_override",
+]
