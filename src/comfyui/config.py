@@ -7,7 +7,7 @@ the current directory when present) > defaults.
 * Env var names are ``COMFYUI_`` + the option's dest upper-cased (``--max-upload-size`` ->
   ``COMFYUI_MAX_UPLOAD_SIZE``, ``--fp8_e4m3fn-unet`` -> ``COMFYUI_FP8_E4M3FN_UNET``); ``-w/--cwd``
   also reads ``COMFYUI_CWD``. Booleans accept 1/0, true/false, yes/no, on/off. List options
-  accept a comma-separated string or a JSON list.
+  accept a comma-separated string or a JSON list. An empty variable counts as unset.
 * Config file keys are the flag names with or without dashes (``max-upload-size`` or
   ``max_upload_size``); values may be YAML/JSON scalars, booleans or lists.
 * Mutually exclusive groups (``--cache-*``, VRAM modes, precisions) are resolved per group:
@@ -424,8 +424,6 @@ def _convert(action: argparse.Action, value: Any, source: str) -> Any:
             return [str(x) for x in value if str(x).strip()]
         if action.nargs == "?" and action.const is not None and value is True:
             return action.const
-        if isinstance(value, str) and action.nargs == "?" and value.strip() == "" and action.const is not None:
-            return action.const
         if action.type is not None and value is not None:
             value = action.type(value if not isinstance(value, bool) else str(value))
         elif value is not None and not isinstance(value, str):
@@ -472,6 +470,8 @@ def _file_layer(data: Mapping[str, Any], actions: dict[str, list[argparse.Action
                 if o.startswith("--"):
                     option_to_dest[o[2:].replace("-", "_")] = dest
     for key, value in data.items():
+        if value is None:
+            continue  # `key:` with no value = unset
         norm = str(key).lstrip("-").replace("-", "_")
         dest = option_to_dest.get(norm) or option_to_dest.get(norm.lower())
         if dest is None:
@@ -489,11 +489,10 @@ def _env_layer(env: Mapping[str, str], actions: dict[str, list[argparse.Action]]
         for name in [ENV_PREFIX + dest.upper(), *_ENV_ALIASES.get(dest, [])]:
             if name in env:
                 raw = env[name]
+                if raw.strip() == "":
+                    continue  # empty = unset (never "bare flag": COMFYUI_LISTEN= must not expose the server)
                 # --verbose and --logging-level share a dest; use the plain-valued action for env
-                act = acts[-1]
-                if raw == "" and not isinstance(act, (argparse._StoreTrueAction, _AppendExtend)) and act.const is None:
-                    continue  # empty = unset
-                layer[dest] = _convert(act, raw, f"environment variable {name}")
+                layer[dest] = _convert(acts[-1], raw, f"environment variable {name}")
                 break
     return layer
 

@@ -499,7 +499,7 @@ def get_input_subfolders() -> list[str]:
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         for d in subdirs:
             out.append(os.path.relpath(os.path.join(dirpath, d), root).replace(os.sep, "/"))
-    return out
+    return sorted(out)
 
 
 _ANNOTATIONS = (("[output]", "output"), ("[input]", "input"), ("[temp]", "temp"))

@@ -131,3 +131,39 @@ def test_mask_preview(workspace):
 def test_save_rejects_non_images(workspace):
     with pytest.raises((TypeError, ValueError)):
         run(SaveImage, images=torch.zeros((4, 4)), filename_prefix="bad")
+
+
+def test_save_animated_webp_and_png(workspace):
+    from comfyui.nodes.builtin.image_transform import SaveAnimatedPNG, SaveAnimatedWEBP
+
+    frames = torch.stack([torch.full((8, 8, 3), v) for v in (0.0, 0.5, 1.0)])
+    res = run(SaveAnimatedWEBP, images=frames, fps=10.0, filename_prefix="anim/clip", lossless=True, quality=80,
+              method="fastest", prompt=PROMPT, extra_pnginfo={"workflow": {"w": 1}})
+    entry = res["ui"]["images"][0]
+    assert res["ui"]["animated"] == (True,)
+    assert entry == {"filename": "clip_00001_.webp", "subfolder": "anim", "type": "output"}
+    with Image.open(os.path.join(workspace, "output", "anim", "clip_00001_.webp")) as im:
+        assert im.n_frames == 3
+        exif = im.getexif()
+        assert exif[0x0110].startswith("prompt:") and json.loads(exif[0x0110][7:]) == PROMPT
+        assert exif[0x010F] == 'workflow:{"w": 1}'
+
+    res = run(SaveAnimatedPNG, images=frames, fps=10.0, compress_level=1, filename_prefix="apng", prompt=PROMPT)
+    entry = res["ui"]["images"][0]
+    with Image.open(os.path.join(workspace, "output", entry["filename"])) as im:
+        assert im.n_frames == 3
+        im.seek(2)
+        assert im.convert("RGB").getpixel((0, 0)) == (255, 255, 255)
+    with open(os.path.join(workspace, "output", entry["filename"]), "rb") as f:
+        assert b"comf" in f.read()
+
+
+def test_config_disable_metadata(workspace, monkeypatch):
+    from comfyui import config
+
+    cfg = config.Config()
+    cfg.disable_metadata = True
+    monkeypatch.setattr(config, "_current", cfg)
+    run(SaveImage, images=_img(), filename_prefix="cfg", prompt=PROMPT)
+    with Image.open(os.path.join(workspace, "output", "cfg_00001_.png")) as im:
+        assert "prompt" not in im.text

@@ -78,10 +78,10 @@ def test_string_node_specs_match_upstream():
 
 
 def test_preview_any():
-    assert run(PreviewAny, source="text") == {"ui": {"text": ("text",)}}
-    assert run(PreviewAny, source=3.5) == {"ui": {"text": ("3.5",)}}
-    assert run(PreviewAny, source={"a": [1, 2]}) == {"ui": {"text": ('{"a": [1, 2]}',)}}
-    assert run(PreviewAny, source=None) == {"ui": {"text": ("None",)}}
+    assert run(PreviewAny, source="text") == {"ui": {"text": ["text"]}}
+    assert run(PreviewAny, source=3.5) == {"ui": {"text": ["3.5"]}}
+    assert run(PreviewAny, source={"a": [1, 2]}) == {"ui": {"text": ['{"a": [1, 2]}']}}
+    assert run(PreviewAny, source=None) == {"ui": {"text": ["None"]}}
     out = run(PreviewAny, source=torch.zeros(2))["ui"]["text"][0]
     assert "tensor" in out
     assert PreviewAny.OUTPUT_NODE and PreviewAny.INPUT_TYPES()["required"]["source"][0] == "*"

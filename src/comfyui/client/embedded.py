@@ -53,6 +53,21 @@ def build_config(config: Any = None, **overrides: Any) -> Any:
     return config
 
 
+def build_engine(config: Any) -> Any:
+    """An Engine for ``config``: built-in nodes plus the custom nodes the config allows."""
+    from ..engine.engine import Engine
+    from ..nodes.custom_nodes import load_custom_nodes
+
+    engine = Engine.from_config(config)
+    load_custom_nodes(
+        engine.registry,
+        disable_all=bool(getattr(config, "disable_all_custom_nodes", False)),
+        whitelist=getattr(config, "whitelist_custom_nodes", None) or None,
+        blacklist=getattr(config, "blacklist_custom_nodes", None) or None,
+    )
+    return engine
+
+
 class Comfy:
     """In-process ComfyUI: an :class:`~comfyui.engine.engine.Engine` plus a worker thread."""
 
@@ -79,9 +94,7 @@ class Comfy:
             apply_paths = getattr(self.config, "apply_paths", None)
             if apply_paths is not None:
                 apply_paths()
-            from ..engine.engine import Engine
-
-            self._engine = Engine(self.config)
+            self._engine = build_engine(self.config)
         else:
             self.config = getattr(self._engine, "config", self._config_arg)
         self._engine.start()

@@ -137,7 +137,7 @@ def validate_node(node_id: str, node: dict, node_def: NodeDef, prompt: dict, reg
         constants[name] = value
         if node_def.validate_inputs is not None and (custom_all or name in custom_params):
             continue  # VALIDATE_INPUTS takes over the default checks for the inputs it asks for
-        if coerce in (int, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             low, high = options.get("min"), options.get("max")
             if low is not None and value < low:
                 errors.append(_error("value_smaller_than_min", f"Value {value} smaller than min of {low}", name,

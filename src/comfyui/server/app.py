@@ -135,12 +135,20 @@ async def _on_startup(app: web.Application) -> None:
     ctx.clients.loop = loop
     ctx.engine.add_listener(ctx.clients.engine_listener)
     ctx.logs.install()
-    mod = sys.modules.get("comfyui.compat.server")
-    if mod is not None:
-        try:
-            mod.PromptServer.instance.attach(app, loop)
-        except Exception:  # noqa: BLE001
-            log.exception("PromptServer.attach failed")
+    try:
+        mod = importlib.import_module("comfyui.compat.server")
+    except ImportError:
+        return
+    try:
+        mod.PromptServer.instance.attach(app, loop)
+    except Exception:  # noqa: BLE001
+        log.exception("PromptServer.attach failed")
+    # Custom events (PromptServer.instance.send_sync) reach us through the engine's listener
+    # stream when the engine subscribes to the compat hub; otherwise subscribe directly.
+    engine_sinks = [s for s in mod.sinks() if getattr(s, "__self__", None) is ctx.engine]
+    if not engine_sinks:
+        mod.add_sink(ctx.clients.compat_sink)
+        ctx.extra["compat_sink"] = ctx.clients.compat_sink
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -155,6 +163,11 @@ async def _on_cleanup(app: web.Application) -> None:
     except Exception:  # noqa: BLE001
         pass
     ctx.logs.uninstall()
+    sink = ctx.extra.pop("compat_sink", None)
+    if sink is not None:
+        mod = sys.modules.get("comfyui.compat.server")
+        if mod is not None:
+            mod.remove_sink(sink)
     ctx.clients.loop = None
 
 

@@ -37,6 +37,7 @@ import collections
 import io
 import logging
 import struct
+import sys
 import threading
 import uuid
 from typing import Any
@@ -176,6 +177,20 @@ class ClientRegistry:
             return
         self._push((event, data, client_id))
 
+    def compat_sink(self, event: Any, data: Any, sid: str | None) -> None:
+        """``PromptServer.instance.send_sync`` from custom nodes (any thread). Integer events
+        are binary: ``UNENCODED_PREVIEW_IMAGE`` with ``(format, PIL.Image, max_size)`` is
+        encoded like an engine preview, other types send ``data`` bytes as-is."""
+        if isinstance(event, int):
+            if event == UNENCODED_PREVIEW_IMAGE and isinstance(data, (tuple, list)) and len(data) >= 2:
+                self.engine_listener("preview_image", {"format": data[0], "image": data[1],
+                                                       "max_size": data[2] if len(data) > 2 else None,
+                                                       "metadata": {}}, sid)
+            elif isinstance(data, (bytes, bytearray, memoryview)):
+                self.send_bytes_threadsafe(event, bytes(data), sid)
+            return
+        self.engine_listener(str(event), data, sid)
+
     def send_json_threadsafe(self, event: str, data: Any, sid: str | None) -> None:
         self._push(("__json__", (event, data), sid))
 
@@ -296,8 +311,11 @@ class ClientRegistry:
             return
         self._track(event, data, client_id)
         if event == "status":
-            if isinstance(data, dict) and "status" not in data:
-                data = {"status": data}
+            if not isinstance(data, dict):
+                data = {}
+            status = data.get("status")
+            if not isinstance(status, dict) or "exec_info" not in status:
+                data = {**data, "status": {"exec_info": {"queue_remaining": self.queue_remaining()}}}
             self._send_to(None, dumps({"type": "status", "data": data}), _KEEP)
             return
         if event == "progress_text":
@@ -353,6 +371,12 @@ class ClientRegistry:
         client = WsClient(sid, ws, self)
         self.clients[sid] = client
         client.writer = asyncio.ensure_future(client.run_writer())
+        compat = sys.modules.get("comfyui.compat.server")
+        if compat is not None:
+            try:
+                compat.PromptServer.instance.client_id = sid
+            except AttributeError:
+                pass
         try:
             client.enqueue(dumps({"type": "status", "data": {
                 "status": {"exec_info": {"queue_remaining": self.queue_remaining()}}, "sid": sid}}))

@@ -38,7 +38,7 @@ def lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
     src = samples.detach().to("cpu", torch.float32).numpy()
     for b in range(src.shape[0]):
         for c in range(src.shape[1]):
-            channel = Image.fromarray(np.ascontiguousarray(src[b, c]), mode="F")
+            channel = Image.fromarray(np.ascontiguousarray(src[b, c]))  # float32 -> mode "F"
             resized = channel.resize((width, height), resample=Image.Resampling.LANCZOS)
             out[b, c] = torch.from_numpy(np.array(resized, dtype=np.float32))
     # ComfyUI resizes through 8-bit Pillow images, which clips lanczos ringing to 0..1; do the same.
@@ -114,10 +114,7 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     arr = np.clip(255.0 * image.detach().to("cpu", torch.float32).numpy(), 0, 255).astype(np.uint8)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
-    if arr.ndim == 3 and arr.shape[-1] == 2:
-        # grey + alpha
-        return Image.fromarray(arr, mode="LA")
-    return Image.fromarray(arr)
+    return Image.fromarray(arr)  # [H,W] -> L, [H,W,2] -> LA, [H,W,3] -> RGB, [H,W,4] -> RGBA
 
 
 def gaussian_kernel(kernel_size: int, sigma: float, device=None) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Core image nodes: load / save / preview and the basic IMAGE operations of ComfyUI's nodes.py.
 
-Metadata switch: ``DISABLE_METADATA`` (module level, default False). When true, SaveImage and
-PreviewImage write PNGs without the ``prompt`` / ``workflow`` (extra_pnginfo) text chunks; the
-config layer sets it for ``--disable-metadata`` (``set_disable_metadata(True)``).
+Metadata switch: ``DISABLE_METADATA`` (module level, default False). When it is true, or the
+process config (``comfyui.config.current().disable_metadata``, i.e. ``--disable-metadata``) says
+so, SaveImage / PreviewImage / SaveAnimated* write files without the ``prompt`` and
+extra_pnginfo (``workflow``, ...) metadata. ``set_disable_metadata(True)`` sets the flag.
 """
 from __future__ import annotations
 
@@ -35,6 +36,17 @@ def set_disable_metadata(disabled: bool) -> None:
     """Called by the config layer for --disable-metadata."""
     global DISABLE_METADATA
     DISABLE_METADATA = bool(disabled)
+
+
+def metadata_disabled() -> bool:
+    if DISABLE_METADATA:
+        return True
+    try:
+        from comfyui import config
+
+        return bool(getattr(config.current(), "disable_metadata", False))
+    except ImportError:
+        return False
 
 
 def _folder_paths():
@@ -351,7 +363,7 @@ def resolve_filename_tokens(filename_prefix: str, prompt: dict | None = None, no
 
 
 def _png_metadata(prompt, extra_pnginfo) -> PngInfo | None:
-    if DISABLE_METADATA:
+    if metadata_disabled():
         return None
     metadata = PngInfo()
     if prompt is not None:

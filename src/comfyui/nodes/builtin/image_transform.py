@@ -342,7 +342,7 @@ class SaveAnimatedWEBP:
         os.makedirs(full_output_folder, exist_ok=True)
         frames = [tensor_to_pil(img) for img in images]
         exif = frames[0].getexif()
-        if not _image.DISABLE_METADATA:
+        if not _image.metadata_disabled():
             # ComfyUI stores the metadata as EXIF strings: Make (0x010f) downwards for extra_pnginfo keys,
             # Model (0x0110) for the prompt.
             if prompt is not None:
@@ -395,7 +395,7 @@ class SaveAnimatedPNG:
         os.makedirs(full_output_folder, exist_ok=True)
         frames = [tensor_to_pil(img) for img in images]
         metadata = None
-        if not _image.DISABLE_METADATA:
+        if not _image.metadata_disabled():
             # "comf" chunks after the image data so APNG readers that stop early still work.
             metadata = PngInfo()
             if prompt is not None:

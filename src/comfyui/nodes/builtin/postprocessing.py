@@ -132,7 +132,7 @@ class Quantize:
         result = torch.zeros_like(image[..., :3])
         for b in range(image.shape[0]):
             arr = (image[b, ..., :3].clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
-            im = Image.fromarray(arr, mode="RGB")
+            im = Image.fromarray(arr)
             # A palette image is needed to quantize with dithering control (Pillow issue 5836).
             pal_im = im.quantize(colors=colors)
             if dither == "none":

@@ -32,7 +32,7 @@ class PreviewAny:
     CATEGORY = "utils"
 
     def main(self, source=None):
-        return {"ui": {"text": (preview_text(source),)}}
+        return {"ui": {"text": [preview_text(source)]}}
 
 
 NODE_CLASS_MAPPINGS = {"PreviewAny": PreviewAny}

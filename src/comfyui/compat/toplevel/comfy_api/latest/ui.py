@@ -1,0 +1,6 @@
+"""``comfy_api.latest.ui``: the schema API's ``ui`` module itself (alias, not a copy)."""
+import sys
+
+from comfyui.nodes.io import ui as _mod
+
+sys.modules[__name__] = _mod

@@ -1,0 +1,220 @@
+"""UI workflow (what the frontend saves) -> API prompt (what the engine runs)."""
+import copy
+import json
+import pathlib
+
+import pytest
+
+from comfyui.cli.ui_to_api import (
+    WorkflowConversionError, convert_ui_to_api, is_api_prompt, is_ui_workflow,
+)
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+
+
+def load(name):
+    return json.loads((FIXTURES / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def object_info():
+    return load("object_info_sd.json")
+
+
+def to_v1(workflow):
+    """The same graph in the 1.0 schema: links as objects, a native reroute with a parentId on
+    a link, and (as current frontends save) a socket with ``widget`` for every widget input."""
+    wf = copy.deepcopy(workflow)
+    links = [{"id": l[0], "origin_id": l[1], "origin_slot": l[2], "target_id": l[3], "target_slot": l[4],
+              "type": l[5]} for l in wf.pop("links")]
+    links[0]["parentId"] = 1
+    wf.update({"version": 1, "links": links, "reroutes": [{"id": 1, "pos": [10, 10], "linkIds": [links[0]["id"]]}],
+               "state": {"lastNodeId": wf.pop("last_node_id"), "lastLinkId": wf.pop("last_link_id"),
+                         "lastGroupid": 0, "lastRerouteId": 1}})
+    info = load("object_info_sd.json")
+    for node in wf["nodes"]:
+        nodedef = info.get(node["type"])
+        if not nodedef:
+            continue
+        names = {i["name"] for i in node.get("inputs", [])}
+        for section in ("required", "optional"):
+            for name, spec in nodedef["input"].get(section, {}).items():
+                widget = isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")
+                if widget and not (len(spec) > 1 and spec[1].get("forceInput")) and name not in names:
+                    node.setdefault("inputs", []).append(
+                        {"localized_name": name, "name": name, "type": "COMBO" if isinstance(spec[0], list) else spec[0],
+                         "widget": {"name": name}, "link": None})
+    return wf
+
+
+def test_format_detection():
+    assert is_ui_workflow(load("default_t2i_0.4.json"))
+    assert not is_api_prompt(load("default_t2i_0.4.json"))
+    assert is_api_prompt(load("default_t2i_api.json"))
+    assert not is_ui_workflow(load("default_t2i_api.json"))
+    with pytest.raises(WorkflowConversionError):
+        convert_ui_to_api(load("default_t2i_api.json"), {})
+
+
+def test_default_text_to_image_workflow(object_info):
+    assert convert_ui_to_api(load("default_t2i_0.4.json"), object_info) == load("default_t2i_api.json")
+
+
+def test_default_workflow_as_json_text_and_in_1_0_schema(object_info):
+    text = (FIXTURES / "default_t2i_0.4.json").read_text()
+    assert convert_ui_to_api(text, object_info) == load("default_t2i_api.json")
+    v1 = to_v1(load("default_t2i_0.4.json"))
+    assert isinstance(v1["links"][0], dict)
+    assert convert_ui_to_api(v1, object_info) == load("default_t2i_api.json")
+
+
+def test_primitives_reroutes_muted_bypassed_notes_groups(object_info):
+    """Bypassed LoRA passes MODEL/CLIP through; PrimitiveNodes feed converted widgets (seed,
+    width); two chained Reroutes; muted PreviewImage dropped; an optional input fed by a muted
+    node removed; Note and groups ignored; titles kept; control_after_generate values skipped
+    (explicit on KSampler, legacy by name on KSamplerAdvanced's noise_seed); the upload
+    widget value of LoadImage skipped; a bypassed ImageScale passes its IMAGE through."""
+    api = convert_ui_to_api(load("kitchen_sink_0.4.json"), object_info)
+    assert api == load("kitchen_sink_api.json")
+
+
+def test_kitchen_sink_in_1_0_schema(object_info):
+    assert convert_ui_to_api(to_v1(load("kitchen_sink_0.4.json")), object_info) == load("kitchen_sink_api.json")
+
+
+def test_subgraphs_flatten_with_prefixed_ids(object_info):
+    """A 1.0 subgraph used twice: inner nodes become '<instance>:<inner>'; subgraph inputs
+    resolve to the instance's links, its promoted widget value or a PrimitiveNode; a muted
+    instance and a muted inner node disappear."""
+    assert convert_ui_to_api(load("subgraph_frontend.json"), object_info) == load("subgraph_api.json")
+
+
+def _node(id, type, widgets=None, inputs=(), outputs=(), mode=0, **extra):
+    node = {"id": id, "type": type, "pos": [0, 0], "size": [100, 100], "flags": {}, "order": 0, "mode": mode,
+            "inputs": list(inputs), "outputs": list(outputs), "properties": {}}
+    if widgets is not None:
+        node["widgets_values"] = widgets
+    node.update(extra)
+    return node
+
+
+def _wf(nodes, links):
+    return {"last_node_id": 99, "last_link_id": 99, "nodes": nodes, "links": links, "groups": [], "config": {},
+            "extra": {}, "version": 0.4}
+
+
+def test_widget_value_edge_cases(object_info):
+    wf = _wf([
+        # no control value stored after the seed (older frontends / hand-written workflows)
+        _node(1, "KSampler", [5, 10, 4.5, "euler", "karras", 0.5]),
+        # too few values: the rest take the definition's defaults (first option for combos)
+        _node(2, "ImageScale", ["area"]),
+        # widgets saved by name
+        _node(3, "EmptyLatentImage", {"width": 640, "height": 384, "batch_size": 3}),
+        # unknown class: widget inputs the workflow marks are used, node kept for validation to report
+        _node(4, "SomeCustomNode", [7, "x"], inputs=[{"name": "a", "type": "INT", "widget": {"name": "a"}, "link": None},
+                                                     {"name": "b", "type": "STRING", "widget": {"name": "b"}, "link": None}]),
+    ], [])
+    api = convert_ui_to_api(wf, object_info)
+    assert api["1"]["inputs"] == {"seed": 5, "steps": 10, "cfg": 4.5, "sampler_name": "euler", "scheduler": "karras",
+                                  "denoise": 0.5}
+    assert api["2"]["inputs"] == {"upscale_method": "area", "width": 512, "height": 512, "crop": "disabled"}
+    assert api["3"]["inputs"] == {"width": 640, "height": 384, "batch_size": 3}
+    assert api["4"] == {"inputs": {"a": 7, "b": "x"}, "class_type": "SomeCustomNode", "_meta": {"title": "SomeCustomNode"}}
+
+
+def test_bypass_matches_by_type_and_chains(object_info):
+    """A bypassed node's output is fed by the input of the same type (not the same slot), and
+    bypasses chain; a bypassed node without a matching input feeds nothing."""
+    wf = _wf([
+        _node(1, "CheckpointLoaderSimple", ["a.safetensors"], outputs=[
+            {"name": "MODEL", "type": "MODEL", "links": [1]}, {"name": "CLIP", "type": "CLIP", "links": [2]},
+            {"name": "VAE", "type": "VAE", "links": [9]}]),
+        # bypassed node whose CLIP output sits at slot 0 while its CLIP input is at slot 1
+        _node(2, "OddNode", [], mode=4, inputs=[{"name": "m", "type": "MODEL", "link": 1},
+                                               {"name": "c", "type": "CLIP", "link": 2}],
+              outputs=[{"name": "CLIP", "type": "CLIP", "links": [3]}, {"name": "MODEL", "type": "MODEL", "links": [4]}]),
+        _node(3, "LoraLoader", ["detail.safetensors", 1, 1], mode=4,
+              inputs=[{"name": "model", "type": "MODEL", "link": 4}, {"name": "clip", "type": "CLIP", "link": 3}],
+              outputs=[{"name": "MODEL", "type": "MODEL", "links": [5]}, {"name": "CLIP", "type": "CLIP", "links": [6]}]),
+        _node(4, "CLIPTextEncode", ["t"], inputs=[{"name": "clip", "type": "CLIP", "link": 6}]),
+        _node(5, "KSampler", [1, "fixed", 2, 3, "euler", "normal", 1], inputs=[
+            {"name": "model", "type": "MODEL", "link": 5},
+            {"name": "latent_image", "type": "LATENT", "link": 8}]),
+        _node(6, "VAEDecode", None, mode=4, inputs=[{"name": "samples", "type": "LATENT", "link": None},
+                                                   {"name": "vae", "type": "VAE", "link": 9}],
+              outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [7]}]),
+        _node(7, "PreviewImage", None, inputs=[{"name": "images", "type": "IMAGE", "link": 7}]),
+    ], [[1, 1, 0, 2, 0, "MODEL"], [2, 1, 1, 2, 1, "CLIP"], [3, 2, 0, 3, 1, "CLIP"], [4, 2, 1, 3, 0, "MODEL"],
+        [5, 3, 0, 5, 0, "MODEL"], [6, 3, 1, 4, 0, "CLIP"], [7, 6, 0, 7, 0, "IMAGE"], [9, 1, 2, 6, 1, "VAE"]])
+    api = convert_ui_to_api(wf, object_info)
+    assert set(api) == {"1", "4", "5", "7"}
+    assert api["4"]["inputs"]["clip"] == ["1", 1]
+    assert api["5"]["inputs"]["model"] == ["1", 0]
+    assert "latent_image" not in api["5"]["inputs"]  # link 8 does not exist
+    assert api["7"]["inputs"] == {}  # the bypassed VAEDecode has no IMAGE input
+
+
+def test_set_get_nodes_and_reroute_cycles(object_info):
+    wf = _wf([
+        _node(1, "CheckpointLoaderSimple", ["a.safetensors"], outputs=[
+            {"name": "MODEL", "type": "MODEL", "links": []}, {"name": "CLIP", "type": "CLIP", "links": [1]}]),
+        _node(2, "SetNode", ["clip_main"], inputs=[{"name": "CLIP", "type": "CLIP", "link": 1}]),
+        _node(3, "GetNode", ["clip_main"], outputs=[{"name": "CLIP", "type": "CLIP", "links": [2]}]),
+        _node(4, "CLIPTextEncode", ["t"], inputs=[{"name": "clip", "type": "CLIP", "link": 2}]),
+        # two reroutes feeding each other: no source, no hang
+        _node(5, "Reroute", None, inputs=[{"name": "", "type": "*", "link": 4}], outputs=[{"name": "", "type": "*", "links": [3, 5]}]),
+        _node(6, "Reroute", None, inputs=[{"name": "", "type": "*", "link": 3}], outputs=[{"name": "", "type": "*", "links": [4]}]),
+        _node(7, "CLIPTextEncode", ["u"], inputs=[{"name": "clip", "type": "CLIP", "link": 5}]),
+        _node(8, "MarkdownNote", ["# hi"]),
+    ], [[1, 1, 1, 2, 0, "CLIP"], [2, 3, 0, 4, 0, "CLIP"], [3, 5, 0, 6, 0, "*"], [4, 6, 0, 5, 0, "*"], [5, 5, 0, 7, 0, "CLIP"]])
+    api = convert_ui_to_api(wf, object_info)
+    assert set(api) == {"1", "4", "7"}
+    assert api["4"]["inputs"] == {"text": "t", "clip": ["1", 1]}
+    assert api["7"]["inputs"] == {"text": "u"}
+
+
+def test_nested_subgraph_and_bypassed_instance(object_info):
+    inner = {"id": "inner-sg", "name": "inner", "inputNode": {"id": -10}, "outputNode": {"id": -20},
+             "inputs": [{"id": "i0", "name": "clip", "type": "CLIP", "linkIds": [1]}],
+             "outputs": [{"id": "o0", "name": "c", "type": "CONDITIONING", "linkIds": [2]}],
+             "nodes": [_node(1, "CLIPTextEncode", ["deep"], inputs=[{"name": "clip", "type": "CLIP", "link": 1}],
+                             outputs=[{"name": "CONDITIONING", "type": "CONDITIONING", "links": [2]}])],
+             "links": [{"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": 1, "target_slot": 0, "type": "CLIP"},
+                       {"id": 2, "origin_id": 1, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "CONDITIONING"}]}
+    outer = {"id": "outer-sg", "name": "outer", "inputNode": {"id": -10}, "outputNode": {"id": -20},
+             "inputs": [{"id": "i0", "name": "clip", "type": "CLIP", "linkIds": [1]}],
+             "outputs": [{"id": "o0", "name": "c", "type": "CONDITIONING", "linkIds": [2]}],
+             "nodes": [_node(7, "inner-sg", [], inputs=[{"name": "clip", "type": "CLIP", "link": 1}],
+                             outputs=[{"name": "c", "type": "CONDITIONING", "links": [2]}])],
+             "links": [{"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": 7, "target_slot": 0, "type": "CLIP"},
+                       {"id": 2, "origin_id": 7, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "CONDITIONING"}]}
+    wf = _wf([
+        _node(1, "CheckpointLoaderSimple", ["a.safetensors"], outputs=[
+            {"name": "MODEL", "type": "MODEL", "links": []}, {"name": "CLIP", "type": "CLIP", "links": [1, 4]}]),
+        _node(2, "outer-sg", [], inputs=[{"name": "clip", "type": "CLIP", "link": 1}],
+              outputs=[{"name": "c", "type": "CONDITIONING", "links": [2]}]),
+        _node(3, "ConditioningCombine", [], inputs=[{"name": "conditioning_1", "type": "CONDITIONING", "link": 2},
+                                                    {"name": "conditioning_2", "type": "CONDITIONING", "link": 3}]),
+        _node(4, "CLIPTextEncode", ["x"], inputs=[{"name": "clip", "type": "CLIP", "link": 4}],
+              outputs=[{"name": "CONDITIONING", "type": "CONDITIONING", "links": [5]}]),
+        # a bypassed instance passes its CONDITIONING input through
+        _node(5, "inner-sg", [], mode=4, inputs=[{"name": "cond", "type": "CONDITIONING", "link": 5}],
+              outputs=[{"name": "c", "type": "CONDITIONING", "links": [3]}]),
+    ], [[1, 1, 1, 2, 0, "CLIP"], [2, 2, 0, 3, 0, "CONDITIONING"], [3, 5, 0, 3, 1, "CONDITIONING"],
+        [4, 1, 1, 4, 0, "CLIP"], [5, 4, 0, 5, 0, "CONDITIONING"]])
+    wf["definitions"] = {"subgraphs": [inner, outer]}
+    api = convert_ui_to_api(wf, object_info)
+    assert set(api) == {"1", "2:7:1", "3", "4"}
+    assert api["2:7:1"]["inputs"] == {"text": "deep", "clip": ["1", 1]}
+    assert api["3"]["inputs"] == {"conditioning_1": ["2:7:1", 0], "conditioning_2": ["4", 0]}
+
+
+def test_builtin_nodes_with_the_real_registry():
+    """Conversion through the node definitions the engine really serves."""
+    from comfyui.nodes.registry import NodeRegistry
+
+    registry = NodeRegistry.with_builtins()
+    wf = load("builtin_ui_0.4.json")
+    assert convert_ui_to_api(wf, registry) == load("builtin_api.json")
+    assert convert_ui_to_api(to_v1(wf), registry.object_info()) == load("builtin_api.json")

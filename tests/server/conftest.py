@@ -1,0 +1,71 @@
+"""Fixtures for the server tests: a real Engine (built-in nodes + a small test pack) behind a
+real aiohttp server on a free port, plus WebSocket helpers."""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import struct
+import sys
+from typing import Any, Callable
+
+import pytest
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient, TestServer
+
+_HERE = os.path.dirname(__file__)
+
+
+def _load_testnodes():
+    name = "servertest_nodes"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(_HERE, "_testnodes.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def node_registry():
+    from comfyui.nodes.registry import NodeRegistry
+
+    registry = NodeRegistry.with_builtins()
+    registry.register_module(_load_testnodes(), "custom_nodes.servertest")
+    return registry
+
+
+from server_helpers import Srv  # noqa: E402
+
+
+@pytest.fixture
+async def make_server(workspace, node_registry):
+    """``await make_server(start_engine=True, **config)`` -> :class:`Srv`."""
+    from comfyui.config import Config
+    from comfyui.engine.engine import Engine
+    from comfyui.server.app import create_app
+
+    made: list[tuple[TestClient, Any]] = []
+
+    async def make(start_engine: bool = True, **overrides) -> Srv:
+        config = Config(**overrides)
+        engine = Engine.from_config(config, registry=node_registry)
+        if start_engine:
+            engine.start()
+        app = create_app(engine, config)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        made.append((client, engine))
+        return Srv(client, engine)
+
+    yield make
+    for client, engine in made:
+        await client.close()
+        engine.stop(timeout=5)
+
+
+@pytest.fixture
+async def server(make_server) -> Srv:
+    return await make_server()
