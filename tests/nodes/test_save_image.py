@@ -140,7 +140,7 @@ def test_save_animated_webp_and_png(workspace):
     res = run(SaveAnimatedWEBP, images=frames, fps=10.0, filename_prefix="anim/clip", lossless=True, quality=80,
               method="fastest", prompt=PROMPT, extra_pnginfo={"workflow": {"w": 1}})
     entry = res["ui"]["images"][0]
-    assert res["ui"]["animated"] == (True,)
+    assert res["ui"]["animated"] == [True]
     assert entry == {"filename": "clip_00001_.webp", "subfolder": "anim", "type": "output"}
     with Image.open(os.path.join(workspace, "output", "anim", "clip_00001_.webp")) as im:
         assert im.n_frames == 3

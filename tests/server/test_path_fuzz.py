@@ -169,7 +169,7 @@ def escape_corpus(tmp_path) -> list[str]:
     """Relative and absolute escape attempts aimed at the planted secrets."""
     names = ["secret.txt", "secret.png", "secret.safetensors", "secret.json", "secretdir/secret.txt"]
     out: list[str] = []
-    for depth in (1, 2, 3, 4, 6):
+    for depth in (2, 3, 4, 6):
         for name in names:
             out += [
                 "../" * depth + name,

@@ -66,7 +66,7 @@ class Engine:
         self.preview_size = preview_size
         self.objects: dict = {}
         self._listeners: list[Listener] = []
-        self._number = 0
+        self._number = self.queue.last_number()
         self._number_lock = threading.Lock()
         self._secrets: dict[str, dict] = {}
         self._futures: dict[str, concurrent.futures.Future] = {}
@@ -79,13 +79,34 @@ class Engine:
         self.on_free: list[Callable[[bool, bool], None]] = []  # model layers hook in here
 
     @classmethod
-    def from_config(cls, config: Any, registry: NodeRegistry | None = None, queue: PromptQueue | None = None) -> "Engine":
+    def from_config(cls, config: Any, *, durable: bool = False, custom_nodes: bool = True,
+                    registry: NodeRegistry | None = None) -> "Engine":
+        """An Engine for a ``comfyui.config.Config``: its paths applied, built-in nodes plus the
+        custom nodes the config allows, its cache policy, and a durable job store (SQLite in the
+        user directory, or ``--database-url``) when ``durable`` or a database URL is given."""
+        if hasattr(config, "apply_paths"):
+            config.apply_paths()
         if getattr(config, "cache_none", False):
             policy, size = "none", 0
         elif getattr(config, "cache_lru", 0):
             policy, size = "lru", int(config.cache_lru)
         else:
             policy, size = "classic", 0
+        queue = None
+        if durable or getattr(config, "database_url", None):
+            from ..jobs import DurableQueue
+
+            queue = DurableQueue(config.resolved_database_url(),
+                                 requeue_interrupted=bool(getattr(config, "requeue_interrupted", False)))
+        if registry is None:
+            registry = NodeRegistry.with_builtins()
+            if custom_nodes:
+                from ..nodes.custom_nodes import load_custom_nodes
+
+                load_custom_nodes(registry,
+                                  disable_all=bool(getattr(config, "disable_all_custom_nodes", False)),
+                                  whitelist=getattr(config, "whitelist_custom_nodes", None) or None,
+                                  blacklist=getattr(config, "blacklist_custom_nodes", None) or None)
         return cls(registry, cache=policy, cache_size=size, queue=queue,
                    max_queue_size=int(getattr(config, "max_queue_size", 0) or 0),
                    preview_size=int(getattr(config, "preview_size", 512) or 512))

@@ -139,6 +139,24 @@ class PromptQueue:
         with self._cond:
             return len(self._history)
 
+    def last_number(self) -> int:
+        """The highest queue number ever handed out (a durable store remembers it)."""
+        return 0
+
+    def job_status(self, prompt_id: str) -> str | None:
+        """pending, in_progress, completed, failed, cancelled, or None when unknown."""
+        with self._cond:
+            if prompt_id in self._running:
+                return "in_progress"
+            if any(i.prompt_id == prompt_id for i in self._heap):
+                return "pending"
+            entry = self._history.get(prompt_id)
+        if entry is None:
+            return None
+        if entry.get("cancelled"):
+            return "cancelled"
+        return "completed" if entry["status"]["status_str"] == "success" else "failed"
+
     def record(self, prompt_id: str, entry: dict) -> None:
         """Put an entry into history without it having run (e.g. a cancelled pending job)."""
         with self._cond:

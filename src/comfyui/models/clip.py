@@ -357,33 +357,30 @@ class CLIP:
             return
         load_device = device or memory.text_encoder_device()
         offload = memory.text_encoder_offload_device()
-        self.cond_stage_model = MultiClip(family, configs)
+        with torch.device("meta"):
+            self.cond_stage_model = MultiClip(family, configs)
         self.cond_stage_model.eval().requires_grad_(False)
         self.dtype = dtype or memory.text_encoder_dtype(load_device)
+        self.cond_stage_model.manual_cast_dtype = None
         if self.dtype in memory.FP8_TYPES:
-            self.cond_stage_model.to(self.dtype)
             cdt = torch.float16 if memory.should_use_fp16(load_device) else torch.float32
             self.cond_stage_model.manual_cast_dtype = cdt
             for s in self.cond_stage_model.specs:
                 self.cond_stage_model.encoder(s.key).compute_dtype = cdt
-            ops.set_manual_cast(self.cond_stage_model, True)
-        else:
-            self.cond_stage_model.to(self.dtype)
         self.patcher = ModelPatcher(self.cond_stage_model, load_device=load_device, offload_device=offload)
 
     def load_sd(self, sd: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-        """Load HF-layout weights keyed ``clip_<key>.transformer.text_model...``."""
-        sd = dict(sd)
+        """Load HF-layout weights keyed ``clip_<key>.transformer.text_model...`` (the module
+        is built on the meta device: this is what materialises it). A missing square
+        ``text_projection`` becomes the identity (SD1 CLIP-L files have none)."""
+        fill = {}
         for s in self.cond_stage_model.specs:
-            pfx = f"clip_{s.key}.transformer."
-            if pfx + "text_projection.weight" not in sd:
-                enc = self.cond_stage_model.encoder(s.key)
-                w = enc.transformer.text_projection.weight
-                if w.shape[0] == w.shape[1]:
-                    sd[pfx + "text_projection.weight"] = torch.eye(w.shape[0], dtype=w.dtype)
-        res = self.cond_stage_model.load_state_dict(sd, strict=False)
-        missing = [k for k in res.missing_keys if not k.endswith("position_ids")]
-        unexpected = [k for k in res.unexpected_keys if not k.endswith("position_ids")]
+            name = f"clip_{s.key}.transformer.text_projection.weight"
+            fill[name] = lambda t: torch.eye(t.shape[0], t.shape[1], dtype=t.dtype)
+        missing, unexpected = ops.assign_state_dict(self.cond_stage_model, sd, self.dtype, fill=fill)
+        if self.cond_stage_model.manual_cast_dtype is not None:
+            ops.set_manual_cast(self.cond_stage_model, True)
+        unexpected = [k for k in unexpected if not k.endswith("position_ids")]
         if missing:
             log.warning("text encoder: missing keys %s", missing[:10])
         return missing, unexpected

@@ -122,3 +122,35 @@ def castable_modules(module: torch.nn.Module):
 def set_manual_cast(module: torch.nn.Module, enabled: bool) -> None:
     for _, m in castable_modules(module):
         m.cast_weights = enabled or bool(m.weight_function) or bool(m.bias_function)
+
+
+def assign_state_dict(module: torch.nn.Module, sd: dict[str, torch.Tensor], dtype: torch.dtype | None = None,
+                      fill: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> tuple[list[str], list[str]]:
+    """Load ``sd`` into a module built on the ``meta`` device by *assigning* the tensors
+    (no random init, no extra copy when the dtype already matches). Floating tensors are
+    converted to ``dtype``. Parameters still on ``meta`` afterwards are created with
+    ``fill[name](empty)`` when given, else zeros, and reported as missing."""
+    own = module.state_dict(keep_vars=True)
+    to_load = {}
+    for k, v in sd.items():
+        if k in own:
+            target = dtype if (dtype is not None and v.is_floating_point()) else own[k].dtype
+            if not v.is_floating_point():
+                target = v.dtype
+            to_load[k] = v.to(target) if v.dtype != target else v
+    res = module.load_state_dict(to_load, strict=False, assign=True)
+    missing = []
+    for name, t in list(module.state_dict(keep_vars=True).items()):
+        if t.is_meta:
+            parts = name.split(".")
+            owner = module.get_submodule(".".join(parts[:-1])) if len(parts) > 1 else module
+            real = torch.zeros(t.shape, dtype=dtype if (dtype is not None and t.is_floating_point()) else t.dtype)
+            if fill and name in fill:
+                real = fill[name](real)
+            else:
+                missing.append(name)
+            if isinstance(t, torch.nn.Parameter):
+                setattr(owner, parts[-1], torch.nn.Parameter(real, requires_grad=False))
+            else:
+                owner._buffers[parts[-1]] = real
+    return missing, list(res.unexpected_keys)

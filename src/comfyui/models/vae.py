@@ -280,7 +280,8 @@ class VAE:
             if sd is None:
                 raise ValueError("VAE needs a state dict or a config")
             config = vae_config_from_state_dict(sd)
-        self.first_stage_model = AutoencoderKL(**config)
+        with torch.device("meta"):
+            self.first_stage_model = AutoencoderKL(**config)
         self.first_stage_model.eval().requires_grad_(False)
         self.latent_channels = config["embed_dim"]
         self.downscale_ratio = self.first_stage_model.downscale
@@ -289,21 +290,15 @@ class VAE:
         self.device = device or memory.vae_device()
         offload = memory.vae_offload_device()
         self.vae_dtype = dtype or memory.vae_dtype(self.device)
-        if sd is not None:
-            missing, unexpected = self._load(sd)
-            if missing:
-                log.warning("VAE: missing keys %s", missing[:10])
-            if unexpected:
-                log.debug("VAE: unexpected keys %s", unexpected[:10])
-        self.first_stage_model.to(self.vae_dtype)
+        missing, unexpected = ops.assign_state_dict(self.first_stage_model, sd or {}, self.vae_dtype)
+        if missing:
+            log.warning("VAE: missing keys %s", missing[:10])
+        if unexpected:
+            log.debug("VAE: unexpected keys %s", unexpected[:10])
         self.patcher = ModelPatcher(self.first_stage_model, load_device=self.device, offload_device=offload)
         # activation memory estimates (bytes per latent/pixel element), as in ComfyUI
         self.memory_used_decode = lambda shape, dtype: (2178 * shape[2] * shape[3] * 64) * memory.dtype_size(dtype)
         self.memory_used_encode = lambda shape, dtype: (1767 * shape[2] * shape[3]) * memory.dtype_size(dtype)
-
-    def _load(self, sd: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-        res = self.first_stage_model.load_state_dict(sd, strict=False)
-        return list(res.missing_keys), list(res.unexpected_keys)
 
     def get_sd(self) -> dict[str, torch.Tensor]:
         return self.first_stage_model.state_dict()

@@ -28,8 +28,6 @@ from .ws import ClientRegistry
 
 log = logging.getLogger(__name__)
 
-warnings.filterwarnings("ignore", category=web.NotAppKeyWarning)
-
 ROUTE_MODULES = ("comfyui.server.ws", "comfyui.server.routes_prompt")
 # Owned by the file/user routes area; each is optional (a module without ``setup`` is skipped).
 LATE_ROUTE_MODULES = ("comfyui.server.openapi", "comfyui.server.logs", "comfyui.server.routes_user",
@@ -78,7 +76,9 @@ def create_app(engine: Any, config: Any = None) -> web.Application:
     if config_get(config, "enable_compress_response_body", False):
         middlewares.append(gzip_middleware)
     app = web.Application(client_max_size=max_upload, middlewares=middlewares)
-    app["ctx"] = ctx
+    with warnings.catch_warnings():  # app["ctx"] is the documented key route modules use
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        app["ctx"] = ctx
 
     for name in ROUTE_MODULES:
         importlib.import_module(name).setup(app, ctx)

@@ -28,6 +28,7 @@ import hmac
 import ipaddress
 import logging
 import socket
+import warnings
 from typing import Iterable
 from urllib.parse import urlsplit
 
@@ -202,7 +203,7 @@ def make_security_middleware(ctx: ServerContext, host_policy: HostPolicy, cors_o
             if reason is not None:
                 return _json_error(403, reason)
         # 3. API key
-        request["user_authenticated"] = api_key is None
+        _mark(request, api_key is None)
         set_cookie = None
         if api_key is not None:
             ok = _key_ok(_bearer(request), api_key) or _key_ok(request.cookies.get(TOKEN_COOKIE), api_key)
@@ -213,7 +214,7 @@ def make_security_middleware(ctx: ServerContext, host_policy: HostPolicy, cors_o
                     set_cookie = token
             if not ok:
                 return _json_error(401, "Unauthorized", {"WWW-Authenticate": 'Bearer realm="comfyui"'})
-            request["user_authenticated"] = True
+            _mark(request, True)
         response = await handler(request)
         if set_cookie is not None and not is_ws and not response.prepared:
             response.set_cookie(TOKEN_COOKIE, set_cookie, httponly=True, samesite="Strict", path="/")
@@ -222,6 +223,12 @@ def make_security_middleware(ctx: ServerContext, host_policy: HostPolicy, cors_o
         return response
 
     return security_middleware
+
+
+def _mark(request: web.Request, authenticated: bool) -> None:
+    with warnings.catch_warnings():  # the documented string key route modules read
+        warnings.simplefilter("ignore")
+        request["user_authenticated"] = authenticated
 
 
 def _cors_headers(origin: str) -> dict:
@@ -243,8 +250,6 @@ async def error_middleware(request: web.Request, handler):
     except web.HTTPException as e:
         if e.status == 413 and not e.text.startswith("{"):
             return _json_error(413, "Request body too large")
-        raise
-    except (ConnectionResetError, web.HTTPClientError):  # pragma: no cover
         raise
     except Exception as e:  # noqa: BLE001
         log.exception("error handling %s %s", request.method, request.path)

@@ -289,6 +289,33 @@ class LoadImageOutput(LoadImage):
     EXPERIMENTAL = True
 
 
+class WebcamCapture(LoadImage):
+    """The frontend's webcam widget uploads a snapshot and passes its (annotated) file name."""
+
+    @classmethod
+    def INPUT_TYPES(s):
+        return {
+            "required": {
+                "image": ("WEBCAM", {}),
+                "width": ("INT", {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 1}),
+                "height": ("INT", {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 1}),
+                "capture_on_queue": ("BOOLEAN", {"default": True}),
+            }
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "load_capture"
+    CATEGORY = "image"
+
+    def load_capture(self, image, **kwargs):
+        # width/height only size the capture in the browser
+        return (self.load_image(image)[0],)
+
+    @classmethod
+    def IS_CHANGED(s, image, width=0, height=0, capture_on_queue=True):
+        return LoadImage.IS_CHANGED(image=image)
+
+
 # --------------------------------------------------------------------------------------------
 # Saving
 
@@ -631,6 +658,7 @@ NODE_CLASS_MAPPINGS = {
     "LoadImage": LoadImage,
     "LoadImageMask": LoadImageMask,
     "LoadImageOutput": LoadImageOutput,
+    "WebcamCapture": WebcamCapture,
     "ImageScale": ImageScale,
     "ImageScaleBy": ImageScaleBy,
     "ImageInvert": ImageInvert,
@@ -645,6 +673,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadImage": "Load Image",
     "LoadImageMask": "Load Image (as Mask)",
     "LoadImageOutput": "Load Image (from Outputs)",
+    "WebcamCapture": "Webcam Capture",
     "ImageScale": "Upscale Image",
     "ImageScaleBy": "Upscale Image By",
     "ImageInvert": "Invert Image",

@@ -75,6 +75,34 @@ class ImageFromBatch:
         return (image[batch_index:batch_index + length].clone(),)
 
 
+class RebatchImages:
+    """Regroups a list of image batches into batches of ``batch_size`` (the last may be smaller)."""
+
+    @classmethod
+    def INPUT_TYPES(s):
+        return {"required": {"images": ("IMAGE",), "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096})}}
+
+    RETURN_TYPES = ("IMAGE",)
+    INPUT_IS_LIST = True
+    OUTPUT_IS_LIST = (True,)
+    FUNCTION = "rebatch"
+    CATEGORY = "image/batch"
+
+    def rebatch(self, images, batch_size):
+        batch_size = batch_size[0] if isinstance(batch_size, (list, tuple)) else batch_size
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        singles = [img[i:i + 1] for img in images for i in range(check_image(img, "images").shape[0])]
+        out = []
+        for i in range(0, len(singles), batch_size):
+            group = singles[i:i + batch_size]
+            if any(g.shape[1:] != group[0].shape[1:] for g in group):
+                raise ValueError("RebatchImages: images in one output batch must have the same size; "
+                                 f"got {sorted({tuple(g.shape[1:3]) for g in group})}")
+            out.append(torch.cat(group, dim=0))
+        return (out,)
+
+
 class ImageAddNoise:
     @classmethod
     def INPUT_TYPES(s):
@@ -361,7 +389,7 @@ class SaveAnimatedWEBP:
                            quality=quality, method=self.methods.get(method, 4))
             results.append({"filename": file, "subfolder": subfolder, "type": self.type})
             counter += 1
-        return {"ui": {"images": results, "animated": (num_frames != 1,)}}
+        return {"ui": {"images": results, "animated": [num_frames != 1]}}
 
 
 class SaveAnimatedPNG:
@@ -406,13 +434,14 @@ class SaveAnimatedPNG:
         file = f"{filename}_{counter:05}_.png"
         frames[0].save(os.path.join(full_output_folder, file), pnginfo=metadata, compress_level=compress_level,
                        save_all=True, duration=int(1000.0 / fps), append_images=frames[1:])
-        return {"ui": {"images": [{"filename": file, "subfolder": subfolder, "type": self.type}], "animated": (True,)}}
+        return {"ui": {"images": [{"filename": file, "subfolder": subfolder, "type": self.type}], "animated": [True]}}
 
 
 NODE_CLASS_MAPPINGS = {
     "ImageCrop": ImageCrop,
     "RepeatImageBatch": RepeatImageBatch,
     "ImageFromBatch": ImageFromBatch,
+    "RebatchImages": RebatchImages,
     "ImageAddNoise": ImageAddNoise,
     "SaveAnimatedWEBP": SaveAnimatedWEBP,
     "SaveAnimatedPNG": SaveAnimatedPNG,
@@ -428,4 +457,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ImageCrop": "Image Crop",
     "ImageStitch": "Image Stitch",
     "GetImageSize": "Get Image Size",
+    "RebatchImages": "Rebatch Images",
 }

@@ -1091,9 +1091,20 @@ class NodeOutput:
         if "result" in data:
             result = data["result"]
             if isinstance(result, ExecutionBlocker):
-                return cls(block_execution=result.message)
+                return cls._blocked_by(result)
             args = tuple(result)
         return cls(*args, ui=data.get("ui"), expand=data.get("expand"))
+
+    @classmethod
+    def _blocked_by(cls, blocker: Any) -> "NodeOutput":
+        # ExecutionBlocker(None) blocks silently; remember it even though the message is None.
+        out = cls(block_execution=blocker.message)
+        out._blocked = True
+        return out
+
+    @property
+    def blocked(self) -> bool:
+        return self.block_execution is not None or getattr(self, "_blocked", False)
 
     def __getitem__(self, index: int) -> Any:
         return self.args[index]
@@ -1161,7 +1172,7 @@ def _normalize_output(cls: type, value: Any) -> NodeOutput:
     elif isinstance(value, dict):
         out = NodeOutput.from_dict(value)
     elif isinstance(value, ExecutionBlocker):
-        out = NodeOutput(block_execution=value.message)
+        out = NodeOutput._blocked_by(value)
     else:
         raise TypeError(f"{cls.__name__}.execute returned {type(value).__name__}; expected io.NodeOutput")
     if out.expand is not None and not _schema_cache(cls)["schema"].enable_expand:

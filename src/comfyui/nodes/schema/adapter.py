@@ -2,13 +2,14 @@
 
 What the engine sees is the classic contract:
 
-* ``NodeDef.inputs`` is the object_info input spec exactly as ComfyUI emits it for schema
-  nodes (``"COMBO"`` with ``options``, dynamic inputs as their ``COMFY_*_V3`` specs, hidden
-  values as one-element lists ``["UNIQUE_ID"]``).
+* object_info's ``input`` is the spec exactly as ComfyUI emits it for schema nodes
+  (``"COMBO"`` with ``options``, dynamic inputs as their ``COMFY_*_V3`` specs, hidden values
+  as one-element lists ``["UNIQUE_ID"]``); for ordinary nodes it is also ``NodeDef.inputs``.
 * For nodes with dynamic inputs (Autogrow, DynamicCombo, DynamicSlot) or
-  ``accept_all_inputs``, the NodeDef's execution views (``required`` / ``optional``) list the
-  flat prompt input names instead (``"images.image0"``, ...); the wrapper nests them back into
-  dicts before calling the node.
+  ``accept_all_inputs``, ``NodeDef.inputs`` lists the flat names the prompt uses instead
+  (``"images.image0"``, ...; an always-containing optional dict for accept_all_inputs) and the
+  V3 specs go to object_info through ``extra_info["input"]``; the wrapper nests the flat values
+  back into dicts before calling the node.
 * ``function(instance, **kwargs)`` strips the hidden kwargs, runs ``execute`` on a per-call
   clone of the class whose ``hidden`` holds them, and turns the ``io.NodeOutput`` into
   ``{"result": tuple, "ui": dict, "expand": graph}``. Async ``execute`` yields a coroutine.
@@ -140,7 +141,7 @@ def to_classic_result(node_cls: type, value: Any, n_outputs: int) -> dict:
     from comfyui.engine.graph import ExecutionBlocker
 
     out = io._normalize_output(node_cls, value)
-    if out.block_execution is not None:
+    if out.blocked:
         result = tuple(ExecutionBlocker(out.block_execution) for _ in range(n_outputs))
     elif out.args:
         result = tuple(out.args)
@@ -244,10 +245,18 @@ def node_def_from_schema(cls: type, python_module: str = "nodes", name: str | No
         "has_intermediate_output": bool(schema.has_intermediate_output),
     }
 
-    node = NodeDef(
+    if dynamic or schema.accept_all_inputs:
+        # The engine validates and runs against the flat prompt names; object_info keeps the V3 specs.
+        extra["input"] = inputs
+        extra["input_order"] = {category: list(specs) for category, specs in inputs.items()}
+        engine_inputs = _execution_inputs(schema, inputs)
+    else:
+        engine_inputs = inputs
+
+    return NodeDef(
         name=node_name,
         cls=cls,
-        inputs=inputs,
+        inputs=engine_inputs,
         outputs=[o.io_type for o in outputs],
         output_is_list=[bool(o.is_output_list) for o in outputs],
         output_names=[o.display_name if o.display_name else o.io_type for o in outputs],
@@ -272,13 +281,10 @@ def node_def_from_schema(cls: type, python_module: str = "nodes", name: str | No
         schema_api=True,
         make_instance=lambda: cls,
     )
-    if dynamic or schema.accept_all_inputs:
-        _set_execution_views(node, schema)
-    return node
 
 
-def _set_execution_views(node: NodeDef, schema: io.Schema) -> None:
-    """Replace the NodeDef's required/optional views with the flat names the prompt uses."""
+def _execution_inputs(schema: io.Schema, inputs: dict) -> dict:
+    """The input spec under the names the prompt uses (dynamic sub-inputs flattened to dotted names)."""
     required: dict = {}
     optional: dict = _OpenOptional() if schema.accept_all_inputs else {}
     for inp in schema.inputs:
@@ -286,8 +292,7 @@ def _set_execution_views(node: NodeDef, schema: io.Schema) -> None:
             _flatten_dynamic(inp, inp.id, required, optional, True)
         else:
             (optional if inp.optional else required)[inp.id] = _spec(inp)
-    node.required = required
-    node.optional = optional
-    specs = list(required.items()) + list(dict.items(optional))
-    node.lazy_inputs = frozenset(n for n, s in specs if s[1].get("lazy"))
-    node.raw_link_inputs = frozenset(n for n, s in specs if s[1].get("rawLink"))
+    result = {"required": required, "optional": optional}
+    if "hidden" in inputs:
+        result["hidden"] = inputs["hidden"]
+    return result

@@ -1,0 +1,237 @@
+"""DurableQueue: PromptQueue whose every state change is written to a database first.
+
+Pending items also live in the in-memory heap (the hot path reads memory only); every
+acknowledged submit is committed before ``put`` returns. History reads go to the database.
+Job states: pending, in_progress, completed, failed, cancelled.
+On start-up, pending jobs are queued again and a job that was in progress when the process
+died is marked failed (or queued again with ``requeue_interrupted``).
+Secrets were removed from extra_data by the engine before they reach this store.
+"""
+from __future__ import annotations
+
+import pathlib
+import threading
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.pool import StaticPool
+
+from ..engine.queue import MAX_HISTORY, PromptQueue, QueueItem
+
+metadata = sa.MetaData()
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("prompt_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("number", sa.Float, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("client_id", sa.String(128)),
+    sa.Column("prompt", sa.JSON, nullable=False),
+    sa.Column("extra_data", sa.JSON, nullable=False),
+    sa.Column("outputs_to_execute", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("history", sa.JSON),
+    sa.Column("error", sa.JSON),
+)
+
+PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "pending", "in_progress", "completed", "failed", "cancelled"
+FINISHED = (COMPLETED, FAILED, CANCELLED)
+INTERRUPTED_REASON = "The server stopped while this job was running (restart or crash)."
+
+
+def make_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        memory = url in ("sqlite://", "sqlite:///:memory:")
+        if not memory:
+            path = url.split("sqlite:///", 1)[-1]
+            if path:
+                pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False},
+                                  poolclass=StaticPool if memory else None)
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            # WAL + NORMAL: a committed write survives a killed process; far faster than FULL.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: sa.Engine) -> None:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(pathlib.Path(__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+
+def _status_of(entry: dict) -> str:
+    if entry.get("cancelled"):
+        return CANCELLED
+    return COMPLETED if entry.get("status", {}).get("status_str") == "success" else FAILED
+
+
+class DurableQueue(PromptQueue):
+    def __init__(self, url: str, *, requeue_interrupted: bool = False, max_history: int = MAX_HISTORY):
+        super().__init__(max_history)
+        self.url = url
+        self.db = make_engine(url)
+        migrate(self.db)
+        self._write_lock = threading.Lock()  # SQLite allows one writer; keep writes ordered
+        self._finished_since_prune = 0
+        self.recovered = self._recover(requeue_interrupted)
+
+    # ---- start-up ----
+    def _recover(self, requeue: bool) -> dict:
+        now = time.time()
+        with self.db.begin() as conn:
+            interrupted = conn.execute(sa.select(jobs).where(jobs.c.status == IN_PROGRESS)).mappings().all()
+            for row in interrupted:
+                if requeue:
+                    conn.execute(jobs.update().where(jobs.c.seq == row["seq"]).values(status=PENDING, started_at=None))
+                else:
+                    item = self._item(row)
+                    error = {"prompt_id": row["prompt_id"], "node_id": None, "node_type": None, "executed": [],
+                             "exception_message": INTERRUPTED_REASON, "exception_type": "ServerRestart",
+                             "traceback": [], "current_inputs": {}, "current_outputs": [],
+                             "timestamp": int(now * 1000)}
+                    entry = {"prompt": item.as_list(), "outputs": {}, "meta": {},
+                             "status": {"status_str": "error", "completed": False,
+                                        "messages": [["execution_error", error]]}}
+                    conn.execute(jobs.update().where(jobs.c.seq == row["seq"]).values(
+                        status=FAILED, ended_at=now, history=entry, error=error))
+            pending = conn.execute(sa.select(jobs).where(jobs.c.status == PENDING)).mappings().all()
+        for row in pending:
+            PromptQueue.put(self, self._item(row))
+        return {"requeued" if requeue else "failed": [r["prompt_id"] for r in interrupted],
+                "pending": [r["prompt_id"] for r in pending]}
+
+    @staticmethod
+    def _item(row) -> QueueItem:
+        return QueueItem(number=row["number"], prompt_id=row["prompt_id"], prompt=row["prompt"],
+                         extra_data=row["extra_data"] or {}, outputs=row["outputs_to_execute"] or [],
+                         client_id=row["client_id"], created_at=row["created_at"])
+
+    def last_number(self) -> int:
+        with self.db.connect() as conn:
+            value = conn.execute(sa.select(sa.func.max(sa.func.abs(jobs.c.number)))).scalar()
+        return int(value or 0)
+
+    # ---- queue (write-through) ----
+    def put(self, item: QueueItem) -> None:
+        with self._write_lock, self.db.begin() as conn:
+            conn.execute(jobs.insert().values(
+                prompt_id=item.prompt_id, number=item.number, status=PENDING, client_id=item.client_id,
+                prompt=item.prompt, extra_data=item.extra_data, outputs_to_execute=item.outputs,
+                created_at=item.created_at or time.time()))
+        super().put(item)
+
+    def get(self, timeout: float | None = None) -> QueueItem | None:
+        item = super().get(timeout)
+        if item is not None:
+            with self._write_lock, self.db.begin() as conn:
+                conn.execute(jobs.update().where(jobs.c.prompt_id == item.prompt_id)
+                             .values(status=IN_PROGRESS, started_at=time.time()))
+        return item
+
+    def task_done(self, item: QueueItem, history_entry: dict) -> None:
+        status = _status_of(history_entry)
+        error = next((m[1] for m in history_entry.get("status", {}).get("messages", [])
+                      if m[0] == "execution_error"), None)
+        with self._write_lock, self.db.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.prompt_id == item.prompt_id).values(
+                status=status, ended_at=time.time(), history=history_entry, error=error))
+        with self._cond:
+            self._running.pop(item.prompt_id, None)
+            self._cond.notify_all()
+        self._maybe_prune()
+
+    def delete(self, prompt_ids) -> list[QueueItem]:
+        removed = super().delete(prompt_ids)
+        self._delete_rows([i.prompt_id for i in removed])
+        return removed
+
+    def clear(self) -> list[QueueItem]:
+        removed = super().clear()
+        self._delete_rows([i.prompt_id for i in removed])
+        return removed
+
+    def _delete_rows(self, prompt_ids: list[str]) -> None:
+        if prompt_ids:
+            with self._write_lock, self.db.begin() as conn:
+                conn.execute(jobs.delete().where(jobs.c.prompt_id.in_(prompt_ids)))
+
+    def contains(self, prompt_id: str) -> bool:
+        with self.db.connect() as conn:
+            return conn.execute(sa.select(jobs.c.seq).where(jobs.c.prompt_id == prompt_id)).first() is not None
+
+    def record(self, prompt_id: str, entry: dict) -> None:
+        item = entry["prompt"]
+        values = dict(status=_status_of(entry), ended_at=time.time(), history=entry)
+        with self._write_lock, self.db.begin() as conn:
+            updated = conn.execute(jobs.update().where(jobs.c.prompt_id == prompt_id).values(**values)).rowcount
+            if not updated:
+                conn.execute(jobs.insert().values(
+                    prompt_id=prompt_id, number=item[0], client_id=(item[3] or {}).get("client_id"),
+                    prompt=item[2], extra_data=item[3], outputs_to_execute=item[4], created_at=time.time(), **values))
+
+    # ---- history (from the database) ----
+    def get_history(self, max_items: int | None = None, offset: int = -1, prompt_id: str | None = None) -> dict:
+        query = sa.select(jobs.c.prompt_id, jobs.c.history).where(jobs.c.status.in_(FINISHED))
+        with self.db.connect() as conn:
+            if prompt_id is not None:
+                row = conn.execute(query.where(jobs.c.prompt_id == prompt_id)).first()
+                return {row[0]: row[1]} if row is not None and row[1] is not None else {}
+            if offset < 0 and max_items is not None:
+                total = conn.execute(sa.select(sa.func.count()).select_from(jobs)
+                                     .where(jobs.c.status.in_(FINISHED))).scalar()
+                offset = max(total - max_items, 0)
+            query = query.order_by(jobs.c.ended_at, jobs.c.seq).offset(max(offset, 0))
+            if max_items is not None:
+                query = query.limit(max_items)
+            return {pid: entry for pid, entry in conn.execute(query) if entry is not None}
+
+    def delete_history(self, prompt_ids) -> None:
+        ids = list(prompt_ids)
+        if ids:
+            with self._write_lock, self.db.begin() as conn:
+                conn.execute(jobs.delete().where(jobs.c.prompt_id.in_(ids), jobs.c.status.in_(FINISHED)))
+
+    def clear_history(self) -> None:
+        with self._write_lock, self.db.begin() as conn:
+            conn.execute(jobs.delete().where(jobs.c.status.in_(FINISHED)))
+
+    def history_len(self) -> int:
+        with self.db.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status.in_(FINISHED))).scalar()
+
+    def job_status(self, prompt_id: str) -> str | None:
+        with self.db.connect() as conn:
+            return conn.execute(sa.select(jobs.c.status).where(jobs.c.prompt_id == prompt_id)).scalar()
+
+    def _maybe_prune(self) -> None:
+        self._finished_since_prune += 1
+        if self._finished_since_prune < 100:
+            return
+        self._finished_since_prune = 0
+        with self._write_lock, self.db.begin() as conn:
+            cutoff = conn.execute(sa.select(jobs.c.seq).where(jobs.c.status.in_(FINISHED))
+                                  .order_by(jobs.c.seq.desc()).offset(self._max_history).limit(1)).scalar()
+            if cutoff is not None:
+                conn.execute(jobs.delete().where(jobs.c.status.in_(FINISHED), jobs.c.seq <= cutoff))
+
+    def close(self) -> None:
+        self.db.dispose()
+

@@ -1,0 +1,401 @@
+"""High-level loading: checkpoints, split UNet / text-encoder / VAE files, diffusers folders.
+Loaded results are cached by (path, modification time, options)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from typing import Any, Callable
+
+import torch
+
+from . import memory, ops
+from .clip import CLIP, FAMILIES, TextModelConfig, text_config_from_state_dict
+from .convert import diffusers_unet_to_ldm, hf_to_open_clip, open_clip_to_hf, unet_config_from_diffusers
+from .detection import (ModelConfig, UnknownModelError, describe_state_dict, find_text_encoders,
+                        model_config_from_unet, VAE_PREFIX)
+from .loading import ModelFileError, load_torch_file
+from .patcher import ModelPatcher
+from .vae import VAE
+
+log = logging.getLogger(__name__)
+
+UNET_PREFIX = "model.diffusion_model."
+
+
+# ----------------------------------------------------------------------------------- cache
+class _Cache:
+    """Weak cache of load results keyed by (path, mtime, size, options); the most recent
+    few results are also held strongly so a re-run of a prompt never re-reads the file."""
+
+    def __init__(self, strong: int = 2):
+        self.weak: dict[tuple, list[weakref.ref | None]] = {}
+        self.strong: OrderedDict[tuple, tuple] = OrderedDict()
+        self.strong_size = strong
+        self.lock = threading.Lock()
+        self.loads = 0  # how many times a file was actually read (tests)
+
+    @staticmethod
+    def key(path: str, *options: Any) -> tuple:
+        st = os.stat(path)
+        return (os.path.realpath(path), st.st_mtime_ns, st.st_size) + tuple(options)
+
+    def get(self, key: tuple) -> tuple | None:
+        with self.lock:
+            if key in self.strong:
+                self.strong.move_to_end(key)
+                return self.strong[key]
+            refs = self.weak.get(key)
+            if refs is None:
+                return None
+            vals = tuple(r() if r is not None else None for r in refs)
+            if any(r is not None and v is None for r, v in zip(refs, vals)):
+                del self.weak[key]
+                return None
+            return vals
+
+    def put(self, key: tuple, value: tuple) -> None:
+        with self.lock:
+            self.weak[key] = [weakref.ref(v) if v is not None else None for v in value]
+            self.strong[key] = value
+            self.strong.move_to_end(key)
+            while len(self.strong) > self.strong_size:
+                self.strong.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.weak.clear()
+            self.strong.clear()
+
+
+cache = _Cache()
+
+
+def _cached(path: str, options: tuple, loader: Callable[[], tuple]) -> tuple:
+    key = cache.key(path, *options)
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    value = loader()
+    cache.loads += 1
+    cache.put(key, value)
+    return value
+
+
+# -------------------------------------------------------------------------------- models
+def _dtype_option(weight_dtype: str | None) -> torch.dtype | None:
+    return {None: None, "default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,
+            "fp8_e5m2": torch.float8_e5m2, "fp16": torch.float16, "bf16": torch.bfloat16,
+            "fp32": torch.float32}.get(weight_dtype)
+
+
+def build_model(mc: ModelConfig, unet_sd: dict[str, torch.Tensor], prefix: str = "",
+                dtype: torch.dtype | None = None) -> ModelPatcher:
+    """Instantiate the BaseModel of ``mc``, load LDM UNet weights and wrap it in a patcher."""
+    load_device = memory.get_torch_device()
+    offload_device = memory.unet_offload_device()
+    weight_dtype = dtype or memory.unet_dtype(load_device, mc.supported_inference_dtypes)
+    manual_cast = memory.unet_manual_cast(weight_dtype, load_device, mc.supported_inference_dtypes)
+    with torch.device("meta"):
+        model = mc.model_class(mc)
+    _rebuild_schedule(model, mc)
+    ksd = {k[len(prefix):]: v for k, v in unet_sd.items() if k.startswith(prefix)}
+    missing, unexpected = ops.assign_state_dict(model.diffusion_model, ksd, weight_dtype)
+    if missing:
+        raise UnknownModelError(f"UNet weights missing for {len(missing)} parameters, e.g. {missing[:5]}")
+    if unexpected:
+        log.debug("unet unexpected keys: %s", unexpected[:10])
+    model.eval().requires_grad_(False)
+    if manual_cast is not None and manual_cast != weight_dtype:
+        model.manual_cast_dtype = manual_cast
+        ops.set_manual_cast(model, True)
+    model.to(memory.unet_inital_load_device())
+    return ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+def _rebuild_schedule(model: torch.nn.Module, mc: ModelConfig) -> None:
+    from ..sampling.model_sampling import model_sampling
+    model.model_sampling = model_sampling(mc.prediction, mc.sampling_settings)
+
+
+def _clip_from_sd(family: str, sd: dict[str, torch.Tensor], embedding_directory: Any,
+                  hidden_acts: dict[str, str] | None = None) -> CLIP:
+    configs: dict[str, TextModelConfig] = {}
+    for spec in FAMILIES[family]:
+        pfx = f"clip_{spec.key}.transformer."
+        if pfx + "text_model.embeddings.token_embedding.weight" not in sd:
+            raise UnknownModelError(f"text encoder '{spec.key}' of a {family} model not found")
+        act = (hidden_acts or {}).get(spec.key) or ("quick_gelu" if spec.key == "l" else "gelu")
+        configs[spec.key] = text_config_from_state_dict(sd, pfx, hidden_act=act)
+    clip = CLIP(family, configs, embedding_directory=embedding_directory)
+    clip.load_sd(sd)
+    return clip
+
+
+def load_state_dict_guess_config(sd: dict[str, torch.Tensor], output_vae: bool = True, output_clip: bool = True,
+                                 embedding_directory: Any = None, source: str = "checkpoint",
+                                 weight_dtype: torch.dtype | None = None) -> tuple:
+    """(MODEL, CLIP | None, VAE | None) from an original single-file checkpoint state dict."""
+    if not any(k.startswith(UNET_PREFIX) for k in sd):
+        raise UnknownModelError(f"{source}: not a Stable Diffusion checkpoint: no UNet weights "
+                                f"(model.diffusion_model.*) found. Found {describe_state_dict(sd)}")
+    family, clip_sd = find_text_encoders(sd)
+    try:
+        mc = model_config_from_unet(sd, UNET_PREFIX, clip_hint=family)
+    except UnknownModelError as exc:
+        raise UnknownModelError(f"{source}: {exc}") from exc
+    model = build_model(mc, sd, UNET_PREFIX, dtype=weight_dtype)
+    clip = None
+    if output_clip:
+        if family is None:
+            log.warning("%s: no text encoder weights in the checkpoint; CLIP output is None", source)
+        else:
+            clip = _clip_from_sd(family, clip_sd, embedding_directory)
+    vae = None
+    if output_vae:
+        vae_sd = {k[len(VAE_PREFIX):]: v for k, v in sd.items() if k.startswith(VAE_PREFIX)}
+        if vae_sd:
+            vae = VAE(sd=vae_sd)
+        else:
+            log.warning("%s: no VAE weights in the checkpoint; VAE output is None", source)
+    return model, clip, vae
+
+
+def load_checkpoint_guess_config(ckpt_path: str, output_vae: bool = True, output_clip: bool = True,
+                                 embedding_directory: Any = None) -> tuple:
+    """CheckpointLoaderSimple: (MODEL, CLIP, VAE), cached by path and mtime."""
+
+    def load() -> tuple:
+        sd = load_torch_file(ckpt_path)
+        return load_state_dict_guess_config(sd, output_vae, output_clip, embedding_directory,
+                                            source=os.path.basename(ckpt_path))
+
+    return _cached(ckpt_path, ("ckpt", output_vae, output_clip, _emb_key(embedding_directory)), load)
+
+
+def _emb_key(embedding_directory: Any) -> Any:
+    if embedding_directory is None or isinstance(embedding_directory, str):
+        return embedding_directory
+    return tuple(embedding_directory)
+
+
+def load_diffusion_model_state_dict(sd: dict[str, torch.Tensor], weight_dtype: torch.dtype | None = None,
+                                    source: str = "unet") -> ModelPatcher:
+    """A bare UNet file: LDM keys (optionally under ``model.diffusion_model.``) or diffusers keys."""
+    prefix = ""
+    if any(k.startswith(UNET_PREFIX) for k in sd):
+        prefix = UNET_PREFIX
+    elif "input_blocks.0.0.weight" not in sd:
+        if "conv_in.weight" in sd and any(k.startswith("down_blocks.") for k in sd):
+            sd = _diffusers_unet_sd_to_ldm(sd)
+        else:
+            raise UnknownModelError(f"{source}: not a supported diffusion model. Found {describe_state_dict(sd)}")
+    try:
+        mc = model_config_from_unet(sd, prefix)
+    except UnknownModelError as exc:
+        raise UnknownModelError(f"{source}: {exc}") from exc
+    return build_model(mc, sd, prefix, dtype=weight_dtype)
+
+
+def _diffusers_unet_sd_to_ldm(sd: dict[str, torch.Tensor], config: dict | None = None) -> dict[str, torch.Tensor]:
+    if config is None:
+        config = _infer_diffusers_unet_config(sd)
+    ucfg = unet_config_from_diffusers(config)
+    return diffusers_unet_to_ldm(sd, ucfg)
+
+
+def _infer_diffusers_unet_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+    levels = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("down_blocks."))
+    blocks = [sd[f"down_blocks.{i}.resnets.0.conv1.weight"].shape[0] for i in range(levels)]
+    lpb = 1 + max(int(k.split(".")[3]) for k in sd if k.startswith("down_blocks.0.resnets."))
+    types, tl = [], []
+    for i in range(levels):
+        if any(k.startswith(f"down_blocks.{i}.attentions.") for k in sd):
+            types.append("CrossAttnDownBlock2D")
+            tl.append(1 + max(int(k.split(".")[5]) for k in sd if k.startswith(f"down_blocks.{i}.attentions.0.transformer_blocks.")))
+        else:
+            types.append("DownBlock2D")
+            tl.append(1)
+    mid_t = [k for k in sd if k.startswith("mid_block.attentions.0.transformer_blocks.")]
+    cfg: dict[str, Any] = {
+        "block_out_channels": blocks, "layers_per_block": lpb, "down_block_types": types,
+        "in_channels": sd["conv_in.weight"].shape[1], "out_channels": sd["conv_out.weight"].shape[0],
+        "transformer_layers_per_block": tl[:-1] + [1 + max(int(k.split(".")[4]) for k in mid_t)] if mid_t else tl,
+        "mid_block_type": "UNetMidBlock2DCrossAttn" if mid_t else None,
+    }
+    # the last level's transformer depth is not known when it has none; mid depth kept in tl[-1]
+    k = next(k for k in sd if k.endswith("attn2.to_k.weight"))
+    cfg["cross_attention_dim"] = sd[k].shape[1]
+    pk = next(k for k in sd if k.endswith("proj_in.weight"))
+    cfg["use_linear_projection"] = sd[pk].ndim == 2
+    if "add_embedding.linear_1.weight" in sd:
+        cfg["addition_embed_type"] = "text_time"
+        cfg["projection_class_embeddings_input_dim"] = sd["add_embedding.linear_1.weight"].shape[1]
+        cfg["attention_head_dim"] = [64]
+    return cfg
+
+
+def load_diffusion_model(unet_path: str, weight_dtype: str | None = None) -> ModelPatcher:
+    """UNETLoader: a split diffusion-model file from ``models/diffusion_models``."""
+
+    def load() -> tuple:
+        sd = load_torch_file(unet_path)
+        return (load_diffusion_model_state_dict(sd, _dtype_option(weight_dtype), os.path.basename(unet_path)),)
+
+    return _cached(unet_path, ("unet", weight_dtype), load)[0]
+
+
+def clip_family_from_state_dict(sd: dict[str, torch.Tensor]) -> tuple[str, dict[str, torch.Tensor], str]:
+    """(family, HF-layout sd keyed clip_<key>.transformer.*, hidden_act) for a standalone
+    text-encoder file (transformers layout, or OpenCLIP layout)."""
+    if any(k.startswith("cond_stage_model.") or k.startswith("conditioner.") for k in sd):
+        fam, csd = find_text_encoders(sd)
+        if fam is None:
+            raise UnknownModelError(f"no text encoder found. Found {describe_state_dict(sd)}")
+        return fam, csd, ""
+    openclip = "token_embedding.weight" in sd and "positional_embedding" in sd
+    hf = sd if not openclip else open_clip_to_hf(sd, "")
+    if "text_model.embeddings.token_embedding.weight" not in hf:
+        if "transformer.text_model.embeddings.token_embedding.weight" in hf:
+            hf = {k[len("transformer."):]: v for k, v in hf.items() if k.startswith("transformer.")}
+        else:
+            raise UnknownModelError(f"not a CLIP text encoder. Found {describe_state_dict(sd)}")
+    width = hf["text_model.embeddings.token_embedding.weight"].shape[1]
+    if width == 1280:
+        fam, key, act = "sdxl_refiner", "g", "gelu"
+    elif width == 1024 or openclip:
+        fam, key, act = "sd2", "h", "gelu"
+    else:
+        fam, key, act = "sd1", "l", "quick_gelu"
+    return fam, {f"clip_{key}.transformer.{k}": v for k, v in hf.items()}, act
+
+
+def load_clip(ckpt_paths: list[str], embedding_directory: Any = None, clip_type: str = "stable_diffusion") -> CLIP:
+    """CLIPLoader: one text-encoder file (two files, L + G, give an SDXL CLIP)."""
+
+    def load() -> tuple:
+        parts = [clip_family_from_state_dict(load_torch_file(p)) for p in ckpt_paths]
+        if len(parts) == 1:
+            fam, sd, act = parts[0]
+            key = FAMILIES[fam][0].key
+            return (_clip_from_sd(fam, sd, embedding_directory, {key: act} if act else None),)
+        fams = {p[0] for p in parts}
+        if fams == {"sd1", "sdxl_refiner"}:
+            merged: dict[str, torch.Tensor] = {}
+            for _, sd, _ in parts:
+                merged.update(sd)
+            return (_clip_from_sd("sdxl", merged, embedding_directory),)
+        raise UnknownModelError(f"unsupported text encoder combination: {sorted(fams)}")
+
+    key_path = ckpt_paths[0]
+    return _cached(key_path, ("clip", clip_type, tuple(ckpt_paths), _emb_key(embedding_directory)), load)[0]
+
+
+def load_vae(vae_path: str) -> VAE:
+    def load() -> tuple:
+        sd = load_torch_file(vae_path)
+        if any(k.startswith(VAE_PREFIX) for k in sd):
+            sd = {k[len(VAE_PREFIX):]: v for k, v in sd.items() if k.startswith(VAE_PREFIX)}
+        if not any(k.startswith(("encoder.", "decoder.")) for k in sd):
+            raise UnknownModelError(f"{os.path.basename(vae_path)}: not a VAE. Found {describe_state_dict(sd)}")
+        return (VAE(sd=sd),)
+
+    return _cached(vae_path, ("vae",), load)[0]
+
+
+# ------------------------------------------------------------------------- diffusers dirs
+def _load_dir_weights(folder: str) -> dict[str, torch.Tensor]:
+    for name in ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin",
+                 "pytorch_model.bin", "diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors"):
+        p = os.path.join(folder, name)
+        if os.path.isfile(p):
+            return load_torch_file(p)
+    raise ModelFileError(f"{folder}: no weights file found")
+
+
+def load_diffusers(model_path: str, output_vae: bool = True, output_clip: bool = True,
+                   embedding_directory: Any = None) -> tuple:
+    """DiffusersLoader: a diffusers pipeline folder (unet/, vae/, text_encoder/, text_encoder_2/)."""
+
+    def load() -> tuple:
+        with open(os.path.join(model_path, "unet", "config.json")) as f:
+            ucfg = json.load(f)
+        usd = _diffusers_unet_sd_to_ldm(_load_dir_weights(os.path.join(model_path, "unet")), ucfg)
+        family_hint = None
+        te2 = os.path.join(model_path, "text_encoder_2")
+        te1 = os.path.join(model_path, "text_encoder")
+        if os.path.isdir(te2):
+            family_hint = "sdxl" if os.path.isdir(te1) else "sdxl_refiner"
+        mc = model_config_from_unet(usd, "", clip_hint=family_hint)
+        sched = os.path.join(model_path, "scheduler", "scheduler_config.json")
+        if os.path.isfile(sched):
+            with open(sched) as f:
+                pred = json.load(f).get("prediction_type")
+            if pred in ("v_prediction", "epsilon"):
+                mc.prediction = "v_prediction" if pred == "v_prediction" else "eps"
+        model = build_model(mc, usd)
+        clip = None
+        if output_clip:
+            csd: dict[str, torch.Tensor] = {}
+            acts: dict[str, str] = {}
+            for spec in FAMILIES[mc.clip_family]:
+                folder = te2 if (spec.key == "g" and mc.clip_family == "sdxl") else te1
+                if mc.clip_family == "sdxl_refiner":
+                    folder = te2
+                if not os.path.isdir(folder):
+                    continue
+                for k, v in _load_dir_weights(folder).items():
+                    csd[f"clip_{spec.key}.transformer.{k}"] = v
+                cfg_path = os.path.join(folder, "config.json")
+                if os.path.isfile(cfg_path):
+                    with open(cfg_path) as f:
+                        acts[spec.key] = json.load(f).get("hidden_act", "")
+            if csd:
+                clip = _clip_from_sd(mc.clip_family, csd, embedding_directory, acts)
+        vae = None
+        if output_vae and os.path.isdir(os.path.join(model_path, "vae")):
+            vae = VAE(sd=_load_dir_weights(os.path.join(model_path, "vae")))
+        return model, clip, vae
+
+    cfg = os.path.join(model_path, "unet", "config.json")
+    return _cached(cfg, ("diffusers", model_path, output_vae, output_clip, _emb_key(embedding_directory)), load)
+
+
+# ---------------------------------------------------------------------------------- saving
+def checkpoint_state_dict(model: ModelPatcher, clip: CLIP | None, vae: VAE | None) -> dict[str, torch.Tensor]:
+    """An original-layout checkpoint of (patched) weights, for CheckpointSave."""
+    memory.load_models_gpu([model], force_full_load=True)
+    sd: dict[str, torch.Tensor] = {}
+    for k, v in model.model.diffusion_model.state_dict().items():
+        sd[UNET_PREFIX + k] = v.detach().to("cpu")
+    if clip is not None:
+        memory.load_models_gpu([clip.patcher], force_full_load=True)
+        csd = {k: v.detach().to("cpu") for k, v in clip.cond_stage_model.state_dict().items()}
+        fam = clip.family
+
+        def hf(key: str) -> dict[str, torch.Tensor]:
+            p = f"clip_{key}.transformer."
+            return {k[len(p):]: v for k, v in csd.items() if k.startswith(p)}
+
+        if fam == "sd1":
+            for k, v in hf("l").items():
+                if not k.startswith("text_projection"):
+                    sd["cond_stage_model.transformer." + k] = v
+        elif fam == "sd2":
+            sd.update(hf_to_open_clip(hf("h"), "", "cond_stage_model.model."))
+        elif fam == "sdxl":
+            for k, v in hf("l").items():
+                if not k.startswith("text_projection"):
+                    sd["conditioner.embedders.0.transformer." + k] = v
+            sd.update(hf_to_open_clip(hf("g"), "", "conditioner.embedders.1.model."))
+        elif fam == "sdxl_refiner":
+            sd.update(hf_to_open_clip(hf("g"), "", "conditioner.embedders.0.model."))
+    if vae is not None:
+        for k, v in vae.get_sd().items():
+            sd[VAE_PREFIX + k] = v.detach().to("cpu")
+    if model.model.model_type == "v_prediction":
+        sd["v_pred"] = torch.tensor([])
+    return sd

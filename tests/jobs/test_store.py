@@ -1,0 +1,117 @@
+"""The durable job store: write-through queue, recovery after a crash, history from the DB."""
+import time
+
+from comfyui.engine.engine import Engine
+from comfyui.engine.queue import QueueItem, history_entry
+from comfyui.jobs import DurableQueue
+from comfyui.nodes.registry import NodeRegistry
+
+
+def item(n, pid=None):
+    return QueueItem(number=n, prompt_id=pid or f"p{n}", prompt={"1": {"class_type": "X", "inputs": {}}},
+                     extra_data={"client_id": "c"}, outputs=["1"], client_id="c", created_at=time.time())
+
+
+def done(store, it, ok=True):
+    entry = history_entry(it, status="success" if ok else "error", outputs={"1": {"text": [it.prompt_id]}},
+                          messages=[], meta={})
+    store.task_done(it, entry)
+
+
+def test_queue_and_history_survive_reopen(db_url):
+    store = DurableQueue(db_url)
+    for n in (1, 2, 3, 4):
+        store.put(item(n))
+    first = store.get(0)
+    done(store, first)
+    second = store.get(0)  # in progress when the process "dies"
+    assert store.job_status(second.prompt_id) == "in_progress"
+    store.close()
+
+    reopened = DurableQueue(db_url)
+    assert reopened.recovered == {"failed": ["p2"], "pending": ["p3", "p4"]}
+    assert reopened.job_status("p1") == "completed"
+    assert reopened.job_status("p2") == "failed"
+    failed = reopened.get_history(prompt_id="p2")["p2"]
+    assert failed["status"]["status_str"] == "error"
+    assert "server stopped" in failed["status"]["messages"][0][1]["exception_message"]
+    running, pending = reopened.get_current_queue()
+    assert running == [] and [p[1] for p in pending] == ["p3", "p4"]
+    assert list(reopened.get_history()) == ["p1", "p2"]
+    assert reopened.last_number() == 4
+    reopened.close()
+
+
+def test_requeue_interrupted(db_url):
+    store = DurableQueue(db_url)
+    store.put(item(1))
+    store.get(0)
+    store.close()
+    reopened = DurableQueue(db_url, requeue_interrupted=True)
+    assert reopened.recovered == {"requeued": ["p1"], "pending": ["p1"]}
+    assert reopened.get(0).prompt_id == "p1"
+    reopened.close()
+
+
+def test_history_pagination_delete_and_clear(db_url):
+    store = DurableQueue(db_url)
+    for n in range(1, 6):
+        store.put(item(n))
+        done(store, store.get(0), ok=n != 3)
+    assert list(store.get_history(max_items=2)) == ["p4", "p5"]
+    assert list(store.get_history(max_items=2, offset=1)) == ["p2", "p3"]
+    assert store.job_status("p3") == "failed"
+    store.delete_history(["p1"])
+    assert "p1" not in store.get_history() and not store.contains("p1")
+    store.clear_history()
+    assert store.get_history() == {} and store.history_len() == 0
+    store.close()
+
+
+def test_deleting_pending_removes_rows(db_url):
+    store = DurableQueue(db_url)
+    store.put(item(1))
+    store.put(item(2))
+    store.delete(["p1"])
+    store.close()
+    reopened = DurableQueue(db_url)
+    assert [p[1] for p in reopened.get_current_queue()[1]] == ["p2"]
+    reopened.close()
+
+
+class Echo:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"text": ("STRING",)}}
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "run"
+    calls = 0
+
+    def run(self, text):
+        Echo.calls += 1
+        return {"ui": {"text": [text]}}
+
+
+def test_engine_on_durable_store_is_idempotent_and_cancels(db_url):
+    registry = NodeRegistry()
+    registry.register_classic("Echo", Echo)
+    engine = Engine(registry, queue=DurableQueue(db_url))
+    Echo.calls = 0
+    prompt = {"1": {"class_type": "Echo", "inputs": {"text": "hi"}}}
+    engine.submit(prompt, prompt_id="same")
+    engine.submit(prompt, prompt_id="same")  # duplicate before it ran
+    engine.submit(prompt, prompt_id="cancel-me")
+    assert engine.cancel("cancel-me") == "pending"
+    engine.start()
+    entry = engine.wait("same").result(10)
+    assert entry["outputs"]["1"] == {"text": ["hi"]}
+    again = engine.submit(prompt, prompt_id="same")  # duplicate after it ran
+    assert again.duplicate
+    time.sleep(0.2)
+    engine.stop()
+    assert Echo.calls == 1
+    assert engine.queue.job_status("cancel-me") == "cancelled"
+    # the number sequence continues after a restart
+    restarted = Engine(registry, queue=DurableQueue(db_url))
+    assert restarted.submit(prompt).number > 2
