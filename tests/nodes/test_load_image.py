@@ -88,7 +88,8 @@ def test_multipage_tiff_skips_frames_of_another_size(workspace):
 def test_16bit_greyscale_png_is_scaled(workspace):
     arr = np.array([[0, 32768, 65535]], dtype=np.uint16)
     Image.fromarray(arr).save(_input(workspace, "deep.png"))
-    assert Image.open(_input(workspace, "deep.png")).mode.startswith("I")
+    with Image.open(_input(workspace, "deep.png")) as im:
+        assert im.mode.startswith("I")
     image, _ = run(LoadImage, image="deep.png")
     assert image.shape == (1, 1, 3, 3)
     assert image[0, 0, :, 0].tolist() == pytest.approx([0.0, 0.5, 1.0], abs=1e-3)

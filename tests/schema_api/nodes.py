@@ -227,8 +227,28 @@ class Extension(ComfyExtension):
         type(self).loaded += 1
 
     async def get_node_list(self):
-        return [Num, AsyncAdd, Double, Show, LazySwitch, Picky, Gate, SumAll, Shape, Fan, Collect]
+        return [Num, AsyncAdd, Double, Show, LazySwitch, Picky, Gate, SumAll, Shape, Fan, Collect, FirstOf]
 
 
 async def comfy_entrypoint() -> Extension:
     return Extension()
+
+
+class FirstOf(io.ComfyNode):
+    """Autogrow of lazy inputs: evaluates only the first one (tuple form in check_lazy_status)."""
+
+    @classmethod
+    def define_schema(cls):
+        template = io.Autogrow.TemplatePrefix(io.AnyType.Input("v", lazy=True), prefix="v", min=1, max=3)
+        return io.Schema(node_id="T_FirstOf", category="testing",
+                         inputs=[io.Autogrow.Input("values", template=template)], outputs=[io.AnyType.Output()])
+
+    @classmethod
+    def check_lazy_status(cls, values):
+        value, key = values["v0"]
+        return [key] if value is None else []
+
+    @classmethod
+    def execute(cls, values):
+        _count("T_FirstOf")
+        return io.NodeOutput(values["v0"])

@@ -105,13 +105,30 @@ def test_hidden_values_reach_cls_hidden_not_execute():
 
 
 def test_hidden_values_are_per_call_for_concurrent_async_nodes():
-    node = node_def_from_schema(nodes.AsyncAdd)
+    seen = []
+
+    class Slow(io.ComfyNode):
+        @classmethod
+        def define_schema(cls):
+            return io.Schema(node_id="Slow", inputs=[io.Float.Input("delay")], outputs=[io.String.Output()],
+                             hidden=[io.Hidden.unique_id])
+
+        @classmethod
+        async def execute(cls, delay):
+            before = cls.hidden.unique_id
+            await asyncio.sleep(delay)
+            seen.append((before, cls.hidden.unique_id))
+            return io.NodeOutput(cls.hidden.unique_id)
+
+    node = node_def_from_schema(Slow)
 
     async def both():
-        # AsyncAdd asserts its cls.hidden.unique_id is unchanged across an await.
-        return await asyncio.gather(call(node, a=1, b=1, unique_id="A"), call(node, a=2, b=2, unique_id="B"))
+        # Both calls are made (hidden values bound) before either coroutine runs.
+        first, second = call(node, delay=0.02, unique_id="A"), call(node, delay=0.0, unique_id="B")
+        return await asyncio.gather(first, second)
 
-    assert asyncio.run(both()) == [{"result": (2,)}, {"result": (4,)}]
+    assert asyncio.run(both()) == [{"result": ("A",)}, {"result": ("B",)}]
+    assert sorted(seen) == [("A", "A"), ("B", "B")]
 
 
 def test_lazy_status_only_when_overridden_and_without_hidden():
@@ -187,6 +204,9 @@ def test_dynamic_inputs_flat_views_and_nesting():
     assert call(shape, shape="square", **{"shape.side": 3}) == {"result": (9, "square")}
     # Values of options that are not selected are dropped.
     assert call(shape, shape="rect", **{"shape.w": 2, "shape.h": 5, "shape.side": 100}) == {"result": (10, "rect")}
+    # Validation cannot know the selected option, so execution reports its missing inputs.
+    with pytest.raises(ValueError, match="'shape.h' of option 'rect' is missing"):
+        call(shape, shape="rect", **{"shape.w": 2})
 
 
 def test_accept_all_inputs_passes_unknown_inputs():

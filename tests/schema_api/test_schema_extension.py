@@ -10,7 +10,7 @@ from comfyui.nodes.registry import NodeRegistry
 from . import nodes
 
 NODE_IDS = ["T_Num", "T_AsyncAdd", "T_Double", "T_Show", "T_LazySwitch", "T_Picky", "T_Gate", "T_SumAll",
-            "T_Shape", "T_Fan", "T_Collect"]
+            "T_Shape", "T_Fan", "T_Collect", "T_FirstOf"]
 
 
 def test_register_extension_registers_nodes_and_calls_on_load():

@@ -195,3 +195,42 @@ def test_registry_object_info_json_for_schema_nodes():
     node = reg.get("T_Palette")
     assert node.schema_api is True
     assert node.raw_link_inputs == frozenset({"thing"})
+
+
+def test_get_node_info_v1_custom_comfytype_and_multitype_override():
+    @io.comfytype(io_type="MY_WIDGET")
+    class MyWidget(io.ComfyTypeIO):
+        class Input(io.WidgetInput):
+            def __init__(self, id, level=3, **kwargs):
+                super().__init__(id, **kwargs)
+                self.level = level
+
+            def as_dict(self):
+                return super().as_dict() | {"level": self.level}
+
+    class UsesIt(io.ComfyNode):
+        @classmethod
+        def define_schema(cls):
+            return io.Schema(node_id="UsesIt", inputs=[
+                MyWidget.Input("w", default="x"),
+                io.MultiType.Input(io.Float.Input("f", default=1.5, optional=True), types=[io.Int, io.Float]),
+            ], outputs=[MyWidget.Output()])
+
+        @classmethod
+        def execute(cls, w, f=None):
+            return io.NodeOutput(w)
+
+    info = UsesIt.GET_NODE_INFO_V1()
+    assert info["input"]["required"]["w"] == ["MY_WIDGET", {"default": "x", "level": 3}]
+    assert info["input"]["optional"]["f"] == ["FLOAT,INT", {"default": 1.5, "widgetType": "FLOAT"}]
+    assert info["output"] == ["MY_WIDGET"] and info["name"] == "UsesIt"
+    assert io.Int.Input("i").io_type == "INT"  # defining MyWidget did not touch other types
+
+
+def test_abstract_base_classes_are_safe_to_inspect():
+    class Base(io.ComfyNode):
+        pass
+
+    assert not hasattr(Base, "RETURN_TYPES") and not hasattr(Base, "CATEGORY")
+    with pytest.raises(TypeError, match="No define_schema"):
+        node_def_from_schema(Base)

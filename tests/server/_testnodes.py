@@ -49,4 +49,20 @@ class ServerTestPreview:
         return (value,)
 
 
-NODE_CLASS_MAPPINGS = {"ServerTestSleep": ServerTestSleep, "ServerTestPreview": ServerTestPreview}
+class ServerTestFail:
+    """Raises at run time (for execution_error / failed jobs)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("STRING", {"default": "boom"})}}
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+    CATEGORY = "testing"
+
+    def run(self, value):
+        raise ValueError(f"failing on purpose: {value}")
+
+
+NODE_CLASS_MAPPINGS = {"ServerTestSleep": ServerTestSleep, "ServerTestPreview": ServerTestPreview,
+                       "ServerTestFail": ServerTestFail}

@@ -50,6 +50,8 @@ async def make_server(workspace, node_registry):
     made: list[tuple[TestClient, Any]] = []
 
     async def make(start_engine: bool = True, **overrides) -> Srv:
+        overrides.setdefault("base_directory", str(workspace))
+        overrides.setdefault("create_directories", True)
         config = Config(**overrides)
         engine = Engine.from_config(config, registry=node_registry)
         if start_engine:

@@ -90,16 +90,22 @@ async def test_job_detail_outputs_and_workflow(server):
 
 
 async def test_failed_job_carries_execution_error(server):
-    # ServerTestSleep with a string that PreviewAny shows is fine; make a node fail at run time:
-    prompt = {"1": {"class_type": "StringSubstring", "inputs": {"string": "abc", "start": 0, "end": 1}},
+    ws, sid = await server.ws()
+    prompt = {"1": {"class_type": "ServerTestFail", "inputs": {"value": "kaput"}},
               "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
-    resp = await server.post_json("/api/prompt", {"prompt": prompt})
-    if resp.status != 200:  # node inputs differ: skip this variant quietly
-        return
-    pid = (await resp.json())["prompt_id"]
-    await server.wait_history(pid)
+    pid = (await server.submit(prompt, client_id=sid))["prompt_id"]
+    msgs = await collect(ws, is_done(pid))
+    err = next(m for m in msgs if m["type"] == "execution_error")["data"]
+    assert err["node_id"] == "1" and err["node_type"] == "ServerTestFail"
+    assert err["exception_type"].endswith("ValueError") and "kaput" in err["exception_message"]
     job = await (await server.client.get(f"/api/jobs/{pid}")).json()
     _check_job(job)
+    assert job["status"] == "failed"
+    assert job["execution_error"]["node_id"] == "1"
+    assert "kaput" in job["execution_error"]["exception_message"]
+    failed = await (await server.client.get("/api/jobs?status=failed")).json()
+    assert [j["id"] for j in failed["jobs"]] == [pid]
+    await ws.close()
 
 
 async def test_cancel_pending_running_finished_and_batch(server):

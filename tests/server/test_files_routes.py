@@ -537,3 +537,23 @@ async def test_logs_routes(client):
     r = await client.patch("/internal/logs/subscribe", json={"clientId": "abc", "enabled": False})
     assert r.status == 200 and client.app["ctx"].logs.subscribers == set()
     assert (await client.patch("/internal/logs/subscribe", json={"enabled": "yes"})).status == 400
+
+
+async def test_log_subscription_streams_over_websocket(client):
+    import asyncio
+    import logging
+
+    ws = await client.ws_connect("/ws")
+    first = await ws.receive_json(timeout=5)
+    sid = first["data"]["sid"]
+    r = await client.patch("/internal/logs/subscribe", json={"clientId": sid, "enabled": True})
+    assert r.status == 200
+    logging.getLogger("comfyui.test").warning("streamed log line")
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        msg = await ws.receive_json(timeout=max(0.1, deadline - asyncio.get_running_loop().time()))
+        if msg["type"] == "logs":
+            break
+    assert any("streamed log line" in e["m"] for e in msg["data"]["entries"])
+    assert set(msg["data"]["size"]) == {"cols", "rows"}
+    await ws.close()

@@ -167,9 +167,9 @@ def _dechunk(data: bytes) -> bytes:
 
 def escape_corpus(tmp_path) -> list[str]:
     """Relative and absolute escape attempts aimed at the planted secrets."""
-    names = ["secret.txt", "secret.png", "secret.safetensors", "secret.json", "secretdir/secret.txt"]
+    names = ["secret.txt", "secret.png", "secretdir/secret.txt"]
     out: list[str] = []
-    for depth in (2, 3, 4, 6):
+    for depth in (2, 3, 4):  # input/ is 2 levels below the secrets, user/default 3, a pack's web/ 4
         for name in names:
             out += [
                 "../" * depth + name,
@@ -179,10 +179,11 @@ def escape_corpus(tmp_path) -> list[str]:
                 "%2e%2e%2f" * depth + name,
                 "%252e%252e%252f" * depth + name,
                 "....//" * depth + name,
-                "..;/" * depth + name,
                 "./../" * depth + name,
-                "sub/../" + "../" * depth + name,
             ]
+        out += ["../" * depth + "secret.safetensors", "../" * depth + "secret.json",
+                "sub/../" + "../" * depth + "secret.txt", "..;/" * depth + "secret.txt"]
+    names += ["secret.safetensors", "secret.json"]
     for name in names:
         out += [str(tmp_path / name), "/" + name, "//" + str(tmp_path / name).lstrip("/"),
                 str(tmp_path / name).replace("/", "\\"), "file://" + str(tmp_path / name)]
@@ -331,4 +332,4 @@ async def test_no_file_route_leaks_outside_content(planted):
             if p.endswith("users.json") or p.endswith(os.path.join("other", "secret.json")):
                 continue  # planted inside the workspace on purpose
             assert _leaks(data, "image/png") is None, f"secret copied to {p}"
-    assert len(statuses) > 1 and sum(statuses.values()) > 2000
+    assert len(statuses) > 1 and sum(statuses.values()) > 1000

@@ -54,18 +54,11 @@ def build_config(config: Any = None, **overrides: Any) -> Any:
 
 
 def build_engine(config: Any) -> Any:
-    """An Engine for ``config``: built-in nodes plus the custom nodes the config allows."""
+    """An Engine for ``config``: its paths, built-in nodes plus the custom nodes the config
+    allows, its cache policy (an in-memory queue unless ``--database-url`` is given)."""
     from ..engine.engine import Engine
-    from ..nodes.custom_nodes import load_custom_nodes
 
-    engine = Engine.from_config(config)
-    load_custom_nodes(
-        engine.registry,
-        disable_all=bool(getattr(config, "disable_all_custom_nodes", False)),
-        whitelist=getattr(config, "whitelist_custom_nodes", None) or None,
-        blacklist=getattr(config, "blacklist_custom_nodes", None) or None,
-    )
-    return engine
+    return Engine.from_config(config)
 
 
 class Comfy:
@@ -78,6 +71,7 @@ class Comfy:
         self._owns_engine = engine is None
         self.config: Any = None
         self._started = False
+        self._previous_config: Any = None
         self._client_id = f"embedded-{uuid.uuid4().hex}"
 
     # ---- lifecycle ----------------------------------------------------------------
@@ -89,15 +83,28 @@ class Comfy:
         return self._engine
 
     def _start_sync(self) -> None:
+        from .. import config as config_module
+
         if self._engine is None:
             self.config = build_config(self._config_arg, **self._overrides)
             apply_paths = getattr(self.config, "apply_paths", None)
             if apply_paths is not None:
                 apply_paths()
-            self._engine = build_engine(self.config)
-        else:
-            self.config = getattr(self._engine, "config", self._config_arg)
-        self._engine.start()
+        elif self._config_arg is not None:
+            self.config = build_config(self._config_arg, **self._overrides)
+        # nodes read process-wide settings (--disable-metadata, comfy.cli_args) from here
+        self._previous_config = config_module.current()
+        if self.config is not None:
+            config_module.set_current(self.config)
+        try:
+            if self._engine is None:
+                self._engine = build_engine(self.config)
+            self._engine.start()
+        except BaseException:
+            config_module.set_current(self._previous_config)
+            if self._owns_engine:
+                self._engine = None
+            raise
         self._started = True
 
     def _stop_sync(self) -> None:
@@ -108,6 +115,11 @@ class Comfy:
         try:
             engine.stop()
         finally:
+            if self._previous_config is not None:
+                from .. import config as config_module
+
+                config_module.set_current(self._previous_config)
+                self._previous_config = None
             if self._owns_engine:
                 try:
                     engine.free(unload_models=True, free_memory=True)

@@ -128,7 +128,7 @@ class CLIPTextModel(nn.Module):
         proj = cfg.projection_dim or cfg.hidden_size
         self.text_projection = ops.Linear(cfg.hidden_size, proj, bias=False)
         with torch.no_grad():
-            if proj == cfg.hidden_size:
+            if proj == cfg.hidden_size and not self.text_projection.weight.is_meta:
                 self.text_projection.weight.copy_(torch.eye(proj))
         self.num_layers = cfg.num_layers
 

@@ -41,7 +41,7 @@ class VRAMState(enum.Enum):
 _DEFAULTS: dict[str, Any] = {
     "cpu": False, "cuda_device": None, "lowvram": False, "novram": False, "highvram": False,
     "normalvram": False, "gpu_only": False, "reserve_vram": None, "disable_smart_memory": False,
-    "force_fp32": False, "force_fp16": False, "bf16_unet": False, "fp16_unet": False,
+    "force_fp32": False, "force_fp16": False, "force_bf16": False, "default_device": None, "bf16_unet": False, "fp16_unet": False,
     "fp32_unet": False, "fp64_unet": False, "fp8_e4m3fn_unet": False, "fp8_e5m2_unet": False,
     "fp16_vae": False, "bf16_vae": False, "fp32_vae": False, "cpu_vae": False,
     "fp16_text_enc": False, "fp32_text_enc": False, "bf16_text_enc": False,
@@ -129,7 +129,11 @@ def get_torch_device() -> torch.device:
         dev = torch.device("cpu")
     elif torch.cuda.is_available():
         idx = args["cuda_device"]
-        dev = torch.device("cuda", int(idx) if idx is not None else torch.cuda.current_device())
+        if idx is None:
+            idx = args["default_device"]
+        if idx is None or int(idx) >= torch.cuda.device_count():
+            idx = torch.cuda.current_device()  # the CLI may already have set CUDA_VISIBLE_DEVICES
+        dev = torch.device("cuda", int(idx))
     elif _xpu_available():
         dev = torch.device("xpu", torch.xpu.current_device())
     elif _mps_available():
@@ -217,6 +221,8 @@ def should_use_bf16(device: torch.device | None = None) -> bool:
     device = device or get_torch_device()
     if args["force_fp32"] or device.type == "cpu":
         return False
+    if args["force_bf16"]:
+        return True
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type in ("xpu", "mps")
@@ -233,6 +239,8 @@ def unet_dtype(device: torch.device | None = None,
     """Storage dtype of the diffusion model's weights (may be fp8: then compute in
     :func:`unet_manual_cast`)."""
     if args["fp32_unet"]:
+        return torch.float32
+    if args["force_fp32"]:
         return torch.float32
     if args["fp64_unet"]:
         return torch.float64

@@ -13,6 +13,7 @@ Seeding follows ComfyUI so that a shared workflow reproduces:
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -110,7 +111,10 @@ class BatchedBrownianTree:
         device, dtype = t0.device, t0.dtype
         if self.cpu_tree:
             t0, t1 = t0.detach().cpu().float(), t1.detach().cpu().float()
-        w = torch.stack([tree(t0, t1) for tree in self.trees]).to(device=device, dtype=dtype) * (self.sign * sign)
+        with warnings.catch_warnings():
+            # float32 round-off at the interval ends ("Should have tb<=t1") is harmless
+            warnings.filterwarnings("ignore", message="Should have", category=UserWarning)
+            w = torch.stack([tree(t0, t1) for tree in self.trees]).to(device=device, dtype=dtype) * (self.sign * sign)
         return w if self.batched else w[0]
 
 

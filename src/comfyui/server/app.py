@@ -199,20 +199,11 @@ def bind_addresses(listen: str | None) -> list[str]:
 
 
 def build_engine(config: Any):
-    """An Engine with built-in and custom nodes loaded (custom nodes may register routes)."""
+    """An Engine for ``config``: paths applied, built-in and custom nodes loaded (custom nodes
+    may register routes on ``PromptServer.instance.routes`` while they import)."""
     from comfyui.engine.engine import Engine
 
-    engine = Engine.from_config(config)
-    registry = engine.registry
-    if not config_get(config, "disable_all_custom_nodes", False) or config_get(config, "whitelist_custom_nodes"):
-        try:
-            custom = importlib.import_module("comfyui.nodes.custom_nodes")
-            loader = getattr(custom, "load_custom_nodes", None)
-            if loader is not None and not getattr(engine, "custom_nodes_loaded", False):
-                loader(registry, config)
-        except ModuleNotFoundError:
-            pass
-    return engine
+    return Engine.from_config(config)
 
 
 async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None = None,

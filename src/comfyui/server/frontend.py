@@ -32,6 +32,7 @@ import importlib.resources
 import json
 import logging
 import os
+import urllib.parse
 from functools import lru_cache
 from pathlib import Path
 
@@ -181,7 +182,7 @@ async def handle_extensions(request: web.Request) -> web.Response:
                     safe_join(d, rel)  # skip files whose symlink leads outside the pack
                 except PathEscapeError:
                     continue
-                out.append(f"/extensions/{name}/{rel}")
+                out.append(f"/extensions/{urllib.parse.quote(name)}/{urllib.parse.quote(rel)}")
         return out
 
     return json_response(await asyncio.to_thread(collect))

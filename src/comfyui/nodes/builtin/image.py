@@ -66,7 +66,7 @@ def _open_image(path: str, display_name: str) -> Image.Image:
         raise FileNotFoundError(f"Invalid image file: {display_name} (not found)") from None
     except UnidentifiedImageError as e:
         raise ValueError(f"Invalid image file: {display_name} is not an image Pillow can read") from e
-    except OSError:
+    except OSError as first_error:
         # Truncated files: retry the way ComfyUI does, tolerating a short read.
         prev = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = True
@@ -74,6 +74,8 @@ def _open_image(path: str, display_name: str) -> Image.Image:
             img = Image.open(path)
             img.load()
             return img
+        except OSError:
+            raise ValueError(f"Invalid image file: {display_name} could not be read ({first_error})") from first_error
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = prev
 
@@ -160,16 +162,19 @@ def load_image_file(path: str, display_name: str | None = None) -> tuple[torch.T
     images: list[np.ndarray] = []
     alphas: list[np.ndarray | None] = []
     size = None
-    for frame in ImageSequence.Iterator(img):
-        frame = _exif_transpose(frame)
-        if size is None:
-            size = frame.size
-        elif frame.size != size:
-            continue
-        images.append(_frame_rgb(frame))
-        alphas.append(_frame_alpha(frame))
-        if img.format == "MPO":
-            break  # MPO's extra pictures are depth/stereo views, not animation frames
+    try:
+        for frame in ImageSequence.Iterator(img):
+            frame = _exif_transpose(frame)
+            if size is None:
+                size = frame.size
+            elif frame.size != size:
+                continue
+            images.append(_frame_rgb(frame))
+            alphas.append(_frame_alpha(frame))
+            if img.format == "MPO":
+                break  # MPO's extra pictures are depth/stereo views, not animation frames
+    finally:
+        img.close()
     if not images:
         raise ValueError(f"Invalid image file: {display_name} contains no frames")
 
@@ -235,23 +240,27 @@ class LoadImageMask:
         if channel not in self._color_channels:
             raise ValueError(f"channel must be one of {self._color_channels}, got {channel!r}")
         path = _folder_paths().get_annotated_filepath(image)
-        img = _exif_transpose(_open_image(path, image))
+        with _open_image(path, image) as opened:
+            return (self._mask_from(_exif_transpose(opened), channel),)
+
+    @staticmethod
+    def _mask_from(img: Image.Image, channel: str) -> torch.Tensor:
         band = channel[0].upper()
         if _is_wide_int_mode(img.mode):
             # 16-bit greyscale: every colour channel is the grey value, there is no alpha.
             grey = np.clip(np.asarray(img).astype(np.float32) / 65535.0, 0.0, 1.0)
             if band == "A":
-                return (torch.zeros((1, 64, 64), dtype=torch.float32),)
-            return (torch.from_numpy(grey)[None],)
+                return torch.zeros((1, 64, 64), dtype=torch.float32)
+            return torch.from_numpy(grey)[None]
         if img.getbands() != ("R", "G", "B", "A"):
             had_alpha = _frame_alpha(img) is not None
             img = img.convert("RGBA")
             if band == "A" and not had_alpha:
-                return (torch.zeros((1, 64, 64), dtype=torch.float32),)
+                return torch.zeros((1, 64, 64), dtype=torch.float32)
         mask = torch.from_numpy(np.asarray(img.getchannel(band)).astype(np.float32) / 255.0)
         if band == "A":
             mask = 1.0 - mask
-        return (mask.unsqueeze(0),)
+        return mask.unsqueeze(0)
 
     @classmethod
     def IS_CHANGED(s, image, channel):

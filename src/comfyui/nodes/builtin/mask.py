@@ -246,14 +246,15 @@ class FeatherMask:
         left, right = min(left, w), min(right, w)
         top, bottom = min(top, h), min(bottom, h)
         # Linear ramp: the outermost row/column of a feathered edge is scaled by 1/n, the n-th by n/n.
+        kw = {"dtype": output.dtype, "device": output.device}
         if left:
-            output[:, :, :left] *= torch.arange(1, left + 1, dtype=output.dtype) / left
+            output[:, :, :left] *= torch.arange(1, left + 1, **kw) / left
         if right:
-            output[:, :, w - right:] *= torch.arange(right, 0, -1, dtype=output.dtype) / right
+            output[:, :, w - right:] *= torch.arange(right, 0, -1, **kw) / right
         if top:
-            output[:, :top, :] *= (torch.arange(1, top + 1, dtype=output.dtype) / top)[:, None]
+            output[:, :top, :] *= (torch.arange(1, top + 1, **kw) / top)[:, None]
         if bottom:
-            output[:, h - bottom:, :] *= (torch.arange(bottom, 0, -1, dtype=output.dtype) / bottom)[:, None]
+            output[:, h - bottom:, :] *= (torch.arange(bottom, 0, -1, **kw) / bottom)[:, None]
         return (output,)
 
 

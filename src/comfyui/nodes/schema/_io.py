@@ -658,8 +658,6 @@ class MultiType:
                 return self.input_override.as_dict() | super().as_dict()
             return super().as_dict()
 
-    Input.Parent = None  # io type comes from get_io_type()
-
 
 @comfytype(io_type="COMFY_MATCHTYPE_V3")
 class MatchType(ComfyTypeIO):
@@ -1139,6 +1137,9 @@ def first_real_override(cls: type, name: str, base: type | None = None) -> Any:
 def _schema_cache(cls: type) -> dict:
     cache = cls.__dict__.get("_comfy_schema_cache")
     if cache is None:
+        if first_real_override(cls, "define_schema") is None:
+            # An abstract intermediate base: keep hasattr(cls, "RETURN_TYPES") etc. safe.
+            raise AttributeError(f"{cls.__name__} defines no schema")
         schema = cls.GET_SCHEMA()
         outputs = schema.outputs
         cache = {

@@ -80,9 +80,10 @@ def _flatten_dynamic(inp: io.DynamicInput, prefix: str, required: dict, optional
             (required if (sub_required and own_required) else optional)[flat] = _spec(sub)
 
 
-def _nest(inp: io.DynamicInput, prefix: str, values: dict, as_tuples: bool) -> Any:
+def _nest(inp: io.DynamicInput, prefix: str, values: dict, as_tuples: bool, strict: bool = False) -> Any:
     """Pop the flat values of one dynamic input from ``values``; return its nested value
-    (``_MISSING`` when the input is absent)."""
+    (``_MISSING`` when the input is absent). ``strict``: a required input of the selected
+    DynamicCombo option must be there (validation cannot know which option is selected)."""
 
     def leaf(key: str) -> Any:
         value = values.pop(key)
@@ -104,11 +105,13 @@ def _nest(inp: io.DynamicInput, prefix: str, values: dict, as_tuples: bool) -> A
                 flat = f"{prefix}.{sub.id}"
                 if option is selected:
                     if isinstance(sub, io.DynamicInput):
-                        nested = _nest(sub, flat, values, as_tuples)
+                        nested = _nest(sub, flat, values, as_tuples, strict)
                         if nested is not _MISSING:
                             out[sub.id] = nested
                     elif flat in values:
                         out[sub.id] = leaf(flat)
+                    elif strict and not sub.optional:
+                        raise ValueError(f"Required input '{flat}' of option {key!r} is missing")
         return out
     if isinstance(inp, io.DynamicSlot.Input):
         if prefix not in values:
@@ -117,7 +120,7 @@ def _nest(inp: io.DynamicInput, prefix: str, values: dict, as_tuples: bool) -> A
         for sub in inp.inputs:
             flat = f"{prefix}.{sub.id}"
             if isinstance(sub, io.DynamicInput):
-                nested = _nest(sub, flat, values, as_tuples)
+                nested = _nest(sub, flat, values, as_tuples, strict)
                 if nested is not _MISSING:
                     out[sub.id] = nested
             elif flat in values:
@@ -165,8 +168,7 @@ def node_def_from_schema(cls: type, python_module: str = "nodes", name: str | No
     if not issubclass(cls, io._ComfyNodeBase):
         raise TypeError(f"{cls.__name__} must subclass io.ComfyNode")
     schema = cls.GET_SCHEMA()
-    if cls.__dict__.get("RELATIVE_PYTHON_MODULE") is None:
-        cls.RELATIVE_PYTHON_MODULE = python_module
+    cls.RELATIVE_PYTHON_MODULE = python_module  # where ComfyUI's loader records the owning module
     node_name = name or schema.node_id
     inputs = build_inputs(schema)
     outputs = schema.outputs
@@ -185,22 +187,22 @@ def node_def_from_schema(cls: type, python_module: str = "nodes", name: str | No
                 values[hidden_names[key]] = value
         return cls.PREPARE_CLASS_CLONE(values), kwargs
 
-    def nest(kwargs: dict, as_tuples: bool = False) -> dict:
+    def nest(kwargs: dict, as_tuples: bool, strict: bool) -> dict:
         for inp in dynamic:
-            nested = _nest(inp, inp.id, kwargs, as_tuples)
+            nested = _nest(inp, inp.id, kwargs, as_tuples, strict)
             _drop_prefixed(kwargs, inp.id)
             if nested is not _MISSING:
                 kwargs[inp.id] = nested
         return kwargs
 
-    def prepare(kwargs: dict, as_tuples: bool = False) -> tuple[type, dict]:
+    def prepare(kwargs: dict, as_tuples: bool = False, strict: bool = False) -> tuple[type, dict]:
         clone, kwargs = split_hidden(dict(kwargs))
         if dynamic:
-            kwargs = nest(kwargs, as_tuples)
+            kwargs = nest(kwargs, as_tuples, strict)
         return clone, kwargs
 
     def call(instance: Any, **kwargs: Any) -> Any:
-        clone, kwargs = prepare(kwargs)
+        clone, kwargs = prepare(kwargs, strict=True)
         result = clone.execute(**kwargs)
         if inspect.isawaitable(result):
             async def finish() -> dict:

@@ -1,7 +1,10 @@
 """``comfyui --workflows`` end to end, in a subprocess, on built-in nodes that need no model."""
+import asyncio
+import io
 import json
 import os
 import pathlib
+import pty
 import shutil
 import subprocess
 import sys
@@ -11,7 +14,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from comfyui.cli.workflows import iter_json_objects, load_sources
+from comfyui.cli.workflows import TerminalProgress, iter_json_objects, load_sources
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
@@ -40,23 +43,26 @@ BOOM_NODE = textwrap.dedent('''
 ''')
 
 
+def clean_env():
+    return {k: v for k, v in os.environ.items() if not k.startswith("COMFYUI_")}
+
+
 def run_cli(workspace, *args, stdin=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMFYUI_")}
     proc = subprocess.run(
         [sys.executable, "-m", "comfyui", "--base-directory", str(workspace), "--workflows", *args],
-        input=stdin, capture_output=True, cwd=workspace, env=env, timeout=120,
+        input=stdin, capture_output=True, cwd=workspace, env=clean_env(), timeout=120,
     )
     lines = [json.loads(line) for line in proc.stdout.decode().splitlines()]
     return proc, lines
 
 
 @pytest.fixture
-def ws(tmp_path):
-    (tmp_path / "custom_nodes").mkdir()
-    (tmp_path / "custom_nodes" / "boom.py").write_text(BOOM_NODE)
-    (tmp_path / "api.json").write_text(json.dumps(API_PROMPT))
-    shutil.copy(FIXTURES / "builtin_ui_0.4.json", tmp_path / "ui.json")
-    return tmp_path
+def ws(workspace):
+    (workspace / "custom_nodes").mkdir(exist_ok=True)
+    (workspace / "custom_nodes" / "boom.py").write_text(BOOM_NODE)
+    (workspace / "api.json").write_text(json.dumps(API_PROMPT))
+    shutil.copy(FIXTURES / "builtin_ui_0.4.json", workspace / "ui.json")
+    return workspace
 
 
 def test_files_png_and_failures(ws):
@@ -127,10 +133,25 @@ def test_stdin_and_png_sources(ws):
     assert both["4"] == {"text": ["from the prompt chunk"]}
     assert workflow_only["7"] == {"text": ["Hello, world"]}
     assert bare["error"]["type"] == "invalid_workflow_file" and "no 'prompt' or 'workflow'" in bare["error"]["message"]
-    # a PNG this command wrote runs again
-    saved = both["2"]["images"][0]["abs_path"]
-    proc, lines = run_cli(ws, saved)
-    assert proc.returncode == 0 and lines[0]["4"] == {"text": ["from the prompt chunk"]}
+    assert pathlib.Path(both["2"]["images"][0]["abs_path"]).is_file()
+
+
+def test_a_png_it_wrote_runs_again_in_process(ws):
+    """run_workflows (what --workflows calls) in-process: an image written by SaveImage carries
+    the prompt that made it, so it runs again."""
+    from comfyui.cli.workflows import run_workflows
+    from comfyui.config import load_config
+
+    config = load_config(["--base-directory", str(ws)], env={}, discover_config_file=False)
+    out = io.StringIO()
+    assert asyncio.run(run_workflows(config, [str(ws / "api.json")], out)) == 0
+    first = json.loads(out.getvalue())
+    saved = first["2"]["images"][0]["abs_path"]
+    out = io.StringIO()
+    assert asyncio.run(run_workflows(config, [saved], out, show_progress=False)) == 0
+    again = json.loads(out.getvalue())
+    assert again["4"] == {"text": ["plain"]}
+    assert again["2"]["images"][0]["abs_path"] != saved and pathlib.Path(again["2"]["images"][0]["abs_path"]).is_file()
 
 
 def test_loading_sources_in_process(tmp_path):
@@ -139,3 +160,45 @@ def test_loading_sources_in_process(tmp_path):
     items = list(load_sources([str(tmp_path / "two.json")]))
     assert [i.source.rsplit("#", 1)[1] for i in items] == ["1", "2"]
     assert [i.prompt for i in items] == [{"a": 1}, {"b": 2}]
+
+
+def test_progress_bar_only_on_a_terminal(ws):
+    """With stderr on a terminal a progress bar is drawn there; stdout stays pure JSON."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "comfyui", "--base-directory", str(ws), "--workflows", "api.json"],
+            stdout=subprocess.PIPE, stderr=slave, cwd=ws, env=clean_env())
+        os.close(slave)
+        slave = None
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        stdout = proc.stdout.read()
+        assert proc.wait(60) == 0
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert "\r" in terminal and "api.json [" in terminal and "/4" in terminal
+    assert json.loads(stdout)["4"] == {"text": ["plain"]}
+
+
+def test_terminal_progress_rendering():
+    bar = TerminalProgress(io.StringIO(), total_nodes=4, title="wf.json")
+    bar.on_event("execution_cached", {"nodes": ["1"]})
+    bar.on_event("executing", {"node": "2"})
+    bar.on_event("progress", {"value": 5, "max": 20, "node": "2"})
+    bar.draw(force=True)
+    line = bar.stream.getvalue().split("\r")[-1]
+    assert line.startswith("wf.json [######") and "1/4 node 2 5/20" in line
+    bar.on_event("executed", {"node": "2"})
+    bar.draw(force=True)
+    assert "2/4" in bar.stream.getvalue().split("\r")[-1]
