@@ -84,6 +84,9 @@ class Config:
     workflows: list[str] = field(default_factory=list)
     database_url: str | None = None
     requeue_interrupted: bool = False
+    output_retention_days: float = 0.0
+    output_max_size_gb: float = 0.0
+    output_retention_interval: float = 600.0
     panic_when: list[str] = field(default_factory=list)
     default_hashing_function: str = "sha256"
     # devices / memory
@@ -304,6 +307,12 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
                     help="SQLAlchemy database URL (default: sqlite file in the user directory)")
     ex.add_argument("--requeue-interrupted", action="store_true",
                     help="on start, requeue prompts that were running when the server stopped")
+    ex.add_argument("--output-retention-days", type=float, default=0.0,
+                    help="delete output files older than this many days (0 = keep)")
+    ex.add_argument("--output-max-size-gb", type=float, default=0.0,
+                    help="delete the oldest output files while the output folder is larger (0 = no limit)")
+    ex.add_argument("--output-retention-interval", type=float, default=600.0,
+                    help="seconds between output retention passes")
     ex.add_argument("--panic-when", nargs="+", action=_AppendExtend, default=[],
                     help="exception class names that make the process exit")
     ex.add_argument("--default-hashing-function", choices=["md5", "sha1", "sha256", "sha512"], default="sha256",

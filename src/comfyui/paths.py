@@ -200,10 +200,17 @@ def configure(
         base = _abs(base_directory) if base_directory is not None else str(default_base_directory())
         base_path = base
         models_dir = os.path.join(base, "models")
-        folder_names_and_paths.clear()
-        for name, subdirs, exts in _STANDARD_FOLDERS:
-            folder_names_and_paths[name] = ([os.path.join(models_dir, d) for d in subdirs], set(exts))
-        folder_names_and_paths["custom_nodes"] = ([os.path.join(base, "custom_nodes")], set())
+        # Model folders share the supported_pt_extensions set object, as in ComfyUI, so a pack
+        # that adds an extension to it (".gguf") affects every model folder.
+        fresh = {name: ([os.path.join(models_dir, d) for d in subdirs],
+                        exts if exts is supported_pt_extensions else set(exts))
+                 for name, subdirs, exts in _STANDARD_FOLDERS}
+        fresh["custom_nodes"] = ([os.path.join(base, "custom_nodes")], set())
+        # replace entries in place (no clear()) so a concurrent reader never misses a standard key
+        for name, value in fresh.items():
+            dict.__setitem__(folder_names_and_paths, name, value)
+        for name in [k for k in folder_names_and_paths if k not in fresh]:
+            dict.pop(folder_names_and_paths, name, None)
         filename_list_cache.clear()
 
         set_output_directory(output_directory if output_directory is not None else os.path.join(base, "output"))

@@ -47,13 +47,41 @@ def clean_env():
     return {k: v for k, v in os.environ.items() if not k.startswith("COMFYUI_")}
 
 
-def run_cli(workspace, *args, stdin=None):
-    proc = subprocess.run(
-        [sys.executable, "-m", "comfyui", "--base-directory", str(workspace), "--workflows", *args],
-        input=stdin, capture_output=True, cwd=workspace, env=clean_env(), timeout=120,
-    )
-    lines = [json.loads(line) for line in proc.stdout.decode().splitlines()]
-    return proc, lines
+def run_cli(workspace, *args, stdin=None, terminal=False):
+    """Run ``comfyui --workflows ...``; -> (returncode, stdout JSON lines, stderr text).
+    ``terminal=True`` puts stderr on a pseudo-terminal."""
+    cmd = [sys.executable, "-m", "comfyui", "--base-directory", str(workspace), "--workflows", *args]
+    if not terminal:
+        proc = subprocess.run(cmd, input=stdin, capture_output=True, cwd=workspace, env=clean_env(), timeout=120)
+        return proc.returncode, parse_lines(proc.stdout), proc.stderr.decode(errors="replace")
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=slave, cwd=workspace,
+                                env=clean_env())
+        os.close(slave)
+        slave = None
+        proc.stdin.write(stdin or b"")
+        proc.stdin.close()
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        stdout = proc.stdout.read()
+        code = proc.wait(60)
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+    return code, parse_lines(stdout), b"".join(chunks).decode(errors="replace")
+
+
+def parse_lines(stdout):
+    return [json.loads(line) for line in stdout.decode().splitlines()]
 
 
 @pytest.fixture
@@ -71,9 +99,9 @@ def test_files_png_and_failures(ws):
         "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}))
     (ws / "boom.json").write_text(json.dumps({"1": {"class_type": "Boom", "inputs": {"text": "bang"}}}))
     (ws / "garbage.json").write_text("{not json")
-    proc, lines = run_cli(ws, "api.json", "ui.json", "invalid.json", "boom.json", "garbage.json", "missing.json")
-    assert proc.returncode == 1, proc.stderr.decode()[-3000:]
-    assert len(lines) == 6, proc.stdout
+    code, lines, stderr = run_cli(ws, "api.json", "ui.json", "invalid.json", "boom.json", "garbage.json", "missing.json")
+    assert code == 1, stderr[-3000:]
+    assert len(lines) == 6, lines
     api_out, ui_out, invalid, boom, garbage, missing = lines
 
     # API prompt: absolute paths of real files
@@ -104,7 +132,6 @@ def test_files_png_and_failures(ws):
     assert boom["error"]["extra_info"]["node_id"] == "1"
     assert garbage["error"]["type"] == "invalid_workflow_file" and garbage["workflow"] == "garbage.json"
     assert missing["error"]["type"] == "invalid_workflow_file"
-    stderr = proc.stderr.decode()
     assert "must not corrupt" in stderr and "running workflow" in stderr  # logs and prints on stderr
     assert "\r" not in stderr  # no progress bar when stderr is not a terminal
 
@@ -124,8 +151,11 @@ def test_stdin_and_png_sources(ws):
     Image.new("RGB", (4, 4)).save(ws / "workflow_only.png", pnginfo=info)
     Image.new("RGB", (4, 4)).save(ws / "bare.png")
 
-    proc, lines = run_cli(ws, "-", "both.png", "workflow_only.png", "bare.png", stdin=stdin.encode())
-    assert proc.returncode == 1, proc.stderr.decode()[-3000:]
+    # stderr on a terminal this time: a progress bar is drawn there, stdout stays pure JSON
+    code, lines, terminal = run_cli(ws, "-", "both.png", "workflow_only.png", "bare.png", stdin=stdin.encode(),
+                                    terminal=True)
+    assert code == 1, terminal[-3000:]
+    assert "\r" in terminal and "both.png [" in terminal and "-#1 [" in terminal, terminal[-3000:]
     assert len(lines) == 5
     stdin_api, stdin_ui, both, workflow_only, bare = lines
     assert stdin_api["4"] == {"text": ["plain"]}
@@ -160,35 +190,6 @@ def test_loading_sources_in_process(tmp_path):
     items = list(load_sources([str(tmp_path / "two.json")]))
     assert [i.source.rsplit("#", 1)[1] for i in items] == ["1", "2"]
     assert [i.prompt for i in items] == [{"a": 1}, {"b": 2}]
-
-
-def test_progress_bar_only_on_a_terminal(ws):
-    """With stderr on a terminal a progress bar is drawn there; stdout stays pure JSON."""
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "comfyui", "--base-directory", str(ws), "--workflows", "api.json"],
-            stdout=subprocess.PIPE, stderr=slave, cwd=ws, env=clean_env())
-        os.close(slave)
-        slave = None
-        chunks = []
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        stdout = proc.stdout.read()
-        assert proc.wait(60) == 0
-    finally:
-        os.close(master)
-        if slave is not None:
-            os.close(slave)
-    terminal = b"".join(chunks).decode(errors="replace")
-    assert "\r" in terminal and "api.json [" in terminal and "/4" in terminal
-    assert json.loads(stdout)["4"] == {"text": ["plain"]}
 
 
 def test_terminal_progress_rendering():

@@ -114,8 +114,13 @@ def test_widget_value_edge_cases(object_info):
         # unknown class: widget inputs the workflow marks are used, node kept for validation to report
         _node(4, "SomeCustomNode", [7, "x"], inputs=[{"name": "a", "type": "INT", "widget": {"name": "a"}, "link": None},
                                                      {"name": "b", "type": "STRING", "widget": {"name": "b"}, "link": None}]),
+        # the upload button's value follows the last required widget, not the image widget
+        _node(5, "LoadImageMask", ["photo.jpg", "red", "image"]),
+        _node(6, "LoadImageMask", ["photo.jpg", "green"]),
     ], [])
     api = convert_ui_to_api(wf, object_info)
+    assert api["5"]["inputs"] == {"image": "photo.jpg", "channel": "red"}
+    assert api["6"]["inputs"] == {"image": "photo.jpg", "channel": "green"}
     assert api["1"]["inputs"] == {"seed": 5, "steps": 10, "cfg": 4.5, "sampler_name": "euler", "scheduler": "karras",
                                   "denoise": 0.5}
     assert api["2"]["inputs"] == {"upscale_method": "area", "width": 512, "height": 512, "crop": "disabled"}

@@ -138,3 +138,18 @@ async def test_concurrent_prompts_on_one_client(ws, image_prompt):
                     "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}} for i in range(5)]
         results = await asyncio.gather(*(client.queue_prompt(p) for p in prompts))
         assert [r["2"]["text"] for r in results] == [[f"v{i}"] for i in range(5)]
+
+
+async def test_an_engine_handed_in_stays_running(ws, image_prompt):
+    from comfyui import Comfy
+    from comfyui.client.embedded import build_config, build_engine
+
+    engine = build_engine(build_config(base_directory=str(ws)))
+    try:
+        async with Comfy(engine=engine) as client:
+            assert (await client.queue_prompt(image_prompt))["2"]["images"][0]["abs_path"].startswith(str(ws))
+        assert engine._thread is not None and engine._thread.is_alive()
+        async with Comfy(engine=engine) as client:  # and can be driven again
+            assert (await client.queue_prompt(image_prompt))["2"]["images"]
+    finally:
+        engine.stop()

@@ -17,7 +17,7 @@ def shims():
 def test_generic_names_not_importable_until_install():
     code = (
         "import importlib.util, comfyui.compat, comfyui.paths, comfyui.nodes.custom_nodes\n"
-        "names = ['server', 'nodes', 'folder_paths', 'comfy', 'comfy_execution', 'comfy_api', 'node_helpers']\n"
+        "names = ['server', 'nodes', 'folder_paths', 'comfy', 'comfy_execution', 'comfy_api', 'node_helpers', 'latent_preview']\n"
         "print([n for n in names if importlib.util.find_spec(n) is not None])\n"
         "comfyui.compat.install()\n"
         "print([n for n in names if importlib.util.find_spec(n) is None])\n"
@@ -301,6 +301,33 @@ def test_cli_args_follow_current_config(shims):
         assert args.preview_method == LatentPreviewMethod.TAESD
     finally:
         config.set_current(old)
+
+
+def test_inference_modules_are_the_real_ones(shims):
+    import comfy.k_diffusion.sampling
+    import comfy.lora
+    import comfy.model_patcher
+    import comfy.model_sampling
+    import comfy.ops
+    import comfy.sample
+    import comfy.samplers
+    import comfy.sd
+    import latent_preview
+    import nodes
+
+    from comfyui.models import lora, patcher, sd
+    from comfyui.sampling import k_diffusion, preview, samplers
+
+    assert comfy.samplers is samplers and comfy.k_diffusion.sampling is k_diffusion
+    assert comfy.model_patcher.ModelPatcher is patcher.ModelPatcher
+    assert comfy.sd.load_checkpoint_guess_config is sd.load_checkpoint_guess_config
+    assert comfy.sd.load_lora_for_models is lora.load_lora_for_models
+    assert comfy.sample.sample is samplers.sample_with_ksampler
+    assert latent_preview.prepare_callback is preview.prepare_callback
+    assert "euler" in comfy.samplers.KSampler.SAMPLERS
+    assert callable(nodes.common_ksampler)
+    with pytest.raises(AttributeError, match="comfy.sd"):
+        comfy.sd.not_a_loader
 
 
 def test_node_helpers(shims):

@@ -37,7 +37,30 @@ def hf_text_model(hidden: int, layers: int, proj: int | None, act: str, seed: in
 
 
 def hf_text_sd(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith("position_ids")}
+    """The checkpoint (transformers 4.x) layout: ``text_model.*`` (+ ``text_projection.weight``);
+    transformers 5 drops the ``text_model.`` prefix inside CLIPTextModel, so add it back."""
+    out = {}
+    for k, v in model.state_dict().items():
+        if k.endswith("position_ids"):
+            continue
+        if not k.startswith(("text_model.", "text_projection")):
+            k = "text_model." + k
+        out[k] = v.detach().clone()
+    return out
+
+
+def load_into_hf(model, hf_sd: dict[str, torch.Tensor]) -> list[str]:
+    """Load a ``text_model.*`` layout state dict into a transformers CLIP text model of either
+    major version; returns missing keys."""
+    own = set(model.state_dict().keys())
+    sd = {}
+    for k, v in hf_sd.items():
+        if k not in own and k.startswith("text_model.") and k[len("text_model."):] in own:
+            k = k[len("text_model."):]
+        sd[k] = v
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    assert not unexpected, unexpected[:5]
+    return [k for k in missing if "position_ids" not in k]
 
 
 def unet_sd(cfg: dict[str, Any], seed: int, std: float = 0.05) -> dict[str, torch.Tensor]:

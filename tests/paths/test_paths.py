@@ -159,6 +159,18 @@ def test_add_model_folder_path_order(workspace, tmp_path):
         paths.get_folder_paths("definitely_unknown")
 
 
+def test_supported_pt_extensions_is_shared_like_comfyui(workspace):
+    touch(workspace / "models" / "unet" / "q.gguf")
+    assert paths.get_filename_list("unet") == []
+    paths.supported_pt_extensions.add(".gguf")
+    try:
+        paths.invalidate_cache()
+        assert paths.get_filename_list("unet") == ["q.gguf"]
+    finally:
+        paths.supported_pt_extensions.discard(".gguf")
+    assert paths.folder_names_and_paths["configs"][1] == {".yaml"}
+
+
 def test_filter_files_extensions():
     files = ["a.PNG", "b.jpg", "c.txt", "d"]
     assert paths.filter_files_extensions(files, {".png", ".jpg"}) == ["a.PNG", "b.jpg"]

@@ -6,7 +6,7 @@ import threading
 from enum import Enum
 
 from comfyui.engine.graph import GraphBuilder
-from comfyui.nodes.io import ComfyExtension, io, ui
+from comfyui.nodes.io import ComfyAPI, ComfyAPISync, ComfyExtension, io, ui
 
 CALLS: dict[str, int] = {}
 _lock = threading.Lock()
@@ -227,7 +227,7 @@ class Extension(ComfyExtension):
         type(self).loaded += 1
 
     async def get_node_list(self):
-        return [Num, AsyncAdd, Double, Show, LazySwitch, Picky, Gate, SumAll, Shape, Fan, Collect, FirstOf]
+        return [Num, AsyncAdd, Double, Show, LazySwitch, Picky, Gate, SumAll, Shape, Fan, Collect, FirstOf, Steps]
 
 
 async def comfy_entrypoint() -> Extension:
@@ -252,3 +252,22 @@ class FirstOf(io.ComfyNode):
     def execute(cls, values):
         _count("T_FirstOf")
         return io.NodeOutput(values["v0"])
+
+
+class Steps(io.ComfyNode):
+    """Reports progress through ComfyAPI (async) and ComfyAPISync, with a preview."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="T_Steps", category="testing", inputs=[io.Int.Input("steps", default=2)],
+                         outputs=[io.Int.Output()])
+
+    @classmethod
+    async def execute(cls, steps):
+        from PIL import Image
+
+        api = ComfyAPI()
+        for i in range(1, steps + 1):
+            await api.execution.set_progress(i, steps)
+        ComfyAPISync().execution.set_progress(steps, steps, preview_image=Image.new("RGB", (4, 4)))
+        return io.NodeOutput(steps)

@@ -136,3 +136,17 @@ def test_lazy_dynamic_inputs_use_flat_names(engine):
     assert entry["status"]["status_str"] == "success", errors(entry)
     assert list(entry["outputs"]["4"]["text"]) == ["8@4"]
     assert "T_AsyncAdd" not in nodes.CALLS  # values.v1 was never requested
+
+
+def test_comfy_api_set_progress_reports_progress_and_previews(engine):
+    prompt = {
+        "1": {"class_type": "T_Steps", "inputs": {"steps": 3}},
+        "2": {"class_type": "T_Show", "inputs": {"value": ["1", 0]}},
+    }
+    entry = run(engine, prompt)
+    assert entry["status"]["status_str"] == "success", errors(entry)
+    progress = [(d["value"], d["max"], d["node"]) for e, d in engine.events if e == "progress"]
+    assert progress == [(1, 3, "1"), (2, 3, "1"), (3, 3, "1"), (3, 3, "1")]
+    previews = [d for e, d in engine.events if e == "preview_image"]
+    assert len(previews) == 1 and previews[0]["metadata"]["node_id"] == "1"
+    assert previews[0]["image"].size == (4, 4)

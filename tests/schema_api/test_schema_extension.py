@@ -10,7 +10,7 @@ from comfyui.nodes.registry import NodeRegistry
 from . import nodes
 
 NODE_IDS = ["T_Num", "T_AsyncAdd", "T_Double", "T_Show", "T_LazySwitch", "T_Picky", "T_Gate", "T_SumAll",
-            "T_Shape", "T_Fan", "T_Collect", "T_FirstOf"]
+            "T_Shape", "T_Fan", "T_Collect", "T_FirstOf", "T_Steps"]
 
 
 def test_register_extension_registers_nodes_and_calls_on_load():
@@ -71,3 +71,11 @@ def test_io_namespace_has_the_documented_types():
     a, b = io.Custom("A_TYPE"), io.Custom("B_TYPE")
     assert a.Input("x").get_io_type() == "A_TYPE" and b.Output().io_type == "B_TYPE"
     assert io.Int.Input("x").io_type == "INT"  # the bound Input classes do not leak between types
+
+
+def test_comfy_api_outside_a_running_node_needs_a_node_id():
+    from comfyui.nodes.io import ComfyAPISync
+
+    with pytest.raises(ValueError, match="node_id must be provided"):
+        ComfyAPISync().execution.set_progress(1, 2)
+    ComfyAPISync().execution.set_progress(1, 2, node_id="5")  # no listener: nothing happens

@@ -15,7 +15,6 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from comfyui import paths
 from comfyui.engine.engine import Engine
 from comfyui.nodes.registry import NodeRegistry
 from comfyui.server.app import create_app
@@ -116,6 +115,12 @@ async def test_extensions_list_and_pack_files(make_client, tmp_path):
     r = await client.get("/extensions/core/groupNode.js")
     assert r.status == 200 and r.content_type == "application/javascript"
     assert (await client.get("/extensions/MyPack/nope.js")).status == 404
+    # dot-files of a pack (WEB_DIRECTORY is sometimes the pack itself) are never served
+    (web / ".env").write_text("API_KEY=x")
+    (web / ".git").mkdir()
+    (web / ".git" / "config").write_text("[core]")
+    assert (await client.get("/extensions/MyPack/.env")).status == 404
+    assert (await client.get("/extensions/MyPack/.git/config")).status == 404
 
 
 async def test_front_end_root_override(make_client, tmp_path):
@@ -557,3 +562,15 @@ async def test_log_subscription_streams_over_websocket(client):
     assert any("streamed log line" in e["m"] for e in msg["data"]["entries"])
     assert set(msg["data"]["size"]) == {"cols", "rows"}
     await ws.close()
+
+
+async def test_upload_never_writes_through_a_symlink(client, workspace, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside") / "target.png"
+    outside.write_bytes(b"original")
+    os.symlink(outside, workspace / "input" / "link.png")
+    # without overwrite the name is simply taken; with overwrite it is refused
+    r = await client.post("/api/upload/image", data=upload_form(png_bytes(), "link.png"))
+    assert r.status == 200 and (await r.json())["name"] == "link (1).png"
+    r = await client.post("/api/upload/image", data=upload_form(png_bytes(), "link.png", overwrite="true"))
+    assert r.status == 403
+    assert outside.read_bytes() == b"original"

@@ -58,6 +58,8 @@ def planted(tmp_path):
     (tmp_path / "secretdir").mkdir()
     (tmp_path / "secretdir" / "secret.txt").write_text(MARKER)
     (tmp_path / "secretdir" / "secret.png").write_bytes(_secret_png())
+    (tmp_path / "secretdir" / "en").mkdir()  # reached through the pack's symlinked locales/
+    (tmp_path / "secretdir" / "en" / "main.json").write_text(json.dumps({"s": MARKER}))
     # another user's data is outside the default user's allowed folder too
     (ws / "user" / "other").mkdir(parents=True)
     (ws / "user" / "other" / "secret.json").write_text(MARKER)
@@ -293,7 +295,7 @@ async def test_no_file_route_leaks_outside_content(planted):
     statuses: dict[int, int] = {}
     try:
         corpus = escape_corpus(tmp_path)
-        sem = asyncio.Semaphore(8)
+        sem = asyncio.Semaphore(32)
 
         async def one(method, target, body, headers):
             async with sem:
@@ -307,6 +309,13 @@ async def test_no_file_route_leaks_outside_content(planted):
 
         jobs = [one(*r) for p in corpus for r in requests_for(p)]
         await asyncio.gather(*jobs)
+        # listings built from custom-node folders (symlinked locales/, subgraphs, web files)
+        for target in ("/api/i18n", "/api/extensions", "/api/workflow_templates", "/api/global_subgraphs",
+                       "/internal/files/input", "/api/experiment/models/checkpoints", "/internal/logs"):
+            await one("GET", target, b"", {})
+        status, payload, _ = await raw_request(port, "GET", "/api/global_subgraphs")
+        for sid in json.loads(payload):
+            await one("GET", f"/api/global_subgraphs/{sid}", b"", {})
         # sanity: the legitimate files are reachable through the same routes
         ok = [("/api/view?filename=ok.json&type=input", None)]
         (ws / "input" / "ok.json").write_text("{}")

@@ -12,8 +12,9 @@ frontend builds its widgets:
 * an INT (or COMBO) with ``control_after_generate`` - and, by the frontend's legacy
   convention, any INT named ``seed`` / ``noise_seed`` - is followed by the value of its
   control widget ("fixed", "increment", ...), which is skipped;
-* an upload button (``image_upload``, ``video_upload``, ...) stores one extra value which is
-  skipped when the list is long enough to hold it.
+* an upload button (``image_upload``, ``video_upload``, ...) is one more widget after the last
+  required input (the frontend appends it as ``required.upload``); its value is skipped when
+  the list is long enough to hold it.
 
 Links (0.4 arrays ``[id, origin_id, origin_slot, target_id, target_slot, type]`` or 1.0
 objects) override widget values. Sources are resolved through: legacy ``Reroute`` nodes,
@@ -194,26 +195,25 @@ def _spec_parts(spec: Any) -> tuple[Any, dict]:
 
 @dataclass
 class _WidgetSpec:
-    name: str
-    default: Any
-    has_default: bool
-    control: bool
-    upload: bool
+    name: str | None  # None: the upload button's value (no input of its own)
+    default: Any = None
+    has_default: bool = False
+    control: bool = False
 
 
 def _widget_specs(nodedef: dict, node: _Node) -> list[_WidgetSpec]:
     marked = {inp.get("name") for inp in node.inputs if inp.get("widget")}
-    specs = []
+    specs: list[_WidgetSpec] = []
+    required_widgets = 0
+    upload = False
     inputs = nodedef.get("input") or {}
     for section, name in _input_order(nodedef):
         typ, opts = _spec_parts(inputs[section][name])
+        upload = upload or any(opts.get(k) for k in UPLOAD_OPTIONS)
         is_combo = isinstance(typ, list) or typ == "COMBO"
-        if opts.get("forceInput"):
-            continue
-        if not (is_combo or typ in WIDGET_TYPES or name in marked):
+        if opts.get("forceInput") or not (is_combo or typ in WIDGET_TYPES or name in marked):
             continue
         control = bool(opts.get("control_after_generate")) or (typ == "INT" and name in LEGACY_SEED_NAMES)
-        upload = any(opts.get(k) for k in UPLOAD_OPTIONS)
         if "default" in opts:
             default, has_default = opts["default"], True
         elif is_combo:
@@ -221,7 +221,10 @@ def _widget_specs(nodedef: dict, node: _Node) -> list[_WidgetSpec]:
             default, has_default = (options[0], True) if options else (None, False)
         else:
             default, has_default = None, False
-        specs.append(_WidgetSpec(name, default, has_default, control, upload))
+        specs.append(_WidgetSpec(name, default, has_default, control))
+        required_widgets += section == "required"
+    if upload:  # the frontend appends the upload button as one more required input
+        specs.insert(required_widgets, _WidgetSpec(None))
     return specs
 
 
@@ -247,6 +250,8 @@ class _Converter:
         if isinstance(values, dict):  # some extensions save widgets by name
             if nodedef is not None:
                 for spec in _widget_specs(nodedef, node):
+                    if spec.name is None:
+                        continue
                     if spec.name in values:
                         out[spec.name] = values[spec.name]
                     elif spec.has_default:
@@ -256,14 +261,18 @@ class _Converter:
         elif nodedef is not None:
             values = list(values or [])
             specs = _widget_specs(nodedef, node)
+            real_left = sum(1 for spec in specs if spec.name is not None)
             i = 0
-            for idx, spec in enumerate(specs):
+            for spec in specs:
+                if spec.name is None:  # upload button value, when the list has room for it
+                    if len(values) - i > real_left:
+                        i += 1
+                    continue
+                real_left -= 1
                 if i < len(values):
                     out[spec.name] = values[i]
                     i += 1
                     if spec.control and i < len(values) and isinstance(values[i], str) and values[i] in CONTROL_VALUES:
-                        i += 1
-                    elif spec.upload and len(values) - i > len(specs) - idx - 1:
                         i += 1
                 elif spec.has_default:
                     out[spec.name] = spec.default

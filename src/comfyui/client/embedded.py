@@ -15,6 +15,8 @@
 Settings: ``Comfy(config)`` with a ``comfyui.config.Config``, and/or keyword overrides of
 its fields (``Comfy(base_directory="/ws", cache_lru=10)``); without a config the defaults
 (and ``COMFYUI_*`` environment variables) apply, exactly like the ``comfyui`` command.
+``Comfy(engine=engine)`` drives an existing Engine instead (started if needed, not stopped
+or freed on exit).
 """
 from __future__ import annotations
 
@@ -113,7 +115,8 @@ class Comfy:
             return
         self._started = False
         try:
-            engine.stop()
+            if self._owns_engine:  # an engine handed in by the caller stays theirs to stop
+                engine.stop()
         finally:
             if self._previous_config is not None:
                 from .. import config as config_module

@@ -2,9 +2,10 @@
 
 ``install()`` puts :data:`SHIM_DIR` (``comfyui/compat/toplevel``) on ``sys.path`` so custom
 nodes can ``import folder_paths``, ``comfy.utils``, ``comfy.model_management``,
-``comfy.comfy_types``, ``comfy.cli_args``, ``comfy_execution.graph``,
-``comfy_execution.graph_utils``, ``comfy_api.latest``, ``server``, ``nodes`` and
-``node_helpers``. Until then none of those generic names is importable from this package.
+``comfy.comfy_types``, ``comfy.cli_args``, ``comfy.samplers``, ``comfy.sample``, ``comfy.sd``,
+``comfy.model_patcher``, ``comfy.model_sampling``, ``comfy.k_diffusion.sampling``, ``comfy.ops``,
+``comfy.lora``, ``comfy_execution.graph``, ``comfy_execution.graph_utils``, ``comfy_api.latest``,
+``server``, ``nodes``, ``node_helpers`` and ``latent_preview``. Until then none of those generic names is importable from this package.
 
 It stays installed (custom nodes import these modules lazily inside their functions, at run
 time); ``uninstall()`` / the ``installed()`` context manager exist for tests and embedding.
@@ -23,7 +24,8 @@ from typing import Any, Iterator
 SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toplevel")
 
 # top-level names provided by SHIM_DIR (used by uninstall() to forget imported shims)
-SHIM_MODULES = ("folder_paths", "server", "nodes", "node_helpers", "comfy", "comfy_execution", "comfy_api")
+SHIM_MODULES = ("folder_paths", "server", "nodes", "node_helpers", "latent_preview", "comfy", "comfy_execution",
+                "comfy_api")
 
 _lock = threading.Lock()
 _registry: Any = None
@@ -51,8 +53,8 @@ def uninstall() -> None:
             if top in SHIM_MODULES:
                 mod = sys.modules[name]
                 origin = getattr(mod, "__file__", None) or ""
-                # folder_paths is an alias of comfyui.paths; the others live under SHIM_DIR
-                if origin.startswith(SHIM_DIR) or (name == "folder_paths" and mod.__name__ == "comfyui.paths"):
+                # shims live under SHIM_DIR, or are aliases of comfyui modules (folder_paths, comfy.samplers...)
+                if origin.startswith(SHIM_DIR) or getattr(mod, "__name__", name) != name:
                     del sys.modules[name]
 
 

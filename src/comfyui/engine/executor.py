@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..nodes.model import (HIDDEN_API_KEY, HIDDEN_AUTH_TOKEN, HIDDEN_DYNPROMPT, HIDDEN_EXTRA_PNGINFO, HIDDEN_PROMPT,
-                           HIDDEN_UNIQUE_ID, NodeDef)
+                           HIDDEN_UNIQUE_ID, HIDDEN_USAGE_SOURCE, NodeDef)
 from ..nodes.registry import NodeRegistry
 from . import progress
 from .caching import CacheEntry, OutputCache, Signatures
@@ -319,6 +319,8 @@ class PromptRun:
                 values[name] = [self.extra_data.get("auth_token_comfy_org")]
             elif kind == HIDDEN_API_KEY:
                 values[name] = [self.extra_data.get("api_key_comfy_org")]
+            elif kind == HIDDEN_USAGE_SOURCE:
+                values[name] = [self.extra_data.get("comfy_usage_source")]
         return values
 
     def _input_data(self, node_id: str, node: dict, node_def: NodeDef) -> dict:

@@ -39,6 +39,22 @@ jobs = sa.Table(
     sa.Column("error", sa.JSON),
 )
 
+# Files a job produced (kind "output") or uploaded with it (kind "input"), by content hash:
+# the index behind /api/v1/images/{digest} and per-job output deletion (comfyui.jobs.retention).
+job_files = sa.Table(
+    "job_files", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("prompt_id", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("folder_type", sa.String(16), nullable=False),
+    sa.Column("subfolder", sa.String(1024), nullable=False),
+    sa.Column("filename", sa.String(1024), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "pending", "in_progress", "completed", "failed", "cancelled"
 FINISHED = (COMPLETED, FAILED, CANCELLED)
 INTERRUPTED_REASON = "The server stopped while this job was running (restart or crash)."

@@ -235,3 +235,16 @@ def diffusers_vae_to_ldm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
             nk = f"{parts[0]}.norm_out.{parts[-1]}"
         out[nk] = v
     return out
+
+
+def normalize_hf_text_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers CLIP text weights saved with or without the ``text_model.`` prefix
+    (transformers 5 drops it) -> always with it; ``position_ids`` buffers dropped."""
+    out = {}
+    for k, v in sd.items():
+        if k.endswith("position_ids"):
+            continue
+        if k.startswith(("embeddings.", "encoder.", "final_layer_norm.")):
+            k = "text_model." + k
+        out[k] = v
+    return out

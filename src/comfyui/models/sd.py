@@ -14,7 +14,7 @@ import torch
 
 from . import memory, ops
 from .clip import CLIP, FAMILIES, TextModelConfig, text_config_from_state_dict
-from .convert import diffusers_unet_to_ldm, hf_to_open_clip, open_clip_to_hf, unet_config_from_diffusers
+from .convert import diffusers_unet_to_ldm, normalize_hf_text_keys, hf_to_open_clip, open_clip_to_hf, unet_config_from_diffusers
 from .detection import (ModelConfig, UnknownModelError, describe_state_dict, find_text_encoders,
                         model_config_from_unet, VAE_PREFIX)
 from .loading import ModelFileError, load_torch_file
@@ -257,7 +257,7 @@ def clip_family_from_state_dict(sd: dict[str, torch.Tensor]) -> tuple[str, dict[
             raise UnknownModelError(f"no text encoder found. Found {describe_state_dict(sd)}")
         return fam, csd, ""
     openclip = "token_embedding.weight" in sd and "positional_embedding" in sd
-    hf = sd if not openclip else open_clip_to_hf(sd, "")
+    hf = normalize_hf_text_keys(sd) if not openclip else open_clip_to_hf(sd, "")
     if "text_model.embeddings.token_embedding.weight" not in hf:
         if "transformer.text_model.embeddings.token_embedding.weight" in hf:
             hf = {k[len("transformer."):]: v for k, v in hf.items() if k.startswith("transformer.")}
@@ -347,7 +347,7 @@ def load_diffusers(model_path: str, output_vae: bool = True, output_clip: bool =
                     folder = te2
                 if not os.path.isdir(folder):
                     continue
-                for k, v in _load_dir_weights(folder).items():
+                for k, v in normalize_hf_text_keys(_load_dir_weights(folder)).items():
                     csd[f"clip_{spec.key}.transformer.{k}"] = v
                 cfg_path = os.path.join(folder, "config.json")
                 if os.path.isfile(cfg_path):

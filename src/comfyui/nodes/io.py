@@ -23,10 +23,10 @@ from .schema import _io as io
 from .schema import _ui as ui
 from .schema._io import ComfyNode, Hidden, HiddenHolder, NodeOutput, Schema  # noqa: F401
 from .schema.adapter import build_inputs, node_def_from_schema, to_classic_result  # noqa: F401
-from .schema.extension import ComfyExtension, Input  # noqa: F401
+from .schema.extension import ComfyAPI, ComfyAPISync, ComfyExtension, Input  # noqa: F401
 
 IO = io
 UI = ui
 
-__all__ = ["io", "ui", "IO", "UI", "ComfyExtension", "Input", "node_def_from_schema", "ComfyNode", "Schema",
+__all__ = ["io", "ui", "IO", "UI", "ComfyExtension", "ComfyAPI", "ComfyAPISync", "Input", "node_def_from_schema", "ComfyNode", "Schema",
            "NodeOutput", "Hidden", "HiddenHolder"]

@@ -54,10 +54,10 @@ class NodeRegistry:
 
     def register_extension(self, extension: Any, python_module: str) -> list[str]:
         """A schema-API ComfyExtension: ``await extension.get_node_list()``."""
-        node_list = _run(extension.get_node_list())
         on_load = getattr(extension, "on_load", None)
-        if on_load is not None:
+        if on_load is not None:  # upstream calls it before asking for the nodes
             _run(on_load())
+        node_list = _run(extension.get_node_list())
         return [self.register_schema_node(cls, python_module).name for cls in node_list]
 
     def register_module(self, module: Any, python_module: str) -> list[str]:

@@ -100,6 +100,10 @@ def custom_node_packs() -> list[Path]:
 
 
 def _serve_under(root: str | os.PathLike, rel: str, *, headers: dict | None = None) -> web.StreamResponse:
+    """Serve ``root/rel``. Dot-files and dot-directories (``.env``, ``.git/``) are never served
+    from these trees: a custom node's WEB_DIRECTORY is sometimes the pack itself."""
+    if any(seg.startswith(".") and seg not in (".", "..") for seg in rel.replace("\\", "/").split("/")):
+        return error_response("not found", 404)
     try:
         p = safe_join(root, rel)
     except PathEscapeError as e:
@@ -312,7 +316,14 @@ def _deep_merge(dst: dict, src: dict) -> dict:
     return dst
 
 
-def _read_json_file(p: Path):
+def _read_json_file(root: Path, *parts: str):
+    """JSON content of ``root/parts`` (None when missing, unreadable or outside ``root``)."""
+    try:
+        p = safe_join(root, *parts)
+    except PathEscapeError:
+        return None
+    if not p.is_file():
+        return None
     try:
         with open(p, encoding="utf-8") as f:
             return json.load(f)
@@ -331,15 +342,14 @@ def _i18n() -> dict:
             if not lang_dir.is_dir() or lang_dir.name.startswith("."):
                 continue
             data: dict = {}
-            main = _read_json_file(lang_dir / "main.json") if (lang_dir / "main.json").is_file() else None
+            main = _read_json_file(pack, "locales", lang_dir.name, "main.json")
             if isinstance(main, dict):
                 data.update(main)
             for fname, key in (("nodeDefs.json", "nodeDefs"), ("commands.json", "commands"),
                                ("settings.json", "settings")):
-                if (lang_dir / fname).is_file():
-                    v = _read_json_file(lang_dir / fname)
-                    if isinstance(v, dict):
-                        data[key] = _deep_merge(data.get(key, {}) if isinstance(data.get(key), dict) else {}, v)
+                v = _read_json_file(pack, "locales", lang_dir.name, fname)
+                if isinstance(v, dict):
+                    data[key] = _deep_merge(data.get(key, {}) if isinstance(data.get(key), dict) else {}, v)
             if data:
                 _deep_merge(out.setdefault(lang_dir.name, {}), data)
     return out

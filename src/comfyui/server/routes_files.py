@@ -336,17 +336,23 @@ def _save_upload(root: str, subfolder: str, filename: str, data_file, overwrite:
     folder = safe_join(root, subfolder)  # re-check after creation (symlink races)
     stem, ext = os.path.splitext(filename)
     name = filename
-    target = safe_join(folder, name)
-    if not overwrite:
-        i = 1
-        while target.exists() or target.is_symlink():
-            if target.is_file() and _same_content(target, data_file):
+    if overwrite:
+        target = safe_join(folder, name)
+        if target.is_dir():
+            raise IsADirectoryError(name)
+    else:
+        for i in range(1, 100_000):
+            try:
+                target = safe_join(folder, name)
+            except PathEscapeError:
+                target = None  # a symlink leading outside owns this name: treat it as taken
+            if target is not None and not target.exists():
+                break
+            if target is not None and target.is_file() and _same_content(target, data_file):
                 return name  # same content already there: no new file
             name = f"{stem} ({i}){ext}"
-            target = safe_join(folder, name)
-            i += 1
-    elif target.is_dir():
-        raise IsADirectoryError(name)
+        else:
+            raise FileExistsError(filename)
     fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -390,6 +396,8 @@ async def _do_upload(request: web.Request, post, data_file) -> web.Response:
         return forbidden(e)
     except IsADirectoryError:
         return error_response("a directory with that name exists", 400)
+    except FileExistsError:
+        return error_response("too many files with that name", 409)
     except OSError as e:
         return error_response(f"cannot save file: {e.strerror or type(e).__name__}", 400)
     return json_response({"name": name, "subfolder": subfolder, "type": kind})

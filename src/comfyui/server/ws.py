@@ -63,6 +63,9 @@ _DROP_PREVIEW = 2   # droppable level: binary previews
 _DROP_PROGRESS = 1  # droppable level: progress / progress_state
 _KEEP = 0
 _PROGRESS_EVENTS = frozenset({"progress", "progress_state"})
+_TRACKED = frozenset({"execution_start", "executing", "execution_success", "execution_error",
+                      "execution_interrupted"})
+STATUS_INTERVAL = 0.02  # seconds; status broadcasts are throttled to one per interval (latest wins)
 _u32 = struct.Struct(">I")
 
 
@@ -161,6 +164,9 @@ class ClientRegistry:
         self._pending: collections.deque = collections.deque()
         self._lock = threading.Lock()
         self._scheduled = False
+        self._status_latest: Any = None
+        self._status_timer: asyncio.TimerHandle | None = None
+        self._status_last = 0.0
         # Running prompt, tracked from the event stream (for reconnect resume).
         self.running_prompt_id: str | None = None
         self.running_client_id: str | None = None
@@ -169,6 +175,10 @@ class ClientRegistry:
     # ------------------------------------------------------------ engine side (any thread)
     def engine_listener(self, event: str, data: Any, client_id: str | None) -> None:
         """Registered with ``engine.add_listener``; runs on the engine's worker thread."""
+        if event in _TRACKED:
+            self._track(event, data, client_id)
+        if not self.clients:
+            return  # nobody to tell (reads of a dict's size are atomic)
         if event == "preview_image":
             item = self._encode_preview(data, client_id)
             if item is None:
@@ -260,18 +270,40 @@ class ClientRegistry:
             batch.append(pending.popleft())
         if not batch:
             return
-        # Coalesce status broadcasts: only the last one in a batch matters.
-        last_status = -1
-        for i, (event, _, _) in enumerate(batch):
-            if event == "status":
-                last_status = i
-        for i, (event, data, client_id) in enumerate(batch):
-            if event == "status" and i != last_status:
-                continue
+        for event, data, client_id in batch:
             try:
-                self._route(event, data, client_id)
+                if event == "status":
+                    self._status(data)
+                else:
+                    self._route(event, data, client_id)
             except Exception:  # noqa: BLE001
                 log.exception("failed to route event %s", event)
+
+    def _status(self, data: Any) -> None:
+        """Broadcast ``status``, at most once per STATUS_INTERVAL: a burst of queue changes
+        (10 clients submitting) becomes one message carrying the latest count, sent at the
+        end of the interval. The frontend refetches /api/jobs on every status, so this also
+        keeps browsers from hammering the server."""
+        self._status_latest = data
+        if self._status_timer is not None:
+            return
+        loop = self.loop
+        if loop is None:
+            return
+        now = loop.time()
+        due = self._status_last + STATUS_INTERVAL
+        if now >= due:
+            self._flush_status()
+        else:
+            self._status_timer = loop.call_at(due, self._flush_status)
+
+    def _flush_status(self) -> None:
+        self._status_timer = None
+        data, self._status_latest = self._status_latest, None
+        if data is None or self.loop is None:
+            return
+        self._status_last = self.loop.time()
+        self._route("status", data, None)
 
     def _track(self, event: str, data: Any, client_id: str | None) -> None:
         if not isinstance(data, dict):
@@ -309,7 +341,6 @@ class ClientRegistry:
                 c.enqueue(frame4 if c.flags.get("supports_preview_metadata") is True else frame1,
                           _DROP_PREVIEW)
             return
-        self._track(event, data, client_id)
         if event == "status":
             if not isinstance(data, dict):
                 data = {}
@@ -322,6 +353,8 @@ class ClientRegistry:
             self._send_progress_text(data, client_id)
             return
         if client_id is None and event in _NOT_SENT_WITHOUT_CLIENT:
+            return
+        if client_id is not None and client_id not in self.clients:
             return
         level = _DROP_PROGRESS if event in _PROGRESS_EVENTS else _KEEP
         self._send_to(client_id, dumps({"type": event, "data": data}), level)
@@ -416,6 +449,9 @@ class ClientRegistry:
         client.enqueue(dumps({"type": "feature_flags", "data": self.ctx.feature_flags}))
 
     async def close_all(self) -> None:
+        if self._status_timer is not None:
+            self._status_timer.cancel()
+            self._status_timer = None
         for c in list(self.clients.values()):
             c.close(1001, b"server shutdown")
             try:

@@ -50,6 +50,14 @@ def before_node_execution() -> None:
     _progress.throw_if_interrupted()
 
 
+def common_ksampler(*args: Any, **kwargs: Any) -> Any:
+    """What the KSampler node runs: ``(model, seed, steps, cfg, sampler_name, scheduler, positive,
+    negative, latent, denoise=1.0, ...) -> ({"samples": ...},)``."""
+    from comfyui.sampling.samplers import common_ksampler as impl
+
+    return impl(*args, **kwargs)
+
+
 def __getattr__(name: str) -> Any:
     # `from nodes import KSampler` / `nodes.VAEDecode`: classes of registered nodes
     reg = _compat.get_registry()

@@ -589,6 +589,12 @@ File3DFBX = _socket_type("File3DFBX", "FILE_3D_FBX")
 File3DOBJ = _socket_type("File3DOBJ", "FILE_3D_OBJ")
 File3DSTL = _socket_type("File3DSTL", "FILE_3D_STL")
 File3DUSDZ = _socket_type("File3DUSDZ", "FILE_3D_USDZ")
+File3DPLY = _socket_type("File3DPLY", "FILE_3D_PLY")
+File3DSPLAT = _socket_type("File3DSPLAT", "FILE_3D_SPLAT")
+File3DSPZ = _socket_type("File3DSPZ", "FILE_3D_SPZ")
+File3DKSPLAT = _socket_type("File3DKSPLAT", "FILE_3D_KSPLAT")
+File3DSplatAny = _socket_type("File3DSplatAny", "FILE_3D_SPLAT_ANY")
+File3DPointCloudAny = _socket_type("File3DPointCloudAny", "FILE_3D_POINT_CLOUD_ANY")
 Hooks = _socket_type("Hooks", "HOOKS")
 HookKeyframes = _socket_type("HookKeyframes", "HOOK_KEYFRAMES")
 TimestepsRange = _socket_type("TimestepsRange", "TIMESTEPS_RANGE")
@@ -1333,7 +1339,8 @@ __all__ = [
     "Sampler", "Sigmas", "Noise", "Guider", "Clip", "ControlNet", "Vae", "Model", "ModelPatch", "ClipVision",
     "ClipVisionOutput", "BackgroundRemoval", "StyleModel", "Gligen", "UpscaleModel", "LatentUpscaleModel", "Audio",
     "Video", "SVG", "LoraModel", "LossMap", "Voxel", "Mesh", "Splat", "File3DAny", "File3DGLB", "File3DGLTF",
-    "File3DFBX", "File3DOBJ", "File3DSTL", "File3DUSDZ", "Hooks", "HookKeyframes", "TimestepsRange",
+    "File3DFBX", "File3DOBJ", "File3DSTL", "File3DUSDZ", "File3DPLY", "File3DSPLAT", "File3DSPZ", "File3DKSPLAT",
+    "File3DSplatAny", "File3DPointCloudAny", "Hooks", "HookKeyframes", "TimestepsRange",
     "LatentOperation", "FlowControl", "Accumulation", "Load3DCamera", "Load3D", "Load3DAnimation", "Photomaker",
     "Point", "FaceAnalysis", "BBOX", "SEGS", "AudioEncoder", "AudioEncoderOutput", "Tracks", "WanCameraEmbedding",
     "Histogram", "Layers", "Dict", "Array", "AnyType", "MultiType", "MatchType", "DynamicInput", "DynamicOutput",

@@ -1,17 +1,13 @@
 """``comfy.utils``: progress bars, tensor resizing and checkpoint file helpers."""
 from __future__ import annotations
 
-import logging
 import math
-import os
 import zlib
 from typing import Any, Callable
 
 import torch
 
 from comfyui.engine.progress import ProgressBar as _EngineProgressBar
-
-log = logging.getLogger(__name__)
 
 PROGRESS_BAR_ENABLED = True
 _progress_bar_hook: Callable | None = None
@@ -43,40 +39,17 @@ class ProgressBar(_EngineProgressBar):
 # ----------------------------------------------------------------------------------------
 
 def load_torch_file(ckpt: str, safe_load: bool = False, device: Any = None, return_metadata: bool = False):
-    """Load a state dict from .safetensors/.sft or a torch pickle (weights only)."""
-    if device is None:
-        device = torch.device("cpu")
-    ckpt = os.fspath(ckpt)
-    metadata = None
-    if ckpt.lower().endswith((".safetensors", ".sft")):
-        from safetensors import safe_open
+    """Load a state dict from .safetensors/.sft or a torch pickle (weights only; pickles that
+    need code are refused). Same loader the model stack uses."""
+    from comfyui.models.loading import load_torch_file as impl
 
-        try:
-            sd = {}
-            with safe_open(ckpt, framework="pt", device=str(device)) as f:
-                for k in f.keys():
-                    sd[k] = f.get_tensor(k)
-                if return_metadata:
-                    metadata = f.metadata()
-        except Exception as e:
-            if "HeaderTooLarge" in str(e) or "MetadataIncompleteBuffer" in str(e):
-                raise ValueError(f"{e}\n\nThe safetensors file is corrupt or invalid: {ckpt}") from e
-            raise
-    else:
-        pl_sd = torch.load(ckpt, map_location=device, weights_only=True)
-        if isinstance(pl_sd, dict) and "state_dict" in pl_sd:
-            sd = pl_sd["state_dict"]
-        elif isinstance(pl_sd, dict) and len(pl_sd) == 1 and isinstance(next(iter(pl_sd.values())), dict):
-            sd = next(iter(pl_sd.values()))
-        else:
-            sd = pl_sd
-    return (sd, metadata) if return_metadata else sd
+    return impl(ckpt, safe_load=True, device=device, return_metadata=return_metadata)
 
 
 def save_torch_file(sd: dict, ckpt: str, metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
+    from comfyui.models.loading import save_torch_file as impl
 
-    save_file({k: v.contiguous() for k, v in sd.items()}, ckpt, metadata=metadata)
+    impl(sd, ckpt, metadata=metadata)
 
 
 def calculate_parameters(sd: dict, prefix: str = "") -> int:

@@ -1,0 +1,196 @@
+"""Server benchmark: start-to-ready, idle RSS, /object_info latency, submit and end-to-end rates.
+
+    .venv/bin/python bench/server.py [--prompts 3000] [--clients 10] [--keep-torch-out]
+
+Starts ``python -m comfyui.server.app`` (what ``comfyui`` runs) on a free port in a temporary
+workspace, then drives it over HTTP/WebSocket like the frontend does. Trivial prompts are
+PrimitiveString -> PreviewAny with a unique string each (so nothing is cached).
+
+Goals (issue #3): start <= 2 s, idle RSS <= 300 MB, /object_info <= 10 ms,
+>= 2,000 submits/s and >= 1,000 done/s with 10 clients, 0 lost.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import aiohttp
+import psutil
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prompt(text: str) -> dict:
+    return {"1": {"class_type": "PrimitiveString", "inputs": {"value": text}},
+            "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+
+
+async def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60) -> float:
+    t0 = time.perf_counter()
+    async with aiohttp.ClientSession() as s:
+        while time.perf_counter() - t0 < timeout:
+            if proc.poll() is not None:
+                raise SystemExit(f"server exited with {proc.returncode}")
+            try:
+                async with s.get(base + "/api/features") as r:
+                    if r.status == 200:
+                        return time.perf_counter()
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.005)
+    raise SystemExit("server did not become ready")
+
+
+async def object_info_latency(base: str, n: int = 100) -> tuple[float, float, int]:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(base + "/api/object_info") as r:
+            size = len(await r.read())
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            async with s.get(base + "/api/object_info") as r:
+                await r.read()
+            times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times), max(times), size
+
+
+async def submit_rate(base: str, total: int, clients: int) -> tuple[float, list[str]]:
+    """Only submissions (no WebSocket): prompts/s accepted by POST /api/prompt."""
+    per = total // clients
+    ids: list[str] = []
+
+    async def one(idx: int):
+        async with aiohttp.ClientSession() as s:
+            for i in range(per):
+                async with s.post(base + "/api/prompt", json={"prompt": prompt(f"s{idx}-{i}-{time.time()}"),
+                                                               "client_id": f"bench-{idx}"}) as r:
+                    body = await r.json()
+                    assert r.status == 200, body
+                    ids.append(body["prompt_id"])
+
+    t = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(clients)))
+    return len(ids) / (time.perf_counter() - t), ids
+
+
+async def wait_drained(base: str, timeout: float = 120) -> None:
+    async with aiohttp.ClientSession() as s:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            async with s.get(base + "/api/prompt") as r:
+                if (await r.json())["exec_info"]["queue_remaining"] == 0:
+                    return
+            await asyncio.sleep(0.05)
+    raise SystemExit("queue did not drain")
+
+
+async def end_to_end(base: str, total: int, clients: int) -> tuple[float, int, int]:
+    """10 frontend-like clients: WebSocket + submit; done when every client has seen
+    ``executing: null`` for all of its prompts. Returns (done/s, finished, errors)."""
+    per = total // clients
+    finished_total = 0
+    errors = 0
+
+    async def one(idx: int):
+        nonlocal finished_total, errors
+        async with aiohttp.ClientSession() as s:
+            ws = await s.ws_connect(base + f"/ws?clientId=e2e-{idx}")
+            sid = (await ws.receive_json())["data"]["sid"]
+            await ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+            mine: set[str] = set()
+            done: set[str] = set()
+            submitted = asyncio.Event()
+
+            async def reader():
+                nonlocal errors
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    m = json.loads(msg.data)
+                    if m["type"] == "executing" and m["data"].get("node") is None:
+                        done.add(m["data"].get("prompt_id"))
+                    elif m["type"] in ("execution_error", "execution_interrupted"):
+                        errors += 1
+                    if submitted.is_set() and mine <= done:
+                        return
+
+            task = asyncio.create_task(reader())
+            for i in range(per):
+                async with s.post(base + "/api/prompt", json={"prompt": prompt(f"e{idx}-{i}-{time.time()}"),
+                                                               "client_id": sid}) as r:
+                    mine.add((await r.json())["prompt_id"])
+            submitted.set()
+            if mine <= done:
+                task.cancel()
+            else:
+                await asyncio.wait_for(task, 300)
+            finished_total += len(mine & done)
+            await ws.close()
+
+    t = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(clients)))
+    return finished_total / (time.perf_counter() - t), finished_total, errors
+
+
+async def main_async(args) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    work = tempfile.mkdtemp(prefix="comfyui-bench-")
+    cmd = [sys.executable, *(["/tmp/run_srv.py"] if os.environ.get("ALT") else ["-m", "comfyui.server.app"]), "--port", str(port), "--dont-print-server",
+           "--base-directory", work, "--create-directories", "--logging-level", "WARNING"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE if args.quiet else None)
+    try:
+        ready = await wait_ready(base, proc)
+        start = ready - t0
+        await asyncio.sleep(1.0)
+        p = psutil.Process(proc.pid)
+        rss = p.memory_info().rss / 2**20
+        torch_loaded = "unknown"
+        med, worst, size = await object_info_latency(base)
+        rate, ids = await submit_rate(base, args.prompts, args.clients)
+        await wait_drained(base)
+        async with aiohttp.ClientSession() as s:
+            async with s.get(base + "/api/history") as r:
+                hist = await r.json()
+        lost_submit = len([i for i in ids if i not in hist])
+        e2e, finished, errors = await end_to_end(base, args.prompts, args.clients)
+        lost_e2e = args.prompts // args.clients * args.clients - finished
+        print(f"start-to-ready        {start:8.2f} s      (goal <= 2 s)")
+        print(f"idle RSS              {rss:8.1f} MB     (goal <= 300 MB)")
+        print(f"/object_info          {med:8.2f} ms     median of 100, max {worst:.2f} ms, {size / 1024:.0f} KiB (goal <= 10 ms)")
+        print(f"submit rate           {rate:8.0f} /s     {len(ids)} prompts, {args.clients} clients (goal >= 2000/s)")
+        print(f"end-to-end rate       {e2e:8.0f} /s     {finished} prompts, {args.clients} WS clients (goal >= 1000/s)")
+        print(f"lost                  {lost_submit + lost_e2e:8d}        errors {errors}")
+        print(f"cpu count             {os.cpu_count():8d}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=int, default=3000)
+    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--quiet", action="store_true", help="hide the server's stderr")
+    args = ap.parse_args()
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

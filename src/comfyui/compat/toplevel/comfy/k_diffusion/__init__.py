@@ -1,0 +1,1 @@
+"""``comfy.k_diffusion`` shim (``comfy.k_diffusion.sampling``)."""
