@@ -158,6 +158,7 @@ _lock = threading.RLock()
 folder_names_and_paths: _FolderMap = _FolderMap()
 # folder name -> (sorted file list, {dir: mtime}, time checked)
 filename_list_cache: dict[str, tuple[list[str], dict[str, float], float]] = {}
+_cache_exts: dict[str, frozenset] = {}
 
 base_path: str = ""
 models_dir: str = ""
@@ -319,6 +320,8 @@ def _cache_valid(folder_name: str) -> list[str] | None:
     if entry is None:
         return None
     files, dirs, _t = entry
+    if _cache_exts.get(folder_name) != frozenset(folder_names_and_paths[folder_name][1]):
+        return None  # someone changed the folder's extension set
     for d, mtime in dirs.items():
         try:
             if os.path.getmtime(d) != mtime:
@@ -354,6 +357,7 @@ def get_filename_list(folder_name: str) -> list[str]:
             dirs.update(d)
         out = filter_files_extensions(seen, exts)
         filename_list_cache[folder_name] = (out, dirs, time.perf_counter())
+        _cache_exts[folder_name] = frozenset(exts)
         return list(out)
 
 

@@ -164,7 +164,6 @@ def test_supported_pt_extensions_is_shared_like_comfyui(workspace):
     assert paths.get_filename_list("unet") == []
     paths.supported_pt_extensions.add(".gguf")
     try:
-        paths.invalidate_cache()
         assert paths.get_filename_list("unet") == ["q.gguf"]
     finally:
         paths.supported_pt_extensions.discard(".gguf")

@@ -22,6 +22,10 @@ What it checks:
 3. A workflow loaded through the app's JS API (``app.loadApiJson``) is queued by clicking
    **Run**; its ``SaveImage`` output appears on the node (``node.imgs`` is an ``/api/view``
    URL that serves a PNG of the requested size) and the file exists in ``output/``.
+4. The finished job's output shows in the media assets panel (Jobs API).
+5. Saving the workflow through the Save dialog as ``e2e/My flow`` writes
+   ``user/default/workflows/e2e/My flow.json`` (the ``%2F``-encoded userdata route) and the
+   workflows sidebar lists it.
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ HARMLESS_404 = (
     "/api/userdata/user.css",         # ditto, per user
     "/api/userdata?dir=",             # no workflows/subgraphs saved yet -> 404 = empty list
     "/api/userdata/comfy.templates.json",  # legacy node templates, none saved
+    "/api/userdata/workflows%2F.index.json",  # workflow bookmarks, none yet
     "/templates/",                    # comfyui-workflow-templates not installed
 )
 HARMLESS_CONSOLE = (
@@ -190,7 +195,29 @@ async def _run_browser(pw_api, url: str, base: Path) -> None:
                 " return {src: n.imgs[0].src, w: n.imgs[0].naturalWidth, h: n.imgs[0].naturalHeight}; }")
             assert "/api/view?" in info["src"] and "browser_00001_.png" in info["src"]
             assert (info["w"], info["h"]) == (64, 48)
-            await page.wait_for_timeout(300)  # let the canvas draw the image before the screenshot
+
+            # 4. the finished job is listed with its output in the media assets panel
+            await page.get_by_role("button", name="Assets (a)").click()
+            await page.get_by_text("browser_00001_", exact=False).first.wait_for(timeout=15000)
+
+            # 5. save the workflow through the Save dialog: the client encodes the whole path
+            #    into one segment (workflows%2Fe2e%2FMy%20flow.json); it then shows in the
+            #    workflows sidebar (listed through /api/userdata?dir=workflows)
+            await page.evaluate("() => { window.app.extensionManager.command.execute('Comfy.SaveWorkflow'); }")
+            name_input = page.get_by_role("dialog").locator("input").first
+            await name_input.wait_for(timeout=10000)
+            await name_input.fill("e2e/My flow")
+            await page.keyboard.press("Enter")
+            saved_wf = base / "user" / "default" / "workflows" / "e2e" / "My flow.json"
+            for _ in range(100):
+                if saved_wf.is_file():
+                    break
+                await asyncio.sleep(0.1)
+            assert saved_wf.is_file(), "the Save dialog did not store workflows/e2e/My flow.json"
+            assert {n["type"] for n in json.loads(saved_wf.read_text())["nodes"]} == {"EmptyImage", "SaveImage"}
+            await page.get_by_role("button", name="Workflows (w)").click()
+            await page.get_by_text("e2e", exact=True).first.wait_for(timeout=10000)  # the folder
+            await page.wait_for_timeout(300)  # let the canvas draw before the screenshot
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "browser-run.png"))
         finally:

@@ -341,6 +341,9 @@ async def test_upload_dedupe_rename_overwrite_subfolder(client, workspace):
     r = await client.post("/api/upload/image", data=upload_form(png_bytes(color=(5, 5, 5, 255)), "photo.png"))
     assert (await r.json())["name"] == "photo (2).png"
     assert sorted(os.listdir(workspace / "input")) == ["photo (1).png", "photo (2).png", "photo.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(workspace / "input" / "photo.png").st_mode & 0o777 == 0o666 & ~umask
     # overwrite
     r = await client.post("/api/upload/image", data=upload_form(b, "photo.png", overwrite="true"))
     assert (await r.json())["name"] == "photo.png"

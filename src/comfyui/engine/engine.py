@@ -136,6 +136,10 @@ class Engine:
         self._thread = threading.Thread(target=self._worker, name="comfyui-engine", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self, timeout: float = 10) -> None:
         self._stop.set()
         self.interrupt()

@@ -515,3 +515,14 @@ def cast_to(t: torch.Tensor, dtype: torch.dtype | None = None, device: torch.dev
 
 
 configure(None)
+
+
+def engine_free_hook(unload_models: bool, free_memory: bool) -> None:
+    """For ``Engine.on_free`` (the ``/free`` endpoint): unload models and release cached
+    device memory."""
+    if unload_models or free_memory:
+        unload_all_models()
+    if free_memory:
+        from .sd import cache
+        cache.clear()
+    soft_empty_cache()

@@ -52,7 +52,9 @@ def _set_attr(obj: Any, name: str, value: Any) -> Any:
 
 
 def _set_attr_param(obj: Any, name: str, value: torch.Tensor) -> Any:
-    return _set_attr(obj, name, torch.nn.Parameter(value, requires_grad=False))
+    if not isinstance(value, torch.nn.Parameter):
+        value = torch.nn.Parameter(value, requires_grad=False)
+    return _set_attr(obj, name, value)
 
 
 def module_size(module: torch.nn.Module) -> int:

@@ -28,7 +28,7 @@ from .ws import ClientRegistry
 
 log = logging.getLogger(__name__)
 
-ROUTE_MODULES = ("comfyui.server.ws", "comfyui.server.routes_prompt")
+ROUTE_MODULES = ("comfyui.server.ws", "comfyui.server.routes_prompt", "comfyui.server.routes_v1")
 # Owned by the file/user routes area; each is optional (a module without ``setup`` is skipped).
 LATE_ROUTE_MODULES = ("comfyui.server.openapi", "comfyui.server.logs", "comfyui.server.routes_user",
                       "comfyui.server.routes_files", "comfyui.server.frontend")

@@ -304,6 +304,8 @@ def document_for(app: web.Application) -> dict:
     """The base document plus the live static trees and custom node routes."""
     doc = base_document()
     ctx: ServerContext = app["ctx"]
+    for p, ops in ctx.extra.get("openapi_paths", {}).items():  # documented by their route module
+        doc["paths"].setdefault(p, {}).update(ops)
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     for method, path in ctx.routes:
         p = normalize_path(path)

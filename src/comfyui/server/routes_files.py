@@ -95,6 +95,21 @@ ACTIVE_CONTENT_TYPES = frozenset({
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif")
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def make_temp_file(directory: str | os.PathLike, prefix: str = ".tmp-") -> tuple[int, str]:
+    """``mkstemp`` in ``directory`` with normal file permissions (mkstemp makes 0600); used
+    to write a file atomically (write, then ``os.replace``)."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+    except OSError:
+        pass
+    return fd, tmp
+
+
 def guess_type(name: str) -> str:
     ext = os.path.splitext(name)[1].lower()
     if ext in MIME_TYPES:
@@ -353,7 +368,7 @@ def _save_upload(root: str, subfolder: str, filename: str, data_file, overwrite:
             name = f"{stem} ({i}){ext}"
         else:
             raise FileExistsError(filename)
-    fd, tmp = tempfile.mkstemp(prefix=".upload-", dir=folder)
+    fd, tmp = make_temp_file(folder, ".upload-")
     try:
         with os.fdopen(fd, "wb") as out:
             data_file.seek(0)

@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import urllib.parse
 import uuid
@@ -52,7 +51,7 @@ from .context import (
     JSONBodyError, ServerContext, add_route, error_response, is_json_content_type, json_response,
     read_json,
 )
-from .routes_files import file_response, forbidden
+from .routes_files import file_response, forbidden, make_temp_file
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ class UnknownUser(Exception):
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    fd, tmp = make_temp_file(path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
