@@ -53,8 +53,12 @@ def test_euler_txt2img_matches_diffusers_pipeline():
     latent = {"samples": torch.zeros(1, 4, 16, 16)}
     (ours,) = S.KSampler().sample(model, 42, 4, 7.5, "euler", "normal", [[pos, {}]], [[neg, {}]], latent, 1.0)
     noise = prepare_noise(latent["samples"], 42)
+    # ComfyUI starts a full-strength schedule at noise * sqrt(1 + sigma_max^2); diffusers'
+    # "linspace" spacing multiplies the given latents by sigma_max: pre-scale to start equal.
+    smax = float(model.model.model_sampling.sigma_max)
+    start = noise * ((1 + smax ** 2) ** 0.5 / smax)
     with torch.no_grad():
-        theirs = pipe(prompt_embeds=pos, negative_prompt_embeds=neg, latents=noise.clone(), height=128, width=128,
+        theirs = pipe(prompt_embeds=pos, negative_prompt_embeds=neg, latents=start, height=128, width=128,
                       num_inference_steps=4, guidance_scale=7.5, output_type="latent").images
     # our LATENT is in VAE space (divided by the SD1 scale factor); diffusers returns model space
     ours_model_space = ours["samples"] * 0.18215

@@ -46,7 +46,7 @@ Routes (served under ``/api`` only, as in the LTS fork):
     The output file whose bytes hash to ``digest`` (64 hex characters; 400 otherwise, 404
     when no indexed file has it). Outputs are indexed when every job finishes (from the
     ``executed`` events, cached results included) and by the sync response. Served with
-    ``Digest``, a strong ``ETag`` and an immutable ``Cache-Control``.
+    ``Digest`` and an immutable ``Cache-Control``.
 
 ``DELETE /api/v1/prompts/{prompt_id}/outputs``
     Deletes the job's output and temp files and the inputs uploaded with it; files another
@@ -386,7 +386,7 @@ class V1Routes:
                         raise _BadRequest(400, f"form field {part.name!r} is not UTF-8")
         except _BadRequest:
             raise
-        except (ValueError, AssertionError, RuntimeError) as e:  # malformed multipart
+        except Exception as e:  # noqa: BLE001 - a malformed multipart body is bad input
             raise _BadRequest(400, f"Invalid multipart body: {e}")
         if body is None:
             raise _BadRequest(400, "no prompt was specified (send a JSON part named 'prompt')")
@@ -634,7 +634,7 @@ class V1Routes:
         path, row = found
         ctype = mimetypes.guess_type(row["filename"])[0] or "application/octet-stream"
         return web.FileResponse(path, headers={
-            "Content-Type": ctype, "Digest": f"SHA-256={digest}", "ETag": f'"{digest}"',
+            "Content-Type": ctype, "Digest": f"SHA-256={digest}",
             "Cache-Control": "public, max-age=31536000, immutable",
             "Content-Disposition": f'filename="{_quote_filename(row["filename"])}"'})
 

@@ -54,8 +54,11 @@ UNENCODED_PREVIEW_IMAGE = 2
 TEXT = 3
 PREVIEW_IMAGE_WITH_METADATA = 4
 
-QUEUE_LIMIT = 2048          # messages buffered per client before dropping / closing
-SEND_TIMEOUT = 30.0          # seconds one send may block before the client is dropped
+QUEUE_LIMIT = 20000         # frames buffered per client before dropping previews / closing
+SEND_TIMEOUT = 30.0          # seconds a client may refuse to read before it is dropped
+WRITE_CHUNK = 1 << 20        # bytes handed to the transport per write
+WRITE_HIGH = 1 << 20         # transport buffer size that makes the writer wait ...
+WRITE_LOW = 256 << 10        # ... until it drains below this
 
 _NOT_SENT_WITHOUT_CLIENT = frozenset({"execution_start", "execution_cached",
                                       "execution_success", "execution_error"})
@@ -69,15 +72,39 @@ STATUS_INTERVAL = 0.02  # seconds; status broadcasts are throttled to one per in
 _u32 = struct.Struct(">I")
 
 
-class WsClient:
-    """One connected socket: a bounded deque of pending frames and a writer task."""
+def text_frame(text: str) -> bytes:
+    """A complete unmasked, uncompressed WebSocket text frame (server -> client)."""
+    return _frame(0x81, text.encode("utf-8"))
 
-    __slots__ = ("sid", "ws", "flags", "queue", "wakeup", "writer", "closed", "dropped",
+
+def binary_frame(data: bytes) -> bytes:
+    return _frame(0x82, data)
+
+
+def _frame(first: int, payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        return bytes((first, n)) + payload
+    if n < 65536:
+        return struct.pack(">BBH", first, 126, n) + payload
+    return struct.pack(">BBQ", first, 127, n) + payload
+
+
+class WsClient:
+    """One connected socket: a bounded deque of ready-made frames and a writer task.
+
+    Frames are built once per message (shared by every recipient) and the writer hands
+    everything queued to the transport in one ``write`` call, so a burst of events costs one
+    syscall per client instead of one per message. Sockets are opened without
+    permessage-deflate, which is what makes pre-built frames valid."""
+
+    __slots__ = ("sid", "ws", "transport", "flags", "queue", "wakeup", "writer", "closed", "dropped",
                  "first_message_seen", "registry")
 
-    def __init__(self, sid: str, ws: web.WebSocketResponse, registry: "ClientRegistry"):
+    def __init__(self, sid: str, ws: web.WebSocketResponse, registry: "ClientRegistry", transport: Any = None):
         self.sid = sid
         self.ws = ws
+        self.transport = transport
         self.flags: dict = {}
         self.queue: collections.deque = collections.deque()
         self.wakeup = asyncio.Event()
@@ -88,7 +115,7 @@ class WsClient:
         self.registry = registry
 
     # -- called on the loop thread only
-    def enqueue(self, payload: str | bytes, level: int = _KEEP) -> None:
+    def enqueue(self, frame: bytes, level: int = _KEEP) -> None:
         if self.closed:
             return
         q = self.queue
@@ -96,16 +123,19 @@ class WsClient:
             log.warning("websocket client %s is too far behind; closing it", self.sid)
             self.close(1013, b"client too slow")
             return
-        q.append((payload, level))
-        self.wakeup.set()
+        q.append((frame, level))
+        if len(q) == 1:
+            self.wakeup.set()
 
     def _make_room(self) -> bool:
+        """Drop every queued preview (then every progress message); False if nothing could go."""
         for level in (_DROP_PREVIEW, _DROP_PROGRESS):
-            for i, (_, lv) in enumerate(self.queue):
-                if lv == level:
-                    del self.queue[i]
-                    self.dropped += 1
-                    return True
+            kept = collections.deque(item for item in self.queue if item[1] < level)
+            dropped = len(self.queue) - len(kept)
+            if dropped:
+                self.dropped += dropped
+                self.queue = kept
+                return len(kept) < QUEUE_LIMIT
         return False
 
     def close(self, code: int = 1000, message: bytes = b"") -> None:
@@ -114,44 +144,57 @@ class WsClient:
         self.closed = True
         self.queue.clear()
         self.wakeup.set()
+        if self.registry.clients.get(self.sid) is self:
+            del self.registry.clients[self.sid]
         if not self.ws.closed:
             asyncio.ensure_future(self._close_ws(code, message))
 
     async def _close_ws(self, code: int, message: bytes) -> None:
         try:
-            await asyncio.wait_for(self.ws.close(code=code, message=message), 5)
+            await asyncio.wait_for(self.ws.close(code=code, message=message), 2)
         except Exception:  # noqa: BLE001
             pass
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
 
     async def run_writer(self) -> None:
-        ws = self.ws
-        q = self.queue
+        loop = asyncio.get_running_loop()
         try:
             while not self.closed:
+                q = self.queue
                 if not q:
                     self.wakeup.clear()
                     await self.wakeup.wait()
                     continue
-                payload, _ = q.popleft()
-                if ws.closed:
+                transport = self.transport
+                if transport is None or transport.is_closing() or self.ws.closed:
                     break
-                try:
-                    if isinstance(payload, str):
-                        coro = ws.send_str(payload)
-                    else:
-                        coro = ws.send_bytes(payload)
-                    await asyncio.wait_for(coro, SEND_TIMEOUT)
-                except asyncio.TimeoutError:
-                    log.warning("websocket client %s stalled; closing it", self.sid)
-                    self.close(1013, b"client too slow")
-                    break
-                except (ConnectionError, RuntimeError):
-                    break
+                chunks = []
+                size = 0
+                while q and size < WRITE_CHUNK:
+                    frame = q.popleft()[0]
+                    chunks.append(frame)
+                    size += len(frame)
+                transport.write(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+                if transport.get_write_buffer_size() > WRITE_HIGH:
+                    # the peer is not reading: wait (without blocking anyone else) until the
+                    # kernel takes the data, or give up on the client after SEND_TIMEOUT
+                    deadline = loop.time() + SEND_TIMEOUT
+                    while transport.get_write_buffer_size() > WRITE_LOW:
+                        if transport.is_closing() or self.closed:
+                            return
+                        if loop.time() > deadline:
+                            log.warning("websocket client %s stalled; closing it", self.sid)
+                            self.close(1013, b"client too slow")
+                            return
+                        await asyncio.sleep(0.005)
         except asyncio.CancelledError:
             pass
+        except (ConnectionError, RuntimeError) as e:
+            log.debug("websocket %s writer stopped: %s", self.sid, e)
         finally:
             self.closed = True
-            q.clear()
+            self.queue.clear()
 
 
 class ClientRegistry:
@@ -256,8 +299,8 @@ class ClientRegistry:
         mime = "image/png" if fmt == "PNG" else "image/jpeg"
         metadata.setdefault("image_type", mime)
         meta = dumps(metadata).encode()
-        frame4 = _u32.pack(PREVIEW_IMAGE_WITH_METADATA) + _u32.pack(len(meta)) + meta + raw
-        frame1 = _u32.pack(PREVIEW_IMAGE) + _u32.pack(2 if fmt == "PNG" else 1) + raw
+        frame4 = binary_frame(_u32.pack(PREVIEW_IMAGE_WITH_METADATA) + _u32.pack(len(meta)) + meta + raw)
+        frame1 = binary_frame(_u32.pack(PREVIEW_IMAGE) + _u32.pack(2 if fmt == "PNG" else 1) + raw)
         return frame1, frame4
 
     # ------------------------------------------------------------ loop side
@@ -363,9 +406,9 @@ class ClientRegistry:
         node_id = str(data.get("node_id") or data.get("node") or "").encode()
         prompt_id = str(data.get("prompt_id") or "").encode()
         text = str(data.get("text") or "").encode()
-        legacy = _u32.pack(TEXT) + _u32.pack(len(node_id)) + node_id + text
-        with_meta = (_u32.pack(TEXT) + _u32.pack(len(prompt_id)) + prompt_id
-                     + _u32.pack(len(node_id)) + node_id + text)
+        legacy = binary_frame(_u32.pack(TEXT) + _u32.pack(len(node_id)) + node_id + text)
+        with_meta = binary_frame(_u32.pack(TEXT) + _u32.pack(len(prompt_id)) + prompt_id
+                                 + _u32.pack(len(node_id)) + node_id + text)
         for c in self._targets(client_id):
             c.enqueue(with_meta if c.flags.get("supports_progress_text_metadata") is True else legacy,
                       _DROP_PROGRESS)
@@ -377,13 +420,18 @@ class ClientRegistry:
         return [c] if c is not None else []
 
     def _send_to(self, client_id: str | None, payload: str | bytes, level: int) -> None:
+        """Frame ``payload`` once (str -> text frame, bytes -> binary frame) and queue it for
+        client ``client_id`` or, with None, for every client."""
         if client_id is None:
-            for c in list(self.clients.values()):
-                c.enqueue(payload, level)
+            targets = list(self.clients.values())
         else:
             c = self.clients.get(client_id)
-            if c is not None:
-                c.enqueue(payload, level)
+            targets = [c] if c is not None else []
+        if not targets:
+            return
+        frame = text_frame(payload) if isinstance(payload, str) else binary_frame(payload)
+        for c in targets:
+            c.enqueue(frame, level)
 
     # ------------------------------------------------------------ connections
     def queue_remaining(self) -> int:
@@ -393,7 +441,8 @@ class ClientRegistry:
             return 0
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1024 * 1024)
+        # compress=False: frames are pre-built (see WsClient); events are small JSON anyway
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1024 * 1024, compress=False)
         await ws.prepare(request)
         sid = request.query.get("clientId") or ""
         if not sid or len(sid) > 128:
@@ -401,7 +450,7 @@ class ClientRegistry:
         old = self.clients.pop(sid, None)
         if old is not None:
             old.close(1000, b"replaced by a new connection")
-        client = WsClient(sid, ws, self)
+        client = WsClient(sid, ws, self, request.transport)
         self.clients[sid] = client
         client.writer = asyncio.ensure_future(client.run_writer())
         compat = sys.modules.get("comfyui.compat.server")
@@ -411,10 +460,10 @@ class ClientRegistry:
             except AttributeError:
                 pass
         try:
-            client.enqueue(dumps({"type": "status", "data": {
-                "status": {"exec_info": {"queue_remaining": self.queue_remaining()}}, "sid": sid}}))
+            client.enqueue(text_frame(dumps({"type": "status", "data": {
+                "status": {"exec_info": {"queue_remaining": self.queue_remaining()}}, "sid": sid}})))
             if self.running_client_id == sid and self.running_node is not None:
-                client.enqueue(dumps({"type": "executing", "data": {"node": self.running_node}}))
+                client.enqueue(text_frame(dumps({"type": "executing", "data": {"node": self.running_node}})))
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     if client.first_message_seen:
@@ -446,7 +495,7 @@ class ClientRegistry:
         flags = msg.get("data")
         if isinstance(flags, dict):
             client.flags = flags
-        client.enqueue(dumps({"type": "feature_flags", "data": self.ctx.feature_flags}))
+        client.enqueue(text_frame(dumps({"type": "feature_flags", "data": self.ctx.feature_flags})))
 
     async def close_all(self) -> None:
         if self._status_timer is not None:
