@@ -1,8 +1,8 @@
 """Server benchmark: start-to-ready, idle RSS, /object_info latency, submit and end-to-end rates.
 
-    .venv/bin/python bench/server.py [--prompts 3000] [--clients 10] [--keep-torch-out]
+    .venv/bin/python bench/server.py [--prompts 3000] [--clients 10] [--lean] [--quiet]
 
-Starts ``python -m comfyui.server.app`` (what ``comfyui`` runs) on a free port in a temporary
+Starts ``python -m comfyui`` (the real command) on a free port in a temporary
 workspace, then drives it over HTTP/WebSocket like the frontend does. Trivial prompts are
 PrimitiveString -> PreviewAny with a unique string each (so nothing is cached).
 
@@ -35,6 +35,28 @@ def free_port() -> int:
 def prompt(text: str) -> dict:
     return {"1": {"class_type": "PrimitiveString", "inputs": {"value": text}},
             "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+
+
+# --lean: the same server with only the torch-free built-in node modules, to show what the
+# server itself costs (the full built-in set imports torch at start-up).
+LEAN_SERVER = """
+import asyncio, sys
+from comfyui.config import load_config
+from comfyui.engine.engine import Engine
+from comfyui.nodes.registry import NodeRegistry
+from comfyui.nodes.builtin import preview, primitives, strings
+from comfyui.server.app import serve
+config = load_config(sys.argv[1:])
+registry = NodeRegistry()
+for module in (preview, primitives, strings):
+    registry.register_module(module, "nodes")
+engine = Engine.from_config(config, registry=registry, custom_nodes=False)
+engine.start()
+try:
+    sys.exit(asyncio.run(serve(config, engine)))
+finally:
+    engine.stop()
+"""
 
 
 class RawHTTP:
@@ -183,8 +205,9 @@ async def main_async(args) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     work = tempfile.mkdtemp(prefix="comfyui-bench-")
-    cmd = [sys.executable, *([os.environ["ALT"]] if os.environ.get("ALT") else ["-m", "comfyui.server.app"]), "--port", str(port), "--dont-print-server",
-           "--base-directory", work, "--create-directories", "--logging-level", "WARNING"]
+    flags = ["--port", str(port), "--dont-print-server", "--base-directory", work, "--create-directories",
+             "--logging-level", "WARNING"]
+    cmd = [sys.executable, "-c", LEAN_SERVER, *flags] if args.lean else [sys.executable, "-m", "comfyui", *flags]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE if args.quiet else None)
     try:
@@ -193,22 +216,30 @@ async def main_async(args) -> None:
         await asyncio.sleep(1.0)
         p = psutil.Process(proc.pid)
         rss = p.memory_info().rss / 2**20
-        torch_loaded = "unknown"
         med, worst, size = await object_info_latency(base)
+        cpu0 = p.cpu_times()
         rate, ids = await submit_rate(base, args.prompts, args.clients)
         await wait_drained(base)
+        cpu1 = p.cpu_times()
         async with aiohttp.ClientSession() as s:
             async with s.get(base + "/api/history") as r:
                 hist = await r.json()
         lost_submit = len([i for i in ids if i not in hist])
         e2e, finished, errors = await end_to_end(base, args.prompts, args.clients)
+        cpu2 = p.cpu_times()
+        cpu_submit = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / max(len(ids), 1) * 1000
+        cpu_e2e = (cpu2.user + cpu2.system - cpu1.user - cpu1.system) / max(finished, 1) * 1000
         lost_e2e = args.prompts // args.clients * args.clients - finished
+        print(f"server                {'lean (torch-free nodes only)' if args.lean else 'comfyui (all built-in nodes)'}")
         print(f"start-to-ready        {start:8.2f} s      (goal <= 2 s)")
         print(f"idle RSS              {rss:8.1f} MB     (goal <= 300 MB)")
         print(f"/object_info          {med:8.2f} ms     median of 100, max {worst:.2f} ms, {size / 1024:.0f} KiB (goal <= 10 ms)")
         print(f"submit rate           {rate:8.0f} /s     {len(ids)} prompts, {args.clients} clients (goal >= 2000/s)")
         print(f"end-to-end rate       {e2e:8.0f} /s     {finished} prompts, {args.clients} WS clients (goal >= 1000/s)")
+        print(f"server CPU per prompt {cpu_submit:8.3f} ms     submit phase (incl. execution), "
+              f"{cpu_e2e:.3f} ms with 10 WS clients")
         print(f"lost                  {lost_submit + lost_e2e:8d}        errors {errors}")
+        print(f"load average          {os.getloadavg()[0]:8.2f}        (other processes share this machine)")
         print(f"cpu count             {os.cpu_count():8d}")
     finally:
         proc.terminate()
@@ -223,6 +254,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=3000)
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--quiet", action="store_true", help="hide the server's stderr")
+    ap.add_argument("--lean", action="store_true",
+                    help="serve only the torch-free built-in nodes (the server's own cost)")
     args = ap.parse_args()
     asyncio.run(main_async(args))
 

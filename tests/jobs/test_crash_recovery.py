@@ -10,6 +10,7 @@ import pytest
 from _proc import ServerProcess, sleep_prompt, wait_until
 
 JOBS = 50
+CRASH_AT = 10
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -35,9 +36,11 @@ def test_kill_9_mid_queue_then_restart(tmp_path, database_url):
         for n in range(JOBS):
             # half with client-chosen ids, half with server-made ones
             extra = {"prompt_id": f"{tag}-{n}"} if n % 2 else {}
-            acknowledged.append(client.submit(sleep_prompt(f"{tag}-{n}", 0.1), **extra))
-        wait_until(lambda: len([s for s in _statuses(client, acknowledged)[0].values() if s == "completed"]) >= 8,
-                   timeout=30, what="some jobs to finish")
+            # job 10 runs long, so the crash is sure to hit it while it runs
+            seconds = 60 if n == CRASH_AT else 0.1
+            acknowledged.append(client.submit(sleep_prompt(f"{tag}-{n}", seconds), **extra))
+        wait_until(lambda: [i[1] for i in client.get("/api/queue").json()["queue_running"]] == [acknowledged[CRASH_AT]],
+                   timeout=30, what=f"job {CRASH_AT} to run")
         before, _ = _statuses(client, acknowledged)
         done_before = [pid for pid, s in before.items() if s == "completed"]
         history_before = {pid: client.get(f"/api/history/{pid}").json()[pid] for pid in done_before}
@@ -45,7 +48,7 @@ def test_kill_9_mid_queue_then_restart(tmp_path, database_url):
     finally:
         client.close()
         server.kill()
-    assert len(done_before) < JOBS - 5, "the queue finished before the crash; nothing was tested"
+    assert done_before == acknowledged[:CRASH_AT]
 
     restarted = ServerProcess(base, database_url, port=server.port).start()
     client = restarted.client()
@@ -62,7 +65,7 @@ def test_kill_9_mid_queue_then_restart(tmp_path, database_url):
         assert len(ids) == len(set(ids)) == JOBS
         assert set(ids) == set(acknowledged)
         failed = [pid for pid, s in statuses.items() if s == "failed"]
-        assert len(failed) <= 1, failed  # only the job that was running when the process died
+        assert failed == [acknowledged[CRASH_AT]]  # only the job that was running when the process died
         for pid in failed:
             assert pid not in done_before
             entry = client.get(f"/api/history/{pid}").json()[pid]

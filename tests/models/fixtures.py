@@ -125,6 +125,23 @@ def _prefixed(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tenso
     return {prefix + k: v for k, v in sd.items()}
 
 
+def _memo(fn):
+    """State dicts are deterministic in their arguments: build each once per process and
+    hand out shallow copies (tensors are never modified in place by the tests)."""
+    cache: dict = {}
+
+    def wrapper(*args, **kwargs):
+        key = (args, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            cache[key] = fn(*args, **kwargs)
+        return dict(cache[key])
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@_memo
 def sd1_state_dict(seed: int = 0, inpaint: bool = False, vae: bool = True, clip: bool = True) -> dict[str, torch.Tensor]:
     cfg = dict(SD1_UNET, in_channels=9 if inpaint else 4)
     sd = _prefixed(unet_sd(cfg, seed), "model.diffusion_model.")
@@ -136,6 +153,7 @@ def sd1_state_dict(seed: int = 0, inpaint: bool = False, vae: bool = True, clip:
     return sd
 
 
+@_memo
 def sd2_state_dict(seed: int = 0, v_pred: bool = True) -> dict[str, torch.Tensor]:
     from comfyui.models.convert import hf_to_open_clip
     sd = _prefixed(unet_sd(SD2_UNET, seed), "model.diffusion_model.")
@@ -148,6 +166,7 @@ def sd2_state_dict(seed: int = 0, v_pred: bool = True) -> dict[str, torch.Tensor
     return sd
 
 
+@_memo
 def sdxl_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     from comfyui.models.convert import hf_to_open_clip
     sd = _prefixed(unet_sd(SDXL_UNET, seed), "model.diffusion_model.")
@@ -159,6 +178,7 @@ def sdxl_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     return sd
 
 
+@_memo
 def refiner_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     from comfyui.models.convert import hf_to_open_clip
     sd = _prefixed(unet_sd(REFINER_UNET, seed), "model.diffusion_model.")

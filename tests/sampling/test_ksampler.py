@@ -299,3 +299,107 @@ def test_process_latent_in_and_out_applied():
     # with denoise 0 nothing runs; with a mask of zeros the latent comes back unchanged through in/out
     out = _run(p, steps=4, latent={**latent, "noise_mask": torch.zeros(1, 1, 8, 8)}, pos=cond(0.0), neg=cond(0.0))
     torch.testing.assert_close(out, latent["samples"])
+
+
+def test_taesd_preview_from_vae_approx(workspace):
+    import safetensors.torch
+
+    from comfyui import paths
+    from comfyui.models import memory
+    from comfyui.sampling import preview
+
+    dec = preview.taesd_decoder(4)
+    folder = paths.get_folder_paths("vae_approx")[0]
+    import os
+
+    os.makedirs(folder, exist_ok=True)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in dec.state_dict().items()},
+                                os.path.join(folder, "taesd_decoder.safetensors"))
+    paths.invalidate_cache("vae_approx")
+    m = GaussianModel()
+    m.latent_format.taesd_decoder_name = "taesd_decoder"
+    p = ToyPatcher(m)
+    events = []
+    ctx = progress.NodeContext("p", "1", "1", "1", None,
+                               on_progress=lambda v, t, prev, node_id=None: events.append(prev))
+    old = memory.args.get("preview_method")
+    memory.args["preview_method"] = "taesd"
+    token = progress.set_context(ctx)
+    try:
+        _run(p, steps=2)
+    finally:
+        progress.reset_context(token)
+        memory.args["preview_method"] = old
+    fmt, img, size = events[-1]
+    assert fmt == "JPEG" and img.size == (64, 64)  # TAESD upsamples 8x
+    # without weights for the format, taesd falls back to latent2rgb
+    m.latent_format.taesd_decoder_name = "taesdxl_decoder"
+    memory.args["preview_method"] = "taesd"
+    try:
+        assert isinstance(preview.get_previewer(p), preview.Latent2RGBPreviewer)
+    finally:
+        memory.args["preview_method"] = old
+
+
+def test_control_objects_reach_the_model_and_uncond():
+    class FakeControl:
+        def __init__(self):
+            self.pre_runs = 0
+            self.calls = []
+            self.cleaned = False
+
+        def pre_run(self, model, percent_to_sigma):
+            self.pre_runs += 1
+
+        def get_control(self, x, t, c, batched_number, transformer_options):
+            self.calls.append((x.shape[0], batched_number))
+            return {"marker": x.shape[0]}
+
+        def cleanup(self):
+            self.cleaned = True
+
+    m = GaussianModel()
+    seen = []
+    orig = m.apply_model
+    m.apply_model = lambda x, t, control=None, **kw: (seen.append(control), orig(x, t, **kw))[1]
+    p = ToyPatcher(m)
+    ctrl = FakeControl()
+    pos = cond(0.5, control=ctrl, control_apply_to_uncond=True)
+    _run(p, steps=3, cfg=4.0, pos=pos, neg=cond(0.0))
+    assert ctrl.pre_runs == 1  # before the uncond shares it, as ComfyUI
+    assert ctrl.calls == [(4, 2)] * 3  # cond + uncond batched together, control for both
+    assert seen == [{"marker": 4}] * 3
+    assert ctrl.cleaned
+
+
+def test_custom_sampler_registration_and_previewer_signature():
+    from comfyui.models import memory
+    from comfyui.sampling import k_diffusion as kd
+    from comfyui.sampling import preview
+
+    calls = []
+
+    def sample_my_test(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        calls.append(len(sigmas))
+        return kd.sample_euler(model, x, sigmas, extra_args=extra_args, callback=callback)
+
+    kd.sample_my_test = sample_my_test
+    try:
+        p = ToyPatcher(GaussianModel())
+        latent = {"samples": torch.zeros(1, 4, 8, 8)}
+        (sampler,) = nodes.KSamplerSelect().get_sampler("my_test")
+        (sigmas,) = nodes.BasicScheduler().get_sigmas(p, "normal", 3, 1.0)
+        nodes.SamplerCustom().sample(p, True, 0, 1.0, cond(0.0), cond(0.0), sampler, sigmas, latent)
+        assert calls == [4]
+    finally:
+        del kd.sample_my_test
+    with pytest.raises(ValueError):
+        smp.sampler_object("no_such_sampler")
+    old = memory.args.get("preview_method")
+    memory.args["preview_method"] = "latent2rgb"
+    try:
+        prev = preview.get_previewer("cpu", GaussianModel().latent_format)
+        assert isinstance(prev, preview.Latent2RGBPreviewer)
+    finally:
+        memory.args["preview_method"] = old
+    assert preview.get_previewer("cpu", GaussianModel().latent_format) is None

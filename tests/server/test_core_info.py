@@ -125,3 +125,18 @@ async def test_server_import_does_not_need_torch():
             "comfyui.server.security, comfyui.server.openapi; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+async def test_gzip_and_cache_control(make_server):
+    srv = await make_server(enable_compress_response_body=True)
+    resp = await srv.client.get("/api/object_info", headers={"Accept-Encoding": "gzip"})
+    assert resp.status == 200 and resp.headers.get("Content-Encoding") == "gzip"
+    assert "PreviewAny" in await resp.json()  # the client decompresses
+    resp = await srv.client.get("/api/features", headers={"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in resp.headers  # tiny bodies stay plain
+    resp = await srv.client.get("/scripts/app.js")
+    if resp.status == 200:  # the frontend package is installed
+        assert resp.headers["Cache-Control"] == "no-cache"
+    plain = await make_server()
+    resp = await plain.client.get("/api/object_info", headers={"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in resp.headers

@@ -161,10 +161,14 @@ async def test_history_paging_by_id_delete_clear(server):
     assert await (await server.client.get("/api/history/unknown")).json() == {}
     resp = await server.client.get("/api/history?max_items=abc")
     assert resp.status == 400
+    jobs = await (await server.client.get("/api/jobs?status=completed")).json()
+    assert jobs["pagination"]["total"] == 5
     resp = await server.post_json("/api/history", {"delete": [ids[0], ids[1]]})
     assert resp.status == 200
     hist = await (await server.client.get("/api/history")).json()
     assert list(hist) == ids[2:]
+    jobs = await (await server.client.get("/api/jobs?status=completed")).json()
+    assert [j["id"] for j in jobs["jobs"]] == ids[2:][::-1]
     resp = await server.post_json("/history", {"clear": True})
     assert await (await server.client.get("/api/history")).json() == {}
 
@@ -216,3 +220,19 @@ async def test_secrets_never_stored(server):
         assert "SECRET-" not in text, path
     assert entry["prompt"][3]["extra_pnginfo"]["workflow"]["id"] == "wf-1"
     assert "SECRET-" not in server.ctx.logs.text()
+
+
+async def test_on_prompt_handlers_can_rewrite_the_request(server):
+    from comfyui.compat.server import PromptServer
+
+    def handler(body):
+        body["prompt"]["1"]["inputs"]["value"] = "rewritten"
+        return body
+
+    PromptServer.instance.add_on_prompt_handler(handler)
+    try:
+        pid = (await server.submit(text_prompt("original")))["prompt_id"]
+    finally:
+        PromptServer.instance.on_prompt_handlers.remove(handler)
+    entry = await server.wait_history(pid)
+    assert entry["outputs"]["2"] == {"text": ["rewritten"]}

@@ -1,6 +1,6 @@
 """Tiny random ESRGAN-family upscalers written in the layouts users download.
 
-``esrgan_old_sd``: the original ESRGAN release layout (``RRDB_ESRGAN_x4.pth``, ``4x-ESRGAN.pth``):
+``esrgan_old_sd`` (growth channels fixed at 32, as every ESRGAN release): the original ESRGAN release layout (``RRDB_ESRGAN_x4.pth``, ``4x-ESRGAN.pth``):
 ``model.0`` conv_first, ``model.1.sub.<i>.RDB<j>.conv<k>.0`` dense blocks, ``model.1.sub.<nb>``
 trunk conv, ``model.3`` / ``model.6`` upsampling convs, ``model.8`` HR conv, ``model.10`` last.
 ``esrgan_new_sd``: the BasicSR / Real-ESRGAN layout of the same weights (``conv_first``,
@@ -19,7 +19,7 @@ def _conv(g: torch.Generator, cout: int, cin: int, k: int = 3, std: float | None
     return torch.randn(cout, cin, k, k, generator=g) * std, torch.randn(cout, generator=g) * 0.01
 
 
-def esrgan_old_sd(nf: int = 8, nb: int = 2, gc: int = 4, scale: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+def esrgan_old_sd(nf: int = 8, nb: int = 2, gc: int = 32, scale: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     assert scale in (2, 4)
     g = torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}

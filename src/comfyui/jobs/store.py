@@ -2,6 +2,13 @@
 
 Pending items also live in the in-memory heap (the hot path reads memory only); every
 acknowledged submit is committed before ``put`` returns. History reads go to the database.
+
+Writes go through one writer thread that commits whatever has queued up in a single
+transaction (group commit), so concurrent submits and the worker's state changes share
+fsyncs. ``put``, deletes and history edits wait for their commit; the worker's
+``in_progress``/finished updates do not (the worker never waits on the disk), and every read
+first waits for the writes queued before it, so reads always see them. The price: a process
+killed within one commit of a job finishing may record that job as failed (interrupted).
 Job states: pending, in_progress, completed, failed, cancelled.
 On start-up, pending jobs are queued again and a job that was in progress when the process
 died is marked failed (or queued again with ``requeue_interrupted``).
@@ -9,6 +16,7 @@ Secrets were removed from extra_data by the engine before they reach this store.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import pathlib
 import threading
 import time
@@ -99,6 +107,79 @@ def _status_of(entry: dict) -> str:
     return COMPLETED if entry.get("status", {}).get("status_str") == "success" else FAILED
 
 
+class _GroupWriter:
+    """One thread that runs queued write operations, batching all that are waiting into one
+    transaction. ``submit(fn)`` -> Future of ``fn(connection)``; ``flush()`` waits for every
+    operation submitted so far."""
+
+    def __init__(self, db: sa.Engine, lock: threading.Lock, max_batch: int = 512):
+        self.db, self.lock, self.max_batch = db, lock, max_batch
+        self._cond = threading.Condition()
+        self._ops: list[tuple[Any, concurrent.futures.Future]] = []
+        self._submitted = 0
+        self._done = 0
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="comfyui-jobs-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            if self._stopped:
+                raise RuntimeError("the job store is closed")
+            self._ops.append((fn, future))
+            self._submitted += 1
+            self._cond.notify_all()
+        return future
+
+    def run(self, fn) -> Any:
+        return self.submit(fn).result()
+
+    def flush(self) -> None:
+        with self._cond:
+            target = self._submitted
+            while self._done < target:
+                self._cond.wait()
+
+    def pending(self) -> bool:
+        return self._done < self._submitted
+
+    def close(self) -> None:
+        self.flush()
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._ops and not self._stopped:
+                    self._cond.wait()
+                if not self._ops and self._stopped:
+                    return
+                batch, self._ops = self._ops[:self.max_batch], self._ops[self.max_batch:]
+            results: list = []
+            try:
+                with self.lock, self.db.begin() as conn:
+                    results = [fn(conn) for fn, _f in batch]
+            except Exception:  # noqa: BLE001 - isolate the failing operation(s)
+                results = []
+            if len(results) == len(batch):
+                for (_fn, future), result in zip(batch, results):
+                    future.set_result(result)
+            else:
+                for fn, future in batch:
+                    try:
+                        with self.lock, self.db.begin() as conn:
+                            future.set_result(fn(conn))
+                    except Exception as e:  # noqa: BLE001 - handed to the caller
+                        future.set_exception(e)
+            with self._cond:
+                self._done += len(batch)
+                self._cond.notify_all()
+
+
 class DurableQueue(PromptQueue):
     def __init__(self, url: str, *, requeue_interrupted: bool = False, max_history: int = MAX_HISTORY):
         super().__init__(max_history)
@@ -108,6 +189,7 @@ class DurableQueue(PromptQueue):
         self._write_lock = threading.Lock()  # SQLite allows one writer; keep writes ordered
         self._finished_since_prune = 0
         self.recovered = self._recover(requeue_interrupted)
+        self._writer = _GroupWriter(self.db, self._write_lock)
 
     # ---- start-up ----
     def _recover(self, requeue: bool) -> dict:
@@ -147,28 +229,27 @@ class DurableQueue(PromptQueue):
 
     # ---- queue (write-through) ----
     def put(self, item: QueueItem) -> None:
-        with self._write_lock, self.db.begin() as conn:
-            conn.execute(jobs.insert().values(
-                prompt_id=item.prompt_id, number=item.number, status=PENDING, client_id=item.client_id,
-                prompt=item.prompt, extra_data=item.extra_data, outputs_to_execute=item.outputs,
-                created_at=item.created_at or time.time()))
+        values = dict(prompt_id=item.prompt_id, number=item.number, status=PENDING, client_id=item.client_id,
+                      prompt=item.prompt, extra_data=item.extra_data, outputs_to_execute=item.outputs,
+                      created_at=item.created_at or time.time())
+        self._writer.run(lambda conn: conn.execute(jobs.insert().values(**values)))  # committed: acknowledged
         super().put(item)
 
     def get(self, timeout: float | None = None) -> QueueItem | None:
         item = super().get(timeout)
         if item is not None:
-            with self._write_lock, self.db.begin() as conn:
-                conn.execute(jobs.update().where(jobs.c.prompt_id == item.prompt_id)
-                             .values(status=IN_PROGRESS, started_at=time.time()))
+            pid, now = item.prompt_id, time.time()
+            self._writer.submit(lambda conn: conn.execute(
+                jobs.update().where(jobs.c.prompt_id == pid).values(status=IN_PROGRESS, started_at=now)))
         return item
 
     def task_done(self, item: QueueItem, history_entry: dict) -> None:
         status = _status_of(history_entry)
         error = next((m[1] for m in history_entry.get("status", {}).get("messages", [])
                       if m[0] == "execution_error"), None)
-        with self._write_lock, self.db.begin() as conn:
-            conn.execute(jobs.update().where(jobs.c.prompt_id == item.prompt_id).values(
-                status=status, ended_at=time.time(), history=history_entry, error=error))
+        pid, now = item.prompt_id, time.time()
+        self._writer.submit(lambda conn: conn.execute(jobs.update().where(jobs.c.prompt_id == pid).values(
+            status=status, ended_at=now, history=history_entry, error=error)))
         with self._cond:
             self._running.pop(item.prompt_id, None)
             self._cond.notify_all()
@@ -186,27 +267,35 @@ class DurableQueue(PromptQueue):
 
     def _delete_rows(self, prompt_ids: list[str]) -> None:
         if prompt_ids:
-            with self._write_lock, self.db.begin() as conn:
-                conn.execute(jobs.delete().where(jobs.c.prompt_id.in_(prompt_ids)))
+            self._writer.run(lambda conn: conn.execute(jobs.delete().where(jobs.c.prompt_id.in_(prompt_ids))))
+
+    def _read(self):
+        """A connection for reading, after every write queued so far has been committed."""
+        if self._writer.pending():
+            self._writer.flush()
+        return self.db.connect()
 
     def contains(self, prompt_id: str) -> bool:
-        with self.db.connect() as conn:
+        with self._read() as conn:
             return conn.execute(sa.select(jobs.c.seq).where(jobs.c.prompt_id == prompt_id)).first() is not None
 
     def record(self, prompt_id: str, entry: dict) -> None:
         item = entry["prompt"]
         values = dict(status=_status_of(entry), ended_at=time.time(), history=entry)
-        with self._write_lock, self.db.begin() as conn:
+
+        def write(conn) -> None:
             updated = conn.execute(jobs.update().where(jobs.c.prompt_id == prompt_id).values(**values)).rowcount
             if not updated:
                 conn.execute(jobs.insert().values(
                     prompt_id=prompt_id, number=item[0], client_id=(item[3] or {}).get("client_id"),
                     prompt=item[2], extra_data=item[3], outputs_to_execute=item[4], created_at=time.time(), **values))
 
+        self._writer.run(write)
+
     # ---- history (from the database) ----
     def get_history(self, max_items: int | None = None, offset: int = -1, prompt_id: str | None = None) -> dict:
         query = sa.select(jobs.c.prompt_id, jobs.c.history).where(jobs.c.status.in_(FINISHED))
-        with self.db.connect() as conn:
+        with self._read() as conn:
             if prompt_id is not None:
                 row = conn.execute(query.where(jobs.c.prompt_id == prompt_id)).first()
                 return {row[0]: row[1]} if row is not None and row[1] is not None else {}
@@ -222,19 +311,18 @@ class DurableQueue(PromptQueue):
     def delete_history(self, prompt_ids) -> None:
         ids = list(prompt_ids)
         if ids:
-            with self._write_lock, self.db.begin() as conn:
-                conn.execute(jobs.delete().where(jobs.c.prompt_id.in_(ids), jobs.c.status.in_(FINISHED)))
+            self._writer.run(lambda conn: conn.execute(
+                jobs.delete().where(jobs.c.prompt_id.in_(ids), jobs.c.status.in_(FINISHED))))
 
     def clear_history(self) -> None:
-        with self._write_lock, self.db.begin() as conn:
-            conn.execute(jobs.delete().where(jobs.c.status.in_(FINISHED)))
+        self._writer.run(lambda conn: conn.execute(jobs.delete().where(jobs.c.status.in_(FINISHED))))
 
     def history_len(self) -> int:
-        with self.db.connect() as conn:
+        with self._read() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status.in_(FINISHED))).scalar()
 
     def job_status(self, prompt_id: str) -> str | None:
-        with self.db.connect() as conn:
+        with self._read() as conn:
             return conn.execute(sa.select(jobs.c.status).where(jobs.c.prompt_id == prompt_id)).scalar()
 
     def _maybe_prune(self) -> None:
@@ -242,12 +330,16 @@ class DurableQueue(PromptQueue):
         if self._finished_since_prune < 100:
             return
         self._finished_since_prune = 0
-        with self._write_lock, self.db.begin() as conn:
+        keep = self._max_history
+
+        def prune(conn) -> None:
             cutoff = conn.execute(sa.select(jobs.c.seq).where(jobs.c.status.in_(FINISHED))
-                                  .order_by(jobs.c.seq.desc()).offset(self._max_history).limit(1)).scalar()
+                                  .order_by(jobs.c.seq.desc()).offset(keep).limit(1)).scalar()
             if cutoff is not None:
                 conn.execute(jobs.delete().where(jobs.c.status.in_(FINISHED), jobs.c.seq <= cutoff))
 
-    def close(self) -> None:
-        self.db.dispose()
+        self._writer.submit(prune)
 
+    def close(self) -> None:
+        self._writer.close()
+        self.db.dispose()

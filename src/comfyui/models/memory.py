@@ -475,6 +475,12 @@ def load_models_gpu(models: Iterable[Any], memory_required: int = 0, force_patch
                         budget = max(64 * 1024 ** 2, get_free_memory(dev) - extra_mem)
                         if budget >= lm.size():
                             budget = None
+            # clones share the module: the one being loaded takes it over (patch_model
+            # unpatches the other), so forget the other's entry
+            for i in range(len(current_loaded_models) - 1, -1, -1):
+                other = current_loaded_models[i].model
+                if other is not lm.model and getattr(other, "model", None) is getattr(lm.model, "model", object()):
+                    current_loaded_models.pop(i)
             lm.load(budget)
             current_loaded_models.insert(0, lm)
 
@@ -526,3 +532,43 @@ def engine_free_hook(unload_models: bool, free_memory: bool) -> None:
         from .sd import cache
         cache.clear()
     soft_empty_cache()
+
+
+# ---------------------------------------------------------------- ComfyUI-compatible names
+OOM_EXCEPTION = torch.cuda.OutOfMemoryError
+
+
+def is_device_mps(device: Any) -> bool:
+    return device is not None and torch.device(device).type == "mps"
+
+
+def is_device_cuda(device: Any) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
+
+
+def xformers_enabled() -> bool:
+    return False
+
+
+def pytorch_attention_enabled() -> bool:
+    return True
+
+
+def pytorch_attention_flash_attention() -> bool:
+    return get_torch_device().type == "cuda"
+
+
+def get_autocast_device(dev: Any) -> str:
+    return torch.device(dev).type if dev is not None else "cuda"
+
+
+def cast_to_device(tensor: torch.Tensor, device: Any, dtype: torch.dtype | None, copy: bool = False) -> torch.Tensor:
+    return tensor.to(device=device, dtype=dtype, copy=copy)
+
+
+def module_size(module: torch.nn.Module) -> int:
+    return sum(t.nelement() * t.element_size() for t in module.state_dict().values())
+
+
+def total_vram_mb() -> float:
+    return get_total_memory() / (1024 * 1024)

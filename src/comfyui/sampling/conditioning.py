@@ -278,6 +278,29 @@ def create_cond_with_same_area_if_none(conds: list[dict], c: dict) -> None:
     conds.append(out)
 
 
+def apply_empty_x_to_equal_area(conds: list[dict], uncond: list[dict], name: str, fill: Callable) -> None:
+    """Give area-less uncond entries the ``name`` objects (ControlNets, GLIGEN) of the
+    area-less cond entries, so cond and uncond evaluate with the same control."""
+    cond_objs = [x[name] for x in conds if "area" not in x and x.get(name) is not None]
+    uncond_other = []
+    for t, x in enumerate(uncond):
+        if "area" in x:
+            continue
+        if x.get(name) is not None:
+            return  # the uncond already has its own
+        uncond_other.append((x, t))
+    if not uncond_other:
+        return
+    for i in range(len(cond_objs)):
+        o, t = uncond_other[i % len(uncond_other)]
+        n = dict(o)
+        n[name] = fill(cond_objs, i)
+        if o.get(name) is not None:
+            uncond.append(n)
+        else:
+            uncond[t] = n
+
+
 def process_conds(model, noise, conds: dict[str, list], device, latent_image=None, denoise_mask=None, seed=None):
     for k in conds:
         conds[k] = conds[k][:]
@@ -297,6 +320,13 @@ def process_conds(model, noise, conds: dict[str, list], device, latent_image=Non
             control = c.get("control")
             if control is not None and hasattr(control, "pre_run"):
                 control.pre_run(model, lambda a: model.model_sampling.percent_to_sigma(a))
+    if "positive" in conds:
+        positive = conds["positive"]
+        for k in conds:
+            if k != "positive":
+                apply_empty_x_to_equal_area([c for c in positive if c.get("control_apply_to_uncond", False)],
+                                            conds[k], "control", lambda objs, i: objs[i])
+                apply_empty_x_to_equal_area(positive, conds[k], "gligen", lambda objs, i: objs[i])
     return conds
 
 

@@ -1451,54 +1451,49 @@ def sample_sa_solver_pece(model, x, sigmas, extra_args=None, callback=None, disa
 # ----------------------------------------------------------------------------------------
 def _unipc_update(model_fn, x, model_prev, sigma_prev, sigma_t, order, variant, use_corrector):
     """One UniPC multistep update in data-prediction mode (lambda = -log sigma).
-    Returns (x_t, model evaluation at the predicted x_t or None)."""
+    Returns (x_t, model evaluation at the predicted x_t or None). The scalar coefficients
+    are computed on the CPU in float64."""
+    def lam(sig):
+        return -math.log(float(sig))
+
     m0 = model_prev[-1]
-    lam0 = _t_fn(sigma_prev[-1])
-    lam_t = _t_fn(sigma_t)
-    h = lam_t - lam0
+    lam0 = lam(sigma_prev[-1])
+    h = lam(sigma_t) - lam0
     rks = []
     D1s = []
     for i in range(1, order):
-        lam_i = _t_fn(sigma_prev[-(i + 1)])
-        rk = (lam_i - lam0) / h
+        rk = (lam(sigma_prev[-(i + 1)]) - lam0) / h
         rks.append(rk)
         D1s.append((model_prev[-(i + 1)] - m0) / rk)
-    rks.append(torch.ones_like(h))
-    rks = torch.stack([torch.as_tensor(r, dtype=torch.float64) for r in rks])
-    hh = -h.double()
-    h_phi_1 = torch.expm1(hh)
+    rks.append(1.0)
+    rks_t = torch.tensor(rks, dtype=torch.float64)
+    hh = -h
+    h_phi_1 = math.expm1(hh)
     h_phi_k = h_phi_1 / hh - 1
     factorial = 1
-    B_h = hh if variant == "bh1" else torch.expm1(hh)
+    B_h = hh if variant == "bh1" else math.expm1(hh)
     R = []
     b = []
     for i in range(1, order + 1):
-        R.append(torch.pow(rks, i - 1))
+        R.append(torch.pow(rks_t, i - 1))
         b.append(h_phi_k * factorial / B_h)
         factorial *= i + 1
         h_phi_k = h_phi_k / hh - 1 / factorial
     R = torch.stack(R)
-    b = torch.stack(b)
-    use_predictor = len(D1s) > 0
-    if use_predictor:
-        rhos_p = torch.tensor([0.5], dtype=torch.float64) if order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1])
+    b = torch.tensor(b, dtype=torch.float64)
+    rhos_p = rhos_c = None
+    if D1s:
+        rhos_p = [0.5] if order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1]).tolist()
     if use_corrector:
-        rhos_c = torch.tensor([0.5], dtype=torch.float64) if order == 1 else torch.linalg.solve(R, b)
-    dtype = x.dtype
-    ratio = (sigma_t / sigma_prev[-1]).to(dtype)
-    hp1 = h_phi_1.to(dtype)
-    Bh = B_h.to(dtype)
-    x_t_ = ratio * x - hp1 * m0
-    if use_predictor:
-        pred_res = sum(rhos_p[k].to(dtype) * D1s[k] for k in range(len(D1s)))
-    else:
-        pred_res = 0
-    x_t = x_t_ - Bh * pred_res
+        rhos_c = [0.5] if order == 1 else torch.linalg.solve(R, b).tolist()
+    x_t_ = (float(sigma_t) / float(sigma_prev[-1])) * x - h_phi_1 * m0
+    pred_res = sum(rhos_p[k] * D1s[k] for k in range(len(D1s))) if D1s else 0
+    x_t = x_t_ - B_h * pred_res
     model_t = None
     if use_corrector:
         model_t = model_fn(x_t, sigma_t)
-        corr_res = sum(rhos_c[k].to(dtype) * D1s[k] for k in range(len(D1s))) if D1s else 0
-        x_t = x_t_ - Bh * (corr_res + rhos_c[-1].to(dtype) * (model_t - m0))
+        corr_res = sum(rhos_c[k] * D1s[k] for k in range(len(D1s))) if D1s else 0
+        x_t = x_t_ - B_h * (corr_res + rhos_c[-1] * (model_t - m0))
     return x_t, model_t
 
 

@@ -22,7 +22,15 @@ from comfyui.engine.progress import throw_if_interrupted
 from . import k_diffusion as kd
 from .conditioning import (calc_cond_batch, cfg_function, convert_cond, process_conds, repeat_to_batch_size,
                            sampling_function)
+# re-exported for ``comfy.samplers`` compatibility (custom nodes use these names)
+from .conditioning import (can_concat_cond, cond_cat, create_cond_with_same_area_if_none,  # noqa: F401
+                           encode_model_conds, get_area_and_mult, calculate_start_end_timesteps,
+                           resolve_areas_and_cond_masks, apply_empty_x_to_equal_area)
 from .schedulers import SCHEDULER_NAMES, calculate_sigmas
+from .schedulers import (SCHEDULER_HANDLERS, SchedulerHandler, beta_scheduler, ddim_scheduler,  # noqa: F401
+                         kl_optimal_scheduler, linear_quadratic_schedule, normal_scheduler, simple_scheduler)
+
+resolve_areas_and_cond_masks_multidim = resolve_areas_and_cond_masks
 
 KSAMPLER_NAMES = [
     "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
@@ -190,7 +198,8 @@ class KSAMPLER(Sampler):
         model_k = KSamplerX0Inpaint(model_wrap, sigmas)
         model_k.latent_image = latent_image
         if self.inpaint_options.get("random", False):
-            generator = torch.manual_seed(extra_args.get("seed", 41) + 1)
+            seed = extra_args.get("seed")
+            generator = torch.manual_seed((41 if seed is None else int(seed)) + 1)
             model_k.noise = torch.randn(noise.shape, generator=generator, device="cpu").to(noise.dtype).to(noise.device)
         else:
             model_k.noise = noise
@@ -248,8 +257,7 @@ def sampler_object(name: str) -> KSAMPLER:
         return KSAMPLER(kd.sample_unipc_bh2)
     if name == "ddim":
         return ksampler("euler", inpaint_options={"random": True})
-    if name not in KSAMPLER_NAMES:
-        raise ValueError(f"unknown sampler {name!r}")
+    # names custom nodes add come with a ``k_diffusion.sample_<name>`` function
     return ksampler(name)
 
 

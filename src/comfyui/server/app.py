@@ -198,6 +198,23 @@ def bind_addresses(listen: str | None) -> list[str]:
     return addrs
 
 
+def _unbindable(addresses: list[str], port: int) -> str | None:
+    """``"addr:port: reason"`` when the first address cannot be bound now, else None."""
+    import socket
+
+    if port == 0 or not addresses:
+        return None
+    addr = addresses[0]
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((addr, port))
+    except OSError as e:
+        return f"{addr}:{port}: {e.strerror or e}"
+    return None
+
+
 def build_engine(config: Any):
     """An Engine for ``config``: paths applied, built-in and custom nodes loaded (custom nodes
     may register routes on ``PromptServer.instance.routes`` while they import)."""
@@ -210,6 +227,12 @@ async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None 
                 stop: asyncio.Event | None = None) -> int:
     """Serve until ``stop`` is set (or SIGINT/SIGTERM). Returns an exit code."""
     t0 = time.perf_counter()
+    port = int(config_get(config, "port", 8188))
+    addresses = bind_addresses(config_get(config, "listen", "127.0.0.1"))
+    problem = _unbindable(addresses, port)
+    if problem is not None:  # fail fast, before the (slow) node loading
+        log.error("cannot listen on %s", problem)
+        return 1
     own_engine = engine is None
     if engine is None:
         engine = await asyncio.to_thread(build_engine, config)
@@ -217,9 +240,8 @@ async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None 
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     sslctx = _ssl_context(config)
-    port = int(config_get(config, "port", 8188))
     sites = []
-    for addr in bind_addresses(config_get(config, "listen", "127.0.0.1")):
+    for addr in addresses:
         site = web.TCPSite(runner, addr, port, ssl_context=sslctx, reuse_address=True)
         try:
             await site.start()

@@ -124,6 +124,8 @@ class PromptRoutes:
         self._versions_cache: dict | None = None
         self._gpu_cache: tuple[float, list] | None = None
         self._job_cache: dict[str, tuple[dict, dict]] = {}
+        self._history_jobs_cache: tuple[tuple, list[dict]] | None = None
+        self.history_generation = 0
 
     # ------------------------------------------------------------------ /prompt
     async def get_prompt(self, request: web.Request) -> web.Response:
@@ -134,6 +136,7 @@ class PromptRoutes:
         if not isinstance(body, dict):
             return prompt_error("invalid_prompt", "Invalid prompt request",
                                 "The request body must be a JSON object")
+        body = self._on_prompt_hooks(body)
         prompt = body.get("prompt")
         if prompt is None:
             return prompt_error("no_prompt", "No prompt provided", "No prompt provided")
@@ -180,7 +183,6 @@ class PromptRoutes:
         if self.engine.queue_remaining() >= self.max_queue:
             return self._queue_full()
 
-        prompt = self._on_prompt_hooks(body, prompt)
         kwargs: dict[str, Any] = {"client_id": client_id, "extra_data": extra_data, "front": front}
         if prompt_id is not None:
             kwargs["prompt_id"] = prompt_id
@@ -208,22 +210,22 @@ class PromptRoutes:
                             f"The queue already holds {self.max_queue} prompts (--max-queue-size)",
                             status=429, headers={"Retry-After": "1"})
 
-    def _on_prompt_hooks(self, body: dict, prompt: dict) -> dict:
-        """Custom nodes' ``PromptServer.instance.add_on_prompt_handler`` hooks."""
+    def _on_prompt_hooks(self, body: dict) -> dict:
+        """Custom nodes' ``PromptServer.instance.add_on_prompt_handler`` hooks may rewrite the
+        whole request body before it is read (as upstream)."""
         mod = sys.modules.get("comfyui.compat.server")
         if mod is None:
-            return prompt
+            return body
         try:
             instance = mod.PromptServer.instance
-            trigger = getattr(instance, "trigger_on_prompt", None)
-            if trigger is None:
-                return prompt
-            new = trigger(dict(body))
-            if isinstance(new, dict) and isinstance(new.get("prompt"), dict):
-                return new["prompt"]
+            if not getattr(instance, "on_prompt_handlers", None):
+                return body
+            new = instance.trigger_on_prompt(body)
+            if isinstance(new, dict):
+                return new
         except Exception:  # noqa: BLE001
             log.exception("on_prompt handler failed")
-        return prompt
+        return body
 
     # ------------------------------------------------------------------ /queue
     async def get_queue(self, request: web.Request) -> web.Response:
@@ -282,25 +284,52 @@ class PromptRoutes:
             self.engine.clear_history()
         if ids:
             self.engine.delete_history(ids)
+        self.history_generation += 1
         return web.Response(status=200)
 
     # ------------------------------------------------------------------ Jobs API
-    def _jobs(self) -> list[dict]:
-        """Every job: running, pending, then history. History jobs are cached per entry
-        object (entries do not change once recorded), so a poll costs O(n) dict lookups."""
+    def _queue_jobs(self) -> list[dict]:
         running, pending = self.engine.get_queue()
         out = [job_from_queue_item(i, "in_progress") for i in running]
         out += [job_from_queue_item(i, "pending") for i in pending]
+        return out
+
+    def _history_signature(self) -> tuple:
+        """Changes whenever history may have changed: its length plus a generation counter
+        bumped by every ``status`` event (the engine sends one on every queue change: put,
+        start, done, cancel, delete) and by this server's own history deletions."""
+        queue = getattr(self.engine, "queue", None)
+        if hasattr(queue, "history_len"):
+            return queue.history_len(), self.history_generation
+        hist = self.engine.get_history()
+        return len(hist), next(reversed(hist), None), self.history_generation
+
+    def on_engine_event(self, event: str, data: Any, client_id: str | None) -> None:
+        """Engine listener (worker thread)."""
+        if event == "status":
+            self.history_generation += 1
+
+    def _history_jobs(self) -> list[dict]:
+        """History jobs, newest first. Rebuilt only when history changed (entries never change
+        once recorded; per-entry results are reused), so the frontend's polling on every
+        ``status`` message stays cheap with thousands of entries."""
+        sig = self._history_signature()
+        if self._history_jobs_cache is not None and self._history_jobs_cache[0] == sig:
+            return self._history_jobs_cache[1]
         cache = self._job_cache
         fresh: dict[str, tuple[dict, dict]] = {}
+        jobs = []
         for pid, entry in self.engine.get_history().items():
             hit = cache.get(pid)
             if hit is None or hit[0] is not entry:
                 hit = (entry, job_from_history(pid, entry))
             fresh[pid] = hit
-            out.append(hit[1])
+            jobs.append(hit[1])
         self._job_cache = fresh
-        return out
+        jobs.reverse()  # history is oldest first
+        jobs.sort(key=lambda j: j.get("create_time") or 0, reverse=True)  # stable
+        self._history_jobs_cache = (sig, jobs)
+        return jobs
 
     async def get_jobs(self, request: web.Request) -> web.Response:
         statuses_raw = request.query.get("status")
@@ -321,12 +350,18 @@ class PromptRoutes:
         offset = _int_param(request, "offset", 0, minimum=0) or 0
         workflow_id = request.query.get("workflow_id")
 
-        jobs = [j for j in self._jobs()
+        wanted_queue = statuses is None or bool(statuses & {"pending", "in_progress"})
+        wanted_history = statuses is None or bool(statuses & {"completed", "failed", "cancelled"})
+        source = self._queue_jobs() if wanted_queue else []
+        if wanted_history:
+            source = source + self._history_jobs()
+        jobs = [j for j in source
                 if (statuses is None or j["status"] in statuses)
                 and (workflow_id is None or j.get("workflow_id") == workflow_id)]
         reverse = sort_order == "desc"
         if sort_by == "created_at":
-            jobs.sort(key=lambda j: (j.get("create_time") or 0), reverse=reverse)
+            if not (wanted_history and not wanted_queue and reverse):  # else already in order
+                jobs.sort(key=lambda j: (j.get("create_time") or 0), reverse=reverse)
         else:
             def dur(j):
                 s, e = j.get("execution_start_time"), j.get("execution_end_time")
@@ -749,6 +784,18 @@ def job_from_history(prompt_id: str, entry: dict) -> dict:
 def setup(app: web.Application, ctx: ServerContext) -> None:
     r = PromptRoutes(ctx)
     ctx.extra["prompt_routes"] = r
+
+    async def listen(app: web.Application) -> None:
+        ctx.engine.add_listener(r.on_engine_event)
+
+    async def unlisten(app: web.Application) -> None:
+        try:
+            ctx.engine.remove_listener(r.on_engine_event)
+        except Exception:  # noqa: BLE001
+            pass
+
+    app.on_startup.append(listen)
+    app.on_cleanup.append(unlisten)
     add_route(app, "GET", "/prompt", r.get_prompt)
     add_route(app, "POST", "/prompt", r.post_prompt)
     add_route(app, "GET", "/queue", r.get_queue)

@@ -506,7 +506,6 @@ class V1Routes:
                 return _error(507, f"could not store the uploaded files: {e.strerror or e}")
             _rewrite_refs(prompt, renames)
 
-        prompt_id = prompt_id or str(uuid.uuid4())
         try:
             result = await asyncio.to_thread(self.engine.submit, prompt, prompt_id=prompt_id, extra_data=extra_data)
         except PromptError as e:

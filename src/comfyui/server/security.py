@@ -236,7 +236,6 @@ def _cors_headers(origin: str) -> dict:
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Methods": "POST, GET, DELETE, PUT, PATCH, OPTIONS",
         "Access-Control-Allow-Headers": "Content-Type, Authorization, Comfy-User",
-        "Access-Control-Allow-Credentials": "true",
     }
 
 
