@@ -403,3 +403,33 @@ def test_custom_sampler_registration_and_previewer_signature():
     finally:
         memory.args["preview_method"] = old
     assert preview.get_previewer("cpu", GaussianModel().latent_format) is None
+
+
+def test_model_extra_conds_receive_entry_options_and_batch():
+    class AdmModel(GaussianModel):
+        def __init__(self):
+            super().__init__()
+            self.extra_calls = []
+            self.ys = []
+
+        def extra_conds(self, **kw):
+            self.extra_calls.append(kw)
+            y = torch.cat([kw["pooled_output"], torch.tensor([[kw["width"], kw["height"]]], dtype=torch.float32)], 1)
+            return {"c_crossattn": kw["cross_attn"], "y": y}
+
+        def apply_model(self, x, t, y=None, **kw):
+            self.ys.append(y)
+            return super().apply_model(x, t, **kw)
+
+    m = AdmModel()
+    p = ToyPatcher(m)
+    pos = cond(0.5, pooled_output=torch.ones(1, 3), width=1024)
+    neg = cond(0.0, pooled_output=torch.zeros(1, 3))
+    _run(p, steps=2, cfg=3.0, pos=pos, neg=neg, latent={"samples": torch.zeros(2, 4, 8, 16)})
+    by_type = {c["prompt_type"]: c for c in m.extra_calls}
+    assert by_type["positive"]["width"] == 1024 and by_type["positive"]["height"] == 64
+    assert by_type["negative"]["width"] == 128  # default: latent width * 8
+    assert by_type["positive"]["noise"].shape == (2, 4, 8, 16)
+    y = m.ys[0]
+    assert y.shape == (4, 5)  # cond and uncond, each repeated to the batch of 2
+    assert sorted(y[:, -2].tolist()) == [128.0, 128.0, 1024.0, 1024.0]

@@ -281,7 +281,10 @@ class ControlBase:
         self.cond_hint_original = cond_hint
         self.strength = strength
         self.timestep_percent_range = timestep_percent_range
-        self.vae = vae
+        if self.latent_format is not None:  # only ControlNets working in latent space use the VAE
+            if vae is None:
+                log.warning("no VAE given to the ControlNet apply node while this ControlNet needs one")
+            self.vae = vae
         return self
 
     def set_previous_controlnet(self, prev: "ControlBase | None") -> "ControlBase":

@@ -11,6 +11,7 @@ returning the denoised x0, optional ``extra_conds``/``process_latent_in``/``memo
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
 from typing import Any, Callable
@@ -173,14 +174,18 @@ class KSamplerX0Inpaint:
         return out
 
 
-class Sampler:
+class Sampler(abc.ABC):
+    """Base of SAMPLER values (custom nodes subclass it, as in ComfyUI)."""
+
     def max_denoise(self, model_wrap, sigmas) -> bool:
         max_sigma = float(model_wrap.inner_model.model_sampling.sigma_max)
         sigma = float(sigmas[0])
         return math.isclose(max_sigma, sigma, rel_tol=1e-05) or sigma > max_sigma
 
-    def sample(self, *args, **kwargs):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        """Run the sampler; returns the final latent (model space)."""
 
 
 class KSAMPLER(Sampler):

@@ -179,7 +179,7 @@ def _ssl_context(config: Any) -> ssl.SSLContext | None:
     if not keyfile and not certfile:
         return None
     if not (keyfile and certfile):
-        raise SystemExit("--tls-keyfile and --tls-certfile must be given together")
+        raise ValueError("--tls-keyfile and --tls-certfile must be given together")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(certfile=certfile, keyfile=keyfile)
     return ctx
@@ -233,13 +233,17 @@ async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None 
     if problem is not None:  # fail fast, before the (slow) node loading
         log.error("cannot listen on %s", problem)
         return 1
+    try:
+        sslctx = _ssl_context(config)
+    except (OSError, ssl.SSLError, ValueError) as e:
+        log.error("cannot load the TLS key/certificate: %s", e)
+        return 1
     own_engine = engine is None
     if engine is None:
         engine = await asyncio.to_thread(build_engine, config)
     app = create_app(engine, config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    sslctx = _ssl_context(config)
     sites = []
     for addr in addresses:
         site = web.TCPSite(runner, addr, port, ssl_context=sslctx, reuse_address=True)
@@ -255,8 +259,7 @@ async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None 
                 engine.stop()
             log.error("cannot listen on %s:%s: %s", addr, port, e)
             return 1
-    if own_engine or not getattr(engine, "running", True):
-        engine.start()
+    engine.start()  # no-op when the caller started it already
     scheme = "https" if sslctx else "http"
     actual_port = port
     try:
