@@ -2,16 +2,12 @@
 real aiohttp server on a free port, plus WebSocket helpers."""
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-import json
 import os
-import struct
 import sys
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
 _HERE = os.path.dirname(__file__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from server_helpers import is_done, sleep_prompt, text_prompt
+from server_helpers import sleep_prompt, text_prompt
 
 
 async def test_post_prompt_success_shape_and_both_prefixes(server):

@@ -109,31 +109,58 @@ def _status_of(entry: dict) -> str:
 
 class _GroupWriter:
     """One thread that runs queued write operations, batching all that are waiting into one
-    transaction. ``submit(fn)`` -> Future of ``fn(connection)``; ``flush()`` waits for every
-    operation submitted so far."""
+    transaction on one long-lived connection.
 
-    def __init__(self, db: sa.Engine, lock: threading.Lock, max_batch: int = 512):
+    ``submit(op)`` -> Future. An op is a callable ``fn(connection)`` or one of the batched
+    kinds ``("insert", values)``, ``("start", values)``, ``("finish", values)``: all inserts
+    of a batch go in one multi-row INSERT, then the starts and the finishes as executemany
+    UPDATEs, then the callables in order (a job's insert commits before it can start, and it
+    starts before it finishes, so this order keeps every job's own order). A batch that fails
+    is retried one operation per transaction, so only the failing operation's caller sees the
+    error. ``flush()`` waits for every operation submitted so far."""
+
+    def __init__(self, db: sa.Engine, lock: threading.Lock, max_batch: int = 1000):
         self.db, self.lock, self.max_batch = db, lock, max_batch
         self._cond = threading.Condition()
         self._ops: list[tuple[Any, concurrent.futures.Future]] = []
         self._submitted = 0
         self._done = 0
         self._stopped = False
+        self._conn: sa.Connection | None = None
+        self._leader = threading.Lock()  # held by whoever is committing a batch
+        self._start_stmt = jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid")).values(
+            status=sa.bindparam("status"), started_at=sa.bindparam("started_at"))
+        self._finish_stmt = jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid")).values(
+            status=sa.bindparam("status"), ended_at=sa.bindparam("ended_at"), history=sa.bindparam("history"),
+            error=sa.bindparam("error"))
         self._thread = threading.Thread(target=self._run, name="comfyui-jobs-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, fn) -> concurrent.futures.Future:
+    def submit(self, op, wake: bool = True) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._cond:
             if self._stopped:
                 raise RuntimeError("the job store is closed")
-            self._ops.append((fn, future))
+            self._ops.append((op, future))
             self._submitted += 1
-            self._cond.notify_all()
+            if wake:
+                self._cond.notify_all()
         return future
 
-    def run(self, fn) -> Any:
-        return self.submit(fn).result()
+    def run(self, op) -> Any:
+        """Submit ``op`` and wait for its commit. When no batch is being committed the caller
+        commits the waiting batch itself (no hand-over to the writer thread, whose wake-up
+        costs a GIL switch under load); otherwise the op joins the next batch."""
+        future = self.submit(op, wake=False)
+        if self._leader.acquire(blocking=False):
+            try:
+                self._commit_batch()
+            finally:
+                self._leader.release()
+        with self._cond:
+            if self._ops:
+                self._cond.notify_all()
+        return future.result()
 
     def flush(self) -> None:
         with self._cond:
@@ -145,11 +172,43 @@ class _GroupWriter:
         return self._done < self._submitted
 
     def close(self) -> None:
-        self.flush()
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        self._thread.join(10)
+        self._thread.join(30)
+
+    def _connection(self) -> sa.Connection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            self._conn = self.db.connect()
+        return self._conn
+
+    def _apply(self, conn: sa.Connection, ops: list) -> list:
+        inserts = [op[1] for op, _f in ops if isinstance(op, tuple) and op[0] == "insert"]
+        starts = [op[1] for op, _f in ops if isinstance(op, tuple) and op[0] == "start"]
+        finishes = [op[1] for op, _f in ops if isinstance(op, tuple) and op[0] == "finish"]
+        if inserts:
+            conn.execute(jobs.insert(), inserts)
+        if starts:
+            conn.execute(self._start_stmt, starts)
+        if finishes:
+            conn.execute(self._finish_stmt, finishes)
+        return [None if isinstance(op, tuple) else op(conn) for op, _f in ops]
+
+    def _transaction(self, ops: list) -> list:
+        with self.lock:
+            conn = self._connection()
+            try:
+                with conn.begin():
+                    return self._apply(conn, ops)
+            except sa.exc.DBAPIError as e:
+                if e.connection_invalidated:
+                    self._conn = None
+                raise
 
     def _run(self) -> None:
         while True:
@@ -157,24 +216,27 @@ class _GroupWriter:
                 while not self._ops and not self._stopped:
                     self._cond.wait()
                 if not self._ops and self._stopped:
+                    if self._conn is not None:
+                        self._conn.close()
                     return
-                batch, self._ops = self._ops[:self.max_batch], self._ops[self.max_batch:]
-            results: list = []
+            with self._leader:
+                self._commit_batch()
+
+    def _commit_batch(self) -> None:
+        """Commit the operations waiting now (the caller holds ``_leader``)."""
+        with self._cond:
+            batch, self._ops = self._ops[:self.max_batch], self._ops[self.max_batch:]
+        if batch:
             try:
-                with self.lock, self.db.begin() as conn:
-                    results = [fn(conn) for fn, _f in batch]
-            except Exception:  # noqa: BLE001 - isolate the failing operation(s)
-                results = []
-            if len(results) == len(batch):
-                for (_fn, future), result in zip(batch, results):
+                results = self._transaction(batch)
+                for (_op, future), result in zip(batch, results):
                     future.set_result(result)
-            else:
-                for fn, future in batch:
+            except Exception:  # noqa: BLE001 - retry one by one so the failure reaches its caller
+                for item in batch:
                     try:
-                        with self.lock, self.db.begin() as conn:
-                            future.set_result(fn(conn))
-                    except Exception as e:  # noqa: BLE001 - handed to the caller
-                        future.set_exception(e)
+                        item[1].set_result(self._transaction([item])[0])
+                    except Exception as e:  # noqa: BLE001
+                        item[1].set_exception(e)
             with self._cond:
                 self._done += len(batch)
                 self._cond.notify_all()
@@ -232,24 +294,21 @@ class DurableQueue(PromptQueue):
         values = dict(prompt_id=item.prompt_id, number=item.number, status=PENDING, client_id=item.client_id,
                       prompt=item.prompt, extra_data=item.extra_data, outputs_to_execute=item.outputs,
                       created_at=item.created_at or time.time())
-        self._writer.run(lambda conn: conn.execute(jobs.insert().values(**values)))  # committed: acknowledged
+        self._writer.run(("insert", values))  # committed: acknowledged
         super().put(item)
 
     def get(self, timeout: float | None = None) -> QueueItem | None:
         item = super().get(timeout)
         if item is not None:
-            pid, now = item.prompt_id, time.time()
-            self._writer.submit(lambda conn: conn.execute(
-                jobs.update().where(jobs.c.prompt_id == pid).values(status=IN_PROGRESS, started_at=now)))
+            self._writer.submit(("start", {"pid": item.prompt_id, "status": IN_PROGRESS, "started_at": time.time()}))
         return item
 
     def task_done(self, item: QueueItem, history_entry: dict) -> None:
         status = _status_of(history_entry)
         error = next((m[1] for m in history_entry.get("status", {}).get("messages", [])
                       if m[0] == "execution_error"), None)
-        pid, now = item.prompt_id, time.time()
-        self._writer.submit(lambda conn: conn.execute(jobs.update().where(jobs.c.prompt_id == pid).values(
-            status=status, ended_at=now, history=history_entry, error=error)))
+        self._writer.submit(("finish", {"pid": item.prompt_id, "status": status, "ended_at": time.time(),
+                                        "history": history_entry, "error": error}))
         with self._cond:
             self._running.pop(item.prompt_id, None)
             self._cond.notify_all()
@@ -341,5 +400,6 @@ class DurableQueue(PromptQueue):
         self._writer.submit(prune)
 
     def close(self) -> None:
+        self._writer.flush()
         self._writer.close()
         self.db.dispose()

@@ -211,11 +211,12 @@ class KSAMPLER(Sampler):
         ms = model_wrap.inner_model.model_sampling
         noise = ms.noise_scaling(sigmas[0], noise, latent_image, self.max_denoise(model_wrap, sigmas))
         total_steps = len(sigmas) - 1
-        k_callback = None
-        if callback is not None:
-            def k_callback(d):
-                callback(d["i"], d["denoised"], d["x"], total_steps)
-        samples = self.sampler_function(model_k, noise, sigmas, extra_args=extra_args, callback=k_callback,
+
+        def k_callback(d):
+            callback(d["i"], d["denoised"], d["x"], total_steps)
+
+        samples = self.sampler_function(model_k, noise, sigmas, extra_args=extra_args,
+                                        callback=k_callback if callback is not None else None,
                                         disable=disable_pbar, **self.extra_options)
         return ms.inverse_noise_scaling(sigmas[-1], samples)
 

@@ -23,22 +23,18 @@ Documented choices:
 from __future__ import annotations
 
 import importlib.metadata as md
-import inspect
 import logging
 import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
 import time
-import uuid
 from typing import Any
 
 from aiohttp import web
 
-from .context import (ServerContext, add_route, dumps, error_response, get_ctx, json_response,
-                      read_json)
+from .context import ServerContext, add_route, dumps, error_response, json_response, read_json
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +98,6 @@ def _id_list(body: Any, key: str) -> list[str] | None:
     return [str(i) for i in ids]
 
 
-def _submit_accepts(engine: Any) -> set[str]:
-    try:
-        return set(inspect.signature(engine.submit).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
 # ============================================================================ handlers
 
 
@@ -116,7 +105,6 @@ class PromptRoutes:
     def __init__(self, ctx: ServerContext):
         self.ctx = ctx
         self.engine = ctx.engine
-        self.submit_params = _submit_accepts(self.engine)
         self.max_queue = int(ctx.setting("max_queue_size", 65536) or 65536)
         self._object_info_key: Any = None
         self._object_info_body: bytes | None = None
@@ -444,14 +432,15 @@ class PromptRoutes:
             for _files, walked, _t in list(paths.filename_list_cache.values()):
                 for d in walked:
                     dirs[d] = 0.0
-            for root in (paths.get_input_directory(), paths.get_output_directory()):
-                if root and os.path.isdir(root):
-                    dirs[root] = 0.0
-                    for sub, subdirs, _f in os.walk(root):
-                        subdirs[:] = [s for s in subdirs if not s.startswith(".")][:200]
-                        dirs[sub] = 0.0
-                        if len(dirs) > 2000:
-                            break
+            root = paths.get_input_directory()  # LoadImage & co. list the input folder
+            if root and os.path.isdir(root):
+                dirs[root] = 0.0
+                with os.scandir(root) as it:
+                    for entry in it:
+                        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                            dirs[entry.path] = 0.0
+                            if len(dirs) > 500:
+                                break
             for name in list(paths.folder_names_and_paths.keys()):
                 for p in paths.folder_names_and_paths[name][0]:
                     dirs.setdefault(p, 0.0)

@@ -13,7 +13,10 @@ Protocol (frontend contract §3):
 Routing of engine events ``(event, data, client_id)`` (the engine calls listeners on its
 worker thread; we hop to the aiohttp loop with ``call_soon_threadsafe``, batched):
 
-* ``status`` is broadcast (consecutive ``status`` events in one batch are coalesced).
+* ``status`` is broadcast, at most once per ``STATUS_INTERVAL`` (20 ms; the latest count
+  wins and is always delivered). Bursts of queue changes become one message, and the
+  frontend, which refetches ``/api/jobs`` on every ``status``, is not flooded. The final
+  ``status`` of a run may therefore arrive just after ``executing`` null.
 * With a ``client_id``: the event goes to that sid only (dropped if it is not connected).
 * Without a ``client_id`` (API users): like upstream, ``execution_start``,
   ``execution_cached``, ``execution_success`` and ``execution_error`` are not sent;
@@ -25,10 +28,13 @@ worker thread; we hop to the aiohttp loop with ``call_soon_threadsafe``, batched
   that advertised ``supports_progress_text_metadata``, the legacy layout otherwise.
 
 Back-pressure: every socket has its own bounded queue and writer task, so a slow or dead
-client never blocks the engine or other clients. When a queue is full the oldest droppable
-item is discarded (binary previews first, then ``progress``/``progress_state``); if nothing
-can be dropped, or a single send stalls longer than ``SEND_TIMEOUT`` seconds, the socket is
-closed (code 1013); the frontend reconnects with the same sid and resumes.
+client never blocks the engine or other clients. Frames are built once per message and a
+writer hands everything queued to the transport in one write (sockets are opened without
+permessage-deflate, so pre-built frames are valid). When a queue is full (``QUEUE_LIMIT``
+frames) every queued binary preview is dropped (then, if needed, every ``progress`` /
+``progress_state``); if nothing can be dropped, or the peer has not read for
+``SEND_TIMEOUT`` seconds while the transport buffer is full, the socket is closed (code
+1013); the frontend reconnects with the same sid and resumes.
 """
 from __future__ import annotations
 
@@ -365,6 +371,12 @@ class ClientRegistry:
                     if self.running_prompt_id is None:
                         self.running_prompt_id = data.get("prompt_id")
                         self.running_client_id = client_id
+                    compat = sys.modules.get("comfyui.compat.server")
+                    if compat is not None:  # what custom nodes read to address the current node
+                        instance = getattr(compat.PromptServer, "instance", None)
+                        if instance is not None:
+                            instance.last_node_id = node
+                            instance.last_prompt_id = data.get("prompt_id")
         elif event in ("execution_success", "execution_error", "execution_interrupted"):
             if data.get("prompt_id") == self.running_prompt_id:
                 self.running_node = None
