@@ -215,10 +215,13 @@ class _GroupWriter:
             with self._cond:
                 while not self._ops and not self._stopped:
                     self._cond.wait()
-                if not self._ops and self._stopped:
+                stop = not self._ops and self._stopped
+            if stop:
+                with self._leader:
                     if self._conn is not None:
                         self._conn.close()
-                    return
+                        self._conn = None
+                return
             with self._leader:
                 self._commit_batch()
 

@@ -1,32 +1,13 @@
 """Adapter: ComfyUI's classic class API (INPUT_TYPES, RETURN_TYPES, FUNCTION, ...) -> NodeDef."""
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from .model import NodeDef
+from .model import NodeDef, param_names
 
 
 class NodeDefinitionError(Exception):
     pass
-
-
-def _param_names(func: Any) -> frozenset | None:
-    """Parameter names a callable accepts; None when it takes **kwargs (accepts everything)."""
-    try:
-        sig = inspect.signature(func)
-    except (TypeError, ValueError):
-        return None
-    names = set()
-    for p in sig.parameters.values():
-        if p.kind is inspect.Parameter.VAR_KEYWORD:
-            return None
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
-            names.add(p.name)
-    names.discard("self")
-    names.discard("cls")
-    names.discard("s")
-    return frozenset(names)
 
 
 def from_classic(name: str, cls: type, display_name: str | None = None, python_module: str = "nodes") -> NodeDef:
@@ -51,7 +32,7 @@ def from_classic(name: str, cls: type, display_name: str | None = None, python_m
         # The classic API calls these on an instance (methods) or on the class (classmethods).
         if not hasattr(cls, attr):
             return None, None
-        params = _param_names(getattr(cls, attr))
+        params = param_names(getattr(cls, attr))
         return (lambda instance, **kw: getattr(instance, attr)(**kw)), params
 
     lazy, _ = bound("check_lazy_status")

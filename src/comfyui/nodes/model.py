@@ -6,6 +6,7 @@ Both authoring APIs (the classic class API in ``classic.py`` and the typed schem
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -130,6 +131,22 @@ class NodeDef:
                 info["api_node"] = self.api_node
         info.update(self.extra_info)
         return info
+
+
+def param_names(func: Any) -> frozenset | None:
+    """Keyword parameter names a node hook accepts (without self/cls/s); None when it takes
+    **kwargs, meaning it gets every input."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    names = set()
+    for p in sig.parameters.values():
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            return None
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            names.add(p.name)
+    return frozenset(names - {"self", "cls", "s"})
 
 
 def _iter_specs(category: dict):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-from ..model import NodeDef
+from ..model import NodeDef, param_names
 from . import _io as io
 
 
@@ -42,23 +42,6 @@ def build_inputs(schema: io.Schema) -> dict:
     if schema.hidden:
         inputs["hidden"] = {h.name: (h.value,) for h in schema.hidden}
     return inputs
-
-
-def _param_names(func: Callable) -> frozenset | None:
-    """Parameter names a callable accepts; None when it takes **kwargs."""
-    try:
-        sig = inspect.signature(func)
-    except (TypeError, ValueError):
-        return None
-    names = set()
-    for p in sig.parameters.values():
-        if p.kind is inspect.Parameter.VAR_KEYWORD:
-            return None
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
-            names.add(p.name)
-    names.discard("cls")
-    names.discard("self")
-    return frozenset(names)
 
 
 # ---- dynamic inputs -------------------------------------------------------------------------
@@ -227,7 +210,7 @@ def node_def_from_schema(cls: type, python_module: str = "nodes", name: str | No
     def optional_method(attr: str) -> tuple[Callable | None, frozenset | None]:
         if io.first_real_override(cls, attr) is None:
             return None, None
-        params = _param_names(getattr(cls, attr))
+        params = param_names(getattr(cls, attr))
         if dynamic:
             # The engine only knows flat names; ask for everything and filter after nesting.
             return method_caller(attr, filter_params=params), None
