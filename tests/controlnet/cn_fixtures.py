@@ -22,6 +22,39 @@ SD15_SHAPED_UNET = dict(in_channels=4, out_channels=4, model_channels=32, num_re
                         context_dim=32, num_heads=8, num_head_channels=-1, use_linear_in_transformer=False)
 
 
+def sd15_shaped_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A tiny single-file checkpoint (UNet, VAE, CLIP-L) with the SD1.5 UNet structure, built
+    with the models engineer's fixture helpers."""
+    from models import fixtures as fx
+    sd = fx._prefixed(fx.unet_sd(SD15_SHAPED_UNET, seed), "model.diffusion_model.")
+    sd.update(fx._prefixed(fx.vae_sd(fx.TINY_VAE, seed + 1), "first_stage_model."))
+    te = fx.hf_text_model(32, 2, None, "quick_gelu", seed + 2)
+    sd.update(fx._prefixed(fx.hf_text_sd(te), "cond_stage_model.transformer."))
+    return sd
+
+
+def control_lora_from(ldm: dict[str, torch.Tensor], unet: dict[str, torch.Tensor], rank: int = 4, seed: int = 0):
+    """A control-LoRA (``lora_controlnet`` + ``<layer>.up/.down`` deltas on the base UNet's
+    input half + full hint / zero-conv / norm weights) and the full ControlNet it is equivalent
+    to (LDM keys without prefix): weights on the UNet take the base weight plus up @ down."""
+    g = torch.Generator().manual_seed(seed)
+    lora: dict[str, torch.Tensor] = {"lora_controlnet": torch.tensor([])}
+    full: dict[str, torch.Tensor] = {}
+    for k, v in ldm.items():
+        k = k[len("control_model."):]
+        base = unet.get(k)
+        if base is not None and k.endswith(".weight") and v.ndim >= 2:
+            name = k[:-len(".weight")]
+            up = torch.randn((v.shape[0], rank) + (1,) * (v.ndim - 2), generator=g) * 0.05
+            down = torch.randn((rank,) + tuple(v.shape[1:]), generator=g) * 0.05
+            lora[name + ".up"], lora[name + ".down"] = up, down
+            full[k] = base + (up.flatten(1) @ down.flatten(1)).reshape(v.shape)
+        else:
+            lora[k] = v
+            full[k] = v
+    return lora, full
+
+
 def diffusers_config(ucfg: dict[str, Any]) -> dict[str, Any]:
     levels = len(ucfg["channel_mult"])
     td = ucfg["transformer_depth"]

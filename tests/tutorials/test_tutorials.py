@@ -16,7 +16,7 @@ from PIL import Image
 from comfyui.models import memory
 
 from models import fixtures as fx
-from controlnet.cn_fixtures import SD15_SHAPED_UNET, write_controlnet, write_t2i_adapter
+from controlnet.cn_fixtures import sd15_shaped_state_dict, write_controlnet, write_t2i_adapter
 from upscale.esrgan_fixtures import write_esrgan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,14 +33,6 @@ INPUTS = {"example.png": (64, 48), "yosemite_inpaint_example.png": (64, 64), "yo
           "upscale_input.png": (24, 20), "scribble_input.png": (40, 64), "depth_input.png": (96, 64),
           "t2i_depth_input.png": (96, 64), "mixing_pose_input.png": (96, 64), "mixing_scribble_input.png": (96, 64),
           "pose_input.png": (64, 96)}
-
-
-def sd15_shaped_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
-    sd = fx._prefixed(fx.unet_sd(SD15_SHAPED_UNET, seed), "model.diffusion_model.")
-    sd.update(fx._prefixed(fx.vae_sd(fx.TINY_VAE, seed + 1), "first_stage_model."))
-    te = fx.hf_text_model(32, 2, None, "quick_gelu", seed + 2)
-    sd.update(fx._prefixed(fx.hf_text_sd(te), "cond_stage_model.transformer."))
-    return sd
 
 
 def sd2_inpaint_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -128,6 +128,8 @@ class _GroupWriter:
         self._stopped = False
         self._conn: sa.Connection | None = None
         self._leader = threading.Lock()  # held by whoever is committing a batch
+        self._urgent = False  # someone waits for the next commit
+        self.commit_delay = 0.005
         self._start_stmt = jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid")).values(
             status=sa.bindparam("status"), started_at=sa.bindparam("started_at"))
         self._finish_stmt = jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid")).values(
@@ -159,12 +161,16 @@ class _GroupWriter:
                 self._leader.release()
         with self._cond:
             if self._ops:
+                self._urgent = True
                 self._cond.notify_all()
         return future.result()
 
     def flush(self) -> None:
         with self._cond:
             target = self._submitted
+            if self._done < target:
+                self._urgent = True
+                self._cond.notify_all()
             while self._done < target:
                 self._cond.wait()
 
@@ -215,6 +221,15 @@ class _GroupWriter:
             with self._cond:
                 while not self._ops and not self._stopped:
                     self._cond.wait()
+                # Nobody waits on the worker's own updates: let them gather for a moment so
+                # one transaction carries many (a reader's flush or a waiting put cuts it short).
+                deadline = time.monotonic() + self.commit_delay
+                while not self._urgent and not self._stopped and len(self._ops) < self.max_batch:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                self._urgent = False
                 stop = not self._ops and self._stopped
             if stop:
                 with self._leader:
