@@ -196,3 +196,30 @@ def test_dependency_cycle_is_reported(registry):
         validate(registry, prompt)
     types = {err["type"] for entry in e.value.node_errors.values() for err in entry["errors"]}
     assert "dependency_cycle" in types
+
+
+def test_combo_file_lists_are_read_again_at_validation(registry, tmp_path):
+    """A model file added after start-up validates without restarting (INPUT_TYPES re-run)."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+
+    class FilePicker:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"name": (sorted(p.name for p in folder.iterdir()),)}}
+        RETURN_TYPES = ()
+        OUTPUT_NODE = True
+        FUNCTION = "run"
+
+        def run(self, name):
+            return {}
+
+    registry.register_classic("FilePicker", FilePicker)
+    prompt = {"1": {"class_type": "FilePicker", "inputs": {"name": "new.safetensors"}}}
+    with pytest.raises(PromptError):
+        validate(registry, prompt)
+    version = registry.version
+    (folder / "new.safetensors").write_bytes(b"x")
+    validate(registry, prompt)
+    assert registry.version > version  # object_info caches see the change
+    assert registry.object_info()["FilePicker"]["input"]["required"]["name"][0] == ["new.safetensors"]

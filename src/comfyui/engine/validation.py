@@ -184,6 +184,7 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, partial_execution_targe
         raise PromptError(_error("invalid_prompt", "Invalid prompt: the prompt must be an object of nodes", ""), {})
 
     outputs: list[str] = []
+    refreshed: set[str] = set()
     for node_id, node in prompt.items():
         if not isinstance(node, dict) or "class_type" not in node:
             raise PromptError(_error("invalid_prompt", "Cannot execute because a node is missing the class_type property.",
@@ -195,6 +196,10 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, partial_execution_targe
             raise PromptError(_error("missing_node_type", f"Cannot execute because node {class_type} does not exist.",
                                      f"Node ID '#{node_id}'",
                                      {"node_id": node_id, "class_type": class_type, "node_title": title}), {})
+        if node_def.has_combo and class_type not in refreshed:
+            # Combo lists are file lists: check values against what is on disk now.
+            refreshed.add(class_type)
+            registry.refresh_inputs([class_type])
         if node_def.output_node and (partial_execution_targets is None or node_id in partial_execution_targets):
             outputs.append(node_id)
 

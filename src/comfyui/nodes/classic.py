@@ -69,4 +69,5 @@ def from_classic(name: str, cls: type, display_name: str | None = None, python_m
         fingerprint=fingerprint,
         fingerprint_params=fingerprint_params,
         extra_info=extra,
+        input_types_fn=cls.INPUT_TYPES,
     )

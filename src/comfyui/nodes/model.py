@@ -56,6 +56,8 @@ class NodeDef:
     # When True the schema-API style (V3) object_info fields are always emitted.
     schema_api: bool = False
     make_instance: Callable[[], Any] | None = None
+    # Re-evaluates the input spec (classic INPUT_TYPES): file lists change while we run.
+    input_types_fn: Callable[[], dict] | None = None
 
     # ---- derived views used by the engine (computed once) ----
     def __post_init__(self) -> None:
@@ -72,10 +74,23 @@ class NodeDef:
             name for cat in (required, optional) for name, spec in _iter_specs(cat) if _options(spec).get("rawLink")
         )
         self.uses_unique_id = HIDDEN_UNIQUE_ID in self.hidden_kinds.values()
+        self.has_combo = any(isinstance(_type(spec), list) or _type(spec) == "COMBO"
+                             for cat in (required, optional) for _, spec in _iter_specs(cat))
         self._specs: dict[str, tuple[str, Any, dict]] = {}
         for cat, specs in (("optional", optional), ("hidden", hidden), ("required", required)):
             for name, spec in _iter_specs(specs):
                 self._specs[name] = (cat, _type(spec), _options(spec))
+
+    def refresh_inputs(self) -> bool:
+        """Call INPUT_TYPES again (combo lists of files); True when the spec changed."""
+        if self.input_types_fn is None:
+            return False
+        inputs = self.input_types_fn()
+        if not isinstance(inputs, dict) or inputs == self.inputs:
+            return False
+        self.inputs = inputs
+        self.__post_init__()
+        return True
 
     def input_spec(self, name: str) -> tuple[str, Any, dict] | None:
         """(category, type, options) for an input name, consulting dynamic optional dicts."""

@@ -94,6 +94,26 @@ class NodeRegistry:
     def display_name_mappings(self) -> dict[str, str]:
         return {name: node.display_name for name, node in self.nodes.items() if node.display_name}
 
+    def refresh_inputs(self, names: Iterable[str] | None = None) -> bool:
+        """Re-evaluate INPUT_TYPES (all nodes, or ``names``); bumps the version on a change."""
+        changed = False
+        for name in (self.nodes if names is None else names):
+            node = self.nodes.get(name)
+            if node is None:
+                continue
+            try:
+                changed |= node.refresh_inputs()
+            except Exception:  # a custom node's INPUT_TYPES failing keeps its last good spec
+                log.exception("INPUT_TYPES failed for node %s", name)
+        if changed:
+            self.version += 1
+        return changed
+
+    def invalidate_object_info(self) -> None:
+        """Files on disk changed: refresh every node's inputs and drop the cached JSON."""
+        self.refresh_inputs()
+        self._object_info_cache = None
+
     def object_info(self) -> dict:
         return self._object_info()[0]
 

@@ -459,14 +459,8 @@ class PromptRoutes:
         if self._object_info_body is not None and key == self._object_info_key and self._fs_signature_valid():
             return self._object_info_body
         if self._object_info_body is not None and key == self._object_info_key:
-            # files changed on disk: the registry's cache is keyed by version only
-            inv = getattr(registry, "invalidate_object_info", None)
-            if inv is not None:
-                inv()
-            elif hasattr(registry, "_object_info_cache"):
-                registry._object_info_cache = None
-        getter = getattr(registry, "object_info_json", None)
-        body = getter() if getter is not None else dumps(registry.object_info()).encode()
+            registry.invalidate_object_info()  # files changed on disk: file lists are stale
+        body = registry.object_info_json()
         self._object_info_key = getattr(registry, "version", None)
         self._object_info_body = body
         self._record_fs()
