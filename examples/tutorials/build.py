@@ -84,7 +84,6 @@ class Workflow:
     def ui(self, object_info: dict[str, Any]) -> dict[str, Any]:
         links: list[list] = []
         ui_nodes: list[dict[str, Any]] = []
-        out_links: dict[tuple[int, int], list[int]] = {}
         pending = []
         for order, n in enumerate(self.nodes):
             info = object_info[n["class_type"]]

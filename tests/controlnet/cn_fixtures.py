@@ -155,3 +155,24 @@ def write_t2i_adapter(path: str, seed: int = 0, **kw) -> dict[str, torch.Tensor]
     sd = t2i_adapter_sd(seed=seed, **kw)
     _save(sd, path)
     return sd
+
+
+def diffusers_union_controlnet(ucfg: dict[str, Any], seed: int = 0, num_control_type: int = 6):
+    """A random diffusers ``ControlNetUnionModel`` (ControlNet++ layout) for the tiny shapes."""
+    from diffusers import ControlNetUnionModel
+    torch.manual_seed(seed)
+    cfg = diffusers_config(ucfg)
+    cfg.pop("conditioning_embedding_out_channels")
+    mc = ucfg["model_channels"]
+    cfg.update(conditioning_embedding_out_channels=(16, 32, 96, 256), num_control_type=num_control_type,
+               num_trans_channel=mc, num_trans_head=8, num_proj_channel=mc, addition_time_embed_dim=256)
+    m = ControlNetUnionModel(**cfg).eval()
+    g = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if n.startswith(("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out",
+                             "spatial_ch_projs")):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+            elif "norm" in n and n.endswith("weight"):
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    return m

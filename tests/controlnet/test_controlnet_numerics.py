@@ -1,8 +1,8 @@
 """ControlNet residuals against diffusers' ControlNetModel for the same tiny weights, in both
-file layouts; T2I-Adapter feature placement; chaining, strength and timestep ranges."""
+file layouts (SD1.5- and SDXL-shaped), union ControlNets against ControlNetUnionModel,
+T2I-Adapters against diffusers' T2IAdapter and their feature placement; chaining, strength
+and timestep ranges."""
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
@@ -124,3 +124,79 @@ def test_unknown_file_is_a_clear_error(tmp_path):
     save_file({"foo.weight": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
     with pytest.raises(ValueError, match="not a ControlNet"):
         cn.load_controlnet(str(tmp_path / "x.safetensors"))
+
+
+def test_union_controlnet_matches_diffusers_for_one_type(tmp_path):
+    from safetensors.torch import save_file
+    from comfyui.models.base import timestep_embedding
+    from comfyui.nodes.builtin.controlnet import SetUnionControlNetType
+    from .cn_fixtures import diffusers_union_controlnet
+    ref = diffusers_union_controlnet(SDXL_SHAPED)
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()},
+              str(tmp_path / "controlnet-union-sdxl-1.0.safetensors"))
+    net = cn.load_controlnet(str(tmp_path / "controlnet-union-sdxl-1.0.safetensors"))
+    assert net.control_model.num_control_type == 6
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 4, 16, 16, generator=g)
+    hint = torch.rand(1, 3, 128, 128, generator=g)
+    ctx = torch.randn(1, 7, 96, generator=g)
+    sizes = torch.tensor([[64.0, 64, 0, 0, 64, 64]])
+    pooled = torch.randn(1, 64, generator=g)
+    y = torch.cat([pooled, timestep_embedding(sizes.flatten(), 256).reshape(1, -1)], dim=1)
+    t = torch.tensor([500.0])
+    outs = {}
+    for ctype in (1, 3):
+        onehot = torch.zeros(1, 6)
+        onehot[0, ctype] = 1
+        with torch.no_grad():
+            down, mid = ref(x, t, encoder_hidden_states=ctx, controlnet_cond=[hint], control_type=onehot,
+                            control_type_idx=[ctype], conditioning_scale=[1.0], return_dict=False,
+                            added_cond_kwargs={"text_embeds": pooled, "time_ids": sizes})
+            ours = net.control_model(x=x, hint=hint, timesteps=t, context=ctx, y=y, control_type=[ctype])
+        for a, b in zip(ours["output"] + ours["middle"], list(down) + [mid]):
+            torch.testing.assert_close(a, b, rtol=3e-4, atol=3e-4)
+        outs[ctype] = ours["middle"][0]
+    assert (outs[1] - outs[3]).abs().mean() > 1e-4  # the type matters
+    # SetUnionControlNetType's choice reaches the network through get_control
+    (typed,) = SetUnionControlNetType().set_controlnet_type(net, "canny/lineart/anime_lineart/mlsd")
+    c = typed.copy().set_cond_hint(hint, 1.0)
+
+    class MS:
+        def timestep(self, s):
+            return s
+
+        def calculate_input(self, s, v):
+            return v
+
+    c.model_sampling_current = MS()
+    got = c.get_control(x, t, {"c_crossattn": ctx, "y": y}, 1)
+    torch.testing.assert_close(got["middle"][0], outs[3])
+    with pytest.raises(ValueError, match="control types"):
+        net.control_model(x=x, hint=hint, timesteps=t, context=ctx, y=y, control_type=[7])
+
+
+@pytest.mark.parametrize("adapter_type", ["full_adapter", "light_adapter"])
+def test_t2i_adapter_diffusers_layout_matches_diffusers(tmp_path, adapter_type):
+    from diffusers import T2IAdapter
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    kw = dict(num_res_blocks=2) if adapter_type == "full_adapter" else dict(num_res_blocks=4)
+    ref = T2IAdapter(in_channels=3, channels=[32, 64, 128, 128], downscale_factor=8, adapter_type=adapter_type, **kw).eval()
+    if adapter_type == "light_adapter":
+        # the light adapter's original layout (TencentARC / ComfyUI): body.N.in_conv / body.N.body.M / body.N.out_conv
+        # (diffusers adds a fifth block the original 4-level light adapter does not have: left out)
+        sd = {k.replace("adapter.body.", "body.").replace(".resnets.", ".body."): v for k, v in ref.state_dict().items()
+              if not k.startswith("adapter.body.4.")}
+    else:
+        sd = dict(ref.state_dict())
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "t2i.safetensors"))
+    net = cn.load_controlnet(str(tmp_path / "t2i.safetensors"))
+    assert isinstance(net, cn.T2IAdapter)
+    # even sizes at every level (odd ones are pooled with ComfyUI's symmetric padding, diffusers uses ceil_mode)
+    x = torch.rand(2, 3, 128, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = ref(x)[:4]
+        got = [f for f in reversed(net.t2i_model(x)["input"]) if f is not None]
+    assert len(got) == len(want) == 4
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

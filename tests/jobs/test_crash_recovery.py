@@ -41,6 +41,8 @@ def test_kill_9_mid_queue_then_restart(tmp_path, database_url):
             acknowledged.append(client.submit(sleep_prompt(f"{tag}-{n}", seconds), **extra))
         wait_until(lambda: [i[1] for i in client.get("/api/queue").json()["queue_running"]] == [acknowledged[CRASH_AT]],
                    timeout=30, what=f"job {CRASH_AT} to run")
+        # a read waits for the store's queued writes, so the job's start is on disk now
+        assert client.get(f"/api/v1/prompts/{acknowledged[CRASH_AT]}").status == 204
         before, _ = _statuses(client, acknowledged)
         done_before = [pid for pid, s in before.items() if s == "completed"]
         history_before = {pid: client.get(f"/api/history/{pid}").json()[pid] for pid in done_before}
@@ -92,6 +94,30 @@ def test_kill_9_mid_queue_then_restart(tmp_path, database_url):
         # new work after the restart gets fresh, increasing queue numbers
         new_id = client.submit(sleep_prompt(f"{tag}-new", 0.0))
         wait_until(lambda: client.get(f"/api/v1/prompts/{new_id}").status == 200, what="a new job")
+    finally:
+        client.close()
+        restarted.stop()
+
+
+def test_graceful_stop_keeps_the_last_results(tmp_path):
+    """SIGTERM right after jobs finish: their results (written asynchronously by the store's
+    group-commit writer) are flushed before the process exits."""
+    base = str(tmp_path)
+    url = f"sqlite:///{tmp_path / 'user' / 'jobs.db'}"
+    server = ServerProcess(base, url).start()
+    client = server.client()
+    try:
+        ids = [client.submit(sleep_prompt(f"last-{n}-{uuid.uuid4()}", 0.0)) for n in range(20)]
+        r = client.post("/api/v1/prompts", sleep_prompt(f"sync-{uuid.uuid4()}", 0.0))
+        assert r.status == 204  # ran and finished (text output only)
+        ids.append(r.headers["location"].rsplit("/", 1)[1])
+    finally:
+        client.close()
+        server.stop()  # SIGTERM at once, no read in between
+    restarted = ServerProcess(base, url, port=server.port).start()
+    client = restarted.client()
+    try:
+        assert [client.get(f"/api/v1/prompts/{pid}").status for pid in ids] == [200] * len(ids)
     finally:
         client.close()
         restarted.stop()

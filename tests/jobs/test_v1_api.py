@@ -1,5 +1,6 @@
-"""The LTS API (/api/v1/prompts, /api/v1/images) and job cancel, against a real server process
-(``python -m comfyui`` with an SQLite job store and a slow custom node pack)."""
+"""The LTS API (/api/v1/prompts, /api/v1/images), job cancel and 20 concurrent clients, against
+a real server process (``python -m comfyui`` with a slow custom node pack), once with the
+SQLite job store and once with PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
@@ -16,12 +17,35 @@ from PIL import Image
 from _proc import ServerProcess, image_prompt, quote, sleep_prompt, trivial_prompt, wait_until
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def srv(request, tmp_path_factory):
     base = str(tmp_path_factory.mktemp("v1"))
-    server = ServerProcess(base, f"sqlite:///{base}/user/jobs.db").start()
-    yield server
-    server.stop()
+    if request.param == "sqlite":
+        server = ServerProcess(base, f"sqlite:///{base}/user/jobs.db").start()
+        yield server
+        server.stop()
+        return
+    import importlib.util
+
+    import sqlalchemy as sa
+
+    spec = importlib.util.spec_from_file_location("jobs_conftest", os.path.join(os.path.dirname(__file__),
+                                                                                "conftest.py"))
+    jobs_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(jobs_conftest)
+    jobs_conftest.ensure_postgres()
+    name = f"comfyui_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    server = ServerProcess(base, f"postgresql://postgres@127.0.0.1:5432/{name}").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture
@@ -244,16 +268,15 @@ def test_bad_requests_are_4xx(client):
 def test_cancel_pending_and_running_jobs(client):
     running = client.post("/api/v1/prompts", sleep_prompt(f"run-{uuid.uuid4()}", 30),
                           headers={"Prefer": "respond-async"}).json()["prompt_id"]
-    pending_prompt = sleep_prompt(f"pend-{uuid.uuid4()}", 30)
-    pending = client.post("/api/v1/prompts", pending_prompt,
-                          headers={"Prefer": "respond-async"}).json()["prompt_id"]
     wait_until(lambda: client.get(f"/api/jobs/{running}").json()["status"] == "in_progress", what="running")
-    assert client.get(f"/api/jobs/{pending}").json()["status"] == "pending"
-    # a sync waiter on the pending job gets the cancellation as 500 + status dict
+    # the pending job is posted in sync mode: its request waits, and gets the cancellation
+    pending = f"pend-{uuid.uuid4()}"
     result = {}
-    waiter = threading.Thread(target=lambda: result.setdefault(
-        "r", client_for(client).post("/api/v1/prompts", {"prompt": pending_prompt, "prompt_id": pending})))
+    waiter = threading.Thread(target=lambda: result.setdefault("r", client_for(client).post(
+        "/api/v1/prompts", sleep_prompt(pending, 30), headers={"Idempotency-Key": pending})))
     waiter.start()
+    wait_until(lambda: client.get(f"/api/jobs/{pending}").status == 200, what="the pending job")
+    assert client.get(f"/api/jobs/{pending}").json()["status"] == "pending"
     r = client.post(f"/api/jobs/{pending}/cancel")
     assert r.status == 200 and r.json()["result"] == "cancelled"
     assert client.get(f"/api/jobs/{pending}").json()["status"] == "cancelled"

@@ -170,10 +170,9 @@ def test_split_files(files, tmp_path):
 
 
 def test_diffusers_folder(tmp_path):
-    diffusers = pytest.importorskip("diffusers")
+    pytest.importorskip("diffusers")
     transformers = pytest.importorskip("transformers")
     import json
-    from comfyui.models import convert
     from .test_numerics import SD1_DIFFUSERS, _diffusers_unet, _diffusers_vae
     sd = fx.sd1_state_dict(seed=11)
     root = tmp_path / "pipe"

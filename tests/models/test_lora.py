@@ -129,3 +129,21 @@ def test_lowvram_streaming_matches_full_load(tmp_path):
     memory.load_models_gpu([model])
     torch.testing.assert_close(model.model.apply_model(x, s, c_crossattn=ctx),
                                sdm.load_state_dict_guess_config(sd)[0].model.apply_model(x, s, c_crossattn=ctx))
+
+
+def test_calculate_weight_kinds():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 5, generator=g)
+    up, down = torch.randn(6, 2, generator=g), torch.randn(2, 5, generator=g)
+    out = lora_mod.calculate_weight([(0.5, ("lora", (up, down, 4.0, None, None)), 1.0, None, None)], w.clone(), "k")
+    torch.testing.assert_close(out, w + 0.5 * 2.0 * up @ down)  # alpha / rank = 2
+    d = torch.randn(6, 5, generator=g)
+    out = lora_mod.calculate_weight([(2.0, d, 0.5, None, None)], w.clone(), "k")
+    torch.testing.assert_close(out, 0.5 * w + 2.0 * d)
+    # DoRA (magnitude per input column): the merged weight's column norms become dora_scale
+    scale = torch.rand(1, 5, generator=g) + 0.5
+    out = lora_mod.calculate_weight([(1.0, ("lora", (up, down, None, None, scale)), 1.0, None, None)], w.clone(), "k")
+    torch.testing.assert_close(out.norm(dim=0, keepdim=True), scale, atol=1e-5, rtol=1e-5)
+    # shape mismatch is reported and skipped, weight unchanged
+    out = lora_mod.calculate_weight([(1.0, torch.ones(3, 3), 1.0, None, None)], w.clone(), "k")
+    torch.testing.assert_close(out, w)

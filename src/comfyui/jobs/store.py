@@ -8,7 +8,8 @@ transaction (group commit), so concurrent submits and the worker's state changes
 fsyncs. ``put``, deletes and history edits wait for their commit; the worker's
 ``in_progress``/finished updates do not (the worker never waits on the disk), and every read
 first waits for the writes queued before it, so reads always see them. The price: a process
-killed within one commit of a job finishing may record that job as failed (interrupted).
+killed within a few milliseconds (one commit) of a job finishing may record that job as failed
+(interrupted), and one killed just as a job starts may run that job again after the restart.
 Job states: pending, in_progress, completed, failed, cancelled.
 On start-up, pending jobs are queued again and a job that was in progress when the process
 died is marked failed (or queued again with ``requeue_interrupted``).
@@ -16,10 +17,13 @@ Secrets were removed from extra_data by the engine before they reach this store.
 """
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
+import json
 import pathlib
 import threading
 import time
+import weakref
 from typing import Any
 
 import sqlalchemy as sa
@@ -107,6 +111,9 @@ def _status_of(entry: dict) -> str:
     return COMPLETED if entry.get("status", {}).get("status_str") == "success" else FAILED
 
 
+_json_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 class _GroupWriter:
     """One thread that runs queued write operations, batching all that are waiting into one
     transaction on one long-lived connection.
@@ -134,9 +141,29 @@ class _GroupWriter:
             status=sa.bindparam("status"), started_at=sa.bindparam("started_at"))
         self._finish_stmt = jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid")).values(
             status=sa.bindparam("status"), ended_at=sa.bindparam("ended_at"), history=sa.bindparam("history"),
-            error=sa.bindparam("error"))
+            error=sa.bindparam("error"),
+            started_at=sa.func.coalesce(sa.bindparam("started_at", type_=sa.Float), jobs.c.started_at))
+        self._raw = self._raw_statements(db.dialect)
         self._thread = threading.Thread(target=self._run, name="comfyui-jobs-writer", daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _raw_statements(dialect) -> dict | None:
+        """Driver-level SQL for the three hot statements (SQLAlchemy's per-statement overhead
+        is several times the cost of the statement itself on SQLite)."""
+        if dialect.name == "sqlite":
+            p = j = "?"
+        elif dialect.name == "postgresql" and dialect.paramstyle in ("format", "pyformat"):
+            p, j = "%s", "%s::json"
+        else:
+            return None
+        return {
+            "insert": f"INSERT INTO jobs (prompt_id, number, status, client_id, prompt, extra_data, "
+                      f"outputs_to_execute, created_at) VALUES ({p}, {p}, {p}, {p}, {j}, {j}, {j}, {p})",
+            "start": f"UPDATE jobs SET status = {p}, started_at = {p} WHERE prompt_id = {p}",
+            "finish": f"UPDATE jobs SET status = {p}, ended_at = {p}, history = {j}, error = {j}, "
+                      f"started_at = COALESCE({p}, started_at) WHERE prompt_id = {p}",
+        }
 
     def submit(self, op, wake: bool = True) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -165,14 +192,20 @@ class _GroupWriter:
                 self._cond.notify_all()
         return future.result()
 
-    def flush(self) -> None:
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted so far is committed; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             target = self._submitted
             if self._done < target:
                 self._urgent = True
                 self._cond.notify_all()
             while self._done < target:
-                self._cond.wait()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
 
     def pending(self) -> bool:
         return self._done < self._submitted
@@ -195,14 +228,32 @@ class _GroupWriter:
 
     def _apply(self, conn: sa.Connection, ops: list) -> list:
         inserts = [op[1] for op, _f in ops if isinstance(op, tuple) and op[0] == "insert"]
-        starts = [op[1] for op, _f in ops if isinstance(op, tuple) and op[0] == "start"]
+        starts = {op[1]["pid"]: op[1] for op, _f in ops if isinstance(op, tuple) and op[0] == "start"}
         finishes = [op[1] for op, _f in ops if isinstance(op, tuple) and op[0] == "finish"]
-        if inserts:
-            conn.execute(jobs.insert(), inserts)
-        if starts:
-            conn.execute(self._start_stmt, starts)
-        if finishes:
-            conn.execute(self._finish_stmt, finishes)
+        merged = []
+        for values in finishes:  # started and finished within one batch: one UPDATE
+            start = starts.pop(values["pid"], None)
+            merged.append({**values, "started_at": start["started_at"] if start else None})
+        raw = self._raw
+        if raw is None:
+            if inserts:
+                conn.execute(jobs.insert(), inserts)
+            if starts:
+                conn.execute(self._start_stmt, list(starts.values()))
+            if merged:
+                conn.execute(self._finish_stmt, merged)
+        else:
+            dumps = _json_dumps
+            if inserts:
+                conn.exec_driver_sql(raw["insert"], [
+                    (v["prompt_id"], v["number"], v["status"], v["client_id"], dumps(v["prompt"]),
+                     dumps(v["extra_data"]), dumps(v["outputs_to_execute"]), v["created_at"]) for v in inserts])
+            if starts:
+                conn.exec_driver_sql(raw["start"], [(v["status"], v["started_at"], v["pid"]) for v in starts.values()])
+            if merged:
+                conn.exec_driver_sql(raw["finish"], [
+                    (v["status"], v["ended_at"], dumps(v["history"]),
+                     None if v["error"] is None else dumps(v["error"]), v["started_at"], v["pid"]) for v in merged])
         return [None if isinstance(op, tuple) else op(conn) for op, _f in ops]
 
     def _transaction(self, ops: list) -> list:
@@ -260,6 +311,12 @@ class _GroupWriter:
                 self._cond.notify_all()
 
 
+def _flush_at_exit(ref: "weakref.ref[_GroupWriter]") -> None:
+    writer = ref()
+    if writer is not None and not writer._stopped:
+        writer.flush(timeout=10)
+
+
 class DurableQueue(PromptQueue):
     def __init__(self, url: str, *, requeue_interrupted: bool = False, max_history: int = MAX_HISTORY):
         super().__init__(max_history)
@@ -270,6 +327,8 @@ class DurableQueue(PromptQueue):
         self._finished_since_prune = 0
         self.recovered = self._recover(requeue_interrupted)
         self._writer = _GroupWriter(self.db, self._write_lock)
+        # the worker's last updates must reach the disk on a normal exit too
+        atexit.register(_flush_at_exit, weakref.ref(self._writer))
 
     # ---- start-up ----
     def _recover(self, requeue: bool) -> dict:

@@ -127,7 +127,8 @@ class BaseModel(torch.nn.Module):
         self.model_config = model_config
         self.latent_format: LatentFormat = model_config.latent_format()
         self.model_type: str = model_config.prediction
-        self.model_sampling = build_model_sampling(self.model_type, model_config.sampling_settings)
+        with torch.device("cpu"):  # real tensors even when the network is built on "meta"
+            self.model_sampling = build_model_sampling(self.model_type, model_config.sampling_settings)
         self.memory_usage_factor = getattr(model_config, "memory_usage_factor", 1.0)
         self.manual_cast_dtype: torch.dtype | None = None
         cls = unet_cls or UNetModel

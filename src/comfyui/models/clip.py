@@ -15,8 +15,7 @@ CLIP object::
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -392,6 +391,7 @@ class CLIP:
         n = CLIP(self.family, self.configs, None, _cond_stage_model=self.cond_stage_model, _patcher=self.patcher.clone())
         n.tokenizer = self.tokenizer
         n.layer_idx = self.layer_idx
+        n.dtype = getattr(self, "dtype", None)
         return n
 
     def add_patches(self, patches: dict, strength_patch: float = 1.0, strength_model: float = 1.0) -> list:

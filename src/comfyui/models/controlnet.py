@@ -7,7 +7,10 @@ Files are recognised from their keys, never from their names:
   ``control_model.`` prefix, and "difference" ControlNets (``difference`` key: the weights are
   deltas to add to the base model, DiffControlNetLoader);
 * the diffusers ``ControlNetModel`` layout (``controlnet_cond_embedding``,
-  ``controlnet_down_blocks``, ``controlnet_mid_block``, ``down_blocks``...);
+  ``controlnet_down_blocks``, ``controlnet_mid_block``, ``down_blocks``...), including union
+  ControlNets (ControlNet++: ``task_embedding``, ``transformer_layes``, ``spatial_ch_projs``,
+  ``control_add_embedding``; the type is chosen with SetUnionControlNetType and the hint is
+  merged as ComfyUI does);
 * control-LoRA (``lora_controlnet``): low-rank deltas on the base UNet's input half plus full
   hint/zero-conv weights; the network is built from the sampled model when sampling starts;
 * T2I-Adapters (TencentARC ``conv_in`` / ``body.N.block1`` layout, the light variant with
@@ -127,13 +130,68 @@ def detect_control_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     return cfg
 
 
+class _UnionAttention(nn.Module):
+    def __init__(self, c: int, heads: int):
+        super().__init__()
+        self.c, self.heads = c, heads
+        self.in_proj = ops.Linear(c, 3 * c)
+        self.out_proj = ops.Linear(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from .unet import attention
+        q, k, v = self.in_proj(x).split(self.c, dim=2)
+        return self.out_proj(attention(q, k, v, self.heads))
+
+
+class _UnionBlock(nn.Module):
+    """The union ControlNet's task transformer layer (``transformer_layes.N``)."""
+
+    def __init__(self, c: int, heads: int):
+        super().__init__()
+        self.attn = _UnionAttention(c, heads)
+        self.ln_1 = ops.LayerNorm(c)
+        self.mlp = nn.Sequential()
+        self.mlp.add_module("c_fc", ops.Linear(c, 4 * c))
+        self.mlp.add_module("gelu", _QuickGELU())
+        self.mlp.add_module("c_proj", ops.Linear(4 * c, c))
+        self.ln_2 = ops.LayerNorm(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class _QuickGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class _ControlAddEmbedding(nn.Module):
+    """Embeds the selected control types (one-hot over ``n`` types, each slot embedded
+    sinusoidally) into the time embedding."""
+
+    def __init__(self, in_dim: int, out_dim: int, n: int):
+        super().__init__()
+        self.n, self.in_dim = n, in_dim
+        self.linear_1 = ops.Linear(in_dim * n, out_dim)
+        self.linear_2 = ops.Linear(out_dim, out_dim)
+
+    def forward(self, control_type: list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        c = torch.zeros((self.n,), device=device)
+        if control_type:
+            c[list(control_type)] = 1.0
+        e = timestep_embedding(c, self.in_dim).to(dtype).reshape(1, self.n * self.in_dim)
+        return self.linear_2(F.silu(self.linear_1(e)))
+
+
 class ControlNetModel(nn.Module):
     """The cldm ControlNet: the UNet's time embedding, input blocks and middle block (same
     classes and key names as :class:`comfyui.models.unet.UNetModel`), a hint encoder
     (``input_hint_block``) added after the first input block, and one 1x1 "zero conv" per
     input block plus ``middle_block_out``."""
 
-    def __init__(self, hint_channels: int = 3, **unet_config: Any):
+    def __init__(self, hint_channels: int = 3, union_num_control_type: int | None = None,
+                 union_channels: int = 320, **unet_config: Any):
         super().__init__()
         from .unet import TimestepEmbedSequential, UNetModel
         cfg = dict(unet_config)
@@ -160,6 +218,12 @@ class ControlNetModel(nn.Module):
             self.input_hint_block = TimestepEmbedSequential(*hint)
             self.zero_convs = nn.ModuleList([TimestepEmbedSequential(ops.Conv2d(c, c, 1)) for c in chans])
             self.middle_block_out = TimestepEmbedSequential(ops.Conv2d(chans[-1], chans[-1], 1))
+            self.num_control_type = union_num_control_type
+            if union_num_control_type is not None:  # union ControlNet (ControlNet++)
+                self.task_embedding = nn.Parameter(torch.empty(union_num_control_type, union_channels))
+                self.transformer_layes = nn.Sequential(_UnionBlock(union_channels, 8))
+                self.spatial_ch_projs = ops.Linear(union_channels, union_channels)
+                self.control_add_embedding = _ControlAddEmbedding(256, mc * 4, union_num_control_type)
 
     @staticmethod
     def _out_channels(block: nn.Module) -> int:
@@ -178,11 +242,30 @@ class ControlNetModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.time_embed[0].weight.dtype
 
+    def _union_merge(self, hint: torch.Tensor, control_type: list[int], emb: torch.Tensor,
+                     context: torch.Tensor | None) -> torch.Tensor:
+        # one hint image (the selected type): its features' mean plus the type's task
+        # embedding go through the task transformer, whose projection shifts the features
+        cond = self.input_hint_block(hint, emb, context, {})
+        feat = cond.mean(dim=(2, 3)) + self.task_embedding[control_type[0]].to(cond)
+        x = self.transformer_layes(feat.unsqueeze(1))
+        return cond + self.spatial_ch_projs(x[:, 0])[:, :, None, None]
+
     def forward(self, x: torch.Tensor, hint: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None,
                 y: torch.Tensor | None = None, **kwargs: Any) -> dict[str, list[torch.Tensor]]:
         t_emb = timestep_embedding(timesteps.reshape(-1), self.model_channels).to(x.dtype)
         emb = self.time_embed(t_emb)
-        guided = self.input_hint_block(hint, emb, context, {})
+        guided = None
+        if self.num_control_type is not None:
+            control_type = list(kwargs.get("control_type") or [])
+            if any(c >= self.num_control_type for c in control_type):
+                raise ValueError(f"this union ControlNet has {self.num_control_type} control types; "
+                                 f"type {max(control_type)} was selected")
+            emb = emb + self.control_add_embedding(control_type, emb.dtype, emb.device)
+            if control_type:
+                guided = self._union_merge(hint, control_type, emb, context)
+        if guided is None:
+            guided = self.input_hint_block(hint, emb, context, {})
         if self.adm_in_channels is not None:
             if y is None:
                 raise ValueError("this ControlNet (SDXL) needs the 'y' conditioning input")
@@ -417,10 +500,13 @@ class ControlNet(ControlBase):
         ms = self.model_sampling_current
         timestep = ms.timestep(t).float()
         xc = ms.calculate_input(t, x_noisy)
+        extra = dict(self.extra_args)
+        if getattr(self.control_model, "num_control_type", None) is not None:
+            extra["control_type"] = list(self.union_type)
         with torch.no_grad():
             control = self.control_model(x=xc.to(dtype), hint=hint, timesteps=timestep.to(dtype),
                                          context=context.to(dtype) if context is not None else None,
-                                         y=y.to(dtype) if y is not None else None, **self.extra_args)
+                                         y=y.to(dtype) if y is not None else None, **extra)
         return self.control_merge(control, prev, output_dtype=None)
 
 
@@ -448,7 +534,7 @@ class ControlLora(ControlNet):
         base = {k: v for k, v in dm.state_dict().items()}
         sd: dict[str, torch.Tensor] = {}
         own = cm.state_dict(keep_vars=True)
-        dtype = next(dm.parameters()).dtype
+        dtype = model.compute_dtype() if hasattr(model, "compute_dtype") else next(dm.parameters()).dtype
         for k in own:
             if k in base:
                 sd[k] = base[k].detach().to("cpu", torch.float32)
@@ -572,13 +658,14 @@ class _LightBlock(nn.Module):
         super().__init__()
         inter = cout // 4
         self.down = down
+        self.down_opt = _Down(cin, False)
         self.in_conv = ops.Conv2d(cin, inter, 1)
         self.body = nn.Sequential(*[_LightRes(inter) for _ in range(nums_rb)])
         self.out_conv = ops.Conv2d(inter, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.down:
-            x = F.avg_pool2d(x, 2, 2)
+            x = self.down_opt(x)
         return self.out_conv(self.body(self.in_conv(x)))
 
 
@@ -717,10 +804,17 @@ def load_controlnet_state_dict(sd: dict[str, torch.Tensor], model: Any = None, s
         return ControlLora(sd)
     sd = dict(sd)
     if "controlnet_cond_embedding.conv_in.weight" in sd:
-        if "control_add_embedding.linear_1.weight" in sd or "task_embedding" in sd:
-            raise ModelFileError(f"{source}: union (ControlNet++) networks are not supported yet")
         cfg = _diffusers_control_config(sd)
+        union = "control_add_embedding.linear_1.weight" in sd
+        raw = sd
         sd, left = diffusers_control_to_ldm(sd, cfg)
+        if union:  # ControlNet++ union: its extra modules keep their names
+            cfg["union_num_control_type"] = raw["task_embedding"].shape[0]
+            cfg["union_channels"] = raw["task_embedding"].shape[1]
+            for k in left:
+                if k.startswith(("task_embedding", "transformer_layes.", "spatial_ch_projs.", "control_add_embedding.")):
+                    sd[k.replace(".attn.in_proj_", ".attn.in_proj.")] = raw[k]
+            left = [k for k in left if k.replace(".attn.in_proj_", ".attn.in_proj.") not in sd]
         if left:
             log.debug("%s: keys not used: %s", source, left[:5])
         prefix = ""
@@ -738,10 +832,12 @@ def load_controlnet_state_dict(sd: dict[str, torch.Tensor], model: Any = None, s
                                  f"Found {describe_state_dict(sd)}")
         return net
     csd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    if "task_embedding" in csd or "control_add_embedding.linear_1.weight" in csd:
-        raise ModelFileError(f"{source}: union (ControlNet++) networks are not supported yet")
     if cfg is None:
         cfg = detect_control_config(csd)
+        if "task_embedding" in csd:
+            cfg["union_num_control_type"] = csd["task_embedding"].shape[0]
+            cfg["union_channels"] = csd["task_embedding"].shape[1]
+            csd = {k.replace(".attn.in_proj_", ".attn.in_proj."): v for k, v in csd.items()}
     if "difference" in sd:
         if model is None:
             log.warning("%s: a difference ControlNet loaded without a model (use DiffControlNetLoader); "

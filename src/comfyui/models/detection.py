@@ -117,6 +117,16 @@ def model_config_from_unet(sd: dict[str, torch.Tensor], prefix: str = "", clip_h
     settings: dict[str, Any] = {}
     if "ztsnr" in sd:
         settings["zsnr"] = True
+    if adm is not None and (clip_hint == "sd2" or (clip_hint is None and adm in (1536, 2048) and ctx == 1024)):
+        # SD 2.1 unCLIP: y = noise-augmented CLIP image embedding ++ noise-level embedding
+        from .clip_vision import unclip_model_class
+        cfg["num_heads"], cfg["num_head_channels"] = -1, 64
+        prediction = "v_prediction" if "v_pred" in sd else "eps"
+        t = _last_attn_norm_bias(sd, prefix, cfg)
+        if "v_pred" not in sd and t is not None and torch.std(t.float(), unbiased=False) > 0.09:
+            prediction = "v_prediction"
+        return ModelConfig("SD21UNCLIP", cfg, base.SD15, unclip_model_class(), "sd2", prediction, settings,
+                           supported_inference_dtypes=(torch.float16, torch.bfloat16, torch.float32))
     if adm is not None:
         refiner = clip_hint == "sdxl_refiner" or (clip_hint != "sdxl" and ctx is not None and adm - 1280 == ctx)
         if not refiner and adm <= 1536:

@@ -138,12 +138,7 @@ def calculate_weight(patches: list[tuple], weight: torch.Tensor, key: str) -> to
                 log.error("ERROR %s %s %s", kind, key, exc)
                 continue
             if dora is not None:
-                dora = dora.to(target.device, torch.float32)
-                merged = target + scale * delta
-                norm = merged.transpose(0, 1).reshape(merged.shape[1], -1).norm(dim=1, keepdim=True) \
-                    .reshape(merged.shape[1], *[1] * (merged.ndim - 1)).transpose(0, 1)
-                merged = merged * (dora / norm)
-                target += strength * (merged - target)
+                _weight_decompose(dora.to(target.device, torch.float32), target, delta * scale, strength)
             else:
                 target += (strength * scale) * delta
         else:
@@ -151,6 +146,23 @@ def calculate_weight(patches: list[tuple], weight: torch.Tensor, key: str) -> to
         if function is not None:
             weight = function(weight)
     return weight
+
+
+def _weight_decompose(dora_scale: torch.Tensor, weight: torch.Tensor, diff: torch.Tensor, strength: float) -> None:
+    """DoRA: rescale the merged weight to the learned magnitude (in place on ``weight``)."""
+    calc = weight + diff
+    if dora_scale.shape[0] == calc.shape[0]:
+        norm = weight.reshape(weight.shape[0], -1).norm(dim=1, keepdim=True) \
+            .reshape(weight.shape[0], *[1] * (weight.dim() - 1))
+    else:
+        norm = calc.transpose(0, 1).reshape(calc.shape[1], -1).norm(dim=1, keepdim=True) \
+            .reshape(calc.shape[1], *[1] * (calc.dim() - 1)).transpose(0, 1)
+    norm = norm + torch.finfo(weight.dtype).eps
+    calc = calc * (dora_scale / norm)
+    if strength != 1.0:
+        weight += strength * (calc - weight)
+    else:
+        weight.copy_(calc)
 
 
 def load_lora_for_models(model: Any, clip: Any, lora: dict[str, torch.Tensor], strength_model: float,

@@ -520,7 +520,18 @@ def cast_to(t: torch.Tensor, dtype: torch.dtype | None = None, device: torch.dev
     return t.to(device=device, dtype=dtype, non_blocking=non_blocking)
 
 
-configure(None)
+
+def _initial_configure() -> None:
+    """At import: the process-wide settings (``comfyui.config.current()``) if there are
+    any; the CLI/server calls :func:`configure` again after it parsed its flags."""
+    try:
+        from comfyui import config as _config
+        configure(_config.current())
+    except Exception:  # noqa: BLE001 - config layer missing or broken: defaults
+        configure(None)
+
+
+_initial_configure()
 
 
 def engine_free_hook(unload_models: bool, free_memory: bool) -> None:

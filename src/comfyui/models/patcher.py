@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import memory, ops
+from . import ops
 
 log = logging.getLogger(__name__)
 

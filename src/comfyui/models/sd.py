@@ -101,7 +101,6 @@ def build_model(mc: ModelConfig, unet_sd: dict[str, torch.Tensor], prefix: str =
     manual_cast = memory.unet_manual_cast(weight_dtype, load_device, mc.supported_inference_dtypes)
     with torch.device("meta"):
         model = mc.model_class(mc)
-    _rebuild_schedule(model, mc)
     ksd = {k[len(prefix):]: v for k, v in unet_sd.items() if k.startswith(prefix)}
     missing, unexpected = ops.assign_state_dict(model.diffusion_model, ksd, weight_dtype)
     if missing:
@@ -114,11 +113,6 @@ def build_model(mc: ModelConfig, unet_sd: dict[str, torch.Tensor], prefix: str =
         ops.set_manual_cast(model, True)
     model.to(memory.unet_inital_load_device())
     return ModelPatcher(model, load_device=load_device, offload_device=offload_device)
-
-
-def _rebuild_schedule(model: torch.nn.Module, mc: ModelConfig) -> None:
-    from ..sampling.model_sampling import model_sampling
-    model.model_sampling = model_sampling(mc.prediction, mc.sampling_settings)
 
 
 def _clip_from_sd(family: str, sd: dict[str, torch.Tensor], embedding_directory: Any,
@@ -399,3 +393,8 @@ def checkpoint_state_dict(model: ModelPatcher, clip: CLIP | None, vae: VAE | Non
     if model.model.model_type == "v_prediction":
         sd["v_pred"] = torch.tensor([])
     return sd
+
+
+# ComfyUI's older names (comfy.sd.load_unet / load_unet_state_dict)
+load_unet = load_diffusion_model
+load_unet_state_dict = load_diffusion_model_state_dict

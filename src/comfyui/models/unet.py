@@ -21,6 +21,14 @@ from . import ops
 from .base import timestep_embedding
 
 
+def x_in_format(t: torch.Tensor) -> torch.memory_format:
+    """Keep activations in the layout they came in (contiguous, or channels_last when the
+    model runs channels_last) so convolutions never re-layout their weights per call."""
+    if t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _norm(ch: int, eps: float = 1e-5) -> nn.Module:
     return ops.GroupNorm(32, ch, eps=eps)
 
@@ -138,6 +146,8 @@ class BasicTransformerBlock(nn.Module):
             x = self.attn1.to_out(a) + x
         else:
             x = self.attn1(n) + x
+        for p in patches.get("middle_patch", ()):  # e.g. GLIGEN's gated self-attention
+            x = p(x, transformer_options)
         n = self.norm2(x)
         if "attn2_patch" in patches:
             q, k, v = n, context, context
@@ -182,7 +192,7 @@ class SpatialTransformer(nn.Module):
             x = self.proj_out(x)
         x = x.reshape(b, h, w, -1).permute(0, 3, 1, 2)
         if not self.use_linear:
-            x = self.proj_out(x)
+            x = self.proj_out(x.contiguous(memory_format=x_in_format(x_in)))
         return x + x_in
 
 
@@ -194,6 +204,8 @@ class TimestepEmbedSequential(nn.Sequential):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
                 x = layer(x, context, transformer_options if transformer_options is not None else {})
+                if transformer_options is not None and "transformer_index" in transformer_options:
+                    transformer_options["transformer_index"] += 1  # counts transformers in run order
             elif isinstance(layer, Upsample):
                 x = layer(x, output_shape)
             else:
@@ -297,6 +309,7 @@ class UNetModel(nn.Module):
                 y: torch.Tensor | None = None, control: dict | None = None,
                 transformer_options: dict | None = None, **kwargs: Any) -> torch.Tensor:
         transformer_options = dict(transformer_options or {})
+        transformer_options["transformer_index"] = 0
         if control is not None:
             control = {k: list(v) for k, v in control.items()}
         t_emb = timestep_embedding(timesteps.reshape(-1), self.model_channels).to(x.dtype)

@@ -118,10 +118,10 @@ def _upscale_tiled(run: Callable[[torch.Tensor], torch.Tensor], image: torch.Ten
     py, dy = _profiles(H, ys, th, scale, overlap)
     px, dx = _profiles(W, xs, tw, scale, overlap)
     out = torch.zeros((B, H * scale, W * scale, 3), dtype=torch.float32)
+    from comfyui.engine.progress import throw_if_interrupted
     for b in range(B):
         for iy, y in enumerate(ys):
             for ix, x in enumerate(xs):
-                from comfyui.engine.progress import throw_if_interrupted
                 throw_if_interrupted()
                 piece = image[b, y:y + th, x:x + tw, :3].permute(2, 0, 1).unsqueeze(0)
                 piece = piece.to(device=device, dtype=dtype)
@@ -158,7 +158,8 @@ def upscale_image(model: Any, image: torch.Tensor, tile: int = 512, overlap: int
         memory.free_memory(int(need), device)
     if channels_last is None:
         channels_last = device.type == "cpu"
-    dtype = next(net.parameters()).dtype if any(True for _ in net.parameters()) else torch.float32
+    first = next(iter(net.parameters()), None)
+    dtype = first.dtype if first is not None else torch.float32
     model.to(device)
     prev_format = None
     if channels_last:

@@ -11,7 +11,6 @@ overlapping tiles and blend them with feathered masks.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Callable
 
 import torch

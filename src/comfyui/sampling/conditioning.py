@@ -388,7 +388,16 @@ def get_area_and_mult(conds: dict, x_in: torch.Tensor, timestep_in: torch.Tensor
     conditioning = {}
     for name, c in conds["model_conds"].items():
         conditioning[name] = c.process_cond(batch_size=x_in.shape[0], device=x_in.device, area=area)
-    return CondObj(input_x, mult, conditioning, area, conds.get("control"), None, conds.get("uuid"))
+    patches = None
+    gligen = conds.get("gligen")
+    if gligen is not None:  # ("position" | "empty", GLIGEN patcher, boxes): a middle_patch for the UNet
+        gm = getattr(gligen[1], "model", gligen[1])
+        if gligen[0] == "position":
+            fn = gm.set_position(tuple(input_x.shape), gligen[2], input_x.device)
+        else:
+            fn = gm.set_empty(tuple(input_x.shape), input_x.device)
+        patches = {"middle_patch": [fn]}
+    return CondObj(input_x, mult, conditioning, area, conds.get("control"), patches, conds.get("uuid"))
 
 
 def can_concat_cond(c1: CondObj, c2: CondObj) -> bool:
@@ -452,8 +461,10 @@ def calc_cond_batch(model, conds: list, x_in: torch.Tensor, timestep: torch.Tens
         to_batch = to_batch_temp[:max(1, limit)]
         input_x, mult, c, cond_or_uncond, uuids, area = [], [], [], [], [], []
         control = None
+        patches = None
         for x in to_batch:
             p, idx = to_run.pop(x)
+            patches = p.patches
             input_x.append(p.input_x)
             mult.append(p.mult)
             c.append(p.conditioning)
@@ -469,6 +480,11 @@ def calc_cond_batch(model, conds: list, x_in: torch.Tensor, timestep: torch.Tens
         transformer_options["cond_or_uncond"] = cond_or_uncond[:]
         transformer_options["uuids"] = uuids[:]
         transformer_options["sigmas"] = timestep
+        if patches is not None:
+            merged = dict(transformer_options.get("patches", {}))
+            for k, v in patches.items():
+                merged[k] = list(merged.get(k, [])) + list(v)
+            transformer_options["patches"] = merged
         c["transformer_options"] = transformer_options
         if control is not None and hasattr(control, "get_control"):
             c["control"] = control.get_control(input_x, timestep_, c, len(cond_or_uncond), transformer_options)

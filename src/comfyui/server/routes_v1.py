@@ -76,7 +76,6 @@ import re
 import tempfile
 import threading
 import time
-import uuid
 from typing import Any
 from urllib.parse import urlencode
 
@@ -261,10 +260,6 @@ class OutputIndexer:
             finally:
                 self._queue.task_done()
 
-    def flush(self) -> None:
-        """Block until every queued job has been indexed."""
-        self._queue.join()
-
     def mean_duration(self) -> float:
         d = self.durations
         return sum(d) / len(d) if d else 1.0
@@ -342,8 +337,8 @@ class V1Routes:
             return json.loads(raw), {}, []
         except UnicodeDecodeError:
             raise _BadRequest(400, "Invalid JSON body: not UTF-8")
-        except ValueError as e:
-            raise _BadRequest(400, f"Invalid JSON body: {e}")
+        except (ValueError, RecursionError) as e:
+            raise _BadRequest(400, f"Invalid JSON body: {type(e).__name__}: {e}")
 
     async def _read_multipart(self, request: web.Request) -> tuple[Any, dict, list[tuple[str, bytes]]]:
         limit = self.ctx.max_upload_size
@@ -377,7 +372,7 @@ class V1Routes:
                         raise _BadRequest(400, "more than one prompt part")
                     try:
                         body = json.loads(data)
-                    except (UnicodeDecodeError, ValueError) as e:
+                    except (UnicodeDecodeError, ValueError, RecursionError) as e:
                         raise _BadRequest(400, f"Invalid JSON in the prompt part: {e}")
                 elif part.name:
                     try:
@@ -492,7 +487,7 @@ class V1Routes:
         extra_data = dict(extra_data)
         extra_data.setdefault("create_time", int(time.time() * 1000))
 
-        if prompt_id is not None and self.engine.queue.job_status(prompt_id) is not None:
+        if prompt_id is not None and await asyncio.to_thread(self.engine.queue.job_status, prompt_id) is not None:
             return await self._respond(request, prompt_id, prompt, kind, respond_async)
 
         created: list[str] = []
@@ -516,7 +511,14 @@ class V1Routes:
             return _prompt_error("queue_full", "The queue is full",
                                  f"The queue already holds {self.engine.max_queue_size} prompts (--max-queue-size)",
                                  status=429, headers={"Retry-After": str(self._retry_after())})
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except Exception as e:  # noqa: BLE001
+            import sqlalchemy.exc
+
+            if isinstance(e, sqlalchemy.exc.IntegrityError) and prompt_id is not None:
+                # the same id was submitted concurrently and the other request won: same job
+                return await self._respond(request, prompt_id, prompt, kind, respond_async)
+            if not isinstance(e, (ValueError, KeyError, TypeError, AttributeError)):
+                raise
             self._discard(created)
             log.info("v1 prompt rejected: %s: %s", type(e).__name__, e)
             return _prompt_error("invalid_prompt", "Invalid prompt", f"{type(e).__name__}: {e}")

@@ -1,0 +1,81 @@
+"""Style models (what a STYLE_MODEL socket carries): the T2I-Adapter style adapter
+(``t2iadapter_style_sd14v1.pth``: ``style_embedding``, ``ln_pre``, ``transformer_layes.N``,
+``ln_post``, ``proj``). It turns a CLIP vision encoder's ``last_hidden_state`` into a few extra
+text-conditioning tokens that StyleModelApply appends to the prompt's tokens."""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from .loading import ModelFileError, load_torch_file
+
+
+class _ResidualAttentionBlock(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(width, heads)
+        self.ln_1 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential()
+        self.mlp.add_module("c_fc", nn.Linear(width, width * 4))
+        self.mlp.add_module("gelu", _QuickGELU())
+        self.mlp.add_module("c_proj", nn.Linear(width * 4, width))
+        self.ln_2 = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [L, N, D]
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class _QuickGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class StyleAdapter(nn.Module):
+    def __init__(self, width: int = 1024, context_dim: int = 768, num_head: int = 16, n_layers: int = 3,
+                 num_token: int = 8):
+        super().__init__()
+        self.num_token = num_token
+        self.style_embedding = nn.Parameter(torch.zeros(1, num_token, width))
+        self.transformer_layes = nn.Sequential(*[_ResidualAttentionBlock(width, num_head) for _ in range(n_layers)])
+        self.ln_post = nn.LayerNorm(width)
+        self.ln_pre = nn.LayerNorm(width)
+        self.proj = nn.Parameter(torch.zeros(width, context_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        style = self.style_embedding.expand(x.shape[0], -1, -1).to(x)
+        x = self.ln_pre(torch.cat([x, style], dim=1))
+        x = self.transformer_layes(x.permute(1, 0, 2)).permute(1, 0, 2)
+        return self.ln_post(x[:, -self.num_token:, :]) @ self.proj
+
+
+class StyleModel:
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def get_cond(self, clip_vision_output) -> torch.Tensor:
+        x = clip_vision_output.last_hidden_state
+        p = next(self.model.parameters())
+        with torch.no_grad():
+            return self.model(x.to(p.device, p.dtype)).float().cpu()
+
+
+def load_style_model(path: str) -> StyleModel:
+    sd = load_torch_file(path)
+    if "style_embedding" not in sd:
+        raise ModelFileError(f"{os.path.basename(path)}: not a style model (no style_embedding); "
+                             "only T2I-Adapter style models are supported")
+    _, num_token, width = sd["style_embedding"].shape
+    context_dim = sd["proj"].shape[1]
+    n_layers = 0
+    while f"transformer_layes.{n_layers}.ln_1.weight" in sd:
+        n_layers += 1
+    heads = 8 if width == 1024 else max(1, width // 128)  # the released adapter: width 1024, 8 heads
+    model = StyleAdapter(width, context_dim, heads, n_layers, num_token)
+    missing, _ = model.load_state_dict(sd, strict=False)
+    if missing:
+        raise ModelFileError(f"{os.path.basename(path)}: style model weights missing: {missing[:4]}")
+    return StyleModel(model.eval().requires_grad_(False))
