@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import copy
 import gc
+import sys
 import logging
 import threading
 import time
@@ -69,6 +70,8 @@ class Engine:
         self._number = self.queue.last_number()
         self._number_lock = threading.Lock()
         self._secrets: dict[str, dict] = {}
+        self._ids_lock = threading.Lock()
+        self._reserved: set[str] = set()  # client-supplied ids being submitted right now
         self._futures: dict[str, concurrent.futures.Future] = {}
         self._futures_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -85,7 +88,13 @@ class Engine:
         custom nodes the config allows, its cache policy, and a durable job store (SQLite in the
         user directory, or ``--database-url``) when ``durable`` or a database URL is given."""
         if hasattr(config, "apply_paths"):
+            from .. import config as config_module
+
+            config_module.set_current(config)  # device/dtype flags are read from here
             config.apply_paths()
+            memory = sys.modules.get("comfyui.models.memory")
+            if memory is not None:  # already imported under another config: re-read it
+                memory.configure(config)
         if getattr(config, "cache_none", False):
             policy, size = "none", 0
         elif getattr(config, "cache_lru", 0):
@@ -107,9 +116,11 @@ class Engine:
                                   disable_all=bool(getattr(config, "disable_all_custom_nodes", False)),
                                   whitelist=getattr(config, "whitelist_custom_nodes", None) or None,
                                   blacklist=getattr(config, "blacklist_custom_nodes", None) or None)
-        return cls(registry, cache=policy, cache_size=size, queue=queue,
-                   max_queue_size=int(getattr(config, "max_queue_size", 0) or 0),
-                   preview_size=int(getattr(config, "preview_size", 512) or 512))
+        engine = cls(registry, cache=policy, cache_size=size, queue=queue,
+                     max_queue_size=int(getattr(config, "max_queue_size", 0) or 0),
+                     preview_size=int(getattr(config, "preview_size", 512) or 512))
+        engine.on_free.append(_free_models)
+        return engine
 
     # ---- listeners ----
     def add_listener(self, fn: Listener) -> None:
@@ -160,26 +171,36 @@ class Engine:
     def submit(self, prompt: dict, *, prompt_id: str | None = None, client_id: str | None = None,
                extra_data: dict | None = None, front: bool = False, number: float | None = None,
                partial_execution_targets: list | None = None) -> SubmitResult:
-        if prompt_id is not None and self.queue.contains(prompt_id):
-            existing = self.queue.find(prompt_id)
-            return SubmitResult(prompt_id, existing.number if existing else -1, {}, duplicate=True)
-        if self.max_queue_size and self.queue.remaining() >= self.max_queue_size:
-            raise QueueFull(f"the queue already holds {self.max_queue_size} prompts")
-        outputs, node_errors = self.validate(prompt, partial_execution_targets)
-        prompt_id = prompt_id or str(uuid.uuid4())
-        extra = dict(extra_data or {})
-        secrets = {k: extra.pop(k) for k in SECRET_KEYS if k in extra}
-        if client_id is not None:
-            extra["client_id"] = client_id
-        client_id = extra.get("client_id")
-        if number is None:
-            n = self.next_number()
-            number = -n if front else n
-        if secrets:
-            self._secrets[prompt_id] = secrets
-        item = QueueItem(number=number, prompt_id=prompt_id, prompt=prompt, extra_data=extra, outputs=outputs,
-                         client_id=client_id, created_at=time.time())
-        self.queue.put(item)
+        reserved = prompt_id is not None
+        if reserved:
+            # The id check and the insert must be one step, or two concurrent submits of one
+            # id both get in: reserve the id under the lock, then work outside it.
+            with self._ids_lock:
+                if prompt_id in self._reserved or self.queue.contains(prompt_id):
+                    existing = self.queue.find(prompt_id)
+                    return SubmitResult(prompt_id, existing.number if existing else -1, {}, duplicate=True)
+                self._reserved.add(prompt_id)
+        try:
+            if self.max_queue_size and self.queue.remaining() >= self.max_queue_size:
+                raise QueueFull(f"the queue already holds {self.max_queue_size} prompts")
+            outputs, node_errors = self.validate(prompt, partial_execution_targets)
+            prompt_id = prompt_id or str(uuid.uuid4())
+            extra = dict(extra_data or {})
+            secrets = {k: extra.pop(k) for k in SECRET_KEYS if k in extra}
+            if client_id is not None:
+                extra["client_id"] = client_id
+            client_id = extra.get("client_id")
+            if number is None:
+                n = self.next_number()
+                number = -n if front else n
+            if secrets:
+                self._secrets[prompt_id] = secrets
+            item = QueueItem(number=number, prompt_id=prompt_id, prompt=prompt, extra_data=extra,
+                             outputs=outputs, client_id=client_id, created_at=time.time())
+            self.queue.put(item)
+        finally:
+            if reserved:
+                self._reserved.discard(prompt_id)
         self._status()
         return SubmitResult(prompt_id, number, node_errors)
 
@@ -214,9 +235,11 @@ class Engine:
     def cancel(self, prompt_id: str) -> str | None:
         """Cancel a job: a pending one is removed and recorded as cancelled; a running one
         is interrupted. Returns "pending", "running" or None (unknown or already finished)."""
-        removed = self.queue.delete([prompt_id])
+        with self._ids_lock:  # a resubmission must not slip in between delete and record
+            removed = self.queue.delete([prompt_id])
+            if removed:
+                self._record_cancelled(removed)
         if removed:
-            self._record_cancelled(removed)
             self._status()
             return "pending"
         return "running" if self.interrupt(prompt_id) else None
@@ -359,3 +382,10 @@ class Engine:
             return
         for key in [k for k in self.objects if k[0].split(".", 1)[0] not in prompt]:
             del self.objects[key]
+
+
+def _free_models(unload_models: bool, free_memory: bool) -> None:
+    """/free for the model layer; nothing to do when no model code was ever loaded."""
+    memory = sys.modules.get("comfyui.models.memory")
+    if memory is not None:
+        memory.engine_free_hook(unload_models, free_memory)

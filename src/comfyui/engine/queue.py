@@ -31,6 +31,8 @@ class QueueItem:
 
 
 class PromptQueue:
+    durable = False  # True for stores that commit every change (comfyui.jobs.DurableQueue)
+
     def __init__(self, max_history: int = MAX_HISTORY):
         self._cond = threading.Condition()
         self._heap: list[QueueItem] = []

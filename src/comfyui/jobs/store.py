@@ -318,6 +318,8 @@ def _flush_at_exit(ref: "weakref.ref[_GroupWriter]") -> None:
 
 
 class DurableQueue(PromptQueue):
+    durable = True
+
     def __init__(self, url: str, *, requeue_interrupted: bool = False, max_history: int = MAX_HISTORY):
         super().__init__(max_history)
         self.url = url

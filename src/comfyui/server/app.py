@@ -220,7 +220,7 @@ def build_engine(config: Any):
     may register routes on ``PromptServer.instance.routes`` while they import)."""
     from comfyui.engine.engine import Engine
 
-    return Engine.from_config(config)
+    return Engine.from_config(config, durable=True)
 
 
 async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None = None,

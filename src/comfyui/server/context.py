@@ -169,6 +169,8 @@ async def read_json(request: web.Request, default: Any = None, *, require_conten
         raise JSONBodyError(400, "Invalid JSON body: not UTF-8")
     except ValueError as e:
         raise JSONBodyError(400, f"Invalid JSON body: {e}")
+    except RecursionError:
+        raise JSONBodyError(400, "Invalid JSON body: nested too deeply")
 
 
 # --------------------------------------------------------------------------- logs

@@ -22,6 +22,7 @@ Documented choices:
 """
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata as md
 import logging
 import os
@@ -181,7 +182,11 @@ class PromptRoutes:
         from comfyui.engine.engine import PromptError, QueueFull
 
         try:
-            result = self.engine.submit(prompt, **kwargs)
+            if self.engine.queue.durable:
+                # each submit waits for its commit: off the loop, so concurrent ones batch
+                result = await asyncio.to_thread(self.engine.submit, prompt, **kwargs)
+            else:
+                result = self.engine.submit(prompt, **kwargs)
         except PromptError as e:
             return json_response({"error": e.error, "node_errors": e.node_errors}, status=400)
         except QueueFull:
