@@ -38,7 +38,7 @@ def prompt(text: str) -> dict:
 
 
 # --lean: the same server with only the torch-free built-in node modules, to show what the
-# server itself costs (the full built-in set imports torch at start-up).
+# server itself costs (the full built-in set no longer imports torch at start-up either).
 LEAN_SERVER = """
 import asyncio, sys
 from comfyui.config import load_config

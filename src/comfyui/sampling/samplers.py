@@ -27,22 +27,13 @@ from .conditioning import (calc_cond_batch, cfg_function, convert_cond, process_
 from .conditioning import (can_concat_cond, cond_cat, create_cond_with_same_area_if_none,  # noqa: F401
                            encode_model_conds, get_area_and_mult, calculate_start_end_timesteps,
                            resolve_areas_and_cond_masks, apply_empty_x_to_equal_area)
+from .names import KSAMPLER_NAMES, SAMPLER_NAMES  # one definition, torch-free (the nodes read it)
 from .schedulers import SCHEDULER_NAMES, calculate_sigmas
 from .schedulers import (SCHEDULER_HANDLERS, SchedulerHandler, beta_scheduler, ddim_scheduler,  # noqa: F401
                          kl_optimal_scheduler, linear_quadratic_schedule, normal_scheduler, simple_scheduler)
 
 resolve_areas_and_cond_masks_multidim = resolve_areas_and_cond_masks
 
-KSAMPLER_NAMES = [
-    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
-    "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
-    "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
-    "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm",
-    "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
-    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
-    "seeds_3", "sa_solver", "sa_solver_pece",
-]
-SAMPLER_NAMES = KSAMPLER_NAMES + ["ddim", "uni_pc", "uni_pc_bh2"]
 DISCARD_PENULTIMATE_SIGMA_SAMPLERS = {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
 
 __all__ = ["KSAMPLER_NAMES", "SAMPLER_NAMES", "SCHEDULER_NAMES", "calculate_sigmas", "KSAMPLER", "ksampler",

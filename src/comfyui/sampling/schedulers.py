@@ -11,6 +11,7 @@ import torch
 
 from .k_diffusion import (get_sigmas_exponential, get_sigmas_karras, get_sigmas_polyexponential,  # noqa: F401
                           get_sigmas_vp)
+from .names import SCHEDULER_NAMES
 
 
 def simple_scheduler(model_sampling, steps):
@@ -112,7 +113,9 @@ SCHEDULER_HANDLERS: dict[str, SchedulerHandler] = {
     "linear_quadratic": SchedulerHandler(linear_quadratic_schedule),
     "kl_optimal": SchedulerHandler(kl_optimal_scheduler, use_ms=False),
 }
-SCHEDULER_NAMES = list(SCHEDULER_HANDLERS)
+# SCHEDULER_NAMES (from .names: one definition, torch-free, read by the node modules) lists these keys
+if SCHEDULER_NAMES != list(SCHEDULER_HANDLERS):
+    raise RuntimeError("sampling.names.SCHEDULER_NAMES is out of sync with SCHEDULER_HANDLERS")
 
 
 def calculate_sigmas(model_sampling, scheduler_name: str, steps: int) -> torch.Tensor:

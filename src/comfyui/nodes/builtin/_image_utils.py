@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
+
+from ._lazy import lazy
+
+np = lazy("numpy")
+torch = lazy("torch")
+F = lazy("torch.nn.functional")
 
 MAX_RESOLUTION = 16384
 

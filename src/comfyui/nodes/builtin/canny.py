@@ -7,10 +7,11 @@ degrees -> double threshold -> hysteresis (weak pixels survive when connected to
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from ._image_utils import check_image
+from ._lazy import lazy
+
+torch = lazy("torch")
+F = lazy("torch.nn.functional")
 
 # Neighbour offsets (dy, dx) for gradient directions 0, 45, ..., 315 degrees (y points down).
 _DIRECTIONS = [(0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1)]

@@ -4,10 +4,11 @@ MASK here means "1 - alpha", as LoadImage produces it: 1 = transparent.
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from ._image_utils import check_image, common_upscale, mask_3d
+from ._lazy import lazy
+
+torch = lazy("torch")
+F = lazy("torch.nn.functional")
 
 PORTER_DUFF_MODES = [
     "ADD", "CLEAR", "DARKEN", "DST", "DST_ATOP", "DST_IN", "DST_OUT", "DST_OVER", "LIGHTEN",

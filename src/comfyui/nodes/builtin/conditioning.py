@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 from ._image_utils import MAX_RESOLUTION
+from ._lazy import lazy
+
+torch = lazy("torch")
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,10 @@ all load through ControlNetLoader and chain on a conditioning's ``control`` entr
 from __future__ import annotations
 
 from comfyui import paths
-from comfyui.models import controlnet as cn
+
+from ._lazy import lazy
+
+cn = lazy("comfyui.models.controlnet")
 
 UNION_CONTROLNET_TYPES = {
     "openpose": 0,

@@ -15,8 +15,6 @@ import random
 import re
 from typing import Any
 
-import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps, ImageSequence, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
@@ -28,6 +26,10 @@ from ._image_utils import (
     common_upscale,
     tensor_to_pil,
 )
+from ._lazy import lazy
+
+np = lazy("numpy")
+torch = lazy("torch")
 
 DISABLE_METADATA = False
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 import os
 
-import torch
-import torch.nn.functional as F
 from PIL.PngImagePlugin import PngInfo
 
 from . import image as _image
 from ._image_utils import MAX_RESOLUTION, check_image, common_upscale, tensor_to_pil
+from ._lazy import lazy
+
+torch = lazy("torch")
+F = lazy("torch.nn.functional")
 
 
 class ImageCrop:

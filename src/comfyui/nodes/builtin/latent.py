@@ -9,12 +9,13 @@ import json
 import math
 import os
 
-import torch
-import torch.nn.functional as F
-
 from ._image_utils import MAX_RESOLUTION, center_crop_to_aspect
+from ._lazy import lazy
 from .image import metadata_disabled
 from .mask import composite
+
+torch = lazy("torch")
+F = lazy("torch.nn.functional")
 
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
 CROP_METHODS = ["disabled", "center"]

@@ -6,9 +6,12 @@ import json
 import os
 
 from comfyui import paths
-from comfyui.models import lora as lora_mod
-from comfyui.models import sd as sdm
-from comfyui.models.loading import load_torch_file, save_torch_file
+
+from ._lazy import lazy
+
+lora_mod = lazy("comfyui.models.lora")
+sdm = lazy("comfyui.models.sd")
+_loading = lazy("comfyui.models.loading")
 
 
 def _embeddings():
@@ -181,7 +184,7 @@ class LoraLoader:
             else:
                 self.loaded_lora = None
         if lora is None:
-            lora = load_torch_file(lora_path, safe_load=True)
+            lora = _loading.load_torch_file(lora_path, safe_load=True)
             self.loaded_lora = (lora_path, lora)
         return lora_mod.load_lora_for_models(model, clip, lora, strength_model, strength_clip)
 
@@ -261,7 +264,7 @@ class CheckpointSave:
                     metadata[k] = json.dumps(v)
         out_path = os.path.join(full_output_folder, f"{filename}_{counter:05}_.safetensors")
         sd = sdm.checkpoint_state_dict(model, clip, vae)
-        save_torch_file(sd, out_path, metadata=metadata)
+        _loading.save_torch_file(sd, out_path, metadata=metadata)
         return {}
 
 

@@ -1,11 +1,12 @@
 """MASK nodes (ComfyUI's comfy_extras/nodes_mask.py, minus the latent one) and ImageCompositeMasked."""
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from ._image_utils import MAX_RESOLUTION, check_image, image_alpha_fix, mask_3d, repeat_to_batch_size
+from ._lazy import lazy
 from .image import PreviewImage
+
+torch = lazy("torch")
+F = lazy("torch.nn.functional")
 
 
 def composite(destination: torch.Tensor, source: torch.Tensor, x: int, y: int, mask=None, multiplier: int = 8,

@@ -6,10 +6,11 @@ kornia functions ComfyUI uses. YUV here is kornia's full-range YCbCr (BT.601, ch
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from ._image_utils import check_image
+from ._lazy import lazy
+
+torch = lazy("torch")
+F = lazy("torch.nn.functional")
 
 MORPHOLOGY_OPERATIONS = ["erode", "dilate", "open", "close", "gradient", "bottom_hat", "top_hat"]
 

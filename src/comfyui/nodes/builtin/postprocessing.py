@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import torch
 from PIL import Image
 
 from ._image_utils import UPSCALE_METHODS, check_image, common_upscale, filter2d_same, gaussian_kernel
+from ._lazy import lazy
+
+np = lazy("numpy")
+torch = lazy("torch")
 
 
 class Blend:

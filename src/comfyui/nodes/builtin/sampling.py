@@ -3,14 +3,17 @@ schedulers, sigmas, guiders, noise) and the model-sampling patches (ModelSamplin
 RescaleCFG). Algorithms live in ``comfyui.sampling``."""
 from __future__ import annotations
 
-import torch
+from comfyui.sampling.names import SAMPLER_NAMES, SCHEDULER_NAMES
 
-from comfyui.sampling import k_diffusion as kd
-from comfyui.sampling import model_sampling as msmod
-from comfyui.sampling import samplers as smp
-from comfyui.sampling.noise import Noise_EmptyNoise, Noise_RandomNoise
-from comfyui.sampling.preview import prepare_callback
-from comfyui.sampling.schedulers import SCHEDULER_NAMES, beta_scheduler, calculate_sigmas
+from ._lazy import lazy
+
+torch = lazy("torch")
+kd = lazy("comfyui.sampling.k_diffusion")
+msmod = lazy("comfyui.sampling.model_sampling")
+smp = lazy("comfyui.sampling.samplers")
+_noise = lazy("comfyui.sampling.noise")
+_preview = lazy("comfyui.sampling.preview")
+_schedulers = lazy("comfyui.sampling.schedulers")
 
 SEED_MAX = 0xffffffffffffffff
 
@@ -36,8 +39,8 @@ class KSampler:
                                   "tooltip": "The Classifier-Free Guidance scale balances creativity and adherence "
                                              "to the prompt. Higher values result in images more closely matching "
                                              "the prompt however too high values will negatively impact quality."}),
-                "sampler_name": (smp.SAMPLER_NAMES, {"tooltip": "The algorithm used when sampling, this can affect "
-                                                                "the quality, speed, and style of the generated output."}),
+                "sampler_name": (SAMPLER_NAMES, {"tooltip": "The algorithm used when sampling, this can affect "
+                                                            "the quality, speed, and style of the generated output."}),
                 "scheduler": (SCHEDULER_NAMES, {"tooltip": "The scheduler controls how noise is gradually removed to "
                                                            "form the image."}),
                 "positive": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes you want to "
@@ -72,7 +75,7 @@ class KSamplerAdvanced:
                 "noise_seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True}),
                 "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
                 "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
-                "sampler_name": (smp.SAMPLER_NAMES,),
+                "sampler_name": (SAMPLER_NAMES,),
                 "scheduler": (SCHEDULER_NAMES,),
                 "positive": ("CONDITIONING",),
                 "negative": ("CONDITIONING",),
@@ -106,7 +109,7 @@ def _run_custom(model_patcher, latent, sigmas, run):
     latent["samples"] = latent_image
     noise_mask = latent.get("noise_mask")
     x0_output: dict = {}
-    callback = prepare_callback(model_patcher, sigmas.shape[-1] - 1, x0_output)
+    callback = _preview.prepare_callback(model_patcher, sigmas.shape[-1] - 1, x0_output)
     samples = run(latent, latent_image, noise_mask, callback)
     out = dict(latent)
     out["samples"] = samples
@@ -142,7 +145,7 @@ class SamplerCustom:
 
     def sample(self, model, add_noise, noise_seed, cfg, positive, negative, sampler, sigmas, latent_image):
         def run(latent, latent_image, noise_mask, callback):
-            noise = (Noise_RandomNoise(noise_seed) if add_noise else Noise_EmptyNoise()).generate_noise(latent)
+            noise = (_noise.Noise_RandomNoise(noise_seed) if add_noise else _noise.Noise_EmptyNoise()).generate_noise(latent)
             return smp.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent_image,
                                      noise_mask=noise_mask, callback=callback, seed=noise_seed)
         return _run_custom(model, latent_image, sigmas, run)
@@ -177,7 +180,7 @@ class SamplerCustomAdvanced:
 class KSamplerSelect:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"sampler_name": (smp.SAMPLER_NAMES,)}}
+        return {"required": {"sampler_name": (SAMPLER_NAMES,)}}
 
     RETURN_TYPES = ("SAMPLER",)
     FUNCTION = "get_sampler"
@@ -209,7 +212,7 @@ class BasicScheduler:
             if denoise <= 0.0:
                 return (torch.FloatTensor([]),)
             total_steps = int(steps / denoise)
-        sigmas = calculate_sigmas(smp.get_model_object(model, "model_sampling"), scheduler, total_steps).cpu()
+        sigmas = _schedulers.calculate_sigmas(smp.get_model_object(model, "model_sampling"), scheduler, total_steps).cpu()
         return (sigmas[-(steps + 1):],)
 
 
@@ -310,7 +313,7 @@ class BetaSamplingScheduler:
     CATEGORY = "sampling/custom_sampling/schedulers"
 
     def get_sigmas(self, model, steps, alpha, beta):
-        return (beta_scheduler(smp.get_model_object(model, "model_sampling"), steps, alpha=alpha, beta=beta),)
+        return (_schedulers.beta_scheduler(smp.get_model_object(model, "model_sampling"), steps, alpha=alpha, beta=beta),)
 
 
 class VPScheduler:
@@ -393,7 +396,7 @@ class RandomNoise:
     CATEGORY = "sampling/custom_sampling/noise"
 
     def get_noise(self, noise_seed):
-        return (Noise_RandomNoise(noise_seed),)
+        return (_noise.Noise_RandomNoise(noise_seed),)
 
 
 class DisableNoise:
@@ -406,7 +409,7 @@ class DisableNoise:
     CATEGORY = "sampling/custom_sampling/noise"
 
     def get_noise(self):
-        return (Noise_EmptyNoise(),)
+        return (_noise.Noise_EmptyNoise(),)
 
 
 class BasicGuider:

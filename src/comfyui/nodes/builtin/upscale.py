@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from comfyui import paths
-from comfyui.models import upscale as up
+
+from ._lazy import lazy
+
+up = lazy("comfyui.models.upscale")
 
 
 class UpscaleModelLoader:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
+from ._lazy import lazy
+
+torch = lazy("torch")
+F = lazy("torch.nn.functional")
 
 
 def _temporal(tile_size, overlap, temporal_size, temporal_overlap):

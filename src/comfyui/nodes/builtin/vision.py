@@ -3,13 +3,15 @@ unCLIPConditioning, StyleModelLoader, StyleModelApply, GLIGENLoader, GLIGENTextB
 loaded from models/hypernetworks)."""
 from __future__ import annotations
 
-import torch
-
 from comfyui import paths
-from comfyui.models import clip_vision as cv
-from comfyui.models import gligen as gl
-from comfyui.models import hypernetwork as hn
-from comfyui.models import style as st
+
+from ._lazy import lazy
+
+torch = lazy("torch")
+cv = lazy("comfyui.models.clip_vision")
+gl = lazy("comfyui.models.gligen")
+hn = lazy("comfyui.models.hypernetwork")
+st = lazy("comfyui.models.style")
 
 
 class CLIPVisionLoader:
