@@ -168,9 +168,29 @@ class Engine:
             self._number += 1
             return self._number
 
-    def submit(self, prompt: dict, *, prompt_id: str | None = None, client_id: str | None = None,
-               extra_data: dict | None = None, front: bool = False, number: float | None = None,
-               partial_execution_targets: list | None = None) -> SubmitResult:
+    def submit(self, prompt: dict, **options) -> SubmitResult:
+        """Validate and queue a prompt; returns once it is stored. Raises PromptError/QueueFull.
+        Options: prompt_id, client_id, extra_data, front, number, partial_execution_targets."""
+        result, ack = self._enqueue(prompt, wait=True, **options)
+        self._status()
+        return result
+
+    async def submit_async(self, prompt: dict, **options) -> SubmitResult:
+        """``submit`` for an event loop: validation runs here, the store's commit is awaited
+        (a durable store commits concurrent submits together on its writer thread)."""
+        if options.get("prompt_id") is not None and self.queue.durable:
+            # a client-chosen id is looked up in the store: a read that waits on the disk
+            result, ack = await asyncio.to_thread(self._enqueue, prompt, wait=False, **options)
+        else:
+            result, ack = self._enqueue(prompt, wait=False, **options)
+        if ack is not None:
+            await asyncio.wrap_future(ack)
+        self._status()
+        return result
+
+    def _enqueue(self, prompt: dict, *, wait: bool, prompt_id: str | None = None, client_id: str | None = None,
+                 extra_data: dict | None = None, front: bool = False, number: float | None = None,
+                 partial_execution_targets: list | None = None) -> tuple[SubmitResult, concurrent.futures.Future | None]:
         reserved = prompt_id is not None
         if reserved:
             # The id check and the insert must be one step, or two concurrent submits of one
@@ -178,7 +198,7 @@ class Engine:
             with self._ids_lock:
                 if prompt_id in self._reserved or self.queue.contains(prompt_id):
                     existing = self.queue.find(prompt_id)
-                    return SubmitResult(prompt_id, existing.number if existing else -1, {}, duplicate=True)
+                    return SubmitResult(prompt_id, existing.number if existing else -1, {}, duplicate=True), None
                 self._reserved.add(prompt_id)
         try:
             if self.max_queue_size and self.queue.remaining() >= self.max_queue_size:
@@ -197,12 +217,12 @@ class Engine:
                 self._secrets[prompt_id] = secrets
             item = QueueItem(number=number, prompt_id=prompt_id, prompt=prompt, extra_data=extra,
                              outputs=outputs, client_id=client_id, created_at=time.time())
-            self.queue.put(item)
+            # once handed to the queue the id is visible to contains(), so the reservation ends
+            ack = self.queue.put(item, wait=wait)
         finally:
             if reserved:
                 self._reserved.discard(prompt_id)
-        self._status()
-        return SubmitResult(prompt_id, number, node_errors)
+        return SubmitResult(prompt_id, number, node_errors), ack
 
     def wait(self, prompt_id: str) -> concurrent.futures.Future:
         """A future that resolves to the prompt's history entry once it has finished."""
@@ -210,6 +230,8 @@ class Engine:
             future = self._futures.get(prompt_id)
             if future is None:
                 future = self._futures[prompt_id] = concurrent.futures.Future()
+        if self.queue.find(prompt_id) is not None:
+            return future  # queued or running: the worker resolves it (no history read)
         entry = self.queue.get_history(prompt_id=prompt_id).get(prompt_id)
         if entry is not None and not future.done():
             self._resolve(prompt_id, entry)

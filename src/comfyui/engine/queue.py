@@ -6,6 +6,7 @@ shape. A durable store implements the same methods (see ``comfyui.jobs``).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import heapq
 import threading
 from collections import OrderedDict
@@ -42,7 +43,9 @@ class PromptQueue:
         self._woken = False
 
     # ---- queue ----
-    def put(self, item: QueueItem) -> None:
+    def put(self, item: QueueItem, wait: bool = True) -> concurrent.futures.Future | None:
+        """Queue ``item``. A durable queue with ``wait=False`` returns a future that resolves
+        once the item is stored (it is runnable from then on); None means accepted already."""
         with self._cond:
             heapq.heappush(self._heap, item)
             self._cond.notify_all()

@@ -1,11 +1,14 @@
 """DurableQueue: PromptQueue whose every state change is written to a database first.
 
 Pending items also live in the in-memory heap (the hot path reads memory only); every
-acknowledged submit is committed before ``put`` returns. History reads go to the database.
+acknowledged submit is committed before it is acknowledged (``put`` returns, or the future of
+``put(wait=False)`` resolves). History reads go to the database.
 
-Writes go through one writer thread that commits whatever has queued up in a single
-transaction (group commit), so concurrent submits and the worker's state changes share
-fsyncs. ``put``, deletes and history edits wait for their commit; the worker's
+Writes are grouped: whatever has queued up is committed in one transaction (group commit), by
+a writer thread or, on SQLite, by a waiting caller itself (an event loop commits the submits of
+one loop turn together), so concurrent submits and the worker's state changes share commits.
+SQLite's WAL checkpoints (the fsyncs) run on a thread of their own (WalCheckpointer).
+``put``, deletes and history edits wait for their commit; the worker's
 ``in_progress``/finished updates do not (the worker never waits on the disk), and every read
 first waits for the writes queued before it, so reads always see them. The price: a process
 killed within a few milliseconds (one commit) of a job finishing may record that job as failed
@@ -17,9 +20,11 @@ Secrets were removed from extra_data by the engine before they reach this store.
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
 import concurrent.futures
 import json
+import logging
 import pathlib
 import threading
 import time
@@ -32,6 +37,8 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy.pool import StaticPool
 
 from ..engine.queue import MAX_HISTORY, PromptQueue, QueueItem
+
+log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 jobs = sa.Table(
@@ -72,9 +79,13 @@ FINISHED = (COMPLETED, FAILED, CANCELLED)
 INTERRUPTED_REASON = "The server stopped while this job was running (restart or crash)."
 
 
+def _sqlite_in_memory(url: str) -> bool:
+    return url in ("sqlite://", "sqlite:///:memory:")
+
+
 def make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
-        memory = url in ("sqlite://", "sqlite:///:memory:")
+        memory = _sqlite_in_memory(url)
         if not memory:
             path = url.split("sqlite:///", 1)[-1]
             if path:
@@ -88,6 +99,8 @@ def make_engine(url: str) -> sa.Engine:
             # WAL + NORMAL: a committed write survives a killed process; far faster than FULL.
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            if not memory:  # checkpoints (and their fsyncs) run on WalCheckpointer's thread
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.execute("PRAGMA busy_timeout=10000")
             cursor.close()
 
@@ -118,7 +131,7 @@ class _GroupWriter:
     """One thread that runs queued write operations, batching all that are waiting into one
     transaction on one long-lived connection.
 
-    ``submit(op)`` -> Future. An op is a callable ``fn(connection)`` or one of the batched
+    ``post(op)`` (nobody waits), ``submit(op)`` -> Future, ``run(op)`` (waits). An op is a callable ``fn(connection)`` or one of the batched
     kinds ``("insert", values)``, ``("start", values)``, ``("finish", values)``: all inserts
     of a batch go in one multi-row INSERT, then the starts and the finishes as executemany
     UPDATEs, then the callables in order (a job's insert commits before it can start, and it
@@ -128,14 +141,17 @@ class _GroupWriter:
 
     def __init__(self, db: sa.Engine, lock: threading.Lock, max_batch: int = 1000):
         self.db, self.lock, self.max_batch = db, lock, max_batch
-        self._cond = threading.Condition()
-        self._ops: list[tuple[Any, concurrent.futures.Future]] = []
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # the writer thread waits here for operations
+        self._flushed = threading.Condition(lock)  # flush() waits here for commits
+        self._ops: list[tuple[Any, concurrent.futures.Future | None]] = []
         self._submitted = 0
         self._done = 0
         self._stopped = False
         self._conn: sa.Connection | None = None
         self._leader = threading.Lock()  # held by whoever is committing a batch
         self._urgent = False  # someone waits for the next commit
+        self._idle = False  # the writer thread sleeps until an operation arrives
         self.commit_delay = 0.005
         self._start_stmt = jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid")).values(
             status=sa.bindparam("status"), started_at=sa.bindparam("started_at"))
@@ -144,6 +160,8 @@ class _GroupWriter:
             error=sa.bindparam("error"),
             started_at=sa.func.coalesce(sa.bindparam("started_at", type_=sa.Float), jobs.c.started_at))
         self._raw = self._raw_statements(db.dialect)
+        self.commit_inline = db.dialect.name == "sqlite"
+        self._lead_scheduled = False  # an event loop will commit the waiting batch next turn
         self._thread = threading.Thread(target=self._run, name="comfyui-jobs-writer", daemon=True)
         self._thread.start()
 
@@ -165,32 +183,79 @@ class _GroupWriter:
                       f"started_at = COALESCE({p}, started_at) WHERE prompt_id = {p}",
         }
 
-    def submit(self, op, wake: bool = True) -> concurrent.futures.Future:
+    def post(self, op) -> None:
+        """Queue ``op`` for the next batch; nobody waits for it (the worker's state updates),
+        so it is gathered with others for ``commit_delay``. A failure is logged."""
+        with self._cond:
+            self._append(op, None)
+            if self._idle:  # waking the writer costs a thread switch: only when it sleeps
+                self._cond.notify()
+
+    def submit(self, op) -> concurrent.futures.Future:
+        """Queue ``op`` for a caller that waits for it (without blocking here); the future
+        resolves once it is committed, which happens now rather than after ``commit_delay``.
+
+        On SQLite (a commit is a local write of tens of microseconds) the caller's thread
+        commits the waiting batch itself, unless another commit is in progress: handing it to
+        the writer thread and back costs two thread switches, most of a request's time under
+        load. Called from an event loop, that commit runs at the loop's next turn, so the
+        submits of all requests handled in this turn share it. On a database server the
+        writer thread commits, so an event loop never waits on the network."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._cond:
-            if self._stopped:
-                raise RuntimeError("the job store is closed")
-            self._ops.append((op, future))
-            self._submitted += 1
-            if wake:
-                self._cond.notify_all()
+            self._append(op, future)
+            if self._idle:  # a backstop should the caller's loop stop before its next turn
+                self._cond.notify()
+        if not self.commit_inline:
+            self._hurry()
+            return future
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._lead()
+            self._hurry()
+            return future
+        if not self._lead_scheduled:
+            self._lead_scheduled = True
+            loop.call_soon(self._scheduled_lead)
         return future
 
     def run(self, op) -> Any:
-        """Submit ``op`` and wait for its commit. When no batch is being committed the caller
-        commits the waiting batch itself (no hand-over to the writer thread, whose wake-up
-        costs a GIL switch under load); otherwise the op joins the next batch."""
-        future = self.submit(op, wake=False)
+        """Submit ``op`` and wait for its commit (from a thread that may block): the caller
+        commits the waiting batch itself when no other commit is in progress."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            self._append(op, future)
+        self._lead()
+        self._hurry()
+        return future.result()
+
+    def _append(self, op, future: concurrent.futures.Future | None) -> None:
+        """Add ``op`` to the waiting batch (the caller holds ``_cond``)."""
+        if self._stopped:
+            raise RuntimeError("the job store is closed")
+        self._ops.append((op, future))
+        self._submitted += 1
+
+    def _scheduled_lead(self) -> None:
+        self._lead_scheduled = False
+        self._lead()
+        self._hurry()
+
+    def _lead(self) -> None:
+        """Commit the waiting batch here, unless another thread is committing one."""
         if self._leader.acquire(blocking=False):
             try:
                 self._commit_batch()
             finally:
                 self._leader.release()
+
+    def _hurry(self) -> None:
+        """Have the writer commit what still waits, without the gathering delay."""
         with self._cond:
             if self._ops:
                 self._urgent = True
-                self._cond.notify_all()
-        return future.result()
+                self._cond.notify()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted so far is committed; False on timeout."""
@@ -199,16 +264,21 @@ class _GroupWriter:
             target = self._submitted
             if self._done < target:
                 self._urgent = True
-                self._cond.notify_all()
+                self._cond.notify()
             while self._done < target:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._cond.wait(remaining)
+                self._flushed.wait(remaining)
         return True
 
     def pending(self) -> bool:
         return self._done < self._submitted
+
+    @property
+    def committed(self) -> int:
+        """How many operations have been committed so far."""
+        return self._done
 
     def close(self) -> None:
         with self._cond:
@@ -226,39 +296,63 @@ class _GroupWriter:
             self._conn = self.db.connect()
         return self._conn
 
-    def _apply(self, conn: sa.Connection, ops: list) -> list:
+    @staticmethod
+    def _plan(ops: list) -> tuple[list, list, list]:
+        """The batched kinds of ``ops`` as (inserts, starts, finishes) rows, a job that started
+        and finished within the batch folded into one finish."""
         inserts = [op[1] for op, _f in ops if isinstance(op, tuple) and op[0] == "insert"]
         starts = {op[1]["pid"]: op[1] for op, _f in ops if isinstance(op, tuple) and op[0] == "start"}
-        finishes = [op[1] for op, _f in ops if isinstance(op, tuple) and op[0] == "finish"]
-        merged = []
-        for values in finishes:  # started and finished within one batch: one UPDATE
-            start = starts.pop(values["pid"], None)
-            merged.append({**values, "started_at": start["started_at"] if start else None})
-        raw = self._raw
-        if raw is None:
-            if inserts:
-                conn.execute(jobs.insert(), inserts)
-            if starts:
-                conn.execute(self._start_stmt, list(starts.values()))
-            if merged:
-                conn.execute(self._finish_stmt, merged)
-        else:
-            dumps = _json_dumps
-            if inserts:
-                conn.exec_driver_sql(raw["insert"], [
-                    (v["prompt_id"], v["number"], v["status"], v["client_id"], dumps(v["prompt"]),
-                     dumps(v["extra_data"]), dumps(v["outputs_to_execute"]), v["created_at"]) for v in inserts])
-            if starts:
-                conn.exec_driver_sql(raw["start"], [(v["status"], v["started_at"], v["pid"]) for v in starts.values()])
-            if merged:
-                conn.exec_driver_sql(raw["finish"], [
-                    (v["status"], v["ended_at"], dumps(v["history"]),
-                     None if v["error"] is None else dumps(v["error"]), v["started_at"], v["pid"]) for v in merged])
+        finishes = []
+        for op, _f in ops:
+            if isinstance(op, tuple) and op[0] == "finish":
+                start = starts.pop(op[1]["pid"], None)
+                finishes.append({**op[1], "started_at": start["started_at"] if start else None})
+        return inserts, list(starts.values()), finishes
+
+    def _apply(self, conn: sa.Connection, ops: list) -> list:
+        inserts, starts, finishes = self._plan(ops)
+        if inserts:
+            conn.execute(jobs.insert(), inserts)
+        if starts:
+            conn.execute(self._start_stmt, starts)
+        if finishes:
+            conn.execute(self._finish_stmt, finishes)
         return [None if isinstance(op, tuple) else op(conn) for op, _f in ops]
 
-    def _transaction(self, ops: list) -> list:
+    def _apply_raw(self, cursor, ops: list) -> None:
+        """The batched kinds through the driver's cursor: SQLAlchemy's per-statement and
+        per-transaction overhead is several times the cost of these statements on SQLite."""
+        inserts, starts, finishes = self._plan(ops)
+        raw, dumps = self._raw, _json_dumps
+        if inserts:
+            cursor.executemany(raw["insert"], [
+                (v["prompt_id"], v["number"], v["status"], v["client_id"], dumps(v["prompt"]),
+                 dumps(v["extra_data"]), dumps(v["outputs_to_execute"]), v["created_at"]) for v in inserts])
+        if starts:
+            cursor.executemany(raw["start"], [(v["status"], v["started_at"], v["pid"]) for v in starts])
+        if finishes:
+            cursor.executemany(raw["finish"], [
+                (v["status"], v["ended_at"], dumps(v["history"]),
+                 None if v["error"] is None else dumps(v["error"]), v["started_at"], v["pid"]) for v in finishes])
+
+    def _transaction(self, ops: list, fast: bool = True) -> list:
+        """Run ``ops`` in one transaction. ``fast``: a batch of only the batched kinds goes
+        straight to the driver; errors then come from the driver, so a failed batch is retried
+        with ``fast=False`` (SQLAlchemy's exceptions for the caller)."""
         with self.lock:
             conn = self._connection()
+            if fast and self._raw is not None and all(isinstance(op, tuple) for op, _f in ops):
+                driver = conn.connection.driver_connection
+                cursor = driver.cursor()
+                try:
+                    self._apply_raw(cursor, ops)
+                    driver.commit()
+                except BaseException:
+                    driver.rollback()
+                    raise
+                finally:
+                    cursor.close()
+                return [None] * len(ops)
             try:
                 with conn.begin():
                     return self._apply(conn, ops)
@@ -271,7 +365,9 @@ class _GroupWriter:
         while True:
             with self._cond:
                 while not self._ops and not self._stopped:
+                    self._idle, self._urgent = True, False  # nothing waits, nothing to hurry
                     self._cond.wait()
+                self._idle = False
                 # Nobody waits on the worker's own updates: let them gather for a moment so
                 # one transaction carries many (a reader's flush or a waiting put cuts it short).
                 deadline = time.monotonic() + self.commit_delay
@@ -299,16 +395,58 @@ class _GroupWriter:
             try:
                 results = self._transaction(batch)
                 for (_op, future), result in zip(batch, results):
-                    future.set_result(result)
+                    if future is not None:
+                        future.set_result(result)
             except Exception:  # noqa: BLE001 - retry one by one so the failure reaches its caller
-                for item in batch:
+                for op, future in batch:
                     try:
-                        item[1].set_result(self._transaction([item])[0])
+                        result = self._transaction([(op, future)], fast=False)[0]
                     except Exception as e:  # noqa: BLE001
-                        item[1].set_exception(e)
+                        if future is None:
+                            log.exception("the job store could not record %s", op[0] if isinstance(op, tuple) else op)
+                        else:
+                            future.set_exception(e)
+                    else:
+                        if future is not None:
+                            future.set_result(result)
             with self._cond:
                 self._done += len(batch)
-                self._cond.notify_all()
+                self._flushed.notify_all()
+
+
+class WalCheckpointer:
+    """Copies an SQLite WAL back into the database file on its own thread, once a second
+    while there are new commits. SQLite would otherwise checkpoint inside whichever commit
+    crosses its threshold, an fsync-long stall for that commit's caller (the event loop,
+    when a request commits its own submit). PASSIVE checkpoints never block writers."""
+
+    def __init__(self, db: sa.Engine, writer: "_GroupWriter", interval: float = 1.0):
+        self.db, self.writer, self.interval = db, writer, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="comfyui-jobs-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _checkpoint(self, mode: str) -> None:
+        with self.db.connect() as conn:
+            conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
+
+    def _run(self) -> None:
+        seen = self.writer.committed
+        while not self._stop.wait(self.interval):
+            if self.writer.committed != seen:
+                seen = self.writer.committed
+                try:
+                    self._checkpoint("PASSIVE")
+                except sa.exc.DBAPIError:  # busy or closing: the next round catches up
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        try:
+            self._checkpoint("TRUNCATE")
+        except sa.exc.DBAPIError:
+            pass
 
 
 def _flush_at_exit(ref: "weakref.ref[_GroupWriter]") -> None:
@@ -329,6 +467,8 @@ class DurableQueue(PromptQueue):
         self._finished_since_prune = 0
         self.recovered = self._recover(requeue_interrupted)
         self._writer = _GroupWriter(self.db, self._write_lock)
+        file_sqlite = self.db.dialect.name == "sqlite" and not _sqlite_in_memory(url)
+        self._checkpointer = WalCheckpointer(self.db, self._writer) if file_sqlite else None
         # the worker's last updates must reach the disk on a normal exit too
         atexit.register(_flush_at_exit, weakref.ref(self._writer))
 
@@ -369,24 +509,34 @@ class DurableQueue(PromptQueue):
         return int(value or 0)
 
     # ---- queue (write-through) ----
-    def put(self, item: QueueItem) -> None:
+    def put(self, item: QueueItem, wait: bool = True) -> concurrent.futures.Future | None:
         values = dict(prompt_id=item.prompt_id, number=item.number, status=PENDING, client_id=item.client_id,
                       prompt=item.prompt, extra_data=item.extra_data, outputs_to_execute=item.outputs,
                       created_at=item.created_at or time.time())
-        self._writer.run(("insert", values))  # committed: acknowledged
-        super().put(item)
+        if wait:
+            self._writer.run(("insert", values))  # committed: acknowledged
+            super().put(item)
+            return None
+        # the item becomes runnable once committed; the caller acknowledges after the future
+        ack = self._writer.submit(("insert", values))
+        if ack.done():  # committed right away, in this thread
+            ack.result()
+            super().put(item)
+            return None
+        ack.add_done_callback(lambda f: f.exception() is None and PromptQueue.put(self, item))
+        return ack
 
     def get(self, timeout: float | None = None) -> QueueItem | None:
         item = super().get(timeout)
         if item is not None:
-            self._writer.submit(("start", {"pid": item.prompt_id, "status": IN_PROGRESS, "started_at": time.time()}))
+            self._writer.post(("start", {"pid": item.prompt_id, "status": IN_PROGRESS, "started_at": time.time()}))
         return item
 
     def task_done(self, item: QueueItem, history_entry: dict) -> None:
         status = _status_of(history_entry)
         error = next((m[1] for m in history_entry.get("status", {}).get("messages", [])
                       if m[0] == "execution_error"), None)
-        self._writer.submit(("finish", {"pid": item.prompt_id, "status": status, "ended_at": time.time(),
+        self._writer.post(("finish", {"pid": item.prompt_id, "status": status, "ended_at": time.time(),
                                         "history": history_entry, "error": error}))
         with self._cond:
             self._running.pop(item.prompt_id, None)
@@ -476,9 +626,11 @@ class DurableQueue(PromptQueue):
             if cutoff is not None:
                 conn.execute(jobs.delete().where(jobs.c.status.in_(FINISHED), jobs.c.seq <= cutoff))
 
-        self._writer.submit(prune)
+        self._writer.post(prune)
 
     def close(self) -> None:
         self._writer.flush()
         self._writer.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self.db.dispose()

@@ -276,6 +276,8 @@ class ModelPatcher:
                 self.object_patches_backup[name] = prev
 
         device_to = torch.device(device_to) if device_to is not None else self.load_device
+        if device_to.type == "cpu":
+            ops.keep_cpu_heap()
         weight_dtype = self.model_dtype()
         compute = getattr(self.model, "manual_cast_dtype", None)
         need_cast = compute is not None and compute != weight_dtype

@@ -33,6 +33,24 @@ def _norm(ch: int, eps: float = 1e-5) -> nn.Module:
     return ops.GroupNorm(32, ch, eps=eps)
 
 
+def _inplace_ok() -> bool:
+    """In-place updates of freshly computed activations (no new buffer, so no page faults
+    for a fresh allocation on CPU) are safe whenever no autograd graph is being recorded.
+    Addition and multiplication are commutative in IEEE arithmetic, so ``h.add_(x)`` gives
+    bit-for-bit what ``x + h`` gives."""
+    return not torch.is_grad_enabled()
+
+
+def _norm_act_conv(seq: nn.Sequential, x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """``seq`` = (GroupNorm, SiLU, [Dropout,] Conv): the SiLU runs in place on the norm output."""
+    if not inplace:
+        return seq(x)
+    h = F.silu(seq[0](x), inplace=True)
+    for layer in list(seq)[2:]:
+        h = layer(h)
+    return h
+
+
 class TimestepBlock(nn.Module):
     pass
 
@@ -48,10 +66,15 @@ class ResBlock(TimestepBlock):
         self.skip_connection = nn.Identity() if out_channels == channels else ops.Conv2d(channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.in_layers(x)
-        h = h + self.emb_layers(emb).to(h.dtype)[:, :, None, None]
-        h = self.out_layers(h)
-        return self.skip_connection(x) + h
+        if not _inplace_ok():
+            h = self.in_layers(x)
+            h = h + self.emb_layers(emb).to(h.dtype)[:, :, None, None]
+            h = self.out_layers(h)
+            return self.skip_connection(x) + h
+        h = _norm_act_conv(self.in_layers, x, True)
+        h.add_(self.emb_layers(emb).to(h.dtype)[:, :, None, None])
+        h = _norm_act_conv(self.out_layers, h, True)
+        return _add_inplace(h, self.skip_connection(x))
 
 
 class Downsample(nn.Module):
@@ -88,6 +111,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> 
     return out.transpose(1, 2).reshape(b, lq, inner)
 
 
+def _add_inplace(fresh: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``fresh + x`` written into ``fresh`` (a new activation nobody else holds)."""
+    if fresh.shape == x.shape and fresh.dtype == x.dtype:
+        return fresh.add_(x)
+    return fresh + x
+
+
 class CrossAttention(nn.Module):
     def __init__(self, query_dim: int, context_dim: int | None, heads: int, dim_head: int):
         super().__init__()
@@ -112,6 +142,8 @@ class GEGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, gate = self.proj(x).chunk(2, dim=-1)
+        if _inplace_ok():
+            return F.gelu(gate).mul_(h)
         return h * F.gelu(gate)
 
 
@@ -136,6 +168,12 @@ class BasicTransformerBlock(nn.Module):
         self.norm3 = ops.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None, transformer_options: dict) -> torch.Tensor:
+        if _inplace_ok():
+            return self._forward(x, context, transformer_options, _add_inplace)
+        return self._forward(x, context, transformer_options, torch.add)
+
+    def _forward(self, x: torch.Tensor, context: torch.Tensor | None, transformer_options: dict,
+                 add: Any) -> torch.Tensor:
         n = self.norm1(x)
         patches = transformer_options.get("patches", {})
         if "attn1_patch" in patches:
@@ -143,9 +181,9 @@ class BasicTransformerBlock(nn.Module):
             for p in patches["attn1_patch"]:
                 q, k, v = p(q, k, v, transformer_options)
             a = attention(self.attn1.to_q(q), self.attn1.to_k(k), self.attn1.to_v(v), self.attn1.heads)
-            x = self.attn1.to_out(a) + x
+            x = add(self.attn1.to_out(a), x)
         else:
-            x = self.attn1(n) + x
+            x = add(self.attn1(n), x)
         for p in patches.get("middle_patch", ()):  # e.g. GLIGEN's gated self-attention
             x = p(x, transformer_options)
         n = self.norm2(x)
@@ -154,10 +192,10 @@ class BasicTransformerBlock(nn.Module):
             for p in patches["attn2_patch"]:
                 q, k, v = p(q, k, v, transformer_options)
             a = attention(self.attn2.to_q(q), self.attn2.to_k(k), self.attn2.to_v(v), self.attn2.heads)
-            x = self.attn2.to_out(a) + x
+            x = add(self.attn2.to_out(a), x)
         else:
-            x = self.attn2(n, context) + x
-        return self.ff(self.norm3(x)) + x
+            x = add(self.attn2(n, context), x)
+        return add(self.ff(self.norm3(x)), x)
 
 
 class SpatialTransformer(nn.Module):
@@ -193,6 +231,8 @@ class SpatialTransformer(nn.Module):
         x = x.reshape(b, h, w, -1).permute(0, 3, 1, 2)
         if not self.use_linear:
             x = self.proj_out(x.contiguous(memory_format=x_in_format(x_in)))
+        if _inplace_ok():
+            return _add_inplace(x, x_in)
         return x + x_in
 
 
@@ -336,4 +376,4 @@ class UNetModel(nn.Module):
             h = torch.cat([h, skip], dim=1)
             out_shape = hs[-1].shape if hs else None
             h = block(h, emb, context, transformer_options, out_shape)
-        return self.out(h).to(x.dtype)
+        return _norm_act_conv(self.out, h, _inplace_ok()).to(x.dtype)

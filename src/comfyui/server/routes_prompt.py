@@ -22,7 +22,6 @@ Documented choices:
 """
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata as md
 import logging
 import os
@@ -182,11 +181,7 @@ class PromptRoutes:
         from comfyui.engine.engine import PromptError, QueueFull
 
         try:
-            if self.engine.queue.durable:
-                # each submit waits for its commit: off the loop, so concurrent ones batch
-                result = await asyncio.to_thread(self.engine.submit, prompt, **kwargs)
-            else:
-                result = self.engine.submit(prompt, **kwargs)
+            result = await self.engine.submit_async(prompt, **kwargs)
         except PromptError as e:
             return json_response({"error": e.error, "node_errors": e.node_errors}, status=400)
         except QueueFull:
@@ -369,9 +364,8 @@ class PromptRoutes:
             "has_more": offset + len(page) < total}})
 
     def _find_job(self, job_id: str) -> dict | None:
-        entry = self.engine.get_history_item(job_id)
-        if entry is not None:
-            return job_from_history(job_id, entry)
+        # The queue is read before history: a job leaves the queue only after its history entry
+        # is recorded, so a job finishing between the two reads is still found.
         running, pending = self.engine.get_queue()
         for item in running:
             if _item_id(item) == job_id:
@@ -379,7 +373,8 @@ class PromptRoutes:
         for item in pending:
             if _item_id(item) == job_id:
                 return job_from_queue_item(item, "pending")
-        return None
+        entry = self.engine.get_history_item(job_id)
+        return job_from_history(job_id, entry) if entry is not None else None
 
     async def get_job(self, request: web.Request) -> web.Response:
         job = self._find_job(request.match_info["job_id"])

@@ -502,7 +502,7 @@ class V1Routes:
             _rewrite_refs(prompt, renames)
 
         try:
-            result = await asyncio.to_thread(self.engine.submit, prompt, prompt_id=prompt_id, extra_data=extra_data)
+            result = await self.engine.submit_async(prompt, prompt_id=prompt_id, extra_data=extra_data)
         except PromptError as e:
             self._discard(created)
             return json_response({"error": e.error, "node_errors": e.node_errors}, status=400)
