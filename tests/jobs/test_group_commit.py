@@ -1,0 +1,113 @@
+"""How the durable store commits: an acknowledged submit is on disk, submits made together share
+a commit, and SQLite's WAL is checkpointed off the hot path."""
+import asyncio
+import os
+import sqlite3
+import time
+
+import pytest
+
+from comfyui.jobs import DurableQueue
+from comfyui.jobs import store as store_module
+
+from test_store import done, item
+
+
+def rows(path: str) -> set[str]:
+    """What another process reading the database file would see."""
+    with sqlite3.connect(path) as conn:
+        return {r[0] for r in conn.execute("SELECT prompt_id FROM jobs")}
+
+
+@pytest.fixture
+def count_transactions(monkeypatch):
+    counts = {"transactions": 0}
+    original = store_module._GroupWriter._transaction
+
+    def counted(self, ops, fast=True):
+        counts["transactions"] += 1
+        return original(self, ops, fast)
+
+    monkeypatch.setattr(store_module._GroupWriter, "_transaction", counted)
+    return counts
+
+
+def test_submits_from_one_loop_turn_share_a_commit_and_are_on_disk_when_acknowledged(tmp_path, count_transactions):
+    path = str(tmp_path / "jobs.db")
+    store = DurableQueue(f"sqlite:///{path}")
+    try:
+        async def submit_many():
+            acks = [store.put(item(n), wait=False) for n in range(1, 51)]
+            assert not any(a.done() for a in acks)  # committed at the loop's next turn, not before
+            before = count_transactions["transactions"]
+            await asyncio.gather(*(asyncio.wrap_future(a) for a in acks))
+            return count_transactions["transactions"] - before
+
+        commits = asyncio.run(submit_many())
+        assert commits == 1
+        assert rows(path) == {f"p{n}" for n in range(1, 51)}
+        # acknowledged items are runnable, in order
+        assert [store.get(0).prompt_id for _ in range(3)] == ["p1", "p2", "p3"]
+    finally:
+        store.close()
+
+
+def test_a_submit_outside_an_event_loop_commits_before_put_returns(tmp_path):
+    path = str(tmp_path / "jobs.db")
+    store = DurableQueue(f"sqlite:///{path}")
+    try:
+        assert store.put(item(1), wait=False) is None  # committed in the caller's thread
+        assert rows(path) == {"p1"}
+        store.put(item(2))
+        assert rows(path) == {"p1", "p2"}
+    finally:
+        store.close()
+
+
+def test_a_failed_commit_reaches_the_submitter_and_queues_nothing(tmp_path):
+    store = DurableQueue(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        store.put(item(1, pid="same"))
+        store.get(0)
+
+        async def duplicate():
+            await asyncio.wrap_future(store.put(item(2, pid="same"), wait=False))
+
+        with pytest.raises(Exception, match="UNIQUE"):
+            asyncio.run(duplicate())
+        assert store.get(0) is None  # the refused item never became runnable
+    finally:
+        store.close()
+
+
+def test_worker_updates_are_gathered_and_visible_to_readers(tmp_path, count_transactions):
+    store = DurableQueue(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        for n in range(1, 21):
+            store.put(item(n))
+        before = count_transactions["transactions"]
+        for _ in range(20):
+            done(store, store.get(0))
+        # every read first waits for the updates queued before it
+        assert all(store.job_status(f"p{n}") == "completed" for n in range(1, 21))
+        assert count_transactions["transactions"] - before < 20
+    finally:
+        store.close()
+
+
+def test_wal_is_checkpointed_in_the_background_and_emptied_on_close(tmp_path):
+    path = str(tmp_path / "jobs.db")
+    store = DurableQueue(f"sqlite:///{path}")
+    store._checkpointer.interval = 0.05
+    size_before = os.path.getsize(path)
+    for n in range(1, 201):
+        store.put(item(n, pid=f"p{n}-" + "x" * 100))
+    # no commit checkpoints (they would stall it); the checkpointer copies the WAL into the file
+    deadline = time.monotonic() + 10
+    while os.path.getsize(path) <= size_before:
+        assert time.monotonic() < deadline, "the WAL was never checkpointed"
+        time.sleep(0.02)
+    store.close()
+    wal = path + "-wal"
+    assert not os.path.exists(wal) or os.path.getsize(wal) == 0
+    assert len(rows(path)) == 200
