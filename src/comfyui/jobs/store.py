@@ -162,6 +162,8 @@ class _GroupWriter:
         self._raw = self._raw_statements(db.dialect)
         self.commit_inline = db.dialect.name == "sqlite"
         self._lead_scheduled = False  # an event loop will commit the waiting batch next turn
+        self._last_commit = 0.0  # time.monotonic() of the last commit
+        self._oldest = 0.0  # when the oldest waiting operation was queued
         self._thread = threading.Thread(target=self._run, name="comfyui-jobs-writer", daemon=True)
         self._thread.start()
 
@@ -185,11 +187,17 @@ class _GroupWriter:
 
     def post(self, op) -> None:
         """Queue ``op`` for the next batch; nobody waits for it (the worker's state updates),
-        so it is gathered with others for ``commit_delay``. A failure is logged."""
+        so it is gathered with others for ``commit_delay``. A failure is logged. On SQLite
+        the caller commits the batch itself once the last commit is ``commit_delay`` old:
+        the writer thread, woken only when it sleeps, is left the stragglers (each of its
+        commits waits for the interpreter lock at every driver call while other threads run)."""
         with self._cond:
             self._append(op, None)
-            if self._idle:  # waking the writer costs a thread switch: only when it sleeps
+            due = self.commit_inline and time.monotonic() - self._last_commit >= self.commit_delay
+            if self._idle and not due:
                 self._cond.notify()
+        if due:
+            self._lead()
 
     def submit(self, op) -> concurrent.futures.Future:
         """Queue ``op`` for a caller that waits for it (without blocking here); the future
@@ -234,6 +242,8 @@ class _GroupWriter:
         """Add ``op`` to the waiting batch (the caller holds ``_cond``)."""
         if self._stopped:
             raise RuntimeError("the job store is closed")
+        if not self._ops:
+            self._oldest = time.monotonic()
         self._ops.append((op, future))
         self._submitted += 1
 
@@ -251,9 +261,10 @@ class _GroupWriter:
                 self._leader.release()
 
     def _hurry(self) -> None:
-        """Have the writer commit what still waits, without the gathering delay."""
+        """Have the writer commit now, without the gathering delay, if a caller waits for an
+        operation that is still uncommitted."""
         with self._cond:
-            if self._ops:
+            if any(future is not None for _op, future in self._ops):
                 self._urgent = True
                 self._cond.notify()
 
@@ -362,18 +373,22 @@ class _GroupWriter:
                 raise
 
     def _run(self) -> None:
+        # Nobody waits on the worker's own updates: they gather until the oldest is ``gather``
+        # old, so one transaction carries many (an urgent submit or a reader's flush cuts it
+        # short). On SQLite the posting threads commit them themselves; this is the backstop.
+        gather = self.commit_delay * (4 if self.commit_inline else 1)
         while True:
             with self._cond:
-                while not self._ops and not self._stopped:
-                    self._idle, self._urgent = True, False  # nothing waits, nothing to hurry
-                    self._cond.wait()
-                self._idle = False
-                # Nobody waits on the worker's own updates: let them gather for a moment so
-                # one transaction carries many (a reader's flush or a waiting put cuts it short).
-                deadline = time.monotonic() + self.commit_delay
-                while not self._urgent and not self._stopped and len(self._ops) < self.max_batch:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                while True:
+                    if not self._ops:
+                        if self._stopped:
+                            break
+                        self._idle, self._urgent = True, False  # nothing waits, nothing to hurry
+                        self._cond.wait()
+                        continue
+                    self._idle = False
+                    remaining = self._oldest + gather - time.monotonic()
+                    if self._urgent or self._stopped or remaining <= 0 or len(self._ops) >= self.max_batch:
                         break
                     self._cond.wait(remaining)
                 self._urgent = False
@@ -391,6 +406,7 @@ class _GroupWriter:
         """Commit the operations waiting now (the caller holds ``_leader``)."""
         with self._cond:
             batch, self._ops = self._ops[:self.max_batch], self._ops[self.max_batch:]
+            self._oldest = time.monotonic()
         if batch:
             try:
                 results = self._transaction(batch)
@@ -411,6 +427,7 @@ class _GroupWriter:
                             future.set_result(result)
             with self._cond:
                 self._done += len(batch)
+                self._last_commit = time.monotonic()
                 self._flushed.notify_all()
 
 
