@@ -66,15 +66,12 @@ class ResBlock(TimestepBlock):
         self.skip_connection = nn.Identity() if out_channels == channels else ops.Conv2d(channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        if not _inplace_ok():
-            h = self.in_layers(x)
-            h = h + self.emb_layers(emb).to(h.dtype)[:, :, None, None]
-            h = self.out_layers(h)
-            return self.skip_connection(x) + h
-        h = _norm_act_conv(self.in_layers, x, True)
-        h.add_(self.emb_layers(emb).to(h.dtype)[:, :, None, None])
-        h = _norm_act_conv(self.out_layers, h, True)
-        return _add_inplace(h, self.skip_connection(x))
+        inplace = _inplace_ok()
+        add = _add_inplace if inplace else torch.add
+        h = _norm_act_conv(self.in_layers, x, inplace)
+        h = add(h, self.emb_layers(emb).to(h.dtype)[:, :, None, None])
+        h = _norm_act_conv(self.out_layers, h, inplace)
+        return add(h, self.skip_connection(x))
 
 
 class Downsample(nn.Module):
@@ -112,8 +109,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> 
 
 
 def _add_inplace(fresh: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``fresh + x`` written into ``fresh`` (a new activation nobody else holds)."""
-    if fresh.shape == x.shape and fresh.dtype == x.dtype:
+    """``fresh + x`` written into ``fresh`` (a new activation nobody else holds) when the
+    result has ``fresh``'s shape and dtype; otherwise a new tensor."""
+    if torch.broadcast_shapes(fresh.shape, x.shape) == fresh.shape and fresh.dtype == x.dtype:
         return fresh.add_(x)
     return fresh + x
 
@@ -187,12 +185,7 @@ class BasicTransformerBlock(nn.Module):
         self.norm3 = ops.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None, transformer_options: dict) -> torch.Tensor:
-        if _inplace_ok():
-            return self._forward(x, context, transformer_options, _add_inplace)
-        return self._forward(x, context, transformer_options, torch.add)
-
-    def _forward(self, x: torch.Tensor, context: torch.Tensor | None, transformer_options: dict,
-                 add: Any) -> torch.Tensor:
+        add = _add_inplace if _inplace_ok() else torch.add
         n = self.norm1(x)
         patches = transformer_options.get("patches", {})
         if "attn1_patch" in patches:
