@@ -2,6 +2,7 @@
 OpenCLIP file layouts), the style adapter's tokens, hypernetwork patches on a real tiny model."""
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -107,8 +108,91 @@ def test_style_model_appends_scaled_tokens(workspace):
     torch.testing.assert_close(one[0][0][:, 77:], want, rtol=1e-4, atol=1e-5)
     (same,) = nodes.StyleModelApply().apply_stylemodel(cond, style, vision, 1.0, "attn_bias")
     torch.testing.assert_close(same[0][0], one[0][0])
-    with pytest.raises(ValueError, match="attn_bias"):
-        nodes.StyleModelApply().apply_stylemodel(cond, style, vision, 0.5, "attn_bias")
+    assert "attention_mask" not in same[0][1]  # strength 1 needs no mask
+
+
+def test_style_attn_bias_mask_layout_and_chaining(workspace):
+    torch.save(_style_sd().state_dict(), os.path.join(workspace, "models", "style_models", "style.pth"))
+    (style,) = nodes.StyleModelLoader().load_style_model("style.pth")
+    vision = cv.Output(last_hidden_state=torch.randn(1, 17, 64))
+    cond = [[torch.randn(1, 77, 32), {}]]
+    (half,) = nodes.StyleModelApply().apply_stylemodel(cond, style, vision, 0.5, "attn_bias")
+    txt, keys = half[0]
+    assert txt.shape == (1, 81, 32) and keys["attention_mask_img_shape"] == (1, 1)
+    mask = keys["attention_mask"]  # [text 77, style 4, image 1] squared
+    assert mask.shape == (1, 82, 82)
+    log_half = torch.log(torch.tensor(0.5))
+    torch.testing.assert_close(mask[0, :77, 77:81], log_half.expand(77, 4))
+    torch.testing.assert_close(mask[0, 81, 77:81], log_half.expand(4))
+    assert mask[0, 77:81].abs().sum() == 0 and mask[0, :, :77].abs().sum() == 0 and mask[0, :, 81].abs().sum() == 0
+    # a second style goes after the first; the first one's bias moves with its columns
+    (both,) = nodes.StyleModelApply().apply_stylemodel(half, style, vision, 2.0, "attn_bias")
+    mask2 = both[0][1]["attention_mask"]
+    assert both[0][0].shape == (1, 85, 32) and mask2.shape == (1, 86, 86)
+    log_two = torch.log(torch.tensor(2.0))
+    for row in (0, 76, 85):
+        torch.testing.assert_close(mask2[0, row, 77:81], log_half.expand(4))
+        torch.testing.assert_close(mask2[0, row, 81:85], log_two.expand(4))
+    # even at strength 1 a later style keeps an earlier mask aligned with the tokens
+    (third,) = nodes.StyleModelApply().apply_stylemodel(both, style, vision, 1.0, "attn_bias")
+    assert third[0][1]["attention_mask"].shape == (1, 90, 90)
+    from comfyui.models.base import cross_attn_bias_from_mask
+    bias = cross_attn_bias_from_mask(third[0][1]["attention_mask"], 89, (1, 1))
+    want = torch.zeros(1, 89)
+    want[0, 77:81], want[0, 81:85] = log_half, log_two
+    torch.testing.assert_close(bias, want)
+    with pytest.raises(ValueError, match="does not match"):
+        cross_attn_bias_from_mask(mask, 90, (1, 1))
+
+
+def test_cross_attn_bias_weights_context_tokens_in_every_unet_attention(workspace):
+    """A token with bias log(2) weighs exactly like the same token present twice."""
+    from models import fixtures as fx
+    from comfyui.models import sd as sdm
+    ck = fx.make_sd1_checkpoint(os.path.join(workspace, "models", "checkpoints", "sd1.safetensors"))
+    model, _, _ = sdm.load_checkpoint_guess_config(ck)
+    bm = model.model
+    g = torch.Generator().manual_seed(3)
+    ctx = torch.randn(1, 6, 32, generator=g)
+    x = torch.randn(1, 4, 8, 8, generator=g)
+    sigma = torch.tensor([3.0])
+    with torch.no_grad():
+        twice = bm.apply_model(x, sigma, c_crossattn=torch.cat([ctx, ctx[:, -1:]], dim=1))
+        bias = torch.zeros(1, 6)
+        bias[0, -1] = math.log(2.0)
+        biased = bm.apply_model(x, sigma, c_crossattn=ctx, cross_attn_bias=bias)
+        plain = bm.apply_model(x, sigma, c_crossattn=ctx)
+    torch.testing.assert_close(biased, twice, rtol=1e-4, atol=1e-5)
+    assert (biased - plain).abs().max() > 1e-4
+    sdm.cache.clear()
+
+
+def test_style_attn_bias_samples_end_to_end(workspace):
+    from models import fixtures as fx
+    from comfyui.models import sd as sdm
+    from comfyui.sampling.samplers import common_ksampler
+    torch.save(_style_sd(context=32).state_dict(), os.path.join(workspace, "models", "style_models", "style.pth"))
+    (style,) = nodes.StyleModelLoader().load_style_model("style.pth")
+    ck = fx.make_sd1_checkpoint(os.path.join(workspace, "models", "checkpoints", "sd1.safetensors"))
+    model, clip, _ = sdm.load_checkpoint_guess_config(ck)
+    c, p = clip.encode_from_tokens(clip.tokenize("a tree"), return_pooled=True)
+    pos = [[c, {"pooled_output": p}]]
+    neg = [[c * 0, {"pooled_output": p}]]
+    vision = cv.Output(last_hidden_state=torch.randn(1, 17, 64, generator=torch.Generator().manual_seed(4)))
+    lat = {"samples": torch.zeros(1, 4, 8, 8)}
+
+    def sample(strength):
+        (styled,) = nodes.StyleModelApply().apply_stylemodel(pos, style, vision, strength, "attn_bias")
+        return common_ksampler(model, 1, 2, 5.0, "euler", "normal", styled, neg, lat)[0]["samples"]
+
+    one, half, tiny = sample(1.0), sample(0.5), sample(1e-6)
+    (multiplied,) = nodes.StyleModelApply().apply_stylemodel(pos, style, vision, 1.0, "multiply")
+    torch.testing.assert_close(one, common_ksampler(model, 1, 2, 5.0, "euler", "normal", multiplied, neg, lat)[0]["samples"])
+    assert (half - one).abs().mean() > 1e-4
+    # strength -> 0 removes the style tokens from attention: the same as no style at all
+    plain = common_ksampler(model, 1, 2, 5.0, "euler", "normal", pos, neg, lat)[0]["samples"]
+    torch.testing.assert_close(tiny, plain, rtol=1e-3, atol=1e-4)
+    sdm.cache.clear()
 
 
 def _mlp_sd(dim, g):

@@ -84,6 +84,33 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
+def cross_attn_bias_from_mask(mask: torch.Tensor, n_context: int, img_shape=None) -> torch.Tensor:
+    """The per-context-token bias [B, n_context] that a UNet's cross-attention applies, from
+    a conditioning ``attention_mask``.
+
+    That mask (written by StyleModelApply's "attn_bias" mode, in ComfyUI's layout) covers the
+    joint sequence of joint-attention models: the context tokens first, then the
+    ``attention_mask_img_shape`` image tokens; a bool mask means allowed/blocked, a float one
+    is added to the attention scores. In a UNet the image tokens are the queries of the
+    cross-attention and the context tokens its keys, so the image rows' context columns are
+    what applies; they must agree, since a UNet has no fixed image-token grid to map onto.
+    """
+    n_img = math.prod(img_shape) if img_shape is not None else 1
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask.shape[-1] != n_context + n_img or mask.shape[-2] != n_context + n_img:
+        raise ValueError(f"conditioning attention_mask of shape {tuple(mask.shape)} does not match its "
+                         f"{n_context} context tokens + {n_img} image tokens; apply the style model "
+                         "after the nodes that change the conditioning's tokens")
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=torch.float32).masked_fill_(~mask, float("-inf"))
+    rows = mask[:, n_context:, :n_context].float()
+    if not bool((rows == rows[:, :1]).all()):
+        raise ValueError("a conditioning attention_mask that differs between image tokens is not supported "
+                         "by UNet models (their cross-attention has no fixed image-token grid)")
+    return rows[:, 0]
+
+
 def resize_to_batch_size(t: torch.Tensor, batch_size: int) -> torch.Tensor:
     if t.shape[0] == batch_size:
         return t
@@ -154,9 +181,11 @@ class BaseModel(torch.nn.Module):
     def apply_model(self, x: torch.Tensor, t: torch.Tensor, c_crossattn: torch.Tensor | None = None,
                     c_concat: torch.Tensor | None = None, y: torch.Tensor | None = None,
                     control: dict | None = None, transformer_options: dict | None = None,
-                    **kwargs: Any) -> torch.Tensor:
+                    cross_attn_bias: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         """Denoise. ``x``: noisy latent [B,C,H,W] in model space; ``t``: sigmas [B].
-        ``c_crossattn`` [B,L,context_dim]; ``c_concat`` [B,Cc,H,W] (inpainting);
+        ``c_crossattn`` [B,L,context_dim]; ``cross_attn_bias`` [B,L]: added to the
+        cross-attention scores of each context token (log-space weight, -inf = masked);
+        ``c_concat`` [B,Cc,H,W] (inpainting);
         ``y`` [B,adm_in_channels] (SDXL); ``control``: {"input": [...], "middle": [...],
         "output": [...]} residual lists (ControlNet); returns x0 estimate (float32)."""
         sigma = t
@@ -169,8 +198,11 @@ class BaseModel(torch.nn.Module):
         context = c_crossattn.to(dtype) if c_crossattn is not None else None
         if y is not None:
             y = y.to(dtype)
+        transformer_options = transformer_options or {}
+        if cross_attn_bias is not None:  # broadcast over heads and queries: [B,1,1,L]
+            transformer_options = {**transformer_options, "cross_attn_bias": cross_attn_bias.to(dtype)[:, None, None, :]}
         out = self.diffusion_model(xc, timestep, context=context, y=y, control=control,
-                                   transformer_options=transformer_options or {}).float()
+                                   transformer_options=transformer_options).float()
         return self.model_sampling.calculate_denoised(sigma, out, x)
 
     # ---------------------------------------------------------------------- conditioning
@@ -181,7 +213,8 @@ class BaseModel(torch.nn.Module):
         ``width``/``height`` (pixels), ``crop_w``/``crop_h``, ``target_width``/``target_height``,
         ``aesthetic_score``, ``prompt_type`` ("positive"/"negative"), ``noise`` (the latent
         being sampled, for shapes), ``device``, ``latent_image`` (model space),
-        ``denoise_mask``, ``concat_latent_image`` (raw VAE latent), ``concat_mask``.
+        ``denoise_mask``, ``concat_latent_image`` (raw VAE latent), ``concat_mask``,
+        ``attention_mask``/``attention_mask_img_shape`` (StyleModelApply's "attn_bias").
         Returns plain tensors keyed by :meth:`apply_model` argument names; batch them along
         dim 0 (``c_crossattn`` of different lengths: repeat each to the lcm of lengths).
         """
@@ -190,6 +223,10 @@ class BaseModel(torch.nn.Module):
         cross = kwargs.get("cross_attn")
         if cross is not None:
             out["c_crossattn"] = cross if device is None else cross.to(device)
+            mask = kwargs.get("attention_mask")
+            if mask is not None:
+                bias = cross_attn_bias_from_mask(mask, cross.shape[1], kwargs.get("attention_mask_img_shape"))
+                out["cross_attn_bias"] = bias if device is None else bias.to(device)
         concat = self.concat_cond(**kwargs)
         if concat is not None:
             out["c_concat"] = concat

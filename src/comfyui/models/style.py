@@ -63,6 +63,36 @@ class StyleModel:
             return self.model(x.to(p.device, p.dtype)).float().cpu()
 
 
+def insert_style_attention(mask: torch.Tensor | None, batch: int, n_text: int, n_style: int,
+                           img_shape: tuple[int, int] | None, strength: float) -> torch.Tensor | None:
+    """The conditioning ``attention_mask`` after ``n_style`` style tokens are inserted after the
+    ``n_text`` text tokens, with log(strength) added to every query's scores for them.
+
+    Layout (ComfyUI's): one float mask over the joint sequence [text, style..., image tokens]
+    (``img_shape`` image tokens, 1x1 by default), added to attention scores; a bool mask
+    (allowed/blocked) is turned into 0/-inf first. The style tokens' own rows stay 0. Returns
+    None when there is nothing to mask (no earlier mask and strength 1)."""
+    if mask is None and strength == 1.0:
+        return None
+    n_img = img_shape[0] * img_shape[1] if img_shape is not None else 1
+    n_old = n_text + n_img
+    if mask is None:
+        mask = torch.zeros(batch, n_old, n_old)
+    elif mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape).masked_fill_(~mask, float("-inf"))
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask.shape[-2:] != (n_old, n_old):
+        raise ValueError(f"conditioning attention_mask of shape {tuple(mask.shape)} does not match its "
+                         f"{n_text} text tokens + {n_img} image tokens")
+    keep = torch.cat([torch.arange(n_text), torch.arange(n_text + n_style, n_text + n_style + n_img)])
+    n_new = n_old + n_style
+    new = torch.zeros(mask.shape[0], n_new, n_new, dtype=torch.float32)
+    new[:, keep[:, None], keep[None, :]] = mask.float()
+    new[:, keep, n_text:n_text + n_style] = torch.log(torch.tensor(strength, dtype=torch.float32))
+    return new
+
+
 def load_style_model(path: str) -> StyleModel:
     sd = load_torch_file(path)
     if "style_embedding" not in sd:

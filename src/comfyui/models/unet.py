@@ -97,14 +97,16 @@ class Upsample(nn.Module):
         return self.conv(x)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """[B, L, heads*d] x3 -> [B, L, heads*d] with scaled dot-product attention."""
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+              bias: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, L, heads*d] x3 -> [B, L, heads*d] with scaled dot-product attention; ``bias``
+    (broadcastable to [B, heads, Lq, Lk]) is added to the scores."""
     b, lq, inner = q.shape
     d = inner // heads
     q = q.view(b, lq, heads, d).transpose(1, 2)
     k = k.view(b, k.shape[1], heads, d).transpose(1, 2)
     v = v.view(b, v.shape[1], heads, d).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q, k, v)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     return out.transpose(1, 2).reshape(b, lq, inner)
 
 
@@ -127,9 +129,10 @@ class CrossAttention(nn.Module):
         self.to_v = ops.Linear(context_dim, inner, bias=False)
         self.to_out = nn.Sequential(ops.Linear(inner, query_dim), nn.Dropout(0.0))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
-        out = attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads)
+        out = attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads, bias)
         return self.to_out(out)
 
 
@@ -199,14 +202,15 @@ class BasicTransformerBlock(nn.Module):
         for p in patches.get("middle_patch", ()):  # e.g. GLIGEN's gated self-attention
             x = p(x, transformer_options)
         n = self.norm2(x)
+        bias = transformer_options.get("cross_attn_bias")  # per context token, e.g. style strength
         if "attn2_patch" in patches:
             q, k, v = n, context, context
             for p in patches["attn2_patch"]:
                 q, k, v = p(q, k, v, transformer_options)
-            a = attention(self.attn2.to_q(q), self.attn2.to_k(k), self.attn2.to_v(v), self.attn2.heads)
+            a = attention(self.attn2.to_q(q), self.attn2.to_k(k), self.attn2.to_v(v), self.attn2.heads, bias)
             x = add(self.attn2.to_out(a), x)
         else:
-            x = add(self.attn2(n, context), x)
+            x = add(self.attn2(n, context, bias), x)
         return add(self.ff(self.norm3(x)), x)
 
 

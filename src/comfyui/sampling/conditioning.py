@@ -68,12 +68,13 @@ class CONDNoiseShape(CONDRegular):
 
 
 class CONDCrossAttn(CONDRegular):
-    """Token sequences; different lengths batch together by repetition up to their lcm."""
+    """Token sequences along dim 1 (the context [B,L,D], or its per-token attention bias
+    [B,L]); different lengths batch together by repetition up to their lcm."""
 
     def can_concat(self, other) -> bool:
         s1, s2 = self.cond.shape, other.cond.shape
         if s1 != s2:
-            if s1[0] != s2[0] or s1[2] != s2[2]:
+            if s1[0] != s2[0] or s1[2:] != s2[2:]:
                 return False
             lcm = math.lcm(s1[1], s2[1])
             if lcm // min(s1[1], s2[1]) > 4:
@@ -88,7 +89,7 @@ class CONDCrossAttn(CONDRegular):
         out = []
         for c in conds:
             if c.shape[1] < max_len:
-                c = c.repeat(1, max_len // c.shape[1], 1)
+                c = c.repeat(1, max_len // c.shape[1], *([1] * (c.ndim - 2)))
             out.append(c)
         return torch.cat(out)
 
@@ -113,7 +114,7 @@ def wrap_model_cond(name: str, value: Any):
         return value
     if not isinstance(value, torch.Tensor):
         return CONDConstant(value)
-    if name == "c_crossattn":
+    if name in ("c_crossattn", "cross_attn_bias"):
         return CONDCrossAttn(value)
     if name == "c_concat":
         return CONDNoiseShape(value)

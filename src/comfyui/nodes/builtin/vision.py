@@ -108,16 +108,21 @@ class StyleModelApply:
     CATEGORY = "conditioning/style_model"
 
     def apply_stylemodel(self, conditioning, style_model, clip_vision_output, strength, strength_type="multiply"):
+        """"multiply" scales the style tokens; "attn_bias" keeps them and adds log(strength) to
+        the attention scores of every query for them (a conditioning ``attention_mask``)."""
         cond = style_model.get_cond(clip_vision_output).flatten(start_dim=0, end_dim=1).unsqueeze(dim=0)
         if strength_type == "multiply":
             cond = cond * strength
-        elif strength != 1.0:
-            raise ValueError("StyleModelApply: strength_type 'attn_bias' with a strength other than 1.0 needs "
-                             "attention-mask support in the UNet, which this build does not have yet; "
-                             "use 'multiply'")
         out = []
         for txt, keys in conditioning:
-            out.append([torch.cat((txt, cond.to(txt)), dim=1), keys.copy()])
+            keys = keys.copy()
+            if strength_type == "attn_bias":
+                mask = st.insert_style_attention(keys.get("attention_mask"), txt.shape[0], txt.shape[1],
+                                                 cond.shape[1], keys.get("attention_mask_img_shape"), strength)
+                if mask is not None:
+                    keys["attention_mask"] = mask.to(txt.device)
+                    keys["attention_mask_img_shape"] = keys.get("attention_mask_img_shape", (1, 1))
+            out.append([torch.cat((txt, cond.to(txt)), dim=1), keys])
         return (out,)
 
 
