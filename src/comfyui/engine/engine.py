@@ -57,6 +57,30 @@ class SubmitResult:
     duplicate: bool = False  # the prompt id was already known; nothing new was queued
 
 
+
+async def _await_future(future: concurrent.futures.Future) -> Any:
+    """Await a concurrent future from an event loop. A durable store commits a loop's submits
+    on that loop's own thread: the result is then handed over in place, not through
+    ``call_soon_threadsafe`` and the loop's wake-up pipe (two system calls per submit)."""
+    if future.done():
+        return future.result()
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    loop_thread = threading.get_ident()
+
+    def settle(done: concurrent.futures.Future) -> None:
+        if waiter.cancelled():
+            return
+        error = done.exception()
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(done.result())
+
+    future.add_done_callback(lambda done: settle(done) if threading.get_ident() == loop_thread
+                             else loop.call_soon_threadsafe(settle, done))
+    return await waiter
+
 class Engine:
     def __init__(self, registry: NodeRegistry | None = None, *, cache: str = "classic", cache_size: int = 0,
                  queue: PromptQueue | None = None, max_queue_size: int = 0, preview_size: int = 512):
@@ -184,7 +208,7 @@ class Engine:
         else:
             result, ack = self._enqueue(prompt, wait=False, **options)
         if ack is not None:
-            await asyncio.wrap_future(ack)
+            await _await_future(ack)
         self._status()
         return result
 

@@ -46,8 +46,13 @@ class PromptQueue:
     def put(self, item: QueueItem, wait: bool = True) -> concurrent.futures.Future | None:
         """Queue ``item``. A durable queue with ``wait=False`` returns a future that resolves
         once the item is stored (it is runnable from then on); None means accepted already."""
+        self._push([item])
+
+    def _push(self, items: list[QueueItem]) -> None:
+        """Make ``items`` runnable, with one wake-up of the worker."""
         with self._cond:
-            heapq.heappush(self._heap, item)
+            for item in items:
+                heapq.heappush(self._heap, item)
             self._cond.notify_all()
 
     def get(self, timeout: float | None = None) -> QueueItem | None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import json
 import logging
 import pathlib
 import threading
@@ -37,6 +36,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy.pool import StaticPool
 
 from ..engine.queue import MAX_HISTORY, PromptQueue, QueueItem
+from ..jsonutil import dumps_strict, loads
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,9 @@ def _sqlite_in_memory(url: str) -> bool:
     return url in ("sqlite://", "sqlite:///:memory:")
 
 
+_JSON_CODEC = dict(json_serializer=dumps_strict, json_deserializer=loads)
+
+
 def make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         memory = _sqlite_in_memory(url)
@@ -91,7 +94,7 @@ def make_engine(url: str) -> sa.Engine:
             if path:
                 pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"check_same_thread": False},
-                                  poolclass=StaticPool if memory else None)
+                                  poolclass=StaticPool if memory else None, **_JSON_CODEC)
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record):
@@ -107,7 +110,7 @@ def make_engine(url: str) -> sa.Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(url, pool_pre_ping=True, **_JSON_CODEC)
 
 
 def migrate(engine: sa.Engine) -> None:
@@ -124,7 +127,70 @@ def _status_of(entry: dict) -> str:
     return COMPLETED if entry.get("status", {}).get("status_str") == "success" else FAILED
 
 
-_json_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+def _stored_entry(entry: dict) -> dict:
+    """A history entry as stored: without its "prompt" item, which the job's own columns hold."""
+    return {k: v for k, v in entry.items() if k != "prompt"}
+
+
+def _history_entry(row) -> dict:
+    """A history entry from its row: the "prompt" item ([number, prompt_id, prompt, extra_data,
+    outputs]) rebuilt from the job's columns, first as in ComfyUI (rows written before the
+    item was left out keep their own copy)."""
+    number = int(row.number) if float(row.number).is_integer() else row.number
+    item = [number, row.prompt_id, row.prompt, row.extra_data or {}, row.outputs_to_execute or []]
+    return {"prompt": item, **row.history}
+
+
+class _BatchSQL:
+    """Driver-level SQL for the three hot statements, for n rows at once: a multi-row INSERT
+    of new jobs, and UPDATEs joined to a VALUES list of the started and the finished ones
+    (SQLite and PostgreSQL both take ``WITH v(...) AS (VALUES ...) UPDATE ... FROM v``)."""
+
+    _HEAD = {
+        "insert": "INSERT INTO jobs (prompt_id, number, status, client_id, prompt, extra_data, outputs_to_execute, "
+                  "created_at) VALUES ",
+        "start": "WITH v(status, started_at, pid) AS (VALUES ",
+        "finish": "WITH v(status, ended_at, history, error, started_at, pid) AS (VALUES ",
+    }
+    _TAIL = {
+        "insert": "",
+        "start": ") UPDATE jobs SET status = v.status, started_at = v.started_at FROM v WHERE jobs.prompt_id = v.pid",
+        "finish": ") UPDATE jobs SET status = v.status, ended_at = v.ended_at, history = v.history, error = v.error, "
+                  "started_at = COALESCE(v.started_at, jobs.started_at) FROM v WHERE jobs.prompt_id = v.pid",
+    }
+
+    def __init__(self, text: str, number: str, js: str):
+        self._row = {
+            "insert": f"({text}, {number}, {text}, {text}, {js}, {js}, {js}, {number})",
+            "start": f"({text}, {number}, {text})",
+            "finish": f"({text}, {number}, {js}, {js}, {number}, {text})",
+        }
+        self._cache: dict[tuple[str, int], str] = {}
+
+    @classmethod
+    def for_dialect(cls, dialect) -> "_BatchSQL | None":
+        if dialect.name == "sqlite":
+            return cls("?", "?", "?")
+        if dialect.name == "postgresql" and dialect.paramstyle in ("format", "pyformat"):
+            return cls("%s", "%s::float8", "%s::json")  # typed, or a NULL in a VALUES list is text
+        return None
+
+    def sql(self, kind: str, n: int) -> str:
+        key = (kind, n)
+        text = self._cache.get(key)
+        if text is None:
+            if len(self._cache) > 256:
+                self._cache.clear()
+            text = self._cache[key] = self._HEAD[kind] + ", ".join([self._row[kind]] * n) + self._TAIL[kind]
+        return text
+
+
+class _Ack(concurrent.futures.Future):
+    """The future of a submitted operation that carries an item for ``on_commit``."""
+
+    def __init__(self, item: Any):
+        super().__init__()
+        self.item = item
 
 
 class _GroupWriter:
@@ -141,6 +207,7 @@ class _GroupWriter:
 
     def __init__(self, db: sa.Engine, lock: threading.Lock, max_batch: int = 1000):
         self.db, self.lock, self.max_batch = db, lock, max_batch
+        self.on_commit: Any = None  # called with the items of each batch's committed submits
         lock = threading.Lock()
         self._cond = threading.Condition(lock)  # the writer thread waits here for operations
         self._flushed = threading.Condition(lock)  # flush() waits here for commits
@@ -153,37 +220,20 @@ class _GroupWriter:
         self._urgent = False  # someone waits for the next commit
         self._idle = False  # the writer thread sleeps until an operation arrives
         self.commit_delay = 0.005
+        self.commit_spacing = 0.001
         self._start_stmt = jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid")).values(
             status=sa.bindparam("status"), started_at=sa.bindparam("started_at"))
         self._finish_stmt = jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid")).values(
             status=sa.bindparam("status"), ended_at=sa.bindparam("ended_at"), history=sa.bindparam("history"),
             error=sa.bindparam("error"),
             started_at=sa.func.coalesce(sa.bindparam("started_at", type_=sa.Float), jobs.c.started_at))
-        self._raw = self._raw_statements(db.dialect)
+        self._raw = _BatchSQL.for_dialect(db.dialect)
         self.commit_inline = db.dialect.name == "sqlite"
         self._lead_scheduled = False  # an event loop will commit the waiting batch next turn
         self._last_commit = 0.0  # time.monotonic() of the last commit
         self._oldest = 0.0  # when the oldest waiting operation was queued
         self._thread = threading.Thread(target=self._run, name="comfyui-jobs-writer", daemon=True)
         self._thread.start()
-
-    @staticmethod
-    def _raw_statements(dialect) -> dict | None:
-        """Driver-level SQL for the three hot statements (SQLAlchemy's per-statement overhead
-        is several times the cost of the statement itself on SQLite)."""
-        if dialect.name == "sqlite":
-            p = j = "?"
-        elif dialect.name == "postgresql" and dialect.paramstyle in ("format", "pyformat"):
-            p, j = "%s", "%s::json"
-        else:
-            return None
-        return {
-            "insert": f"INSERT INTO jobs (prompt_id, number, status, client_id, prompt, extra_data, "
-                      f"outputs_to_execute, created_at) VALUES ({p}, {p}, {p}, {p}, {j}, {j}, {j}, {p})",
-            "start": f"UPDATE jobs SET status = {p}, started_at = {p} WHERE prompt_id = {p}",
-            "finish": f"UPDATE jobs SET status = {p}, ended_at = {p}, history = {j}, error = {j}, "
-                      f"started_at = COALESCE({p}, started_at) WHERE prompt_id = {p}",
-        }
 
     def post(self, op) -> None:
         """Queue ``op`` for the next batch; nobody waits for it (the worker's state updates),
@@ -199,17 +249,20 @@ class _GroupWriter:
         if due:
             self._lead()
 
-    def submit(self, op) -> concurrent.futures.Future:
+    def submit(self, op, item: Any = None) -> concurrent.futures.Future:
         """Queue ``op`` for a caller that waits for it (without blocking here); the future
         resolves once it is committed, which happens now rather than after ``commit_delay``.
+        ``item``, if given, goes to ``on_commit`` with the others of its batch once committed.
 
         On SQLite (a commit is a local write of tens of microseconds) the caller's thread
         commits the waiting batch itself, unless another commit is in progress: handing it to
         the writer thread and back costs two thread switches, most of a request's time under
         load. Called from an event loop, that commit runs at the loop's next turn, so the
-        submits of all requests handled in this turn share it. On a database server the
-        writer thread commits, so an event loop never waits on the network."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
+        submits of all requests handled in this turn share it; under load, no sooner than
+        ``commit_spacing`` after the previous commit, so that more submits share each one.
+        On a database server the writer thread commits, so an event loop never waits on the
+        network."""
+        future = _Ack(item) if item is not None else concurrent.futures.Future()
         with self._cond:
             self._append(op, future)
             if self._idle:  # a backstop should the caller's loop stop before its next turn
@@ -225,13 +278,17 @@ class _GroupWriter:
             return future
         if not self._lead_scheduled:
             self._lead_scheduled = True
-            loop.call_soon(self._scheduled_lead)
+            wait = self._last_commit + self.commit_spacing - time.monotonic()
+            if wait > 0:
+                loop.call_later(wait, self._scheduled_lead)
+            else:
+                loop.call_soon(self._scheduled_lead)
         return future
 
-    def run(self, op) -> Any:
+    def run(self, op, item: Any = None) -> Any:
         """Submit ``op`` and wait for its commit (from a thread that may block): the caller
         commits the waiting batch itself when no other commit is in progress."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
+        future = _Ack(item) if item is not None else concurrent.futures.Future()
         with self._cond:
             self._append(op, future)
         self._lead()
@@ -331,20 +388,23 @@ class _GroupWriter:
         return [None if isinstance(op, tuple) else op(conn) for op, _f in ops]
 
     def _apply_raw(self, cursor, ops: list) -> None:
-        """The batched kinds through the driver's cursor: SQLAlchemy's per-statement and
-        per-transaction overhead is several times the cost of these statements on SQLite."""
+        """The batched kinds through the driver's cursor, one statement per kind for the whole
+        batch: SQLAlchemy's per-statement overhead is several times the cost of these
+        statements on SQLite, and every statement the driver runs lets go of the interpreter
+        lock, which the calling thread (the event loop's, on SQLite) may then wait to get back."""
         inserts, starts, finishes = self._plan(ops)
-        raw, dumps = self._raw, _json_dumps
-        if inserts:
-            cursor.executemany(raw["insert"], [
-                (v["prompt_id"], v["number"], v["status"], v["client_id"], dumps(v["prompt"]),
-                 dumps(v["extra_data"]), dumps(v["outputs_to_execute"]), v["created_at"]) for v in inserts])
-        if starts:
-            cursor.executemany(raw["start"], [(v["status"], v["started_at"], v["pid"]) for v in starts])
-        if finishes:
-            cursor.executemany(raw["finish"], [
-                (v["status"], v["ended_at"], dumps(v["history"]),
-                 None if v["error"] is None else dumps(v["error"]), v["started_at"], v["pid"]) for v in finishes])
+        dumps = dumps_strict
+        rows = {
+            "insert": [(v["prompt_id"], v["number"], v["status"], v["client_id"], dumps(v["prompt"]),
+                        dumps(v["extra_data"]), dumps(v["outputs_to_execute"]), v["created_at"]) for v in inserts],
+            "start": [(v["status"], v["started_at"], v["pid"]) for v in starts],
+            "finish": [(v["status"], v["ended_at"], dumps(v["history"]),
+                        None if v["error"] is None else dumps(v["error"]), v["started_at"], v["pid"])
+                       for v in finishes],
+        }
+        for kind, values in rows.items():
+            if values:
+                cursor.execute(self._raw.sql(kind, len(values)), [x for row in values for x in row])
 
     def _transaction(self, ops: list, fast: bool = True) -> list:
         """Run ``ops`` in one transaction. ``fast``: a batch of only the batched kinds goes
@@ -410,21 +470,27 @@ class _GroupWriter:
         if batch:
             try:
                 results = self._transaction(batch)
-                for (_op, future), result in zip(batch, results):
-                    if future is not None:
-                        future.set_result(result)
             except Exception:  # noqa: BLE001 - retry one by one so the failure reaches its caller
+                results = []
                 for op, future in batch:
                     try:
-                        result = self._transaction([(op, future)], fast=False)[0]
+                        results.append(self._transaction([(op, future)], fast=False)[0])
                     except Exception as e:  # noqa: BLE001
-                        if future is None:
-                            log.exception("the job store could not record %s", op[0] if isinstance(op, tuple) else op)
-                        else:
-                            future.set_exception(e)
-                    else:
-                        if future is not None:
-                            future.set_result(result)
+                        results.append(e)
+            # the committed items first, so a caller that gets its answer finds its item queued
+            released = [future.item for (_op, future), result in zip(batch, results)
+                        if isinstance(future, _Ack) and not isinstance(result, Exception)]
+            if released and self.on_commit is not None:
+                self.on_commit(released)
+            for (op, future), result in zip(batch, results):
+                if future is None:
+                    if isinstance(result, Exception):
+                        log.error("the job store could not record %s", op[0] if isinstance(op, tuple) else op,
+                                  exc_info=result)
+                elif isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
             with self._cond:
                 self._done += len(batch)
                 self._last_commit = time.monotonic()
@@ -484,6 +550,7 @@ class DurableQueue(PromptQueue):
         self._finished_since_prune = 0
         self.recovered = self._recover(requeue_interrupted)
         self._writer = _GroupWriter(self.db, self._write_lock)
+        self._writer.on_commit = self._push  # committed submits become runnable
         file_sqlite = self.db.dialect.name == "sqlite" and not _sqlite_in_memory(url)
         self._checkpointer = WalCheckpointer(self.db, self._writer) if file_sqlite else None
         # the worker's last updates must reach the disk on a normal exit too
@@ -498,12 +565,11 @@ class DurableQueue(PromptQueue):
                 if requeue:
                     conn.execute(jobs.update().where(jobs.c.seq == row["seq"]).values(status=PENDING, started_at=None))
                 else:
-                    item = self._item(row)
                     error = {"prompt_id": row["prompt_id"], "node_id": None, "node_type": None, "executed": [],
                              "exception_message": INTERRUPTED_REASON, "exception_type": "ServerRestart",
                              "traceback": [], "current_inputs": {}, "current_outputs": [],
                              "timestamp": int(now * 1000)}
-                    entry = {"prompt": item.as_list(), "outputs": {}, "meta": {},
+                    entry = {"outputs": {}, "meta": {},
                              "status": {"status_str": "error", "completed": False,
                                         "messages": [["execution_error", error]]}}
                     conn.execute(jobs.update().where(jobs.c.seq == row["seq"]).values(
@@ -530,17 +596,14 @@ class DurableQueue(PromptQueue):
         values = dict(prompt_id=item.prompt_id, number=item.number, status=PENDING, client_id=item.client_id,
                       prompt=item.prompt, extra_data=item.extra_data, outputs_to_execute=item.outputs,
                       created_at=item.created_at or time.time())
+        # the item becomes runnable once committed (on_commit), then it is acknowledged
         if wait:
-            self._writer.run(("insert", values))  # committed: acknowledged
-            super().put(item)
+            self._writer.run(("insert", values), item)
             return None
-        # the item becomes runnable once committed; the caller acknowledges after the future
-        ack = self._writer.submit(("insert", values))
+        ack = self._writer.submit(("insert", values), item)
         if ack.done():  # committed right away, in this thread
             ack.result()
-            super().put(item)
             return None
-        ack.add_done_callback(lambda f: f.exception() is None and PromptQueue.put(self, item))
         return ack
 
     def get(self, timeout: float | None = None) -> QueueItem | None:
@@ -554,7 +617,7 @@ class DurableQueue(PromptQueue):
         error = next((m[1] for m in history_entry.get("status", {}).get("messages", [])
                       if m[0] == "execution_error"), None)
         self._writer.post(("finish", {"pid": item.prompt_id, "status": status, "ended_at": time.time(),
-                                        "history": history_entry, "error": error}))
+                                        "history": _stored_entry(history_entry), "error": error}))
         with self._cond:
             self._running.pop(item.prompt_id, None)
             self._cond.notify_all()
@@ -586,7 +649,7 @@ class DurableQueue(PromptQueue):
 
     def record(self, prompt_id: str, entry: dict) -> None:
         item = entry["prompt"]
-        values = dict(status=_status_of(entry), ended_at=time.time(), history=entry)
+        values = dict(status=_status_of(entry), ended_at=time.time(), history=_stored_entry(entry))
 
         def write(conn) -> None:
             updated = conn.execute(jobs.update().where(jobs.c.prompt_id == prompt_id).values(**values)).rowcount
@@ -599,19 +662,22 @@ class DurableQueue(PromptQueue):
 
     # ---- history (from the database) ----
     def get_history(self, max_items: int | None = None, offset: int = -1, prompt_id: str | None = None) -> dict:
-        query = sa.select(jobs.c.prompt_id, jobs.c.history).where(jobs.c.status.in_(FINISHED))
+        c = jobs.c
+        query = sa.select(c.prompt_id, c.number, c.prompt, c.extra_data, c.outputs_to_execute, c.history).where(
+            c.status.in_(FINISHED), c.history.is_not(None))
         with self._read() as conn:
             if prompt_id is not None:
-                row = conn.execute(query.where(jobs.c.prompt_id == prompt_id)).first()
-                return {row[0]: row[1]} if row is not None and row[1] is not None else {}
-            if offset < 0 and max_items is not None:
-                total = conn.execute(sa.select(sa.func.count()).select_from(jobs)
-                                     .where(jobs.c.status.in_(FINISHED))).scalar()
-                offset = max(total - max_items, 0)
-            query = query.order_by(jobs.c.ended_at, jobs.c.seq).offset(max(offset, 0))
-            if max_items is not None:
-                query = query.limit(max_items)
-            return {pid: entry for pid, entry in conn.execute(query) if entry is not None}
+                rows = conn.execute(query.where(c.prompt_id == prompt_id)).all()
+            else:
+                if offset < 0 and max_items is not None:
+                    total = conn.execute(sa.select(sa.func.count()).select_from(jobs)
+                                         .where(c.status.in_(FINISHED))).scalar()
+                    offset = max(total - max_items, 0)
+                query = query.order_by(c.ended_at, c.seq).offset(max(offset, 0))
+                if max_items is not None:
+                    query = query.limit(max_items)
+                rows = conn.execute(query).all()
+        return {row.prompt_id: _history_entry(row) for row in rows}
 
     def delete_history(self, prompt_ids) -> None:
         ids = list(prompt_ids)

@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import collections
 import datetime as _dt
-import json
 import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+
+from ..jsonutil import dumps, loads  # noqa: F401 - dumps is the server's encoder (ws, routes)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -100,30 +101,6 @@ def add_static(app: web.Application, prefix: str, directory: str, *,
 
 # --------------------------------------------------------------------------- JSON helpers
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=True).encode
-
-
-def dumps(obj: Any) -> str:
-    """Compact JSON (NaN allowed, non-ASCII kept) used for every response and WS message."""
-    try:
-        return _dumps(obj)
-    except TypeError:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=_fallback)
-
-
-def _fallback(o: Any) -> Any:
-    if isinstance(o, (set, frozenset, tuple)):
-        return list(o)
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if hasattr(o, "item"):
-        try:
-            return o.item()
-        except Exception:  # noqa: BLE001
-            pass
-    return str(o)
-
-
 def json_response(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
     return web.Response(text=dumps(data), status=status, content_type="application/json",
                         headers=headers)
@@ -164,7 +141,7 @@ async def read_json(request: web.Request, default: Any = None, *, require_conten
     if require_content_type and not is_json_content_type(request.headers.get("Content-Type", "")):
         raise JSONBodyError(415, "Content-Type must be application/json")
     try:
-        return json.loads(raw)
+        return loads(raw)
     except UnicodeDecodeError:
         raise JSONBodyError(400, "Invalid JSON body: not UTF-8")
     except ValueError as e:
