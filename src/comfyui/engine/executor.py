@@ -254,6 +254,10 @@ class PromptRun:
             self.emit("execution_error", ex.payload, record=True)
         else:
             self.emit("execution_success", {"prompt_id": self.prompt_id, "timestamp": now_ms()}, record=True)
+        finally:
+            # the signatures hold this run's bound _fingerprint: let reference counting, not
+            # the cyclic collector, free the run and everything it holds
+            self.signatures.fingerprint = None
         return self.result
 
     def _reachable(self, outputs: list[str]) -> list[str]:
