@@ -22,6 +22,7 @@ import copy
 import gc
 import sys
 import logging
+import os
 import threading
 import time
 import uuid
@@ -56,6 +57,32 @@ class SubmitResult:
     node_errors: dict = field(default_factory=dict)
     duplicate: bool = False  # the prompt id was already known; nothing new was queued
 
+
+
+class _PromptIds:
+    """Random (version 4) UUID strings for new prompts, from the OS's random source read 4 KB
+    at a time: ``uuid4()`` makes a system call per id, and on the event loop every system call
+    lets go of the interpreter lock, which the worker thread may then keep for a while."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._pos = 0
+        os.register_at_fork(after_in_child=self._forget)  # a forked child must not reuse them
+
+    def _forget(self) -> None:
+        self._pool, self._pos = b"", 0
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._pos + 16 > len(self._pool):
+                self._pool, self._pos = os.urandom(4096), 0
+            raw = self._pool[self._pos:self._pos + 16]
+            self._pos += 16
+        return str(uuid.UUID(bytes=raw, version=4))
+
+
+_new_prompt_id = _PromptIds()
 
 
 async def _await_future(future: concurrent.futures.Future) -> Any:
@@ -228,7 +255,7 @@ class Engine:
             if self.max_queue_size and self.queue.remaining() >= self.max_queue_size:
                 raise QueueFull(f"the queue already holds {self.max_queue_size} prompts")
             outputs, node_errors = self.validate(prompt, partial_execution_targets)
-            prompt_id = prompt_id or str(uuid.uuid4())
+            prompt_id = prompt_id or _new_prompt_id()
             extra = dict(extra_data or {})
             secrets = {k: extra.pop(k) for k in SECRET_KEYS if k in extra}
             if client_id is not None:

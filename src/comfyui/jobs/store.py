@@ -142,28 +142,27 @@ def _history_entry(row) -> dict:
 
 
 class _BatchSQL:
-    """Driver-level SQL for the three hot statements, for n rows at once: a multi-row INSERT
-    of new jobs, and UPDATEs joined to a VALUES list of the started and the finished ones
-    (SQLite and PostgreSQL both take ``WITH v(...) AS (VALUES ...) UPDATE ... FROM v``)."""
+    """Driver-level SQL for the hot statements, for n rows at once: a multi-row INSERT of new
+    jobs, and one UPDATE of the started and the finished ones joined to a VALUES list (SQLite
+    and PostgreSQL both take ``WITH v(...) AS (VALUES ...) UPDATE ... FROM v``). A started
+    job's row leaves the finish columns NULL, which keeps what the table has."""
 
     _HEAD = {
         "insert": "INSERT INTO jobs (prompt_id, number, status, client_id, prompt, extra_data, outputs_to_execute, "
                   "created_at) VALUES ",
-        "start": "WITH v(status, started_at, pid) AS (VALUES ",
-        "finish": "WITH v(status, ended_at, history, error, started_at, pid) AS (VALUES ",
+        "update": "WITH v(status, started_at, ended_at, history, error, pid) AS (VALUES ",
     }
     _TAIL = {
         "insert": "",
-        "start": ") UPDATE jobs SET status = v.status, started_at = v.started_at FROM v WHERE jobs.prompt_id = v.pid",
-        "finish": ") UPDATE jobs SET status = v.status, ended_at = v.ended_at, history = v.history, error = v.error, "
-                  "started_at = COALESCE(v.started_at, jobs.started_at) FROM v WHERE jobs.prompt_id = v.pid",
+        "update": ") UPDATE jobs SET status = v.status, started_at = COALESCE(v.started_at, jobs.started_at), "
+                  "ended_at = COALESCE(v.ended_at, jobs.ended_at), history = COALESCE(v.history, jobs.history), "
+                  "error = COALESCE(v.error, jobs.error) FROM v WHERE jobs.prompt_id = v.pid",
     }
 
     def __init__(self, text: str, number: str, js: str):
         self._row = {
             "insert": f"({text}, {number}, {text}, {text}, {js}, {js}, {js}, {number})",
-            "start": f"({text}, {number}, {text})",
-            "finish": f"({text}, {number}, {js}, {js}, {number}, {text})",
+            "update": f"({text}, {number}, {number}, {js}, {js}, {text})",
         }
         self._cache: dict[tuple[str, int], str] = {}
 
@@ -388,8 +387,8 @@ class _GroupWriter:
         return [None if isinstance(op, tuple) else op(conn) for op, _f in ops]
 
     def _apply_raw(self, cursor, ops: list) -> None:
-        """The batched kinds through the driver's cursor, one statement per kind for the whole
-        batch: SQLAlchemy's per-statement overhead is several times the cost of these
+        """The batched kinds through the driver's cursor, one INSERT and one UPDATE for the
+        whole batch: SQLAlchemy's per-statement overhead is several times the cost of these
         statements on SQLite, and every statement the driver runs lets go of the interpreter
         lock, which the calling thread (the event loop's, on SQLite) may then wait to get back."""
         inserts, starts, finishes = self._plan(ops)
@@ -397,10 +396,9 @@ class _GroupWriter:
         rows = {
             "insert": [(v["prompt_id"], v["number"], v["status"], v["client_id"], dumps(v["prompt"]),
                         dumps(v["extra_data"]), dumps(v["outputs_to_execute"]), v["created_at"]) for v in inserts],
-            "start": [(v["status"], v["started_at"], v["pid"]) for v in starts],
-            "finish": [(v["status"], v["ended_at"], dumps(v["history"]),
-                        None if v["error"] is None else dumps(v["error"]), v["started_at"], v["pid"])
-                       for v in finishes],
+            "update": [(v["status"], v["started_at"], None, None, None, v["pid"]) for v in starts] + [
+                (v["status"], v["started_at"], v["ended_at"], dumps(v["history"]),
+                 None if v["error"] is None else dumps(v["error"]), v["pid"]) for v in finishes],
         }
         for kind, values in rows.items():
             if values:
