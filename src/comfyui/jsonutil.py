@@ -10,6 +10,7 @@ parsed before fails now. Output is compact, non-ASCII kept; NaN and infinities e
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
@@ -32,12 +33,23 @@ def _fallback(o: Any) -> Any:
     return str(o)
 
 
+def _finite(o: Any) -> Any:
+    """``o`` with NaN and infinities as None (what orjson writes), for the standard library."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
 def dumps(obj: Any) -> str:
     """Compact JSON text of ``obj``; never raises for an unknown type (see ``_fallback``)."""
     try:
         return orjson.dumps(obj, default=_fallback, option=_OPTIONS).decode()
     except TypeError:  # e.g. an int beyond 64 bits
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=_fallback)
+        return json.dumps(_finite(obj), ensure_ascii=False, separators=(",", ":"), default=_fallback)
 
 
 def dumps_strict(obj: Any) -> str:
@@ -46,7 +58,7 @@ def dumps_strict(obj: Any) -> str:
     try:
         return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(_finite(obj), ensure_ascii=False, separators=(",", ":"))
 
 
 def loads(data: str | bytes) -> Any:

@@ -115,3 +115,28 @@ def test_engine_on_durable_store_is_idempotent_and_cancels(db_url):
     # the number sequence continues after a restart
     restarted = Engine(registry, queue=DurableQueue(db_url))
     assert restarted.submit(prompt).number > 2
+
+
+def test_history_entry_reads_back_as_written_without_a_stored_prompt_copy(db_url):
+    import sqlalchemy as sa
+    from comfyui.jobs.store import jobs
+
+    store = DurableQueue(db_url)
+    try:
+        store.put(item(7))
+        it = store.get(0)
+        entry = history_entry(it, status="success", outputs={"1": {"text": ["ünïcode", 2 ** 70]}},
+                              messages=[["execution_start", {"prompt_id": "p7", "timestamp": 1}]], meta={})
+        store.task_done(it, entry)
+        read = store.get_history(prompt_id="p7")["p7"]
+        assert read == entry and list(read) == list(entry)  # same content, "prompt" first
+        assert read["prompt"][0] == 7 and isinstance(read["prompt"][0], int)
+        with store.db.connect() as conn:
+            stored = conn.execute(sa.select(jobs.c.history).where(jobs.c.prompt_id == "p7")).scalar()
+        assert "prompt" not in stored  # the job's own columns hold it
+        # rows written while the copy was still stored read back the same
+        with store.db.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.prompt_id == "p7").values(history={**stored, "prompt": entry["prompt"]}))
+        assert store.get_history()["p7"] == entry
+    finally:
+        store.close()

@@ -236,3 +236,19 @@ async def test_on_prompt_handlers_can_rewrite_the_request(server):
         PromptServer.instance.on_prompt_handlers.remove(handler)
     entry = await server.wait_history(pid)
     assert entry["outputs"]["2"] == {"text": ["rewritten"]}
+
+
+async def test_nan_in_a_body_is_accepted_and_answers_stay_valid_json(server):
+    # Python clients' json.dumps writes NaN literals; browsers cannot parse them in answers
+    data = '{"prompt": %s, "extra_data": {"weight": NaN, "big": %d}}' % (json.dumps(text_prompt("nan")), 2 ** 70)
+    resp = await server.client.post("/api/prompt", data=data, headers={"Content-Type": "application/json"})
+    assert resp.status == 200, await resp.text()
+    prompt_id = (await resp.json())["prompt_id"]
+    await server.wait_history(prompt_id)
+    resp = await server.client.get(f"/api/history/{prompt_id}")
+
+    def no_constants(token):
+        raise AssertionError(f"{token} is not JSON")
+
+    entry = json.loads(await resp.text(), parse_constant=no_constants)[prompt_id]
+    assert entry["prompt"][3]["weight"] is None and entry["prompt"][3]["big"] == 2 ** 70
