@@ -6,7 +6,8 @@ acknowledged submit is committed before it is acknowledged (``put`` returns, or 
 
 Writes are grouped: whatever has queued up is committed in one transaction (group commit), by
 a writer thread or, on SQLite, by a waiting caller itself (an event loop commits the submits of
-one loop turn together), so concurrent submits and the worker's state changes share commits.
+one loop turn together, at most one commit per millisecond under load), so concurrent submits
+and the worker's state changes share commits. A batch is one multi-row INSERT and one UPDATE.
 SQLite's WAL checkpoints (the fsyncs) run on a thread of their own (WalCheckpointer).
 ``put``, deletes and history edits wait for their commit; the worker's
 ``in_progress``/finished updates do not (the worker never waits on the disk), and every read
