@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import logging
 import pathlib
 import threading
@@ -229,6 +230,7 @@ class _GroupWriter:
             started_at=sa.func.coalesce(sa.bindparam("started_at", type_=sa.Float), jobs.c.started_at))
         self._raw = _BatchSQL.for_dialect(db.dialect)
         self.commit_inline = db.dialect.name == "sqlite"
+        self.commit_pipelined = db.dialect.name == "postgresql" and db.dialect.driver == "psycopg"
         self._lead_scheduled = False  # an event loop will commit the waiting batch next turn
         self._last_commit = 0.0  # time.monotonic() of the last commit
         self._oldest = 0.0  # when the oldest waiting operation was queued
@@ -415,8 +417,10 @@ class _GroupWriter:
                 driver = conn.connection.driver_connection
                 cursor = driver.cursor()
                 try:
-                    self._apply_raw(cursor, ops)
-                    driver.commit()
+                    # PostgreSQL: statements and COMMIT in one round trip (psycopg's pipeline)
+                    with driver.pipeline() if self.commit_pipelined else contextlib.nullcontext():
+                        self._apply_raw(cursor, ops)
+                        driver.commit()
                 except BaseException:
                     driver.rollback()
                     raise
