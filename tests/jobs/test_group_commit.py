@@ -111,3 +111,28 @@ def test_wal_is_checkpointed_in_the_background_and_emptied_on_close(tmp_path):
     wal = path + "-wal"
     assert not os.path.exists(wal) or os.path.getsize(wal) == 0
     assert len(rows(path)) == 200
+
+
+def test_postgres_submits_from_a_loop_commit_on_its_own_connection(postgres_url):
+    import sqlalchemy as sa
+
+    store = DurableQueue(postgres_url)
+    try:
+        async def submit_many():
+            acks = [store.put(item(n), wait=False) for n in range(1, 31)]
+            await asyncio.gather(*(asyncio.wrap_future(a) for a in acks))
+            return store._writer._aconn  # the loop's own (asyncio) connection did it
+
+        assert asyncio.run(submit_many()) is not None
+        reader = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with reader.connect() as conn:  # acknowledged = committed, seen from anywhere
+            assert conn.execute(sa.text("SELECT count(*) FROM jobs")).scalar() == 30
+        reader.dispose()
+        assert [store.get(0).prompt_id for _ in range(3)] == ["p1", "p2", "p3"]
+        # a second event loop gets a connection of its own
+        async def one_more():
+            await asyncio.wrap_future(store.put(item(31), wait=False))
+        asyncio.run(one_more())
+        assert store.job_status("p31") == "pending"
+    finally:
+        store.close()

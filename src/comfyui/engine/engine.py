@@ -17,6 +17,7 @@ progress_state, executed, execution_success, execution_error, execution_interrup
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import copy
 import gc
@@ -125,6 +126,9 @@ class Engine:
         self._reserved: set[str] = set()  # client-supplied ids being submitted right now
         self._futures: dict[str, concurrent.futures.Future] = {}
         self._futures_lock = threading.Lock()
+        # the newest finished entries, so that waiting for a prompt that has just finished
+        # (a sync API call, whose job often ends before its wait starts) reads no store
+        self._finished: collections.OrderedDict[str, dict] = collections.OrderedDict()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._current: tuple[QueueItem, threading.Event] | None = None
@@ -268,6 +272,9 @@ class Engine:
                 self._secrets[prompt_id] = secrets
             item = QueueItem(number=number, prompt_id=prompt_id, prompt=prompt, extra_data=extra,
                              outputs=outputs, client_id=client_id, created_at=time.time())
+            if reserved:  # a client's id may come again once its history is deleted
+                with self._futures_lock:
+                    self._finished.pop(prompt_id, None)
             # once handed to the queue the id is visible to contains(), so the reservation ends
             ack = self.queue.put(item, wait=wait)
         finally:
@@ -278,6 +285,11 @@ class Engine:
     def wait(self, prompt_id: str) -> concurrent.futures.Future:
         """A future that resolves to the prompt's history entry once it has finished."""
         with self._futures_lock:
+            entry = self._finished.get(prompt_id)
+            if entry is not None:
+                done: concurrent.futures.Future = concurrent.futures.Future()
+                done.set_result(entry)
+                return done
             future = self._futures.get(prompt_id)
             if future is None:
                 future = self._futures[prompt_id] = concurrent.futures.Future()
@@ -291,6 +303,9 @@ class Engine:
     def _resolve(self, prompt_id: str, entry: dict) -> None:
         with self._futures_lock:
             future = self._futures.pop(prompt_id, None)
+            self._finished[prompt_id] = entry
+            if len(self._finished) > 256:
+                self._finished.popitem(last=False)
         if future is not None and not future.done():
             future.set_result(entry)
 

@@ -231,6 +231,11 @@ class _GroupWriter:
         self._raw = _BatchSQL.for_dialect(db.dialect)
         self.commit_inline = db.dialect.name == "sqlite"
         self.commit_pipelined = db.dialect.name == "postgresql" and db.dialect.driver == "psycopg"
+        self.loop_inserts = self.commit_pipelined  # see submit()
+        self._loop_ops: list = []
+        self._loop_committing = False
+        self._aconn: Any = None  # psycopg.AsyncConnection of self._aconn_loop
+        self._aconn_loop: asyncio.AbstractEventLoop | None = None
         self._lead_scheduled = False  # an event loop will commit the waiting batch next turn
         self._last_commit = 0.0  # time.monotonic() of the last commit
         self._oldest = 0.0  # when the oldest waiting operation was queued
@@ -262,9 +267,18 @@ class _GroupWriter:
         load. Called from an event loop, that commit runs at the loop's next turn, so the
         submits of all requests handled in this turn share it; under load, no sooner than
         ``commit_spacing`` after the previous commit, so that more submits share each one.
-        On a database server the writer thread commits, so an event loop never waits on the
-        network."""
+        On PostgreSQL an event loop's submits are committed on a connection of that loop's own
+        (psycopg's asyncio driver): the loop never blocks on the network, and no thread needs
+        the interpreter lock back after each round trip (``_loop_insert``); the rest goes
+        through the writer thread."""
         future = _Ack(item) if item is not None else concurrent.futures.Future()
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None and self.loop_inserts and isinstance(op, tuple) and op[0] == "insert":
+            self._loop_insert(loop, op, future)
+            return future
         with self._cond:
             self._append(op, future)
             if self._idle:  # a backstop should the caller's loop stop before its next turn
@@ -272,9 +286,7 @@ class _GroupWriter:
         if not self.commit_inline:
             self._hurry()
             return future
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        if loop is None:
             self._lead()
             self._hurry()
             return future
@@ -286,6 +298,58 @@ class _GroupWriter:
             else:
                 loop.call_soon(self._scheduled_lead)
         return future
+
+    def _loop_insert(self, loop: asyncio.AbstractEventLoop, op, future: concurrent.futures.Future) -> None:
+        """Queue a new job's insert for the calling loop's own connection. Only inserts go this
+        way: a job's later updates are posted once its insert is committed, and the writer
+        thread keeps everything else in order."""
+        self._loop_ops.append((op, future))
+        if not self._loop_committing:
+            self._loop_committing = True
+            loop.create_task(self._commit_on_loop(loop))
+
+    async def _commit_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            while self._loop_ops:
+                batch, self._loop_ops = self._loop_ops[:self.max_batch], self._loop_ops[self.max_batch:]
+                try:
+                    conn = await self._loop_connection(loop)
+                    async with conn.pipeline():  # the statements and COMMIT in one round trip
+                        for sql, params in self._raw_statements(batch):
+                            await conn.execute(sql, params)
+                        await conn.commit()
+                except Exception:  # noqa: BLE001 - the writer retries them one by one with SQLAlchemy
+                    await self._drop_loop_connection()
+                    with self._cond:
+                        for op, future in batch:
+                            self._append(op, future)
+                    self._hurry()
+                    continue
+                self._settle(batch, [None] * len(batch))
+        finally:
+            self._loop_committing = False
+
+    async def _loop_connection(self, loop: asyncio.AbstractEventLoop):
+        if self._aconn is not None and (self._aconn_loop is not loop or self._aconn.closed):
+            await self._drop_loop_connection()
+        if self._aconn is None:
+            import psycopg
+
+            url = self.db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._aconn = await psycopg.AsyncConnection.connect(url)
+            self._aconn_loop = loop
+        return self._aconn
+
+    async def _drop_loop_connection(self) -> None:
+        conn, self._aconn = self._aconn, None
+        if conn is not None:
+            try:
+                if self._aconn_loop is asyncio.get_running_loop():
+                    await conn.close()
+                else:
+                    conn.pgconn.finish()  # its loop is gone
+            except Exception:  # noqa: BLE001
+                pass
 
     def run(self, op, item: Any = None) -> Any:
         """Submit ``op`` and wait for its commit (from a thread that may block): the caller
@@ -355,6 +419,9 @@ class _GroupWriter:
             self._stopped = True
             self._cond.notify_all()
         self._thread.join(30)
+        conn, self._aconn = self._aconn, None
+        if conn is not None:
+            conn.pgconn.finish()
 
     def _connection(self) -> sa.Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
@@ -389,8 +456,8 @@ class _GroupWriter:
             conn.execute(self._finish_stmt, finishes)
         return [None if isinstance(op, tuple) else op(conn) for op, _f in ops]
 
-    def _apply_raw(self, cursor, ops: list) -> None:
-        """The batched kinds through the driver's cursor, one INSERT and one UPDATE for the
+    def _raw_statements(self, ops: list) -> list[tuple[str, list]]:
+        """The batched kinds as driver-level statements, one INSERT and one UPDATE for the
         whole batch: SQLAlchemy's per-statement overhead is several times the cost of these
         statements on SQLite, and every statement the driver runs lets go of the interpreter
         lock, which the calling thread (the event loop's, on SQLite) may then wait to get back."""
@@ -403,9 +470,8 @@ class _GroupWriter:
                 (v["status"], v["started_at"], v["ended_at"], dumps(v["history"]),
                  None if v["error"] is None else dumps(v["error"]), v["pid"]) for v in finishes],
         }
-        for kind, values in rows.items():
-            if values:
-                cursor.execute(self._raw.sql(kind, len(values)), [x for row in values for x in row])
+        return [(self._raw.sql(kind, len(values)), [x for row in values for x in row])
+                for kind, values in rows.items() if values]
 
     def _transaction(self, ops: list, fast: bool = True) -> list:
         """Run ``ops`` in one transaction. ``fast``: a batch of only the batched kinds goes
@@ -419,7 +485,8 @@ class _GroupWriter:
                 try:
                     # PostgreSQL: statements and COMMIT in one round trip (psycopg's pipeline)
                     with driver.pipeline() if self.commit_pipelined else contextlib.nullcontext():
-                        self._apply_raw(cursor, ops)
+                        for sql, params in self._raw_statements(ops):
+                            cursor.execute(sql, params)
                         driver.commit()
                 except BaseException:
                     driver.rollback()
@@ -465,6 +532,23 @@ class _GroupWriter:
             with self._leader:
                 self._commit_batch()
 
+    def _settle(self, batch: list, results: list) -> None:
+        """Hand out a committed batch's results (an exception: that operation failed)."""
+        # the committed items first, so a caller that gets its answer finds its item queued
+        released = [future.item for (_op, future), result in zip(batch, results)
+                    if isinstance(future, _Ack) and not isinstance(result, Exception)]
+        if released and self.on_commit is not None:
+            self.on_commit(released)
+        for (op, future), result in zip(batch, results):
+            if future is None:
+                if isinstance(result, Exception):
+                    log.error("the job store could not record %s", op[0] if isinstance(op, tuple) else op,
+                              exc_info=result)
+            elif isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
     def _commit_batch(self) -> None:
         """Commit the operations waiting now (the caller holds ``_leader``)."""
         with self._cond:
@@ -480,20 +564,7 @@ class _GroupWriter:
                         results.append(self._transaction([(op, future)], fast=False)[0])
                     except Exception as e:  # noqa: BLE001
                         results.append(e)
-            # the committed items first, so a caller that gets its answer finds its item queued
-            released = [future.item for (_op, future), result in zip(batch, results)
-                        if isinstance(future, _Ack) and not isinstance(result, Exception)]
-            if released and self.on_commit is not None:
-                self.on_commit(released)
-            for (op, future), result in zip(batch, results):
-                if future is None:
-                    if isinstance(result, Exception):
-                        log.error("the job store could not record %s", op[0] if isinstance(op, tuple) else op,
-                                  exc_info=result)
-                elif isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+            self._settle(batch, results)
             with self._cond:
                 self._done += len(batch)
                 self._last_commit = time.monotonic()
