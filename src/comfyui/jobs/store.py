@@ -376,12 +376,17 @@ class _GroupWriter:
         self._hurry()
 
     def _lead(self) -> None:
-        """Commit the waiting batch here, unless another thread is committing one."""
-        if self._leader.acquire(blocking=False):
+        """Commit the waiting batch here, unless another thread is committing one; then also
+        what callers came to wait for meanwhile (their own attempt found this commit in
+        progress, and the writer thread would only pick it up after a thread switch)."""
+        while self._leader.acquire(blocking=False):
             try:
                 self._commit_batch()
             finally:
                 self._leader.release()
+            with self._cond:
+                if not any(future is not None for _op, future in self._ops):
+                    return
 
     def _hurry(self) -> None:
         """Have the writer commit now, without the gathering delay, if a caller waits for an
