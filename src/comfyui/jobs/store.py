@@ -318,12 +318,16 @@ class _GroupWriter:
                         for sql, params in self._raw_statements(batch):
                             await conn.execute(sql, params)
                         await conn.commit()
-                except Exception:  # noqa: BLE001 - the writer retries them one by one with SQLAlchemy
+                except Exception as e:  # noqa: BLE001 - the writer retries them one by one with SQLAlchemy
                     await self._drop_loop_connection()
-                    with self._cond:
-                        for op, future in batch:
-                            self._append(op, future)
-                    self._hurry()
+                    try:
+                        with self._cond:
+                            for op, future in batch:
+                                self._append(op, future)
+                    except RuntimeError:  # the store is closing: the submits fail
+                        self._settle(batch, [e] * len(batch))
+                    else:
+                        self._hurry()
                     continue
                 self._settle(batch, [None] * len(batch))
         finally:
