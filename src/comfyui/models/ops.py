@@ -164,8 +164,10 @@ def keep_cpu_heap() -> bool:
     (and so paying a page fault plus kernel zeroing per 4 KiB page when the next forward pass
     allocates the same sizes again). CPU inference of a UNet frees and re-allocates hundreds
     of MB per step; with this the kernel time of a step drops to a few percent. Same
-    computation, same results; only the allocator policy changes. Done once per process,
-    Linux/glibc only; set ``COMFYUI_CPU_KEEP_HEAP=0`` to leave the allocator alone."""
+    computation, same results; only the allocator policy changes: memory freed after this
+    (activations, a model unloaded later) stays with the process for its next allocations
+    unless it is at the top of the heap. Done once per process, Linux/glibc only; set
+    ``COMFYUI_CPU_KEEP_HEAP=0`` to leave the allocator alone."""
     global _heap_tuned
     if _heap_tuned:
         return True
@@ -176,8 +178,11 @@ def keep_cpu_heap() -> bool:
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024) == 1   # glibc's largest heap chunk size
+        m_trim_threshold, m_mmap_max = -1, -4
+        # no block gets its own mapping: glibc would otherwise mmap (and unmap on free) every
+        # block of 32 MiB or more however its threshold is set, e.g. oneDNN's per-call
+        # reordered weights of the large convolutions: ~570 MB of page faults per SD1.5 step
+        ok = libc.mallopt(m_mmap_max, 0) == 1
         ok = libc.mallopt(m_trim_threshold, 512 * 1024 * 1024) == 1 and ok
     except (OSError, AttributeError):
         return False

@@ -378,6 +378,8 @@ class UNetModel(nn.Module):
             emb = emb + self.label_emb(y.to(emb.dtype))
         hs = []
         h = x
+        if self._run_channels_last(x):
+            h = x.contiguous(memory_format=torch.channels_last)
         for i, block in enumerate(self.input_blocks):
             transformer_options["block"] = ("input", i)
             h = block(h, emb, context, transformer_options)
@@ -392,4 +394,22 @@ class UNetModel(nn.Module):
             h = torch.cat([h, skip], dim=1)
             out_shape = hs[-1].shape if hs else None
             h = block(h, emb, context, transformer_options, out_shape)
-        return _norm_act_conv(self.out, h, _inplace_ok()).to(x.dtype)
+        out = _norm_act_conv(self.out, h, _inplace_ok()).to(x.dtype)
+        return out.contiguous(memory_format=x_in_format(x))
+
+    def _run_channels_last(self, x: torch.Tensor) -> bool:
+        """Whether this (no-grad, CPU) forward pass runs channels-last, converting the conv
+        weights to channels-last when one is not (the first pass, or a patch replaced it).
+        oneDNN then runs its NHWC convolutions (faster than NCHW, which reorders the input
+        and output of every conv to and from a blocked layout), a transformer's tokens are a
+        view of its proj_in output instead of a permuted copy, and the nearest-neighbour
+        upsampling is cheaper. The weights keep their values; elsewhere (e.g. on a GPU
+        later) a channels-last weight is just another stride order."""
+        if x.device.type != "cpu" or not _inplace_ok():
+            return False
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and m.weight.device.type == "cpu" \
+                    and not m.weight.is_contiguous(memory_format=torch.channels_last):
+                with torch.inference_mode(False):  # a normal tensor, usable outside inference mode too
+                    m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+        return True
