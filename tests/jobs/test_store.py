@@ -140,3 +140,47 @@ def test_history_entry_reads_back_as_written_without_a_stored_prompt_copy(db_url
         assert store.get_history()["p7"] == entry
     finally:
         store.close()
+
+
+def test_history_is_pruned_to_its_size_keeping_the_newest(db_url):
+    store = DurableQueue(db_url, max_history=5)
+    try:
+        for n in range(1, 106):  # a prune is due every 100 finished jobs
+            store.put(item(n))
+            done(store, store.get(0))
+        store.put(item(106))  # pending jobs are never pruned
+        assert store.history_len() <= 10
+        history = store.get_history()
+        assert list(history)[-5:] == [f"p{n}" for n in range(101, 106)]
+        assert "p1" not in history and "p95" not in history
+        assert store.job_status("p106") == "pending"
+    finally:
+        store.close()
+
+
+def test_a_batch_with_other_operations_records_states_like_the_fast_path(db_url):
+    """A batch that also carries a plain operation is written through SQLAlchemy instead of
+    the driver-level statements: a job started in one batch and finished in another, and one
+    started only, read back the same either way."""
+    import sqlalchemy as sa
+
+    store = DurableQueue(db_url)
+    try:
+        for n in (1, 2):
+            store.put(item(n))
+        first, second = store.get(0), store.get(0)
+        store._writer.run(lambda conn: conn.execute(sa.text("SELECT 1")))  # the starts, with a plain op
+        store._writer.post(("finish", {"pid": first.prompt_id, "status": "completed", "ended_at": time.time(),
+                                       "history": {"outputs": {}, "meta": {}}, "error": None}))
+        store._writer.run(lambda conn: conn.execute(sa.text("SELECT 1")))
+        assert store.job_status("p1") == "completed" and store.job_status("p2") == "in_progress"
+        assert store.get_history(prompt_id="p1")["p1"]["outputs"] == {}
+        from comfyui.jobs.store import jobs
+        with store.db.connect() as conn:
+            rows = {r.prompt_id: r for r in conn.execute(sa.select(jobs))}
+            no_error = set(conn.execute(sa.select(jobs.c.prompt_id).where(jobs.c.error.is_(None))).scalars())
+            no_history = set(conn.execute(sa.select(jobs.c.prompt_id).where(jobs.c.history.is_(None))).scalars())
+        assert rows["p1"].started_at and rows["p1"].ended_at and rows["p2"].started_at and rows["p2"].ended_at is None
+        assert no_error == {"p1", "p2"} and no_history == {"p2"}  # SQL NULL, not a JSON null
+    finally:
+        store.close()

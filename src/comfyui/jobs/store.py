@@ -26,6 +26,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import logging
+import operator
 import pathlib
 import threading
 import time
@@ -143,29 +144,33 @@ def _history_entry(row) -> dict:
     return {"prompt": item, **row.history}
 
 
-class _BatchSQL:
-    """Driver-level SQL for the hot statements, for n rows at once: a multi-row INSERT of new
-    jobs, and one UPDATE of the started and the finished ones joined to a VALUES list (SQLite
-    and PostgreSQL both take ``WITH v(...) AS (VALUES ...) UPDATE ... FROM v``). A started
-    job's row leaves the finish columns NULL, which keeps what the table has."""
-
-    _HEAD = {
-        "insert": "INSERT INTO jobs (prompt_id, number, status, client_id, prompt, extra_data, outputs_to_execute, "
-                  "created_at) VALUES ",
-        "update": "WITH v(status, started_at, ended_at, history, error, pid) AS (VALUES ",
-    }
-    _TAIL = {
-        "insert": "",
-        "update": ") UPDATE jobs SET status = v.status, started_at = COALESCE(v.started_at, jobs.started_at), "
+_INSERT_COLUMNS = ("prompt_id", "number", "status", "client_id", "prompt", "extra_data", "outputs_to_execute",
+                   "created_at")
+_UPDATE_COLUMNS = ("status", "started_at", "ended_at", "history", "error", "pid")
+_JSON_COLUMNS = frozenset({"prompt", "extra_data", "outputs_to_execute", "history", "error"})
+# a started job's row leaves the finish columns NULL, which keeps what the table has
+_UPDATE_FROM_V = (") UPDATE jobs SET status = v.status, started_at = COALESCE(v.started_at, jobs.started_at), "
                   "ended_at = COALESCE(v.ended_at, jobs.ended_at), history = COALESCE(v.history, jobs.history), "
-                  "error = COALESCE(v.error, jobs.error) FROM v WHERE jobs.prompt_id = v.pid",
-    }
+                  "error = COALESCE(v.error, jobs.error) FROM v WHERE jobs.prompt_id = v.pid")
+
+
+class _BatchSQL:
+    """Driver-level SQL for the hot statements, n rows at once: new jobs in one multi-row
+    INSERT, the started and the finished ones in one UPDATE joined to a VALUES list (SQLite and
+    PostgreSQL both take ``WITH v(...) AS (VALUES ...) UPDATE ... FROM v``), and the history
+    prune. ``statements(inserts, updates, keep)`` takes rows as dicts of the columns above
+    (JSON columns as Python values) and returns ``(sql, params)`` pairs. (On PostgreSQL a
+    single JSON parameter read by json_to_recordset was measured too: the server parses the
+    history twice then, and its CPU per finished job doubled.)"""
 
     def __init__(self, text: str, number: str, js: str):
-        self._row = {
-            "insert": f"({text}, {number}, {text}, {text}, {js}, {js}, {js}, {number})",
-            "update": f"({text}, {number}, {number}, {js}, {js}, {text})",
-        }
+        marks = {c: js if c in _JSON_COLUMNS else number if c.endswith(("_at", "number")) else text
+                 for c in _INSERT_COLUMNS + _UPDATE_COLUMNS}
+        self._row = {kind: "(" + ", ".join(marks[c] for c in columns) + ")"
+                     for kind, columns in (("insert", _INSERT_COLUMNS), ("update", _UPDATE_COLUMNS))}
+        finished = ", ".join(f"'{s}'" for s in FINISHED)
+        self._prune = (f"DELETE FROM jobs WHERE status IN ({finished}) AND seq <= (SELECT seq FROM jobs "
+                       f"WHERE status IN ({finished}) ORDER BY seq DESC LIMIT 1 OFFSET {text})")
         self._cache: dict[tuple[str, int], str] = {}
 
     @classmethod
@@ -176,13 +181,33 @@ class _BatchSQL:
             return cls("%s", "%s::float8", "%s::json")  # typed, or a NULL in a VALUES list is text
         return None
 
-    def sql(self, kind: str, n: int) -> str:
-        key = (kind, n)
-        text = self._cache.get(key)
+    def statements(self, inserts: list[dict], updates: list[dict], keep: int | None) -> list[tuple[str, list]]:
+        out = []
+        for kind, columns, rows in (("insert", _INSERT_COLUMNS, inserts), ("update", _UPDATE_COLUMNS, updates)):
+            if rows:
+                row_values = operator.itemgetter(*columns)
+                json_at = [i for i, c in enumerate(columns) if c in _JSON_COLUMNS]
+                params = []
+                for row in rows:
+                    values = list(row_values(row))
+                    for i in json_at:
+                        if values[i] is not None:
+                            values[i] = dumps_strict(values[i])
+                    params += values
+                out.append((self._sql(kind, columns, len(rows)), params))
+        if keep is not None:
+            out.append((self._prune, [keep]))
+        return out
+
+    def _sql(self, kind: str, columns: tuple, n: int) -> str:
+        text = self._cache.get((kind, n))
         if text is None:
             if len(self._cache) > 256:
                 self._cache.clear()
-            text = self._cache[key] = self._HEAD[kind] + ", ".join([self._row[kind]] * n) + self._TAIL[kind]
+            values = ", ".join([self._row[kind]] * n)
+            text = self._cache[(kind, n)] = (
+                f"INSERT INTO jobs ({', '.join(columns)}) VALUES {values}" if kind == "insert"
+                else f"WITH v({', '.join(columns)}) AS (VALUES {values}{_UPDATE_FROM_V}")
         return text
 
 
@@ -222,12 +247,16 @@ class _GroupWriter:
         self._idle = False  # the writer thread sleeps until an operation arrives
         self.commit_delay = 0.005
         self.commit_spacing = 0.001
-        self._start_stmt = jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid")).values(
-            status=sa.bindparam("status"), started_at=sa.bindparam("started_at"))
-        self._finish_stmt = jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid")).values(
-            status=sa.bindparam("status"), ended_at=sa.bindparam("ended_at"), history=sa.bindparam("history"),
-            error=sa.bindparam("error"),
-            started_at=sa.func.coalesce(sa.bindparam("started_at", type_=sa.Float), jobs.c.started_at))
+        def keep(column):  # the new value, or the column's own where the new one is NULL
+            kind = sa.JSON(none_as_null=True) if isinstance(column.type, sa.JSON) else column.type
+            return sa.func.coalesce(sa.bindparam(column.name, type_=kind), column)
+
+        self._update_stmt = jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid")).values(
+            status=sa.bindparam("status"), started_at=keep(jobs.c.started_at), ended_at=keep(jobs.c.ended_at),
+            history=keep(jobs.c.history), error=keep(jobs.c.error))
+        finished = sa.select(jobs.c.seq).where(jobs.c.status.in_(FINISHED))
+        self._prune_stmt = jobs.delete().where(jobs.c.status.in_(FINISHED), jobs.c.seq <= finished.order_by(
+            jobs.c.seq.desc()).offset(sa.bindparam("keep")).limit(1).scalar_subquery())
         self._raw = _BatchSQL.for_dialect(db.dialect)
         self.commit_inline = db.dialect.name == "sqlite"
         self.commit_pipelined = db.dialect.name == "postgresql" and db.dialect.driver == "psycopg"
@@ -314,10 +343,10 @@ class _GroupWriter:
                 batch, self._loop_ops = self._loop_ops[:self.max_batch], self._loop_ops[self.max_batch:]
                 try:
                     conn = await self._loop_connection(loop)
-                    async with conn.pipeline():  # the statements and COMMIT in one round trip
-                        for sql, params in self._raw_statements(batch):
-                            await conn.execute(sql, params)
-                        await conn.commit()
+                    # only inserts come here: one statement, committed on its own (autocommit),
+                    # in one round trip
+                    (sql, params), = self._raw_statements(batch)
+                    await conn.execute(sql, params)
                 except Exception as e:  # noqa: BLE001 - the writer retries them one by one with SQLAlchemy
                     await self._drop_loop_connection()
                     try:
@@ -340,7 +369,7 @@ class _GroupWriter:
             import psycopg
 
             url = self.db.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            self._aconn = await psycopg.AsyncConnection.connect(url)
+            self._aconn = await psycopg.AsyncConnection.connect(url, autocommit=True)
             self._aconn_loop = loop
         return self._aconn
 
@@ -443,26 +472,39 @@ class _GroupWriter:
         return self._conn
 
     @staticmethod
-    def _plan(ops: list) -> tuple[list, list, list]:
-        """The batched kinds of ``ops`` as (inserts, starts, finishes) rows, a job that started
-        and finished within the batch folded into one finish."""
-        inserts = [op[1] for op, _f in ops if isinstance(op, tuple) and op[0] == "insert"]
-        starts = {op[1]["pid"]: op[1] for op, _f in ops if isinstance(op, tuple) and op[0] == "start"}
-        finishes = []
+    def _plan(ops: list) -> tuple[list, list, int | None]:
+        """The batched kinds of ``ops``: the new jobs' rows; the update rows, a started job's
+        with its finish columns None (the table keeps what it has), a job that started and
+        finished within the batch in one row; and the history size to prune to (or None)."""
+        inserts, updates, keep = [], [], None
+        started: dict[str, dict] = {}
         for op, _f in ops:
-            if isinstance(op, tuple) and op[0] == "finish":
-                start = starts.pop(op[1]["pid"], None)
-                finishes.append({**op[1], "started_at": start["started_at"] if start else None})
-        return inserts, list(starts.values()), finishes
+            if not isinstance(op, tuple):
+                continue
+            kind, values = op
+            if kind == "insert":
+                inserts.append(values)
+            elif kind == "start":
+                row = started[values["pid"]] = {**values, "ended_at": None, "history": None, "error": None}
+                updates.append(row)
+            elif kind == "finish":
+                row = started.pop(values["pid"], None)
+                if row is None:
+                    row = {"started_at": None}
+                    updates.append(row)
+                row.update(values)
+            elif kind == "prune":
+                keep = values
+        return inserts, updates, keep
 
     def _apply(self, conn: sa.Connection, ops: list) -> list:
-        inserts, starts, finishes = self._plan(ops)
+        inserts, updates, keep = self._plan(ops)
         if inserts:
             conn.execute(jobs.insert(), inserts)
-        if starts:
-            conn.execute(self._start_stmt, starts)
-        if finishes:
-            conn.execute(self._finish_stmt, finishes)
+        if updates:
+            conn.execute(self._update_stmt, updates)
+        if keep is not None:
+            conn.execute(self._prune_stmt, {"keep": keep})
         return [None if isinstance(op, tuple) else op(conn) for op, _f in ops]
 
     def _raw_statements(self, ops: list) -> list[tuple[str, list]]:
@@ -470,17 +512,7 @@ class _GroupWriter:
         whole batch: SQLAlchemy's per-statement overhead is several times the cost of these
         statements on SQLite, and every statement the driver runs lets go of the interpreter
         lock, which the calling thread (the event loop's, on SQLite) may then wait to get back."""
-        inserts, starts, finishes = self._plan(ops)
-        dumps = dumps_strict
-        rows = {
-            "insert": [(v["prompt_id"], v["number"], v["status"], v["client_id"], dumps(v["prompt"]),
-                        dumps(v["extra_data"]), dumps(v["outputs_to_execute"]), v["created_at"]) for v in inserts],
-            "update": [(v["status"], v["started_at"], None, None, None, v["pid"]) for v in starts] + [
-                (v["status"], v["started_at"], v["ended_at"], dumps(v["history"]),
-                 None if v["error"] is None else dumps(v["error"]), v["pid"]) for v in finishes],
-        }
-        return [(self._raw.sql(kind, len(values)), [x for row in values for x in row])
-                for kind, values in rows.items() if values]
+        return self._raw.statements(*self._plan(ops))
 
     def _transaction(self, ops: list, fast: bool = True) -> list:
         """Run ``ops`` in one transaction. ``fast``: a batch of only the batched kinds goes
@@ -784,15 +816,7 @@ class DurableQueue(PromptQueue):
         if self._finished_since_prune < 100:
             return
         self._finished_since_prune = 0
-        keep = self._max_history
-
-        def prune(conn) -> None:
-            cutoff = conn.execute(sa.select(jobs.c.seq).where(jobs.c.status.in_(FINISHED))
-                                  .order_by(jobs.c.seq.desc()).offset(keep).limit(1)).scalar()
-            if cutoff is not None:
-                conn.execute(jobs.delete().where(jobs.c.status.in_(FINISHED), jobs.c.seq <= cutoff))
-
-        self._writer.post(prune)
+        self._writer.post(("prune", self._max_history))
 
     def close(self) -> None:
         self._writer.flush()
