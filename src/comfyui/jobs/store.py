@@ -12,7 +12,7 @@ SQLite's WAL checkpoints (the fsyncs) run on a thread of their own (WalCheckpoin
 ``put``, deletes and history edits wait for their commit; the worker's
 ``in_progress``/finished updates do not (the worker never waits on the disk), and every read
 first waits for the writes queued before it, so reads always see them. The price: a process
-killed within a few milliseconds (one commit) of a job finishing may record that job as failed
+killed within 20 ms (one commit) of a job finishing may record that job as failed
 (interrupted), and one killed just as a job starts may run that job again after the restart.
 Job states: pending, in_progress, completed, failed, cancelled.
 On start-up, pending jobs are queued again and a job that was in progress when the process
@@ -547,7 +547,10 @@ class _GroupWriter:
         # Nobody waits on the worker's own updates: they gather until the oldest is ``gather``
         # old, so one transaction carries many (an urgent submit or a reader's flush cuts it
         # short). On SQLite the posting threads commit them themselves; this is the backstop.
-        gather = self.commit_delay * (4 if self.commit_inline else 1)
+        # 20 ms: on PostgreSQL, where only this thread commits them, a shorter wait measured
+        # ~10 % fewer submits/s under load (each commit costs the interpreter lock a few
+        # hundred microseconds of driver work).
+        gather = self.commit_delay * 4
         while True:
             with self._cond:
                 while True:
