@@ -136,3 +136,32 @@ def test_postgres_submits_from_a_loop_commit_on_its_own_connection(postgres_url)
         assert store.job_status("p31") == "pending"
     finally:
         store.close()
+
+
+def test_postgres_submits_survive_the_loop_connection_being_killed(postgres_url):
+    """The server ends the loop's connection (a restart, an admin): the submits caught in it
+    are committed by the writer instead, acknowledged once; later ones reconnect."""
+    import sqlalchemy as sa
+
+    store = DurableQueue(postgres_url)
+    admin = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1),
+                             isolation_level="AUTOCOMMIT")
+    try:
+        async def scenario():
+            await asyncio.gather(*(asyncio.wrap_future(store.put(item(n), wait=False)) for n in range(1, 6)))
+            first = store._writer._aconn
+            with admin.connect() as conn:
+                conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first.pgconn.backend_pid})
+            await asyncio.gather(*(asyncio.wrap_future(store.put(item(n), wait=False)) for n in range(6, 11)))
+            await asyncio.gather(*(asyncio.wrap_future(store.put(item(n), wait=False)) for n in range(11, 16)))
+            return first, store._writer._aconn
+
+        first, last = asyncio.run(scenario())
+        assert last is not None and last is not first  # a new connection took over
+        with admin.connect() as conn:
+            ids = conn.execute(sa.text("SELECT prompt_id FROM jobs ORDER BY number")).scalars().all()
+        assert ids == [f"p{n}" for n in range(1, 16)]
+        assert [store.get(0).prompt_id for _ in range(15)] == [f"p{n}" for n in range(1, 16)]
+    finally:
+        store.close()
+        admin.dispose()

@@ -219,6 +219,120 @@ class _Ack(concurrent.futures.Future):
         self.item = item
 
 
+class _LoopPostgres:
+    """A PostgreSQL connection that one event loop drives at the libpq level (``psycopg.pq``),
+    for the submits' INSERTs: a statement goes out without blocking and its result is read by
+    a reader the loop keeps on the socket. (psycopg's asyncio cursor does the same with a
+    few hundred microseconds of Python per statement -- a lock, a cursor, generators, a reader
+    added and removed each time -- most of what a submit to PostgreSQL cost the interpreter
+    lock.) Statements are prepared on the server once per batch size; autocommit, so each is
+    its own transaction and takes one round trip."""
+
+    MAX_PREPARED = 64  # batch sizes up to this are prepared; larger ones are rare
+
+    def __init__(self, conn, loop: asyncio.AbstractEventLoop):
+        from psycopg import pq
+
+        self._pq = pq
+        self.conn, self.loop = conn, loop  # conn: the psycopg.AsyncConnection that owns pgconn
+        self.pgconn = conn.pgconn
+        self.pgconn.nonblocking = 1
+        self._fd = self.pgconn.socket
+        self._waiter: asyncio.Future | None = None
+        self._error: str | None = None
+        self._prepared: set[bytes] = set()
+        self._statements: dict[str, tuple[bytes, bytes | None]] = {}  # sql -> ($n text, prepared name)
+        loop.add_reader(self._fd, self._readable)
+
+    @classmethod
+    async def connect(cls, url: str, loop: asyncio.AbstractEventLoop) -> "_LoopPostgres":
+        import psycopg
+
+        return cls(await psycopg.AsyncConnection.connect(url, autocommit=True), loop)
+
+    @property
+    def usable(self) -> bool:
+        return self.pgconn.status == self._pq.ConnStatus.OK and not self.loop.is_closed()
+
+    async def execute(self, sql: str, params: list) -> None:
+        """Run one statement (``%s`` placeholders; str, int, float or None values)."""
+        known = self._statements.get(sql)
+        if known is None:
+            parts = sql.split("%s")
+            text = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+            count = len(self._statements)
+            known = self._statements[sql] = (text.encode(), b"comfyui_%d" % count if count < self.MAX_PREPARED else None)
+        text, name = known
+        values = [None if v is None else (v if isinstance(v, str) else repr(v)).encode() for v in params]
+        if name is not None and name not in self._prepared:
+            await self._round_trip(lambda: self.pgconn.send_prepare(name, text))
+            self._prepared.add(name)
+        if name is not None:
+            await self._round_trip(lambda: self.pgconn.send_query_prepared(name, values))
+        else:
+            await self._round_trip(lambda: self.pgconn.send_query_params(text, values))
+
+    async def _round_trip(self, send) -> None:
+        self._waiter, self._error = self.loop.create_future(), None
+        send()
+        if self.pgconn.flush():  # the rest goes out when the socket takes it
+            self.loop.add_writer(self._fd, self._writable)
+        await self._waiter
+
+    def _writable(self) -> None:
+        try:
+            if self.pgconn.flush() == 0:
+                self.loop.remove_writer(self._fd)
+        except Exception as e:  # noqa: BLE001
+            self._fail(e)
+
+    def _readable(self) -> None:
+        try:
+            self.pgconn.consume_input()
+            while not self.pgconn.is_busy():
+                result = self.pgconn.get_result()
+                if result is None:  # the statement is done
+                    waiter, self._waiter = self._waiter, None
+                    if waiter is not None and not waiter.done():
+                        if self._error is None:
+                            waiter.set_result(None)
+                        else:
+                            waiter.set_exception(RuntimeError(f"PostgreSQL: {self._error}"))
+                    return
+                if result.status not in (self._pq.ExecStatus.COMMAND_OK, self._pq.ExecStatus.TUPLES_OK):
+                    self._error = result.error_message.decode(errors="replace").strip()
+        except Exception as e:  # noqa: BLE001 - a lost connection
+            self._fail(e)
+
+    def _fail(self, error: Exception) -> None:
+        self.close()
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    def close(self) -> None:
+        """Stop watching the socket and close it (from any thread)."""
+        def close_here() -> None:
+            self.loop.remove_reader(self._fd)
+            self.loop.remove_writer(self._fd)
+            self.pgconn.finish()
+
+        if self.loop.is_closed():
+            self.pgconn.finish()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            close_here()
+        else:
+            try:
+                self.loop.call_soon_threadsafe(close_here)
+            except RuntimeError:  # the loop closed meanwhile
+                self.pgconn.finish()
+
+
 class _GroupWriter:
     """One thread that runs queued write operations, batching all that are waiting into one
     transaction on one long-lived connection.
@@ -263,8 +377,7 @@ class _GroupWriter:
         self.loop_inserts = self.commit_pipelined  # see submit()
         self._loop_ops: list = []
         self._loop_committing = False
-        self._aconn: Any = None  # psycopg.AsyncConnection of self._aconn_loop
-        self._aconn_loop: asyncio.AbstractEventLoop | None = None
+        self._aconn: _LoopPostgres | None = None  # the submits' connection on their event loop
         self._lead_scheduled = False  # an event loop will commit the waiting batch next turn
         self._last_commit = 0.0  # time.monotonic() of the last commit
         self._oldest = 0.0  # when the oldest waiting operation was queued
@@ -348,7 +461,7 @@ class _GroupWriter:
                     (sql, params), = self._raw_statements(batch)
                     await conn.execute(sql, params)
                 except Exception as e:  # noqa: BLE001 - the writer retries them one by one with SQLAlchemy
-                    await self._drop_loop_connection()
+                    self._drop_loop_connection()
                     try:
                         with self._cond:
                             for op, future in batch:
@@ -362,25 +475,19 @@ class _GroupWriter:
         finally:
             self._loop_committing = False
 
-    async def _loop_connection(self, loop: asyncio.AbstractEventLoop):
-        if self._aconn is not None and (self._aconn_loop is not loop or self._aconn.closed):
-            await self._drop_loop_connection()
+    async def _loop_connection(self, loop: asyncio.AbstractEventLoop) -> _LoopPostgres:
+        if self._aconn is not None and (self._aconn.loop is not loop or not self._aconn.usable):
+            self._drop_loop_connection()
         if self._aconn is None:
-            import psycopg
-
             url = self.db.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            self._aconn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-            self._aconn_loop = loop
+            self._aconn = await _LoopPostgres.connect(url, loop)
         return self._aconn
 
-    async def _drop_loop_connection(self) -> None:
+    def _drop_loop_connection(self) -> None:
         conn, self._aconn = self._aconn, None
         if conn is not None:
             try:
-                if self._aconn_loop is asyncio.get_running_loop():
-                    await conn.close()
-                else:
-                    conn.pgconn.finish()  # its loop is gone
+                conn.close()
             except Exception:  # noqa: BLE001
                 pass
 
@@ -457,9 +564,7 @@ class _GroupWriter:
             self._stopped = True
             self._cond.notify_all()
         self._thread.join(30)
-        conn, self._aconn = self._aconn, None
-        if conn is not None:
-            conn.pgconn.finish()
+        self._drop_loop_connection()
 
     def _connection(self) -> sa.Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
