@@ -154,3 +154,15 @@ async def test_cancel_pending_running_finished_and_batch(server):
     cancelled = await (await server.client.get("/api/jobs?status=cancelled")).json()
     assert {j["id"] for j in cancelled["jobs"]} == {p1, p2, running}
     await ws.close()
+
+
+async def test_jobs_created_in_the_same_millisecond_keep_their_submission_order(make_server):
+    srv = await make_server()
+    same = {"create_time": 1_700_000_000_000}
+    ids = [(await srv.submit(text_prompt(f"tie{i}"), extra_data=dict(same)))["prompt_id"] for i in range(4)]
+    for pid in ids:
+        await srv.wait_history(pid)
+    desc = await (await srv.client.get("/api/jobs?status=completed")).json()
+    asc = await (await srv.client.get("/api/jobs?status=completed&sort_order=asc")).json()
+    assert [j["id"] for j in desc["jobs"]] == ids[::-1]
+    assert [j["id"] for j in asc["jobs"]] == ids

@@ -23,7 +23,7 @@ async def _client(base: str, n: int, idx: int) -> tuple[list[str], set[str], lis
         await ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
         finished: set[str] = set()
         errors: list[str] = []
-        foreign: list[str] = []
+        started: list[str] = []
         ids: list[str] = []
 
         async def reader():
@@ -36,8 +36,8 @@ async def _client(base: str, n: int, idx: int) -> tuple[list[str], set[str], lis
                     errors.append(json.dumps(m))
                 if m["type"] == "executing" and d.get("node") is None and d.get("prompt_id"):
                     finished.add(d["prompt_id"])
-                if m["type"] == "execution_start" and d["prompt_id"] not in ids_set:
-                    foreign.append(d["prompt_id"])
+                if m["type"] == "execution_start":  # checked once this client knows all its ids
+                    started.append(d["prompt_id"])
                 if len(finished) >= n and len(ids) == n:
                     return
 
@@ -52,6 +52,7 @@ async def _client(base: str, n: int, idx: int) -> tuple[list[str], set[str], lis
                 ids_set.add(data["prompt_id"])
         await asyncio.wait_for(task, 60)
         await ws.close()
+        foreign = [pid for pid in started if pid not in ids_set]
         assert not foreign, f"client {idx} received another client's execution_start"
         return ids, finished, errors
 

@@ -314,8 +314,7 @@ class PromptRoutes:
             fresh[pid] = hit
             jobs.append(hit[1])
         self._job_cache = fresh
-        jobs.reverse()  # history is oldest first
-        jobs.sort(key=lambda j: j.get("create_time") or 0, reverse=True)  # stable
+        jobs.sort(key=_created, reverse=True)
         self._history_jobs_cache = (sig, jobs)
         return jobs
 
@@ -349,7 +348,7 @@ class PromptRoutes:
         reverse = sort_order == "desc"
         if sort_by == "created_at":
             if not (wanted_history and not wanted_queue and reverse):  # else already in order
-                jobs.sort(key=lambda j: (j.get("create_time") or 0), reverse=reverse)
+                jobs.sort(key=_created, reverse=reverse)
         else:
             def dur(j):
                 s, e = j.get("execution_start_time"), j.get("execution_end_time")
@@ -653,6 +652,12 @@ def _workflow_id(extra_data: dict) -> str | None:
         return wid if isinstance(wid, str) else None
     except (KeyError, TypeError):
         return None
+
+
+def _created(job: dict) -> tuple:
+    """Sort key for creation order: create_time has millisecond resolution, so jobs submitted
+    within one millisecond are told apart by their queue number."""
+    return job.get("create_time") or 0, job.get("priority") or 0
 
 
 def job_from_queue_item(item: Any, status: str) -> dict:
