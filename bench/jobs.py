@@ -16,6 +16,8 @@ cached):
 * end-to-end rate: prompts submitted and run to completion, first submit to empty queue;
 * v1 sync rate: POST /api/v1/prompts that wait for each result (one request = one job).
 
+Each store runs ``--rounds`` times (interleaved); the median of its rounds is reported.
+
 Goal (issue #6): the durable stores cost under 20 % of the in-memory throughput.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -227,7 +230,7 @@ async def measure(server: Server, prompts: int, clients: int) -> dict:
     v1a_rate = len(ids3) / (time.perf_counter() - t)
     await drained(port)
     # v1 sync: each request waits for its job
-    n = max(prompts // 4, clients)
+    n = prompts
     t = time.perf_counter()
     done = await v1_sync(port, n, clients)
     v1_rate = done / (time.perf_counter() - t)
@@ -267,17 +270,18 @@ def drop_pg_database(admin_url: str, name: str) -> None:
 
 
 async def main_async(args) -> None:
-    results: dict[str, dict] = {}
+    rounds: dict[str, list[dict]] = {}
     for round_ in range(args.rounds):
         for store in [s.strip() for s in args.stores.split(",")]:
             r = await run_store(store, args)
-            best = results.setdefault(store, dict(r))
-            for k in ("submit", "e2e", "v1a", "v1"):
-                best[k] = max(best[k], r[k])
-            best["lost"] = max(best["lost"], r["lost"])
+            rounds.setdefault(store, []).append(r)
             print(f"  round {round_ + 1} {store:<22} submit {r['submit']:7.0f}/s  end-to-end {r['e2e']:7.0f}/s  "
                   f"v1 async submit {r['v1a']:6.0f}/s  v1 sync {r['v1']:6.0f}/s  lost {r['lost']}",
                   file=sys.stderr, flush=True)
+    # the median of the rounds: one round's rate moves by 10-20 % with thread scheduling on a
+    # 2-core machine, and the best of a few favours whichever store varies more
+    results = {store: {**{k: statistics.median(r[k] for r in rs) for k in ("submit", "e2e", "v1a", "v1")},
+                       "lost": max(r["lost"] for r in rs)} for store, rs in rounds.items()}
     report(results, args)
 
 
@@ -308,7 +312,7 @@ async def run_store(store: str, args) -> dict:
 def report(results: dict, args) -> None:
     base = results.get("memory")
     print(f"\n{args.prompts} trivial prompts, {args.clients} HTTP clients, {os.cpu_count()} CPUs, "
-          f"best of {args.rounds} round(s)")
+          f"median of {args.rounds} round(s)")
     keys = ("submit", "e2e", "v1a", "v1")
     print(f"{'store':<22} {'submit/s':>9} {'end-to-end/s':>13} {'v1 async/s':>11} {'v1 sync/s':>10} {'lost':>5}"
           f"   cost vs memory (submit, e2e, v1 async, v1 sync)")
@@ -323,7 +327,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=3, help="runs per store; the best of each is reported")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per store; the median of each is reported")
     ap.add_argument("--stores", default="memory,sqlite,postgres")
     ap.add_argument("--postgres-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
     asyncio.run(main_async(ap.parse_args()))
