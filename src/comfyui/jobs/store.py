@@ -228,7 +228,7 @@ class _LoopPostgres:
     lock.) Statements are prepared on the server once per batch size; autocommit, so each is
     its own transaction and takes one round trip."""
 
-    MAX_PREPARED = 64  # batch sizes up to this are prepared; larger ones are rare
+    MAX_PREPARED = 64  # distinct statements (one per batch size) prepared; later ones go unprepared
 
     def __init__(self, conn, loop: asyncio.AbstractEventLoop):
         from psycopg import pq
@@ -261,7 +261,8 @@ class _LoopPostgres:
             parts = sql.split("%s")
             text = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
             count = len(self._statements)
-            known = self._statements[sql] = (text.encode(), b"comfyui_%d" % count if count < self.MAX_PREPARED else None)
+            name = b"comfyui_%d" % count if count < self.MAX_PREPARED else None
+            known = self._statements[sql] = (text.encode(), name)
         text, name = known
         values = [None if v is None else (v if isinstance(v, str) else repr(v)).encode() for v in params]
         if name is not None and name not in self._prepared:
@@ -337,10 +338,11 @@ class _GroupWriter:
     """One thread that runs queued write operations, batching all that are waiting into one
     transaction on one long-lived connection.
 
-    ``post(op)`` (nobody waits), ``submit(op)`` -> Future, ``run(op)`` (waits). An op is a callable ``fn(connection)`` or one of the batched
-    kinds ``("insert", values)``, ``("start", values)``, ``("finish", values)``: all inserts
-    of a batch go in one multi-row INSERT, then the starts and the finishes as executemany
-    UPDATEs, then the callables in order (a job's insert commits before it can start, and it
+    ``post(op)`` (nobody waits), ``submit(op)`` -> Future, ``run(op)`` (waits). An op is a
+    callable ``fn(connection)`` or one of the batched kinds ``("insert", values)``,
+    ``("start", values)``, ``("finish", values)``, ``("prune", keep)``: all inserts of a batch
+    go in one multi-row INSERT, then the starts and the finishes in one UPDATE, then the
+    prune, then the callables in order (a job's insert commits before it can start, and it
     starts before it finishes, so this order keeps every job's own order). A batch that fails
     is retried one operation per transaction, so only the failing operation's caller sees the
     error. ``flush()`` waits for every operation submitted so far."""
