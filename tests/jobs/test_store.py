@@ -145,7 +145,7 @@ def test_history_entry_reads_back_as_written_without_a_stored_prompt_copy(db_url
 def test_history_is_pruned_to_its_size_keeping_the_newest(db_url):
     store = DurableQueue(db_url, max_history=5)
     try:
-        for n in range(1, 106):  # a prune is due every 100 finished jobs
+        for n in range(1, 106):  # a prune is due once history is 100 over its size
             store.put(item(n))
             done(store, store.get(0))
         store.put(item(106))  # pending jobs are never pruned
@@ -156,6 +156,21 @@ def test_history_is_pruned_to_its_size_keeping_the_newest(db_url):
         assert store.job_status("p106") == "pending"
     finally:
         store.close()
+
+
+def test_after_a_restart_history_over_its_size_is_pruned_by_the_next_job(db_url):
+    store = DurableQueue(db_url, max_history=1000)
+    for n in range(1, 121):
+        store.put(item(n))
+        done(store, store.get(0))
+    store.close()
+    smaller = DurableQueue(db_url, max_history=5)  # 120 finished rows: over 5 + 100
+    try:
+        smaller.put(item(121))
+        done(smaller, smaller.get(0))
+        assert list(smaller.get_history()) == [f"p{n}" for n in range(117, 122)]
+    finally:
+        smaller.close()
 
 
 def test_a_batch_with_other_operations_records_states_like_the_fast_path(db_url):

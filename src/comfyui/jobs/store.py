@@ -772,9 +772,9 @@ class DurableQueue(PromptQueue):
         self.db = make_engine(url)
         migrate(self.db)
         self._write_lock = threading.Lock()  # SQLite allows one writer; keep writes ordered
-        self._finished_since_prune = 0
         self.recovered = self._recover(requeue_interrupted)
         self._writer = _GroupWriter(self.db, self._write_lock)
+        self._history_rows = self.history_len()  # an estimate from now on, to know when to prune
         self._writer.on_commit = self._push  # committed submits become runnable
         file_sqlite = self.db.dialect.name == "sqlite" and not _sqlite_in_memory(url)
         self._checkpointer = WalCheckpointer(self.db, self._writer) if file_sqlite else None
@@ -884,6 +884,7 @@ class DurableQueue(PromptQueue):
                     prompt=item[2], extra_data=item[3], outputs_to_execute=item[4], created_at=time.time(), **values))
 
         self._writer.run(write)
+        self._maybe_prune()
 
     # ---- history (from the database) ----
     def get_history(self, max_items: int | None = None, offset: int = -1, prompt_id: str | None = None) -> dict:
@@ -907,11 +908,13 @@ class DurableQueue(PromptQueue):
     def delete_history(self, prompt_ids) -> None:
         ids = list(prompt_ids)
         if ids:
-            self._writer.run(lambda conn: conn.execute(
-                jobs.delete().where(jobs.c.prompt_id.in_(ids), jobs.c.status.in_(FINISHED))))
+            deleted = self._writer.run(lambda conn: conn.execute(
+                jobs.delete().where(jobs.c.prompt_id.in_(ids), jobs.c.status.in_(FINISHED))).rowcount)
+            self._history_rows = max(self._history_rows - deleted, 0)
 
     def clear_history(self) -> None:
         self._writer.run(lambda conn: conn.execute(jobs.delete().where(jobs.c.status.in_(FINISHED))))
+        self._history_rows = 0
 
     def history_len(self) -> int:
         with self._read() as conn:
@@ -922,10 +925,13 @@ class DurableQueue(PromptQueue):
             return conn.execute(sa.select(jobs.c.status).where(jobs.c.prompt_id == prompt_id)).scalar()
 
     def _maybe_prune(self) -> None:
-        self._finished_since_prune += 1
-        if self._finished_since_prune < 100:
+        """Keep history at ``max_history`` jobs: once the estimate is 100 over, the oldest go.
+        Only then: the prune's query reads every finished row (milliseconds at 10,000), which
+        every 100th job paid before, on the event loop's commit."""
+        self._history_rows += 1
+        if self._history_rows < self._max_history + 100:
             return
-        self._finished_since_prune = 0
+        self._history_rows = self._max_history
         self._writer.post(("prune", self._max_history))
 
     def close(self) -> None:
