@@ -25,6 +25,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import operator
 import pathlib
@@ -164,21 +165,26 @@ class _BatchSQL:
     history twice then, and its CPU per finished job doubled.)"""
 
     def __init__(self, text: str, number: str, js: str):
+        """Placeholders by column type; ``{}`` in them is filled with the parameter's number."""
         marks = {c: js if c in _JSON_COLUMNS else number if c.endswith(("_at", "number")) else text
                  for c in _INSERT_COLUMNS + _UPDATE_COLUMNS}
-        self._row = {kind: "(" + ", ".join(marks[c] for c in columns) + ")"
-                     for kind, columns in (("insert", _INSERT_COLUMNS), ("update", _UPDATE_COLUMNS))}
+        self._marks = {kind: [marks[c] for c in columns]
+                       for kind, columns in (("insert", _INSERT_COLUMNS), ("update", _UPDATE_COLUMNS))}
         finished = ", ".join(f"'{s}'" for s in FINISHED)
         self._prune = (f"DELETE FROM jobs WHERE status IN ({finished}) AND seq <= (SELECT seq FROM jobs "
-                       f"WHERE status IN ({finished}) ORDER BY seq DESC LIMIT 1 OFFSET {text})")
+                       f"WHERE status IN ({finished}) ORDER BY seq DESC LIMIT 1 OFFSET {text.format(1)})")
         self._cache: dict[tuple[str, int], str] = {}
 
     @classmethod
     def for_dialect(cls, dialect) -> "_BatchSQL | None":
         if dialect.name == "sqlite":
             return cls("?", "?", "?")
-        if dialect.name == "postgresql" and dialect.paramstyle in ("format", "pyformat"):
-            return cls("%s", "%s::float8", "%s::json")  # typed, or a NULL in a VALUES list is text
+        if dialect.name == "postgresql" and dialect.driver == "psycopg":
+            # PostgreSQL's own numbered placeholders, for psycopg's RawCursor and libpq: a
+            # long statement's %s placeholders were converted by a regular expression on every
+            # execution (psycopg caches that only for short ones). Typed, or a NULL in a VALUES
+            # list would be text.
+            return cls("${}", "${}::float8", "${}::json")
         return None
 
     def statements(self, inserts: list[dict], updates: list[dict], keep: int | None) -> list[tuple[str, list]]:
@@ -204,7 +210,9 @@ class _BatchSQL:
         if text is None:
             if len(self._cache) > 256:
                 self._cache.clear()
-            values = ", ".join([self._row[kind]] * n)
+            number = itertools.count(1)
+            marks = self._marks[kind]
+            values = ", ".join("(" + ", ".join(m.format(next(number)) for m in marks) + ")" for _ in range(n))
             text = self._cache[(kind, n)] = (
                 f"INSERT INTO jobs ({', '.join(columns)}) VALUES {values}" if kind == "insert"
                 else f"WITH v({', '.join(columns)}) AS (VALUES {values}{_UPDATE_FROM_V}")
@@ -241,7 +249,7 @@ class _LoopPostgres:
         self._waiter: asyncio.Future | None = None
         self._error: str | None = None
         self._prepared: set[bytes] = set()
-        self._statements: dict[str, tuple[bytes, bytes | None]] = {}  # sql -> ($n text, prepared name)
+        self._statements: dict[str, tuple[bytes, bytes | None]] = {}  # sql -> (its bytes, prepared name)
         loop.add_reader(self._fd, self._readable)
 
     @classmethod
@@ -255,14 +263,12 @@ class _LoopPostgres:
         return self.pgconn.status == self._pq.ConnStatus.OK and not self.loop.is_closed()
 
     async def execute(self, sql: str, params: list) -> None:
-        """Run one statement (``%s`` placeholders; str, int, float or None values)."""
+        """Run one statement (``$n`` placeholders; str, int, float or None values)."""
         known = self._statements.get(sql)
         if known is None:
-            parts = sql.split("%s")
-            text = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
             count = len(self._statements)
             name = b"comfyui_%d" % count if count < self.MAX_PREPARED else None
-            known = self._statements[sql] = (text.encode(), name)
+            known = self._statements[sql] = (sql.encode(), name)
         text, name = known
         values = [None if v is None else (v if isinstance(v, str) else repr(v)).encode() for v in params]
         if name is not None and name not in self._prepared:
@@ -621,6 +627,13 @@ class _GroupWriter:
         lock, which the calling thread (the event loop's, on SQLite) may then wait to get back."""
         return self._raw.statements(*self._plan(ops))
 
+    @staticmethod
+    def _raw_cursor(driver):
+        """A psycopg cursor that takes the ``$n`` placeholders as they are."""
+        import psycopg
+
+        return psycopg.RawCursor(driver)
+
     def _transaction(self, ops: list, fast: bool = True) -> list:
         """Run ``ops`` in one transaction. ``fast``: a batch of only the batched kinds goes
         straight to the driver; errors then come from the driver, so a failed batch is retried
@@ -629,7 +642,7 @@ class _GroupWriter:
             conn = self._connection()
             if fast and self._raw is not None and all(isinstance(op, tuple) for op, _f in ops):
                 driver = conn.connection.driver_connection
-                cursor = driver.cursor()
+                cursor = self._raw_cursor(driver) if self.commit_pipelined else driver.cursor()
                 try:
                     # PostgreSQL: statements and COMMIT in one round trip (psycopg's pipeline)
                     with driver.pipeline() if self.commit_pipelined else contextlib.nullcontext():
