@@ -198,5 +198,11 @@ def test_a_batch_with_other_operations_records_states_like_the_fast_path(db_url)
         assert rows["p1"].started_at and rows["p1"].ended_at
         assert rows["p2"].started_at and rows["p2"].ended_at is None
         assert no_error == {"p1", "p2"} and no_history == {"p2"}  # SQL NULL, not a JSON null
+        # the history prune through SQLAlchemy too: the newest finished job stays
+        store._writer.post(("finish", {"pid": second.prompt_id, "status": "failed", "ended_at": time.time(),
+                                       "history": {"outputs": {}, "meta": {}}, "error": {"e": 1}}))
+        store._writer.post(("prune", 1))
+        store._writer.run(lambda conn: conn.execute(sa.text("SELECT 1")))
+        assert list(store.get_history()) == ["p2"] and store.job_status("p1") is None
     finally:
         store.close()
