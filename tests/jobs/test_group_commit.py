@@ -165,3 +165,25 @@ def test_postgres_submits_survive_the_loop_connection_being_killed(postgres_url)
     finally:
         store.close()
         admin.dispose()
+
+
+def test_postgres_loop_batches_beyond_the_prepared_statements_still_commit(postgres_url, monkeypatch):
+    """Each batch size is a statement of its own; past MAX_PREPARED they go unprepared."""
+    from comfyui.jobs.store import _LoopPostgres
+
+    monkeypatch.setattr(_LoopPostgres, "MAX_PREPARED", 2)
+    store = DurableQueue(postgres_url)
+    try:
+        async def batches():
+            n = 0
+            for size in (1, 2, 3, 4, 5, 3, 1):
+                acks = [store.put(item(n + k), wait=False) for k in range(1, size + 1)]
+                n += size
+                await asyncio.gather(*(asyncio.wrap_future(a) for a in acks))
+            return n, store._writer._aconn
+
+        total, conn = asyncio.run(batches())
+        assert len(conn._statements) == 2 and len(conn._prepared) == 2
+        assert [store.get(0).prompt_id for _ in range(total)] == [f"p{n}" for n in range(1, total + 1)]
+    finally:
+        store.close()

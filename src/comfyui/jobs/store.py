@@ -249,7 +249,7 @@ class _LoopPostgres:
         self._waiter: asyncio.Future | None = None
         self._error: str | None = None
         self._prepared: set[bytes] = set()
-        self._statements: dict[str, tuple[bytes, bytes | None]] = {}  # sql -> (its bytes, prepared name)
+        self._statements: dict[str, tuple[bytes, bytes]] = {}  # sql -> (its bytes, prepared name)
         loop.add_reader(self._fd, self._readable)
 
     @classmethod
@@ -267,8 +267,9 @@ class _LoopPostgres:
         known = self._statements.get(sql)
         if known is None:
             count = len(self._statements)
-            name = b"comfyui_%d" % count if count < self.MAX_PREPARED else None
-            known = self._statements[sql] = (sql.encode(), name)
+            known = (sql.encode(), b"comfyui_%d" % count if count < self.MAX_PREPARED else None)
+            if count < self.MAX_PREPARED:
+                self._statements[sql] = known
         text, name = known
         values = [None if v is None else (v if isinstance(v, str) else repr(v)).encode() for v in params]
         if name is not None and name not in self._prepared:
