@@ -166,9 +166,11 @@ class _BatchSQL:
 
     def __init__(self, text: str, number: str, js: str):
         """Placeholders by column type; ``{}`` in them is filled with the parameter's number."""
-        marks = {c: js if c in _JSON_COLUMNS else number if c.endswith(("_at", "number")) else text
-                 for c in _INSERT_COLUMNS + _UPDATE_COLUMNS}
-        self._marks = {kind: [marks[c] for c in columns]
+        mark = {c: js if c in _JSON_COLUMNS else number if c.endswith(("_at", "number")) else text
+                for c in _INSERT_COLUMNS + _UPDATE_COLUMNS}
+        # per kind: its columns, a getter of a row's values, where its JSON values are, placeholders
+        self._kinds = {kind: (columns, operator.itemgetter(*columns),
+                              [i for i, c in enumerate(columns) if c in _JSON_COLUMNS], [mark[c] for c in columns])
                        for kind, columns in (("insert", _INSERT_COLUMNS), ("update", _UPDATE_COLUMNS))}
         finished = ", ".join(f"'{s}'" for s in FINISHED)
         self._prune = (f"DELETE FROM jobs WHERE status IN ({finished}) AND seq <= (SELECT seq FROM jobs "
@@ -189,10 +191,9 @@ class _BatchSQL:
 
     def statements(self, inserts: list[dict], updates: list[dict], keep: int | None) -> list[tuple[str, list]]:
         out = []
-        for kind, columns, rows in (("insert", _INSERT_COLUMNS, inserts), ("update", _UPDATE_COLUMNS, updates)):
+        for kind, rows in (("insert", inserts), ("update", updates)):
             if rows:
-                row_values = operator.itemgetter(*columns)
-                json_at = [i for i, c in enumerate(columns) if c in _JSON_COLUMNS]
+                _columns, row_values, json_at, _marks = self._kinds[kind]
                 params = []
                 for row in rows:
                     values = list(row_values(row))
@@ -200,18 +201,18 @@ class _BatchSQL:
                         if values[i] is not None:
                             values[i] = dumps_strict(values[i])
                     params += values
-                out.append((self._sql(kind, columns, len(rows)), params))
+                out.append((self._sql(kind, len(rows)), params))
         if keep is not None:
             out.append((self._prune, [keep]))
         return out
 
-    def _sql(self, kind: str, columns: tuple, n: int) -> str:
+    def _sql(self, kind: str, n: int) -> str:
         text = self._cache.get((kind, n))
         if text is None:
             if len(self._cache) > 256:
                 self._cache.clear()
+            columns, _values, _json_at, marks = self._kinds[kind]
             number = itertools.count(1)
-            marks = self._marks[kind]
             values = ", ".join("(" + ", ".join(m.format(next(number)) for m in marks) + ")" for _ in range(n))
             text = self._cache[(kind, n)] = (
                 f"INSERT INTO jobs ({', '.join(columns)}) VALUES {values}" if kind == "insert"
@@ -384,6 +385,11 @@ class _GroupWriter:
         self.commit_inline = db.dialect.name == "sqlite"
         self.commit_pipelined = db.dialect.name == "postgresql" and db.dialect.driver == "psycopg"
         self.loop_inserts = self.commit_pipelined  # see submit()
+        self._raw_cursor = None  # psycopg: a cursor that takes _BatchSQL's $n placeholders as they are
+        if self.commit_pipelined:
+            import psycopg
+
+            self._raw_cursor = psycopg.RawCursor
         self._loop_ops: list = []
         self._loop_committing = False
         self._aconn: _LoopPostgres | None = None  # the submits' connection on their event loop
@@ -628,13 +634,6 @@ class _GroupWriter:
         lock, which the calling thread (the event loop's, on SQLite) may then wait to get back."""
         return self._raw.statements(*self._plan(ops))
 
-    @staticmethod
-    def _raw_cursor(driver):
-        """A psycopg cursor that takes the ``$n`` placeholders as they are."""
-        import psycopg
-
-        return psycopg.RawCursor(driver)
-
     def _transaction(self, ops: list, fast: bool = True) -> list:
         """Run ``ops`` in one transaction. ``fast``: a batch of only the batched kinds goes
         straight to the driver; errors then come from the driver, so a failed batch is retried
@@ -643,7 +642,7 @@ class _GroupWriter:
             conn = self._connection()
             if fast and self._raw is not None and all(isinstance(op, tuple) for op, _f in ops):
                 driver = conn.connection.driver_connection
-                cursor = self._raw_cursor(driver) if self.commit_pipelined else driver.cursor()
+                cursor = self._raw_cursor(driver) if self._raw_cursor is not None else driver.cursor()
                 try:
                     # PostgreSQL: statements and COMMIT in one round trip (psycopg's pipeline)
                     with driver.pipeline() if self.commit_pipelined else contextlib.nullcontext():
