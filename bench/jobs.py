@@ -3,8 +3,8 @@
     .venv/bin/python bench/jobs.py [--prompts 2000] [--clients 10] [--stores memory,sqlite,postgres]
                                    [--postgres-admin postgresql://postgres@127.0.0.1:5432/postgres]
 
-For each store it starts a real server (``python -m comfyui``) on a free port in a temporary
-workspace: ``memory`` is the engine's plain in-memory queue (what bench/server.py measured in
+It starts a real server (``python -m comfyui``) for each store, on a free port in a temporary
+workspace, all side by side: ``memory`` is the engine's plain in-memory queue (what bench/server.py measured in
 the server issue), ``sqlite`` the default durable store (an SQLite file, WAL), ``postgres`` a
 fresh PostgreSQL database (dropped afterwards), ``postgres-async-commit`` the same with
 ``synchronous_commit=off`` set through the URL (commits survive a crash of ComfyUI, as SQLite's
@@ -14,9 +14,15 @@ cached):
 
 * submit rate: POST /api/prompt only (every acknowledged submit is committed first);
 * end-to-end rate: prompts submitted and run to completion, first submit to empty queue;
+* v1 async rate: POST /api/v1/prompts with ``Prefer: respond-async`` (202 once committed);
 * v1 sync rate: POST /api/v1/prompts that wait for each result (one request = one job).
 
-Each store runs ``--rounds`` times (interleaved); the median of its rounds is reported.
+A round runs each phase on every server in turn (so the stores compared ran seconds apart:
+this machine's speed drifts by 10-40 % over a minute), then checks that every id acknowledged
+in the round has its history entry. The servers live through all rounds, so later rounds run
+with a full history (10,000 jobs) being pruned, as a long-running server does. Reported: each
+store's median rate per phase, and its cost, one minus the median over rounds of its rate
+divided by the in-memory rate of the same round and phase.
 
 Goal (issue #6): the durable stores cost under 20 % of the in-memory throughput.
 """
@@ -209,42 +215,41 @@ async def v1_sync(port: int, total: int, clients: int) -> int:
     return done
 
 
-async def measure(server: Server, prompts: int, clients: int) -> dict:
-    await server.ready()
-    port = server.port
-    await submit_all(port, clients * 5, clients, "warm")  # warm-up: caches, connections
-    await drained(port)
-    # submit rate: the engine keeps running, as in production
+PHASES = ("submit", "e2e", "v1a", "v1")
+
+
+async def run_phase(port: int, phase: str, prompts: int, clients: int) -> tuple[float, list[str]]:
+    """One phase on one server: its rate, and the ids it had acknowledged."""
     t = time.perf_counter()
-    ids = await submit_all(port, prompts, clients, "submit")
-    submit_rate = len(ids) / (time.perf_counter() - t)
+    if phase == "submit":  # submits only; the engine keeps running them, as in production
+        ids = await submit_all(port, prompts, clients, "submit")
+        rate = len(ids) / (time.perf_counter() - t)
+    elif phase == "e2e":  # submit and run everything, first submit to empty queue
+        ids = await submit_all(port, prompts, clients, "e2e")
+        await drained(port)
+        rate = len(ids) / (time.perf_counter() - t)
+    elif phase == "v1a":  # v1 async submits (the handler submits on the loop, so commits are grouped)
+        ids = await v1_async_submit(port, prompts, clients)
+        rate = len(ids) / (time.perf_counter() - t)
+    else:  # v1 sync: each request waits for its job
+        ids = []
+        rate = await v1_sync(port, prompts, clients) / (time.perf_counter() - t)
     await drained(port)
-    # end-to-end: submit and run everything
-    t = time.perf_counter()
-    ids2 = await submit_all(port, prompts, clients, "e2e")
-    await drained(port)
-    e2e_rate = len(ids2) / (time.perf_counter() - t)
-    # v1 async submits (the handler submits off the event loop, so commits are grouped)
-    t = time.perf_counter()
-    ids3 = await v1_async_submit(port, prompts, clients)
-    v1a_rate = len(ids3) / (time.perf_counter() - t)
-    await drained(port)
-    # v1 sync: each request waits for its job
-    n = prompts
-    t = time.perf_counter()
-    done = await v1_sync(port, n, clients)
-    v1_rate = done / (time.perf_counter() - t)
-    # nothing lost: every acknowledged id is in history
+    return rate, ids
+
+
+async def lost_ids(port: int, ids: list[str]) -> int:
+    """How many acknowledged ids have no history entry."""
     http = RawHTTP(port)
     lost = 0
     try:
-        for pid in ids + ids2 + ids3:
+        for pid in ids:
             status, body = await http.request("GET", f"/api/history/{pid}")
             if status != 200 or pid not in json.loads(body):
                 lost += 1
     finally:
         await http.close()
-    return {"submit": submit_rate, "e2e": e2e_rate, "v1a": v1a_rate, "v1": v1_rate, "lost": lost}
+    return lost
 
 
 def create_pg_database(admin_url: str) -> tuple[str, str]:
@@ -270,64 +275,80 @@ def drop_pg_database(admin_url: str, name: str) -> None:
 
 
 async def main_async(args) -> None:
-    rounds: dict[str, list[dict]] = {}
-    for round_ in range(args.rounds):
-        for store in [s.strip() for s in args.stores.split(",")]:
-            r = await run_store(store, args)
-            rounds.setdefault(store, []).append(r)
-            print(f"  round {round_ + 1} {store:<22} submit {r['submit']:7.0f}/s  end-to-end {r['e2e']:7.0f}/s  "
-                  f"v1 async submit {r['v1a']:6.0f}/s  v1 sync {r['v1']:6.0f}/s  lost {r['lost']}",
-                  file=sys.stderr, flush=True)
-    # the median of the rounds: one round's rate moves by 10-20 % with thread scheduling on a
-    # 2-core machine, and the best of a few favours whichever store varies more
-    results = {store: {**{k: statistics.median(r[k] for r in rs) for k in ("submit", "e2e", "v1a", "v1")},
-                       "lost": max(r["lost"] for r in rs)} for store, rs in rounds.items()}
-    report(results, args)
-
-
-async def run_store(store: str, args) -> dict:
-    pg_name = None
-    if store == "memory":
-        url = None
-    elif store == "sqlite":
-        url = "sqlite:///" + os.path.join(tempfile.mkdtemp(prefix="comfyui-bench-db-"), "jobs.db")
-    elif store == "postgres":
-        pg_name, url = create_pg_database(args.postgres_admin)
-    elif store == "postgres-async-commit":  # opt-in: ?options=-csynchronous_commit%3Doff
-        pg_name, url = create_pg_database(args.postgres_admin)
-        url += "?options=-csynchronous_commit%3Doff"
-    else:
-        raise SystemExit(f"unknown store {store!r}")
-    server = Server(store, url).start()
+    stores = [s.strip() for s in args.stores.split(",")]
+    servers, drops = {}, []
     try:
-        return await measure(server, args.prompts, args.clients)
+        for store in stores:
+            url, drop = database_for(store, args)
+            drops.append(drop)
+            servers[store] = Server(store, url).start()
+        for store, server in servers.items():
+            await server.ready()
+            await submit_all(server.port, args.clients * 5, args.clients, "warm")  # caches, connections
+            await drained(server.port)
+        rates = {store: {phase: [] for phase in PHASES} for store in stores}
+        lost = dict.fromkeys(stores, 0)
+        for round_ in range(args.rounds):
+            # each phase runs on every server in turn, so that the machine's speed, which drifts
+            # by 10-40 % over seconds on a shared 2-core machine, is alike for the rates compared
+            ids = {store: [] for store in stores}
+            for phase in PHASES:
+                for store, server in servers.items():
+                    rate, acked = await run_phase(server.port, phase, args.prompts, args.clients)
+                    rates[store][phase].append(rate)
+                    ids[store] += acked
+            for store, server in servers.items():  # checked now, before history is pruned
+                lost[store] += await lost_ids(server.port, ids[store])
+                r = {phase: rates[store][phase][-1] for phase in PHASES}
+                print(f"  round {round_ + 1} {store:<22} submit {r['submit']:7.0f}/s  end-to-end {r['e2e']:7.0f}/s  "
+                      f"v1 async submit {r['v1a']:6.0f}/s  v1 sync {r['v1']:6.0f}/s  lost {lost[store]}",
+                      file=sys.stderr, flush=True)
     finally:
-        server.stop()
-        if pg_name:
-            drop_pg_database(args.postgres_admin, pg_name)
-        if store == "sqlite" and url:
-            shutil.rmtree(os.path.dirname(url.split("sqlite:///", 1)[1]), ignore_errors=True)
+        for server in servers.values():
+            server.stop()
+        for drop in drops:
+            drop()
+    report(rates, lost, args)
 
 
-def report(results: dict, args) -> None:
-    base = results.get("memory")
+def database_for(store: str, args) -> tuple[str | None, "callable"]:
+    """A store's database URL and what removes that database afterwards."""
+    if store == "memory":
+        return None, lambda: None
+    if store == "sqlite":
+        folder = tempfile.mkdtemp(prefix="comfyui-bench-db-")
+        return "sqlite:///" + os.path.join(folder, "jobs.db"), lambda: shutil.rmtree(folder, ignore_errors=True)
+    if store in ("postgres", "postgres-async-commit"):
+        name, url = create_pg_database(args.postgres_admin)
+        if store == "postgres-async-commit":  # opt-in: ?options=-csynchronous_commit%3Doff
+            url += "?options=-csynchronous_commit%3Doff"
+        return url, lambda: drop_pg_database(args.postgres_admin, name)
+    raise SystemExit(f"unknown store {store!r}")
+
+
+def report(rates: dict, lost: dict, args) -> None:
+    """The median rate of each store and phase; the cost of a store is one minus the median,
+    over rounds, of its rate divided by the in-memory rate of the same phase and round."""
+    base = rates.get("memory")
     print(f"\n{args.prompts} trivial prompts, {args.clients} HTTP clients, {os.cpu_count()} CPUs, "
           f"median of {args.rounds} round(s)")
-    keys = ("submit", "e2e", "v1a", "v1")
     print(f"{'store':<22} {'submit/s':>9} {'end-to-end/s':>13} {'v1 async/s':>11} {'v1 sync/s':>10} {'lost':>5}"
           f"   cost vs memory (submit, e2e, v1 async, v1 sync)")
-    for store, r in results.items():
+    for store, r in rates.items():
         cost = ""
         if base and store != "memory":
-            cost = "   " + ", ".join(f"{(1 - r[k] / base[k]) * 100:+.0f} %" for k in keys)
-        print(f"{store:<22} {r['submit']:>9.0f} {r['e2e']:>13.0f} {r['v1a']:>11.0f} {r['v1']:>10.0f} {r['lost']:>5}{cost}")
+            cost = "   " + ", ".join(
+                f"{(1 - statistics.median(a / b for a, b in zip(r[p], base[p]))) * 100:+.0f} %" for p in PHASES)
+        medians = [statistics.median(r[p]) for p in PHASES]
+        print(f"{store:<22} {medians[0]:>9.0f} {medians[1]:>13.0f} {medians[2]:>11.0f} {medians[3]:>10.0f} "
+              f"{lost[store]:>5}{cost}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=3, help="runs per store; the median of each is reported")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of every phase on every store; medians are reported")
     ap.add_argument("--stores", default="memory,sqlite,postgres")
     ap.add_argument("--postgres-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
     asyncio.run(main_async(ap.parse_args()))

@@ -206,3 +206,43 @@ def test_a_batch_with_other_operations_records_states_like_the_fast_path(db_url)
         assert list(store.get_history()) == ["p2"] and store.job_status("p1") is None
     finally:
         store.close()
+
+
+def test_a_database_of_the_previous_schema_is_upgraded_with_its_jobs(db_url):
+    """Revision 0003 swaps the status and ended_at indexes for one partial index over finished
+    jobs: a database made before it keeps its queue and history, in history order."""
+    import pathlib
+
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from comfyui.jobs import store as store_module
+
+    db = store_module.make_engine(db_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(pathlib.Path(store_module.__file__).parent / "migrations"))
+    with db.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "0002")
+    common = dict(prompt={"1": {"class_type": "X", "inputs": {}}}, extra_data={}, outputs_to_execute=["1"],
+                  created_at=1.0)
+    with db.begin() as conn:
+        conn.execute(store_module.jobs.insert(), [
+            dict(prompt_id="old-late", number=1, status="completed", ended_at=30.0,
+                 history={"outputs": {}, "meta": {}, "status": {"status_str": "success"}}, **common),
+            dict(prompt_id="old-early", number=2, status="failed", ended_at=20.0,
+                 history={"outputs": {}, "meta": {}, "status": {"status_str": "error"}}, **common),
+            dict(prompt_id="waiting", number=3, status="pending", ended_at=None, history=None, **common),
+        ])
+    db.dispose()
+
+    store = DurableQueue(db_url)
+    try:
+        assert list(store.get_history()) == ["old-early", "old-late"]  # by end time
+        assert store.history_len() == 2
+        assert store.get(0).prompt_id == "waiting"
+        indexes = {ix["name"] for ix in sa.inspect(store.db).get_indexes("jobs")}
+        assert "ix_jobs_history" in indexes and not indexes & {"ix_jobs_status_number", "ix_jobs_ended_at"}
+    finally:
+        store.close()

@@ -86,10 +86,13 @@ class _PromptIds:
 _new_prompt_id = _PromptIds()
 
 
-async def _await_future(future: concurrent.futures.Future) -> Any:
-    """Await a concurrent future from an event loop. A durable store commits a loop's submits
-    on that loop's own thread: the result is then handed over in place, not through
-    ``call_soon_threadsafe`` and the loop's wake-up pipe (two system calls per submit)."""
+async def _await_future(future: asyncio.Future | concurrent.futures.Future) -> Any:
+    """Await a store's acknowledgement: a future of this loop (a durable store's, for a submit
+    made on the loop) as it is; a concurrent one handed over in place when it resolves on the
+    loop's own thread, not through ``call_soon_threadsafe`` and the loop's wake-up pipe (two
+    system calls per submit)."""
+    if isinstance(future, asyncio.Future):
+        return await future
     if future.done():
         return future.result()
     loop = asyncio.get_running_loop()

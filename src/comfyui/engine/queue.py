@@ -6,6 +6,7 @@ shape. A durable store implements the same methods (see ``comfyui.jobs``).
 """
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import heapq
 import threading
@@ -43,9 +44,10 @@ class PromptQueue:
         self._woken = False
 
     # ---- queue ----
-    def put(self, item: QueueItem, wait: bool = True) -> concurrent.futures.Future | None:
+    def put(self, item: QueueItem, wait: bool = True) -> asyncio.Future | concurrent.futures.Future | None:
         """Queue ``item``. A durable queue with ``wait=False`` returns a future that resolves
-        once the item is stored (it is runnable from then on); None means accepted already."""
+        once the item is stored (it is runnable from then on): one of the caller's event loop
+        when called on a loop, else a concurrent one; None means accepted already."""
         self._push([item])
 
     def _push(self, items: list[QueueItem]) -> None:

@@ -80,6 +80,13 @@ job_files = sa.Table(
 
 PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "pending", "in_progress", "completed", "failed", "cancelled"
 FINISHED = (COMPLETED, FAILED, CANCELLED)
+# literal, as the predicate of the partial index over finished jobs (migration 0003): a query
+# planner uses that index only for a condition it can see implies the predicate
+_FINISHED_SQL = "status IN (%s)" % ", ".join(f"'{s}'" for s in FINISHED)
+_IS_FINISHED = sa.text(_FINISHED_SQL)
+# history beyond its newest {keep} jobs, in history order, read from that index alone
+_PRUNE_SQL = (f"DELETE FROM jobs WHERE {_FINISHED_SQL} AND (ended_at, seq) <= (SELECT ended_at, seq FROM jobs "
+              f"WHERE {_FINISHED_SQL} ORDER BY ended_at DESC, seq DESC LIMIT 1 OFFSET {{keep}})")
 INTERRUPTED_REASON = "The server stopped while this job was running (restart or crash)."
 
 
@@ -172,9 +179,7 @@ class _BatchSQL:
         self._kinds = {kind: (columns, operator.itemgetter(*columns),
                               [i for i, c in enumerate(columns) if c in _JSON_COLUMNS], [mark[c] for c in columns])
                        for kind, columns in (("insert", _INSERT_COLUMNS), ("update", _UPDATE_COLUMNS))}
-        finished = ", ".join(f"'{s}'" for s in FINISHED)
-        self._prune = (f"DELETE FROM jobs WHERE status IN ({finished}) AND seq <= (SELECT seq FROM jobs "
-                       f"WHERE status IN ({finished}) ORDER BY seq DESC LIMIT 1 OFFSET {text.format(1)})")
+        self._prune = _PRUNE_SQL.format(keep=text.format(1))
         self._cache: dict[tuple[str, int], str] = {}
 
     @classmethod
@@ -221,11 +226,32 @@ class _BatchSQL:
 
 
 class _Ack(concurrent.futures.Future):
-    """The future of a submitted operation that carries an item for ``on_commit``."""
+    """The future of a submitted operation; ``item`` (if not None) goes to ``on_commit``."""
 
-    def __init__(self, item: Any):
+    def __init__(self, item: Any = None):
         super().__init__()
         self.item = item
+
+
+class _LoopAck(asyncio.Future):
+    """The same for a caller on an event loop: a future of that loop, resolved in place when
+    the commit runs on the loop's own thread (on SQLite the loop commits its submits itself;
+    on PostgreSQL its own connection does), else through ``call_soon_threadsafe``. A
+    concurrent future awaited from the loop cost a submit a dozen lock round trips."""
+
+    __slots__ = ("item", "thread")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, item: Any):
+        super().__init__(loop=loop)
+        self.item, self.thread = item, threading.get_ident()
+
+
+def _resolve(future: asyncio.Future, result: Any) -> None:
+    if not future.done():  # its awaiting task may have been cancelled
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 class _LoopPostgres:
@@ -358,7 +384,7 @@ class _GroupWriter:
     def __init__(self, db: sa.Engine, lock: threading.Lock, max_batch: int = 1000):
         self.db, self.lock, self.max_batch = db, lock, max_batch
         self.on_commit: Any = None  # called with the items of each batch's committed submits
-        lock = threading.Lock()
+        lock = self._mutex = threading.Lock()  # taken directly where no wait/notify is needed
         self._cond = threading.Condition(lock)  # the writer thread waits here for operations
         self._flushed = threading.Condition(lock)  # flush() waits here for commits
         self._ops: list[tuple[Any, concurrent.futures.Future | None]] = []
@@ -378,9 +404,7 @@ class _GroupWriter:
         self._update_stmt = jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid")).values(
             status=sa.bindparam("status"), started_at=keep(jobs.c.started_at), ended_at=keep(jobs.c.ended_at),
             history=keep(jobs.c.history), error=keep(jobs.c.error))
-        finished = sa.select(jobs.c.seq).where(jobs.c.status.in_(FINISHED))
-        self._prune_stmt = jobs.delete().where(jobs.c.status.in_(FINISHED), jobs.c.seq <= finished.order_by(
-            jobs.c.seq.desc()).offset(sa.bindparam("keep")).limit(1).scalar_subquery())
+        self._prune_stmt = sa.text(_PRUNE_SQL.format(keep=":keep"))
         self._raw = _BatchSQL.for_dialect(db.dialect)
         self.commit_inline = db.dialect.name == "sqlite"
         self.commit_pipelined = db.dialect.name == "postgresql" and db.dialect.driver == "psycopg"
@@ -405,7 +429,7 @@ class _GroupWriter:
         the caller commits the batch itself once the last commit is ``commit_delay`` old:
         the writer thread, woken only when it sleeps, is left the stragglers (each of its
         commits waits for the interpreter lock at every driver call while other threads run)."""
-        with self._cond:
+        with self._mutex:
             self._append(op, None)
             due = self.commit_inline and time.monotonic() - self._last_commit >= self.commit_delay
             if self._idle and not due:
@@ -428,15 +452,15 @@ class _GroupWriter:
         (psycopg's asyncio driver): the loop never blocks on the network, and no thread needs
         the interpreter lock back after each round trip (``_loop_insert``); the rest goes
         through the writer thread."""
-        future = _Ack(item) if item is not None else concurrent.futures.Future()
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
+        future = _Ack(item) if loop is None else _LoopAck(loop, item)
         if loop is not None and self.loop_inserts and isinstance(op, tuple) and op[0] == "insert":
             self._loop_insert(loop, op, future)
             return future
-        with self._cond:
+        with self._mutex:
             self._append(op, future)
             if self._idle:  # a backstop should the caller's loop stop before its next turn
                 self._cond.notify()
@@ -478,7 +502,7 @@ class _GroupWriter:
                 except Exception as e:  # noqa: BLE001 - the writer retries them one by one with SQLAlchemy
                     self._drop_loop_connection()
                     try:
-                        with self._cond:
+                        with self._mutex:
                             for op, future in batch:
                                 self._append(op, future)
                     except RuntimeError:  # the store is closing: the submits fail
@@ -509,15 +533,15 @@ class _GroupWriter:
     def run(self, op, item: Any = None) -> Any:
         """Submit ``op`` and wait for its commit (from a thread that may block): the caller
         commits the waiting batch itself when no other commit is in progress."""
-        future = _Ack(item) if item is not None else concurrent.futures.Future()
-        with self._cond:
+        future = _Ack(item)
+        with self._mutex:
             self._append(op, future)
         self._lead()
         self._hurry()
         return future.result()
 
     def _append(self, op, future: concurrent.futures.Future | None) -> None:
-        """Add ``op`` to the waiting batch (the caller holds ``_cond``)."""
+        """Add ``op`` to the waiting batch (the caller holds ``_mutex``)."""
         if self._stopped:
             raise RuntimeError("the job store is closed")
         if not self._ops:
@@ -539,14 +563,14 @@ class _GroupWriter:
                 self._commit_batch()
             finally:
                 self._leader.release()
-            with self._cond:
+            with self._mutex:
                 if not any(future is not None for _op, future in self._ops):
                     return
 
     def _hurry(self) -> None:
         """Have the writer commit now, without the gathering delay, if a caller waits for an
         operation that is still uncommitted."""
-        with self._cond:
+        with self._mutex:
             if any(future is not None for _op, future in self._ops):
                 self._urgent = True
                 self._cond.notify()
@@ -554,7 +578,7 @@ class _GroupWriter:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted so far is committed; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        with self._mutex:
             target = self._submitted
             if self._done < target:
                 self._urgent = True
@@ -575,7 +599,7 @@ class _GroupWriter:
         return self._done
 
     def close(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._stopped = True
             self._cond.notify_all()
         self._thread.join(30)
@@ -672,7 +696,7 @@ class _GroupWriter:
         # hundred microseconds of driver work).
         gather = self.commit_delay * 4
         while True:
-            with self._cond:
+            with self._mutex:
                 while True:
                     if not self._ops:
                         if self._stopped:
@@ -700,22 +724,34 @@ class _GroupWriter:
         """Hand out a committed batch's results (an exception: that operation failed)."""
         # the committed items first, so a caller that gets its answer finds its item queued
         released = [future.item for (_op, future), result in zip(batch, results)
-                    if isinstance(future, _Ack) and not isinstance(result, Exception)]
+                    if future is not None and future.item is not None and not isinstance(result, Exception)]
         if released and self.on_commit is not None:
             self.on_commit(released)
+        here = threading.get_ident()
+        elsewhere: dict[asyncio.AbstractEventLoop, list] = {}  # loop -> [(future, result)]
         for (op, future), result in zip(batch, results):
             if future is None:
                 if isinstance(result, Exception):
                     log.error("the job store could not record %s", op[0] if isinstance(op, tuple) else op,
                               exc_info=result)
+            elif isinstance(future, _LoopAck):
+                if future.thread == here:
+                    _resolve(future, result)
+                else:
+                    elsewhere.setdefault(future.get_loop(), []).append((future, result))
             elif isinstance(result, Exception):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+        for loop, pairs in elsewhere.items():  # one wake-up of each loop
+            try:
+                loop.call_soon_threadsafe(lambda pairs=pairs: [_resolve(f, r) for f, r in pairs])
+            except RuntimeError:  # that loop is closed: nobody waits there any more
+                pass
 
     def _commit_batch(self) -> None:
         """Commit the operations waiting now (the caller holds ``_leader``)."""
-        with self._cond:
+        with self._mutex:
             batch, self._ops = self._ops[:self.max_batch], self._ops[self.max_batch:]
             self._oldest = time.monotonic()
         if batch:
@@ -729,7 +765,7 @@ class _GroupWriter:
                     except Exception as e:  # noqa: BLE001
                         results.append(e)
             self._settle(batch, results)
-            with self._cond:
+            with self._mutex:
                 self._done += len(batch)
                 self._last_commit = time.monotonic()
                 self._flushed.notify_all()
@@ -830,7 +866,7 @@ class DurableQueue(PromptQueue):
         return int(value or 0)
 
     # ---- queue (write-through) ----
-    def put(self, item: QueueItem, wait: bool = True) -> concurrent.futures.Future | None:
+    def put(self, item: QueueItem, wait: bool = True) -> asyncio.Future | concurrent.futures.Future | None:
         values = dict(prompt_id=item.prompt_id, number=item.number, status=PENDING, client_id=item.client_id,
                       prompt=item.prompt, extra_data=item.extra_data, outputs_to_execute=item.outputs,
                       created_at=item.created_at or time.time())
@@ -903,14 +939,14 @@ class DurableQueue(PromptQueue):
     def get_history(self, max_items: int | None = None, offset: int = -1, prompt_id: str | None = None) -> dict:
         c = jobs.c
         query = sa.select(c.prompt_id, c.number, c.prompt, c.extra_data, c.outputs_to_execute, c.history).where(
-            c.status.in_(FINISHED), c.history.is_not(None))
+            _IS_FINISHED, c.history.is_not(None))
         with self._read() as conn:
             if prompt_id is not None:
                 rows = conn.execute(query.where(c.prompt_id == prompt_id)).all()
             else:
                 if offset < 0 and max_items is not None:
                     total = conn.execute(sa.select(sa.func.count()).select_from(jobs)
-                                         .where(c.status.in_(FINISHED))).scalar()
+                                         .where(_IS_FINISHED)).scalar()
                     offset = max(total - max_items, 0)
                 query = query.order_by(c.ended_at, c.seq).offset(max(offset, 0))
                 if max_items is not None:
@@ -922,16 +958,16 @@ class DurableQueue(PromptQueue):
         ids = list(prompt_ids)
         if ids:
             deleted = self._writer.run(lambda conn: conn.execute(
-                jobs.delete().where(jobs.c.prompt_id.in_(ids), jobs.c.status.in_(FINISHED))).rowcount)
+                jobs.delete().where(jobs.c.prompt_id.in_(ids), _IS_FINISHED)).rowcount)
             self._history_rows = max(self._history_rows - deleted, 0)
 
     def clear_history(self) -> None:
-        self._writer.run(lambda conn: conn.execute(jobs.delete().where(jobs.c.status.in_(FINISHED))))
+        self._writer.run(lambda conn: conn.execute(jobs.delete().where(_IS_FINISHED)))
         self._history_rows = 0
 
     def history_len(self) -> int:
         with self._read() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status.in_(FINISHED))).scalar()
+            return conn.execute(sa.select(sa.func.count()).select_from(jobs).where(_IS_FINISHED)).scalar()
 
     def job_status(self, prompt_id: str) -> str | None:
         with self._read() as conn:

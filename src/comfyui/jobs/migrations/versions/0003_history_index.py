@@ -1,0 +1,33 @@
+"""one partial index over finished jobs instead of status and ended_at indexes
+
+Revision ID: 0003
+
+A job's row is inserted pending and updated twice; the two full indexes took an entry change
+on every one of these writes (on PostgreSQL every update of an indexed column is a new entry in
+every index). Only history queries need an index: a partial one over finished jobs, in history
+order, changes once per job, when it finishes. Start-up's scan for pending and running jobs
+reads the table once.
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+FINISHED = "status IN ('completed', 'failed', 'cancelled')"
+
+
+def upgrade() -> None:
+    op.drop_index("ix_jobs_status_number", "jobs")
+    op.drop_index("ix_jobs_ended_at", "jobs")
+    # status too, so that counting history reads only the index (SQLite)
+    op.create_index("ix_jobs_history", "jobs", ["ended_at", "seq", "status"],
+                    sqlite_where=sa.text(FINISHED), postgresql_where=sa.text(FINISHED))
+
+
+def downgrade() -> None:
+    op.drop_index("ix_jobs_history", "jobs")
+    op.create_index("ix_jobs_status_number", "jobs", ["status", "number"])
+    op.create_index("ix_jobs_ended_at", "jobs", ["ended_at"])
