@@ -145,7 +145,7 @@ def test_history_entry_reads_back_as_written_without_a_stored_prompt_copy(db_url
 def test_history_is_pruned_to_its_size_keeping_the_newest(db_url):
     store = DurableQueue(db_url, max_history=5)
     try:
-        for n in range(1, 106):  # a prune is due once history is 100 over its size
+        for n in range(1, 106):  # a prune is due once history is 100 (10 %, at least 100) over its size
             store.put(item(n))
             done(store, store.get(0))
         store.put(item(106))  # pending jobs are never pruned

@@ -80,9 +80,10 @@ job_files = sa.Table(
 
 PENDING, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "pending", "in_progress", "completed", "failed", "cancelled"
 FINISHED = (COMPLETED, FAILED, CANCELLED)
-# literal, as the predicate of the partial index over finished jobs (migration 0003): a query
-# planner uses that index only for a condition it can see implies the predicate
-_FINISHED_SQL = "status IN (%s)" % ", ".join(f"'{s}'" for s in FINISHED)
+# finished jobs, as SQL that names the predicate of the partial index over them (migration
+# 0003: a job has an end time once it finished), since a query planner uses that index only
+# for a condition it can see implies the predicate; literal, for the same reason
+_FINISHED_SQL = "ended_at IS NOT NULL AND status IN (%s)" % ", ".join(f"'{s}'" for s in FINISHED)
 _IS_FINISHED = sa.text(_FINISHED_SQL)
 # history beyond its newest {keep} jobs, in history order, read from that index alone
 _PRUNE_SQL = (f"DELETE FROM jobs WHERE {_FINISHED_SQL} AND (ended_at, seq) <= (SELECT ended_at, seq FROM jobs "
@@ -974,11 +975,12 @@ class DurableQueue(PromptQueue):
             return conn.execute(sa.select(jobs.c.status).where(jobs.c.prompt_id == prompt_id)).scalar()
 
     def _maybe_prune(self) -> None:
-        """Keep history at ``max_history`` jobs: once the estimate is 100 over, the oldest go.
-        Only then: the prune's query reads every finished row (milliseconds at 10,000), which
-        every 100th job paid before, on the event loop's commit."""
+        """Keep history at ``max_history`` jobs: once the estimate is 10 % (at least 100) over,
+        the oldest go. Only then: the prune skips the newest ``max_history`` entries of the
+        history index (on PostgreSQL visiting their rows too, a churning table's pages are
+        rarely all-visible), which every 100th job paid before."""
         self._history_rows += 1
-        if self._history_rows < self._max_history + 100:
+        if self._history_rows < self._max_history + max(100, self._max_history // 10):
             return
         self._history_rows = self._max_history
         self._writer.post(("prune", self._max_history))
