@@ -438,9 +438,10 @@ class _GroupWriter:
         if due:
             self._lead()
 
-    def submit(self, op, item: Any = None) -> concurrent.futures.Future:
-        """Queue ``op`` for a caller that waits for it (without blocking here); the future
-        resolves once it is committed, which happens now rather than after ``commit_delay``.
+    def submit(self, op, item: Any = None) -> asyncio.Future | concurrent.futures.Future:
+        """Queue ``op`` for a caller that waits for it (without blocking here); the future (one
+        of the caller's event loop, if it runs on one: ``_LoopAck``) resolves once it is
+        committed, which happens now rather than after ``commit_delay``.
         ``item``, if given, goes to ``on_commit`` with the others of its batch once committed.
 
         On SQLite (a commit is a local write of tens of microseconds) the caller's thread
@@ -450,7 +451,7 @@ class _GroupWriter:
         submits of all requests handled in this turn share it; under load, no sooner than
         ``commit_spacing`` after the previous commit, so that more submits share each one.
         On PostgreSQL an event loop's submits are committed on a connection of that loop's own
-        (psycopg's asyncio driver): the loop never blocks on the network, and no thread needs
+        (``_LoopPostgres``): the loop never blocks on the network, and no thread needs
         the interpreter lock back after each round trip (``_loop_insert``); the rest goes
         through the writer thread."""
         try:
