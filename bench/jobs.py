@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Callable
 
 IN_MEMORY_MAIN = """
 import asyncio, sys
@@ -311,7 +312,7 @@ async def main_async(args) -> None:
     report(rates, lost, args)
 
 
-def database_for(store: str, args) -> tuple[str | None, "callable"]:
+def database_for(store: str, args) -> tuple[str | None, Callable[[], None]]:
     """A store's database URL and what removes that database afterwards."""
     if store == "memory":
         return None, lambda: None

@@ -86,32 +86,6 @@ class _PromptIds:
 _new_prompt_id = _PromptIds()
 
 
-async def _await_future(future: asyncio.Future | concurrent.futures.Future) -> Any:
-    """Await a store's acknowledgement: a future of this loop (a durable store's, for a submit
-    made on the loop) as it is; a concurrent one handed over in place when it resolves on the
-    loop's own thread, not through ``call_soon_threadsafe`` and the loop's wake-up pipe (two
-    system calls per submit)."""
-    if isinstance(future, asyncio.Future):
-        return await future
-    if future.done():
-        return future.result()
-    loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
-    loop_thread = threading.get_ident()
-
-    def settle(done: concurrent.futures.Future) -> None:
-        if waiter.cancelled():
-            return
-        error = done.exception()
-        if error is not None:
-            waiter.set_exception(error)
-        else:
-            waiter.set_result(done.result())
-
-    future.add_done_callback(lambda done: settle(done) if threading.get_ident() == loop_thread
-                             else loop.call_soon_threadsafe(settle, done))
-    return await waiter
-
 class Engine:
     def __init__(self, registry: NodeRegistry | None = None, *, cache: str = "classic", cache_size: int = 0,
                  queue: PromptQueue | None = None, max_queue_size: int = 0, preview_size: int = 512):
@@ -241,8 +215,8 @@ class Engine:
             result, ack = await asyncio.to_thread(self._enqueue, prompt, wait=False, **options)
         else:
             result, ack = self._enqueue(prompt, wait=False, **options)
-        if ack is not None:
-            await _await_future(ack)
+        if ack is not None:  # a future of this loop, or a concurrent one from a thread
+            await asyncio.wrap_future(ack)
         self._status()
         return result
 
