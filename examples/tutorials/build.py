@@ -8,7 +8,7 @@ Widget order comes from the node definitions (``object_info``), the way the fron
 out widgets: required then optional inputs in ``input_order``; INT/FLOAT/STRING/BOOLEAN and
 COMBO inputs are widgets, a seed is followed by its "control after generate" value and an
 image upload combo by the upload widget's value. The tests convert every UI workflow back
-with ``comfyui.cli.ui_to_api`` and check it gives the API prompt.
+with ``comfyui.workflows.convert`` and check it gives the API prompt.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from comfyui.cli.workflows import TerminalProgress, iter_json_objects, load_sources
 
-FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+FIXTURES = pathlib.Path(__file__).parents[1] / "workflows" / "fixtures"
 
 API_PROMPT = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 16, "batch_size": 2, "color": 0xFF0000}},

@@ -173,7 +173,7 @@ def test_every_tutorial_has_an_example():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ui_workflow_converts_to_the_api_prompt(tut, name):
-    from comfyui.cli.ui_to_api import convert_ui_to_api
+    from comfyui.workflows.convert import convert_ui_to_api
     api, ui = load(name)
     conv = convert_ui_to_api(ui, tut["object_info"])
     assert {k: (v["class_type"], v["inputs"]) for k, v in conv.items()} == \

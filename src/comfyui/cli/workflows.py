@@ -183,7 +183,7 @@ def _error_line(source: str, error: dict, node_errors: dict | None = None) -> di
 
 async def _run_one(client: Any, item: WorkflowItem, show_progress: bool) -> tuple[dict, bool]:
     from ..engine.engine import PromptError
-    from .ui_to_api import WorkflowConversionError
+    from ..workflows.convert import WorkflowConversionError
     from ..client.common import ExecutionError, PromptInterrupted
 
     if item.error is not None:

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..cli.ui_to_api import convert_ui_to_api, is_api_prompt, is_ui_workflow
+from ..workflows.convert import convert_ui_to_api, is_api_prompt, is_ui_workflow
 
 TERMINAL_EVENTS = frozenset({"execution_success", "execution_error", "execution_interrupted"})
 

@@ -395,7 +395,7 @@ class V1Routes:
         if isinstance(body.get("prompt"), dict) and "class_type" not in body["prompt"]:
             options = {k: v for k, v in body.items() if k != "prompt"}
             body = body["prompt"]
-        from comfyui.cli.ui_to_api import convert_ui_to_api, is_ui_workflow
+        from comfyui.workflows.convert import convert_ui_to_api, is_ui_workflow
 
         if is_ui_workflow(body):
             try:

@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from comfyui.cli.ui_to_api import (
+from comfyui.workflows.convert import (
     WorkflowConversionError, convert_ui_to_api, is_api_prompt, is_ui_workflow,
 )
 
