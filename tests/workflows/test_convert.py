@@ -84,8 +84,10 @@ def test_kitchen_sink_in_1_0_schema(object_info):
 
 def test_subgraphs_flatten_with_prefixed_ids(object_info):
     """A 1.0 subgraph used twice: inner nodes become '<instance>:<inner>'; subgraph inputs
-    resolve to the instance's links, its promoted widget value or a PrimitiveNode; a muted
-    instance and a muted inner node disappear."""
+    resolve to the instance's links or its promoted widget value; a PrimitiveNode feeding an
+    instance's input does not reach inside (the frontend writes its value into the widget of the
+    input it feeds, and an instance's linked input has none), so the inner node keeps its own
+    widget value; a muted instance and a muted inner node disappear."""
     assert convert_ui_to_api(load("subgraph_frontend.json"), object_info) == load("subgraph_api.json")
 
 
@@ -210,9 +212,10 @@ def test_nested_subgraph_and_bypassed_instance(object_info):
         [4, 1, 1, 4, 0, "CLIP"], [5, 4, 0, 5, 0, "CONDITIONING"]])
     wf["definitions"] = {"subgraphs": [inner, outer]}
     api = convert_ui_to_api(wf, object_info)
-    assert set(api) == {"1", "2:7:1", "3", "4"}
-    assert api["2:7:1"]["inputs"] == {"text": "deep", "clip": ["1", 1]}
-    assert api["3"]["inputs"] == {"conditioning_1": ["2:7:1", 0], "conditioning_2": ["4", 0]}
+    # the inner node's id 1 is the root loader's too: it becomes last_node_id + 1
+    assert set(api) == {"1", "2:7:100", "3", "4"}
+    assert api["2:7:100"]["inputs"] == {"text": "deep", "clip": ["1", 1]}
+    assert api["3"]["inputs"] == {"conditioning_1": ["2:7:100", 0], "conditioning_2": ["4", 0]}
 
 
 def test_builtin_nodes_with_the_real_registry():
@@ -223,3 +226,178 @@ def test_builtin_nodes_with_the_real_registry():
     wf = load("builtin_ui_0.4.json")
     assert convert_ui_to_api(wf, registry) == load("builtin_api.json")
     assert convert_ui_to_api(to_v1(wf), registry.object_info()) == load("builtin_api.json")
+
+
+# ------------------------------------------------- rules checked against the frontend (1.58.1)
+# Each of these is what app.graphToPrompt() sends; frontend_rules_0.4.json is also converted by
+# the frontend itself in tests/workflows/test_templates_browser.py.
+
+
+def test_frontend_rules_fixture():
+    """Dynamic prompts on CLIPTextEncode (comments dropped, {a|a} choices, escaped braces),
+    SaveImage's filename_prefix replacements (%Node.widget% by "Node name for S&R" or title,
+    characters unsafe in a file name replaced, unknown patterns kept), and the node pack's
+    identity in _meta (cnr_id, aux_id, ver without its "v"; invalid ones left out)."""
+    from comfyui.nodes.registry import NodeRegistry
+
+    api = convert_ui_to_api(load("frontend_rules_0.4.json"), NodeRegistry.with_builtins())
+    assert api == load("frontend_rules_api.json")
+    assert api["2"]["inputs"]["text"] == "a red fox \nin {snow} deep"
+    assert api["7"]["inputs"]["filename_prefix"] == \
+        "run/123456789_640x384_ugly_ blurry_bad_%Nope.x%_%width%_%date:yyyy.MM%"
+    assert api["1"]["_meta"] == {"title": "Load Checkpoint", "cnr_id": "comfy-core",
+                                 "aux_id": "comfyanonymous/ComfyUI", "ver": "0.3.40"}
+    assert api["3"]["_meta"] == {"title": "Negative"}
+
+
+def test_dynamic_prompts_pick_one_option_per_block():
+    from comfyui.workflows.convert import expand_dynamic_prompt
+
+    seen = {expand_dynamic_prompt("{cat|dog} on a {mat|rug}") for _ in range(200)}
+    assert seen == {"cat on a mat", "cat on a rug", "dog on a mat", "dog on a rug"}
+    assert {expand_dynamic_prompt("{a {b|c}|d}") for _ in range(200)} == {"a b", "a c", "d"}
+    assert expand_dynamic_prompt("x // y\nz /* w */!") == "x \nz !"
+    assert expand_dynamic_prompt(r"keep \{this\|that\}") == "keep {this|that}"
+    assert expand_dynamic_prompt('{"json": 1}') == '"json": 1'  # one option: the braces go
+    assert expand_dynamic_prompt("C:\\") == "C:\\undefined"  # as the frontend reads past the end
+
+
+def test_dynamic_prompts_only_where_the_input_asks_for_them(object_info):
+    info = {**object_info, "StringNode": {"input": {"required": {"s": ["STRING", {"multiline": True}]}},
+                                          "input_order": {"required": ["s"]}}}
+    wf = _wf([_node(1, "CLIPTextEncode", ["{a|a} // c"]), _node(2, "StringNode", ["{a|a} // c"])], [])
+    api = convert_ui_to_api(wf, info)
+    assert api["1"]["inputs"]["text"] == "a "
+    assert api["2"]["inputs"]["s"] == "{a|a} // c"
+
+
+def test_filename_prefix_dates_and_node_values(object_info, monkeypatch):
+    import datetime as dt
+
+    from comfyui.workflows import convert
+
+    class FixedClock(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2024, 3, 7, 9, 5, 2)
+
+    monkeypatch.setattr(convert, "datetime", FixedClock)
+    wf = _wf([
+        _node(1, "SaveImage", ["%date:yyyy-MM-dd hh:mm:ss%/%date:yy-M-d h.m%/%date:yyy%/%Seed.value%/%KSampler.cfg%/%KSampler.denoise%"]),
+        _node(2, "KSampler", [5, "fixed", 10, 4.0, "euler", "karras", 0.25]),
+        _node(3, "PreviewImage", None),  # not a save node: no replacements
+        _node(4, "SaveImage", [7]),  # not a string: sent as it is
+    ], [])
+    wf["nodes"][2]["widgets_values"] = ["%date:yyyy%"]
+    api = convert_ui_to_api(wf, object_info)
+    # "h.m" makes two parts: read as node "date:yy-M-d h" (none) and left alone; 4.0 is "4" in JS
+    assert api["1"]["inputs"]["filename_prefix"] == \
+        "2024-03-07 09:05:02/%date:yy-M-d h.m%/yyy/%Seed.value%/4/0.25"
+    assert api["4"]["inputs"]["filename_prefix"] == 7
+
+
+def test_list_widget_values_are_wrapped(object_info):
+    """A list widget value goes as {"__value__": [...]} (a bare list reads as a link), a curve
+    as {"__type__": "CURVE", "__value__": ...}, also when it comes from a subgraph input."""
+    info = {"Points": {"input": {"required": {"curve": ["CURVE", {}], "tags": ["COMBO", {"multi_select": True}]}},
+                       "input_order": {"required": ["curve", "tags"]}}}
+    curve = [[0, 0], [1, 1]]
+    wf = _wf([_node(1, "Points", [curve, ["a", "b"]])], [])
+    assert convert_ui_to_api(wf, info)["1"]["inputs"] == {
+        "curve": {"__type__": "CURVE", "__value__": curve}, "tags": {"__value__": ["a", "b"]}}
+
+    sub = {"id": "sg", "name": "sg", "inputNode": {"id": -10}, "outputNode": {"id": -20},
+           "inputs": [{"id": "i0", "name": "tags", "type": "COMBO", "linkIds": [1]}], "outputs": [],
+           "nodes": [_node(5, "Points", [curve, ["x"]], inputs=[
+               {"name": "tags", "type": "COMBO", "widget": {"name": "tags"}, "link": 1}])],
+           "links": [{"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": 5, "target_slot": 0, "type": "COMBO"}]}
+    wf = _wf([_node(2, "sg", [["p", "q"]], inputs=[{"name": "tags", "type": "COMBO", "widget": {"name": "tags"},
+                                                   "link": None}])], [])
+    wf["definitions"] = {"subgraphs": [sub]}
+    assert convert_ui_to_api(wf, info)["2:5"]["inputs"]["tags"] == {"__value__": ["p", "q"]}
+
+
+def _subgraph(sid, nodes, links=(), inputs=(), outputs=()):
+    return {"id": sid, "name": sid, "inputNode": {"id": -10}, "outputNode": {"id": -20},
+            "inputs": list(inputs), "outputs": list(outputs), "nodes": nodes, "links": list(links)}
+
+
+def test_colliding_subgraph_node_ids_take_the_next_free_number(object_info):
+    """Node ids are unique across the root graph and all subgraph definitions: a taken id gets
+    the next number after the last node id (1.0: state.lastNodeId), skipping taken numbers and
+    raised by every id seen, in definition order (nested definitions after their parent)."""
+    inner = _subgraph("inner", [_node(8, "EmptyLatentImage", [64, 64, 1]), _node(3, "EmptyLatentImage", [32, 32, 1])])
+    outer = _subgraph("outer", [_node(3, "EmptyLatentImage", [128, 128, 1]), _node(40, "EmptyLatentImage", [8, 8, 1]),
+                                _node(9, "inner", [])])
+    outer["definitions"] = {"subgraphs": [inner]}
+    wf = {"version": 1, "state": {"lastNodeId": 5, "lastLinkId": 0, "lastGroupId": 0, "lastRerouteId": 0},
+          "nodes": [_node(3, "outer", []), _node(6, "EmptyLatentImage", [16, 16, 1])], "links": [],
+          "definitions": {"subgraphs": [outer]}}
+    api = convert_ui_to_api(wf, object_info)
+    # outer: 3 is taken by the root -> 7 (6 is taken too); 40 raises the counter; 9 is free.
+    # inner: 8 is free; 3 is taken -> 41.
+    assert set(api) == {"6", "3:7", "3:40", "3:9:8", "3:9:41"}
+    assert api["3:9:41"]["inputs"]["width"] == 32
+
+
+def test_nested_bypassed_instance_keeps_its_inner_nodes(object_info):
+    """Only an instance in the root graph that is muted or bypassed hides its inner nodes; one
+    level deeper the frontend still sends them (its links pass by as for any bypassed node)."""
+    inner = _subgraph("inner", [
+        _node(1, "ConditioningCombine", [], inputs=[{"name": "conditioning_1", "type": "CONDITIONING", "link": 1}],
+              outputs=[{"name": "CONDITIONING", "type": "CONDITIONING", "links": [2]}])],
+        links=[{"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": 1, "target_slot": 0, "type": "CONDITIONING"},
+               {"id": 2, "origin_id": 1, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "CONDITIONING"}],
+        inputs=[{"id": "i", "name": "cond", "type": "CONDITIONING", "linkIds": [1]}],
+        outputs=[{"id": "o", "name": "c", "type": "CONDITIONING", "linkIds": [2]}])
+    outer = _subgraph("outer", [
+        _node(2, "CLIPTextEncode", ["mine"], inputs=[{"name": "clip", "type": "CLIP", "link": 3}],
+              outputs=[{"name": "CONDITIONING", "type": "CONDITIONING", "links": [4]}]),
+        _node(3, "inner", [], mode=4, inputs=[{"name": "cond", "type": "CONDITIONING", "link": 4}],
+              outputs=[{"name": "c", "type": "CONDITIONING", "links": [5]}])],
+        links=[{"id": 3, "origin_id": -10, "origin_slot": 0, "target_id": 2, "target_slot": 0, "type": "CLIP"},
+               {"id": 4, "origin_id": 2, "origin_slot": 0, "target_id": 3, "target_slot": 0, "type": "CONDITIONING"},
+               {"id": 5, "origin_id": 3, "origin_slot": 0, "target_id": -20, "target_slot": 0, "type": "CONDITIONING"}],
+        inputs=[{"id": "i", "name": "clip", "type": "CLIP", "linkIds": [3]}],
+        outputs=[{"id": "o", "name": "c", "type": "CONDITIONING", "linkIds": [5]}])
+    wf = _wf([
+        _node(10, "CheckpointLoaderSimple", ["a.safetensors"], outputs=[
+            {"name": "MODEL", "type": "MODEL", "links": []}, {"name": "CLIP", "type": "CLIP", "links": [1, 3]}]),
+        _node(11, "outer", [], inputs=[{"name": "clip", "type": "CLIP", "link": 1}],
+              outputs=[{"name": "c", "type": "CONDITIONING", "links": [2]}]),
+        _node(12, "ConditioningCombine", [], inputs=[{"name": "conditioning_1", "type": "CONDITIONING", "link": 2}]),
+        _node(13, "outer", [], mode=4, inputs=[{"name": "clip", "type": "CLIP", "link": 3}],
+              outputs=[{"name": "c", "type": "CONDITIONING", "links": []}]),
+    ], [[1, 10, 1, 11, 0, "CLIP"], [2, 11, 0, 12, 0, "CONDITIONING"], [3, 10, 1, 13, 0, "CLIP"]])
+    wf["definitions"] = {"subgraphs": [outer, inner]}
+    api = convert_ui_to_api(wf, object_info)
+    # 11:3 is bypassed: its CONDITIONING input (11:2) passes through to 12, and its inner node
+    # is still sent (its output leads nowhere). 13 hides all of its nodes.
+    assert set(api) == {"10", "11:2", "11:3:1", "12"}
+    assert api["12"]["inputs"] == {"conditioning_1": ["11:2", 0]}
+    assert api["11:3:1"]["inputs"] == {"conditioning_1": ["11:2", 0]}
+
+
+def test_pass_through_carries_links_only(object_info):
+    """A bypassed node passes on what its input's link delivers, never its widget value, and a
+    PrimitiveNode's value reaches only the widget it feeds (through Reroutes), not a node behind
+    a bypassed one."""
+    info = {**object_info, "Echo": {"input": {"required": {"value": ["STRING", {}]}}, "input_order": {"required": ["value"]},
+                                    "output": ["STRING"]}}
+    wf = _wf([
+        _node(1, "Echo", ["own value"], mode=4, inputs=[{"name": "value", "type": "STRING", "widget": {"name": "value"},
+                                                         "link": None}],
+              outputs=[{"name": "STRING", "type": "STRING", "links": [1]}]),
+        _node(2, "Echo", ["fallback"], inputs=[{"name": "value", "type": "STRING", "widget": {"name": "value"}, "link": 1}]),
+        _node(3, "PrimitiveNode", ["from primitive"], outputs=[{"name": "STRING", "type": "STRING", "links": [2, 4]}]),
+        _node(4, "Echo", ["x"], mode=4, inputs=[{"name": "value", "type": "STRING", "widget": {"name": "value"}, "link": 2}],
+              outputs=[{"name": "STRING", "type": "STRING", "links": [3]}]),
+        _node(5, "Echo", ["behind bypass"], inputs=[{"name": "value", "type": "STRING", "widget": {"name": "value"}, "link": 3}]),
+        _node(6, "Reroute", None, inputs=[{"name": "", "type": "*", "link": 4}], outputs=[{"name": "", "type": "*", "links": [5]}]),
+        _node(7, "Echo", ["overwritten"], inputs=[{"name": "value", "type": "STRING", "widget": {"name": "value"}, "link": 5}]),
+    ], [[1, 1, 0, 2, 0, "STRING"], [2, 3, 0, 4, 0, "STRING"], [3, 4, 0, 5, 0, "STRING"], [4, 3, 0, 6, 0, "STRING"],
+        [5, 6, 0, 7, 0, "STRING"]])
+    api = convert_ui_to_api(wf, info)
+    assert api["2"]["inputs"] == {"value": "fallback"}
+    assert api["5"]["inputs"] == {"value": "behind bypass"}
+    assert api["7"]["inputs"] == {"value": "from primitive"}

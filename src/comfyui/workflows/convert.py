@@ -27,7 +27,10 @@ subgraphs (``definitions.subgraphs``; inner nodes become ``"<instance>:<inner>"`
 from __future__ import annotations
 
 import json
+import random
+import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable, Mapping
 
 __all__ = ["is_ui_workflow", "is_api_prompt", "convert_ui_to_api", "WorkflowConversionError"]
@@ -45,10 +48,17 @@ VIRTUAL_TYPES = frozenset({
     "Bookmark (rgthree)", "Display Any (rgthree)",
 })
 
-WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "CURVE"})
 CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize", "increment-wrap"})
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload", "upload")
 LEGACY_SEED_NAMES = frozenset({"seed", "noise_seed"})
+# Nodes whose ``filename_prefix`` the frontend expands (%date:...%, %Node name.widget%).
+SAVE_NODES = frozenset({
+    "SaveImage", "SaveImageAdvanced", "SaveSVGNode", "SaveVideo", "SaveAnimatedWEBP", "SaveWEBM",
+    "SaveAudio", "SaveAudioMP3", "SaveAudioOpus", "SaveAudioAdvanced", "SaveGLB", "Save3DAdvanced",
+    "SaveGaussianSplat", "SavePointCloud", "SaveAnimatedPNG", "CLIPSave", "VAESave", "ModelSave",
+    "LoraSave", "SaveLatent",
+})
 
 
 class WorkflowConversionError(ValueError):
@@ -118,36 +128,46 @@ class _FlatGraph:
         self.nodes: dict[str, _Node] = {}
         self.links: dict[str, _Link] = {}
         self.order: list[str] = []
-        defs = (workflow.get("definitions") or {}).get("subgraphs") or []
-        self.subgraphs: dict[str, dict] = {d["id"]: d for d in defs if isinstance(d, dict) and "id" in d}
-        self._load(workflow, prefix="", instance=None, forced_mode=None, depth=0)
+        self.search_order: list[str] = []  # the frontend's node walk: a subgraph's nodes, then its instance
+        self.subgraphs: dict[str, dict] = {}
+        for definition in _subgraph_definitions(workflow):
+            self.subgraphs.setdefault(definition["id"], definition)
+        self.renumbered = _renumber_colliding_ids(workflow, self.subgraphs.values())
+        self._load(workflow, prefix="", instance=None, hidden=False, depth=0)
         self.set_nodes: dict[str, _Node] = {}
         for node in self.nodes.values():
             if node.type == "SetNode" and isinstance(node.widgets_values, list) and node.widgets_values:
                 self.set_nodes.setdefault(str(node.widgets_values[0]), node)
 
-    def _load(self, graph: dict, prefix: str, instance: str | None, forced_mode: int | None, depth: int) -> dict[int, str]:
+    def _load(self, graph: dict, prefix: str, instance: str | None, hidden: bool, depth: int) -> dict[int, str]:
         if depth > 32:
             raise WorkflowConversionError("subgraphs nested too deeply (or recursive)")
         nodes = graph.get("nodes")
         if not isinstance(nodes, list):
             raise WorkflowConversionError("workflow has no 'nodes' list")
+        renumbered = self.renumbered.get(graph.get("id"), {}) if depth else {}
+
+        def node_id(raw_id: Any) -> str:
+            return f"{prefix}{renumbered.get(str(raw_id), raw_id)}"
+
         outputs_of_graph: dict[int, str] = {}
         for link_id, origin_id, origin_slot, target_id, target_slot, ltype in _normalize_links(graph.get("links")):
             key = f"{prefix}{link_id}"
             if _as_int(origin_id) == SUBGRAPH_INPUT_ID:
                 self.links[key] = _Link(instance, _as_int(origin_slot), ltype, from_subgraph_input=True)
             else:
-                self.links[key] = _Link(f"{prefix}{origin_id}", _as_int(origin_slot), ltype)
+                self.links[key] = _Link(node_id(origin_id), _as_int(origin_slot), ltype)
             if _as_int(target_id) == SUBGRAPH_OUTPUT_ID:
                 outputs_of_graph[_as_int(target_slot)] = key
+        seen: set[str] = set()
         for raw in nodes:
-            if not isinstance(raw, dict) or "id" not in raw:
-                continue
-            nid = f"{prefix}{raw['id']}"
-            mode = raw.get("mode") or 0
-            if forced_mode is not None:
-                mode = MODE_NEVER  # inside a muted or bypassed subgraph instance
+            if not isinstance(raw, dict) or "id" not in raw or str(raw["id"]) in seen:
+                continue  # the frontend keeps the first of two nodes with one id in one graph
+            seen.add(str(raw["id"]))
+            nid = node_id(raw["id"])
+            # The inner nodes of a muted or bypassed instance in the root graph never run; one
+            # level deeper the frontend still emits them (only the instance's links pass by).
+            mode = MODE_NEVER if hidden else raw.get("mode") or 0
             inputs = []
             for inp in raw.get("inputs") or []:
                 inp = dict(inp)
@@ -163,10 +183,63 @@ class _FlatGraph:
             self.order.append(nid)
             sub = self.subgraphs.get(node.type)
             if sub is not None:
-                inner_forced = mode if mode in (MODE_NEVER, MODE_BYPASS) else forced_mode
+                hide_inner = hidden or (depth == 0 and mode in (MODE_NEVER, MODE_BYPASS))
                 node.subgraph_outputs = self._load(sub, prefix=f"{nid}:", instance=nid,
-                                                   forced_mode=inner_forced, depth=depth + 1)
+                                                   hidden=hide_inner, depth=depth + 1)
+            self.search_order.append(nid)
         return outputs_of_graph
+
+
+def _subgraph_definitions(graph: dict) -> list[dict]:
+    """``definitions.subgraphs``, with definitions nested inside them, depth first."""
+    found = []
+    for definition in (graph.get("definitions") or {}).get("subgraphs") or []:
+        if isinstance(definition, dict) and "id" in definition:
+            found.append(definition)
+            found += _subgraph_definitions(definition)
+    return found
+
+
+def _renumber_colliding_ids(workflow: dict, definitions: Any) -> dict[str, dict[str, int]]:
+    """New ids for subgraph nodes whose id is already taken, as the frontend assigns them.
+
+    Node ids must be unique across the root graph and every subgraph definition: the frontend
+    walks the definitions in order and gives a node whose id is taken the next free number after
+    the workflow's last node id (which every id seen raises). -> ``{subgraph id: {old: new}}``.
+    """
+    state = workflow.get("state")
+    last = state.get("lastNodeId") if isinstance(state, dict) else workflow.get("last_node_id")
+    last = last if isinstance(last, int) and not isinstance(last, bool) and last >= 0 else 0
+    taken = {str(n["id"]) for n in workflow.get("nodes") or [] if isinstance(n, dict) and "id" in n}
+    taken_numbers = {int(i) for i in taken if _is_int_id(i)}
+    renumbered: dict[str, dict[str, int]] = {}
+    for definition in definitions:
+        changes: dict[str, int] = {}
+        seen: set[str] = set()
+        for node in definition.get("nodes") or []:
+            if not isinstance(node, dict) or "id" not in node or str(node["id"]) in seen:
+                continue
+            old = str(node["id"])
+            seen.add(old)
+            if old in taken:
+                new = last + 1
+                while new in taken_numbers:
+                    new += 1
+                changes[old] = last = new
+                taken_numbers.add(new)
+                taken.add(str(new))
+            else:
+                taken.add(old)
+                if _is_int_id(old):
+                    taken_numbers.add(int(old))
+                    last = max(last, int(old))
+        if changes:
+            renumbered[definition["id"]] = changes
+    return renumbered
+
+
+def _is_int_id(node_id: str) -> bool:
+    return node_id.isascii() and node_id.isdigit() and str(int(node_id)) == node_id
 
 
 # --------------------------------------------------------------------------- node definitions
@@ -199,6 +272,8 @@ class _WidgetSpec:
     default: Any = None
     has_default: bool = False
     control: bool = False
+    dynamic_prompts: bool = False  # a STRING widget whose text the frontend expands ({a|b}, comments)
+    curve: bool = False  # a CURVE widget: sent as {"__type__": "CURVE", "__value__": ...}
 
 
 def _widget_specs(nodedef: dict, node: _Node) -> list[_WidgetSpec]:
@@ -221,7 +296,9 @@ def _widget_specs(nodedef: dict, node: _Node) -> list[_WidgetSpec]:
             default, has_default = (options[0], True) if options else (None, False)
         else:
             default, has_default = None, False
-        specs.append(_WidgetSpec(name, default, has_default, control))
+        specs.append(_WidgetSpec(name, default, has_default, control,
+                                 dynamic_prompts=typ == "STRING" and opts.get("dynamicPrompts") is True,
+                                 curve=typ == "CURVE"))
         required_widgets += section == "required"
     if upload:  # the frontend appends the upload button as one more required input
         specs.insert(required_widgets, _WidgetSpec(None))
@@ -234,12 +311,26 @@ def _widget_specs(nodedef: dict, node: _Node) -> list[_WidgetSpec]:
 _MISSING = object()
 
 
+@dataclass
+class _Value:
+    """A literal a link delivers: a PrimitiveNode's value, or (``promoted``) the value of a
+    subgraph instance's widget, which the frontend sends without its target's serializer."""
+    value: Any
+    promoted: bool = False
+
+
 class _Converter:
     def __init__(self, workflow: dict, lookup: Callable[[str], dict | None]):
         self.graph = _FlatGraph(workflow)
         self.lookup = lookup
 
     # widget values ------------------------------------------------------------
+
+    def widget_specs(self, node: _Node) -> dict[str, _WidgetSpec]:
+        nodedef = self.lookup(node.type)
+        if nodedef is None:
+            return {}
+        return {spec.name: spec for spec in _widget_specs(nodedef, node) if spec.name is not None}
 
     def widgets(self, node: _Node) -> dict:
         if node._widgets is not None:
@@ -286,8 +377,13 @@ class _Converter:
 
     # link resolution ------------------------------------------------------------
 
-    def resolve(self, link_key: str | None, seen: frozenset = frozenset()) -> Any:
-        """-> ``[node_id, slot]`` for a real source, a literal value, or ``_MISSING``."""
+    def resolve(self, link_key: str | None, seen: frozenset = frozenset(), direct: bool = True) -> Any:
+        """What a link delivers: ``[node_id, slot]`` for a real source, a ``_Value``, or ``_MISSING``.
+
+        ``direct``: nothing but Reroutes lies between the link and the input it feeds. A
+        PrimitiveNode's value is written into the widget of the input it feeds, so it only
+        arrives that way; through a bypassed node or a subgraph boundary it is lost.
+        """
         if link_key is None or link_key in seen:
             return _MISSING
         seen = seen | {link_key}
@@ -297,56 +393,53 @@ class _Converter:
         src = self.graph.nodes.get(link.origin)
         if src is None:
             return _MISSING
-        if link.from_subgraph_input:
-            return self._input_value(src, link.slot, seen, instance_widget=True)
+        if link.from_subgraph_input:  # an input of the subgraph instance ``src``
+            inp = src.inputs[link.slot] if 0 <= link.slot < len(src.inputs) else {}
+            if inp.get("link") is not None:
+                return self.resolve(inp["link"], seen, direct=False)
+            return self._promoted_value(src, inp)
         if src.mode == MODE_NEVER:
             return _MISSING
         if src.mode == MODE_BYPASS:
             idx = self._bypass_input(src, link.slot, link.type)
-            if idx is None:
-                return _MISSING
-            return self._input_value(src, idx, seen)
+            return _MISSING if idx is None else self._linked_input(src, idx, seen, direct=False)
         if src.subgraph_outputs is not None:
-            return self.resolve(src.subgraph_outputs.get(link.slot), seen)
+            return self.resolve(src.subgraph_outputs.get(link.slot), seen, direct=False)
         if src.type == "Reroute":
-            return self._input_value(src, 0, seen)
+            return self._linked_input(src, 0, seen, direct)
         if src.type == "PrimitiveNode":
             values = src.widgets_values
+            if not direct:
+                return _MISSING
             if isinstance(values, list) and values:
-                return values[0]
+                return _Value(values[0])
             if isinstance(values, dict) and "value" in values:
-                return values["value"]
+                return _Value(values["value"])
             return _MISSING
         if src.type == "GetNode":
             name = src.widgets_values[0] if isinstance(src.widgets_values, list) and src.widgets_values else None
             setter = self.graph.set_nodes.get(str(name))
-            return self._input_value(setter, 0, seen) if setter is not None else _MISSING
+            return self._linked_input(setter, 0, seen, direct) if setter is not None else _MISSING
         if src.type in VIRTUAL_TYPES:
             return _MISSING
         return [src.id, int(link.slot)]
 
-    def _input_value(self, node: _Node, index: int, seen: frozenset, instance_widget: bool = False) -> Any:
-        """The value reaching input ``index`` of ``node``: its link, else its widget value."""
-        if index is None or index >= len(node.inputs) or index < 0:
+    def _linked_input(self, node: _Node, index: int, seen: frozenset, direct: bool) -> Any:
+        """What reaches input ``index`` of a pass-through node (reroute, bypassed node)."""
+        if not 0 <= index < len(node.inputs):
             return _MISSING
-        inp = node.inputs[index]
-        if inp.get("link") is not None:
-            value = self.resolve(inp["link"], seen)
-            if value is not _MISSING:
-                return value
-        if inp.get("widget"):
-            if instance_widget:  # promoted widget of a subgraph instance: values in input order
-                widget_inputs = [i for i in node.inputs if i.get("widget")]
-                values = node.widgets_values
-                if isinstance(values, list):
-                    pos = next(k for k, i in enumerate(widget_inputs) if i is inp)
-                    if pos < len(values):
-                        return values[pos]
-                return _MISSING
-            name = (inp.get("widget") or {}).get("name") or inp.get("name")
-            widgets = self.widgets(node)
-            if name in widgets:
-                return widgets[name]
+        return self.resolve(node.inputs[index].get("link"), seen, direct)
+
+    @staticmethod
+    def _promoted_value(instance: _Node, inp: dict) -> Any:
+        """An unlinked subgraph input's own widget: the instance's widget values, one per widget
+        input in input order."""
+        if not inp.get("widget") or not isinstance(instance.widgets_values, list):
+            return _MISSING
+        widget_inputs = [i for i in instance.inputs if i.get("widget")]
+        pos = next(k for k, i in enumerate(widget_inputs) if i is inp)
+        if pos < len(instance.widgets_values):
+            return _Value(instance.widgets_values[pos], promoted=True)
         return _MISSING
 
     def _bypass_input(self, node: _Node, slot: int, link_type: Any) -> int | None:
@@ -376,17 +469,194 @@ class _Converter:
                 continue
             if node.type in VIRTUAL_TYPES:
                 continue
-            nodedef = self.lookup(node.type)
-            inputs = dict(self.widgets(node))
+            specs = self.widget_specs(node)
+            inputs = {name: self._serialize(node, specs.get(name), value) for name, value in self.widgets(node).items()}
             for inp in node.inputs:
                 if inp.get("link") is None or "name" not in inp:
                     continue
                 value = self.resolve(inp["link"])
-                if value is not _MISSING:
-                    inputs[inp["name"]] = value
-            title = node.title or (nodedef or {}).get("display_name") or node.type
-            prompt[nid] = {"inputs": inputs, "class_type": node.type, "_meta": {"title": title}}
+                if value is _MISSING:
+                    continue  # the widget value (if any) stays
+                if isinstance(value, _Value):
+                    value = _wrap_list(value.value) if value.promoted else \
+                        self._serialize(node, specs.get(inp["name"]), value.value)
+                inputs[inp["name"]] = value
+            prompt[nid] = {"inputs": inputs, "class_type": node.type,
+                           "_meta": _meta(self.title(node), node.properties)}
         return prompt
+
+    def title(self, node: _Node) -> str:
+        return node.title or (self.lookup(node.type) or {}).get("display_name") or node.type
+
+    # what the frontend's widgets send ---------------------------------------------
+
+    def _serialize(self, node: _Node, spec: _WidgetSpec | None, value: Any) -> Any:
+        if spec is not None:
+            if spec.dynamic_prompts and isinstance(value, str):
+                value = expand_dynamic_prompt(value)
+            elif spec.name == "filename_prefix" and node.type in SAVE_NODES and isinstance(value, str):
+                value = self.replace_text(value)
+            if spec.curve and value is not None:
+                return {"__type__": "CURVE", "__value__": value}
+        return _wrap_list(value)
+
+    def replace_text(self, text: str, now: datetime | None = None) -> str:
+        """The frontend's ``%date:<format>%`` and ``%<node>.<widget>%`` replacements; a node is
+        found by its "Node name for S&R" property, else by its title."""
+        def replacement(match: re.Match) -> str:
+            parts = match.group(1).split(".")
+            if len(parts) != 2:
+                if parts[0].startswith("date:"):
+                    return _format_date(parts[0][5:], now or datetime.now())
+                return match.group(0)
+            name, widget = parts
+            nodes = [self.graph.nodes[n] for n in self.graph.search_order]
+            found = [n for n in nodes if self._search_name(n) == name] or \
+                [n for n in nodes if self.title(n) == name]
+            if not found:
+                return match.group(0)
+            widgets = self.widgets(found[0])
+            if widget not in widgets:
+                return match.group(0)
+            return re.sub(r'[/?<>\\:*|"\x00-\x1f\x7f]', "_", _js_string(widgets[widget]))
+
+        return re.sub(r"%([^%]+)%", replacement, text)
+
+    @staticmethod
+    def _search_name(node: _Node) -> Any:
+        # the frontend gives every node but the save nodes this property when it creates one
+        default = None if node.type in SAVE_NODES else node.type
+        return node.properties.get("Node name for S&R", default)
+
+
+def _wrap_list(value: Any) -> Any:
+    """A list widget value goes as ``{"__value__": [...]}``: a bare list would read as a link."""
+    return {"__value__": value} if isinstance(value, list) else value
+
+
+_COMMENT = re.compile(r"/\*[\s\S]*?\*/|//[^\n\r\u2028\u2029]*")
+
+
+def expand_dynamic_prompt(text: str) -> str:
+    """The frontend's dynamic prompts: comments (``//``, ``/* */``) removed, each ``{a|b|c}``
+    replaced by one of its options at random (nested blocks too), ``\\{`` ``\\}`` ``\\|``
+    kept as literal characters."""
+    text = _COMMENT.sub("", text)
+    pos = 0
+
+    def escape() -> str:
+        nonlocal pos
+        # as the frontend does, a trailing backslash reads the missing next character as "undefined"
+        char = text[pos] if pos < len(text) else "undefined"
+        pos += 1
+        return "\\" + char
+
+    def choice_block() -> str:
+        nonlocal pos
+        options, current, depth = [], "", 0
+        while pos < len(text):
+            char = text[pos]
+            pos += 1
+            if char == "\\":
+                current += escape()
+                continue
+            if char == "{":
+                depth += 1
+            elif char == "}":
+                if not depth:
+                    break
+                depth -= 1
+            elif char == "|" and not depth:
+                options.append(current)
+                current = ""
+                continue
+            current += char
+        options.append(current)
+        return expand_dynamic_prompt(random.choice(options))
+
+    out = ""
+    while pos < len(text):
+        char = text[pos]
+        pos += 1
+        out += escape() if char == "\\" else choice_block() if char == "{" else char
+    return re.sub(r"\\([{}|])", r"\1", out)
+
+
+def _format_date(pattern: str, now: datetime) -> str:
+    parts = {"d": now.day, "M": now.month, "h": now.hour, "m": now.minute, "s": now.second}
+
+    def token(match: re.Match) -> str:
+        t = match.group(0)
+        if t == "yy":
+            return str(now.year)[2:]
+        if t == "yyyy":
+            return str(now.year)
+        if t[0] in parts:
+            return str(parts[t[0]]).rjust(len(t), "0")
+        return t
+
+    return re.sub(r"dd?|MM?|hh?|mm?|ss?|yyy?y?", token, pattern)
+
+
+def _js_string(value: Any) -> str:
+    """``String(value)`` in JavaScript, for the JSON values widgets hold."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e21:
+            return str(int(value))
+        text = repr(value)
+        return re.sub(r"e([+-])0*(\d)", r"e\1\2", text) if "e" in text else text
+    if isinstance(value, list):
+        return ",".join("" if v is None else _js_string(v) for v in value)
+    if isinstance(value, dict):
+        return "[object Object]"
+    return str(value)
+
+
+# What the frontend accepts as a node's pack id, GitHub repository and pack version (the
+# properties it copies into ``_meta``; anything else is left out).
+_PACK_ID = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9._-]*[a-zA-Z0-9])?", re.ASCII)
+_GITHUB_OWNER = re.compile(r"(?!-)(?!.*--)[a-zA-Z0-9-]+(?<!-)", re.ASCII)
+_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+                     r"(?:-([\da-z-]+(?:\.[\da-z-]+)*))?(?:\+([\da-z-]+(?:\.[\da-z-]+)*))?", re.ASCII)
+_COMMIT = re.compile(r"[0-9a-f]{4,40}", re.ASCII | re.IGNORECASE)
+
+
+def _pack_id(value: Any) -> str | None:
+    if isinstance(value, str) and len(value) <= 100 and _PACK_ID.fullmatch(value):
+        return value
+    return None
+
+
+def _aux_id(value: Any) -> str | None:
+    if not isinstance(value, str) or value.count("/") != 1:
+        return None
+    owner, repo = value.split("/")
+    if len(owner) <= 39 and _GITHUB_OWNER.fullmatch(owner) and _pack_id(repo):
+        return value
+    return None
+
+
+def _pack_version(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    version = value[1:] if value.startswith("v") else value
+    if _SEMVER.fullmatch(version) or _COMMIT.fullmatch(version):
+        return version
+    return "unknown" if value == "unknown" else None
+
+
+def _meta(title: str, properties: dict) -> dict:
+    """``_meta`` as the frontend writes it: the title, then the node pack's identity."""
+    meta = {"title": title}
+    for key, check in (("cnr_id", _pack_id), ("aux_id", _aux_id), ("ver", _pack_version)):
+        value = check(properties.get(key))
+        if value:
+            meta[key] = value
+    return meta
 
 
 def _types_match(a: Any, b: Any) -> bool:
