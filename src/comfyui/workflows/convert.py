@@ -1,4 +1,6 @@
-"""Convert a UI-format workflow (what the frontend saves) into an API-format prompt.
+"""Convert a UI-format workflow (what the frontend saves) into an API-format prompt: the
+prompt the official frontend's ``app.graphToPrompt()`` sends for it (checked against frontend
+1.58.1 on the official templates by tests/workflows/test_templates_browser.py).
 
 The frontend keeps the graph as LiteGraph nodes with widget values stored positionally in
 ``widgets_values``; the engine wants ``{node_id: {"class_type", "inputs", "_meta"}}`` with
@@ -7,7 +9,7 @@ mapped to input names through the node definitions (``object_info``), the same w
 frontend builds its widgets:
 
 * every required then optional input (in ``input_order``) whose type gets a widget (INT,
-  FLOAT, STRING, BOOLEAN, COMBO lists / ``"COMBO"``, any input the workflow itself marks with
+  FLOAT, STRING, BOOLEAN, CURVE, COMBO lists / ``"COMBO"``, any input the workflow itself marks with
   ``"widget"``) takes the next value, unless it is ``forceInput``;
 * an INT (or COMBO) with ``control_after_generate`` - and, by the frontend's legacy
   convention, any INT named ``seed`` / ``noise_seed`` - is followed by the value of its
@@ -16,13 +18,25 @@ frontend builds its widgets:
   required input (the frontend appends it as ``required.upload``); its value is skipped when
   the list is long enough to hold it.
 
+Widget values are sent as the frontend's widgets send them: a STRING input with
+``dynamicPrompts`` loses its comments and picks one option of each ``{a|b}``; a save node's
+``filename_prefix`` gets ``%date:...%`` and ``%<node>.<widget>%`` replaced; a list goes as
+``{"__value__": [...]}``. ``_meta`` holds the title and the node pack's ``cnr_id`` / ``aux_id`` /
+``ver`` properties where valid.
+
 Links (0.4 arrays ``[id, origin_id, origin_slot, target_id, target_slot, type]`` or 1.0
 objects) override widget values. Sources are resolved through: legacy ``Reroute`` nodes,
-``PrimitiveNode`` (its value is written into the target), muted nodes (mode 2: the node is
-dropped and inputs fed by it are removed), bypassed nodes (mode 4: the output passes the
-input of a matching type through), KJNodes-style ``SetNode``/``GetNode`` pairs, and 1.0
-subgraphs (``definitions.subgraphs``; inner nodes become ``"<instance>:<inner>"``).
-``Note``/``MarkdownNote`` and groups are ignored.
+``PrimitiveNode`` (its value is written into the widget it feeds, directly or through
+reroutes), muted nodes (mode 2: the node is dropped, a widget keeps its value, other inputs
+fed by it are removed), bypassed nodes (mode 4: the output passes the link of the input of a
+matching type through), KJNodes-style ``SetNode``/``GetNode`` pairs, and 1.0 subgraphs
+(``definitions.subgraphs``; inner nodes become ``"<instance>:<inner>"``, an inner node whose id
+another node already has is renumbered as the frontend does). ``Note``/``MarkdownNote`` and
+groups are ignored.
+
+Where the frontend would misread a workflow, this converter keeps its meaning instead: a seed
+saved without its control value, a node type the server does not know (its widget-marked inputs
+are named), reroutes that feed each other (no source rather than an error).
 """
 from __future__ import annotations
 
