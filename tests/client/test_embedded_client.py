@@ -7,7 +7,7 @@ import threading
 import pytest
 from PIL import Image
 
-FIXTURES = pathlib.Path(__file__).parent.parent / "cli" / "fixtures"
+FIXTURES = pathlib.Path(__file__).parent.parent / "workflows" / "fixtures"
 
 def engine_threads():
     return [t for t in threading.enumerate() if t.name == "comfyui-engine" and t.is_alive()]

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 
-FIXTURES = pathlib.Path(__file__).parent.parent / "cli" / "fixtures"
+FIXTURES = pathlib.Path(__file__).parent.parent / "workflows" / "fixtures"
 
 serve = pytest.importorskip("comfyui.server.app", reason="the server (comfyui.server.app) is not there yet").serve
 
