@@ -40,6 +40,10 @@ def test_sampler_reaches_data_distribution(name):
     if name == "lcm":
         # consistency sampling with a non-distilled denoiser keeps only the posterior mean
         assert 0.2 < float(out.std()) < s
+    elif name == "dpmpp_2s_ancestral_cfg_pp":
+        # ComfyUI's full step pairs the guided prediction at x with the unconditional one at the
+        # midpoint (test_cfg_pp.py), so even with cond == uncond it shrinks the spread a little
+        assert 0.38 < float(out.std()) < 0.45
     else:
         assert float(out.std()) == pytest.approx(s, abs=0.08)
 

@@ -607,8 +607,10 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
 @torch.no_grad()
 def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None,
                                      eta=1.0, s_noise=1.0, noise_sampler=None):
-    """DPM-Solver++(2S) ancestral with CFG++: the ODE follows the unconditional prediction
-    and the guidance term is added to the state after each step."""
+    """DPM-Solver++(2S) ancestral with CFG++, ComfyUI's equation: each half-step starts from
+    ``x + (denoised - uncond)`` (the state's noise read off the unconditional prediction, the
+    data term guided). The first half-step takes ``uncond`` from the evaluation at ``x``; the
+    full step takes it from the midpoint evaluation, as ComfyUI's hook overwrites it there."""
     extra_args = {} if extra_args is None else dict(extra_args)
     noise_sampler = default_noise_sampler(x, seed=extra_args.get("seed")) if noise_sampler is None else noise_sampler
     cap = _UncondCapture(extra_args)
@@ -616,22 +618,20 @@ def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback
     for i in _steps(sigmas):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         uncond = cap.get(denoised)
-        guidance = denoised - uncond
         sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
         _cb(callback, x, i, sigmas[i], sigmas[i], denoised)
         if sigma_down == 0:
-            x = x + to_d(x, sigmas[i], uncond) * (sigma_down - sigmas[i])
+            x = denoised
         else:
             t, t_next = _t_fn(sigmas[i]), _t_fn(sigma_down)
             h = t_next - t
             s = t + 0.5 * h
-            x_2 = (_sigma_fn(s) / _sigma_fn(t)) * x - (-h * 0.5).expm1() * uncond
-            model(x_2, _sigma_fn(s) * s_in, **extra_args)
-            uncond_2 = cap.get(uncond)
-            x = (_sigma_fn(t_next) / _sigma_fn(t)) * x - (-h).expm1() * uncond_2
+            x_2 = (_sigma_fn(s) / _sigma_fn(t)) * (x + denoised - uncond) - (-h * 0.5).expm1() * denoised
+            denoised_2 = model(x_2, _sigma_fn(s) * s_in, **extra_args)
+            uncond_2 = cap.get(denoised_2)
+            x = (_sigma_fn(t_next) / _sigma_fn(t)) * (x + denoised - uncond_2) - (-h).expm1() * denoised_2
         if sigmas[i + 1] > 0:
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-        x = x + guidance
     return x
 
 
