@@ -131,14 +131,35 @@ def test_area_conditioning_blends_by_area_with_feathering():
     out = _direct_pred(cond(0.0) + area, x, sigma, m)
     assert torch.allclose(out[..., :16], torch.tensor(1.0), atol=1e-3)
     assert torch.allclose(out[..., 24:], torch.tensor(0.0), atol=1e-3)
-    # feathered edge inside the area (last 8 columns ramp down)
-    assert 0.0 < float(out[0, 0, 0, 23]) < float(out[0, 0, 0, 17]) < 1.0
+    # feathered edge inside the area: weights k / 6 over the last min(8, 24 // 4) = 6 columns
+    assert float(out[0, 0, 0, 18]) == pytest.approx(1.0, abs=1e-3)
+    assert 0.0 < float(out[0, 0, 0, 23]) < float(out[0, 0, 0, 19]) < 1.0
     strong = cond(2.0, area=(16, 24, 0, 0), strength=3.0)
     out = _direct_pred(cond(0.0) + strong, x, sigma, m)
     assert torch.allclose(out[..., :16], torch.tensor(1.5), atol=1e-3)
     pct = cond(2.0, area=("percentage", 1.0, 0.5, 0.0, 0.0), strength=1.0)
     out2 = _direct_pred(cond(0.0) + pct, x, sigma, m)
     assert torch.allclose(out2[..., :16], torch.tensor(1.0), atol=1e-3)
+
+
+def test_small_area_feathers_over_a_quarter_of_its_size():
+    """A 64x64 px ConditioningSetArea prompt (8x8 latent pixels) fades in over 8 // 4 = 2 latent
+    pixels at its inner edges, as in ComfyUI; sampled end to end on latents."""
+    from comfyui.nodes.builtin.conditioning import ConditioningSetArea
+
+    p = ToyPatcher(GaussianModel())
+    latent = {"samples": torch.zeros(1, 4, 32, 32)}
+    (area,) = ConditioningSetArea().append(cond(1.0), 64, 64, 64, 64, 1.0)
+    with_area = _run(p, steps=10, pos=cond(0.0) + area, neg=cond(0.0), latent=latent)
+    without = _run(p, steps=10, pos=cond(0.0), neg=cond(0.0), latent=latent)
+    # the toy denoiser is affine in its data mean, so the difference of two runs with the same noise
+    # is a fixed multiple of the blended mean m / (1 + m), m the area's weight at that pixel
+    effect = with_area - without
+    weight = torch.zeros(32)
+    weight[8:16] = torch.tensor([0.5, 1, 1, 1, 1, 1, 1, 0.5])
+    m = weight[:, None] * weight[None, :]
+    expected = (m / (1 + m)) / 0.5 * effect[0, 0, 11, 11]
+    torch.testing.assert_close(effect, expected.expand_as(effect), rtol=0, atol=1e-4)
 
 
 def test_mask_conditioning_and_mask_strength():

@@ -376,8 +376,10 @@ def get_area_and_mult(conds: dict, x_in: torch.Tensor, timestep_in: torch.Tensor
         mask = torch.ones_like(input_x)
     mult = mask * strength
     if "mask" not in conds and area is not None:
-        rr = 8
+        # an area's inner edges (those not on the latent's border) fade in over 8 latent pixels,
+        # or a quarter of the area's size along that axis when that is less (ComfyUI's rule)
         for i in range(len(dims)):
+            rr = min(8, mult.shape[2 + i] // 4)
             if area[len(dims) + i] != 0:
                 for t in range(rr):
                     m = mult.narrow(i + 2, t, 1)
