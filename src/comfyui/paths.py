@@ -42,6 +42,7 @@ __all__ = [
     "exists_annotated_filepath", "get_save_image_path", "get_custom_nodes_directories",
     "load_extra_path_config", "get_input_subfolders", "get_system_user_directory",
     "get_public_user_directory", "cache_helper", "invalidate_cache", "get_models_directory",
+    "listing_generation",
 ]
 
 
@@ -159,6 +160,10 @@ folder_names_and_paths: _FolderMap = _FolderMap()
 # folder name -> (sorted file list, {dir: mtime}, time checked)
 filename_list_cache: dict[str, tuple[list[str], dict[str, float], float]] = {}
 _cache_exts: dict[str, frozenset] = {}
+# Bumped whenever a file listing may have changed (see listing_generation).
+_listing_generation = 0
+# {dir: mtime} of the input folder and its sub-folders, which nodes list directly (LoadImage).
+_input_dirs: dict[str, float] = {}
 
 base_path: str = ""
 models_dir: str = ""
@@ -212,7 +217,7 @@ def configure(
             dict.__setitem__(folder_names_and_paths, name, value)
         for name in [k for k in folder_names_and_paths if k not in fresh]:
             dict.pop(folder_names_and_paths, name, None)
-        filename_list_cache.clear()
+        invalidate_cache()
 
         set_output_directory(output_directory if output_directory is not None else os.path.join(base, "output"))
         set_input_directory(input_directory if input_directory is not None else os.path.join(base, "input"))
@@ -270,7 +275,7 @@ def add_model_folder_path(folder_name: str, full_folder_path: str, is_default: b
                 paths.append(full_folder_path)
         else:
             folder_names_and_paths[folder_name] = ([full_folder_path], set())
-        filename_list_cache.pop(folder_name, None)
+        invalidate_cache(folder_name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,11 +367,52 @@ def get_filename_list(folder_name: str) -> list[str]:
 
 
 def invalidate_cache(folder_name: str | None = None) -> None:
+    global _listing_generation
     with _lock:
         if folder_name is None:
             filename_list_cache.clear()
+            _input_dirs.clear()
         else:
             filename_list_cache.pop(map_legacy(folder_name), None)
+        _listing_generation += 1
+
+
+def _stat_dirs(dirs: Iterable[str]) -> dict[str, float]:
+    out = {}
+    for d in dirs:
+        try:
+            out[d] = os.stat(d).st_mtime
+        except OSError:
+            out[d] = -1.0
+    return out
+
+
+def _input_dirs_now() -> dict[str, float]:
+    root = input_directory
+    dirs = [root]
+    if os.path.isdir(root):
+        with os.scandir(root) as entries:
+            dirs += [e.path for e in entries if e.is_dir() and not e.name.startswith(".")]
+    return _stat_dirs(dirs)
+
+
+def listing_generation() -> int:
+    """A number that changes whenever a model folder or the input folder may have changed on
+    disk since the previous call, for callers that derive data from file lists (the node
+    registry's object_info). Costs one stat per directory behind the cached listings: stale
+    listings are dropped here, so the next get_filename_list walks them again."""
+    global _listing_generation
+    with _lock:
+        stale = [name for name in filename_list_cache if _cache_valid(name) is None]
+        for name in stale:
+            filename_list_cache.pop(name, None)
+        input_changed = input_directory not in _input_dirs or _stat_dirs(_input_dirs) != _input_dirs
+        if input_changed:
+            _input_dirs.clear()
+            _input_dirs.update(_input_dirs_now())
+        if stale or input_changed:
+            _listing_generation += 1
+        return _listing_generation
 
 
 class _CacheHelper:

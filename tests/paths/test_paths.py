@@ -107,6 +107,22 @@ def test_filename_list_cache_sees_new_files(workspace):
     assert paths.get_filename_list("loras") == ["sub/two.safetensors"]
 
 
+def test_listing_generation_changes_only_when_listed_folders_change(workspace):
+    lora_dir = workspace / "models" / "loras"
+    touch(lora_dir / "sub" / "one.safetensors")
+    paths.get_filename_list("loras")
+    first = paths.listing_generation()
+    assert paths.listing_generation() == first  # nothing changed: same number, nothing rescanned
+    time.sleep(0.01)
+    touch(lora_dir / "sub" / "two.safetensors")
+    second = paths.listing_generation()
+    assert second != first
+    assert paths.get_filename_list("loras") == ["sub/one.safetensors", "sub/two.safetensors"]
+    assert paths.listing_generation() == second
+    touch(workspace / "input" / "photo.png")  # LoadImage lists the input folder itself
+    assert paths.listing_generation() != second
+
+
 def test_legacy_aliases_merge_both_directories(workspace):
     touch(workspace / "models" / "clip" / "old.safetensors")
     touch(workspace / "models" / "text_encoders" / "new.safetensors")

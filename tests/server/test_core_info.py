@@ -135,3 +135,23 @@ async def test_gzip_and_cache_control(make_server):
     plain = await make_server()
     resp = await plain.client.get("/api/object_info", headers={"Accept-Encoding": "gzip"})
     assert "Content-Encoding" not in resp.headers
+
+
+async def test_first_object_info_lists_model_files_added_after_start(server):
+    """ComfyUI answers /object_info with fresh file lists, the first call included."""
+    from comfyui import paths
+
+    def ckpt_options(info):
+        return info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]
+
+    ckpt_dir = paths.get_folder_paths("checkpoints")[0]
+    open(os.path.join(ckpt_dir, "added_later.safetensors"), "wb").close()
+    info = await (await server.client.get("/api/object_info")).json()
+    assert "added_later.safetensors" in ckpt_options(info)
+    os.makedirs(os.path.join(ckpt_dir, "sub"))
+    open(os.path.join(ckpt_dir, "sub", "nested.safetensors"), "wb").close()
+    info = await (await server.client.get("/api/object_info")).json()
+    assert "sub/nested.safetensors" in ckpt_options(info)
+    os.remove(os.path.join(ckpt_dir, "added_later.safetensors"))
+    info = await (await server.client.get("/api/object_info")).json()
+    assert "added_later.safetensors" not in ckpt_options(info)

@@ -9,6 +9,7 @@ import logging
 import pkgutil
 from typing import Any, Iterable
 
+from .. import paths
 from .classic import from_classic
 from .model import NodeDef
 
@@ -22,7 +23,8 @@ class NodeRegistry:
         self.web_directories: dict[str, str] = {}
         # Bumped on every change so consumers (object_info JSON cache) can invalidate.
         self.version = 0
-        self._object_info_cache: tuple[int, dict, bytes] | None = None
+        # (version, paths.listing_generation(), object_info, its JSON)
+        self._object_info_cache: tuple[int, int, dict, bytes] | None = None
 
     # ---- registration ----
     def register(self, node: NodeDef) -> None:
@@ -109,20 +111,24 @@ class NodeRegistry:
             self.version += 1
         return changed
 
-    def invalidate_object_info(self) -> None:
-        """Files on disk changed: refresh every node's inputs and drop the cached JSON."""
-        self.refresh_inputs()
-        self._object_info_cache = None
-
     def object_info(self) -> dict:
         return self._object_info()[0]
 
     def object_info_json(self) -> bytes:
-        """Serialized object_info, cached until the registry changes."""
+        """Serialized object_info with the file lists as they are on disk now (as ComfyUI,
+        which calls every INPUT_TYPES per request); cached until a node is registered or a
+        listed folder changes, so an unchanged call costs a few stat() calls."""
         return self._object_info()[1]
 
     def _object_info(self) -> tuple[dict, bytes]:
+        generation = paths.listing_generation()
         cached = self._object_info_cache
+        if cached is not None and cached[1] == generation and cached[0] == self.version:
+            return cached[2], cached[3]
+        if cached is None or cached[1] != generation:
+            # INPUT_TYPES lists model and input files: ask again (the first time too, as files
+            # may have changed since the nodes were registered); bumps the version on a change
+            self.refresh_inputs()
         if cached is None or cached[0] != self.version:
             info = {}
             for name, node in self.nodes.items():
@@ -130,9 +136,11 @@ class NodeRegistry:
                     info[name] = node.object_info()
                 except Exception:  # one broken custom node must not break the node library
                     log.exception("object_info failed for node %s", name)
-            cached = (self.version, info, json.dumps(info).encode())
-            self._object_info_cache = cached
-        return cached[1], cached[2]
+            cached = (self.version, generation, info, json.dumps(info).encode())
+        else:  # a folder was touched but no node's inputs changed
+            cached = (self.version, generation, cached[2], cached[3])
+        self._object_info_cache = cached
+        return cached[2], cached[3]
 
     @classmethod
     def with_builtins(cls) -> "NodeRegistry":

@@ -106,9 +106,6 @@ class PromptRoutes:
         self.ctx = ctx
         self.engine = ctx.engine
         self.max_queue = int(ctx.setting("max_queue_size", 65536) or 65536)
-        self._object_info_key: Any = None
-        self._object_info_body: bytes | None = None
-        self._fs_dirs: dict[str, float] = {}
         self._versions_cache: dict | None = None
         self._gpu_cache: tuple[float, list] | None = None
         self._job_cache: dict[str, tuple[dict, dict]] = {}
@@ -415,58 +412,8 @@ class PromptRoutes:
         return json_response({"cancelled": done, "not_found": missing})
 
     # ------------------------------------------------------------------ object_info
-    def _fs_signature_valid(self) -> bool:
-        for d, mtime in self._fs_dirs.items():
-            try:
-                if os.stat(d).st_mtime != mtime:
-                    return False
-            except OSError:
-                return False
-        return True
-
-    def _record_fs(self) -> None:
-        dirs: dict[str, float] = {}
-        try:
-            from comfyui import paths
-            for _files, walked, _t in list(paths.filename_list_cache.values()):
-                for d in walked:
-                    dirs[d] = 0.0
-            root = paths.get_input_directory()  # LoadImage & co. list the input folder
-            if root and os.path.isdir(root):
-                dirs[root] = 0.0
-                with os.scandir(root) as it:
-                    for entry in it:
-                        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
-                            dirs[entry.path] = 0.0
-                            if len(dirs) > 500:
-                                break
-            for name in list(paths.folder_names_and_paths.keys()):
-                for p in paths.folder_names_and_paths[name][0]:
-                    dirs.setdefault(p, 0.0)
-        except Exception:  # noqa: BLE001
-            pass
-        for d in list(dirs):
-            try:
-                dirs[d] = os.stat(d).st_mtime
-            except OSError:
-                dirs[d] = -1.0
-        self._fs_dirs = dirs
-
-    def object_info_bytes(self) -> bytes:
-        registry = self.engine.registry
-        key = getattr(registry, "version", None)
-        if self._object_info_body is not None and key == self._object_info_key and self._fs_signature_valid():
-            return self._object_info_body
-        if self._object_info_body is not None and key == self._object_info_key:
-            registry.invalidate_object_info()  # files changed on disk: file lists are stale
-        body = registry.object_info_json()
-        self._object_info_key = getattr(registry, "version", None)
-        self._object_info_body = body
-        self._record_fs()
-        return body
-
     async def get_object_info(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.object_info_bytes(), content_type="application/json")
+        return web.Response(body=self.engine.registry.object_info_json(), content_type="application/json")
 
     async def get_object_info_node(self, request: web.Request) -> web.Response:
         name = request.match_info["node_class"]
