@@ -159,6 +159,9 @@ def main() -> None:
              "auto": torch.float16 if device.type == "cuda" else torch.float32}[args.dtype]
     if args.threads:
         torch.set_num_threads(args.threads)
+    # the process settings of `comfyui --cpu` (the allocator policy), shared by both implementations
+    from comfyui.process import configure_process
+    configure_process(cpu=device.type == "cpu")
     os.makedirs(args.workdir, exist_ok=True)
     ckpt, folder = make_weights(args.workdir)
     if args.impl != "both":

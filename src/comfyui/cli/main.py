@@ -35,10 +35,12 @@ def setup_logging(config: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from ..config import load_config
+    from ..process import configure_process
 
     args = list(sys.argv[1:] if argv is None else argv)
     config = load_config(args)
     setup_logging(config)
+    configure_process(cpu=bool(getattr(config, "cpu", False)))
 
     workflows = getattr(config, "workflows", None)
     if workflows:

@@ -17,6 +17,10 @@ its fields (``Comfy(base_directory="/ws", cache_lru=10)``); without a config the
 (and ``COMFYUI_*`` environment variables) apply, exactly like the ``comfyui`` command.
 ``Comfy(engine=engine)`` drives an existing Engine instead (started if needed, not stopped
 or freed on exit).
+
+The client changes no process-wide setting of the process that embeds it (allocator, garbage
+collector): see :mod:`comfyui.process` for what the ``comfyui`` command sets and how a process
+dedicated to CPU inference opts in.
 """
 from __future__ import annotations
 

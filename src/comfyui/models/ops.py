@@ -154,37 +154,3 @@ def assign_state_dict(module: torch.nn.Module, sd: dict[str, torch.Tensor], dtyp
             else:
                 owner._buffers[parts[-1]] = real
     return missing, list(res.unexpected_keys)
-
-
-_heap_tuned = False
-
-
-def keep_cpu_heap() -> bool:
-    """Make glibc keep freed activation buffers in the process heap instead of unmapping them
-    (and so paying a page fault plus kernel zeroing per 4 KiB page when the next forward pass
-    allocates the same sizes again). CPU inference of a UNet frees and re-allocates hundreds
-    of MB per step; with this the kernel time of a step drops to a few percent. Same
-    computation, same results; only the allocator policy changes: memory freed after this
-    (activations, a model unloaded later) stays with the process for its next allocations
-    unless it is at the top of the heap. Done once per process, Linux/glibc only; set
-    ``COMFYUI_CPU_KEEP_HEAP=0`` to leave the allocator alone."""
-    global _heap_tuned
-    if _heap_tuned:
-        return True
-    import os
-    import sys
-    if os.environ.get("COMFYUI_CPU_KEEP_HEAP", "1") == "0" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4
-        # no block gets its own mapping: glibc would otherwise mmap (and unmap on free) every
-        # block of 32 MiB or more however its threshold is set, e.g. oneDNN's per-call
-        # reordered weights of the large convolutions: ~570 MB of page faults per SD1.5 step
-        ok = libc.mallopt(m_mmap_max, 0) == 1
-        ok = libc.mallopt(m_trim_threshold, 512 * 1024 * 1024) == 1 and ok
-    except (OSError, AttributeError):
-        return False
-    _heap_tuned = ok
-    return ok

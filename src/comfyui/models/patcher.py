@@ -276,8 +276,6 @@ class ModelPatcher:
                 self.object_patches_backup[name] = prev
 
         device_to = torch.device(device_to) if device_to is not None else self.load_device
-        if device_to.type == "cpu":
-            ops.keep_cpu_heap()
         weight_dtype = self.model_dtype()
         compute = getattr(self.model, "manual_cast_dtype", None)
         need_cast = compute is not None and compute != weight_dtype
@@ -322,6 +320,9 @@ class ModelPatcher:
                         mod._buffers[bname] = b.to(device_to)
             st["lowvram"] = True
             st["loaded_bytes"] = used
+        for mod in self.model.modules():  # a device-specific weight layout (the UNet's), once per load
+            if hasattr(mod, "set_weight_layout"):
+                mod.set_weight_layout(device_to)
         st["applied_by"] = self
         st["applied_uuid"] = self.patches_uuid
         st["device"] = device_to

@@ -378,8 +378,8 @@ class UNetModel(nn.Module):
             emb = emb + self.label_emb(y.to(emb.dtype))
         hs = []
         h = x
-        if self._run_channels_last(x):
-            h = x.contiguous(memory_format=torch.channels_last)
+        if x.device.type == "cpu" and self.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last):
+            h = x.contiguous(memory_format=torch.channels_last)  # the layout set_weight_layout chose
         for i, block in enumerate(self.input_blocks):
             transformer_options["block"] = ("input", i)
             h = block(h, emb, context, transformer_options)
@@ -397,19 +397,15 @@ class UNetModel(nn.Module):
         out = _norm_act_conv(self.out, h, _inplace_ok()).to(x.dtype)
         return out.contiguous(memory_format=x_in_format(x))
 
-    def _run_channels_last(self, x: torch.Tensor) -> bool:
-        """Whether this (no-grad, CPU) forward pass runs channels-last, converting the conv
-        weights to channels-last when one is not (the first pass, or a patch replaced it).
-        oneDNN then runs its NHWC convolutions (faster than NCHW, which reorders the input
-        and output of every conv to and from a blocked layout), a transformer's tokens are a
-        view of its proj_in output instead of a permuted copy, and the nearest-neighbour
-        upsampling is cheaper. The weights keep their values; elsewhere (e.g. on a GPU
-        later) a channels-last weight is just another stride order."""
-        if x.device.type != "cpu" or not _inplace_ok():
-            return False
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m.weight.device.type == "cpu" \
-                    and not m.weight.is_contiguous(memory_format=torch.channels_last):
-                with torch.inference_mode(False):  # a normal tensor, usable outside inference mode too
-                    m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
-        return True
+    def set_weight_layout(self, device: torch.device) -> None:
+        """Store the convolution weights channels-last on a CPU, contiguous elsewhere. The
+        ModelPatcher calls it once per load, on the placed and patched weights; the CPU forward
+        pass then runs channels-last: oneDNN runs its NHWC convolutions (faster than NCHW,
+        which reorders the input and output of every conv to and from a blocked layout), a
+        transformer's tokens are a view of its proj_in output instead of a permuted copy, and
+        the nearest-neighbour upsampling is cheaper. The weights keep their values."""
+        layout = torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
+        with torch.inference_mode(False), torch.no_grad():  # normal tensors, usable outside inference mode too
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d) and not m.weight.is_contiguous(memory_format=layout):
+                    m.weight.data = m.weight.data.contiguous(memory_format=layout)

@@ -8,7 +8,6 @@ nodes' ``PromptServer.instance.routes``, ``openapi``, ``routes_user``, ``routes_
 from __future__ import annotations
 
 import asyncio
-import gc
 import importlib
 import importlib.util
 import logging
@@ -22,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .. import process
 from .context import ServerContext, config_get
 from .security import (HostPolicy, cache_control_middleware, error_middleware, gzip_middleware,
                        make_security_middleware)
@@ -273,10 +273,7 @@ async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None 
     if host in ("0.0.0.0", "[::]", "::"):
         host = "127.0.0.1"
     url = f"{scheme}://{host}:{actual_port}"
-    # What is loaded by now (modules, node definitions, routes: ~90k objects) lives as long as
-    # the server: keep it out of the cyclic collector's full passes, which would rescan all of
-    # it (~85 ms each). No collection first: start-up leaves only a few dozen objects of garbage.
-    gc.freeze()
+    process.startup_complete()
     log.info("server ready in %.2f s at %s", time.perf_counter() - t0, url)
     if not config_get(config, "dont_print_server", False):
         print(f"Starting server\n\nTo see the GUI go to: {url}", flush=True)
