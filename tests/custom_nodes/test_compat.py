@@ -315,12 +315,12 @@ def test_inference_modules_are_the_real_ones(shims):
     import latent_preview
     import nodes
 
-    from comfyui.models import lora, patcher, sd
+    from comfyui.models import lora, patcher, vae
     from comfyui.sampling import k_diffusion, preview, samplers
 
     assert comfy.samplers is samplers and comfy.k_diffusion.sampling is k_diffusion
     assert comfy.model_patcher.ModelPatcher is patcher.ModelPatcher
-    assert comfy.sd.load_checkpoint_guess_config is sd.load_checkpoint_guess_config
+    assert comfy.sd.VAE is vae.VAE
     assert comfy.sd.load_lora_for_models is lora.load_lora_for_models
     assert comfy.sample.sample is samplers.sample_with_ksampler
     assert latent_preview.prepare_callback is preview.prepare_callback

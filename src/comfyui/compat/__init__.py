@@ -1,11 +1,14 @@
 """Module names that ComfyUI custom nodes import, backed by this implementation.
 
 ``install()`` puts :data:`SHIM_DIR` (``comfyui/compat/toplevel``) on ``sys.path`` so custom
-nodes can ``import folder_paths``, ``comfy.utils``, ``comfy.model_management``,
-``comfy.comfy_types``, ``comfy.cli_args``, ``comfy.samplers``, ``comfy.sample``, ``comfy.sd``,
-``comfy.model_patcher``, ``comfy.model_sampling``, ``comfy.k_diffusion.sampling``, ``comfy.ops``,
-``comfy.lora``, ``comfy_execution.graph``, ``comfy_execution.graph_utils``, ``comfy_api.latest``,
-``server``, ``nodes``, ``node_helpers`` and ``latent_preview``. Until then none of those generic names is importable from this package.
+nodes can import the module names they import under ComfyUI: ``folder_paths``, ``nodes``,
+``server``, ``execution``, ``node_helpers``, ``latent_preview``, ``comfy.*`` (a bare ``import
+comfy`` reaches ``comfy.samplers``, ``comfy.model_management``, ``comfy.utils`` ... as in a
+running ComfyUI), ``comfy_extras.nodes_*`` (views of our built-in nodes), ``comfy_execution.*``
+and ``comfy_api.*``. Each is a thin facade over this implementation's layers, or an alias of
+one of its modules; upstream names this implementation lacks are importable and raise
+:class:`comfyui.compat._unsupported.NotSupportedError` when used. Until ``install()`` none of
+those generic names is importable from this package.
 
 It stays installed (custom nodes import these modules lazily inside their functions, at run
 time); ``uninstall()`` / the ``installed()`` context manager exist for tests and embedding.
@@ -24,8 +27,8 @@ from typing import Any, Iterator
 SHIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toplevel")
 
 # top-level names provided by SHIM_DIR (used by uninstall() to forget imported shims)
-SHIM_MODULES = ("folder_paths", "server", "nodes", "node_helpers", "latent_preview", "comfy", "comfy_execution",
-                "comfy_api")
+SHIM_MODULES = ("folder_paths", "server", "nodes", "node_helpers", "latent_preview", "execution", "comfy",
+                "comfy_extras", "comfy_execution", "comfy_api")
 
 _lock = threading.Lock()
 _registry: Any = None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any, Callable
 
 from aiohttp import web
@@ -61,6 +62,76 @@ def _dispatch(event: str, data: Any, sid: str | None) -> None:
             log.exception("PromptServer event sink %r failed for event %r", sink, event)
 
 
+class PromptQueueView:
+    """``PromptServer.instance.prompt_queue``: ComfyUI's PromptQueue API over the queue of the
+    engine the server runs. Items are ComfyUI's tuples ``(number, prompt_id, prompt,
+    extra_data, outputs_to_execute, sensitive)``; ``sensitive`` is always ``{}`` (secrets stay
+    with the engine). Packs may take this object at import time, before a server exists: it
+    finds the engine when used."""
+
+    def __init__(self, server: "PromptServer"):
+        self._server = server
+
+    def _queue(self) -> Any:
+        engine = self._server.engine
+        if engine is None:
+            raise RuntimeError("PromptServer.instance.prompt_queue is only usable while the comfyui server runs")
+        return engine.queue
+
+    @staticmethod
+    def _tuple(item: Any) -> tuple:
+        return (item.number, item.prompt_id, item.prompt, item.extra_data, item.outputs, {})
+
+    @property
+    def currently_running(self) -> dict[int, tuple]:
+        return {i: self._tuple(item) for i, item in enumerate(self._queue().running_items())}
+
+    @property
+    def queue(self) -> list[tuple]:
+        return [self._tuple(item) for item in self._queue().pending_items()]
+
+    def put(self, item: tuple) -> None:
+        """Queue a prompt as is (no validation, like ComfyUI's ``prompt_queue.put``)."""
+        from comfyui.engine.queue import QueueItem
+
+        number, prompt_id, prompt, extra_data, outputs = item[:5]
+        extra_data = dict(extra_data or {})
+        self._queue().put(QueueItem(number=number, prompt_id=prompt_id, prompt=prompt, extra_data=extra_data,
+                                    outputs=list(outputs), client_id=extra_data.get("client_id"),
+                                    created_at=time.time()), wait=True)
+        self._server.queue_updated()
+
+    def get_current_queue(self) -> tuple[list, list]:
+        running, pending = self._queue().get_current_queue()
+        return [r + [{}] for r in running], [p + [{}] for p in pending]
+
+    def get_current_queue_volatile(self) -> tuple[list, list]:
+        return self.get_current_queue()
+
+    def get_tasks_remaining(self) -> int:
+        return self._queue().remaining()
+
+    def wipe_queue(self) -> None:
+        self._server.engine.clear_pending()
+
+    def delete_queue_item(self, function: Callable[[tuple], bool]) -> bool:
+        """Delete the first pending item for which ``function(item_tuple)`` is true."""
+        for item in self._queue().pending_items():
+            if function(self._tuple(item)):
+                self._server.engine.delete_pending([item.prompt_id])
+                return True
+        return False
+
+    def get_history(self, prompt_id: str | None = None, max_items: int | None = None, offset: int = -1) -> dict:
+        return self._queue().get_history(max_items, offset, prompt_id)
+
+    def wipe_history(self) -> None:
+        self._server.engine.clear_history()
+
+    def delete_history_item(self, id_to_delete: str) -> None:
+        self._server.engine.delete_history([id_to_delete])
+
+
 class PromptServer:
     """Singleton stand-in for ComfyUI's ``server.PromptServer`` (``PromptServer.instance``)."""
 
@@ -70,6 +141,9 @@ class PromptServer:
         self.routes = web.RouteTableDef()
         self.app: web.Application | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.engine: Any = None  # the running server's comfyui.engine.Engine
+        self.prompt_queue = PromptQueueView(self)
+        self.number = 0  # ComfyUI's counter for the numbers of queued prompts (packs requeue with it)
         self.client_id: str | None = None
         self.last_node_id: str | None = None
         self.last_prompt_id: str | None = None
@@ -80,6 +154,8 @@ class PromptServer:
     def attach(self, app: web.Application | None, loop: asyncio.AbstractEventLoop | None) -> None:
         self.app = app
         self.loop = loop
+        ctx = app.get("ctx") if app is not None else None
+        self.engine = getattr(ctx, "engine", None)
 
     # -- events --
     def send_sync(self, event: str, data: Any, sid: str | None = None) -> None:

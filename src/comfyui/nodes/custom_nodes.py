@@ -10,9 +10,13 @@ Sources, in order:
    ``NODE_CLASS_MAPPINGS`` (+ ``NODE_DISPLAY_NAME_MAPPINGS``, ``WEB_DIRECTORY``) and/or
    ``comfy_entrypoint``, or is itself a ``comfy_entrypoint`` function / ComfyExtension.
 
-Each pack is imported under a unique module name (``custom_nodes.<Pack>``, suffixed with a
-hash of its path if another pack already uses that name) with its directory on ``sys.path``
-during the import. An exception while importing or registering is logged with the traceback
+Each pack is imported as ``custom_nodes.<entry name>`` (the directory name, or the file name
+without ``.py``; suffixed with a hash of its path if a pack of another folder already uses that
+name). ``custom_nodes`` is a package whose ``__path__`` lists the custom node directories, as
+the namespace package ``custom_nodes`` is in a ComfyUI checkout: a pack's relative imports reach
+sub-folders without ``__init__.py`` (namespace packages under the pack) and ``import
+custom_nodes.<Pack>.<module>`` works. Like ComfyUI, the loader does not put a pack's directory on
+``sys.path``; packs that want that do it themselves. An exception while importing or registering is logged with the traceback
 and recorded in ``LoadResult.error``; other packs still load. Custom nodes cannot replace
 nodes that were registered before loading started (the built-ins), like ComfyUI.
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import hashlib
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import inspect
@@ -102,9 +107,29 @@ def _resolve(value: Any) -> Any:
         return pool.submit(asyncio.run, wait()).result()
 
 
+PARENT_PACKAGE = "custom_nodes"
+
+
+def _parent_package(directories: list[str]) -> types.ModuleType:
+    """The ``custom_nodes`` package in ``sys.modules``, its ``__path__`` extended by
+    ``directories`` (a module of that name from elsewhere is replaced)."""
+    parent = sys.modules.get(PARENT_PACKAGE)
+    if parent is None or not getattr(parent, "_comfyui_custom_nodes", False):
+        parent = types.ModuleType(PARENT_PACKAGE, "Custom node packs (each a sub-module).")
+        parent.__path__ = []
+        parent.__package__ = PARENT_PACKAGE
+        parent.__spec__ = importlib.machinery.ModuleSpec(PARENT_PACKAGE, None, is_package=True)
+        parent.__spec__.submodule_search_locations = parent.__path__
+        parent._comfyui_custom_nodes = True
+        sys.modules[PARENT_PACKAGE] = parent
+    for directory in directories:
+        if directory not in parent.__path__:
+            parent.__path__.append(directory)
+    return parent
+
+
 def _unique_module_name(pack: str, path: str) -> str:
-    safe = "".join(c if (c.isalnum() or c == "_") else "_" for c in pack) or "pack"
-    name = f"custom_nodes.{safe}"
+    name = f"{PARENT_PACKAGE}.{pack}"
     existing = sys.modules.get(name)
     if existing is None or _module_origin(existing) == os.path.abspath(path):
         return name
@@ -129,19 +154,15 @@ def _import_path(module_name: str, path: str) -> types.ModuleType:
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot create an import spec for {path}")
     module = importlib.util.module_from_spec(spec)
-    pack_dir = path if is_pkg else os.path.dirname(path)
     sys.modules[module_name] = module
-    sys.path.insert(0, pack_dir)
     try:
         spec.loader.exec_module(module)
     except BaseException:
         sys.modules.pop(module_name, None)
         raise
-    finally:
-        try:
-            sys.path.remove(pack_dir)
-        except ValueError:
-            pass
+    parent, _, child = module_name.rpartition(".")
+    if parent in sys.modules:
+        setattr(sys.modules[parent], child, module)
     return module
 
 
@@ -337,15 +358,16 @@ def load_custom_nodes(registry: Any, directories: Iterable[str | os.PathLike] | 
         from comfyui import paths
 
         directories = paths.get_custom_nodes_directories()
+    directories = [os.path.abspath(os.fspath(d)) for d in directories]
     compat.install()
     compat.set_registry(registry)
+    _parent_package(directories)
     whitelist = list(whitelist or [])
     blacklist = list(blacklist or [])
     registrar = _Registrar(registry)
     results: list[LoadResult] = []
     seen_dirs: set[str] = set()
     for directory in directories:
-        directory = os.path.abspath(os.fspath(directory))
         if directory in seen_dirs:
             continue
         seen_dirs.add(directory)

@@ -70,7 +70,18 @@ def taesd_decoder(latent_channels: int = 4) -> torch.nn.Sequential:
     return torch.nn.Sequential(*layers)
 
 
-class TAESDPreviewer:
+class LatentPreviewer:
+    """Base of the previewers (ComfyUI's ``latent_preview.LatentPreviewer``, which packs subclass):
+    ``decode_latent_to_preview(x0)`` gives a PIL image of the first latent of ``x0``."""
+
+    def decode_latent_to_preview(self, x0: torch.Tensor):
+        raise NotImplementedError
+
+    def decode_latent_to_preview_image(self, preview_format: str, x0: torch.Tensor):
+        return (preview_format, self.decode_latent_to_preview(x0), MAX_PREVIEW_RESOLUTION)
+
+
+class TAESDPreviewer(LatentPreviewer):
     """Decodes model-space latents with a TAESD decoder (output in 0..1)."""
 
     def __init__(self, decoder: torch.nn.Module, max_size: int = MAX_PREVIEW_RESOLUTION):
@@ -127,7 +138,10 @@ def preview_to_image(latent_image: torch.Tensor):
     return Image.fromarray(img)
 
 
-class Latent2RGBPreviewer:
+TAESDPreviewerImpl = TAESDPreviewer  # ComfyUI's name
+
+
+class Latent2RGBPreviewer(LatentPreviewer):
     """Linear projection of the latent channels to RGB with the format's factors."""
 
     def __init__(self, latent_rgb_factors, latent_rgb_factors_bias=None, max_size: int = MAX_PREVIEW_RESOLUTION):

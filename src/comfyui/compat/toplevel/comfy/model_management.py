@@ -53,6 +53,39 @@ def soft_empty_cache(force: bool = False) -> None:
         torch.cuda.empty_cache()
 
 
+def intermediate_dtype() -> torch.dtype:
+    """The dtype of tensors passed between nodes (float32, as upstream by default)."""
+    return torch.float32
+
+
+def get_torch_device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} {torch.cuda.get_device_name(device)}"
+    return str(device.type)
+
+
+def is_intel_xpu() -> bool:
+    return False
+
+
+def is_directml_enabled() -> bool:
+    return False
+
+
+def device_supports_non_blocking(device: torch.device) -> bool:
+    return torch.device(device).type == "cuda"
+
+
+def device_should_use_non_blocking(device: torch.device) -> bool:
+    return device_supports_non_blocking(device)
+
+
+def raise_non_oom(exception: BaseException) -> None:
+    """Re-raise ``exception`` unless it is an out-of-memory error."""
+    if not isinstance(exception, torch.OutOfMemoryError):
+        raise exception
+
+
 def __getattr__(name: str) -> Any:
     if _memory is not None and not name.startswith("__"):
         try:

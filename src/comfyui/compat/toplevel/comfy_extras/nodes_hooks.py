@@ -1,0 +1,12 @@
+"""``comfy_extras.nodes_hooks``: our built-in nodes of upstream's nodes_hooks.py (see ``comfy_extras``)."""
+from comfy_extras import node_classes
+
+__getattr__ = node_classes(__name__, [
+    'CreateHookLora', 'CreateHookLoraModelOnly', 'CreateHookModelAsLora', 'CreateHookModelAsLoraModelOnly',
+    'SetHookKeyframes', 'CreateHookKeyframe', 'CreateHookKeyframesInterpolated',
+    'CreateHookKeyframesFromFloats', 'CombineHooks2', 'CombineHooks4', 'CombineHooks8',
+    'ConditioningSetProperties', 'ConditioningSetPropertiesAndCombine', 'PairConditioningSetProperties',
+    'PairConditioningSetPropertiesAndCombine', 'ConditioningSetDefaultCombine',
+    'PairConditioningSetDefaultCombine', 'PairConditioningCombine', 'SetClipHooks',
+    'ConditioningTimestepsRange',
+])

@@ -1,0 +1,8 @@
+"""``comfy_extras.nodes_images``: our built-in nodes of upstream's nodes_images.py (see ``comfy_extras``)."""
+from comfy_extras import node_classes
+
+__getattr__ = node_classes(__name__, [
+    'ImageCrop', 'RepeatImageBatch', 'ImageFromBatch', 'ImageAddNoise', 'SaveAnimatedWEBP', 'SaveAnimatedPNG',
+    'SaveSVGNode', 'ImageStitch', 'ResizeAndPadImage', 'GetImageSize', 'ImageRotate', 'ImageFlip',
+    'ImageScaleToMaxDimension',
+])

@@ -1,0 +1,7 @@
+"""``comfy_extras.nodes_model_merging``: our built-in nodes of upstream's nodes_model_merging.py (see ``comfy_extras``)."""
+from comfy_extras import node_classes
+
+__getattr__ = node_classes(__name__, [
+    'ModelMergeSimple', 'ModelMergeBlocks', 'ModelMergeSubtract', 'ModelMergeAdd', 'CheckpointSave',
+    'CLIPMergeSimple', 'CLIPMergeSubtract', 'CLIPMergeAdd', 'CLIPSave', 'VAESave', 'ModelSave',
+])

@@ -1,0 +1,7 @@
+"""``comfy_extras.nodes_sd3``: our built-in nodes of upstream's nodes_sd3.py (see ``comfy_extras``)."""
+from comfy_extras import node_classes
+
+__getattr__ = node_classes(__name__, [
+    'TripleCLIPLoader', 'EmptySD3LatentImage', 'CLIPTextEncodeSD3', 'ControlNetApplySD3',
+    'SkipLayerGuidanceSD3',
+])

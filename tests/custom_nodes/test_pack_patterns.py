@@ -1,0 +1,365 @@
+"""Custom node packs written the way the popular real packs are written (KJNodes,
+VideoHelperSuite, Impact Pack, rgthree, IPAdapter_plus, essentials ...): each test's pack uses
+one of their import patterns, and the test checks that the pack loads and its nodes work."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from comfyui import compat
+from comfyui.nodes.custom_nodes import load_custom_nodes
+from comfyui.nodes.registry import NodeRegistry
+
+NODE = '''
+class {cls}:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {{"required": {{"a": ("INT", {{"default": 0}})}}}}
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+    CATEGORY = "test"
+    def run(self, a):
+        return ({body},)
+'''
+
+
+def load(registry, directory):
+    results = load_custom_nodes(registry, [directory], entry_points=False)
+    assert all(r.ok for r in results), [r.error for r in results]
+    return results
+
+
+def run_node(registry, name, **kwargs):
+    cls = registry.get(name).cls
+    return getattr(cls(), cls.FUNCTION)(**kwargs)
+
+
+def load_in_fresh_process(directory, check: str) -> dict:
+    """Load the packs of ``directory`` into built-ins in a new interpreter (no ``comfy.*``
+    module imported before, as when the server starts), run ``check`` and return what it
+    put in ``out``."""
+    code = textwrap.dedent(f"""
+        import json
+        from comfyui.nodes.custom_nodes import load_custom_nodes
+        from comfyui.nodes.registry import NodeRegistry
+        registry = NodeRegistry.with_builtins()
+        results = load_custom_nodes(registry, [{str(directory)!r}], entry_points=False)
+        out = {{"errors": [r.error for r in results if not r.ok], "nodes": [n for r in results for n in r.nodes]}}
+    """) + textwrap.dedent(check) + "\nprint(json.dumps(out))\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_relative_imports_from_subfolders_without_init(tmp_path, write_pack):
+    """KJNodes / VideoHelperSuite layout: ``from .nodes.x import`` in ``__init__``, and
+    ``from ..utility.y import`` inside a sub-folder; none of the sub-folders is a package."""
+    cn = tmp_path / "custom_nodes"
+    write_pack(cn, "ComfyUI-Layout", {
+        "__init__.py": '''
+            from .nodes.math_nodes import Double
+            from .nodes import text_nodes
+            NODE_CLASS_MAPPINGS = {"LayoutDouble": Double, "LayoutShout": text_nodes.Shout}
+        ''',
+        "nodes/math_nodes.py": "from ..utility.numbers import twice\n" + NODE.format(cls="Double", body="twice(a)"),
+        "nodes/text_nodes.py": '''
+            from ..utility import numbers
+            class Shout:
+                @classmethod
+                def INPUT_TYPES(cls):
+                    return {"required": {"text": ("STRING", {"default": ""})}}
+                RETURN_TYPES = ("STRING",)
+                FUNCTION = "run"
+                CATEGORY = "test"
+                def run(self, text):
+                    return (text.upper() + "!" * numbers.twice(1),)
+        ''',
+        "utility/numbers.py": "def twice(x):\n    return 2 * x\n",
+    })
+    out = load_in_fresh_process(cn, """
+        import importlib
+        cls = registry.get("LayoutDouble").cls
+        out["double"] = getattr(cls(), cls.FUNCTION)(a=21)[0]
+        cls = registry.get("LayoutShout").cls
+        out["shout"] = getattr(cls(), cls.FUNCTION)(text="hi")[0]
+        # the pack is a sub-module of a real custom_nodes package, as in a ComfyUI checkout
+        out["absolute"] = importlib.import_module("custom_nodes.ComfyUI-Layout.utility.numbers").twice(5)
+        out["python_module"] = registry.get("LayoutDouble").python_module
+    """)
+    assert out["errors"] == []
+    assert out == {"errors": [], "nodes": ["LayoutDouble", "LayoutShout"], "double": 42, "shout": "HI!!",
+                   "absolute": 10, "python_module": "custom_nodes.ComfyUI-Layout"}
+
+
+def test_bare_import_comfy_reaches_its_submodules(tmp_path, write_pack):
+    """``import comfy`` then ``comfy.samplers.KSampler.SAMPLERS`` at import time (rgthree,
+    Impact, essentials), as works in a running ComfyUI."""
+    cn = tmp_path / "custom_nodes"
+    write_pack(cn, "bare_comfy", {
+        "__init__.py": '''
+            import comfy
+            SAMPLERS = comfy.samplers.KSampler.SAMPLERS
+            SCHEDULERS = comfy.samplers.KSampler.SCHEDULERS
+            DEVICE = str(comfy.model_management.get_torch_device())
+            class SamplerPicker:
+                @classmethod
+                def INPUT_TYPES(cls):
+                    return {"required": {"sampler_name": (SAMPLERS,), "scheduler": (SCHEDULERS,)}}
+                RETURN_TYPES = (SAMPLERS, SCHEDULERS)
+                FUNCTION = "run"
+                CATEGORY = "test"
+                def run(self, sampler_name, scheduler):
+                    return (sampler_name, scheduler)
+            NODE_CLASS_MAPPINGS = {"SamplerPicker": SamplerPicker}
+        ''',
+    })
+    out = load_in_fresh_process(cn, """
+        import sys
+        pack = sys.modules["custom_nodes.bare_comfy"]
+        out["samplers"] = pack.SAMPLERS
+        out["schedulers"] = pack.SCHEDULERS
+        out["device"] = pack.DEVICE
+        out["upscale"] = callable(sys.modules["comfy"].utils.common_upscale)
+        info = registry.object_info()["SamplerPicker"]["input"]["required"]
+        out["widget"] = info["sampler_name"][0][:3]
+    """)
+    from comfyui.sampling.names import SAMPLER_NAMES, SCHEDULER_NAMES
+
+    assert out["errors"] == [] and out["nodes"] == ["SamplerPicker"]
+    assert out["samplers"] == SAMPLER_NAMES and out["schedulers"] == SCHEDULER_NAMES
+    assert out["device"] in ("cpu", "cuda", "cuda:0", "mps")
+    assert out["upscale"] is True
+    assert out["widget"] == ["euler", "euler_cfg_pp", "euler_ancestral"]
+
+
+def test_comfy_extras_nodes_are_our_builtins(tmp_path, registry, write_pack):
+    """``from comfy_extras.nodes_... import ...`` (Impact, Inspire, KJNodes, essentials): the
+    classes are the built-in nodes, and the helpers there work."""
+    builtins = NodeRegistry.with_builtins()
+    cn = tmp_path / "custom_nodes"
+    write_pack(cn, "extras_user", {
+        "__init__.py": '''
+            import torch
+            from comfy_extras.nodes_latent import LatentBatch
+            from comfy_extras.nodes_custom_sampler import SamplerCustom, Noise_RandomNoise
+            from comfy_extras.nodes_mask import composite
+            import comfy_extras.nodes_model_advanced
+            RESCALE = comfy_extras.nodes_model_advanced.rescale_zero_terminal_snr_sigmas
+            class DoubleBatch:
+                @classmethod
+                def INPUT_TYPES(cls):
+                    return {"required": {"samples": ("LATENT",)}}
+                RETURN_TYPES = ("LATENT",)
+                FUNCTION = "run"
+                CATEGORY = "test"
+                def run(self, samples):
+                    return LatentBatch().batch(samples, samples)
+            NODE_CLASS_MAPPINGS = {"DoubleBatch": DoubleBatch}
+        ''',
+    })
+    load(builtins, cn)
+    pack = sys.modules["custom_nodes.extras_user"]
+    from comfyui.sampling.noise import Noise_RandomNoise
+
+    assert pack.SamplerCustom is builtins.get("SamplerCustom").cls
+    assert pack.LatentBatch is builtins.get("LatentBatch").cls
+    assert pack.Noise_RandomNoise is Noise_RandomNoise
+    latent = {"samples": torch.arange(2 * 4 * 8 * 8, dtype=torch.float32).reshape(2, 4, 8, 8)}
+    (out,) = run_node(builtins, "DoubleBatch", samples=latent)
+    assert out["samples"].shape == (4, 4, 8, 8)
+    assert torch.equal(out["samples"][2:], latent["samples"])
+    assert out["batch_index"] == [0, 1, 0, 1]
+    # composite pastes source into destination at (x, y), in pixels divided by the multiplier
+    dest, src = torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 2, 2)
+    pasted = pack.composite(dest, src, 4, 2, None, 1)
+    assert pasted[0, :, 2:4, 4:6].eq(1).all() and pasted.sum() == 12
+    import comfy_extras.nodes_latent
+
+    with pytest.raises(AttributeError, match="NoSuchNode"):
+        comfy_extras.nodes_latent.NoSuchNode  # noqa: B018
+
+
+async def test_prompt_queue_shows_the_running_prompt(tmp_path, write_pack, workspace):
+    """VideoHelperSuite takes ``PromptServer.instance.prompt_queue`` at import and reads
+    ``currently_running`` while its node runs; the tuple holds the running prompt."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from comfyui.config import Config
+    from comfyui.engine.engine import Engine
+    from comfyui.server.app import create_app
+
+    cn = tmp_path / "custom_nodes"
+    write_pack(cn, "queue_reader", {
+        "__init__.py": '''
+            import server
+            prompt_queue = server.PromptServer.instance.prompt_queue  # taken at import, like VHS
+            class RunningPrompt:
+                @classmethod
+                def INPUT_TYPES(cls):
+                    return {"required": {"tag": ("STRING", {"default": ""})}}
+                RETURN_TYPES = ()
+                OUTPUT_NODE = True
+                FUNCTION = "run"
+                CATEGORY = "test"
+                def run(self, tag):
+                    (number, prompt_id, prompt, extra_data, outputs, sensitive), = prompt_queue.currently_running.values()
+                    return {"ui": {"seen": [{"prompt_id": prompt_id, "class_type": prompt["1"]["class_type"],
+                                             "outputs": list(outputs), "tag": tag,
+                                             "remaining": prompt_queue.get_tasks_remaining()}]}}
+            NODE_CLASS_MAPPINGS = {"RunningPrompt": RunningPrompt}
+        ''',
+    })
+    registry = NodeRegistry.with_builtins()
+    load(registry, cn)
+    config = Config(base_directory=str(workspace), create_directories=True)
+    engine = Engine.from_config(config, registry=registry)
+    engine.start()
+    client = TestClient(TestServer(create_app(engine, config)))
+    await client.start_server()
+    try:
+        resp = await client.post("/prompt", json={"prompt": {"1": {"class_type": "RunningPrompt",
+                                                                   "inputs": {"tag": "x"}}}})
+        assert resp.status == 200, await resp.text()
+        prompt_id = (await resp.json())["prompt_id"]
+        import asyncio
+
+        entry = await asyncio.wait_for(asyncio.wrap_future(engine.wait(prompt_id)), 30)
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        assert entry["outputs"]["1"]["seen"] == [{"prompt_id": prompt_id, "class_type": "RunningPrompt",
+                                                  "outputs": ["1"], "tag": "x", "remaining": 1}]
+    finally:
+        await client.close()
+        engine.stop()
+
+
+def test_impact_and_rgthree_import_patterns(tmp_path, registry, write_pack):
+    """``import execution`` and reading ``PromptExecutor.handle_execution_error`` at import
+    (Impact), ``latent_preview.LatentPreviewer`` subclassed at import (VideoHelperSuite),
+    ``node_helpers`` and ``server.BinaryEventTypes`` (many packs)."""
+    cn = tmp_path / "custom_nodes"
+    write_pack(cn, "module_level", {
+        "__init__.py": '''
+            import execution
+            import latent_preview
+            import node_helpers
+            from server import PromptServer, BinaryEventTypes
+            ORIGINAL = execution.PromptExecutor.handle_execution_error
+            class Wrapped(latent_preview.LatentPreviewer):
+                def decode_latent_to_preview(self, x0):
+                    return x0.shape
+            class SetStrength:
+                @classmethod
+                def INPUT_TYPES(cls):
+                    return {"required": {"conditioning": ("CONDITIONING",), "strength": ("FLOAT", {"default": 1.0})}}
+                RETURN_TYPES = ("CONDITIONING",)
+                FUNCTION = "run"
+                CATEGORY = "test"
+                def run(self, conditioning, strength):
+                    return (node_helpers.conditioning_set_values(conditioning, {"strength": strength}),)
+            NODE_CLASS_MAPPINGS = {"SetStrengthTest": SetStrength}
+        ''',
+    })
+    load(registry, cn)
+    pack = sys.modules["custom_nodes.module_level"]
+    assert callable(pack.ORIGINAL)
+    assert pack.BinaryEventTypes.PREVIEW_IMAGE == 1
+    fmt, shape, size = pack.Wrapped().decode_latent_to_preview_image("JPEG", torch.zeros(1, 4, 8, 8))
+    assert (fmt, tuple(shape), size) == ("JPEG", (1, 4, 8, 8), 512)
+    cond = [[torch.zeros(1, 77, 8), {"pooled_output": None}]]
+    (out,) = run_node(registry, "SetStrengthTest", conditioning=cond, strength=0.5)
+    assert out[0][1] == {"pooled_output": None, "strength": 0.5} and cond[0][1] == {"pooled_output": None}
+    import execution
+
+    with pytest.raises(NotImplementedError, match="comfyui.engine"):
+        execution.PromptExecutor()
+
+
+@pytest.fixture
+def shims():
+    with compat.installed():
+        yield
+
+
+def test_manual_cast_layers_cast_stored_weights(shims):
+    """``operations=comfy.ops.manual_cast`` (KJNodes, IPAdapter, GGUF): layers keep their
+    stored dtype and compute in the input's; ``disable_weight_init`` layers run as torch's."""
+    import comfy.ops
+
+    torch.manual_seed(0)
+    linear = comfy.ops.manual_cast.Linear(4, 3).to(torch.float16)
+    conv = comfy.ops.manual_cast.conv_nd(1, 2, 5, 3, padding=1).to(torch.bfloat16)
+    assert linear.comfy_cast_weights and conv.comfy_cast_weights
+    with torch.no_grad():  # no random init (weights are loaded after building, as upstream)
+        for layer in (linear, conv):
+            for p in layer.parameters():
+                p.copy_(torch.randn(p.shape))
+    x = torch.randn(2, 4)
+    y = linear(x)
+    assert y.dtype == torch.float32 and linear.weight.dtype == torch.float16
+    assert torch.allclose(y, torch.nn.functional.linear(x, linear.weight.float(), linear.bias.float()))
+    s = torch.randn(1, 2, 7)
+    assert torch.allclose(conv(s), torch.nn.functional.conv1d(s, conv.weight.float(), conv.bias.float(), padding=1))
+    plain = comfy.ops.disable_weight_init.Linear(4, 3)
+    assert not plain.comfy_cast_weights
+    plain.comfy_cast_weights = True  # packs switch casting on per layer
+    plain.weight.data = torch.randn(3, 4).half()
+    plain.bias.data = torch.randn(3).half()
+    assert plain(x).dtype == torch.float32
+    assert comfy.ops.pick_operations(torch.float16, torch.float32) is comfy.ops.manual_cast
+    assert comfy.ops.pick_operations(torch.float32, torch.float32) is comfy.ops.disable_weight_init
+
+
+def test_optimized_attention_is_scaled_dot_product_attention(shims):
+    """``comfy.ldm.modules.attention.optimized_attention`` (IPAdapter's cross-attention patch)."""
+    from comfy.ldm.modules.attention import optimized_attention
+
+    torch.manual_seed(0)
+    heads, d = 2, 4
+    q, k, v = torch.randn(1, 5, heads * d), torch.randn(1, 6, heads * d), torch.randn(1, 6, heads * d)
+    mask = torch.zeros(5, 6)
+    mask[:, 0] = -torch.inf  # nobody attends to the first key
+
+    def by_hand(q, k, v, mask):
+        split = [t.view(1, -1, heads, d).transpose(1, 2) for t in (q, k, v)]
+        scores = split[0] @ split[1].transpose(-1, -2) / d ** 0.5 + mask
+        return (scores.softmax(-1) @ split[2]).transpose(1, 2).reshape(1, -1, heads * d)
+
+    assert torch.allclose(optimized_attention(q, k, v, heads), by_hand(q, k, v, 0), atol=1e-6)
+    assert torch.allclose(optimized_attention(q, k, v, heads, mask=mask), by_hand(q, k, v, mask), atol=1e-6)
+    changed = v.clone()
+    changed[:, 0] += 100  # a masked-out value changes nothing
+    assert torch.allclose(optimized_attention(q, k, changed, heads, mask=mask), by_hand(q, k, v, mask), atol=1e-5)
+
+
+def test_unsupported_capabilities_fail_when_used_not_when_imported(shims):
+    """Names a pack imports at module level that we do not implement: the import works, the
+    use raises a NotImplementedError that says what is missing."""
+    import comfy.hooks
+    import comfy.model_base
+    import comfy.patcher_extension as pe
+
+    class MyHook(comfy.hooks.Hook):  # packs subclass upstream classes at import time
+        pass
+
+    with pytest.raises(NotImplementedError, match="comfy.hooks.Hook is not supported by comfyui"):
+        MyHook()
+    with pytest.raises(NotImplementedError, match="wrappers"):
+        pe.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "k", lambda e, *a: e(*a), {})
+    assert comfy.model_base.ModelType.V_PREDICTION.value == 2
+    with pytest.raises(NotImplementedError, match="WAN21"):
+        comfy.model_base.WAN21()
+    calls = []
+
+    def outer(executor, x):
+        calls.append("outer")
+        return executor(x + 1)
+
+    def inner(executor, x):
+        calls.append("inner")
+        return executor(x * 10)
+
+    chain = pe.WrapperExecutor.new_executor(lambda x: x - 3, [outer, inner])
+    assert chain.execute(1) == 17 and calls == ["outer", "inner"]
