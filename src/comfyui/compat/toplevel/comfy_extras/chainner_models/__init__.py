@@ -1,0 +1,1 @@
+"""``comfy_extras.chainner_models`` (upstream: deprecated, replaced by spandrel)."""
