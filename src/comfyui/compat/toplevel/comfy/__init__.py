@@ -8,9 +8,10 @@ import importlib
 
 # the sub-modules a running ComfyUI has imported by the time custom nodes load
 _PRELOADED = frozenset({
-    "cli_args", "clip_vision", "comfy_types", "controlnet", "diffusers_convert", "float", "k_diffusion",
-    "latent_formats", "ldm", "lora", "model_base", "model_detection", "model_management", "model_patcher",
-    "model_sampling", "ops", "patcher_extension", "sample", "sampler_helpers", "samplers", "sd", "utils",
+    "cli_args", "clip_vision", "comfy_types", "conds", "controlnet", "diffusers_convert", "float", "hooks",
+    "k_diffusion", "latent_formats", "ldm", "lora", "model_base", "model_detection", "model_management",
+    "model_patcher", "model_sampling", "ops", "patcher_extension", "sample", "sampler_helpers", "samplers", "sd",
+    "taesd", "utils",
 })
 
 

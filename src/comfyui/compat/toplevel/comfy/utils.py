@@ -107,6 +107,36 @@ def string_to_seed(data: str) -> int:
 
 
 # ----------------------------------------------------------------------------------------
+# LDM <-> diffusers UNet key names (packs build their own conversions from these)
+# ----------------------------------------------------------------------------------------
+
+def unet_to_diffusers(unet_config: dict) -> dict[str, str]:
+    """{diffusers UNet key: LDM key} for a UNet config."""
+    from comfyui.models.convert import unet_to_diffusers as impl
+
+    return impl(unet_config)
+
+
+_WB = ("weight", "bias")
+# keys of a SpatialTransformer itself, and of each of its transformer blocks (same in both layouts)
+UNET_MAP_ATTENTIONS = {f"{layer}.{p}" for layer in ("proj_in", "proj_out", "norm") for p in _WB}
+TRANSFORMER_BLOCKS = ({f"norm{i}.{p}" for i in (1, 2, 3) for p in _WB}
+                      | {f"{a}.{w}.weight" for a in ("attn1", "attn2") for w in ("to_q", "to_k", "to_v", "to_out.0")}
+                      | {f"{a}.to_out.0.bias" for a in ("attn1", "attn2")}
+                      | {f"ff.net.{w}.{p}" for w in ("0.proj", "2") for p in _WB})
+# ResBlock: LDM key -> diffusers key
+UNET_MAP_RESNET = {f"{ldm}.{p}": f"{diffusers}.{p}" for ldm, diffusers in (
+    ("in_layers.2", "conv1"), ("emb_layers.1", "time_emb_proj"), ("out_layers.3", "conv2"),
+    ("skip_connection", "conv_shortcut"), ("in_layers.0", "norm1"), ("out_layers.0", "norm2")) for p in _WB}
+# (LDM key, diffusers key) of the layers outside the blocks
+UNET_MAP_BASIC = {(f"{ldm}.{p}", f"{diffusers}.{p}") for ldm, diffusers in (
+    ("label_emb.0.0", "class_embedding.linear_1"), ("label_emb.0.2", "class_embedding.linear_2"),
+    ("label_emb.0.0", "add_embedding.linear_1"), ("label_emb.0.2", "add_embedding.linear_2"),
+    ("input_blocks.0.0", "conv_in"), ("out.0", "conv_norm_out"), ("out.2", "conv_out"),
+    ("time_embed.0", "time_embedding.linear_1"), ("time_embed.2", "time_embedding.linear_2")) for p in _WB}
+
+
+# ----------------------------------------------------------------------------------------
 # batches
 # ----------------------------------------------------------------------------------------
 
@@ -280,3 +310,17 @@ def tiled_scale(samples: torch.Tensor, function: Callable[[torch.Tensor], torch.
                     pbar.update(1)
         output[b:b + 1] = acc / div.clamp_min(1e-8)
     return output
+
+
+def tiled_scale_multidim(samples: torch.Tensor, function: Callable[[torch.Tensor], torch.Tensor], tile=(64, 64),
+                         overlap: int = 8, upscale_amount: float = 4, out_channels: int = 3,
+                         output_device: Any = "cpu", downscale: bool = False, index_formulas: Any = None,
+                         pbar: Any = None) -> torch.Tensor:
+    """:func:`tiled_scale` with upstream's n-dimensional signature; two spatial dims (``tile``
+    is ``(tile_y, tile_x)``), upscaling only."""
+    if len(tile) != 2 or downscale or index_formulas is not None:
+        from comfyui.compat._unsupported import NotSupportedError
+
+        raise NotSupportedError("comfy.utils.tiled_scale_multidim: only 2-D upscaling tiles are supported by comfyui")
+    return tiled_scale(samples, function, tile_x=tile[1], tile_y=tile[0], overlap=overlap,
+                       upscale_amount=upscale_amount, out_channels=out_channels, output_device=output_device, pbar=pbar)
