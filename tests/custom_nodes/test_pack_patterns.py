@@ -363,3 +363,72 @@ def test_unsupported_capabilities_fail_when_used_not_when_imported(shims):
 
     chain = pe.WrapperExecutor.new_executor(lambda x: x - 3, [outer, inner])
     assert chain.execute(1) == 17 and calls == ["outer", "inner"]
+
+
+def test_packs_write_comfyuis_module_level_dicts(tmp_path, registry, write_pack, workspace):
+    """Impact Pack adds its web folder with ``nodes.EXTENSION_WEB_DIRS[name] = path``; packs add
+    nodes with ``nodes.NODE_CLASS_MAPPINGS[name] = cls``; VideoHelperSuite and Inspire list the
+    input folder while they import (ComfyUI creates it before custom nodes load)."""
+    import shutil
+
+    shutil.rmtree(workspace / "input")
+    cn = tmp_path / "custom_nodes"
+    write_pack(cn, "writes_dicts", {
+        "__init__.py": '''
+            import os
+            import folder_paths
+            import nodes
+            INPUTS = sorted(os.listdir(folder_paths.get_input_directory()))
+            nodes.EXTENSION_WEB_DIRS["WritesDicts"] = os.path.join(os.path.dirname(__file__), "js")
+            class Late:
+                @classmethod
+                def INPUT_TYPES(cls):
+                    return {"required": {}}
+                RETURN_TYPES = ("INT",)
+                FUNCTION = "run"
+                CATEGORY = "test"
+                def run(self):
+                    return (3,)
+            nodes.NODE_CLASS_MAPPINGS["LateRegistered"] = Late
+            NODE_CLASS_MAPPINGS = {}
+        ''',
+        "js/ext.js": "",
+    })
+    load(registry, cn)
+    assert sys.modules["custom_nodes.writes_dicts"].INPUTS == []
+    assert registry.web_directories["WritesDicts"] == str(cn / "writes_dicts" / "js")
+    assert run_node(registry, "LateRegistered") == (3,)
+    import nodes
+
+    assert nodes.NODE_CLASS_MAPPINGS["LateRegistered"] is registry.get("LateRegistered").cls
+
+
+def test_upstream_classes_packs_subclass_or_check_against(tmp_path, write_pack):
+    """AnimateDiff subclasses ``comfy_extras.nodes_hooks.CreateHookModelAsLora`` at import (a node
+    we lack: importable, fails when built); Inspire asks ``isinstance(clip.tokenizer,
+    sdxl_clip.SDXLTokenizer)`` of our CLIP objects."""
+    cn = tmp_path / "custom_nodes"
+    write_pack(cn, "subclasses", {
+        "__init__.py": '''
+            import comfy_extras.nodes_hooks
+            from comfy import sdxl_clip
+            class MaskableLoader(comfy_extras.nodes_hooks.CreateHookModelAsLora):
+                pass
+            NODE_CLASS_MAPPINGS = {}
+        ''',
+    })
+    out = load_in_fresh_process(cn, """
+        import sys
+        from comfyui.models.clip import MultiTokenizer, TextModelConfig
+        pack = sys.modules["custom_nodes.subclasses"]
+        try:
+            pack.MaskableLoader()
+        except NotImplementedError as e:
+            out["built"] = str(e)
+        sdxl = MultiTokenizer.__new__(MultiTokenizer); sdxl.family = "sdxl"
+        sd1 = MultiTokenizer.__new__(MultiTokenizer); sd1.family = "sd1"
+        out["sdxl"] = [isinstance(t, pack.sdxl_clip.SDXLTokenizer) for t in (sdxl, sd1, "text")]
+    """)
+    assert out["errors"] == []
+    assert "comfyui has no built-in node 'CreateHookModelAsLora'" in out["built"]
+    assert out["sdxl"] == [True, False, False]

@@ -354,10 +354,13 @@ def load_custom_nodes(registry: Any, directories: Iterable[str | os.PathLike] | 
     compat module names (``folder_paths``, ``comfy.*``, ``server``, ``nodes`` ...) first and
     points ``nodes.NODE_CLASS_MAPPINGS`` at ``registry``.
     """
-    if directories is None:
-        from comfyui import paths
+    from comfyui import paths
 
+    if directories is None:
         directories = paths.get_custom_nodes_directories()
+    # ComfyUI creates the input directory before custom nodes load (folder_paths does at
+    # import); packs list it at import time or in INPUT_TYPES
+    os.makedirs(paths.get_input_directory(), exist_ok=True)
     directories = [os.path.abspath(os.fspath(d)) for d in directories]
     compat.install()
     compat.set_registry(registry)

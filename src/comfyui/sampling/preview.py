@@ -138,9 +138,6 @@ def preview_to_image(latent_image: torch.Tensor):
     return Image.fromarray(img)
 
 
-TAESDPreviewerImpl = TAESDPreviewer  # ComfyUI's name
-
-
 class Latent2RGBPreviewer(LatentPreviewer):
     """Linear projection of the latent channels to RGB with the format's factors."""
 

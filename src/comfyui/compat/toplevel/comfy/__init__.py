@@ -11,7 +11,7 @@ _PRELOADED = frozenset({
     "cli_args", "clip_vision", "comfy_types", "conds", "controlnet", "diffusers_convert", "float", "hooks",
     "k_diffusion", "latent_formats", "ldm", "lora", "model_base", "model_detection", "model_management",
     "model_patcher", "model_sampling", "ops", "patcher_extension", "sample", "sampler_helpers", "samplers", "sd",
-    "taesd", "utils",
+    "sdxl_clip", "taesd", "utils",
 })
 
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from comfyui import compat as _compat
+from comfyui.compat import _unsupported
 
 
 def node_classes(module: str, node_ids: list[str], extra: dict[str, str] | None = None) -> Callable[[str], Any]:
     """A module ``__getattr__`` giving the built-in node classes ``node_ids`` (and the upstream
-    names in ``extra``, mapped to our node ids) plus ``NODE_CLASS_MAPPINGS`` of them all."""
+    names in ``extra``, mapped to our node ids) plus ``NODE_CLASS_MAPPINGS`` of those we have.
+    A node of the upstream module that comfyui lacks is an unsupported class: packs can import
+    and subclass it, and building it raises NotSupportedError."""
     aliases = {**{n: n for n in node_ids}, **(extra or {})}
+    missing: dict[str, type] = {}
 
     def registry_nodes() -> dict:
         registry = _compat.get_registry()
@@ -34,7 +38,9 @@ def node_classes(module: str, node_ids: list[str], extra: dict[str, str] | None 
             node = registry_nodes().get(aliases[name])
             if node is not None:
                 return node.cls
-            raise AttributeError(f"{module}.{name}: comfyui has no built-in node {aliases[name]!r}")
+            if name not in missing:
+                missing[name] = _unsupported.cls(f"{module}.{name}", f"comfyui has no built-in node {aliases[name]!r}")
+            return missing[name]
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
 
     return __getattr__
