@@ -182,9 +182,11 @@ def test_comfy_extras_nodes_are_our_builtins(tmp_path, registry, write_pack):
         comfy_extras.nodes_latent.NoSuchNode  # noqa: B018
 
 
-async def test_prompt_queue_shows_the_running_prompt(tmp_path, write_pack, workspace):
+async def test_prompt_queue_and_routes_added_at_import(tmp_path, write_pack, workspace):
     """VideoHelperSuite takes ``PromptServer.instance.prompt_queue`` at import and reads
-    ``currently_running`` while its node runs; the tuple holds the running prompt."""
+    ``currently_running`` while its node runs (the tuple holds the running prompt); KJNodes
+    adds routes with ``PromptServer.instance.app.add_routes`` at import (ComfyUI's app exists
+    by then), which the server then serves."""
     from aiohttp.test_utils import TestClient, TestServer
 
     from comfyui.config import Config
@@ -194,8 +196,17 @@ async def test_prompt_queue_shows_the_running_prompt(tmp_path, write_pack, works
     cn = tmp_path / "custom_nodes"
     write_pack(cn, "queue_reader", {
         "__init__.py": '''
+            import os
+            from aiohttp import web
             import server
             prompt_queue = server.PromptServer.instance.prompt_queue  # taken at import, like VHS
+            app = server.PromptServer.instance.app
+            if not app.router.frozen:
+                static = os.path.join(os.path.dirname(__file__), "static")
+                app.add_routes([web.static("/queue_reader_static", static)])
+                async def hello(request):
+                    return web.json_response({"hello": request.match_info["name"]})
+                app.router.add_get("/queue_reader/hello/{name}", hello)
             class RunningPrompt:
                 @classmethod
                 def INPUT_TYPES(cls):
@@ -211,6 +222,7 @@ async def test_prompt_queue_shows_the_running_prompt(tmp_path, write_pack, works
                                              "remaining": prompt_queue.get_tasks_remaining()}]}}
             NODE_CLASS_MAPPINGS = {"RunningPrompt": RunningPrompt}
         ''',
+        "static/note.txt": "static text",
     })
     registry = NodeRegistry.with_builtins()
     load(registry, cn)
@@ -230,6 +242,10 @@ async def test_prompt_queue_shows_the_running_prompt(tmp_path, write_pack, works
         assert entry["status"]["status_str"] == "success", entry["status"]
         assert entry["outputs"]["1"]["seen"] == [{"prompt_id": prompt_id, "class_type": "RunningPrompt",
                                                   "outputs": ["1"], "tag": "x", "remaining": 1}]
+        resp = await client.get("/queue_reader_static/note.txt")
+        assert resp.status == 200 and await resp.text() == "static text"
+        resp = await client.get("/queue_reader/hello/fox")
+        assert resp.status == 200 and await resp.json() == {"hello": "fox"}
     finally:
         await client.close()
         engine.stop()
@@ -340,6 +356,15 @@ def test_unsupported_capabilities_fail_when_used_not_when_imported(shims):
     import comfy.hooks
     import comfy.model_base
     import comfy.patcher_extension as pe
+    from comfy.ldm.lumina.model import FeedForward  # a family we do not run (KJNodes imports it)
+    from comfy.ldm.flux.math import apply_rope
+
+    with pytest.raises(NotImplementedError, match="comfy.ldm.flux.math.apply_rope is not supported"):
+        apply_rope(None, None, None)
+    with pytest.raises(NotImplementedError, match="FeedForward"):
+        FeedForward(8)
+    with pytest.raises(ImportError):
+        import comfy.ldm.no_such_family  # noqa: F401  (only upstream's modules exist)
 
     class MyHook(comfy.hooks.Hook):  # packs subclass upstream classes at import time
         pass

@@ -132,6 +132,43 @@ class PromptQueueView:
         self._server.engine.delete_history([id_to_delete])
 
 
+class _PendingRouter:
+    """``app.router`` before the server exists: routes added here go to ``PromptServer.routes``."""
+
+    frozen = False
+
+    def __init__(self, routes: web.RouteTableDef):
+        self._routes = routes
+
+    def add_route(self, method: str, path: str, handler: Callable, **kwargs: Any) -> None:
+        self._routes.route(method, path, **kwargs)(handler)
+
+    def add_get(self, path: str, handler: Callable, **kwargs: Any) -> None:
+        self.add_route("GET", path, handler, **kwargs)
+
+    def add_post(self, path: str, handler: Callable, **kwargs: Any) -> None:
+        self.add_route("POST", path, handler, **kwargs)
+
+    def add_static(self, prefix: str, path: Any, **kwargs: Any) -> None:
+        self._routes.static(prefix, path, **kwargs)
+
+
+class _PendingApp:
+    """``PromptServer.instance.app`` while custom nodes load. In ComfyUI the aiohttp app exists
+    by then and packs add routes to it at import; here the app is built after loading, so
+    what they add is kept in ``PromptServer.routes``, which the server serves."""
+
+    def __init__(self, routes: web.RouteTableDef):
+        self.router = _PendingRouter(routes)
+
+    def add_routes(self, routes) -> None:
+        for route in routes:
+            if isinstance(route, web.StaticDef):
+                self.router.add_static(route.prefix, route.path, **route.kwargs)
+            else:
+                self.router.add_route(route.method, route.path, route.handler, **route.kwargs)
+
+
 class PromptServer:
     """Singleton stand-in for ComfyUI's ``server.PromptServer`` (``PromptServer.instance``)."""
 
@@ -139,7 +176,7 @@ class PromptServer:
 
     def __init__(self) -> None:
         self.routes = web.RouteTableDef()
-        self.app: web.Application | None = None
+        self.app: web.Application | _PendingApp = _PendingApp(self.routes)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.engine: Any = None  # the running server's comfyui.engine.Engine
         self.prompt_queue = PromptQueueView(self)
@@ -152,7 +189,7 @@ class PromptServer:
 
     # -- wiring (called by comfyui.server) --
     def attach(self, app: web.Application | None, loop: asyncio.AbstractEventLoop | None) -> None:
-        self.app = app
+        self.app = app if app is not None else _PendingApp(self.routes)
         self.loop = loop
         ctx = app.get("ctx") if app is not None else None
         self.engine = getattr(ctx, "engine", None)
