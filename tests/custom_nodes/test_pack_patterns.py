@@ -182,7 +182,18 @@ def test_comfy_extras_nodes_are_our_builtins(tmp_path, registry, write_pack):
         comfy_extras.nodes_latent.NoSuchNode  # noqa: B018
 
 
-async def test_prompt_queue_and_routes_added_at_import(tmp_path, write_pack, workspace):
+@pytest.fixture
+def fresh_prompt_server():
+    """A PromptServer of its own, so the routes a test pack adds do not outlive the test."""
+    from comfyui.compat.server import PromptServer
+
+    old = PromptServer.instance
+    PromptServer.instance = PromptServer()
+    yield PromptServer.instance
+    PromptServer.instance = old
+
+
+async def test_prompt_queue_and_routes_added_at_import(tmp_path, write_pack, workspace, fresh_prompt_server):
     """VideoHelperSuite takes ``PromptServer.instance.prompt_queue`` at import and reads
     ``currently_running`` while its node runs (the tuple holds the running prompt); KJNodes
     adds routes with ``PromptServer.instance.app.add_routes`` at import (ComfyUI's app exists
