@@ -227,7 +227,8 @@ async def test_prompt_queue_and_routes_added_at_import(tmp_path, write_pack, wor
                 FUNCTION = "run"
                 CATEGORY = "test"
                 def run(self, tag):
-                    (number, prompt_id, prompt, extra_data, outputs, sensitive), = prompt_queue.currently_running.values()
+                    running = prompt_queue.currently_running.values()
+                    (number, prompt_id, prompt, extra_data, outputs, sensitive), = running
                     return {"ui": {"seen": [{"prompt_id": prompt_id, "class_type": prompt["1"]["class_type"],
                                              "outputs": list(outputs), "tag": tag,
                                              "remaining": prompt_queue.get_tasks_remaining()}]}}
@@ -385,6 +386,15 @@ def test_unsupported_capabilities_fail_when_used_not_when_imported(shims):
     with pytest.raises(NotImplementedError, match="wrappers"):
         pe.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "k", lambda e, *a: e(*a), {})
     assert comfy.model_base.ModelType.V_PREDICTION.value == 2
+    from comfyui.sampling.model_sampling import model_sampling
+
+    v_pred = comfy.model_base.model_sampling(None, comfy.model_base.ModelType.V_PREDICTION)
+    assert torch.equal(v_pred.sigmas, model_sampling("v_prediction").sigmas)
+    x, sigma = torch.ones(1, 4, 2, 2), torch.tensor([2.0])
+    # v-prediction: denoised = x / (sigma^2 + 1) - v * sigma / sqrt(sigma^2 + 1)
+    assert torch.allclose(v_pred.calculate_denoised(sigma, x, x), torch.full_like(x, 0.2 - 2 / 5 ** 0.5))
+    with pytest.raises(NotImplementedError, match="FLOW"):
+        comfy.model_base.model_sampling(None, comfy.model_base.ModelType.FLOW)
     with pytest.raises(NotImplementedError, match="WAN21"):
         comfy.model_base.WAN21()
     calls = []

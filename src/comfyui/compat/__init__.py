@@ -56,8 +56,10 @@ def uninstall() -> None:
             if top in SHIM_MODULES:
                 mod = sys.modules[name]
                 origin = getattr(mod, "__file__", None) or ""
-                # shims live under SHIM_DIR, or are aliases of comfyui modules (folder_paths, comfy.samplers...)
-                if origin.startswith(SHIM_DIR) or getattr(mod, "__name__", name) != name:
+                # shims live under SHIM_DIR, are aliases of comfyui modules (folder_paths, comfy.samplers...)
+                # or are made without a file (upstream's comfy.ldm modules of families we do not run)
+                if (origin.startswith(SHIM_DIR) or getattr(mod, "__name__", name) != name
+                        or getattr(mod, "_comfyui_unsupported_module", False)):
                     del sys.modules[name]
 
 

@@ -29,13 +29,13 @@ class ModelType(enum.Enum):
     FLOW_COSMOS = 10
 
 
-# our prediction names (model_config.prediction / BaseModel.model_type) for ModelType members
-_PREDICTION = {ModelType.EPS: "eps", ModelType.V_PREDICTION: "v_prediction", ModelType.EDM: "edm",
-               ModelType.FLOW: "flow", ModelType.IMG_TO_IMG: "img_to_img"}
+# the ModelTypes sampled on the discrete schedule, as our prediction names; the others need a
+# continuous or flow schedule this implementation does not have
+_PREDICTION = {ModelType.EPS: "eps", ModelType.V_PREDICTION: "v_prediction", ModelType.IMG_TO_IMG: "img_to_img"}
 
 
 def model_sampling(model_config, model_type: ModelType):
-    """The model_sampling object for ``model_type`` (a ModelType) and a model config."""
+    """The model_sampling object (discrete schedule) for ``model_type`` and a model config."""
     prediction = _PREDICTION.get(model_type)
     if prediction is None:
         raise _unsupported.NotSupportedError(f"comfy.model_base.model_sampling: {model_type} is not supported")

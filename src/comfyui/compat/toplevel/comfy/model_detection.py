@@ -1,7 +1,8 @@
 """``comfy.model_detection``: which model a state dict holds (:mod:`comfyui.models.detection`).
 
 ``model_config_from_unet(state_dict, unet_key_prefix)`` returns our ModelConfig, or None when the
-weights are not a model we know (``use_base_if_no_match`` has no base config to fall back on). The rest of upstream's module is not provided.
+weights are not a model we know (``use_base_if_no_match`` has no base config to fall back on).
+The rest of upstream's module is not provided.
 """
 from comfyui.compat import _unsupported
 from comfyui.models import detection as _detection

@@ -109,7 +109,8 @@ def pick_operations(weight_dtype, compute_dtype, load_device=None, disable_fast_
                     fp8_optimizations=False, scaled_fp8=None, model_config=None):
     """``disable_weight_init`` when weights are stored in the compute dtype, else ``manual_cast``."""
     if scaled_fp8 is not None or fp8_optimizations:
-        raise _unsupported.NotSupportedError("comfy.ops: scaled / optimised fp8 operations are not supported by comfyui")
+        raise _unsupported.NotSupportedError("comfy.ops: scaled / optimised fp8 operations are not supported "
+                                             "by comfyui")
     if compute_dtype is None or weight_dtype == compute_dtype:
         return disable_weight_init
     return manual_cast

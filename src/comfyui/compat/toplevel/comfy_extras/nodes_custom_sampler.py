@@ -1,4 +1,4 @@
-"""``comfy_extras.nodes_custom_sampler``: our built-in nodes of upstream's nodes_custom_sampler.py (see ``comfy_extras``)."""
+"""``comfy_extras.nodes_custom_sampler``: our built-in nodes under upstream's module (see ``comfy_extras``)."""
 from comfy_extras import node_classes
 from comfyui.sampling.noise import Noise_EmptyNoise, Noise_RandomNoise  # noqa: F401
 from comfyui.sampling.samplers import Guider_Basic, Guider_DualCFG  # noqa: F401

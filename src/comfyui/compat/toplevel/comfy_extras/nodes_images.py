@@ -1,4 +1,4 @@
-"""``comfy_extras.nodes_images``: our built-in nodes of upstream's nodes_images.py (see ``comfy_extras``)."""
+"""``comfy_extras.nodes_images``: our built-in nodes under upstream's module (see ``comfy_extras``)."""
 from comfy_extras import node_classes
 
 __getattr__ = node_classes(__name__, [

@@ -1,4 +1,4 @@
-"""``comfy_extras.nodes_mask``: our built-in nodes of upstream's nodes_mask.py (see ``comfy_extras``)."""
+"""``comfy_extras.nodes_mask``: our built-in nodes under upstream's module (see ``comfy_extras``)."""
 from comfy_extras import node_classes
 from comfyui.nodes.builtin.mask import composite  # noqa: F401
 

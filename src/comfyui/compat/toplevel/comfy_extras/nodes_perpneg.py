@@ -1,4 +1,4 @@
-"""``comfy_extras.nodes_perpneg``: our built-in nodes of upstream's nodes_perpneg.py (see ``comfy_extras``)."""
+"""``comfy_extras.nodes_perpneg``: our built-in nodes under upstream's module (see ``comfy_extras``)."""
 from comfy_extras import node_classes
 from comfyui.compat import _unsupported
 

@@ -58,6 +58,7 @@ class _UnsupportedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loade
         if spec.submodule_search_locations is not None:
             module.__path__ = []
         module.__getattr__ = _any_name_unsupported(spec.name)
+        module._comfyui_unsupported_module = True  # compat.uninstall() forgets it
         return module
 
     def exec_module(self, module):
@@ -71,8 +72,8 @@ def _any_name_unsupported(module_name: str):
         if name.startswith("__"):
             raise AttributeError(name)
         if name not in made:
-            why = "this model family is not implemented"
-            made[name] = (_unsupported.cls if name[:1].isupper() else _unsupported.function)(f"{module_name}.{name}", why)
+            make = _unsupported.cls if name[:1].isupper() else _unsupported.function
+            made[name] = make(f"{module_name}.{name}", "this model family is not implemented")
         return made[name]
 
     return __getattr__

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from comfyui.compat import _unsupported
 from comfy.ldm.util import default, exists  # noqa: F401
-from comfyui.models.unet import GEGLU, BasicTransformerBlock, CrossAttention, FeedForward, SpatialTransformer  # noqa: F401
+from comfyui.models.unet import (GEGLU, BasicTransformerBlock, CrossAttention, FeedForward,  # noqa: F401
+                                 SpatialTransformer)
 
 
 def attention_pytorch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, mask: torch.Tensor | None = None,
