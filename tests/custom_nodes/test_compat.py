@@ -17,7 +17,8 @@ def shims():
 def test_generic_names_not_importable_until_install():
     code = (
         "import importlib.util, comfyui.compat, comfyui.paths, comfyui.nodes.custom_nodes\n"
-        "names = ['server', 'nodes', 'folder_paths', 'comfy', 'comfy_execution', 'comfy_api', 'node_helpers', 'latent_preview']\n"
+        "names = ['server', 'nodes', 'folder_paths', 'comfy', 'comfy_execution', 'comfy_api', 'node_helpers',\n"
+        "         'latent_preview', 'comfy_extras', 'execution']\n"
         "print([n for n in names if importlib.util.find_spec(n) is not None])\n"
         "comfyui.compat.install()\n"
         "print([n for n in names if importlib.util.find_spec(n) is None])\n"
