@@ -234,7 +234,8 @@ class PromptRun:
         params = node_def.fingerprint_params
         args = hook_arguments(node["inputs"], node_def, params)
         hidden = self._hidden_values(node_id, node_def)
-        args.update({k: v[0] for k, v in hidden.items() if params is None or k in params})
+        # a schema node's hidden values go to its class clone, whatever the hook's signature
+        args.update({k: v[0] for k, v in hidden.items() if node_def.schema_api or params is None or k in params})
         try:
             return node_def.fingerprint(node_def.cls, **args)
         except Exception as ex:  # a failing IS_CHANGED means "changed"; the node then reports its own error

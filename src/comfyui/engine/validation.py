@@ -181,10 +181,11 @@ def validate_node(node_id: str, node: dict, node_def: NodeDef, prompt: dict,
 
 def _hidden_arguments(node_id: str, node_def: NodeDef, prompt: dict, params: frozenset | None) -> dict:
     """Hidden inputs as ComfyUI fills them before execution: the node's id and the prompt;
-    what only a run knows (extra_pnginfo, the dynamic prompt, credentials) is None."""
+    what only a run knows (extra_pnginfo, the dynamic prompt, credentials) is None. A schema
+    node gets them all (they go to its class clone, not to the call)."""
     values = {}
     for name, kind in node_def.hidden_kinds.items():
-        if params is None or name in params:
+        if node_def.schema_api or params is None or name in params:
             values[name] = node_id if kind == HIDDEN_UNIQUE_ID else prompt if kind == HIDDEN_PROMPT else None
     return values
 
