@@ -200,14 +200,15 @@ def _call_custom_validation(node_def: NodeDef, args: dict) -> Any:
 
 def _custom_validation_errors(result: Any, args: dict) -> list[dict]:
     """ComfyUI's errors for a VALIDATE_INPUTS answer: True passes; anything else fails, with
-    one error per input it was given (an exception: one ``exception_during_validation``)."""
+    one error per argument it was given, ``input_types`` included (an exception: one
+    ``exception_during_validation``)."""
     if result is True:
         return []
     if isinstance(result, BaseException):
         return [_error("exception_during_validation", "Exception when validating node", str(result),
                        {"exception_type": type(result).__name__})]
     reason = "" if result is False or result is None else f" - {result}"
-    names = [name for name in args if name != "input_types"] or [""]
+    names = list(args) or [""]
     return [_error("custom_validation_failed", "Custom validation failed for node", f"{name}{reason}",
                    {"input_name": name}) for name in names]
 
