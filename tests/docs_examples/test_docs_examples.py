@@ -214,7 +214,8 @@ def test_validate_inputs_variants(engine):
                        "9": {"class_type": "CustomNode", "inputs": {"foo": 1}},
                        "1": {"class_type": "AddNumbers", "inputs": {"input1": ["0", 0], "input2": ["9", 0]}},
                        "2": {"class_type": "Sink", "inputs": {"value": ["1", 0]}}})
-    assert e.value.node_errors["1"]["errors"][0]["details"] == "AddNumbers - input1 must be an INT or FLOAT type"
+    # ComfyUI names the argument VALIDATE_INPUTS was given
+    assert e.value.node_errors["1"]["errors"][0]["details"] == "input_types - input1 must be an INT or FLOAT type"
 
 
 def test_wildcard_dynamic_custom_type_and_hidden(engine):

@@ -403,3 +403,73 @@ def test_finished_prompts_leave_nothing_for_the_cyclic_collector(engine):
         assert gc.collect() < 20  # was ~30 objects per prompt while a run held a cycle
     finally:
         gc.enable()
+
+
+def errors(entry):
+    return [data for event, data in entry["status"]["messages"] if event == "execution_error"]
+
+
+def test_async_check_lazy_status_is_awaited(engine):
+    prompt = {"1": {"class_type": "Const", "inputs": {"value": "A"}},
+              "2": {"class_type": "Const", "inputs": {"value": "B"}},
+              "3": {"class_type": "AsyncLazy", "inputs": {"a": ["1", 0], "b": ["2", 0], "use_a": False}},
+              "4": {"class_type": "Output", "inputs": {"value": ["3", 0]}}}
+    entry = run(engine, prompt)
+    assert entry["status"]["status_str"] == "success", errors(entry)
+    assert out(entry, "4") == ["B"]
+    assert testnodes.CALLS["Const"] == 1  # "A" was never asked for
+
+
+def test_expansion_that_forms_a_cycle_fails_on_the_expanding_node(engine):
+    """ComfyUI blames the node whose expansion made the cycle; the engine keeps serving."""
+    prompt = {"1": {"class_type": "Const", "inputs": {"value": "x"}},
+              "2": {"class_type": "ExpandCycle", "inputs": {"value": ["1", 0]}},
+              "3": {"class_type": "Output", "inputs": {"value": ["2", 0]}}}
+    entry = run(engine, prompt, timeout=10)
+    assert entry["status"]["status_str"] == "error"
+    [error] = errors(entry)
+    assert error["node_id"] == "2" and error["node_type"] == "ExpandCycle"
+    assert "Dependency cycle" in error["exception_message"]
+    assert error["exception_type"].endswith("DependencyCycleError")
+    after = {"1": {"class_type": "Const", "inputs": {"value": "next"}},
+             "2": {"class_type": "Output", "inputs": {"value": ["1", 0]}}}
+    assert out(run(engine, after, timeout=10), "2") == ["next"]
+
+
+def test_raw_link_inputs_are_part_of_the_cache_signature(engine):
+    """A node handed a raw link reads what the linked node is in this prompt: when that node
+    changes, the cached output of the previous run must not be reused (for-loops)."""
+    def prompt(value):
+        return {"1": {"class_type": "Const", "inputs": {"value": value}},
+                "2": {"class_type": "RawLinkExpand", "inputs": {"link": ["1", 0]}},
+                "3": {"class_type": "Output", "inputs": {"value": ["2", 0]}}}
+
+    assert out(run(engine, prompt("first")), "3") == ["first"]
+    assert out(run(engine, prompt("second")), "3") == ["second"]
+    assert testnodes.CALLS["RawLinkExpand"] == 2
+    run(engine, prompt("second"))  # unchanged: cached
+    assert testnodes.CALLS["RawLinkExpand"] == 2
+
+
+def test_raw_link_cycle_still_gets_a_signature(engine):
+    """A raw link may point back at its own node (validation ignores raw links for cycles)."""
+    prompt = {"1": {"class_type": "RawLink", "inputs": {"link": ["1", 0]}},
+              "2": {"class_type": "Output", "inputs": {"value": ["1", 0]}}}
+    assert out(run(engine, prompt, timeout=10), "2") == ["['1', 0]"]
+
+
+def test_is_changed_gets_linked_inputs_as_none(engine):
+    testnodes.SEEN.clear()
+    prompt = {"1": {"class_type": "Const", "inputs": {"value": "v"}},
+              "2": {"class_type": "LinkedHooks", "inputs": {"a": ["1", 0], "b": "!"}},
+              "3": {"class_type": "Output", "inputs": {"value": ["2", 0]}}}
+    entry = run(engine, prompt)
+    assert entry["status"]["status_str"] == "success", errors(entry)
+    assert out(entry, "3") == ["v!"]
+    assert testnodes.SEEN["IS_CHANGED"] == {"a": None, "b": "!"}
+
+
+def test_cyclic_garbage_is_collected_while_a_prompt_runs(engine):
+    entry = run(engine, {"1": {"class_type": "CyclicGarbage", "inputs": {"count": 20000}},
+                         "2": {"class_type": "Output", "inputs": {"value": ["1", 0]}}})
+    assert out(entry, "2") == ["gc enabled=True first freed=True"]

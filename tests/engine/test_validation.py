@@ -150,7 +150,7 @@ def test_validate_inputs_with_named_arguments_skips_default_checks(registry):
     assert [e["type"] for e in check(1, other=50)] == ["value_bigger_than_max"]  # `other` still checked
     errs = check(13)
     assert errs[0]["type"] == "custom_validation_failed"
-    assert errs[0]["details"] == "ValidatedOnly - 13 is unlucky"
+    assert errs[0]["details"] == "value - 13 is unlucky"  # ComfyUI names the input it was given
 
 
 def test_validate_inputs_with_input_types(registry):
@@ -223,3 +223,38 @@ def test_combo_file_lists_are_read_again_at_validation(registry, tmp_path):
     validate(registry, prompt)
     assert registry.version > version  # object_info caches see the change
     assert registry.object_info()["FilePicker"]["input"]["required"]["name"][0] == ["new.safetensors"]
+
+
+def test_async_validate_inputs_is_awaited(registry):
+    prompt = lambda value: {"1": {"class_type": "AsyncValidated", "inputs": {"value": value}},  # noqa: E731
+                            "2": {"class_type": "Output", "inputs": {"value": ["1", 0]}}}
+    assert validate(registry, prompt(5))[0] == ["2"]
+    with pytest.raises(PromptError) as e:
+        validate(registry, prompt(6))
+    [error] = e.value.node_errors["1"]["errors"]
+    assert error["type"] == "custom_validation_failed"
+    assert error["details"] == "value - 6 is more than 5"
+
+
+async def test_async_validate_inputs_on_an_event_loop(registry):
+    from comfyui.engine.validation import validate_prompt_async
+
+    prompt = {"1": {"class_type": "AsyncValidated", "inputs": {"value": 9}},
+              "2": {"class_type": "Output", "inputs": {"value": ["1", 0]}}}
+    with pytest.raises(PromptError) as e:
+        await validate_prompt_async(prompt, registry)
+    assert e.value.node_errors["1"]["errors"][0]["details"] == "value - 9 is more than 5"
+    # the sync entry point works from a thread whose loop is running, too
+    with pytest.raises(PromptError):
+        validate(registry, prompt)
+
+
+def test_validate_inputs_gets_linked_inputs_as_none(registry):
+    from . import testnodes
+
+    testnodes.SEEN.clear()
+    prompt = {"1": {"class_type": "Const", "inputs": {"value": "v"}},
+              "2": {"class_type": "LinkedHooks", "inputs": {"a": ["1", 0], "b": "!"}},
+              "3": {"class_type": "Output", "inputs": {"value": ["2", 0]}}}
+    assert validate(registry, prompt)[0] == ["3"]
+    assert testnodes.SEEN["VALIDATE_INPUTS"] == {"a": None, "b": "!", "unique_id": "2"}

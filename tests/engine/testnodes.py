@@ -1,6 +1,8 @@
 """Node classes used by the engine tests (classic API), registered into a fresh registry."""
 import asyncio
+import gc
 import time
+import weakref
 
 from comfyui.engine.graph import ExecutionBlocker, GraphBuilder
 from comfyui.engine.progress import ProgressBar, throw_if_interrupted
@@ -288,6 +290,127 @@ class RawLink:
         return (repr(link),)
 
 
+class AsyncValidated:
+    """An async VALIDATE_INPUTS (it might ask a remote service)."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {"default": 0})}}
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+    CATEGORY = "test"
+
+    @classmethod
+    async def VALIDATE_INPUTS(cls, value):
+        await asyncio.sleep(0.01)
+        return True if value <= 5 else f"{value} is more than 5"
+
+    def run(self, value):
+        return (value,)
+
+
+SEEN: dict = {}  # hook name -> the arguments it was called with
+
+
+class LinkedHooks:
+    """VALIDATE_INPUTS and IS_CHANGED with required arguments, one of them linked."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"a": ("STRING", {"forceInput": True}), "b": ("STRING", {"default": ""})},
+                "hidden": {"unique_id": "UNIQUE_ID"}}
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+    CATEGORY = "test"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, a, b, unique_id):
+        SEEN["VALIDATE_INPUTS"] = {"a": a, "b": b, "unique_id": unique_id}
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, a, b):
+        SEEN["IS_CHANGED"] = {"a": a, "b": b}
+        return b
+
+    def run(self, a, b, unique_id):
+        return (a + b,)
+
+
+class AsyncLazy:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"a": ("STRING", {"lazy": True}), "b": ("STRING", {"lazy": True}),
+                             "use_a": ("BOOLEAN", {"default": True})}}
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+    CATEGORY = "test"
+
+    async def check_lazy_status(self, a, b, use_a):
+        await asyncio.sleep(0.01)
+        name = "a" if use_a else "b"
+        return [name] if (a if use_a else b) is None else []
+
+    def run(self, a, b, use_a):
+        return (a if use_a else b,)
+
+
+class ExpandCycle:
+    """Expands into two LazyMix nodes that each ask for the other's output."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("STRING", {"forceInput": True})}}
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+    CATEGORY = "test"
+
+    def run(self, value):
+        graph = GraphBuilder()
+        first = graph.node("LazyMix", a=value, use_a=False)
+        second = graph.node("LazyMix", a=first.out(0), b="", use_a=True)
+        first.set_input("b", second.out(0))
+        return {"result": (second.out(0),), "expand": graph.finalize()}
+
+
+class RawLinkExpand:
+    """Gets its input as a raw link and expands into a node that reads it (flow control nodes
+    build loops this way)."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"link": ("STRING", {"rawLink": True})}}
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+    CATEGORY = "test"
+
+    def run(self, link):
+        _count("RawLinkExpand")
+        graph = GraphBuilder()
+        concat = graph.node("Concat", a=link, b="")
+        return {"result": (concat.out(0),), "expand": graph.finalize()}
+
+
+class CyclicGarbage:
+    """Makes reference cycles while it runs and reports whether the collector freed the first."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"count": ("INT", {"default": 20000})}}
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+    CATEGORY = "test"
+
+    def run(self, count):
+        class Cell:
+            pass
+
+        first = Cell()
+        first.self = first
+        probe = weakref.ref(first)
+        del first
+        for _ in range(count):  # allocations that trigger automatic collections
+            cell = Cell()
+            cell.self = cell
+        return (f"gc enabled={gc.isenabled()} first freed={probe() is None}",)
+
+
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in [
     Const, IntConst, Concat, Output, ListOutput, JoinList, LazyMix, Expand, Blocker, Fail, Sleep, Slow,
-    AlwaysChanged, ValidatedOnly, ValidatedTypes, Hidden, DynamicInputs, RawLink]}
+    AlwaysChanged, ValidatedOnly, ValidatedTypes, Hidden, DynamicInputs, RawLink, AsyncValidated, LinkedHooks,
+    AsyncLazy, ExpandCycle, RawLinkExpand, CyclicGarbage]}

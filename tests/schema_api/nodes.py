@@ -103,11 +103,14 @@ class Picky(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="T_Picky", category="testing",
-                         inputs=[io.Int.Input("value", default=0)], outputs=[io.Int.Output()])
+                         inputs=[io.Int.Input("value", default=0)], outputs=[io.Int.Output()],
+                         hidden=[io.Hidden.unique_id])
 
     @classmethod
     def validate_inputs(cls, value):
-        return True if value % 2 == 0 else f"value must be even, got {value}"
+        if value % 2:
+            return f"value must be even, got {value} (node {cls.hidden.unique_id})"
+        return True
 
     @classmethod
     def execute(cls, value):

@@ -163,7 +163,7 @@ def test_validate_inputs_and_fingerprint_mapping():
     picky = node_def_from_schema(nodes.Picky)
     assert picky.validate_inputs_params == frozenset({"value"})
     assert picky.validate_inputs(picky.cls, value=2) is True
-    assert picky.validate_inputs(picky.cls, value=3) == "value must be even, got 3"
+    assert picky.validate_inputs(picky.cls, value=3, unique_id="7") == "value must be even, got 3 (node 7)"
     assert node_def_from_schema(nodes.Num).validate_inputs is None
     assert node_def_from_schema(nodes.Num).fingerprint is None
 

@@ -69,7 +69,7 @@ def test_validate_inputs_rejects_the_prompt(engine):
     with pytest.raises(PromptError) as info:
         engine.submit(bad)
     messages = [e["details"] for e in info.value.node_errors["1"]["errors"]]
-    assert any("value must be even, got 3" in m for m in messages), info.value.node_errors
+    assert any("value must be even, got 3 (node 1)" in m for m in messages), info.value.node_errors
     good = dict(bad, **{"1": {"class_type": "T_Picky", "inputs": {"value": 4}}})
     assert list(run(engine, good)["outputs"]["2"]["text"]) == ["4@2"]
 

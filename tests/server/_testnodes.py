@@ -64,5 +64,28 @@ class ServerTestFail:
         raise ValueError(f"failing on purpose: {value}")
 
 
+class ServerTestExpandCycle:
+    """Expands into two StringConcatenate nodes that each take the other's output (a broken
+    expansion: the engine must fail the prompt, not loop)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("STRING", {"default": "x"})}}
+
+    RETURN_TYPES = ("STRING",)
+    FUNCTION = "run"
+    CATEGORY = "testing"
+
+    def run(self, value):
+        from comfyui.engine.graph import GraphBuilder
+
+        graph = GraphBuilder()
+        first = graph.node("StringConcatenate", string_a=value, delimiter="")
+        second = graph.node("StringConcatenate", string_a=first.out(0), delimiter="")
+        first.set_input("string_b", second.out(0))
+        second.set_input("string_b", first.out(0))
+        return {"result": (second.out(0),), "expand": graph.finalize()}
+
+
 NODE_CLASS_MAPPINGS = {"ServerTestSleep": ServerTestSleep, "ServerTestPreview": ServerTestPreview,
-                       "ServerTestFail": ServerTestFail}
+                       "ServerTestFail": ServerTestFail, "ServerTestExpandCycle": ServerTestExpandCycle}

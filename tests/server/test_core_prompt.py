@@ -85,10 +85,12 @@ async def test_malformed_json_and_wrong_content_type(server):
                                     headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert "Invalid JSON" in (await resp.json())["error"]
-    # a cross-site <form enctype=text/plain> can smuggle JSON: refused
+    # a browser's <form enctype=text/plain> can smuggle JSON: refused
     resp = await server.client.post("/api/prompt", data=json.dumps({"prompt": text_prompt()}),
-                                    headers={"Content-Type": "text/plain"})
+                                    headers={"Content-Type": "text/plain", "Sec-Fetch-Mode": "navigate"})
     assert resp.status == 415
+    resp = await server.client.post("/api/prompt", data=b"{not json", headers={"Content-Type": "text/plain"})
+    assert resp.status == 400
     resp = await server.client.post("/api/prompt", data=b"\xff\xfe\x00",
                                     headers={"Content-Type": "application/json"})
     assert resp.status == 400

@@ -1,4 +1,4 @@
-"""Closed by default: Host (DNS rebinding), Origin / Sec-Fetch-Site, JSON content type,
+"""Closed by default: Host (DNS rebinding), Origin / Sec-Fetch-Site, JSON content type for browsers,
 CORS mode, API key (header, ?token=, cookie, WebSocket), upload size."""
 from __future__ import annotations
 
@@ -73,14 +73,39 @@ async def test_cross_site_state_changes_refused(server):
     assert "Access-Control-Allow-Origin" not in resp.headers
 
 
-async def test_text_plain_json_form_post_refused(server):
-    # <form enctype="text/plain"> from another site, even without Origin (old browsers)
-    resp = await server.client.post("/api/prompt", data='{"prompt": {}, "x": "="}',
-                                    headers={"Content-Type": "text/plain"})
-    assert resp.status == 415
-    for ct in ("application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
-        resp = await server.client.post("/api/queue", data='{"clear": true}', headers={"Content-Type": ct})
-        assert resp.status == 415, ct
+async def test_scripts_post_json_with_any_content_type(server):
+    # ComfyUI's own clients (script_examples, its test client) send JSON through urllib,
+    # which labels the body application/x-www-form-urlencoded: that must be accepted
+    import asyncio
+    import urllib.request
+
+    def urllib_post() -> dict:
+        data = json.dumps({"prompt": text_prompt("from urllib")}).encode()
+        req = urllib.request.Request(f"http://{_host(server)}/prompt", data=data)
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    answer = await asyncio.to_thread(urllib_post)
+    entry = await server.wait_history(answer["prompt_id"])
+    assert entry["status"]["status_str"] == "success"
+    for ct in ("text/plain", "application/x-www-form-urlencoded", None):
+        resp = await server.client.post("/api/queue", data='{"clear": true}',
+                                        headers={"Content-Type": ct} if ct else {})
+        assert resp.status == 200, ct
+
+
+async def test_browser_form_post_needs_json_content_type(server):
+    # a page's <form enctype="text/plain"> can smuggle JSON; browsers mark such requests
+    same_site = {"Origin": f"http://{_host(server)}", "Sec-Fetch-Site": "same-origin"}
+    for marker in (same_site, {"Referer": f"http://{_host(server)}/"}, {"Sec-Fetch-Mode": "navigate"}):
+        resp = await server.client.post("/api/prompt", data=json.dumps({"prompt": text_prompt()}),
+                                        headers={"Content-Type": "text/plain", **marker})
+        assert resp.status == 415, marker
+    # from another site it is refused before the body is read
+    resp = await server.client.post("/api/prompt", data=json.dumps({"prompt": text_prompt()}),
+                                    headers={"Content-Type": "text/plain", "Origin": "http://evil.example.com"})
+    assert resp.status == 403
+    assert server.engine.queue_remaining() == 0
 
 
 async def test_cors_mode(make_server):

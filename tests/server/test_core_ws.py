@@ -74,6 +74,21 @@ async def test_event_sequence_of_a_run(server):
     await ws.close()
 
 
+async def test_expansion_cycle_is_an_execution_error_and_the_server_keeps_serving(server):
+    ws, sid = await server.ws()
+    broken = {"1": {"class_type": "ServerTestExpandCycle", "inputs": {"value": "x"}},
+              "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+    first = await server.submit(broken, client_id=sid)
+    msgs = await collect(ws, is_done(first["prompt_id"]), timeout=10)
+    [error] = [m["data"] for m in msgs if m["type"] == "execution_error"]
+    assert error["node_id"] == "1" and error["node_type"] == "ServerTestExpandCycle"
+    assert "Dependency cycle" in error["exception_message"]
+    second = await server.submit(text_prompt("after"), client_id=sid)
+    msgs = await collect(ws, is_done(second["prompt_id"]), timeout=10)
+    assert any(m["type"] == "execution_success" for m in msgs)
+    await ws.close()
+
+
 async def test_events_routed_to_owner_only_status_broadcast(server):
     ws_a, sid_a = await server.ws(flags=FLAGS)
     ws_b, sid_b = await server.ws(flags=FLAGS)

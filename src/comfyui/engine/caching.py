@@ -1,7 +1,7 @@
 """Output caching keyed by input signature.
 
 A node's signature is (class_type, IS_CHANGED fingerprint, its constant inputs, and the
-signatures of the nodes its links come from). Signatures are interned into small integer
+signatures of the nodes its links, ``rawLink`` ones included, come from). Signatures are interned into small integer
 ids so that comparing and hashing them stays O(inputs) however deep the graph is; ids are
 never reused, so dropping an intern entry can only cause a cache miss, never a wrong hit.
 
@@ -111,7 +111,14 @@ def freeze(value: Any) -> Any:
 
 
 class Signatures:
-    """Memoized signature ids for the nodes of one prompt run."""
+    """Memoized signature ids for the nodes of one prompt run.
+
+    Every link is part of a signature, ``rawLink`` ones included: a node handed a raw link
+    (flow control) depends on what that node is in this prompt, so a loop built from raw links
+    must not reuse the output of another iteration. A link that closes a cycle (possible
+    through raw links, or in a broken expansion that execution reports) is keyed by its raw
+    value, so computing a signature always ends.
+    """
 
     def __init__(self, dynprompt: DynamicPrompt, registry: NodeRegistry, cache: OutputCache, fingerprint):
         self.dynprompt = dynprompt
@@ -124,7 +131,8 @@ class Signatures:
         sig = self._sig.get(node_id)
         if sig is not None:
             return sig
-        # Iterative post-order so deep chains don't hit the recursion limit.
+        # Iterative depth-first post-order, so deep chains don't hit the recursion limit.
+        on_path: set[str] = set()
         stack = [node_id]
         while stack:
             current = stack[-1]
@@ -132,25 +140,26 @@ class Signatures:
                 stack.pop()
                 continue
             node = self.dynprompt.get_node(current)
-            node_def = self.registry.get(node["class_type"])
-            raw = node_def.raw_link_inputs if node_def is not None else frozenset()
-            missing = [v[0] for k, v in node["inputs"].items()
-                       if is_link(v) and k not in raw and v[0] not in self._sig and self.dynprompt.has_node(v[0])]
-            if missing:
-                stack.extend(missing)
+            if current not in on_path:
+                on_path.add(current)
+                stack.extend(v[0] for v in node["inputs"].values()
+                             if is_link(v) and v[0] not in self._sig and v[0] not in on_path
+                             and self.dynprompt.has_node(v[0]))
                 continue
             stack.pop()
-            self._sig[current] = self._compute(current, node, node_def, raw)
+            on_path.discard(current)
+            self._sig[current] = self._compute(current, node)
         return self._sig[node_id]
 
-    def _compute(self, node_id: str, node: dict, node_def, raw: frozenset) -> int:
+    def _compute(self, node_id: str, node: dict) -> int:
+        node_def = self.registry.get(node["class_type"])
         fp = self.fingerprint(node_id)
         if isinstance(fp, float) and math.isnan(fp):
             return self.cache.unique_id()
         parts = []
         for name in sorted(node["inputs"]):
             value = node["inputs"][name]
-            if is_link(value) and name not in raw and value[0] in self._sig:
+            if is_link(value) and value[0] in self._sig:
                 parts.append((name, -1, self._sig[value[0]], value[1]))
             else:
                 parts.append((name, freeze(value)))

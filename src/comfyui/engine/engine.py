@@ -20,7 +20,6 @@ import asyncio
 import collections
 import concurrent.futures
 import copy
-import gc
 import sys
 import logging
 import os
@@ -35,7 +34,7 @@ from . import progress
 from .caching import OutputCache
 from .executor import PromptRun
 from .queue import PromptQueue, QueueItem, history_entry
-from .validation import PromptError, validate_prompt
+from .validation import PromptError, validate_prompt, validate_prompt_async
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +194,9 @@ class Engine:
     def validate(self, prompt: dict, partial_execution_targets: list | None = None) -> tuple[list[str], dict]:
         return validate_prompt(prompt, self.registry, partial_execution_targets)
 
+    async def validate_async(self, prompt: dict, partial_execution_targets: list | None = None) -> tuple[list[str], dict]:
+        return await validate_prompt_async(prompt, self.registry, partial_execution_targets)
+
     def next_number(self) -> int:
         with self._number_lock:
             self._number += 1
@@ -203,26 +205,30 @@ class Engine:
     def submit(self, prompt: dict, **options) -> SubmitResult:
         """Validate and queue a prompt; returns once it is stored. Raises PromptError/QueueFull.
         Options: prompt_id, client_id, extra_data, front, number, partial_execution_targets."""
-        result, ack = self._enqueue(prompt, wait=True, **options)
+        validated = self.validate(prompt, options.pop("partial_execution_targets", None))
+        result, ack = self._enqueue(prompt, validated, wait=True, **options)
         self._status()
         return result
 
     async def submit_async(self, prompt: dict, **options) -> SubmitResult:
-        """``submit`` for an event loop: validation runs here, the store's commit is awaited
-        (a durable store commits concurrent submits together on its writer thread)."""
+        """``submit`` for an event loop: validation runs here (an async VALIDATE_INPUTS is
+        awaited on this loop), the store's commit is awaited (a durable store commits
+        concurrent submits together on its writer thread)."""
+        validated = await self.validate_async(prompt, options.pop("partial_execution_targets", None))
         if options.get("prompt_id") is not None and self.queue.durable:
             # a client-chosen id is looked up in the store: a read that waits on the disk
-            result, ack = await asyncio.to_thread(self._enqueue, prompt, wait=False, **options)
+            result, ack = await asyncio.to_thread(self._enqueue, prompt, validated, wait=False, **options)
         else:
-            result, ack = self._enqueue(prompt, wait=False, **options)
+            result, ack = self._enqueue(prompt, validated, wait=False, **options)
         if ack is not None:  # a future of this loop, or a concurrent one from a thread
             await asyncio.wrap_future(ack)
         self._status()
         return result
 
-    def _enqueue(self, prompt: dict, *, wait: bool, prompt_id: str | None = None, client_id: str | None = None,
-                 extra_data: dict | None = None, front: bool = False, number: float | None = None,
-                 partial_execution_targets: list | None = None) -> tuple[SubmitResult, concurrent.futures.Future | None]:
+    def _enqueue(self, prompt: dict, validated: tuple[list[str], dict], *, wait: bool, prompt_id: str | None = None,
+                 client_id: str | None = None, extra_data: dict | None = None, front: bool = False,
+                 number: float | None = None) -> tuple[SubmitResult, concurrent.futures.Future | None]:
+        """Queue a validated prompt: ``validated`` is what validation returned for it."""
         reserved = prompt_id is not None
         if reserved:
             # The id check and the insert must be one step, or two concurrent submits of one
@@ -235,7 +241,7 @@ class Engine:
         try:
             if self.max_queue_size and self.queue.remaining() >= self.max_queue_size:
                 raise QueueFull(f"the queue already holds {self.max_queue_size} prompts")
-            outputs, node_errors = self.validate(prompt, partial_execution_targets)
+            outputs, node_errors = validated
             prompt_id = prompt_id or _new_prompt_id()
             extra = dict(extra_data or {})
             secrets = {k: extra.pop(k) for k in SECRET_KEYS if k in extra}
@@ -421,15 +427,9 @@ class Engine:
         run = PromptRun(registry=self.registry, cache=self.cache, objects=self.objects, prompt_id=item.prompt_id,
                         prompt=copy.copy(item.prompt), outputs=item.outputs, extra_data=extra, emit=emit,
                         interrupt_flag=flag, emit_preview=emit_preview, emit_text=emit_text)
-        # Python's cyclic GC rescans every live object on each full pass, which made big graphs
-        # quadratic; node data is freed by reference counting, so collect once afterwards.
-        gc_enabled = gc.isenabled()
-        gc.disable()
         try:
             result = await run.run()
         finally:
-            if gc_enabled:
-                gc.enable()
             self.cache.end_prompt()
             self._prune_objects(item.prompt)
             self._current = None

@@ -15,7 +15,8 @@ from ..nodes.model import (HIDDEN_API_KEY, HIDDEN_AUTH_TOKEN, HIDDEN_DYNPROMPT, 
 from ..nodes.registry import NodeRegistry
 from . import progress
 from .caching import CacheEntry, OutputCache, Signatures
-from .graph import DynamicPrompt, ExecutionBlocker, GraphBuilder, is_link
+from .graph import DependencyCycleError, DynamicPrompt, ExecutionBlocker, GraphBuilder, is_link
+from .validation import hook_arguments
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,22 @@ class ExecutionList:
         return not self.pending
 
     def cycle_nodes(self) -> list[str]:
-        return [n for n in self.pending if self.block_count.get(n, 0) > 0]
+        """The pending nodes on a cycle: trim, again and again, the nodes that wait on no other
+        pending node or that no other pending node waits on."""
+        waits_on = {n: set() for n in self.pending}
+        for from_id, targets in self.blocking.items():
+            for to_id in targets:
+                if from_id in waits_on and to_id in waits_on:
+                    waits_on[to_id].add(from_id)
+        while True:
+            waited_on = {d for deps in waits_on.values() for d in deps}
+            trimmed = [n for n, deps in waits_on.items() if not deps or n not in waited_on]
+            if not trimmed:
+                return list(waits_on)
+            for n in trimmed:
+                del waits_on[n]
+            for deps in waits_on.values():
+                deps.difference_update(trimmed)
 
 
 def _merge_ui(ui_list: list[dict]) -> dict | None:
@@ -216,9 +232,10 @@ class PromptRun:
         if node_def is None or node_def.fingerprint is None:
             return None
         params = node_def.fingerprint_params
-        args = {k: v for k, v in node["inputs"].items() if not is_link(v) and (params is None or k in params)}
+        args = hook_arguments(node["inputs"], node_def, params)
         hidden = self._hidden_values(node_id, node_def)
-        args.update({k: v[0] for k, v in hidden.items() if params is None or k in params})
+        # a schema node's hidden values go to its class clone, whatever the hook's signature
+        args.update({k: v[0] for k, v in hidden.items() if node_def.schema_api or params is None or k in params})
         try:
             return node_def.fingerprint(node_def.cls, **args)
         except Exception as ex:  # a failing IS_CHANGED means "changed"; the node then reports its own error
@@ -285,9 +302,7 @@ class PromptRun:
                             order.waiting_async.discard(n)
                             order.requeue(n)
                         continue
-                    stuck = order.cycle_nodes()
-                    raise NodeError(self._error_payload(stuck[0] if stuck else None, RuntimeError(
-                        f"Dependency cycle detected between nodes {stuck}"), {}))
+                    raise NodeError(self._cycle_error(order.cycle_nodes()))
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for n in list(order.waiting_async):
                     tasks = self.pending[n].tasks
@@ -301,6 +316,15 @@ class PromptRun:
             finished = await self._execute(node_id, order)
             if finished:
                 order.complete(node_id)
+
+    def _cycle_error(self, stuck: list[str]) -> dict:
+        """The execution_error of a cycle. Validation refuses cycles in the prompt, so one that
+        appears now comes from an expansion: blame the node that expanded, as ComfyUI does (the
+        display id of the first expanded node in the cycle)."""
+        blamed = next((self.dynprompt.get_display_node_id(n) for n in stuck
+                       if self.dynprompt.get_display_node_id(n) != n), stuck[0] if stuck else None)
+        return self._error_payload(blamed, DependencyCycleError(
+            f"Dependency cycle detected between nodes {', '.join(stuck)}"), {})
 
     def _cancel_tasks(self) -> None:
         for p in self.pending.values():
@@ -374,7 +398,7 @@ class PromptRun:
                 self._progress_state(node_id, "running")
                 instance = self._instance(node_id, class_type, node_def)
                 if node_def.check_lazy_status is not None:
-                    needed = self._lazy_needed(node_id, node, node_def, instance, inputs)
+                    needed = await self._lazy_needed(node_id, node, node_def, instance, inputs)
                     if needed:
                         for name in needed:
                             link = node["inputs"][name]
@@ -493,14 +517,16 @@ class PromptRun:
                     return True
         return False
 
-    def _lazy_needed(self, node_id: str, node: dict, node_def: NodeDef, instance: Any, inputs: dict) -> list[str]:
+    async def _lazy_needed(self, node_id: str, node: dict, node_def: NodeDef, instance: Any,
+                           inputs: dict) -> list[str]:
+        """The lazy inputs check_lazy_status (plain or async) asks for that are not evaluated yet."""
         needed: list[str] = []
         token = progress.set_context(self._context(node_id))
         try:
             for kwargs in self._calls(node_def, inputs):
                 names = node_def.check_lazy_status(instance, **kwargs)
                 if inspect.isawaitable(names):
-                    raise TypeError("async check_lazy_status is not supported")
+                    names = await names
                 for name in names or ():
                     link = node["inputs"].get(name)
                     if is_link(link) and name not in needed and link[0] not in self.results:

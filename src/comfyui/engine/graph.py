@@ -39,6 +39,11 @@ class NodeNotFoundError(KeyError):
     pass
 
 
+class DependencyCycleError(Exception):
+    """Nodes wait on each other; only a node expansion can create this at run time
+    (validation refuses cycles in the submitted prompt)."""
+
+
 class DynamicPrompt:
     """The original prompt plus ephemeral nodes created by node expansion."""
 

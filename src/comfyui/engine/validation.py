@@ -6,10 +6,13 @@ come back in ``node_errors``. Walks are iterative so very long chains are fine.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import inspect
 import math
 from typing import Any
 
-from ..nodes.model import NodeDef
+from ..nodes.model import HIDDEN_PROMPT, HIDDEN_UNIQUE_ID, NodeDef
 from ..nodes.registry import NodeRegistry
 from .graph import is_link
 
@@ -49,6 +52,21 @@ def types_compatible(received_type: Any, input_type: Any) -> bool:
     return bool(received & expected) or "*" in received or "*" in expected
 
 
+def hook_arguments(inputs: dict, node_def: NodeDef, params: frozenset | None) -> dict:
+    """The inputs ComfyUI hands VALIDATE_INPUTS and IS_CHANGED: constants as they are, every
+    linked input as None (its value is not known yet; a ``rawLink`` input gets the link itself),
+    limited to ``params`` unless the hook takes ``**kwargs`` (``params`` None)."""
+    args = {}
+    for name, value in inputs.items():
+        if params is not None and name not in params:
+            continue
+        if is_link(value) and name not in node_def.raw_link_inputs:
+            args[name] = None
+        elif node_def.input_spec(name) is not None:
+            args[name] = value
+    return args
+
+
 def _combo_options(input_type: Any, options: dict) -> list | None:
     if isinstance(input_type, list):
         return input_type
@@ -61,10 +79,12 @@ def _short(values: list) -> str:
     return str(values if len(values) <= 20 else values[:20] + ["..."])
 
 
-def validate_node(node_id: str, node: dict, node_def: NodeDef, prompt: dict, registry: NodeRegistry) -> list[dict]:
-    """Checks of one node's own inputs (linked nodes' validity is propagated separately).
+def validate_node(node_id: str, node: dict, node_def: NodeDef, prompt: dict,
+                  registry: NodeRegistry) -> tuple[list[dict], dict | None]:
+    """Default checks of one node's own inputs (linked nodes' validity is propagated separately).
 
-    Converts constant INT/FLOAT/STRING/BOOLEAN values in place, as ComfyUI does.
+    Converts constant INT/FLOAT/STRING/BOOLEAN values in place, as ComfyUI does. Returns the
+    errors and, when the node has VALIDATE_INPUTS and passed, the arguments to call it with.
     """
     errors: list[dict] = []
     inputs = node.get("inputs")
@@ -74,7 +94,6 @@ def validate_node(node_id: str, node: dict, node_def: NodeDef, prompt: dict, reg
     custom_all = node_def.validate_inputs is not None and custom_params is None
     wants_types = node_def.validate_inputs is not None and not custom_all and "input_types" in custom_params
     received_types: dict[str, Any] = {}
-    constants: dict[str, Any] = {}
 
     for name, spec in node_def.required.items():
         if name not in inputs:
@@ -134,7 +153,6 @@ def validate_node(node_id: str, node: dict, node_def: NodeDef, prompt: dict, reg
                                      {"input_name": name, "input_config": input_config, "received_value": value,
                                       "exception_message": str(ex)}))
                 continue
-        constants[name] = value
         if node_def.validate_inputs is not None and (custom_all or name in custom_params):
             continue  # VALIDATE_INPUTS takes over the default checks for the inputs it asks for
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -152,23 +170,47 @@ def validate_node(node_id: str, node: dict, node_def: NodeDef, prompt: dict, reg
                                      {"input_name": name, "input_config": [_short(combo), options] if options else [_short(combo)],
                                       "received_value": value}))
 
-    if node_def.validate_inputs is not None and not errors:
-        args = dict(constants) if custom_all else {k: v for k, v in constants.items() if k in custom_params}
-        if wants_types:
-            args["input_types"] = received_types
-        try:
-            result = node_def.validate_inputs(node_def.cls, **args)
-        except Exception as ex:  # a custom validator's crash is a validation error, not a 500
-            result = None
-            errors.append(_error("exception_during_validation", "Exception when validating node", str(ex),
-                                 {"exception_type": type(ex).__name__}))
-        else:
-            if result is not True:
-                details = node.get("class_type", "")
-                if result is not False and result is not None:
-                    details += f" - {result}"
-                errors.append(_error("custom_validation_failed", "Custom validation failed for node", details, {}))
-    return errors
+    if node_def.validate_inputs is None or errors:
+        return errors, None
+    args = hook_arguments(inputs, node_def, None if custom_all else custom_params)
+    args.update(_hidden_arguments(node_id, node_def, prompt, None if custom_all else custom_params))
+    if wants_types:
+        args["input_types"] = received_types
+    return errors, args
+
+
+def _hidden_arguments(node_id: str, node_def: NodeDef, prompt: dict, params: frozenset | None) -> dict:
+    """Hidden inputs as ComfyUI fills them before execution: the node's id and the prompt;
+    what only a run knows (extra_pnginfo, the dynamic prompt, credentials) is None. A schema
+    node gets them all (they go to its class clone, not to the call)."""
+    values = {}
+    for name, kind in node_def.hidden_kinds.items():
+        if node_def.schema_api or params is None or name in params:
+            values[name] = node_id if kind == HIDDEN_UNIQUE_ID else prompt if kind == HIDDEN_PROMPT else None
+    return values
+
+
+def _call_custom_validation(node_def: NodeDef, args: dict) -> Any:
+    """VALIDATE_INPUTS' answer (an awaitable for an async one), or the exception it raised."""
+    try:
+        return node_def.validate_inputs(node_def.cls, **args)
+    except Exception as ex:  # a custom validator's crash is a validation error, not a 500
+        return ex
+
+
+def _custom_validation_errors(result: Any, args: dict) -> list[dict]:
+    """ComfyUI's errors for a VALIDATE_INPUTS answer: True passes; anything else fails, with
+    one error per argument it was given, ``input_types`` included (an exception: one
+    ``exception_during_validation``)."""
+    if result is True:
+        return []
+    if isinstance(result, BaseException):
+        return [_error("exception_during_validation", "Exception when validating node", str(result),
+                       {"exception_type": type(result).__name__})]
+    reason = "" if result is False or result is None else f" - {result}"
+    names = list(args) or [""]
+    return [_error("custom_validation_failed", "Custom validation failed for node", f"{name}{reason}",
+                   {"input_name": name}) for name in names]
 
 
 def _unhashable_or_missing(value: Any, combo: list) -> bool:
@@ -179,7 +221,99 @@ def _unhashable_or_missing(value: Any, combo: list) -> bool:
 
 
 def validate_prompt(prompt: Any, registry: NodeRegistry, partial_execution_targets: list | None = None) -> tuple[list[str], dict]:
-    """Returns (output node ids to execute, node_errors); raises PromptError when nothing can run."""
+    """Returns (output node ids to execute, node_errors); raises PromptError when nothing can run.
+
+    An async VALIDATE_INPUTS is awaited on a private event loop in a helper thread (this
+    function may be called from a thread that runs a loop); on a loop, use
+    :func:`validate_prompt_async`."""
+    checked = _PromptCheck(prompt, registry, partial_execution_targets)
+    if checked.awaiting:
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="comfyui-validate") as pool:
+            checked.settle(pool.submit(asyncio.run, _gather(checked.awaiting.values())).result())
+    return checked.conclude()
+
+
+async def validate_prompt_async(prompt: Any, registry: NodeRegistry,
+                                partial_execution_targets: list | None = None) -> tuple[list[str], dict]:
+    """:func:`validate_prompt` for an event loop: async VALIDATE_INPUTS run on it, side by side."""
+    checked = _PromptCheck(prompt, registry, partial_execution_targets)
+    if checked.awaiting:
+        checked.settle(await _gather(checked.awaiting.values()))
+    return checked.conclude()
+
+
+async def _gather(awaitables) -> list:
+    return await asyncio.gather(*awaitables, return_exceptions=True)
+
+
+class _PromptCheck:
+    """One prompt's validation: the checks that need no waiting run in ``__init__``; the
+    answers of async VALIDATE_INPUTS (``awaiting``) are handed to ``settle``; ``conclude``
+    propagates validity to the outputs."""
+
+    def __init__(self, prompt: Any, registry: NodeRegistry, partial_execution_targets: list | None):
+        self.prompt = prompt
+        self.outputs, self.order, cycle_nodes = _outputs_and_order(prompt, registry, partial_execution_targets)
+        self.local_errors: dict[str, list[dict]] = {}
+        self.awaiting: dict[str, Any] = {}  # node id -> awaitable answer of VALIDATE_INPUTS
+        self._custom_args: dict[str, dict] = {}
+        for node_id in self.order:
+            node = prompt[node_id]
+            node_def = registry.get(node["class_type"])
+            errs, custom_args = validate_node(node_id, node, node_def, prompt, registry)
+            if custom_args is not None:
+                answer = _call_custom_validation(node_def, custom_args)
+                if inspect.isawaitable(answer):
+                    self.awaiting[node_id] = answer
+                    self._custom_args[node_id] = custom_args
+                else:
+                    errs += _custom_validation_errors(answer, custom_args)
+            if node_id in cycle_nodes:
+                errs.append(_error("dependency_cycle", "Dependency cycle detected", f"Node ID '#{node_id}'"))
+            if errs:
+                self.local_errors[node_id] = errs
+
+    def settle(self, answers: list) -> None:
+        for node_id, answer in zip(list(self.awaiting), answers):
+            errs = _custom_validation_errors(answer, self._custom_args[node_id])
+            if errs:
+                self.local_errors.setdefault(node_id, []).extend(errs)
+        self.awaiting = {}
+
+    def conclude(self) -> tuple[list[str], dict]:
+        prompt, outputs, local_errors = self.prompt, self.outputs, self.local_errors
+        valid: dict[str, bool] = {}
+        for node_id in self.order:
+            ok = node_id not in local_errors
+            if ok:
+                for value in prompt[node_id]["inputs"].values():
+                    if is_link(value) and value[0] in prompt and not valid.get(value[0], True):
+                        ok = False
+                        break
+            valid[node_id] = ok
+        good = [o for o in outputs if valid.get(o)]
+        node_errors: dict[str, dict] = {}
+        for output in outputs:
+            if valid.get(output):
+                continue
+            for node_id in _ancestors(output, prompt):
+                if node_id in local_errors:
+                    entry = node_errors.setdefault(node_id, {"errors": local_errors[node_id], "dependent_outputs": [],
+                                                             "class_type": prompt[node_id]["class_type"]})
+                    entry["dependent_outputs"].append(output)
+        if not good:
+            details = "".join(
+                f"{err['message']}: {err['details']}\n" for entry in node_errors.values() for err in entry["errors"]
+            )
+            raise PromptError(_error("prompt_outputs_failed_validation", "Prompt outputs failed validation", details),
+                              node_errors)
+        return good, node_errors
+
+
+def _outputs_and_order(prompt: Any, registry: NodeRegistry,
+                       partial_execution_targets: list | None) -> tuple[list[str], list[str], set[str]]:
+    """The output nodes to run, every node they reach in post order (dependencies first), and
+    the nodes on a cycle. Raises PromptError for a prompt that cannot be checked further."""
     if not isinstance(prompt, dict):
         raise PromptError(_error("invalid_prompt", "Invalid prompt: the prompt must be an object of nodes", ""), {})
 
@@ -245,40 +379,7 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, partial_execution_targe
                         cycle_nodes.add(node_id)
                     elif dep not in state:
                         stack.append((dep, False))
-
-    local_errors: dict[str, list[dict]] = {}
-    valid: dict[str, bool] = {}
-    for node_id in order:
-        node = prompt[node_id]
-        errs = validate_node(node_id, node, registry.get(node["class_type"]), prompt, registry)
-        if node_id in cycle_nodes:
-            errs.append(_error("dependency_cycle", "Dependency cycle detected", f"Node ID '#{node_id}'"))
-        if errs:
-            local_errors[node_id] = errs
-        ok = not errs
-        if ok:
-            for value in node["inputs"].values():
-                if is_link(value) and value[0] in prompt and not valid.get(value[0], True):
-                    ok = False
-                    break
-        valid[node_id] = ok
-
-    good = [o for o in outputs if valid.get(o)]
-    node_errors: dict[str, dict] = {}
-    for output in outputs:
-        if valid.get(output):
-            continue
-        for node_id in _ancestors(output, prompt):
-            if node_id in local_errors:
-                entry = node_errors.setdefault(node_id, {"errors": local_errors[node_id], "dependent_outputs": [],
-                                                         "class_type": prompt[node_id]["class_type"]})
-                entry["dependent_outputs"].append(output)
-    if not good:
-        details = "".join(
-            f"{err['message']}: {err['details']}\n" for entry in node_errors.values() for err in entry["errors"]
-        )
-        raise PromptError(_error("prompt_outputs_failed_validation", "Prompt outputs failed validation", details), node_errors)
-    return good, node_errors
+    return outputs, order, cycle_nodes
 
 
 def _ancestors(node_id: str, prompt: dict) -> list[str]:

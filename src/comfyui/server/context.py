@@ -14,9 +14,11 @@ What a route module can rely on:
 * :func:`add_route` registers a handler at ``/x`` **and** ``/api/x`` (paths under
   ``/internal`` are registered once, bare). :func:`add_static` registers a static tree once,
   bare, with ComfyUI's MIME types.
-* :func:`read_json` parses a JSON request body: 415 unless the content type is JSON (a
-  cross-site ``<form>`` can only send text/plain, urlencoded or multipart bodies), 400 with a
-  message for malformed JSON, 413 past ``--max-upload-size``; an empty body gives ``default``.
+* :func:`read_json` parses a JSON request body whatever its content type, as ComfyUI does
+  (Python's ``urllib`` sends JSON as ``application/x-www-form-urlencoded``); only a request
+  that carries a browser marker (``Origin``, ``Referer``, ``Sec-Fetch-*``) must declare JSON,
+  else 415. 400 with a message for malformed JSON, 413 past ``--max-upload-size``; an empty
+  body gives ``default``.
 * :func:`json_response` / :func:`error_response` produce the JSON bodies; error bodies are
   ``{"error": message}`` unless a route's contract says otherwise.
 * ``request["user_authenticated"]`` is True when the request carried a valid API key
@@ -50,6 +52,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _NO_API_PREFIXES = ("/internal",)
 
 JSON_CONTENT_TYPES = ("application/json",)
+
+# Headers only browsers add on their own; scripts (urllib, requests, curl) send none of them.
+BROWSER_MARKERS = ("Origin", "Referer", "Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest")
 
 
 def config_get(config: Any, name: str, default: Any = None) -> Any:
@@ -125,12 +130,22 @@ def is_json_content_type(content_type: str) -> bool:
     return ct in JSON_CONTENT_TYPES or (ct.startswith("application/") and ct.endswith("+json"))
 
 
+def is_browser_request(request: web.Request) -> bool:
+    """True when the request carries a header that only browsers add (see BROWSER_MARKERS)."""
+    return any(name in request.headers for name in BROWSER_MARKERS)
+
+
 async def read_json(request: web.Request, default: Any = None, *, require_content_type: bool = True) -> Any:
     """Parse the request body as JSON.
 
-    Empty body -> ``default``. A non-empty body must be sent as ``application/json`` (or
-    ``*/*+json``) unless ``require_content_type=False``: 415 otherwise. Malformed JSON -> 400
-    ``{"error": "Invalid JSON body: ..."}``. Oversized bodies -> 413 (aiohttp's
+    Empty body -> ``default``. Scripts may send the body with any content type (ComfyUI's
+    example clients use urllib, which labels it ``application/x-www-form-urlencoded``). A
+    request from a browser (one carrying a :data:`BROWSER_MARKERS` header) must send
+    ``application/json`` (or ``*/*+json``) unless ``require_content_type=False``: 415
+    otherwise. Cross-site browser requests are refused before this by the security
+    middleware's Origin / Sec-Fetch-Site / Host checks; this rule keeps a same-site page's
+    ``<form>`` (text/plain, urlencoded, multipart) from posting JSON as well. Malformed JSON
+    -> 400 ``{"error": "Invalid JSON body: ..."}``. Oversized bodies -> 413 (aiohttp's
     ``client_max_size``)."""
     try:
         raw = await request.read()
@@ -138,7 +153,8 @@ async def read_json(request: web.Request, default: Any = None, *, require_conten
         raise JSONBodyError(413, "Request body too large")
     if not raw or not raw.strip():
         return default
-    if require_content_type and not is_json_content_type(request.headers.get("Content-Type", "")):
+    if (require_content_type and is_browser_request(request)
+            and not is_json_content_type(request.headers.get("Content-Type", ""))):
         raise JSONBodyError(415, "Content-Type must be application/json")
     try:
         return loads(raw)

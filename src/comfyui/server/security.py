@@ -11,8 +11,10 @@ Security model (documented in docs/server.md as well):
   request (POST/PUT/PATCH/DELETE) and every WebSocket upgrade is refused with 403 when it
   carries ``Origin: null``, an ``Origin`` whose host (and port, when the Origin names one)
   differs from ``Host`` (or ``X-Forwarded-Host``), or ``Sec-Fetch-Site: cross-site``.
-  JSON routes also require a JSON content type (``read_json`` answers 415), so a cross-site
-  ``<form>`` posting text/plain JSON is refused twice.
+  JSON routes take a JSON body with any content type from scripts (ComfyUI's clients use
+  urllib, which labels it urlencoded), but a browser request (``Origin``, ``Referer`` or
+  ``Sec-Fetch-*`` present) must declare JSON (``read_json`` answers 415), so a ``<form>``
+  posting text/plain JSON is refused even from the same site.
 * **CORS mode** (``--enable-cors-header [ORIGIN]``): adds ``Access-Control-Allow-*`` headers
   (origin ``*`` by default), answers preflights, and skips the origin check.
 * **API key** (``--api-key`` or env ``COMFYUI_API_KEY``): every route, ``/ws`` included,

@@ -1,4 +1,5 @@
-"""``from comfy_api.latest import ComfyExtension, io, ui`` -> :mod:`comfyui.nodes.io`.
+"""``from comfy_api.latest import ComfyExtension, io, ui`` -> :mod:`comfyui.nodes.io`
+(``ComfyAPI_latest`` and ``comfy_io`` are ComfyUI's other names for ``ComfyAPI`` and ``io``).
 
 Resolved lazily so that importing this package never fails before the schema API exists.
 """
@@ -14,7 +15,9 @@ def _io_module():
 
 def __getattr__(name: str) -> Any:
     mod = _io_module()
-    if name == "io":
+    if name == "ComfyAPI_latest":
+        return mod.ComfyAPI
+    if name in ("io", "comfy_io"):
         return getattr(mod, "io", mod)
     if name == "ui":
         ui = getattr(mod, "ui", None)
