@@ -73,6 +73,30 @@ def test_min_max_and_coercion(registry):
     assert types == [] and prompt["1"]["inputs"]["value"] == 42  # coerced in place
 
 
+def test_wrapped_widget_values_are_unwrapped(registry):
+    """The frontend sends a widget's list value as {"__value__": [...]}: the node gets the list."""
+    class ListWidget:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"values": ("FLOATS", {}), "count": ("INT", {"min": 0, "max": 9})}}
+        RETURN_TYPES = ()
+        OUTPUT_NODE = True
+        FUNCTION = "run"
+
+        def run(self, values, count):
+            return {}
+
+    registry.register_classic("ListWidget", ListWidget)
+    prompt = {"1": {"class_type": "ListWidget", "inputs": {"values": {"__value__": [0.5, 1.5]},
+                                                          "count": {"__value__": "3"}}}}
+    validate(registry, prompt)
+    assert prompt["1"]["inputs"] == {"values": [0.5, 1.5], "count": 3}
+    with pytest.raises(PromptError) as e:
+        validate(registry, {"1": {"class_type": "ListWidget", "inputs": {"values": {"__value__": []},
+                                                                         "count": {"__value__": 12}}}})
+    assert [err["type"] for err in errors_of(e, "1")] == ["value_bigger_than_max"]
+
+
 def test_value_not_in_list(registry):
     class Combo:
         @classmethod

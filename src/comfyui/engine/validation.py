@@ -137,7 +137,10 @@ def validate_node(node_id: str, node: dict, node_def: NodeDef, prompt: dict,
                                       "linked_node": value}))
             continue
 
-        # A constant value.
+        # A constant value. The frontend wraps a widget's list value as {"__value__": [...]}
+        # (a bare list means a link); the node gets the unwrapped value, as in ComfyUI.
+        if isinstance(value, dict) and "__value__" in value:
+            value = inputs[name] = value["__value__"]
         coerce = _COERCE.get(input_type) if isinstance(input_type, str) else None
         if coerce is not None:
             try:
