@@ -478,3 +478,43 @@ def test_upstream_classes_packs_subclass_or_check_against(tmp_path, write_pack):
     assert out["errors"] == []
     assert "comfyui has no built-in node 'CreateHookModelAsLora'" in out["built"]
     assert out["sdxl"] == [True, False, False]
+
+
+def test_video_types_of_the_schema_api_import(tmp_path, write_pack):
+    """KJNodes: ``from comfy_api.latest import io, InputImpl, Types, ui`` at module level. The
+    data types work; the video readers say plainly that VIDEO is missing."""
+    cn = tmp_path / "custom_nodes"
+    write_pack(cn, "ComfyUI-VideoTypes", {
+        "__init__.py": '''
+            from fractions import Fraction
+            from comfy_api.latest import io, InputImpl, Types, ui
+            class Ext:
+                @classmethod
+                def INPUT_TYPES(cls):
+                    return {"required": {"container": (Types.VideoContainer.as_input(),)}}
+                RETURN_TYPES = ("STRING",)
+                FUNCTION = "run"
+                CATEGORY = "test"
+                def run(self, container):
+                    parts = Types.VideoComponents(images=None, frame_rate=Fraction(24))
+                    return (Types.VideoContainer.get_extension(container) + "@" + str(parts.frame_rate),)
+            class Read:
+                @classmethod
+                def INPUT_TYPES(cls):
+                    return {"required": {"path": ("STRING", {"default": ""})}}
+                RETURN_TYPES = ("VIDEO",)
+                FUNCTION = "run"
+                CATEGORY = "test"
+                def run(self, path):
+                    return (InputImpl.VideoFromFile(path),)
+            NODE_CLASS_MAPPINGS = {"VideoExt": Ext, "VideoRead": Read}
+        ''',
+    })
+    registry = NodeRegistry()
+    with compat.installed():
+        load(registry, str(cn))
+        assert registry.get("VideoExt").cls.INPUT_TYPES()["required"]["container"] == (["auto", "mp4"],)
+        assert run_node(registry, "VideoExt", container="auto") == ("mp4@24",)
+        from comfyui.compat._unsupported import NotSupportedError
+        with pytest.raises(NotSupportedError, match="VIDEO type"):
+            run_node(registry, "VideoRead", path="a.mp4")

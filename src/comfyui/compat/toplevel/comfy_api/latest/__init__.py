@@ -1,5 +1,8 @@
 """``from comfy_api.latest import ComfyExtension, io, ui`` -> :mod:`comfyui.nodes.io`
 (``ComfyAPI_latest`` and ``comfy_io`` are ComfyUI's other names for ``ComfyAPI`` and ``io``).
+``Types`` holds the video data types (:mod:`._util`); ``InputImpl``'s video readers are
+importable (KJNodes imports them at module level) and raise NotSupportedError when used: the
+VIDEO type is not implemented yet.
 
 Resolved lazily so that importing this package never fails before the schema API exists.
 """
@@ -8,9 +11,25 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from comfyui.compat import _unsupported
+
+from . import _util
+
 
 def _io_module():
     return importlib.import_module("comfyui.nodes.io")
+
+
+class Types:
+    VideoCodec = _util.VideoCodec
+    VideoContainer = _util.VideoContainer
+    VideoComponents = _util.VideoComponents
+
+
+class InputImpl:
+    VideoFromFile = _unsupported.cls("comfy_api.latest.InputImpl.VideoFromFile", "the VIDEO type is not implemented yet")
+    VideoFromComponents = _unsupported.cls("comfy_api.latest.InputImpl.VideoFromComponents",
+                                           "the VIDEO type is not implemented yet")
 
 
 def __getattr__(name: str) -> Any:
