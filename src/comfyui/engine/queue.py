@@ -5,9 +5,9 @@ numbers, as in ComfyUI). History keeps the newest ``max_history`` entries in Com
 shape, and their Jobs API items in ``create_time`` order, so a page of jobs costs the page.
 A durable store implements the same methods (see ``comfyui.jobs``).
 
-Reads: ``await queue.read(fn, *args)`` runs one of the read methods where it does not hold
-up an event loop (here: in place, all reads are in memory; a durable store: on its reader
-threads).
+From an event loop, ``await queue.call(fn, *args)`` runs a read or an edit of the store where
+it does not hold up the loop (here in place: everything is in memory, and a page costs the
+page; a durable store runs it on its own threads).
 """
 from __future__ import annotations
 
@@ -157,7 +157,8 @@ class PromptQueue:
             return next((i for i in self._heap if i.prompt_id == prompt_id), None)
 
     # ---- reads ----
-    async def read(self, fn: Callable, *args: Any) -> Any:
+    async def call(self, fn: Callable, *args: Any) -> Any:
+        """``fn(*args)``, a read or edit of this store, from an event loop."""
         return fn(*args)
 
     def jobs_page(self, statuses, sort_by: str, descending: bool, offset: int, limit: int | None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .schema import CANCELLED, COMPLETED, FAILED, FINISHED, IN_PROGRESS, QUEUED, STATUSES
+from .schema import CANCELLED, COMPLETED, FAILED, FINISHED, IN_PROGRESS, PENDING, QUEUED, STATUSES
 
 SORTS = ("created_at", "execution_duration")
 SECRET_KEYS = ("api_key_comfy_org", "auth_token_comfy_org")  # extra_data keys never shown or stored
@@ -115,11 +115,10 @@ def finished_job(prompt_id: str, number: Any, create_time: Any, workflow_id: str
 
 
 def queued_job(item: Any, status: str) -> dict:
-    """The list item of a pending or running job from its queue item (``QueueItem`` or
-    ComfyUI's ``[number, prompt_id, prompt, extra_data, outputs]``)."""
-    number, prompt_id, _prompt, extra = item[0], item[1], item[2], item[3]
-    return {"id": prompt_id, "status": status, "create_time": create_time_of(extra, getattr(item, "created_at", 0)),
-            "priority": number, "execution_start_time": None, "execution_end_time": None,
+    """The list item of a pending or running job from its ``QueueItem``."""
+    extra = item.extra_data
+    return {"id": item.prompt_id, "status": status, "create_time": create_time_of(extra, item.created_at),
+            "priority": item.number, "execution_start_time": None, "execution_end_time": None,
             "outputs_count": 0, "previewable_outputs_count": 0, "preview_output": None,
             "execution_error": None, "workflow_id": workflow_id_of(extra)}
 
@@ -175,4 +174,5 @@ def parse_statuses(raw: str | None) -> set[str] | None:
     return statuses or None
 
 
-__all__ = ["FINISHED", "QUEUED", "IN_PROGRESS", "SORTS", "merge_page", "finished_job", "queued_job", "job_detail"]
+__all__ = ["FINISHED", "QUEUED", "PENDING", "IN_PROGRESS", "SORTS", "merge_page", "finished_job", "queued_job",
+           "job_detail", "parse_statuses", "sort_key", "without_secrets"]

@@ -13,8 +13,8 @@ Invariants:
   failing operation's caller sees the error.
 * **Reads see every earlier write.** A read first waits until everything submitted before it
   has committed (the worker's start/finish updates are not waited for when posted).
-* **Reads are off the event loop and paginated in the database.** :meth:`read` runs a read on
-  the store's reader threads; pages and counts come from the database (the partial indexes
+* **Reads are off the event loop and paginated in the database.** :meth:`call` runs a read (or
+  an edit that waits for its commit) on the store's reader threads; pages and counts come from the database (the partial indexes
   of :mod:`comfyui.jobs.schema`), so a page costs the page, not the history.
 * Pending jobs are in memory as well (the heap; the hot path reads memory only); history is
   read from the database. History keeps at most ``max_history`` jobs: once it is 10 % (at
@@ -333,8 +333,9 @@ class DurableQueue(PromptQueue):
             self._writer.submit("call", functools.partial(_prune, keep=self._max_history), wait=False)
 
     # ---- reads (each first waits for the writes submitted before it) ----
-    async def read(self, fn: Callable, *args: Any) -> Any:
-        """Run ``fn(*args)`` (a read of this store) on the store's reader threads."""
+    async def call(self, fn: Callable, *args: Any) -> Any:
+        """Run ``fn(*args)`` (a read of this store, or an edit that waits for its commit) on the
+        store's reader threads, never on the calling event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._readers, functools.partial(fn, *args))
 
     def _connection(self) -> sa.Connection:
