@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..jobs.listing import finished_job, finished_status, job_detail, sort_key, workflow_id_of
+from ..jobs.listing import create_time_of, finished_job, finished_status, job_detail, sort_key, workflow_id_of
 
 MAX_HISTORY = 10000
 
@@ -35,6 +35,11 @@ class QueueItem:
     outputs: list = field(compare=False, default_factory=list)
     client_id: str | None = field(compare=False, default=None)
     created_at: float = field(compare=False, default=0.0)
+    # (create_time, number): where the Jobs API lists it (comfyui.jobs.listing)
+    list_key: tuple = field(compare=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.list_key = (create_time_of(self.extra_data, self.created_at), self.number)
 
     def as_list(self) -> list:
         """The queue/history item shape of ComfyUI: [number, prompt_id, prompt, extra_data, outputs]."""
@@ -122,6 +127,11 @@ class PromptQueue:
             running = [i.as_list() for i in self._running.values()]
             pending = [i.as_list() for i in sorted(self._heap)]
             return running, pending
+
+    def queued_items(self) -> tuple[list[QueueItem], list[QueueItem]]:
+        """Running and pending items, the pending ones in no particular order (no sort)."""
+        with self._cond:
+            return list(self._running.values()), list(self._heap)
 
     def pending_items(self) -> list[QueueItem]:
         with self._cond:

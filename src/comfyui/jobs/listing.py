@@ -12,6 +12,7 @@ history.
 """
 from __future__ import annotations
 
+import operator
 from typing import Any, Callable
 
 from .schema import CANCELLED, COMPLETED, FAILED, FINISHED, IN_PROGRESS, PENDING, QUEUED, STATUSES
@@ -117,7 +118,7 @@ def finished_job(prompt_id: str, number: Any, create_time: Any, workflow_id: str
 def queued_job(item: Any, status: str) -> dict:
     """The list item of a pending or running job from its ``QueueItem``."""
     extra = item.extra_data
-    return {"id": item.prompt_id, "status": status, "create_time": create_time_of(extra, item.created_at),
+    return {"id": item.prompt_id, "status": status, "create_time": item.list_key[0],
             "priority": item.number, "execution_start_time": None, "execution_end_time": None,
             "outputs_count": 0, "previewable_outputs_count": 0, "preview_output": None,
             "execution_error": None, "workflow_id": workflow_id_of(extra)}
@@ -141,14 +142,25 @@ def sort_key(sort_by: str) -> Callable[[dict], tuple]:
     return lambda job: (duration(job), job["create_time"], job["priority"])
 
 
-def merge_page(queued: list[dict], history_page: Callable[[int, int | None], tuple[list[tuple[tuple, dict]], int]],
-               key: Callable[[dict], tuple], descending: bool, offset: int, limit: int | None) -> tuple[list[dict], int]:
-    """One page of queued jobs (all in memory) and history, in ``key`` order.
+def first_queued(items: list, sort_by: str, descending: bool, count: int | None) -> list:
+    """The first ``count`` (all: None) queue items in Jobs API order, found without making
+    every item's list entry (a queued job has no duration: -1, so both orders are by
+    ``QueueItem.list_key`` then)."""
+    # (queue items arrive almost in this order: sorting them is close to linear)
+    return sorted(items, key=operator.attrgetter("list_key"), reverse=descending)[:count]
 
-    ``history_page(offset, limit)`` returns that slice of history in the same order as
-    ``(sort key, job)`` pairs, and history's total. Only history positions from
-    ``offset - len(queued)`` on can reach the page (at most ``len(queued)`` queued jobs
-    come before it), so at most ``limit + len(queued)`` history entries are read."""
+
+def merge_page(queued: list[dict], history_page: Callable[[int, int | None], tuple[list[tuple[tuple, dict]], int]],
+               key: Callable[[dict], tuple], descending: bool, offset: int, limit: int | None,
+               queued_total: int | None = None) -> tuple[list[dict], int]:
+    """One page of queued jobs (in memory) and history, in ``key`` order.
+
+    ``queued`` holds at least the first ``offset + limit`` queued jobs in that order (the
+    rest cannot reach the page; ``queued_total`` counts them all). ``history_page(offset,
+    limit)`` returns that slice of history in the same order as ``(sort key, job)`` pairs,
+    and history's total. Only history positions from ``offset - len(queued)`` on can reach
+    the page (at most ``len(queued)`` queued jobs come before it), so at most
+    ``limit + len(queued)`` history entries are read."""
     queued = sorted(queued, key=key, reverse=descending)
     start = max(offset - len(queued), 0)
     rows, history_total = history_page(start, None if limit is None else offset + limit - start)
@@ -160,7 +172,7 @@ def merge_page(queued: list[dict], history_page: Callable[[int, int | None], tup
     skipped = start + (len(queued) - sum(1 for m in merged if m[1] == 0))  # entries before merged[0]
     begin = offset - skipped
     page = [m[2] for m in merged[begin:None if limit is None else begin + limit]]
-    return page, len(queued) + history_total
+    return page, (len(queued) if queued_total is None else queued_total) + history_total
 
 
 def parse_statuses(raw: str | None) -> set[str] | None:

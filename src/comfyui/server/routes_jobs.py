@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..jobs.listing import (FINISHED, IN_PROGRESS, PENDING, SORTS, job_detail, merge_page, parse_statuses,
-                            queued_job, sort_key)
+from ..jobs.listing import (FINISHED, IN_PROGRESS, PENDING, SORTS, first_queued, job_detail, merge_page,
+                            parse_statuses, queued_job, sort_key, workflow_id_of)
 from ..jobs.schema import STATUSES
 from .context import ServerContext, add_route, error_response, json_response, read_json
 from .routes_queue import id_list, int_param, json_body, json_bytes
@@ -48,13 +48,13 @@ class JobRoutes:
     def _jobs_page(self, statuses: set, sort_by: str, descending: bool, offset: int, limit: int | None,
                    workflow_id: str | None) -> bytes:
         # the queue before history: a job leaves the queue only once its history is written
-        queued = []
-        if IN_PROGRESS in statuses:
-            queued += [queued_job(i, IN_PROGRESS) for i in self.queue.running_items()]
-        if PENDING in statuses:
-            queued += [queued_job(i, PENDING) for i in self.queue.pending_items()]
+        running, pending = self.queue.queued_items()
+        items = (running if IN_PROGRESS in statuses else []) + (pending if PENDING in statuses else [])
         if workflow_id is not None:
-            queued = [j for j in queued if j["workflow_id"] == workflow_id]
+            items = [i for i in items if workflow_id_of(i.extra_data) == workflow_id]
+        running_ids = {i.prompt_id for i in running}
+        first = first_queued(items, sort_by, descending, None if limit is None else offset + limit)
+        queued = [queued_job(i, IN_PROGRESS if i.prompt_id in running_ids else PENDING) for i in first]
         finished = statuses & set(FINISHED)
 
         def history_page(offset: int, limit: int | None):
@@ -62,7 +62,7 @@ class JobRoutes:
                 return [], 0
             return self.queue.jobs_page(finished, sort_by, descending, offset, limit, workflow_id)
 
-        page, total = merge_page(queued, history_page, sort_key(sort_by), descending, offset, limit)
+        page, total = merge_page(queued, history_page, sort_key(sort_by), descending, offset, limit, len(items))
         seen: set = set()  # a job that finished between the two reads is listed once
         page = [j for j in page if not (j["id"] in seen or seen.add(j["id"]))]
         return json_bytes({"jobs": page, "pagination": {
