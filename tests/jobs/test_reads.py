@@ -135,8 +135,9 @@ def test_merging_queued_jobs_with_a_history_page_is_the_page_of_the_whole_list(d
         whole = sorted(everything, key=key, reverse=descending)
         for offset in range(0, len(everything) + 3):
             for limit in (None, 1, 3, 7):
-                page, total = merge_page(queued, history_page, key, descending, offset, limit)
+                page, total = merge_page([(key(j), j) for j in queued], history_page, descending, offset, limit)
                 assert total == len(everything)
-                assert [j["id"] for j in page] == [j["id"] for j in whole[offset:None if limit is None else offset + limit]]
+                assert [j["id"] for _k, j in page] == [
+                    j["id"] for j in whole[offset:None if limit is None else offset + limit]]
                 if limit is not None:
                     assert reads[-1] <= limit + len(queued)

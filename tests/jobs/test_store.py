@@ -128,7 +128,9 @@ def test_history_entry_reads_back_as_written_without_a_stored_prompt_copy(db_url
         entry = history_entry(it, status="success", outputs={"1": {"text": ["ünïcode", 2 ** 70]}},
                               messages=[["execution_start", {"prompt_id": "p7", "timestamp": 1}]], meta={})
         store.task_done(it, entry)
-        read = store.get_history(prompt_id="p7")["p7"]
+        assert store.get_history(prompt_id="p7")["p7"] == entry  # from memory or the database
+        store._writer.flush()
+        read = store.get_history(prompt_id="p7")["p7"]  # from the database
         assert read == entry and list(read) == list(entry)  # same content, "prompt" first
         assert read["prompt"][0] == 7 and isinstance(read["prompt"][0], int)
         with store.db.connect() as conn:

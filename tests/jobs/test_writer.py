@@ -1,5 +1,5 @@
 """The durable store's one commit path: an acknowledged submit is on disk, submits made together
-share a commit, a failure reaches only its submitter, and reads see every earlier write."""
+share a commit, a failure reaches only its submitter, and reads see every earlier change."""
 import asyncio
 import sqlite3
 import threading
@@ -73,15 +73,17 @@ def test_a_failed_commit_reaches_only_its_submitter_and_queues_nothing(db_url):
         store.close()
 
 
-def test_worker_updates_are_visible_to_the_next_read(db_url):
+def test_worker_updates_are_visible_to_the_next_read_committed_or_not(db_url):
     store = DurableQueue(db_url)
     try:
         for n in range(1, 21):
             store.put(item(n))
         for _ in range(20):
             done(store, store.get(0), ok=True)
-        # posted without waiting, yet every read first waits for the writes before it
+        # posted without waiting, yet every read sees them (from memory until committed)
         assert all(store.job_status(f"p{n}") == "completed" for n in range(1, 21))
+        assert store.jobs_page({"completed"}, "created_at", True, 0, None)[1] == 20
+        assert store.get_history(prompt_id="p20")["p20"]["status"]["status_str"] == "success"
         assert store.history_len() == 20
     finally:
         store.close()
@@ -92,15 +94,17 @@ def test_one_batch_keeps_each_jobs_order_and_a_started_job_keeps_null_results(db
     job only started: each reads back in its final state (SQL NULLs, not JSON nulls)."""
     store = DurableQueue(db_url)
     writer = store._writer
+    def row(pid):
+        return dict(prompt_id=pid, number=int(pid[1:]), status="pending", client_id=None, prompt={}, extra_data={},
+                    outputs_to_execute=[], created_at=time.time(), create_time=1.0, workflow_id=None)
+
     try:
-        store.put(item(1))
+        writer.run("insert", row("p1"))
         gate, release = threading.Event(), threading.Event()
         # hold the writer inside a transaction so that the next operations form one batch
         writer.submit("call", lambda conn: (gate.set(), release.wait(5)), wait=False)
         assert gate.wait(5)
-        row = dict(prompt_id="p2", number=2, status="pending", client_id=None, prompt={}, extra_data={},
-                   outputs_to_execute=[], created_at=time.time(), create_time=1.0, workflow_id=None)
-        writer.submit("insert", row, wait=False)
+        writer.submit("insert", row("p2"), wait=False)
         writer.submit("start", {"pid": "p2", "status": "in_progress", "started_at": 5.0}, wait=False)
         writer.submit("call", lambda conn: conn.execute(jobs.update().where(jobs.c.prompt_id == "p1")
                                                          .values(started_at=1.0)), wait=False)
@@ -108,6 +112,7 @@ def test_one_batch_keeps_each_jobs_order_and_a_started_job_keeps_null_results(db
                                  "history": {"outputs": {}, "meta": {}}, "error": None}, wait=False)
         writer.submit("start", {"pid": "p1", "status": "in_progress", "started_at": 2.0}, wait=False)
         release.set()
+        assert writer.flush(5)
         assert store.job_status("p2") == "completed" and store.job_status("p1") == "in_progress"
         with store.db.connect() as conn:
             got = {r.prompt_id: r for r in conn.execute(sa.select(jobs))}
@@ -125,3 +130,33 @@ def test_a_closed_store_refuses_writes(tmp_path):
     store.close()
     with pytest.raises(RuntimeError, match="closed"):
         store.put(item(1))
+
+
+def test_reads_do_not_wait_for_a_commit_and_still_see_the_finished_job(db_url):
+    """While the writer is stuck in a transaction, a job that has just finished is already
+    listed finished (from memory), and the reads answer at once."""
+    store = DurableQueue(db_url)
+    try:
+        for n in (1, 2):
+            store.put(item(n))
+        done(store, store.get(0))
+        store._writer.flush()
+        gate, release = threading.Event(), threading.Event()
+        store._writer.submit("call", lambda conn: (gate.set(), release.wait(10)), wait=False)
+        assert gate.wait(5)
+        second = store.get(0)
+        done(store, second, ok=False)
+        t = time.monotonic()
+        assert store.job_status("p2") == "failed"
+        page, total = store.jobs_page({"completed", "failed", "cancelled"}, "created_at", True, 0, 10)
+        assert [j["id"] for _k, j in page] == ["p2", "p1"] and total == 2
+        assert store.finished_job("p2")["status"] == "failed"
+        assert store.get_history(prompt_id="p2")["p2"]["status"]["status_str"] == "error"
+        assert time.monotonic() - t < 5  # none of them waited for the stuck writer
+        release.set()
+        store._writer.flush()
+        page, total = store.jobs_page({"completed", "failed", "cancelled"}, "created_at", True, 0, 10)
+        assert [j["id"] for _k, j in page] == ["p2", "p1"] and total == 2  # now from the database
+    finally:
+        release.set()
+        store.close()

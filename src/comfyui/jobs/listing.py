@@ -150,29 +150,31 @@ def first_queued(items: list, sort_by: str, descending: bool, count: int | None)
     return sorted(items, key=operator.attrgetter("list_key"), reverse=descending)[:count]
 
 
-def merge_page(queued: list[dict], history_page: Callable[[int, int | None], tuple[list[tuple[tuple, dict]], int]],
-               key: Callable[[dict], tuple], descending: bool, offset: int, limit: int | None,
-               queued_total: int | None = None) -> tuple[list[dict], int]:
-    """One page of queued jobs (in memory) and history, in ``key`` order.
+Page = tuple[list[tuple[tuple, dict]], int]  # (sort key, job) pairs in order, and the total
 
-    ``queued`` holds at least the first ``offset + limit`` queued jobs in that order (the
-    rest cannot reach the page; ``queued_total`` counts them all). ``history_page(offset,
-    limit)`` returns that slice of history in the same order as ``(sort key, job)`` pairs,
-    and history's total. Only history positions from ``offset - len(queued)`` on can reach
-    the page (at most ``len(queued)`` queued jobs come before it), so at most
-    ``limit + len(queued)`` history entries are read."""
-    queued = sorted(queued, key=key, reverse=descending)
-    start = max(offset - len(queued), 0)
-    rows, history_total = history_page(start, None if limit is None else offset + limit - start)
-    merged = sorted([(key(j), 0, j) for j in queued] + [(k, 1, j) for k, j in rows],
+
+def merge_page(first: list[tuple[tuple, dict]], rest_page: Callable[[int, int | None], Page], descending: bool,
+               offset: int, limit: int | None, first_total: int | None = None) -> Page:
+    """One page of the jobs of two sources, in sort key order.
+
+    ``first`` holds (sort key, job) pairs in memory: at least the first ``offset + limit``
+    of its source in that order (the rest cannot reach the page; ``first_total`` counts them
+    all). ``rest_page(offset, limit)`` returns that slice of the other source in the same
+    order, and its total. Only positions of the rest from ``offset - len(first)`` on can
+    reach the page (at most ``len(first)`` of the first come before it), so at most
+    ``limit + len(first)`` of the rest are read."""
+    first = sorted(first, key=lambda p: p[0], reverse=descending)
+    start = max(offset - len(first), 0)
+    rows, rest_total = rest_page(start, None if limit is None else offset + limit - start)
+    merged = sorted([(k, 0, j) for k, j in first] + [(k, 1, j) for k, j in rows],
                     key=lambda t: (t[0], t[1]), reverse=descending)
-    if start and rows:  # queued jobs ordered before the first history row read lie before the page
-        first = (rows[0][0], 1)
-        merged = [m for m in merged if m[1] == 1 or ((m[0], 0) < first if descending else (m[0], 0) > first)]
-    skipped = start + (len(queued) - sum(1 for m in merged if m[1] == 0))  # entries before merged[0]
+    if start and rows:  # jobs of the first source ordered before the first row read lie before the page
+        head = (rows[0][0], 1)
+        merged = [m for m in merged if m[1] == 1 or ((m[0], 0) < head if descending else (m[0], 0) > head)]
+    skipped = start + (len(first) - sum(1 for m in merged if m[1] == 0))  # entries before merged[0]
     begin = offset - skipped
-    page = [m[2] for m in merged[begin:None if limit is None else begin + limit]]
-    return page, (len(queued) if queued_total is None else queued_total) + history_total
+    page = [(m[0], m[2]) for m in merged[begin:None if limit is None else begin + limit]]
+    return page, (len(first) if first_total is None else first_total) + rest_total
 
 
 def parse_statuses(raw: str | None) -> set[str] | None:

@@ -11,11 +11,15 @@ Invariants:
   commit), so concurrent submits and the worker's updates share commits without waiting for
   each other. A batch that fails is retried one operation per transaction, so only the
   failing operation's caller sees the error.
-* **Reads see every earlier write.** A read first waits until everything submitted before it
-  has committed (the worker's start/finish updates are not waited for when posted).
+* **Reads see every earlier change, and never wait for the disk.** A job whose insert or
+  finish is not committed yet is in memory (queued, running, or finishing with its history
+  entry) and is looked up there first; the worker's start/finish updates are not waited for.
+  (The few reads that cannot combine memory and database, the whole ``/history`` and its
+  length, wait for the writes submitted before them.)
 * **Reads are off the event loop and paginated in the database.** :meth:`call` runs a read (or
-  an edit that waits for its commit) on the store's reader threads; pages and counts come from the database (the partial indexes
-  of :mod:`comfyui.jobs.schema`), so a page costs the page, not the history.
+  an edit that waits for its commit) on the store's reader threads; pages and counts come
+  from the database (the partial indexes of :mod:`comfyui.jobs.schema`), so a page costs the
+  page, not the history.
 * Pending jobs are in memory as well (the heap; the hot path reads memory only); history is
   read from the database. History keeps at most ``max_history`` jobs: once it is 10 % (at
   least 100) over, the oldest finished ones are deleted.
@@ -44,7 +48,7 @@ from sqlalchemy.pool import StaticPool
 
 from ..engine.queue import MAX_HISTORY, PromptQueue, QueueItem
 from ..jsonutil import dumps_strict, loads
-from .listing import create_time_of, finished_job, finished_status, job_detail, workflow_id_of
+from .listing import create_time_of, finished_job, finished_status, job_detail, merge_page, workflow_id_of
 from .schema import FAILED, FINISHED_CLAUSE, IN_PROGRESS, PENDING, jobs
 
 log = logging.getLogger(__name__)
@@ -106,8 +110,8 @@ class _Writer:
     applied in order, except that a run of job writes with no ``call`` between them is
     applied as one INSERT, then one UPDATE of the starts, then one of the finishes: a job's
     insert comes before its start and its start before its finish, so each job's own order
-    holds. Committed items (the ``item`` of an insert) go to ``on_commit`` before their
-    submitters hear of it."""
+    holds. The ``item`` of each operation that has one goes to ``on_commit`` with whether it
+    committed, before the operation's submitter hears of it."""
 
     def __init__(self, db: sa.Engine, lock: threading.Lock, on_commit: Callable[[list], None]):
         self.db, self.lock, self.on_commit = db, lock, on_commit
@@ -154,9 +158,9 @@ class _Writer:
                     return
                 batch, self._ops = self._ops, []
             results = self._commit(batch)
-            committed = [op.item for op, r in zip(batch, results) if op.item is not None and not isinstance(r, Exception)]
-            if committed:
-                self.on_commit(committed)
+            done = [(op.item, not isinstance(r, Exception)) for op, r in zip(batch, results) if op.item is not None]
+            if done:
+                self.on_commit(done)
             for op, result in zip(batch, results):
                 if op.future is not None:
                     if isinstance(result, Exception):
@@ -230,7 +234,11 @@ class DurableQueue(PromptQueue):
         migrate(self.db)
         self.write_lock = threading.Lock()  # held while a transaction writes (job_files writers share it)
         self.recovered = self._recover(requeue_interrupted)
-        self._writer = _Writer(self.db, self.write_lock, self._push)
+        self._inserting: set[str] = set()  # ids of submitted jobs whose insert has not committed yet
+        self._started: dict[str, float] = {}  # running job -> when it started
+        # finished jobs whose finish has not committed yet: id -> (sort key, list item, entry)
+        self._finishing: dict[str, tuple[tuple, dict, dict]] = {}
+        self._writer = _Writer(self.db, self.write_lock, self._committed)
         self._history_rows = self.history_len()  # an estimate from now on, to know when to prune
         self._readers = concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="comfyui-jobs-read")
         atexit.register(_flush_at_exit, weakref.ref(self._writer))  # the last updates reach the disk
@@ -270,7 +278,9 @@ class DurableQueue(PromptQueue):
                    prompt=item.prompt, extra_data=item.extra_data, outputs_to_execute=item.outputs,
                    created_at=created, create_time=create_time_of(item.extra_data, created),
                    workflow_id=workflow_id_of(item.extra_data))
-        future = self._writer.submit("insert", row, item)  # runnable once committed (_push)
+        with self._cond:
+            self._inserting.add(item.prompt_id)
+        future = self._writer.submit("insert", row, item)  # runnable once committed (_committed)
         if wait:
             future.result()
             return None
@@ -279,20 +289,41 @@ class DurableQueue(PromptQueue):
     def get(self, timeout: float | None = None) -> QueueItem | None:
         item = super().get(timeout)
         if item is not None:
-            self._writer.submit("start", {"pid": item.prompt_id, "status": IN_PROGRESS, "started_at": time.time()},
+            started = self._started[item.prompt_id] = time.time()
+            self._writer.submit("start", {"pid": item.prompt_id, "status": IN_PROGRESS, "started_at": started},
                                 wait=False)
         return item
 
     def task_done(self, item: QueueItem, history_entry: dict) -> None:
         error = next((m[1] for m in history_entry.get("status", {}).get("messages", [])
                       if m[0] == "execution_error"), None)
-        self._writer.submit("finish", {"pid": item.prompt_id, "status": finished_status(history_entry),
-                                       "ended_at": time.time(), "history": _stored(history_entry), "error": error},
-                            wait=False)
+        status, ended = finished_status(history_entry), time.time()
+        job = finished_job(item.prompt_id, _number(item.number), item.list_key[0], workflow_id_of(item.extra_data),
+                           history_entry)
         with self._cond:
+            started = self._started.pop(item.prompt_id, None)
+            duration = ended - started if started is not None else -1
+            self._finishing[item.prompt_id] = ((duration, *item.list_key), job, history_entry)
             self._running.pop(item.prompt_id, None)
             self._cond.notify_all()
+        self._writer.submit("finish", {"pid": item.prompt_id, "status": status, "ended_at": ended,
+                                       "history": _stored(history_entry), "error": error},
+                            item=item.prompt_id, wait=False)
         self._count_finished()
+
+    def _committed(self, done: list[tuple[Any, bool]]) -> None:
+        """The writer's report: a new job's insert (its QueueItem) or a job's finish (its id)."""
+        runnable = []
+        with self._cond:
+            for item, ok in done:
+                if isinstance(item, QueueItem):
+                    self._inserting.discard(item.prompt_id)
+                    if ok:
+                        runnable.append(item)
+                else:  # the history row is written (or, failing, logged): reads find it there
+                    self._finishing.pop(item, None)
+        if runnable:
+            self._push(runnable)
 
     def delete(self, prompt_ids) -> list[QueueItem]:
         removed = super().delete(prompt_ids)
@@ -338,62 +369,91 @@ class DurableQueue(PromptQueue):
         store's reader threads, never on the calling event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._readers, functools.partial(fn, *args))
 
-    def _connection(self) -> sa.Connection:
-        self._writer.flush()
+    def _connection(self, flush: bool = False) -> sa.Connection:
+        """A connection to read with; ``flush``: after every write submitted so far has
+        committed. (Most reads need not wait: the jobs whose writes are uncommitted are in
+        memory, and looked up there first.)"""
+        if flush:
+            self._writer.flush()
         return self.db.connect()
 
     def last_number(self) -> int:
-        with self._connection() as conn:
+        with self._connection(flush=True) as conn:
             return int(conn.execute(sa.select(sa.func.max(sa.func.abs(jobs.c.number)))).scalar() or 0)
 
     def contains(self, prompt_id: str) -> bool:
         return self.job_status(prompt_id) is not None
 
     def job_status(self, prompt_id: str) -> str | None:
+        with self._cond:
+            if prompt_id in self._finishing:
+                return self._finishing[prompt_id][1]["status"]
+            if prompt_id in self._running:
+                return IN_PROGRESS
+            if prompt_id in self._inserting or any(i.prompt_id == prompt_id for i in self._heap):
+                return PENDING
         with self._connection() as conn:
             return conn.execute(sa.select(jobs.c.status).where(jobs.c.prompt_id == prompt_id)).scalar()
 
     def history_len(self) -> int:
-        with self._connection() as conn:
+        with self._connection(flush=True) as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(jobs).where(FINISHED_CLAUSE)).scalar()
 
     def get_history(self, max_items: int | None = None, offset: int = -1, prompt_id: str | None = None) -> dict:
         c = jobs.c
         query = sa.select(c.prompt_id, c.number, c.prompt, c.extra_data, c.outputs_to_execute, c.history).where(
             FINISHED_CLAUSE, c.history.is_not(None))
-        with self._connection() as conn:
-            if prompt_id is not None:
-                query = query.where(c.prompt_id == prompt_id)
-            elif offset < 0 and max_items is not None:  # the newest max_items, oldest first
-                newest = (query.add_columns(c.ended_at, c.seq).order_by(c.ended_at.desc(), c.seq.desc())
-                          .limit(max_items).subquery())
-                query = sa.select(newest).order_by(newest.c.ended_at, newest.c.seq)
-            else:
-                query = query.order_by(c.ended_at, c.seq).offset(max(offset, 0)).limit(max_items)
+        if prompt_id is not None:
+            finishing = self._finishing.get(prompt_id)
+            if finishing is not None:
+                return {prompt_id: finishing[2]}
+            query = query.where(c.prompt_id == prompt_id)
+        elif offset < 0 and max_items is not None:  # the newest max_items, oldest first
+            newest = (query.add_columns(c.ended_at, c.seq).order_by(c.ended_at.desc(), c.seq.desc())
+                      .limit(max_items).subquery())
+            query = sa.select(newest).order_by(newest.c.ended_at, newest.c.seq)
+        else:
+            query = query.order_by(c.ended_at, c.seq).offset(max(offset, 0)).limit(max_items)
+        with self._connection(flush=prompt_id is None) as conn:
             rows = conn.execute(query).all()
         return {row.prompt_id: _history_entry(row) for row in rows}
 
     def jobs_page(self, statuses, sort_by: str, descending: bool, offset: int, limit: int | None,
                   workflow_id: str | None = None) -> tuple[list[tuple[tuple, dict]], int]:
         """One page of finished jobs with ``statuses`` as Jobs API items, each with its sort
-        key (see :mod:`comfyui.jobs.listing`), and how many there are."""
+        key (see :mod:`comfyui.jobs.listing`), and how many there are: those whose finish is
+        still being written from memory, the others a page at a time from the database."""
+        with self._cond:  # before the database is read: a job committed meanwhile is left out there
+            finishing = list(self._finishing.values())
+        wanted = [((key if sort_by == "execution_duration" else key[1:]), job) for key, job, _e in finishing
+                  if job["status"] in statuses and (workflow_id is None or job["workflow_id"] == workflow_id)]
         c = jobs.c
         where = [FINISHED_CLAUSE, c.status.in_(sorted(statuses))]
         if workflow_id is not None:
             where.append(c.workflow_id == workflow_id)
+        if finishing:
+            where.append(c.prompt_id.not_in([job["id"] for _k, job, _e in finishing]))
         key = [c.create_time, c.number]
         if sort_by == "execution_duration":
             key.insert(0, sa.func.coalesce(c.ended_at - c.started_at, -1))
         order = [k.desc() for k in key] if descending else key
         page = sa.select(c.prompt_id, c.number, c.create_time, c.workflow_id, c.history, *key).where(*where)
-        with self._connection() as conn:
-            total = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(*where)).scalar()
-            rows = conn.execute(page.order_by(*order).offset(offset).limit(limit)).all()
-        return [(tuple(row[5:]), finished_job(row.prompt_id, _number(row.number), _number(row.create_time),
-                                                row.workflow_id, row.history or {})) for row in rows], total
+
+        def written(offset: int, limit: int | None) -> tuple[list, int]:
+            with self._connection() as conn:
+                total = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(*where)).scalar()
+                rows = conn.execute(page.order_by(*order).offset(offset).limit(limit)).all()
+            return [(tuple(row[5:]), finished_job(row.prompt_id, _number(row.number), _number(row.create_time),
+                                                   row.workflow_id, row.history or {})) for row in rows], total
+
+        return merge_page(wanted, written, descending, offset, limit)
 
     def finished_job(self, prompt_id: str) -> dict | None:
         """``GET /api/jobs/{id}`` for a finished job, or None."""
+        finishing = self._finishing.get(prompt_id)
+        if finishing is not None:
+            _key, job, entry = finishing
+            return job_detail(dict(job), entry["prompt"][2], entry["prompt"][3], entry)
         c = jobs.c
         with self._connection() as conn:
             row = conn.execute(sa.select(c.prompt_id, c.number, c.prompt, c.extra_data, c.outputs_to_execute,

@@ -54,7 +54,9 @@ class JobRoutes:
             items = [i for i in items if workflow_id_of(i.extra_data) == workflow_id]
         running_ids = {i.prompt_id for i in running}
         first = first_queued(items, sort_by, descending, None if limit is None else offset + limit)
-        queued = [queued_job(i, IN_PROGRESS if i.prompt_id in running_ids else PENDING) for i in first]
+        key = sort_key(sort_by)
+        queued = [(key(job), job) for job in (queued_job(i, IN_PROGRESS if i.prompt_id in running_ids else PENDING)
+                                              for i in first)]
         finished = statuses & set(FINISHED)
 
         def history_page(offset: int, limit: int | None):
@@ -62,9 +64,9 @@ class JobRoutes:
                 return [], 0
             return self.queue.jobs_page(finished, sort_by, descending, offset, limit, workflow_id)
 
-        page, total = merge_page(queued, history_page, sort_key(sort_by), descending, offset, limit, len(items))
+        pairs, total = merge_page(queued, history_page, descending, offset, limit, len(items))
         seen: set = set()  # a job that finished between the two reads is listed once
-        page = [j for j in page if not (j["id"] in seen or seen.add(j["id"]))]
+        page = [j for _k, j in pairs if not (j["id"] in seen or seen.add(j["id"]))]
         return json_bytes({"jobs": page, "pagination": {
             "offset": offset, "limit": limit if limit is not None else max(total - offset, 0),
             "total": total, "has_more": offset + len(page) < total}})
