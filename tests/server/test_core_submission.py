@@ -92,9 +92,9 @@ async def test_store_reads_never_hold_up_the_event_loop(make_server, tmp_path):
     store = srv.engine.queue
     read = store._connection
 
-    def slow_read():
+    def slow_read(**options):
         time.sleep(1.0)
-        return read()
+        return read(**options)
 
     store._connection = slow_read
     ws, _sid = await srv.ws()

@@ -207,7 +207,7 @@ class _Writer:
 
 def _flush_at_exit(ref: "weakref.ref[_Writer]") -> None:
     writer = ref()
-    if writer is not None and not writer._closed:
+    if writer is not None:
         writer.flush(timeout=10)
 
 
@@ -226,8 +226,7 @@ def _number(value: float) -> float | int:
 class DurableQueue(PromptQueue):
     durable = True
 
-    def __init__(self, url: str, *, requeue_interrupted: bool = False, max_history: int = MAX_HISTORY,
-                 readers: int = 2):
+    def __init__(self, url: str, *, requeue_interrupted: bool = False, max_history: int = MAX_HISTORY):
         super().__init__(max_history)
         self.url = url
         self.db = make_engine(url)
@@ -240,7 +239,7 @@ class DurableQueue(PromptQueue):
         self._finishing: dict[str, tuple[tuple, dict, dict]] = {}
         self._writer = _Writer(self.db, self.write_lock, self._committed)
         self._history_rows = self.history_len()  # an estimate from now on, to know when to prune
-        self._readers = concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="comfyui-jobs-read")
+        self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="comfyui-jobs-read")
         atexit.register(_flush_at_exit, weakref.ref(self._writer))  # the last updates reach the disk
 
     # ---- start-up ----
@@ -326,18 +325,16 @@ class DurableQueue(PromptQueue):
             self._push(runnable)
 
     def delete(self, prompt_ids) -> list[QueueItem]:
-        removed = super().delete(prompt_ids)
-        self._delete_rows([i.prompt_id for i in removed])
-        return removed
+        return self._delete_rows(super().delete(prompt_ids))
 
     def clear(self) -> list[QueueItem]:
-        removed = super().clear()
-        self._delete_rows([i.prompt_id for i in removed])
-        return removed
+        return self._delete_rows(super().clear())
 
-    def _delete_rows(self, prompt_ids: list[str]) -> None:
-        if prompt_ids:
-            self._writer.run("call", lambda conn: conn.execute(jobs.delete().where(jobs.c.prompt_id.in_(prompt_ids))))
+    def _delete_rows(self, removed: list[QueueItem]) -> list[QueueItem]:
+        ids = [i.prompt_id for i in removed]
+        if ids:
+            self._writer.run("call", lambda conn: conn.execute(jobs.delete().where(jobs.c.prompt_id.in_(ids))))
+        return removed
 
     def record(self, prompt_id: str, entry: dict) -> None:
         number, _pid, prompt, extra, outputs = entry["prompt"][:5]
