@@ -24,7 +24,8 @@ cached):
   message each calls ``GET /api/jobs?limit=64`` and the history panel's
   ``GET /api/jobs?status=completed,failed,cancelled&limit=64&offset=0`` (messages that arrive
   during a call are answered by one more round, as the frontend's refresh coalesces them).
-  Reported: the latency of those calls (p50, p99, max), and how late the server's event loop
+  Reported: the latency of those calls (p50, p99, max; and of the same calls made one at a
+  time with nothing else running, what one costs), and how late the server's event loop
   answers a WebSocket ping sent every 10 ms by one more client (every WebSocket event waits
   for the loop the same way), during the phase and during a submit-only baseline of the same
   length.
@@ -321,6 +322,21 @@ async def frontend_phase(port: int, clients: int, seconds: float, readers: bool)
             "status": counts["status"]}
 
 
+async def idle_latency(port: int, calls: int = 200) -> list[float]:
+    """The Jobs API calls one after another with nothing else running: what one costs."""
+    http = RawHTTP(port)
+    latencies = []
+    try:
+        for i in range(calls):
+            t = time.perf_counter()
+            status, body = await http.request("GET", JOBS_CALLS[i % 2])
+            latencies.append(time.perf_counter() - t)
+            assert status == 200, body
+    finally:
+        await http.close()
+    return latencies
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -418,21 +434,22 @@ async def main_async(args) -> None:
                     rate, acked = await run_phase(server.port, phase, args.prompts, args.clients)
                     rates[store][phase].append(rate)
                     ids[store] += acked
-            if "frontend" in phases:
-                for store, server in servers.items():
-                    base = await frontend_phase(server.port, args.clients, args.frontend_seconds, readers=False)
-                    mixed = await frontend_phase(server.port, args.clients, args.frontend_seconds, readers=True)
-                    frontend[store].append({"base": base, "mixed": mixed})
-                    print(f"  round {round_ + 1} {store:<22} frontend: /api/jobs p99 "
-                          f"{percentile(mixed['latencies'], 0.99) * 1e3:.1f} ms over {len(mixed['latencies'])} calls; "
-                          f"ping p99 {percentile(mixed['delays'], 0.99) * 1e3:.1f} ms (baseline "
-                          f"{percentile(base['delays'], 0.99) * 1e3:.1f} ms)", file=sys.stderr, flush=True)
             for store, server in servers.items():  # checked now, before history is pruned
                 lost[store] += await lost_ids(server.port, ids[store])
                 if rate_phases:
                     r = {phase: rates[store][phase][-1] for phase in rate_phases}
                     print(f"  round {round_ + 1} {store:<22} " + "  ".join(f"{p} {v:7.0f}/s" for p, v in r.items())
                           + f"  lost {lost[store]}", file=sys.stderr, flush=True)
+            if "frontend" in phases:
+                for store, server in servers.items():
+                    idle = await idle_latency(server.port)
+                    base = await frontend_phase(server.port, args.clients, args.frontend_seconds, readers=False)
+                    mixed = await frontend_phase(server.port, args.clients, args.frontend_seconds, readers=True)
+                    frontend[store].append({"base": base, "mixed": mixed, "idle": idle})
+                    print(f"  round {round_ + 1} {store:<22} frontend: /api/jobs p99 "
+                          f"{percentile(mixed['latencies'], 0.99) * 1e3:.1f} ms over {len(mixed['latencies'])} calls; "
+                          f"ping p99 {percentile(mixed['delays'], 0.99) * 1e3:.1f} ms (baseline "
+                          f"{percentile(base['delays'], 0.99) * 1e3:.1f} ms)", file=sys.stderr, flush=True)
     finally:
         for server in servers.values():
             server.stop()
@@ -448,7 +465,8 @@ def report_frontend(results: dict, args) -> None:
     print(f"\nfrontend phase: {args.clients} submitting clients + {args.clients} frontend-like readers, "
           f"{args.frontend_seconds:g} s per round, history {args.history} jobs, all rounds pooled")
     print(f"{'store':<22} {'calls':>6} {'/api/jobs p50':>14} {'p99':>8} {'max':>8}   {'ping p50':>9} {'p99':>7} "
-          f"{'max':>7}   {'baseline ping p99':>17} {'max':>7}   {'submits/s':>9} {'base':>6}")
+          f"{'max':>7}   {'baseline ping p99':>17} {'max':>7}   {'submits/s':>9} {'base':>6}   "
+          f"{'one at a time p50':>17} {'p99':>6}")
     for store, rounds in results.items():
         lat = [x for r in rounds for x in r["mixed"]["latencies"]]
         ping = [x for r in rounds for x in r["mixed"]["delays"]]
@@ -456,10 +474,11 @@ def report_frontend(results: dict, args) -> None:
         ms = lambda v: f"{v * 1e3:.1f}"  # noqa: E731
         rate = statistics.median(r["mixed"]["submit_rate"] for r in rounds)
         base_rate = statistics.median(r["base"]["submit_rate"] for r in rounds)
+        idle = [x for r in rounds for x in r["idle"]]
         print(f"{store:<22} {len(lat):>6} {ms(percentile(lat, 0.5)):>14} {ms(percentile(lat, 0.99)):>8} "
               f"{ms(max(lat, default=0)):>8}   {ms(percentile(ping, 0.5)):>9} {ms(percentile(ping, 0.99)):>7} "
               f"{ms(max(ping, default=0)):>7}   {ms(percentile(base, 0.99)):>17} {ms(max(base, default=0)):>7}   "
-              f"{rate:>9.0f} {base_rate:>6.0f}")
+              f"{rate:>9.0f} {base_rate:>6.0f}   {ms(percentile(idle, 0.5)):>17} {ms(percentile(idle, 0.99)):>6}")
 
 
 def database_for(store: str, args) -> tuple[str | None, Callable[[], None]]:
