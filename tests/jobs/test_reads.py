@@ -141,3 +141,21 @@ def test_merging_queued_jobs_with_a_history_page_is_the_page_of_the_whole_list(d
                     j["id"] for j in whole[offset:None if limit is None else offset + limit]]
                 if limit is not None:
                     assert reads[-1] <= limit + len(queued)
+
+
+def test_an_id_used_again_after_its_history_was_deleted_lists_its_new_run(store):
+    def run(ok: bool) -> None:
+        store.put(QueueItem(number=1, prompt_id="again", prompt={}, extra_data={"create_time": 5}, outputs=[]))
+        it = store.get(0)
+        store.task_done(it, history_entry(it, status="success" if ok else "error", outputs={}, messages=[], meta={}))
+
+    run(ok=True)
+    for _ in range(2):  # read while the finish may be uncommitted, and after
+        assert [j["status"] for _k, j in store.jobs_page(FINISHED, "created_at", True, 0, 5)[0]] == ["completed"]
+        time.sleep(0.1)
+    store.delete_history(["again"])
+    assert store.jobs_page(FINISHED, "created_at", True, 0, 5) == ([], 0)
+    run(ok=False)
+    for _ in range(2):
+        assert [j["status"] for _k, j in store.jobs_page(FINISHED, "created_at", True, 0, 5)[0]] == ["failed"]
+        time.sleep(0.1)

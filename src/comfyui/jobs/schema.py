@@ -1,8 +1,8 @@
 """The job database's schema, in one place: tables, indexes and the job states.
 
-Alembic migrations (``migrations/versions``) take an existing database to this schema; a
-test checks that a database migrated to the head revision has exactly these tables, columns
-and indexes.
+Alembic migrations (``migrations/versions``) take an existing database to this schema
+(:func:`migrate`); a test checks that a database migrated to the head revision has exactly
+these tables, columns and indexes.
 
 A job's row is inserted ``pending``, updated when it starts (``in_progress``) and once more
 when it finishes (``completed``, ``failed`` or ``cancelled``, with ``ended_at`` and its
@@ -17,6 +17,8 @@ finishes:
 Both carry ``status``, so history counts by status are read from an index alone.
 """
 from __future__ import annotations
+
+import pathlib
 
 import sqlalchemy as sa
 
@@ -72,3 +74,15 @@ job_files = sa.Table(
 )
 
 FINISHED_CLAUSE = sa.text(FINISHED_PREDICATE)
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Bring the database to the newest schema revision (Alembic, ``migrations/``)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(pathlib.Path(__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")

@@ -3,35 +3,29 @@
 Invariants:
 
 * **Acknowledged means committed.** ``put`` returns (or the future of ``put(wait=False)``
-  resolves) only after the transaction holding the job's row has committed; only then does
-  the job enter the in-memory heap the worker takes jobs from. A crash (kill -9) therefore
-  never loses an acknowledged job.
-* **One commit path.** Every write goes through one writer thread (:class:`_Writer`), in the
-  order it was submitted. Whatever is waiting when a transaction starts goes into it (group
-  commit), so concurrent submits and the worker's updates share commits without waiting for
-  each other. A batch that fails is retried one operation per transaction, so only the
-  failing operation's caller sees the error.
-* **Reads see every earlier change, and never wait for the disk.** A job whose insert or
-  finish is not committed yet is in memory (queued, running, or finishing with its history
-  entry) and is looked up there first; the worker's start/finish updates are not waited for.
-  (The few reads that cannot combine memory and database, the whole ``/history`` and its
-  length, wait for the writes submitted before them.)
+  resolves) only once the job's row has committed; only then may the worker take the job.
+  A crash (kill -9) never loses an acknowledged job.
+* **One commit path.** One writer thread (:class:`_Writer`) makes every write, in submission
+  order; whatever waits when a transaction starts goes into it (group commit). A failed batch
+  is retried one operation per transaction: only the failing operation's caller sees it.
+* **Reads see every earlier change and never wait for the disk.** A job whose insert or finish
+  is not committed yet is in memory (queued, running, or finishing with its history entry)
+  and looked up there first. (Only the whole ``/history`` and its length wait for the writes
+  submitted before them.)
 * **Reads are off the event loop and paginated in the database.** :meth:`call` runs a read (or
   an edit that waits for its commit) on the store's reader threads; pages and counts come
-  from the database (the partial indexes of :mod:`comfyui.jobs.schema`), so a page costs the
-  page, not the history.
-* Pending jobs are in memory as well (the heap; the hot path reads memory only); history is
-  read from the database. History keeps at most ``max_history`` jobs: once it is 10 % (at
-  least 100) over, the oldest finished ones are deleted.
-* On start-up pending jobs are queued again; a job that was in progress is marked failed
-  (interrupted), or queued again with ``requeue_interrupted``. A job that finished just before
-  a crash, while its update was still uncommitted, counts as in progress then.
+  from the partial indexes of :mod:`comfyui.jobs.schema`: a page costs the page.
+* History keeps at most ``max_history`` jobs: once 10 % (at least 100) over, the oldest go.
+* On start-up pending jobs are queued again; one that was in progress is marked failed
+  (interrupted), or queued again with ``requeue_interrupted``. A job that finished just
+  before a crash, its update not yet committed, counts as in progress then.
 * Secrets were removed from extra_data by the engine before they reach this store.
 """
 from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import functools
 import logging
@@ -42,14 +36,12 @@ import weakref
 from typing import Any, Callable
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy.pool import StaticPool
 
 from ..engine.queue import MAX_HISTORY, PromptQueue, QueueItem
 from ..jsonutil import dumps_strict, loads
 from .listing import create_time_of, finished_job, finished_status, job_detail, merge_page, workflow_id_of
-from .schema import FAILED, FINISHED_CLAUSE, IN_PROGRESS, PENDING, jobs
+from .schema import FAILED, FINISHED_CLAUSE, IN_PROGRESS, PENDING, jobs, migrate
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +72,6 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
-def migrate(engine: sa.Engine) -> None:
-    """Bring the database to the newest schema revision (Alembic, ``migrations/``)."""
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(pathlib.Path(__file__).parent / "migrations"))
-    with engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
-
-
 # Job writes, batched per kind: rows of the same kind in a batch are one executemany.
 _JOB_WRITES = {
     "insert": jobs.insert(),
@@ -97,11 +80,7 @@ _JOB_WRITES = {
 }
 
 
-class _Op:
-    __slots__ = ("kind", "value", "item", "future")
-
-    def __init__(self, kind: str, value: Any, item: Any, future: concurrent.futures.Future | None):
-        self.kind, self.value, self.item, self.future = kind, value, item, future
+_Op = collections.namedtuple("_Op", "kind value item future")
 
 
 class _Writer:
@@ -212,9 +191,8 @@ def _flush_at_exit(ref: "weakref.ref[_Writer]") -> None:
 
 
 def _history_entry(row) -> dict:
-    """A history entry from its row: the "prompt" item ([number, prompt_id, prompt,
-    extra_data, outputs]) rebuilt from the job's columns, first as in ComfyUI (rows written
-    while the entry still carried its own copy keep it)."""
+    """A history entry from its row, its "prompt" item ([number, prompt_id, prompt, extra_data,
+    outputs]) rebuilt from the job's columns and first, as in ComfyUI (old rows keep their copy)."""
     item = [_number(row.number), row.prompt_id, row.prompt, row.extra_data or {}, row.outputs_to_execute or []]
     return {"prompt": item, **row.history}
 
@@ -225,6 +203,7 @@ def _number(value: float) -> float | int:
 
 class DurableQueue(PromptQueue):
     durable = True
+    LISTED = 4096  # finished jobs whose Jobs API items are kept
 
     def __init__(self, url: str, *, requeue_interrupted: bool = False, max_history: int = MAX_HISTORY):
         super().__init__(max_history)
@@ -237,6 +216,7 @@ class DurableQueue(PromptQueue):
         self._started: dict[str, float] = {}  # running job -> when it started
         # finished jobs whose finish has not committed yet: id -> (sort key, list item, entry)
         self._finishing: dict[str, tuple[tuple, dict, dict]] = {}
+        self._listed: dict[str, dict] = {}  # committed finished jobs' list items, oldest first
         self._writer = _Writer(self.db, self.write_lock, self._committed)
         self._history_rows = self.history_len()  # an estimate from now on, to know when to prune
         self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="comfyui-jobs-read")
@@ -255,8 +235,7 @@ class DurableQueue(PromptQueue):
                 else:
                     error = {"prompt_id": row["prompt_id"], "node_id": None, "node_type": None, "executed": [],
                              "exception_message": INTERRUPTED_REASON, "exception_type": "ServerRestart",
-                             "traceback": [], "current_inputs": {}, "current_outputs": [],
-                             "timestamp": int(now * 1000)}
+                             "traceback": [], "current_inputs": {}, "current_outputs": [], "timestamp": int(now * 1000)}
                     history = {"outputs": {}, "meta": {}, "status": {
                         "status_str": "error", "completed": False, "messages": [["execution_error", error]]}}
                     values = dict(status=FAILED, ended_at=now, history=history, error=error)
@@ -320,7 +299,9 @@ class DurableQueue(PromptQueue):
                     if ok:
                         runnable.append(item)
                 else:  # the history row is written (or, failing, logged): reads find it there
-                    self._finishing.pop(item, None)
+                    finished = self._finishing.pop(item, None)
+                    if ok and finished is not None:
+                        self._keep_listed(item, finished[1])
         if runnable:
             self._push(runnable)
 
@@ -349,27 +330,26 @@ class DurableQueue(PromptQueue):
                     create_time=create_time_of(extra, now), workflow_id=workflow_id_of(extra), **values))
 
         self._writer.run("call", write)
+        with self._cond:
+            self._listed.pop(prompt_id, None)
         self._count_finished()
 
     def _count_finished(self) -> None:
-        """Prune history to ``max_history`` once the estimate of its size is 10 % (at least
-        100) over: the prune reads past the newest ``max_history`` entries of the history
-        index, too much work for every job."""
+        """Prune history once the estimate of its size is 10 % (at least 100) over
+        ``max_history``: the prune reads past the newest ``max_history`` index entries."""
         self._history_rows += 1
         if self._history_rows >= self._max_history + max(100, self._max_history // 10):
             self._history_rows = self._max_history
             self._writer.submit("call", functools.partial(_prune, keep=self._max_history), wait=False)
 
-    # ---- reads (each first waits for the writes submitted before it) ----
+    # ---- reads (memory first: the jobs whose writes are not committed yet are there) ----
     async def call(self, fn: Callable, *args: Any) -> Any:
         """Run ``fn(*args)`` (a read of this store, or an edit that waits for its commit) on the
         store's reader threads, never on the calling event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._readers, functools.partial(fn, *args))
 
     def _connection(self, flush: bool = False) -> sa.Connection:
-        """A connection to read with; ``flush``: after every write submitted so far has
-        committed. (Most reads need not wait: the jobs whose writes are uncommitted are in
-        memory, and looked up there first.)"""
+        """A connection to read with (``flush``: once every write submitted so far committed)."""
         if flush:
             self._writer.flush()
         return self.db.connect()
@@ -434,16 +414,37 @@ class DurableQueue(PromptQueue):
         if sort_by == "execution_duration":
             key.insert(0, sa.func.coalesce(c.ended_at - c.started_at, -1))
         order = [k.desc() for k in key] if descending else key
-        page = sa.select(c.prompt_id, c.number, c.create_time, c.workflow_id, c.history, *key).where(*where)
+        page = sa.select(c.prompt_id, *key).where(*where).order_by(*order)
 
         def written(offset: int, limit: int | None) -> tuple[list, int]:
             with self._connection() as conn:
                 total = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(*where)).scalar()
-                rows = conn.execute(page.order_by(*order).offset(offset).limit(limit)).all()
-            return [(tuple(row[5:]), finished_job(row.prompt_id, _number(row.number), _number(row.create_time),
-                                                   row.workflow_id, row.history or {})) for row in rows], total
+                rows = conn.execute(page.offset(offset).limit(limit)).all()
+                listed = self._listed_jobs(conn, [row.prompt_id for row in rows])
+            return [(tuple(row[1:]), listed[row.prompt_id]) for row in rows], total
 
         return merge_page(wanted, written, descending, offset, limit)
+
+    def _listed_jobs(self, conn: sa.Connection, ids: list[str]) -> dict[str, dict]:
+        """The list items of these finished jobs: a finished row does not change, so each is
+        made from its history once and kept (the newest ``LISTED`` of them)."""
+        with self._cond:
+            found = {pid: dict(self._listed[pid]) for pid in ids if pid in self._listed}
+        missing = [pid for pid in ids if pid not in found]
+        if missing:
+            c = jobs.c
+            for row in conn.execute(sa.select(c.prompt_id, c.number, c.create_time, c.workflow_id, c.history)
+                                    .where(c.prompt_id.in_(missing))):
+                found[row.prompt_id] = finished_job(row.prompt_id, _number(row.number), _number(row.create_time),
+                                                    row.workflow_id, row.history or {})
+                self._keep_listed(row.prompt_id, found[row.prompt_id])
+        return found
+
+    def _keep_listed(self, prompt_id: str, job: dict) -> None:
+        with self._cond:
+            self._listed[prompt_id] = job
+            while len(self._listed) > self.LISTED:
+                self._listed.pop(next(iter(self._listed)))
 
     def finished_job(self, prompt_id: str) -> dict | None:
         """``GET /api/jobs/{id}`` for a finished job, or None."""
@@ -492,4 +493,5 @@ def _prune(conn: sa.Connection, keep: int) -> None:
                             .order_by(c.ended_at.desc(), c.seq.desc()).offset(keep).limit(1)).first()
     if boundary is not None:
         ended, seq = boundary
-        conn.execute(jobs.delete().where(FINISHED_CLAUSE, (c.ended_at < ended) | ((c.ended_at == ended) & (c.seq <= seq))))
+        older = (c.ended_at < ended) | ((c.ended_at == ended) & (c.seq <= seq))
+        conn.execute(jobs.delete().where(FINISHED_CLAUSE, older))

@@ -39,7 +39,8 @@ def id_list(body: Any, key: str) -> list[str] | None:
     if ids is None:
         return None
     if not isinstance(ids, list) or not all(isinstance(i, (str, int)) for i in ids):
-        raise web.HTTPBadRequest(text=dumps({"error": f"'{key}' must be a list of ids"}), content_type="application/json")
+        raise web.HTTPBadRequest(text=dumps({"error": f"'{key}' must be a list of ids"}),
+                                 content_type="application/json")
     return [str(i) for i in ids]
 
 

@@ -1,5 +1,5 @@
 """Alembic environment: always run programmatically with a live connection
-(``config.attributes["connection"]``), from ``comfyui.jobs.store.migrate``; the schema is ``comfyui.jobs.schema``."""
+(``config.attributes["connection"]``), from ``comfyui.jobs.schema.migrate``."""
 from alembic import context
 
 from comfyui.jobs.schema import metadata
