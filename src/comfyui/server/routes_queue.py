@@ -63,6 +63,10 @@ class QueueRoutes:
                                      "queue_pending": [_shown(i) for i in pending]}))
 
     async def post_queue(self, request: web.Request) -> web.Response:
+        return await self._edit(request, self.engine.clear_pending, self.engine.delete_pending)
+
+    async def _edit(self, request: web.Request, clear, delete) -> web.Response:
+        """``{"clear": true}`` and/or ``{"delete": [ids]}``, off the event loop."""
         body = await read_json(request, default={})
         if not isinstance(body, dict):
             return error_response("Body must be a JSON object")
@@ -70,9 +74,9 @@ class QueueRoutes:
 
         def edit() -> None:
             if body.get("clear"):
-                self.engine.clear_pending()
+                clear()
             if ids:
-                self.engine.delete_pending(ids)
+                delete(ids)
 
         await self.queue.call(edit)
         return web.Response(status=200)
@@ -102,19 +106,7 @@ class QueueRoutes:
         return shown
 
     async def post_history(self, request: web.Request) -> web.Response:
-        body = await read_json(request, default={})
-        if not isinstance(body, dict):
-            return error_response("Body must be a JSON object")
-        ids = id_list(body, "delete")
-
-        def edit() -> None:
-            if body.get("clear"):
-                self.engine.clear_history()
-            if ids:
-                self.engine.delete_history(ids)
-
-        await self.queue.call(edit)
-        return web.Response(status=200)
+        return await self._edit(request, self.engine.clear_history, self.engine.delete_history)
 
 
 def setup(app: web.Application, ctx: ServerContext) -> None:
