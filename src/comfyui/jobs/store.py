@@ -207,7 +207,6 @@ class DurableQueue(PromptQueue):
 
     def __init__(self, url: str, *, requeue_interrupted: bool = False, max_history: int = MAX_HISTORY):
         super().__init__(max_history)
-        self.url = url
         self.db = make_engine(url)
         migrate(self.db)
         self.write_lock = threading.Lock()  # held while a transaction writes (job_files writers share it)
@@ -414,14 +413,15 @@ class DurableQueue(PromptQueue):
         if sort_by == "execution_duration":
             key.insert(0, sa.func.coalesce(c.ended_at - c.started_at, -1))
         order = [k.desc() for k in key] if descending else key
-        page = sa.select(c.prompt_id, *key).where(*where).order_by(*order)
+        count = sa.select(sa.func.count()).select_from(jobs).where(*where).scalar_subquery()
+        page = sa.select(c.prompt_id, count, *key).where(*where).order_by(*order)  # one statement, both
 
         def written(offset: int, limit: int | None) -> tuple[list, int]:
             with self._connection() as conn:
-                total = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(*where)).scalar()
                 rows = conn.execute(page.offset(offset).limit(limit)).all()
+                total = rows[0][1] if rows else conn.execute(sa.select(count)).scalar()
                 listed = self._listed_jobs(conn, [row.prompt_id for row in rows])
-            return [(tuple(row[1:]), listed[row.prompt_id]) for row in rows], total
+            return [(tuple(row[2:]), listed[row.prompt_id]) for row in rows], total
 
         return merge_page(wanted, written, descending, offset, limit)
 
