@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any
 
 from aiohttp import web
 
