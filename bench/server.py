@@ -7,7 +7,8 @@ workspace, then drives it over HTTP/WebSocket like the frontend does. Trivial pr
 PrimitiveString -> PreviewAny with a unique string each (so nothing is cached).
 
 Goals (issue #3): start <= 2 s, idle RSS <= 300 MB, /object_info <= 10 ms (issue #20: <= 1 ms, fresh file lists),
->= 2,000 submits/s and >= 1,000 done/s with 10 clients, 0 lost.
+>= 1,000 done/s with 10 clients, 0 lost. Submits: issue #20 keeps a floor of >= 1,000 durable
+submits/s with 10 clients (issue #3's 2,000/s for trivial prompts is no longer a goal).
 """
 from __future__ import annotations
 
@@ -250,7 +251,7 @@ async def main_async(args) -> None:
         print(f"idle RSS              {rss:8.1f} MB     (goal <= 300 MB)")
         print(f"/object_info          {med:8.2f} ms     median of 100, max {worst:.2f} ms, {size / 1024:.0f} KiB, "
               f"{args.model_files} model/input files (goal <= 1 ms)")
-        print(f"submit rate           {rate:8.0f} /s     {len(ids)} prompts, {args.clients} clients (goal >= 2000/s)")
+        print(f"submit rate           {rate:8.0f} /s     {len(ids)} prompts, {args.clients} clients (floor >= 1000/s)")
         print(f"end-to-end rate       {e2e:8.0f} /s     {finished} prompts, {args.clients} WS clients (goal >= 1000/s)")
         print(f"server CPU per prompt {cpu_submit:8.3f} ms     submit phase (incl. execution), "
               f"{cpu_e2e:.3f} ms with 10 WS clients")

@@ -119,7 +119,7 @@ def test_engine_on_durable_store_is_idempotent_and_cancels(db_url):
 
 def test_history_entry_reads_back_as_written_without_a_stored_prompt_copy(db_url):
     import sqlalchemy as sa
-    from comfyui.jobs.store import jobs
+    from comfyui.jobs.schema import jobs
 
     store = DurableQueue(db_url)
     try:
@@ -128,7 +128,9 @@ def test_history_entry_reads_back_as_written_without_a_stored_prompt_copy(db_url
         entry = history_entry(it, status="success", outputs={"1": {"text": ["ünïcode", 2 ** 70]}},
                               messages=[["execution_start", {"prompt_id": "p7", "timestamp": 1}]], meta={})
         store.task_done(it, entry)
-        read = store.get_history(prompt_id="p7")["p7"]
+        assert store.get_history(prompt_id="p7")["p7"] == entry  # from memory or the database
+        store._writer.flush()
+        read = store.get_history(prompt_id="p7")["p7"]  # from the database
         assert read == entry and list(read) == list(entry)  # same content, "prompt" first
         assert read["prompt"][0] == 7 and isinstance(read["prompt"][0], int)
         with store.db.connect() as conn:
@@ -173,47 +175,9 @@ def test_after_a_restart_history_over_its_size_is_pruned_by_the_next_job(db_url)
         smaller.close()
 
 
-def test_a_batch_with_other_operations_records_states_like_the_fast_path(db_url):
-    """A batch that also carries a plain operation is written through SQLAlchemy instead of
-    the driver-level statements: a job started in one batch and finished in another, and one
-    started only, read back the same either way."""
-    import sqlalchemy as sa
-
-    store = DurableQueue(db_url)
-    try:
-        for n in (1, 2):
-            store.put(item(n))
-        first, second = store.get(0), store.get(0)
-        store._writer.run(lambda conn: conn.execute(sa.text("SELECT 1")))  # the starts, with a plain op
-        store._writer.post(("finish", {"pid": first.prompt_id, "status": "completed", "ended_at": time.time(),
-                                       "history": {"outputs": {}, "meta": {}}, "error": None}))
-        store._writer.run(lambda conn: conn.execute(sa.text("SELECT 1")))
-        assert store.job_status("p1") == "completed" and store.job_status("p2") == "in_progress"
-        assert store.get_history(prompt_id="p1")["p1"]["outputs"] == {}
-        from comfyui.jobs.store import jobs
-        with store.db.connect() as conn:
-            rows = {r.prompt_id: r for r in conn.execute(sa.select(jobs))}
-            no_error = set(conn.execute(sa.select(jobs.c.prompt_id).where(jobs.c.error.is_(None))).scalars())
-            no_history = set(conn.execute(sa.select(jobs.c.prompt_id).where(jobs.c.history.is_(None))).scalars())
-        assert rows["p1"].started_at and rows["p1"].ended_at
-        assert rows["p2"].started_at and rows["p2"].ended_at is None
-        assert no_error == {"p1", "p2"} and no_history == {"p2"}  # SQL NULL, not a JSON null
-        # the history prune through SQLAlchemy too: the newest finished job stays
-        store._writer.post(("finish", {"pid": second.prompt_id, "status": "failed", "ended_at": time.time(),
-                                       "history": {"outputs": {}, "meta": {}}, "error": {"e": 1}}))
-        store._writer.post(("prune", 1))
-        store._writer.run(lambda conn: conn.execute(sa.text("SELECT 1")))
-        assert list(store.get_history()) == ["p2"] and store.job_status("p1") is None
-    finally:
-        store.close()
-
-
-def test_a_database_of_the_previous_schema_is_upgraded_with_its_jobs(db_url):
-    """Revision 0003 swaps the status and ended_at indexes for one partial index over finished
-    jobs: a database made before it keeps its queue and history, in history order."""
+def _database_at(db_url: str, revision: str):
     import pathlib
 
-    import sqlalchemy as sa
     from alembic import command
     from alembic.config import Config
 
@@ -224,16 +188,29 @@ def test_a_database_of_the_previous_schema_is_upgraded_with_its_jobs(db_url):
     cfg.set_main_option("script_location", str(pathlib.Path(store_module.__file__).parent / "migrations"))
     with db.begin() as connection:
         cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "0002")
-    common = dict(prompt={"1": {"class_type": "X", "inputs": {}}}, extra_data={}, outputs_to_execute=["1"],
-                  created_at=1.0)
+        command.upgrade(cfg, revision)
+    return db
+
+
+def test_a_database_of_the_previous_revision_is_upgraded_with_its_jobs(db_url):
+    """Revision 0004 adds create_time and workflow_id (from extra_data) and the Jobs API's
+    index: a database made before it keeps its queue and history, listed in Jobs API order."""
+    import sqlalchemy as sa
+
+    db = _database_at(db_url, "0003")
+    common = dict(prompt={"1": {"class_type": "X", "inputs": {}}}, outputs_to_execute=["1"], created_at=1.0)
+    workflow = {"extra_pnginfo": {"workflow": {"id": "wf-old"}}}
+    old = sa.table("jobs", *[sa.column(c) for c in ("prompt_id", "number", "status", "ended_at", "created_at")],
+                   *[sa.column(c, sa.JSON) for c in ("history", "prompt", "extra_data", "outputs_to_execute")])
     with db.begin() as conn:
-        conn.execute(store_module.jobs.insert(), [
+        conn.execute(old.insert(), [
             dict(prompt_id="old-late", number=1, status="completed", ended_at=30.0,
-                 history={"outputs": {}, "meta": {}, "status": {"status_str": "success"}}, **common),
+                 history={"outputs": {}, "meta": {}, "status": {"status_str": "success"}},
+                 extra_data={"create_time": 5000, **workflow}, **common),
             dict(prompt_id="old-early", number=2, status="failed", ended_at=20.0,
-                 history={"outputs": {}, "meta": {}, "status": {"status_str": "error"}}, **common),
-            dict(prompt_id="waiting", number=3, status="pending", ended_at=None, history=None, **common),
+                 history={"outputs": {}, "meta": {}, "status": {"status_str": "error"}}, extra_data={}, **common),
+            dict(prompt_id="waiting", number=3, status="pending", ended_at=None, history=None, extra_data={},
+                 **common),
         ])
     db.dispose()
 
@@ -242,7 +219,27 @@ def test_a_database_of_the_previous_schema_is_upgraded_with_its_jobs(db_url):
         assert list(store.get_history()) == ["old-early", "old-late"]  # by end time
         assert store.history_len() == 2
         assert store.get(0).prompt_id == "waiting"
-        indexes = {ix["name"] for ix in sa.inspect(store.db).get_indexes("jobs")}
-        assert "ix_jobs_history" in indexes and not indexes & {"ix_jobs_status_number", "ix_jobs_ended_at"}
+        page, total = store.jobs_page({"completed", "failed"}, "created_at", True, 0, 10)
+        assert total == 2 and [j["id"] for _k, j in page] == ["old-late", "old-early"]  # 5000 ms, then 1 s
+        assert page[0][1]["workflow_id"] == "wf-old" and page[1][1]["create_time"] == 1000
+        assert {ix["name"] for ix in sa.inspect(store.db).get_indexes("jobs")} >= {"ix_jobs_history", "ix_jobs_created"}
     finally:
         store.close()
+
+
+def test_the_migrations_build_exactly_the_schema(db_url):
+    """jobs/schema.py is the schema: a database migrated to the head revision has its tables,
+    columns and indexes, no more and no fewer."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from comfyui.jobs.schema import metadata
+
+    db = _database_at(db_url, "head")
+    try:
+        with db.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        assert [d for d in diff if not (isinstance(d, tuple) and d[0] == "remove_table"
+                                        and d[1].name == "alembic_version")] == []
+    finally:
+        db.dispose()

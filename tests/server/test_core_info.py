@@ -86,7 +86,7 @@ async def test_features_and_system_stats(server):
 
 
 def test_argv_redaction():
-    from comfyui.server.routes_prompt import redacted_argv
+    from comfyui.server.routes_info import redacted_argv
 
     assert redacted_argv(["comfyui", "--api-key", "k", "--port", "1"]) == ["comfyui", "--api-key", "***", "--port", "1"]
     assert redacted_argv(["comfyui", "--api-key=k"]) == ["comfyui", "--api-key=***"]

@@ -3,10 +3,18 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from server_helpers import collect, is_done, sleep_prompt, text_prompt
 
 JOB_KEYS = {"id", "status", "create_time", "priority", "execution_start_time", "execution_end_time",
             "outputs_count", "previewable_outputs_count", "preview_output", "execution_error", "workflow_id"}
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path) -> dict:
+    """The server's job store: in memory, or the durable one (SQLite)."""
+    return {} if request.param == "memory" else {"database_url": f"sqlite:///{tmp_path / 'jobs.db'}"}
 
 
 def _check_job(job: dict) -> None:
@@ -24,8 +32,8 @@ def _check_job(job: dict) -> None:
         assert prev["type"] in ("input", "output", "temp") and "nodeId" in prev and "mediaType" in prev
 
 
-async def test_jobs_list_shapes_filters_and_paging(make_server):
-    srv = await make_server()
+async def test_jobs_list_shapes_filters_and_paging(make_server, store):
+    srv = await make_server(**store)
     ws, sid = await srv.ws()
     wf = {"extra_pnginfo": {"workflow": {"id": "wf-42", "nodes": [], "links": []}}}
     done_ids = []
@@ -108,7 +116,8 @@ async def test_failed_job_carries_execution_error(server):
     await ws.close()
 
 
-async def test_cancel_pending_running_finished_and_batch(server):
+async def test_cancel_pending_running_finished_and_batch(make_server, store):
+    server = await make_server(**store)
     ws, sid = await server.ws()
     running = (await server.submit(sleep_prompt(30, "c1"), client_id=sid))["prompt_id"]
     p1 = (await server.submit(text_prompt("p1"), client_id=sid))["prompt_id"]
@@ -156,8 +165,8 @@ async def test_cancel_pending_running_finished_and_batch(server):
     await ws.close()
 
 
-async def test_jobs_created_in_the_same_millisecond_keep_their_submission_order(make_server):
-    srv = await make_server()
+async def test_jobs_created_in_the_same_millisecond_keep_their_submission_order(make_server, store):
+    srv = await make_server(**store)
     same = {"create_time": 1_700_000_000_000}
     ids = [(await srv.submit(text_prompt(f"tie{i}"), extra_data=dict(same)))["prompt_id"] for i in range(4)]
     for pid in ids:

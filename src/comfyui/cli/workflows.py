@@ -177,18 +177,20 @@ class TerminalProgress:
 # --------------------------------------------------------------------------- running
 
 
-def _error_line(source: str, error: dict, node_errors: dict | None = None) -> dict:
-    return {"error": error, "node_errors": node_errors or {}, "workflow": source}
+def _error_line(source: str, error: Any) -> dict:
+    """A failed workflow's line: the submission policy's error body (``PromptRejected``, or
+    the ``PromptError`` it derives from) and the workflow's source."""
+    return {"error": error.error, "node_errors": error.node_errors or {}, "workflow": source}
 
 
 async def _run_one(client: Any, item: WorkflowItem, show_progress: bool) -> tuple[dict, bool]:
-    from ..engine.engine import PromptError
-    from ..workflows.convert import WorkflowConversionError
     from ..client.common import ExecutionError, PromptInterrupted
+    from ..engine.validation import PromptError
+    from ..jobs.submission import PromptRejected
+    from ..workflows.convert import WorkflowConversionError
 
     if item.error is not None:
-        return _error_line(item.source, {"type": "invalid_workflow_file", "message": item.error,
-                                         "details": "", "extra_info": {}}), False
+        return _error_line(item.source, PromptRejected.of("invalid_workflow_file", item.error)), False
     try:
         if show_progress:
             prepared = client.prepare(item.prompt, item.extra_data)
@@ -205,19 +207,18 @@ async def _run_one(client: Any, item: WorkflowItem, show_progress: bool) -> tupl
         else:
             outputs = await client.queue_prompt(item.prompt, extra_data=item.extra_data)
         return outputs, True
-    except PromptError as exc:
-        return _error_line(item.source, exc.error, exc.node_errors), False
+    except PromptError as exc:  # refused by the submission policy (PromptRejected)
+        return _error_line(item.source, exc), False
     except PromptInterrupted as exc:
-        return _error_line(item.source, {"type": "execution_interrupted", "message": str(exc),
-                                         "details": "", "extra_info": exc.data}), False
+        return _error_line(item.source, PromptRejected.of("execution_interrupted", str(exc),
+                                                          extra_info=_jsonable(exc.data))), False
     except ExecutionError as exc:
-        return _error_line(item.source, {"type": "execution_error", "message": str(exc),
-                                         "details": exc.data.get("exception_message", ""),
-                                         "extra_info": _jsonable(exc.data)}), False
+        return _error_line(item.source, PromptRejected.of("execution_error", str(exc),
+                                                          exc.data.get("exception_message", ""),
+                                                          extra_info=_jsonable(exc.data))), False
     except (WorkflowConversionError, TypeError, ValueError, KeyError) as exc:
         log.debug("conversion failed", exc_info=True)
-        return _error_line(item.source, {"type": "invalid_workflow", "message": f"{type(exc).__name__}: {exc}",
-                                         "details": "", "extra_info": {}}), False
+        return _error_line(item.source, PromptRejected.of("invalid_workflow", f"{type(exc).__name__}: {exc}")), False
 
 
 def _jsonable(value: Any) -> Any:
@@ -243,8 +244,9 @@ async def run_workflows(config: Any, sources: list[str], out: TextIO, stdin: Any
                 line, ok = await _run_one(client, item, show_progress)
             except Exception as exc:  # an unexpected failure still gets its line
                 log.error("workflow %s failed:\n%s", item.source, traceback.format_exc())
-                line, ok = _error_line(item.source, {"type": type(exc).__name__, "message": str(exc),
-                                                     "details": "", "extra_info": {}}), False
+                from ..jobs.submission import PromptRejected
+
+                line, ok = _error_line(item.source, PromptRejected.of(type(exc).__name__, str(exc))), False
             if not ok:
                 failed += 1
                 log.error("workflow %s failed: %s", item.source, line["error"].get("message"))

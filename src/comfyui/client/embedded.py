@@ -155,19 +155,21 @@ class Comfy:
         """Normalize an API/UI prompt (UI workflows are converted with this engine's nodes)."""
         return prepare_prompt(prompt, self.engine.registry.object_info, extra_data)
 
-    def _submit(self, prepared: PreparedPrompt, prompt_id: str | None, client_id: str | None,
-                partial_execution_targets: list[str] | None) -> str:
-        prompt_id = prompt_id or str(uuid.uuid4())
-        self.engine.submit(
-            prepared.prompt, prompt_id=prompt_id, client_id=client_id or self._client_id,
-            extra_data=prepared.extra_data, partial_execution_targets=partial_execution_targets,
-        )
-        return prompt_id
+    async def _submit(self, prepared: PreparedPrompt, prompt_id: str | None, client_id: str | None,
+                      partial_execution_targets: list[str] | None) -> str:
+        """Queue through the submission policy every way in shares; -> the prompt id."""
+        from ..jobs.submission import PromptRequest, PromptSubmitter
+
+        request = PromptRequest(prepared.prompt, prompt_id=prompt_id, client_id=client_id or self._client_id,
+                                extra_data=prepared.extra_data,
+                                partial_execution_targets=partial_execution_targets)
+        return (await PromptSubmitter(self.engine).submit(request)).prompt_id
 
     async def queue_prompt(self, prompt: Any, *, extra_data: dict | None = None, prompt_id: str | None = None,
                            client_id: str | None = None, partial_execution_targets: list[str] | None = None) -> dict:
         """Run ``prompt`` to completion and return its outputs (history ``outputs`` with an
-        ``abs_path`` on every file). Raises ``PromptError`` when the prompt is invalid,
+        ``abs_path`` on every file). Raises ``PromptRejected`` (a ``PromptError``: ComfyUI's
+        error body and an HTTP status) when the prompt is refused,
         :class:`ExecutionError` when a node fails, :class:`PromptInterrupted` when interrupted."""
         entry = await self.queue_prompt_history(prompt, extra_data=extra_data, prompt_id=prompt_id,
                                                 client_id=client_id,
@@ -179,8 +181,8 @@ class Comfy:
                                    partial_execution_targets: list[str] | None = None) -> dict:
         """Like :meth:`queue_prompt` but returns the whole history entry (raw outputs)."""
         prepared = self.prepare(prompt, extra_data)
-        prompt_id = self._submit(prepared, prompt_id, client_id, partial_execution_targets)
-        entry = await asyncio.wrap_future(self.engine.wait(prompt_id))
+        prompt_id = await self._submit(prepared, prompt_id, client_id, partial_execution_targets)
+        entry = await asyncio.wrap_future(await self.engine.queue.call(self.engine.wait, prompt_id))
         error = error_from_history(prompt_id, entry)
         if error is not None:
             raise error
@@ -259,8 +261,8 @@ class ProgressTask:
         engine.add_listener(listener)
         try:
             prepared = self._client.prepare(self._prompt, self._extra)
-            self._client._submit(prepared, prompt_id, client_id, self._targets)
-            future = engine.wait(prompt_id)
+            await self._client._submit(prepared, prompt_id, client_id, self._targets)
+            future = await engine.queue.call(engine.wait, prompt_id)
             future.add_done_callback(lambda _f: put(_DONE))
             terminal_seen = False
             while True:

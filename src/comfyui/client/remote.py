@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
+from ..jobs.submission import PromptRejected
 from .common import (
     TERMINAL_EVENTS, ExecutionError, ProgressEvent, PromptInterrupted, error_from_history, prepare_prompt,
 )
@@ -36,14 +37,9 @@ BINARY_TEXT = 3
 BINARY_PREVIEW_IMAGE_WITH_METADATA = 4
 
 
-class RemotePromptError(Exception):
-    """The server rejected the prompt (HTTP 400): ``error`` and ``node_errors`` as ComfyUI."""
-
-    def __init__(self, error: Any, node_errors: dict | None = None, status: int = 400):
-        self.error = error if isinstance(error, dict) else {"type": "error", "message": str(error)}
-        self.node_errors = node_errors or {}
-        self.status = status
-        super().__init__(self.error.get("message", "invalid prompt"))
+class RemotePromptError(PromptRejected):
+    """The server refused the prompt: its HTTP ``status`` and ComfyUI's ``error`` and
+    ``node_errors`` (the submission policy's own error, read back from the answer)."""
 
 
 class RemoteComfy:
@@ -140,9 +136,10 @@ class RemoteComfy:
             try:
                 data = await resp.json(content_type=None)
             except (json.JSONDecodeError, aiohttp.ContentTypeError):
-                data = {"error": {"type": "http_error", "message": await resp.text()}}
+                data = {"error": {"type": "http_error", "message": await resp.text(), "details": "",
+                                  "extra_info": {}}}
             if resp.status >= 400:
-                raise RemotePromptError(data.get("error", data), data.get("node_errors"), resp.status)
+                raise RemotePromptError.from_body(data, resp.status)
             return data
 
     # ---- running prompts -------------------------------------------------------------

@@ -2,17 +2,26 @@
 
 The queue orders by ``number`` (lower first; ``front=True`` submissions get negative
 numbers, as in ComfyUI). History keeps the newest ``max_history`` entries in ComfyUI's
-shape. A durable store implements the same methods (see ``comfyui.jobs``).
+shape, and their Jobs API items in ``create_time`` order, so a page of jobs costs the page.
+A durable store implements the same methods (see ``comfyui.jobs``).
+
+From an event loop, ``await queue.call(fn, *args)`` runs a read or an edit of the store where
+it does not hold up the loop (here in place: everything is in memory, and a page costs the
+page; a durable store runs it on its own threads).
 """
 from __future__ import annotations
 
-import asyncio
+import bisect
+import collections
 import concurrent.futures
 import heapq
+import itertools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
+
+from ..jobs.listing import create_time_of, finished_job, finished_status, job_detail, sort_key, workflow_id_of
 
 MAX_HISTORY = 10000
 
@@ -26,6 +35,11 @@ class QueueItem:
     outputs: list = field(compare=False, default_factory=list)
     client_id: str | None = field(compare=False, default=None)
     created_at: float = field(compare=False, default=0.0)
+    # (create_time, number): where the Jobs API lists it (comfyui.jobs.listing)
+    list_key: tuple = field(compare=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.list_key = (create_time_of(self.extra_data, self.created_at), self.number)
 
     def as_list(self) -> list:
         """The queue/history item shape of ComfyUI: [number, prompt_id, prompt, extra_data, outputs]."""
@@ -40,14 +54,16 @@ class PromptQueue:
         self._heap: list[QueueItem] = []
         self._running: dict[str, QueueItem] = {}
         self._history: OrderedDict[str, dict] = OrderedDict()
+        self._listed: dict[str, dict] = {}  # prompt_id -> Jobs API item of a finished job
+        self._created: list[tuple] = []  # (create_time, number, prompt_id) of history, ascending
+        self._counts: collections.Counter = collections.Counter()  # finished jobs per status
         self._max_history = max_history
         self._woken = False
 
     # ---- queue ----
-    def put(self, item: QueueItem, wait: bool = True) -> asyncio.Future | concurrent.futures.Future | None:
+    def put(self, item: QueueItem, wait: bool = True) -> concurrent.futures.Future | None:
         """Queue ``item``. A durable queue with ``wait=False`` returns a future that resolves
-        once the item is stored (it is runnable from then on): one of the caller's event loop
-        when called on a loop, else a concurrent one; None means accepted already."""
+        once the item is stored (it is runnable from then on); None means accepted already."""
         self._push([item])
 
     def _push(self, items: list[QueueItem]) -> None:
@@ -77,10 +93,30 @@ class PromptQueue:
     def task_done(self, item: QueueItem, history_entry: dict) -> None:
         with self._cond:
             self._running.pop(item.prompt_id, None)
-            self._history[item.prompt_id] = history_entry
-            while len(self._history) > self._max_history:
-                self._history.popitem(last=False)
+            self._add_history(item.prompt_id, history_entry)
             self._cond.notify_all()
+
+    def _add_history(self, prompt_id: str, entry: dict) -> None:
+        """(The caller holds ``_cond``.)"""
+        self._forget(prompt_id)
+        self._history[prompt_id] = entry
+        number, _pid, _prompt, extra = entry["prompt"][:4]
+        extra = extra if isinstance(extra, dict) else {}
+        job = self._listed[prompt_id] = finished_job(prompt_id, number, extra.get("create_time"),
+                                                     workflow_id_of(extra), entry)
+        bisect.insort(self._created, (job["create_time"], number, prompt_id))
+        self._counts[job["status"]] += 1
+        while len(self._history) > self._max_history:
+            self._forget(next(iter(self._history)))
+
+    def _forget(self, prompt_id: str) -> None:
+        """(The caller holds ``_cond``.)"""
+        if self._history.pop(prompt_id, None) is None:
+            return
+        job = self._listed.pop(prompt_id)
+        self._counts[job["status"]] -= 1
+        key = (job["create_time"], job["priority"], prompt_id)
+        del self._created[bisect.bisect_left(self._created, key)]
 
     def remaining(self) -> int:
         with self._cond:
@@ -91,6 +127,11 @@ class PromptQueue:
             running = [i.as_list() for i in self._running.values()]
             pending = [i.as_list() for i in sorted(self._heap)]
             return running, pending
+
+    def queued_items(self) -> tuple[list[QueueItem], list[QueueItem]]:
+        """Running and pending items, the pending ones in no particular order (no sort)."""
+        with self._cond:
+            return list(self._running.values()), list(self._heap)
 
     def pending_items(self) -> list[QueueItem]:
         with self._cond:
@@ -125,6 +166,37 @@ class PromptQueue:
                 return self._running[prompt_id]
             return next((i for i in self._heap if i.prompt_id == prompt_id), None)
 
+    # ---- reads ----
+    async def call(self, fn: Callable, *args: Any) -> Any:
+        """``fn(*args)``, a read or edit of this store, from an event loop."""
+        return fn(*args)
+
+    def jobs_page(self, statuses, sort_by: str, descending: bool, offset: int, limit: int | None,
+                  workflow_id: str | None = None) -> tuple[list[tuple[tuple, dict]], int]:
+        """One page of finished jobs with ``statuses`` as Jobs API items, each with its sort
+        key (``comfyui.jobs.listing.sort_key``), and how many there are."""
+        key = sort_key(sort_by)
+        with self._cond:
+            if sort_by == "created_at":
+                ordered = (self._listed[k[2]] for k in (reversed(self._created) if descending else self._created))
+            else:
+                ordered = iter(sorted(self._listed.values(), key=key, reverse=descending))
+            wanted = [j for j in self._listed.values() if j["workflow_id"] == workflow_id] if workflow_id else None
+            matching = (j for j in ordered if j["status"] in statuses
+                        and (workflow_id is None or j["workflow_id"] == workflow_id))
+            page = list(itertools.islice(matching, offset, None if limit is None else offset + limit))
+            total = (sum(self._counts[s] for s in statuses) if wanted is None
+                     else sum(1 for j in wanted if j["status"] in statuses))
+        return [(key(j), dict(j)) for j in page], total
+
+    def finished_job(self, prompt_id: str) -> dict | None:
+        """``GET /api/jobs/{id}`` for a finished job, or None."""
+        with self._cond:
+            entry, job = self._history.get(prompt_id), self._listed.get(prompt_id)
+        if entry is None:
+            return None
+        return job_detail(dict(job), entry["prompt"][2], entry["prompt"][3], entry)
+
     # ---- history ----
     def get_history(self, max_items: int | None = None, offset: int = -1, prompt_id: str | None = None) -> dict:
         with self._cond:
@@ -141,11 +213,14 @@ class PromptQueue:
     def delete_history(self, prompt_ids) -> None:
         with self._cond:
             for prompt_id in prompt_ids:
-                self._history.pop(prompt_id, None)
+                self._forget(prompt_id)
 
     def clear_history(self) -> None:
         with self._cond:
             self._history.clear()
+            self._listed.clear()
+            self._created.clear()
+            self._counts.clear()
 
     def history_len(self) -> int:
         with self._cond:
@@ -163,16 +238,12 @@ class PromptQueue:
             if any(i.prompt_id == prompt_id for i in self._heap):
                 return "pending"
             entry = self._history.get(prompt_id)
-        if entry is None:
-            return None
-        if entry.get("cancelled"):
-            return "cancelled"
-        return "completed" if entry["status"]["status_str"] == "success" else "failed"
+        return None if entry is None else finished_status(entry)
 
     def record(self, prompt_id: str, entry: dict) -> None:
         """Put an entry into history without it having run (e.g. a cancelled pending job)."""
         with self._cond:
-            self._history[prompt_id] = entry
+            self._add_history(prompt_id, entry)
 
 
 def history_entry(item: QueueItem, *, status: str, outputs: dict, messages: list, meta: dict,

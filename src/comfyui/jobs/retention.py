@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
 from .. import paths
-from .store import job_files
+from .schema import job_files
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class FileIndex:
         queue = getattr(engine, "queue", None)
         db = getattr(queue, "db", None)
         if isinstance(db, sa.Engine):
-            return cls(db, getattr(queue, "_write_lock", None))
+            return cls(db, getattr(queue, "write_lock", None))
         return cls()
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """The aiohttp application: ``create_app(engine, config)`` and ``run_server(config)``.
 
 Route modules are wired in this order (aiohttp matches resources in registration order, and
-the frontend's static tree at ``/`` must come last): ``ws``, ``routes_prompt``, the custom
+the frontend's static tree at ``/`` must come last): ``ws``, ``routes_prompt``, ``routes_queue``,
+``routes_jobs``, ``routes_info``, ``routes_v1``, the custom
 nodes' ``PromptServer.instance.routes``, ``openapi``, ``routes_user``, ``routes_files``,
 ``frontend``.
 """
@@ -29,7 +30,8 @@ from .ws import ClientRegistry
 
 log = logging.getLogger(__name__)
 
-ROUTE_MODULES = ("comfyui.server.ws", "comfyui.server.routes_prompt", "comfyui.server.routes_v1")
+ROUTE_MODULES = ("comfyui.server.ws", "comfyui.server.routes_prompt", "comfyui.server.routes_queue",
+                 "comfyui.server.routes_jobs", "comfyui.server.routes_info", "comfyui.server.routes_v1")
 # Owned by the file/user routes area; each is optional (a module without ``setup`` is skipped).
 LATE_ROUTE_MODULES = ("comfyui.server.openapi", "comfyui.server.logs", "comfyui.server.routes_user",
                       "comfyui.server.routes_files", "comfyui.server.frontend")

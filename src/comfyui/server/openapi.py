@@ -65,7 +65,7 @@ def _body(schema: dict, content_type: str = "application/json", required: bool =
 
 # (method, path, tag, summary, extra operation fields)
 _ROUTES: list[tuple[str, str, str, str, dict]] = [
-    # --- core / queue (routes_prompt)
+    # --- core / queue (routes_prompt, routes_queue, routes_jobs, routes_info)
     ("GET", "/prompt", "queue", "Queue counter", {"responses": {"200": _json(
         {"type": "object", "properties": {"exec_info": {"type": "object", "properties": {
             "queue_remaining": {"type": "integer"}}}}})}}),

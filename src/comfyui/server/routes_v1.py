@@ -81,11 +81,12 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from ..jobs.submission import PromptRejected, PromptRequest, PromptSubmitter
 from .context import ServerContext, add_route, dumps, error_response, json_response
+from .routes_prompt import rejected_response
 
 log = logging.getLogger(__name__)
 
-MAX_PROMPT_ID_LEN = 128
 _DIGEST_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
 FINISHED = ("completed", "failed", "cancelled")
@@ -101,12 +102,6 @@ def prompt_digest(prompt: Any) -> str:
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
     return error_response(message, status=status, **extra)
-
-
-def _prompt_error(type_: str, message: str, details: str = "", status: int = 400,
-                  headers: dict | None = None) -> web.Response:
-    return json_response({"error": {"type": type_, "message": message, "details": details, "extra_info": {}},
-                          "node_errors": {}}, status=status, headers=headers)
 
 
 def _media_ranges(header: str) -> list[tuple[str, float, bool]]:
@@ -148,10 +143,6 @@ def negotiate(accept: str) -> tuple[str | None, bool]:
         if q > best_q:
             best, best_q = kind, q
     return best, is_async
-
-
-def _valid_id(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip()) and len(value) <= MAX_PROMPT_ID_LEN
 
 
 def safe_upload_name(name: str) -> str | None:
@@ -274,6 +265,7 @@ class V1Routes:
 
         self.ctx = ctx
         self.engine = ctx.engine
+        self.submitter = PromptSubmitter(ctx.engine)
         self.index = FileIndex.for_engine(self.engine)
         self.indexer = OutputIndexer(self.index)
         self.policy = RetentionPolicy.from_config(ctx.config or {})
@@ -462,8 +454,6 @@ class V1Routes:
 
     # ------------------------------------------------------------------ POST /api/v1/prompts
     async def post_prompts(self, request: web.Request) -> web.StreamResponse:
-        from comfyui.engine.engine import PromptError, QueueFull
-
         kind, async_accept = negotiate(request.headers.get("Accept", ""))
         if kind is None:
             return _error(406, "Accept must allow application/json or image/png")
@@ -475,19 +465,13 @@ class V1Routes:
             prompt, options = self._unwrap(body)
         except _BadRequest as e:
             return _error(e.status, e.message)
-
         prompt_id = (request.headers.get("Idempotency-Key") or request.query.get("prompt_id")
                      or options.get("prompt_id") or fields.get("prompt_id"))
-        if prompt_id is not None and not _valid_id(prompt_id):
-            return _prompt_error("invalid_prompt", "Invalid prompt_id",
-                                 f"prompt id must be a non-empty string of at most {MAX_PROMPT_ID_LEN} characters")
-        extra_data = options.get("extra_data") or {}
-        if not isinstance(extra_data, dict):
-            return _prompt_error("invalid_prompt", "Invalid extra_data", "'extra_data' must be a JSON object")
-        extra_data = dict(extra_data)
-        extra_data.setdefault("create_time", int(time.time() * 1000))
-
-        if prompt_id is not None and await asyncio.to_thread(self.engine.queue.job_status, prompt_id) is not None:
+        try:
+            submission = PromptRequest(prompt, prompt_id=prompt_id, extra_data=options.get("extra_data"))
+        except PromptRejected as e:
+            return rejected_response(e)
+        if prompt_id is not None and await self.submitter.known(prompt_id):
             return await self._respond(request, prompt_id, prompt, kind, respond_async)
 
         created: list[str] = []
@@ -500,28 +484,11 @@ class V1Routes:
             except OSError as e:
                 return _error(507, f"could not store the uploaded files: {e.strerror or e}")
             _rewrite_refs(prompt, renames)
-
         try:
-            result = await self.engine.submit_async(prompt, prompt_id=prompt_id, extra_data=extra_data)
-        except PromptError as e:
+            result = await self.submitter.submit(submission)
+        except PromptRejected as e:
             self._discard(created)
-            return json_response({"error": e.error, "node_errors": e.node_errors}, status=400)
-        except QueueFull:
-            self._discard(created)
-            return _prompt_error("queue_full", "The queue is full",
-                                 f"The queue already holds {self.engine.max_queue_size} prompts (--max-queue-size)",
-                                 status=429, headers={"Retry-After": str(self._retry_after())})
-        except Exception as e:  # noqa: BLE001
-            import sqlalchemy.exc
-
-            if isinstance(e, sqlalchemy.exc.IntegrityError) and prompt_id is not None:
-                # the same id was submitted concurrently and the other request won: same job
-                return await self._respond(request, prompt_id, prompt, kind, respond_async)
-            if not isinstance(e, (ValueError, KeyError, TypeError, AttributeError)):
-                raise
-            self._discard(created)
-            log.info("v1 prompt rejected: %s: %s", type(e).__name__, e)
-            return _prompt_error("invalid_prompt", "Invalid prompt", f"{type(e).__name__}: {e}")
+            return rejected_response(e)
         if input_refs:
             await asyncio.to_thread(self.index.add, result.prompt_id, input_refs, "input")
         return await self._respond(request, result.prompt_id, prompt, kind, respond_async)
@@ -544,7 +511,8 @@ class V1Routes:
         if respond_async:
             return json_response({"prompt_id": prompt_id}, status=202,
                                  headers={"Location": location, "Retry-After": str(self._retry_after())})
-        entry = await asyncio.wrap_future(self.engine.wait(prompt_id))
+        waiting = await self.engine.queue.call(self.engine.wait, prompt_id)  # may read history
+        entry = await asyncio.wrap_future(waiting)
         headers = {"Location": location, "Digest": f"SHA-256={prompt_digest(prompt)}"}
         status = entry.get("status") or {}
         if status.get("status_str") != "success":
@@ -601,12 +569,13 @@ class V1Routes:
     # ------------------------------------------------------------------ GET
     async def get_prompt(self, request: web.Request) -> web.Response:
         prompt_id = request.match_info["prompt_id"]
-        status = await asyncio.to_thread(self.engine.queue.job_status, prompt_id)
+        queue = self.engine.queue
+        status = await queue.call(queue.job_status, prompt_id)
         if status is None:
             return _error(404, "prompt not found")
         if status in ("pending", "in_progress"):
             return web.Response(status=204, headers={"Retry-After": str(self._retry_after())})
-        entry = await asyncio.to_thread(self.engine.get_history_item, prompt_id)
+        entry = await queue.call(self.engine.get_history_item, prompt_id)
         if entry is None:  # finished a moment ago and being written, or removed meanwhile
             return _error(404, "prompt not found")
         if status != "completed":
@@ -614,7 +583,7 @@ class V1Routes:
         return json_response(entry.get("outputs") or {})
 
     async def get_last_prompt(self, request: web.Request) -> web.Response:
-        history = await asyncio.to_thread(self.engine.get_history, 1)
+        history = await self.engine.queue.call(self.engine.get_history, 1)
         if not history:
             return _error(404, "there are no prompts in the history")
         entry = list(history.values())[-1]
@@ -650,16 +619,17 @@ class V1Routes:
         from comfyui.jobs.retention import delete_job_files
 
         prompt_id = request.match_info["prompt_id"]
-        status = await asyncio.to_thread(self.engine.queue.job_status, prompt_id)
+        queue = self.engine.queue
+        status = await queue.call(queue.job_status, prompt_id)
         if status is None:
             return _error(404, "prompt not found")
         if status not in FINISHED:
             return _error(409, f"the job is {status}; cancel it first (POST /api/jobs/{prompt_id}/cancel)")
-        entry = await asyncio.to_thread(self.engine.get_history_item, prompt_id)
+        entry = await queue.call(self.engine.get_history_item, prompt_id)
         report = await asyncio.to_thread(delete_job_files, self.index, prompt_id, entry)
         body = {"prompt_id": prompt_id, **report.as_dict()}
         if drop_history:
-            await asyncio.to_thread(self.engine.delete_history, [prompt_id])
+            await queue.call(self.engine.delete_history, [prompt_id])
             body["history_deleted"] = True
         return json_response(body)
 

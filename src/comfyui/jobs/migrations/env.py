@@ -1,8 +1,8 @@
 """Alembic environment: always run programmatically with a live connection
-(``config.attributes["connection"]``), from ``comfyui.jobs.store.migrate``."""
+(``config.attributes["connection"]``), from ``comfyui.jobs.schema.migrate``."""
 from alembic import context
 
-from comfyui.jobs.store import metadata
+from comfyui.jobs.schema import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=metadata)
