@@ -159,3 +159,27 @@ def test_an_id_used_again_after_its_history_was_deleted_lists_its_new_run(store)
     for _ in range(2):
         assert [j["status"] for _k, j in store.jobs_page(FINISHED, "created_at", True, 0, 5)[0]] == ["failed"]
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_history_lists_this_process_jobs_and_finds_older_ones_by_id(kind, tmp_path, request):
+    """As ComfyUI's in-memory history: after a restart ``/history`` starts empty; a job of an
+    earlier run is still found by its id and listed by the Jobs API."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}" if kind == "sqlite" else request.getfixturevalue("postgres_url")
+    first = DurableQueue(url)
+    fill(first)
+    assert len(first.get_history()) == 12
+    first.close()
+    second = DurableQueue(url)
+    try:
+        assert second.get_history() == {} and second.get_history(max_items=5) == {}
+        assert second.get_history(offset=100) == {}
+        assert list(second.get_history(prompt_id="p1")) == ["p1"]
+        assert second.jobs_page(FINISHED, "created_at", True, 0, 5)[1] == 12
+        second.put(QueueItem(number=13, prompt_id="p13", prompt={"1": {"class_type": "X", "inputs": {}}},
+                             extra_data={}, outputs=["1"], created_at=time.time()))
+        item = second.get(0)
+        second.task_done(item, history_entry(item, status="success", outputs={}, messages=[], meta={}))
+        assert list(second.get_history()) == ["p13"] and list(second.get_history(max_items=1)) == ["p13"]
+    finally:
+        second.close()

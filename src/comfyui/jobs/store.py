@@ -211,6 +211,9 @@ class DurableQueue(PromptQueue):
         migrate(self.db)
         self.write_lock = threading.Lock()  # held while a transaction writes (job_files writers share it)
         self.recovered = self._recover(requeue_interrupted)
+        # /history lists what this process finished, as ComfyUI's in-memory history does; older
+        # jobs stay readable by id (/history/{id}) and through the Jobs API.
+        self.session_start = time.time()
         self._inserting: set[str] = set()  # ids of submitted jobs whose insert has not committed yet
         self._started: dict[str, float] = {}  # running job -> when it started
         # finished jobs whose finish has not committed yet: id -> (sort key, list item, entry)
@@ -385,11 +388,13 @@ class DurableQueue(PromptQueue):
                 return {prompt_id: finishing[2]}
             query = query.where(c.prompt_id == prompt_id)
         elif offset < 0 and max_items is not None:  # the newest max_items, oldest first
+            query = query.where(c.ended_at >= self.session_start)
             newest = (query.add_columns(c.ended_at, c.seq).order_by(c.ended_at.desc(), c.seq.desc())
                       .limit(max_items).subquery())
             query = sa.select(newest).order_by(newest.c.ended_at, newest.c.seq)
         else:
-            query = query.order_by(c.ended_at, c.seq).offset(max(offset, 0)).limit(max_items)
+            query = (query.where(c.ended_at >= self.session_start).order_by(c.ended_at, c.seq)
+                     .offset(max(offset, 0)).limit(max_items))
         with self._connection(flush=prompt_id is None) as conn:
             rows = conn.execute(query).all()
         return {row.prompt_id: _history_entry(row) for row in rows}
