@@ -9,7 +9,7 @@ import torch
 
 from comfyui.models import memory
 from comfyui.models import sd as sdm
-from comfyui.models.detection import UnknownModelError
+from comfyui.models.family import UnknownModelError
 from comfyui.models.loading import ModelFileError, load_torch_file
 
 from . import fixtures as fx
@@ -40,13 +40,13 @@ def files(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name,arch,pred,family,inch", [
-    ("sd1", "SD15", "eps", "sd1", 4),
-    ("sd1_ckpt", "SD15", "eps", "sd1", 4),
-    ("sd1_inpaint", "SD15Inpaint", "eps", "sd1", 9),
-    ("sd2v", "SD20", "v_prediction", "sd2", 4),
-    ("sd2e", "SD20", "eps", "sd2", 4),
-    ("sdxl", "SDXL", "eps", "sdxl", 4),
-    ("refiner", "SDXLRefiner", "eps", "sdxl_refiner", 4),
+    ("sd1", "sd15", "eps", "sd1", 4),
+    ("sd1_ckpt", "sd15", "eps", "sd1", 4),
+    ("sd1_inpaint", "sd15_inpaint", "eps", "sd1", 9),
+    ("sd2v", "sd20_v", "v_prediction", "sd2", 4),
+    ("sd2e", "sd20", "eps", "sd2", 4),
+    ("sdxl", "sdxl", "eps", "sdxl", 4),
+    ("refiner", "sdxl_refiner", "eps", "sdxl_refiner", 4),
 ])
 def test_detection_from_state_dict(files, name, arch, pred, family, inch):
     model, clip, vae = sdm.load_checkpoint_guess_config(files[name])
@@ -144,7 +144,7 @@ def test_split_files(files, tmp_path):
     save_file(unet, str(tmp_path / "unet.safetensors"))
     save_file(vae, str(tmp_path / "vae.safetensors"))
     m = sdm.load_diffusion_model(str(tmp_path / "unet.safetensors"))
-    assert m.model.model_config.name == "SDXL"
+    assert m.model.model_config.name == "sdxl"
     v = sdm.load_vae(str(tmp_path / "vae.safetensors"))
     img = v.decode(torch.zeros(1, 4, 4, 4))
     assert img.shape == (1, 32, 32, 3)
@@ -190,7 +190,7 @@ def test_diffusers_folder(tmp_path):
     te.save_pretrained(str(root / "text_encoder"))
     (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     model, clip, vae = sdm.load_diffusers(str(root))
-    assert model.model.model_config.name == "SD15"
+    assert model.model.model_config.name == "sd15"
     x = torch.randn(1, 4, 8, 8)
     ctx = torch.randn(1, 77, 32)
     torch.testing.assert_close(model.model.apply_model(x, torch.tensor([3.0]), c_crossattn=ctx),

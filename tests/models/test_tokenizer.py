@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from comfyui.models.tokenizer import (END_TOKEN, START_TOKEN, SDTokenizer, shared_bpe, token_weights,
+from comfyui.models.text_encoders.tokenizers.clip import (END_TOKEN, START_TOKEN, SDTokenizer, shared_bpe, token_weights,
                                       vocab_and_merges)
 
 from . import fixtures as fx

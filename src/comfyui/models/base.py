@@ -22,11 +22,12 @@ the network timestep, runs the UNet in the model's compute dtype and applies
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..sampling.model_sampling import model_sampling as build_model_sampling
+from ..sampling.model_sampling import model_sampling_from_settings as build_model_sampling
 from . import memory
 
 
@@ -47,29 +48,6 @@ class LatentFormat:
 
     def process_out(self, latent: torch.Tensor) -> torch.Tensor:
         return latent / self.scale_factor + self.shift_factor
-
-
-class SD15(LatentFormat):
-    scale_factor = 0.18215
-    latent_rgb_factors = [
-        [0.3512, 0.2297, 0.3227],
-        [0.3250, 0.4974, 0.2350],
-        [-0.2829, 0.1762, 0.2721],
-        [-0.2120, -0.2616, -0.7177],
-    ]
-    taesd_decoder_name = "taesd_decoder"
-
-
-class SDXL(LatentFormat):
-    scale_factor = 0.13025
-    latent_rgb_factors = [
-        [0.3651, 0.4232, 0.4341],
-        [-0.2533, -0.0042, 0.1068],
-        [0.1076, 0.1111, -0.0362],
-        [-0.3165, -0.2492, -0.2188],
-    ]
-    latent_rgb_factors_bias = [0.1084, -0.0175, -0.0011]
-    taesd_decoder_name = "taesdxl_decoder"
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -136,32 +114,48 @@ def blank_inpaint_image_like(latent: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    """ComfyUI's ``model.model_config`` view of a detected model, which custom nodes read
+    (``unet_config``, ``sampling_settings``, ``latent_format`` ...)."""
+    name: str
+    unet_config: dict[str, Any]
+    latent_format: type
+    sampling_settings: dict[str, Any]
+    memory_usage_factor: float
+    supported_inference_dtypes: tuple
+
+    @property
+    def inpaint(self) -> bool:
+        return self.unet_config.get("in_channels") == 9
+
+
 class BaseModel(torch.nn.Module):
     """A diffusion network with its schedule, latent format and conditioning rules.
 
-    ``model_config``: a :class:`comfyui.models.configs.ModelConfig` (unet_config,
-    latent_format, sampling_settings, prediction type ...).
-    ``diffusion_model``: the network (``comfyui.models.unet.UNetModel``); its state-dict
-    keys are the original LDM ones under the prefix ``diffusion_model.``.
+    ``config``: the network config the family's detector read from the weights;
+    ``family``: the :class:`comfyui.models.family.Family` (its ``sampling`` already resolved
+    for this file: markers such as ``v_pred`` applied). A family's subclass calls this
+    ``__init__`` and then builds ``self.diffusion_model`` (on ``device``; the loader uses
+    "meta" and assigns the weights afterwards); its state-dict keys are the native ones.
     """
 
     concat_keys: tuple[str, ...] = ()
 
-    def __init__(self, model_config: Any, device: torch.device | None = None,
-                 unet_cls: type | None = None):
+    def __init__(self, config: dict[str, Any], family: Any, dtype: torch.dtype | None = None,
+                 device: torch.device | None = None):
         super().__init__()
-        from .unet import UNetModel
-        self.model_config = model_config
-        self.latent_format: LatentFormat = model_config.latent_format()
-        self.model_type: str = model_config.prediction
+        self.config = config
+        self.family = family
+        self.latent_format: LatentFormat = family.latent_format()
+        sampling = dict(family.sampling)
+        self.model_type: str = sampling["type"]
         with torch.device("cpu"):  # real tensors even when the network is built on "meta"
-            self.model_sampling = build_model_sampling(self.model_type, model_config.sampling_settings)
-        self.memory_usage_factor = getattr(model_config, "memory_usage_factor", 1.0)
+            self.model_sampling = build_model_sampling(sampling)
+        self.memory_usage_factor = family.memory_usage_factor
         self.manual_cast_dtype: torch.dtype | None = None
-        cls = unet_cls or UNetModel
-        self.diffusion_model = cls(**model_config.unet_config, device=device)
-        if model_config.unet_config.get("in_channels", 4) == 9:
-            self.concat_keys = ("mask", "masked_image")
+        self.model_config = ModelConfig(family.variant_name(config), config, family.latent_format, sampling,
+                                        family.memory_usage_factor, family.supported_dtypes)
 
     # ---------------------------------------------------------------- dtypes / placement
     def get_dtype(self) -> torch.dtype:
@@ -286,49 +280,3 @@ class BaseModel(torch.nn.Module):
 
     def state_dict_for_saving(self) -> dict[str, torch.Tensor]:
         return {"model.diffusion_model." + k: v for k, v in self.diffusion_model.state_dict().items()}
-
-
-class SD15Model(BaseModel):
-    pass
-
-
-class SD20Model(BaseModel):
-    pass
-
-
-class SDXLModel(BaseModel):
-    """SDXL base: ``y`` = pooled CLIP-G output ++ 256-dim embeddings of (height, width,
-    crop_h, crop_w, target_height, target_width)."""
-
-    adm_fields = 6
-
-    def encode_adm(self, **kwargs: Any) -> torch.Tensor | None:
-        pooled = kwargs.get("pooled_output")
-        if pooled is None:
-            return None
-        width = kwargs.get("width", 768)
-        height = kwargs.get("height", 768)
-        values = [height, width, kwargs.get("crop_h", 0), kwargs.get("crop_w", 0),
-                  kwargs.get("target_height", height), kwargs.get("target_width", width)]
-        return self._adm(pooled, values)
-
-    def _adm(self, pooled: torch.Tensor, values: list[float]) -> torch.Tensor:
-        emb = [timestep_embedding(torch.tensor([float(v)]), 256) for v in values]
-        flat = torch.flatten(torch.cat(emb)).unsqueeze(0).repeat(pooled.shape[0], 1)
-        return torch.cat((pooled.to(flat.device, flat.dtype), flat), dim=1)
-
-
-class SDXLRefinerModel(SDXLModel):
-    """SDXL refiner: ``y`` = pooled ++ (height, width, crop_h, crop_w, aesthetic_score)."""
-
-    adm_fields = 5
-
-    def encode_adm(self, **kwargs: Any) -> torch.Tensor | None:
-        pooled = kwargs.get("pooled_output")
-        if pooled is None:
-            return None
-        width = kwargs.get("width", 768)
-        height = kwargs.get("height", 768)
-        default_score = 2.5 if kwargs.get("prompt_type", "") == "negative" else 6.0
-        score = kwargs.get("aesthetic_score", default_score)
-        return self._adm(pooled, [height, width, kwargs.get("crop_h", 0), kwargs.get("crop_w", 0), score])

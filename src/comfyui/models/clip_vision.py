@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import memory, ops
-from .clip import CLIPLayer, TextModelConfig
+from .text_encoders.clip import CLIPLayer, TextModelConfig
 from .loading import ModelFileError, load_torch_file
 from .patcher import ModelPatcher
 
@@ -210,7 +210,7 @@ def load_clip_vision(path: str) -> ClipVisionModel:
             return clip_vision_from_state_dict(sd, prefix)
         except (ModelFileError, KeyError):
             continue
-    from .detection import describe_state_dict
+    from .family import describe_state_dict
     raise ModelFileError(f"{os.path.basename(path)}: not a CLIP vision model. Found {describe_state_dict(sd)}")
 
 
@@ -266,41 +266,6 @@ def unclip_adm(unclip_conditioning: list[dict], device: torch.device, augmentor:
         c, lvl = augmentor(merged[:, :augmentor.timestep_dim], torch.tensor([level], device=device))
         return torch.cat((c, lvl), 1)
     return outs[0]
-
-
-def _unclip_model_class():
-    from .base import BaseModel
-
-    class SD21UNCLIPModel(BaseModel):
-        """SD 2.1 unCLIP: ``y`` = noise-augmented CLIP image embedding ++ its noise level embedding."""
-
-        def __init__(self, model_config: Any, device: torch.device | None = None, unet_cls: type | None = None):
-            super().__init__(model_config, device=device, unet_cls=unet_cls)
-            self.adm_channels = model_config.unet_config["adm_in_channels"]
-            with torch.device("cpu"):
-                self.noise_augmentor = CLIPEmbeddingNoiseAugmentation(self.adm_channels // 2)
-
-        def encode_adm(self, **kwargs: Any) -> torch.Tensor:
-            unclip = kwargs.get("unclip_conditioning")
-            device = kwargs.get("device") or torch.device("cpu")
-            if unclip is None:
-                return torch.zeros((1, self.adm_channels))
-            seed = kwargs.get("seed")
-            return unclip_adm(unclip, device, self.noise_augmentor, kwargs.get("unclip_noise_augment_merge", 0.05),
-                              None if seed is None else seed - 10)
-
-    return SD21UNCLIPModel
-
-
-_UNCLIP_CLASS = None
-
-
-def unclip_model_class():
-    """The BaseModel subclass for SD 2.1 unCLIP checkpoints (built once, lazily)."""
-    global _UNCLIP_CLASS
-    if _UNCLIP_CLASS is None:
-        _UNCLIP_CLASS = _unclip_model_class()
-    return _UNCLIP_CLASS
 
 
 def load_unclip_checkpoint(path: str, embedding_directory: Any = None) -> tuple:

@@ -827,7 +827,7 @@ def load_controlnet_state_dict(sd: dict[str, torch.Tensor], model: Any = None, s
     else:
         net = load_t2i_adapter(sd)
         if net is None:
-            from .detection import describe_state_dict
+            from .family import describe_state_dict
             raise ModelFileError(f"{source}: not a ControlNet, control-LoRA or T2I-Adapter. "
                                  f"Found {describe_state_dict(sd)}")
         return net

@@ -45,7 +45,7 @@ _CLIP_PREFIXES = {
 
 
 def model_lora_keys_clip(clip_model: Any, key_map: dict[str, str] | None = None) -> dict[str, str]:
-    """Same for a text-encoder module (``comfyui.models.clip.MultiClip``)."""
+    """Same for a text-encoder module (``comfyui.models.text_encoders.encoder.TextEncoders``)."""
     key_map = {} if key_map is None else key_map
     fam = clip_model.family
     for k in clip_model.state_dict().keys():

@@ -1,7 +1,10 @@
-"""High-level loading: checkpoints, split UNet / text-encoder / VAE files, diffusers folders.
-Loaded results are cached by (path, modification time, options)."""
+"""The loaders: checkpoints, split diffusion-model / text-encoder / VAE files, diffusers
+folders. Which model a file holds comes from the family table (:mod:`comfyui.models.registry`)
+and the text-encoder recipes (:mod:`comfyui.models.text_encoders.recipes`), never from its
+name. Loaded results are cached by (path, modification time, options)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -13,12 +16,14 @@ from typing import Any, Callable
 import torch
 
 from . import memory, ops
-from .clip import CLIP, FAMILIES, TextModelConfig, text_config_from_state_dict
-from .convert import diffusers_unet_to_ldm, normalize_hf_text_keys, hf_to_open_clip, open_clip_to_hf, unet_config_from_diffusers
-from .detection import (ModelConfig, UnknownModelError, describe_state_dict, find_text_encoders,
-                        model_config_from_unet, VAE_PREFIX)
+from .convert import diffusers_unet_to_ldm, hf_to_open_clip, normalize_hf_text_keys, unet_config_from_diffusers
+from .detection import VAE_PREFIX, find_text_encoders
+from .family import Family, UnknownModelError, describe_state_dict
 from .loading import ModelFileError, load_torch_file
 from .patcher import ModelPatcher
+from .registry import detect_family
+from .text_encoders.encoder import CLIP, detect_configs
+from .text_encoders.recipes import CLIP_TYPES, RECIPES, clip_type_problem
 from .vae import VAE
 
 log = logging.getLogger(__name__)
@@ -92,21 +97,22 @@ def _dtype_option(weight_dtype: str | None) -> torch.dtype | None:
             "fp32": torch.float32}.get(weight_dtype)
 
 
-def build_model(mc: ModelConfig, unet_sd: dict[str, torch.Tensor], prefix: str = "",
+def build_model(family: Family, config: dict[str, Any], sd: dict[str, torch.Tensor], prefix: str = "",
                 dtype: torch.dtype | None = None) -> ModelPatcher:
-    """Instantiate the BaseModel of ``mc``, load LDM UNet weights and wrap it in a patcher."""
+    """Instantiate ``family``'s BaseModel for ``config``, assign the weights under ``prefix``
+    and wrap it in a patcher."""
     load_device = memory.get_torch_device()
     offload_device = memory.unet_offload_device()
-    weight_dtype = dtype or memory.unet_dtype(load_device, mc.supported_inference_dtypes)
-    manual_cast = memory.unet_manual_cast(weight_dtype, load_device, mc.supported_inference_dtypes)
+    weight_dtype = dtype or memory.unet_dtype(load_device, family.supported_dtypes)
+    manual_cast = memory.unet_manual_cast(weight_dtype, load_device, family.supported_dtypes)
     with torch.device("meta"):
-        model = mc.model_class(mc)
-    ksd = {k[len(prefix):]: v for k, v in unet_sd.items() if k.startswith(prefix)}
+        model = family.model_class(config, family, dtype=weight_dtype)
+    ksd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     missing, unexpected = ops.assign_state_dict(model.diffusion_model, ksd, weight_dtype)
     if missing:
-        raise UnknownModelError(f"UNet weights missing for {len(missing)} parameters, e.g. {missing[:5]}")
+        raise UnknownModelError(f"diffusion model weights missing for {len(missing)} parameters, e.g. {missing[:5]}")
     if unexpected:
-        log.debug("unet unexpected keys: %s", unexpected[:10])
+        log.debug("diffusion model: unexpected keys %s", unexpected[:10])
     model.eval().requires_grad_(False)
     if manual_cast is not None and manual_cast != weight_dtype:
         model.manual_cast_dtype = manual_cast
@@ -115,16 +121,22 @@ def build_model(mc: ModelConfig, unet_sd: dict[str, torch.Tensor], prefix: str =
     return ModelPatcher(model, load_device=load_device, offload_device=offload_device)
 
 
-def _clip_from_sd(family: str, sd: dict[str, torch.Tensor], embedding_directory: Any,
+def _clip_from_sd(clip_type: str, sd: dict[str, torch.Tensor], embedding_directory: Any,
                   hidden_acts: dict[str, str] | None = None) -> CLIP:
-    configs: dict[str, TextModelConfig] = {}
-    for spec in FAMILIES[family]:
-        pfx = f"clip_{spec.key}.transformer."
-        if pfx + "text_model.embeddings.token_embedding.weight" not in sd:
-            raise UnknownModelError(f"text encoder '{spec.key}' of a {family} model not found")
-        act = (hidden_acts or {}).get(spec.key) or ("quick_gelu" if spec.key == "l" else "gelu")
-        configs[spec.key] = text_config_from_state_dict(sd, pfx, hidden_act=act)
-    clip = CLIP(family, configs, embedding_directory=embedding_directory)
+    """A CLIP of ``clip_type`` from native weights keyed ``<recipe>.<native key>``;
+    ``hidden_acts`` overrides a CLIP encoder's activation (diffusers folders state it)."""
+    ctype = CLIP_TYPES[clip_type]
+    configs = detect_configs(ctype, sd)
+    if not ctype.one_of:
+        absent = [name for name in ctype.recipes if name not in configs]
+        if absent:
+            raise UnknownModelError(f"text encoder(s) {', '.join(absent)} of a {clip_type} model not found")
+    elif not configs:
+        raise UnknownModelError(f"no text encoder of type {clip_type} found")
+    for name, act in (hidden_acts or {}).items():
+        if act and name in configs:
+            configs[name] = dataclasses.replace(configs[name], hidden_act=act)
+    clip = CLIP(ctype, configs, embedding_directory=embedding_directory)
     clip.load_sd(sd)
     return clip
 
@@ -134,20 +146,20 @@ def load_state_dict_guess_config(sd: dict[str, torch.Tensor], output_vae: bool =
                                  weight_dtype: torch.dtype | None = None) -> tuple:
     """(MODEL, CLIP | None, VAE | None) from an original single-file checkpoint state dict."""
     if not any(k.startswith(UNET_PREFIX) for k in sd):
-        raise UnknownModelError(f"{source}: not a Stable Diffusion checkpoint: no UNet weights "
+        raise UnknownModelError(f"{source}: not a diffusion model checkpoint: no diffusion model weights "
                                 f"(model.diffusion_model.*) found. Found {describe_state_dict(sd)}")
-    family, clip_sd = find_text_encoders(sd)
     try:
-        mc = model_config_from_unet(sd, UNET_PREFIX, clip_hint=family)
+        family, config = detect_family(sd, UNET_PREFIX)
     except UnknownModelError as exc:
         raise UnknownModelError(f"{source}: {exc}") from exc
-    model = build_model(mc, sd, UNET_PREFIX, dtype=weight_dtype)
+    model = build_model(family, config, sd, UNET_PREFIX, dtype=weight_dtype)
     clip = None
     if output_clip:
-        if family is None:
+        clip_type, clip_sd = find_text_encoders(sd)
+        if clip_type is None:
             log.warning("%s: no text encoder weights in the checkpoint; CLIP output is None", source)
         else:
-            clip = _clip_from_sd(family, clip_sd, embedding_directory)
+            clip = _clip_from_sd(clip_type, clip_sd, embedding_directory)
     vae = None
     if output_vae:
         vae_sd = {k[len(VAE_PREFIX):]: v for k, v in sd.items() if k.startswith(VAE_PREFIX)}
@@ -188,10 +200,10 @@ def load_diffusion_model_state_dict(sd: dict[str, torch.Tensor], weight_dtype: t
         else:
             raise UnknownModelError(f"{source}: not a supported diffusion model. Found {describe_state_dict(sd)}")
     try:
-        mc = model_config_from_unet(sd, prefix)
+        family, config = detect_family(sd, prefix)
     except UnknownModelError as exc:
         raise UnknownModelError(f"{source}: {exc}") from exc
-    return build_model(mc, sd, prefix, dtype=weight_dtype)
+    return build_model(family, config, sd, prefix, dtype=weight_dtype)
 
 
 def _diffusers_unet_sd_to_ldm(sd: dict[str, torch.Tensor], config: dict | None = None) -> dict[str, torch.Tensor]:
@@ -242,47 +254,49 @@ def load_diffusion_model(unet_path: str, weight_dtype: str | None = None) -> Mod
     return _cached(unet_path, ("unet", weight_dtype), load)[0]
 
 
-def clip_family_from_state_dict(sd: dict[str, torch.Tensor]) -> tuple[str, dict[str, torch.Tensor], str]:
-    """(family, HF-layout sd keyed clip_<key>.transformer.*, hidden_act) for a standalone
-    text-encoder file (transformers layout, or OpenCLIP layout)."""
-    if any(k.startswith("cond_stage_model.") or k.startswith("conditioner.") for k in sd):
-        fam, csd = find_text_encoders(sd)
-        if fam is None:
-            raise UnknownModelError(f"no text encoder found. Found {describe_state_dict(sd)}")
-        return fam, csd, ""
-    openclip = "token_embedding.weight" in sd and "positional_embedding" in sd
-    hf = normalize_hf_text_keys(sd) if not openclip else open_clip_to_hf(sd, "")
-    if "text_model.embeddings.token_embedding.weight" not in hf:
-        if "transformer.text_model.embeddings.token_embedding.weight" in hf:
-            hf = {k[len("transformer."):]: v for k, v in hf.items() if k.startswith("transformer.")}
-        else:
-            raise UnknownModelError(f"not a CLIP text encoder. Found {describe_state_dict(sd)}")
-    width = hf["text_model.embeddings.token_embedding.weight"].shape[1]
-    if width == 1280:
-        fam, key, act = "sdxl_refiner", "g", "gelu"
-    elif width == 1024 or openclip:
-        fam, key, act = "sd2", "h", "gelu"
-    else:
-        fam, key, act = "sd1", "l", "quick_gelu"
-    return fam, {f"clip_{key}.transformer.{k}": v for k, v in hf.items()}, act
+def text_encoder_from_file(sd: dict[str, torch.Tensor]) -> tuple[str, dict[str, torch.Tensor]]:
+    """(recipe name, weights keyed ``<recipe>.<native key>``) of a standalone text-encoder
+    file: the first recipe that recognises it."""
+    for recipe in RECIPES.values():
+        native = recipe.from_file(sd)
+        if native is not None:
+            return recipe.name, {f"{recipe.name}.{k}": v for k, v in native.items()}
+    raise UnknownModelError(f"not a known text encoder. Found {describe_state_dict(sd)}")
 
 
 def load_clip(ckpt_paths: list[str], embedding_directory: Any = None, clip_type: str = "stable_diffusion") -> CLIP:
-    """CLIPLoader: one text-encoder file (two files, L + G, give an SDXL CLIP)."""
+    """CLIPLoader / DualCLIPLoader / TripleCLIPLoader: text-encoder files combined as
+    ``clip_type`` (a name in CLIP_TYPES) says."""
+    problem = clip_type_problem(clip_type, len(ckpt_paths))
+    if problem:
+        raise UnknownModelError(problem)
+    ctype = CLIP_TYPES[clip_type]
 
     def load() -> tuple:
-        parts = [clip_family_from_state_dict(load_torch_file(p)) for p in ckpt_paths]
-        if len(parts) == 1:
-            fam, sd, act = parts[0]
-            key = FAMILIES[fam][0].key
-            return (_clip_from_sd(fam, sd, embedding_directory, {key: act} if act else None),)
-        fams = {p[0] for p in parts}
-        if fams == {"sd1", "sdxl_refiner"}:
-            merged: dict[str, torch.Tensor] = {}
-            for _, sd, _ in parts:
-                merged.update(sd)
-            return (_clip_from_sd("sdxl", merged, embedding_directory),)
-        raise UnknownModelError(f"unsupported text encoder combination: {sorted(fams)}")
+        merged: dict[str, torch.Tensor] = {}
+        found: list[str] = []
+        for path in ckpt_paths:
+            sd = load_torch_file(path)
+            if any(k.startswith(("cond_stage_model.", "conditioner.")) for k in sd):
+                layout, part = find_text_encoders(sd)  # a checkpoint used as a text-encoder file
+                if layout is None:
+                    raise UnknownModelError(f"{os.path.basename(path)}: no text encoder found. "
+                                            f"Found {describe_state_dict(sd)}")
+                names = list(CLIP_TYPES[layout].recipes)
+            else:
+                name, part = text_encoder_from_file(sd)
+                names = [name]
+            for name in names:
+                if name not in ctype.recipes:
+                    raise UnknownModelError(f"{os.path.basename(path)}: a {name} text encoder does not belong to "
+                                            f"type '{clip_type}' (which takes {', '.join(ctype.recipes)})")
+                if name in found:
+                    raise UnknownModelError(f"{os.path.basename(path)}: a second {name} text encoder")
+            found.extend(names)
+            merged.update(part)
+        if ctype.one_of and len(found) != 1:
+            raise UnknownModelError(f"type '{clip_type}' takes one text encoder, these files hold {', '.join(found)}")
+        return (_clip_from_sd(clip_type, merged, embedding_directory),)
 
     key_path = ckpt_paths[0]
     return _cached(key_path, ("clip", clip_type, tuple(ckpt_paths), _emb_key(embedding_directory)), load)[0]
@@ -318,37 +332,35 @@ def load_diffusers(model_path: str, output_vae: bool = True, output_clip: bool =
         with open(os.path.join(model_path, "unet", "config.json")) as f:
             ucfg = json.load(f)
         usd = _diffusers_unet_sd_to_ldm(_load_dir_weights(os.path.join(model_path, "unet")), ucfg)
-        family_hint = None
-        te2 = os.path.join(model_path, "text_encoder_2")
+        family, config = detect_family(usd, "")
         te1 = os.path.join(model_path, "text_encoder")
-        if os.path.isdir(te2):
-            family_hint = "sdxl" if os.path.isdir(te1) else "sdxl_refiner"
-        mc = model_config_from_unet(usd, "", clip_hint=family_hint)
+        te2 = os.path.join(model_path, "text_encoder_2")
         sched = os.path.join(model_path, "scheduler", "scheduler_config.json")
         if os.path.isfile(sched):
             with open(sched) as f:
                 pred = json.load(f).get("prediction_type")
             if pred in ("v_prediction", "epsilon"):
-                mc.prediction = "v_prediction" if pred == "v_prediction" else "eps"
-        model = build_model(mc, usd)
+                sampling = dict(family.sampling, type="v_prediction" if pred == "v_prediction" else "eps")
+                family = dataclasses.replace(family, sampling=sampling)
+        model = build_model(family, config, usd)
         clip = None
-        if output_clip:
+        if output_clip and family.clip_type is not None:
+            # text_encoder/ holds the first encoder of the type, text_encoder_2/ the second
+            recipes = CLIP_TYPES[family.clip_type].recipes
+            folders = [te1, te2] if len(recipes) == 2 else [te2 if os.path.isdir(te2) else te1]
             csd: dict[str, torch.Tensor] = {}
             acts: dict[str, str] = {}
-            for spec in FAMILIES[mc.clip_family]:
-                folder = te2 if (spec.key == "g" and mc.clip_family == "sdxl") else te1
-                if mc.clip_family == "sdxl_refiner":
-                    folder = te2
+            for name, folder in zip(recipes, folders):
                 if not os.path.isdir(folder):
                     continue
                 for k, v in normalize_hf_text_keys(_load_dir_weights(folder)).items():
-                    csd[f"clip_{spec.key}.transformer.{k}"] = v
+                    csd[f"{name}.transformer.{k}"] = v
                 cfg_path = os.path.join(folder, "config.json")
                 if os.path.isfile(cfg_path):
                     with open(cfg_path) as f:
-                        acts[spec.key] = json.load(f).get("hidden_act", "")
+                        acts[name] = json.load(f).get("hidden_act", "")
             if csd:
-                clip = _clip_from_sd(mc.clip_family, csd, embedding_directory, acts)
+                clip = _clip_from_sd(family.clip_type, csd, embedding_directory, acts)
         vae = None
         if output_vae and os.path.isdir(os.path.join(model_path, "vae")):
             vae = VAE(sd=_load_dir_weights(os.path.join(model_path, "vae")))

@@ -61,7 +61,7 @@ import torch
 __all__ = [
     "EPS", "V_PREDICTION", "EDM", "X0", "IMG_TO_IMG", "LCM", "CONST",
     "ModelSamplingDiscrete", "ModelSamplingDiscreteDistilled",
-    "make_beta_schedule", "rescale_zero_terminal_snr_sigmas", "model_sampling",
+    "make_beta_schedule", "rescale_zero_terminal_snr_sigmas", "model_sampling", "model_sampling_from_settings",
     "PREDICTION_TYPES",
 ]
 
@@ -373,3 +373,10 @@ def model_sampling(prediction: str | type = "eps", model_config: Any = None,
         pred_cls = prediction
     base = ModelSamplingDiscreteDistilled if pred_cls is LCM else ModelSamplingDiscrete
     return _combined(base, pred_cls)(model_config, zsnr=zsnr)
+
+
+def model_sampling_from_settings(settings: Mapping[str, Any]) -> torch.nn.Module:
+    """The model-sampling object a model family asks for: ``settings`` = {"type": prediction
+    type, plus the schedule's settings (``zsnr``, ``linear_start`` ...)}."""
+    rest = {k: v for k, v in settings.items() if k != "type"}
+    return model_sampling(settings.get("type", "eps"), rest)

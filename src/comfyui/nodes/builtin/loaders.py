@@ -243,8 +243,9 @@ class CheckpointSave:
         full_output_folder, filename, counter, _subfolder, _prefix = paths.get_save_image_path(filename_prefix, output_dir)
         metadata: dict[str, str] = {}
         mc = model.model.model_config
-        arch = _ARCH.get(mc.clip_family, "stable-diffusion-v1")
-        if mc.clip_family == "sd2" and model.model.model_type != "v_prediction":
+        clip_type = model.model.family.clip_type or ""
+        arch = _ARCH.get(clip_type, "stable-diffusion-v1")
+        if clip_type == "sd2" and model.model.model_type != "v_prediction":
             arch = "stable-diffusion-v2-512"
         if mc.inpaint:
             arch += "/inpainting"
@@ -254,7 +255,7 @@ class CheckpointSave:
         metadata["modelspec.title"] = f"{filename} {counter}"
         if model.model.model_type == "v_prediction":
             metadata["modelspec.predict_key"] = "v"
-        elif mc.clip_family.startswith("sdxl"):
+        elif clip_type.startswith("sdxl"):
             metadata["modelspec.predict_key"] = "epsilon"
         if not _metadata_disabled():
             if prompt is not None:

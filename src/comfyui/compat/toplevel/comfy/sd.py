@@ -1,5 +1,5 @@
 """``comfy.sd``: checkpoint, diffusion model, text encoder and VAE loading, with upstream's
-signatures and return shapes, over :mod:`comfyui.models.sd`, ``.lora``, ``.vae``, ``.clip``."""
+signatures and return shapes, over :mod:`comfyui.models.sd`, ``.lora``, ``.vae``, ``.text_encoders.encoder``."""
 from __future__ import annotations
 
 import enum
@@ -7,7 +7,7 @@ from typing import Any
 
 from comfyui.compat import _unsupported
 from comfyui.models import sd as _sd
-from comfyui.models.clip import CLIP  # noqa: F401
+from comfyui.models.text_encoders.encoder import CLIP  # noqa: F401
 from comfyui.models.lora import load_lora_for_models  # noqa: F401
 from comfyui.models.vae import VAE  # noqa: F401
 

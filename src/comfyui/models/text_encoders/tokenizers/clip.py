@@ -248,7 +248,7 @@ def load_embed(name: str, embedding_directory: str | list[str] | None, embedding
             break
     if path is None:
         return None
-    from .loading import load_torch_file
+    from ...loading import load_torch_file
     try:
         if path.lower().endswith(".safetensors"):
             data: Any = load_torch_file(path, safe_load=True)

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import memory, ops
-from .patcher import ModelPatcher
-from .tokenizer import END_TOKEN, START_TOKEN, SDTokenizer
+from .. import ops
+from .tokenizers.clip import END_TOKEN, START_TOKEN, SDTokenizer
+from .weighting import encode_with_weights
 
 log = logging.getLogger(__name__)
 
@@ -241,190 +241,77 @@ class SDClipModel(nn.Module):
         return out + [self.special_tokens["pad"]] * (length - len(out))
 
     def encode_token_weights(self, token_weight_pairs: list[list[tuple]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """ComfyUI's weighting: z = (z - z_empty) * w + z_empty per token; chunks concatenated
-        along the sequence; pooled of the first chunk."""
-        to_encode = []
-        max_len = 0
-        has_weights = False
-        for x in token_weight_pairs:
-            toks = [a[0] for a in x]
-            max_len = max(len(toks), max_len)
-            has_weights = has_weights or not all(a[1] == 1.0 for a in x)
-            to_encode.append(toks)
-        sections = len(to_encode)
-        if has_weights or sections == 0:
-            to_encode.append(self.gen_empty_tokens(max_len))
-        out, pooled = self.encode(to_encode)
-        first_pooled = pooled[0:1].to(memory.intermediate_device())
-        output = []
-        for k in range(sections):
-            z = out[k:k + 1]
-            if has_weights:
-                z_empty = out[-1]
-                z = z.clone()
-                for j in range(z.shape[1]):
-                    w = token_weight_pairs[k][j][1]
-                    if w != 1.0:
-                        z[0, j] = (z[0, j] - z_empty[j]) * w + z_empty[j]
-            output.append(z)
-        if not output:
-            return out[-1:].to(memory.intermediate_device()), first_pooled
-        return torch.cat(output, dim=-2).to(memory.intermediate_device()), first_pooled
+        return encode_with_weights(self.encode, self.gen_empty_tokens, token_weight_pairs)
 
 
-# ----------------------------------------------------------------------- encoder families
-@dataclass
-class ClipSpec:
-    """One encoder in a family: token-dict key, settings and weights prefix."""
-    key: str
-    layer: str
-    layer_idx: int | None
-    layer_norm_hidden_state: bool
-    return_projected_pooled: bool
-    pad_with_end: bool
-    embedding_key: str
+# ------------------------------------------------------------------ recipe functions
+# A CLIP encoder's native keys are SDClipModel's: ``transformer.text_model...`` and
+# ``transformer.text_projection.weight``. CLIP-L, OpenCLIP-H and OpenCLIP-bigG share that
+# layout; their width tells them apart (the recipes try G, H, then L).
+_TOKEN_EMBEDDING = "transformer.text_model.embeddings.token_embedding.weight"
 
 
-FAMILIES: dict[str, list[ClipSpec]] = {
-    "sd1": [ClipSpec("l", "last", None, True, True, True, "clip_l")],
-    "sd2": [ClipSpec("h", "penultimate", None, True, True, False, "clip_h")],
-    "sdxl": [ClipSpec("l", "hidden", -2, False, False, True, "clip_l"),
-             ClipSpec("g", "penultimate", None, False, True, False, "clip_g")],
-    "sdxl_refiner": [ClipSpec("g", "penultimate", None, False, True, False, "clip_g")],
-}
+def _native_clip_keys(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], bool] | None:
+    """(a standalone CLIP text-encoder file in SDClipModel's key layout, whether it was in
+    OpenCLIP layout); None if the file is not one (transformers or OpenCLIP layout, with or
+    without a ``transformer.`` prefix)."""
+    from ..convert import normalize_hf_text_keys, open_clip_to_hf
+    openclip = "token_embedding.weight" in sd and "positional_embedding" in sd
+    if openclip:
+        hf = open_clip_to_hf(sd, "")
+    else:
+        hf = normalize_hf_text_keys(sd)
+        if "transformer.text_model.embeddings.token_embedding.weight" in hf:
+            hf = {k[len("transformer."):]: v for k, v in hf.items() if k.startswith("transformer.")}
+    if "text_model.embeddings.token_embedding.weight" not in hf:
+        return None
+    return {"transformer." + k: v for k, v in hf.items()}, openclip
 
 
-class MultiClip(nn.Module):
-    """The text-encoder module of a family (submodules named ``clip_<key>``)."""
-
-    def __init__(self, family: str, configs: dict[str, TextModelConfig]):
-        super().__init__()
-        self.family = family
-        self.specs = FAMILIES[family]
-        for s in self.specs:
-            enc = SDClipModel(configs[s.key], s.layer, s.layer_idx, s.layer_norm_hidden_state,
-                              s.return_projected_pooled, s.pad_with_end)
-            self.add_module("clip_" + s.key, enc)
-
-    def encoder(self, key: str) -> SDClipModel:
-        return getattr(self, "clip_" + key)
-
-    def clip_layer(self, idx: int | None) -> None:
-        for s in self.specs:
-            if idx is None:
-                self.encoder(s.key).reset_clip_layer()
-            else:
-                self.encoder(s.key).clip_layer(idx)
-
-    def encode_token_weights(self, tokens: dict[str, list]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.family in ("sdxl",):
-            l_out, _ = self.encoder("l").encode_token_weights(tokens["l"])
-            g_out, g_pooled = self.encoder("g").encode_token_weights(tokens["g"])
-            cut = min(l_out.shape[0], g_out.shape[0])
-            return torch.cat([l_out[:cut], g_out[:cut]], dim=-1), g_pooled
-        key = self.specs[0].key
-        return self.encoder(key).encode_token_weights(tokens[key])
+def _file_of_kind(kind: str):
+    """``from_file`` of the CLIP recipes: OpenCLIP-bigG is 1280 wide, OpenCLIP-H 1024 wide (or
+    any file in OpenCLIP layout), CLIP-L any other CLIP text encoder."""
+    def from_file(sd):
+        found = _native_clip_keys(sd)
+        if found is None:
+            return None
+        native, openclip = found
+        width = native[_TOKEN_EMBEDDING].shape[1]
+        k = "g" if width == 1280 else "h" if (width == 1024 or openclip) else "l"
+        return native if k == kind else None
+    return from_file
 
 
-class MultiTokenizer:
-    def __init__(self, family: str, configs: dict[str, TextModelConfig], embedding_directory: Any = None):
-        self.family = family
-        self.tokenizers = {}
-        for s in FAMILIES[family]:
-            self.tokenizers[s.key] = SDTokenizer(max_length=configs[s.key].max_positions, pad_with_end=s.pad_with_end,
-                                                 embedding_directory=embedding_directory,
-                                                 embedding_size=configs[s.key].hidden_size,
-                                                 embedding_key=s.embedding_key)
-
-    def tokenize_with_weights(self, text: str, return_word_ids: bool = False) -> dict[str, list]:
-        return {k: t.tokenize_with_weights(text, return_word_ids) for k, t in self.tokenizers.items()}
+clip_g_from_file = _file_of_kind("g")
+clip_h_from_file = _file_of_kind("h")
+clip_l_from_file = _file_of_kind("l")
 
 
-class CLIP:
-    """What CLIP sockets carry: tokenizer + text-encoder module in a patcher."""
+def _clip_config(sd, prefix: str, act: str) -> TextModelConfig | None:
+    if prefix + _TOKEN_EMBEDDING not in sd:
+        return None
+    return text_config_from_state_dict(sd, prefix + "transformer.", hidden_act=act)
 
-    def __init__(self, family: str, configs: dict[str, TextModelConfig], embedding_directory: Any = None,
-                 device: torch.device | None = None, dtype: torch.dtype | None = None,
-                 _cond_stage_model: MultiClip | None = None, _patcher: ModelPatcher | None = None):
-        self.family = family
-        self.configs = configs
-        self.tokenizer = MultiTokenizer(family, configs, embedding_directory)
-        self.layer_idx: int | None = None
-        if _cond_stage_model is not None:
-            self.cond_stage_model = _cond_stage_model
-            self.patcher = _patcher
-            return
-        load_device = device or memory.text_encoder_device()
-        offload = memory.text_encoder_offload_device()
-        with torch.device("meta"):
-            self.cond_stage_model = MultiClip(family, configs)
-        self.cond_stage_model.eval().requires_grad_(False)
-        self.dtype = dtype or memory.text_encoder_dtype(load_device)
-        self.cond_stage_model.manual_cast_dtype = None
-        if self.dtype in memory.FP8_TYPES:
-            cdt = torch.float16 if memory.should_use_fp16(load_device) else torch.float32
-            self.cond_stage_model.manual_cast_dtype = cdt
-            for s in self.cond_stage_model.specs:
-                self.cond_stage_model.encoder(s.key).compute_dtype = cdt
-        self.patcher = ModelPatcher(self.cond_stage_model, load_device=load_device, offload_device=offload)
 
-    def load_sd(self, sd: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-        """Load HF-layout weights keyed ``clip_<key>.transformer.text_model...`` (the module
-        is built on the meta device: this is what materialises it). A missing square
-        ``text_projection`` becomes the identity (SD1 CLIP-L files have none)."""
-        fill = {}
-        for s in self.cond_stage_model.specs:
-            name = f"clip_{s.key}.transformer.text_projection.weight"
-            fill[name] = lambda t: torch.eye(t.shape[0], t.shape[1], dtype=t.dtype)
-        missing, unexpected = ops.assign_state_dict(self.cond_stage_model, sd, self.dtype, fill=fill)
-        if self.cond_stage_model.manual_cast_dtype is not None:
-            ops.set_manual_cast(self.cond_stage_model, True)
-        unexpected = [k for k in unexpected if not k.endswith("position_ids")]
-        if missing:
-            log.warning("text encoder: missing keys %s", missing[:10])
-        return missing, unexpected
+def detect_openclip(sd, prefix: str) -> TextModelConfig | None:
+    """OpenCLIP-H / bigG (GELU) from the native keys under ``prefix``."""
+    return _clip_config(sd, prefix, "gelu")
 
-    def get_sd(self) -> dict[str, torch.Tensor]:
-        return self.cond_stage_model.state_dict()
 
-    def clone(self) -> "CLIP":
-        n = CLIP(self.family, self.configs, None, _cond_stage_model=self.cond_stage_model, _patcher=self.patcher.clone())
-        n.tokenizer = self.tokenizer
-        n.layer_idx = self.layer_idx
-        n.dtype = getattr(self, "dtype", None)
-        return n
+def detect_clip_l(sd, prefix: str) -> TextModelConfig | None:
+    return _clip_config(sd, prefix, "quick_gelu")
 
-    def add_patches(self, patches: dict, strength_patch: float = 1.0, strength_model: float = 1.0) -> list:
-        return self.patcher.add_patches(patches, strength_patch, strength_model)
 
-    def clip_layer(self, layer_idx: int) -> None:
-        self.layer_idx = layer_idx
+def build_clip(config: TextModelConfig, options: dict[str, Any]) -> SDClipModel:
+    return SDClipModel(config, layer=options.get("layer", "last"), layer_idx=options.get("layer_idx"),
+                       layer_norm_hidden_state=options.get("layer_norm_hidden_state", True),
+                       return_projected_pooled=options.get("return_projected_pooled", True),
+                       pad_with_end=options.get("pad_with_end", True))
 
-    def tokenize(self, text: str, return_word_ids: bool = False, **kwargs: Any) -> dict[str, list]:
-        return self.tokenizer.tokenize_with_weights(text, return_word_ids)
 
-    def load_model(self) -> ModelPatcher:
-        memory.load_models_gpu([self.patcher])
-        return self.patcher
-
-    def encode_from_tokens(self, tokens: dict[str, list], return_pooled: bool | str = False,
-                           return_dict: bool = False) -> Any:
-        self.cond_stage_model.clip_layer(self.layer_idx)
-        self.load_model()
-        with torch.inference_mode():
-            cond, pooled = self.cond_stage_model.encode_token_weights(tokens)
-        cond, pooled = cond.clone(), pooled.clone()
-        if return_dict:
-            return {"cond": cond, "pooled_output": pooled}
-        if return_pooled:
-            return cond, pooled
-        return cond
-
-    def encode_from_tokens_scheduled(self, tokens: dict[str, list], add_dict: dict | None = None) -> list:
-        cond, pooled = self.encode_from_tokens(tokens, return_pooled=True)
-        d = {"pooled_output": pooled}
-        d.update(add_dict or {})
-        return [[cond, d]]
-
-    def encode(self, text: str) -> torch.Tensor:
-        return self.encode_from_tokens(self.tokenize(text))
+def clip_tokenizer(embedding_key: str):
+    def make(config: TextModelConfig, options: dict[str, Any], embedding_directory: Any = None) -> SDTokenizer:
+        return SDTokenizer(max_length=config.max_positions, pad_with_end=options.get("pad_with_end", True),
+                           embedding_directory=embedding_directory, embedding_size=config.hidden_size,
+                           embedding_key=embedding_key)
+    return make

@@ -1,0 +1,34 @@
+"""The Stable Diffusion UNet family: SD1.x, SD2.x (eps and v-prediction), SD 2.1 unCLIP,
+SDXL base and refiner, each with its 9-channel inpainting variant.
+
+A family entry per sampling/conditioning variant; :mod:`comfyui.models.registry` tries them
+in this order (upstream ComfyUI's), so the more specific rules come first.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..family import Family
+from ..latent_formats import SD15, SDXL
+from . import detect
+from .model import SD21UNCLIPModel, SDXLModel, SDXLRefinerModel, UNetBaseModel
+
+_HALF = (torch.float16, torch.bfloat16, torch.float32)
+
+FAMILIES = (
+    Family("sd15", detect.detect_sd15, UNetBaseModel, SD15, {"type": "eps"}, clip_type="sd1",
+           supported_dtypes=(torch.float16, torch.float32), variant=detect.inpaint_variant("sd15")),
+    Family("sd20_v", detect.detect_sd20_v, UNetBaseModel, SD15, {"type": "v_prediction"}, clip_type="sd2",
+           supported_dtypes=_HALF, variant=detect.inpaint_variant("sd20_v")),
+    Family("sd20", detect.detect_sd20, UNetBaseModel, SD15, {"type": "eps"}, clip_type="sd2",
+           supported_dtypes=_HALF, variant=detect.inpaint_variant("sd20")),
+    Family("sd21_unclip_v", detect.detect_sd21_unclip_v, SD21UNCLIPModel, SD15, {"type": "v_prediction"},
+           clip_type="sd2", supported_dtypes=_HALF),
+    Family("sd21_unclip", detect.detect_sd21_unclip, SD21UNCLIPModel, SD15, {"type": "eps"}, clip_type="sd2",
+           supported_dtypes=_HALF),
+    Family("sdxl_refiner", detect.detect_sdxl_refiner, SDXLRefinerModel, SDXL, {"type": "eps"},
+           clip_type="sdxl_refiner", supported_dtypes=_HALF),
+    Family("sdxl", detect.detect_sdxl, SDXLModel, SDXL, {"type": "eps"}, clip_type="sdxl",
+           memory_usage_factor=0.8, supported_dtypes=_HALF, variant=detect.inpaint_variant("sdxl"),
+           describe=detect.describe_unet),
+)

@@ -1,0 +1,1 @@
+"""Text encoders: the recipe table, the CLIP object, and one module per encoder architecture."""

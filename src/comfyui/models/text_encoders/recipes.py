@@ -1,0 +1,129 @@
+"""Text encoders as data: the encoder recipes (:data:`RECIPES`) and the CLIP types
+(:data:`CLIP_TYPES`) that combine them into a CONDITIONING.
+
+An :class:`EncoderRecipe` says how to recognise one text encoder's file, read its config
+from tensor shapes, build it and tokenize for it. The built module (a ``torch.nn.Module``
+whose ``state_dict()`` keys are the native ones) provides
+``encode_token_weights(token_weight_pairs) -> (hidden [1,T,C], pooled [1,C] | None)`` or
+``(hidden, pooled, extra: dict)`` (extra entries go into the conditioning dict, e.g. an
+attention mask); :func:`comfyui.models.text_encoders.weighting.encode_with_weights` does
+ComfyUI's prompt weighting for it. Optional: ``clip_layer(idx)`` / ``reset_clip_layer()``
+(CLIPSetLastLayer) and a ``compute_dtype`` attribute (set when the weights are fp8).
+
+A :class:`ClipType` is what ``CLIPLoader`` / ``DualCLIPLoader`` / ``TripleCLIPLoader`` call a
+``type``: which recipes it takes, their build options, and how their outputs become one
+conditioning entry. A type whose recipes are not all here is listed by the loaders (upstream
+lists it) but refused at prompt validation (:func:`clip_type_problem`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from . import clip
+
+Outputs = Mapping[str, tuple]  # recipe name -> (hidden, pooled | None[, extra])
+
+
+@dataclass(frozen=True)
+class EncoderRecipe:
+    name: str       # module name, also the key prefix in checkpoints: "clip_l" -> "clip_l.transformer.*"
+    key: str        # the tokens dict key: "l", "g", "h", "t5xxl", "qwen3_4b", ...
+    from_file: Callable[[Mapping[str, torch.Tensor]], dict | None]
+    # a standalone file's tensors in the module's native key layout, or None if the file is
+    # not this encoder (recipes are tried in RECIPES order)
+    detect: Callable[[Mapping[str, torch.Tensor], str], Any | None]
+    # the config (every width/count from tensor shapes) from native keys under prefix, or None
+    build: Callable[[Any, Mapping[str, Any]], torch.nn.Module]     # (config, options) -> module
+    tokenizer: Callable[[Any, Mapping[str, Any], Any], Any]
+    # (config, options, embedding_directory) -> object with tokenize_with_weights(text,
+    # return_word_ids=False) -> list of chunks of (token, weight[, word_id]); shipped vocabulary
+
+
+def concat_features(outputs: Outputs, order: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """SD1/SD2/SDXL: hidden states of the encoders concatenated on the feature axis (SDXL:
+    CLIP-L ++ CLIP-G), the pooled output of the last one."""
+    present = [name for name in order if name in outputs]
+    hidden = [outputs[name][0] for name in present]
+    cut = min(h.shape[0] for h in hidden)
+    pooled = outputs[present[-1]][1]
+    return torch.cat([h[:cut] for h in hidden], dim=-1), pooled, {}
+
+
+@dataclass(frozen=True)
+class ClipType:
+    name: str
+    recipes: tuple[str, ...]        # the encoders this type takes, in conditioning order
+    combine: Callable[[Outputs], tuple[torch.Tensor, torch.Tensor | None, dict]]
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # recipe -> build options
+    family: str | None = None       # the model family it is for (informational)
+    one_of: bool = False            # True: exactly one of ``recipes`` (a single-file type)
+
+
+def _concat(order: tuple[str, ...]):
+    return lambda outputs: concat_features(outputs, order)
+
+
+_SD1_L = {"layer": "last", "pad_with_end": True}
+_SD2_H = {"layer": "penultimate", "pad_with_end": False}
+_REFINER_G = {"layer": "penultimate", "layer_norm_hidden_state": False, "pad_with_end": False}
+
+RECIPES: dict[str, EncoderRecipe] = {r.name: r for r in (
+    EncoderRecipe("clip_g", "g", clip.clip_g_from_file, clip.detect_openclip, clip.build_clip,
+                  clip.clip_tokenizer("clip_g")),
+    EncoderRecipe("clip_h", "h", clip.clip_h_from_file, clip.detect_openclip, clip.build_clip,
+                  clip.clip_tokenizer("clip_h")),
+    EncoderRecipe("clip_l", "l", clip.clip_l_from_file, clip.detect_clip_l, clip.build_clip,
+                  clip.clip_tokenizer("clip_l")),
+)}
+
+CLIP_TYPES: dict[str, ClipType] = {t.name: t for t in (
+    # what the SD checkpoints carry
+    ClipType("sd1", ("clip_l",), _concat(("clip_l",)), {"clip_l": _SD1_L}, "sd15"),
+    ClipType("sd2", ("clip_h",), _concat(("clip_h",)), {"clip_h": _SD2_H}, "sd20"),
+    ClipType("sdxl", ("clip_l", "clip_g"), _concat(("clip_l", "clip_g")),
+             {"clip_l": {"layer": "hidden", "layer_idx": -2, "layer_norm_hidden_state": False,
+                         "return_projected_pooled": False, "pad_with_end": True},
+              "clip_g": {"layer": "penultimate", "layer_norm_hidden_state": False, "pad_with_end": False}},
+             "sdxl"),
+    ClipType("sdxl_refiner", ("clip_g",), _concat(("clip_g",)), {"clip_g": _REFINER_G}, "sdxl_refiner"),
+    # CLIPLoader's "stable_diffusion": one CLIP-L (SD1.x), OpenCLIP-H (SD2.x) or OpenCLIP-bigG
+    # (SDXL refiner) file
+    ClipType("stable_diffusion", ("clip_l", "clip_h", "clip_g"), _concat(("clip_l", "clip_h", "clip_g")),
+             {"clip_l": _SD1_L, "clip_h": _SD2_H, "clip_g": _REFINER_G}, "sd15", one_of=True),
+)}
+
+# what the checkpoint text-encoder layouts are called here (the "sd1" ... types above)
+CHECKPOINT_TYPES = ("sd1", "sd2", "sdxl", "sdxl_refiner")
+
+
+def checkpoint_type_of(recipes: set[str]) -> str | None:
+    """The checkpoint layout ("sd1", "sd2", "sdxl", "sdxl_refiner") a set of built encoders
+    corresponds to (what LoRA key maps and CheckpointSave follow), or None."""
+    for name in CHECKPOINT_TYPES:
+        if set(CLIP_TYPES[name].recipes) == recipes:
+            return name
+    return None
+
+
+def clip_type_problem(name: str, files: int) -> str | None:
+    """Why a loader cannot build CLIP type ``name`` from ``files`` files (None if it can): the
+    message a prompt is refused with at validation."""
+    ctype = CLIP_TYPES.get(name)
+    if ctype is None:
+        supported = sorted(n for n, t in CLIP_TYPES.items() if _fits(t, files) and n not in CHECKPOINT_TYPES)
+        return (f"text encoder type '{name}' is not supported yet with {files} file(s) "
+                f"(supported: {', '.join(supported) or 'none'})")
+    missing = [r for r in ctype.recipes if r not in RECIPES]
+    if missing:
+        return f"text encoder type '{name}' needs encoders that are not available: {', '.join(missing)}"
+    if not _fits(ctype, files):
+        want = "1" if ctype.one_of else f"up to {len(ctype.recipes)}"
+        return f"text encoder type '{name}' takes {want} file(s), not {files}"
+    return None
+
+
+def _fits(ctype: ClipType, files: int) -> bool:
+    return files == 1 if ctype.one_of else 1 <= files <= len(ctype.recipes)
