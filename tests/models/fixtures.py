@@ -64,7 +64,7 @@ def load_into_hf(model, hf_sd: dict[str, torch.Tensor]) -> list[str]:
 
 
 def unet_sd(cfg: dict[str, Any], seed: int, std: float = 0.05) -> dict[str, torch.Tensor]:
-    from comfyui.models.unet import UNetModel
+    from comfyui.models.stable_diffusion.unet import UNetModel
     torch.manual_seed(seed)
     m = UNetModel(**cfg)
     out = {}

@@ -266,20 +266,3 @@ def unclip_adm(unclip_conditioning: list[dict], device: torch.device, augmentor:
         c, lvl = augmentor(merged[:, :augmentor.timestep_dim], torch.tensor([level], device=device))
         return torch.cat((c, lvl), 1)
     return outs[0]
-
-
-def load_unclip_checkpoint(path: str, embedding_directory: Any = None) -> tuple:
-    """unCLIPCheckpointLoader: (MODEL, CLIP, VAE, CLIP_VISION) from one SD 2.1 unCLIP file
-    (the image encoder is stored under ``embedder.model.``)."""
-    from .sd import load_checkpoint_guess_config
-    model, clip, vae = load_checkpoint_guess_config(path, output_vae=True, output_clip=True,
-                                                    embedding_directory=embedding_directory)[:3]
-    sd = load_torch_file(path)
-    vision = None
-    for prefix in ("embedder.model.", "embedder."):
-        if any(k.startswith(prefix) for k in sd):
-            vision = clip_vision_from_state_dict(sd, prefix)
-            break
-    if vision is None:
-        raise ModelFileError(f"{os.path.basename(path)}: no CLIP vision encoder (embedder.model.*) in this checkpoint")
-    return model, clip, vae, vision

@@ -39,6 +39,7 @@ from . import memory, ops
 from .base import timestep_embedding
 from .loading import ModelFileError, load_torch_file
 from .patcher import ModelPatcher
+from .stable_diffusion.unet import Downsample, ResBlock, TimestepEmbedSequential, UNetModel, attention
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,6 @@ class _UnionAttention(nn.Module):
         self.out_proj = ops.Linear(c, c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from .unet import attention
         q, k, v = self.in_proj(x).split(self.c, dim=2)
         return self.out_proj(attention(q, k, v, self.heads))
 
@@ -186,14 +186,13 @@ class _ControlAddEmbedding(nn.Module):
 
 class ControlNetModel(nn.Module):
     """The cldm ControlNet: the UNet's time embedding, input blocks and middle block (same
-    classes and key names as :class:`comfyui.models.unet.UNetModel`), a hint encoder
+    classes and key names as :class:`comfyui.models.stable_diffusion.unet.UNetModel`), a hint encoder
     (``input_hint_block``) added after the first input block, and one 1x1 "zero conv" per
     input block plus ``middle_block_out``."""
 
     def __init__(self, hint_channels: int = 3, union_num_control_type: int | None = None,
                  union_channels: int = 320, **unet_config: Any):
         super().__init__()
-        from .unet import TimestepEmbedSequential, UNetModel
         cfg = dict(unet_config)
         cfg.pop("out_channels", None)
         cfg.pop("device", None)
@@ -227,7 +226,6 @@ class ControlNetModel(nn.Module):
 
     @staticmethod
     def _out_channels(block: nn.Module) -> int:
-        from .unet import Downsample, ResBlock
         ch = None
         for layer in block:
             if isinstance(layer, ResBlock):

@@ -21,7 +21,7 @@ from torch import nn
 from . import memory, ops
 from .loading import ModelFileError, load_torch_file
 from .patcher import ModelPatcher
-from .unet import CrossAttention, FeedForward
+from .stable_diffusion.unet import CrossAttention, FeedForward
 
 
 class GatedSelfAttentionDense(nn.Module):

@@ -8,13 +8,13 @@ from typing import Any
 
 import torch
 
-from .convert import unet_to_diffusers
-
 log = logging.getLogger(__name__)
 
 
 def model_lora_keys_unet(model: Any, key_map: dict[str, str] | None = None) -> dict[str, str]:
-    """{name used by LoRA files: state-dict key of ``model`` (a BaseModel)}."""
+    """{name used by LoRA files: state-dict key of ``model`` (a BaseModel)}: the native names
+    (``lora_unet_<key>``, ``diffusion_model.<key>``), plus the family's own map (diffusers /
+    kohya names of its modules, :attr:`Family.lora_key_map`)."""
     key_map = {} if key_map is None else key_map
     sd_keys = set(model.state_dict().keys())
     for k in sd_keys:
@@ -23,16 +23,9 @@ def model_lora_keys_unet(model: Any, key_map: dict[str, str] | None = None) -> d
             key_map["lora_unet_" + base.replace(".", "_")] = k
             key_map[k[:-len(".weight")]] = k
             key_map["model." + k[:-len(".weight")]] = k
-    for dk, lk in unet_to_diffusers(model.model_config.unet_config).items():
-        full = "diffusion_model." + lk
-        if not dk.endswith(".weight") or full not in sd_keys:
-            continue
-        base = dk[:-len(".weight")]
-        key_map["lora_unet_" + base.replace(".", "_")] = full
-        key_map["unet." + base] = full
-        key_map["lycoris_" + base.replace(".", "_")] = full
-        key_map[base] = full
-        key_map["base_model.model." + base] = full
+    family_map = getattr(getattr(model, "family", None), "lora_key_map", None)
+    if family_map is not None:
+        key_map.update(family_map(model))
     return key_map
 
 

@@ -534,14 +534,23 @@ def _initial_configure() -> None:
 _initial_configure()
 
 
+_free_memory_callbacks: list = []
+
+
+def on_free_memory(callback) -> None:
+    """Register ``callback()`` to run when a client asks to free memory (the loaders clear
+    their cache of loaded files); this module stays below the loaders."""
+    _free_memory_callbacks.append(callback)
+
+
 def engine_free_hook(unload_models: bool, free_memory: bool) -> None:
     """For ``Engine.on_free`` (the ``/free`` endpoint): unload models and release cached
     device memory."""
     if unload_models or free_memory:
         unload_all_models()
     if free_memory:
-        from .sd import cache
-        cache.clear()
+        for callback in _free_memory_callbacks:
+            callback()
     soft_empty_cache()
 
 

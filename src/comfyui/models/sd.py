@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import memory, ops
+from . import clip_vision, memory, ops
 from .convert import diffusers_unet_to_ldm, hf_to_open_clip, normalize_hf_text_keys, unet_config_from_diffusers
 from .detection import VAE_PREFIX, find_text_encoders
 from .family import Family, UnknownModelError, describe_state_dict
@@ -77,6 +77,7 @@ class _Cache:
 
 
 cache = _Cache()
+memory.on_free_memory(cache.clear)
 
 
 def _cached(path: str, options: tuple, loader: Callable[[], tuple]) -> tuple:
@@ -368,6 +369,22 @@ def load_diffusers(model_path: str, output_vae: bool = True, output_clip: bool =
 
     cfg = os.path.join(model_path, "unet", "config.json")
     return _cached(cfg, ("diffusers", model_path, output_vae, output_clip, _emb_key(embedding_directory)), load)
+
+
+def load_unclip_checkpoint(path: str, embedding_directory: Any = None) -> tuple:
+    """unCLIPCheckpointLoader: (MODEL, CLIP, VAE, CLIP_VISION) from one SD 2.1 unCLIP file
+    (the image encoder is stored under ``embedder.model.``)."""
+    model, clip, vae = load_checkpoint_guess_config(path, output_vae=True, output_clip=True,
+                                                    embedding_directory=embedding_directory)[:3]
+    sd = load_torch_file(path)
+    vision = None
+    for prefix in ("embedder.model.", "embedder."):
+        if any(k.startswith(prefix) for k in sd):
+            vision = clip_vision.clip_vision_from_state_dict(sd, prefix)
+            break
+    if vision is None:
+        raise ModelFileError(f"{os.path.basename(path)}: no CLIP vision encoder (embedder.model.*) in this checkpoint")
+    return model, clip, vae, vision
 
 
 # ---------------------------------------------------------------------------------- saving

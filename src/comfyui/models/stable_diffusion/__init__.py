@@ -11,24 +11,24 @@ import torch
 from ..family import Family
 from ..latent_formats import SD15, SDXL
 from . import detect
-from .model import SD21UNCLIPModel, SDXLModel, SDXLRefinerModel, UNetBaseModel
+from .model import SD21UNCLIPModel, SDXLModel, SDXLRefinerModel, UNetBaseModel, lora_key_map
 
 _HALF = (torch.float16, torch.bfloat16, torch.float32)
 
 FAMILIES = (
-    Family("sd15", detect.detect_sd15, UNetBaseModel, SD15, {"type": "eps"}, clip_type="sd1",
+    Family("sd15", detect.detect_sd15, UNetBaseModel, SD15, {"type": "eps"}, clip_type="sd1", lora_key_map=lora_key_map,
            supported_dtypes=(torch.float16, torch.float32), variant=detect.inpaint_variant("sd15")),
-    Family("sd20_v", detect.detect_sd20_v, UNetBaseModel, SD15, {"type": "v_prediction"}, clip_type="sd2",
+    Family("sd20_v", detect.detect_sd20_v, UNetBaseModel, SD15, {"type": "v_prediction"}, clip_type="sd2", lora_key_map=lora_key_map,
            supported_dtypes=_HALF, variant=detect.inpaint_variant("sd20_v")),
-    Family("sd20", detect.detect_sd20, UNetBaseModel, SD15, {"type": "eps"}, clip_type="sd2",
+    Family("sd20", detect.detect_sd20, UNetBaseModel, SD15, {"type": "eps"}, clip_type="sd2", lora_key_map=lora_key_map,
            supported_dtypes=_HALF, variant=detect.inpaint_variant("sd20")),
     Family("sd21_unclip_v", detect.detect_sd21_unclip_v, SD21UNCLIPModel, SD15, {"type": "v_prediction"},
-           clip_type="sd2", supported_dtypes=_HALF),
-    Family("sd21_unclip", detect.detect_sd21_unclip, SD21UNCLIPModel, SD15, {"type": "eps"}, clip_type="sd2",
+           clip_type="sd2", lora_key_map=lora_key_map, supported_dtypes=_HALF),
+    Family("sd21_unclip", detect.detect_sd21_unclip, SD21UNCLIPModel, SD15, {"type": "eps"}, clip_type="sd2", lora_key_map=lora_key_map,
            supported_dtypes=_HALF),
     Family("sdxl_refiner", detect.detect_sdxl_refiner, SDXLRefinerModel, SDXL, {"type": "eps"},
-           clip_type="sdxl_refiner", supported_dtypes=_HALF),
-    Family("sdxl", detect.detect_sdxl, SDXLModel, SDXL, {"type": "eps"}, clip_type="sdxl",
+           clip_type="sdxl_refiner", lora_key_map=lora_key_map, supported_dtypes=_HALF),
+    Family("sdxl", detect.detect_sdxl, SDXLModel, SDXL, {"type": "eps"}, clip_type="sdxl", lora_key_map=lora_key_map,
            memory_usage_factor=0.8, supported_dtypes=_HALF, variant=detect.inpaint_variant("sdxl"),
            describe=detect.describe_unet),
 )

@@ -7,8 +7,27 @@ from typing import Any
 import torch
 
 from ..base import BaseModel, timestep_embedding
+from ..convert import unet_to_diffusers
 from ..clip_vision import CLIPEmbeddingNoiseAugmentation, unclip_adm
-from ..unet import UNetModel
+from .unet import UNetModel
+
+
+def lora_key_map(model: BaseModel) -> dict[str, str]:
+    """LoRA names of the UNet's weights in diffusers layout (kohya ``lora_unet_down_blocks_...``,
+    PEFT ``unet.down_blocks...``, LyCORIS)."""
+    sd_keys = set(model.state_dict().keys())
+    key_map: dict[str, str] = {}
+    for dk, lk in unet_to_diffusers(model.config).items():
+        full = "diffusion_model." + lk
+        if not dk.endswith(".weight") or full not in sd_keys:
+            continue
+        base = dk[:-len(".weight")]
+        key_map["lora_unet_" + base.replace(".", "_")] = full
+        key_map["unet." + base] = full
+        key_map["lycoris_" + base.replace(".", "_")] = full
+        key_map[base] = full
+        key_map["base_model.model." + base] = full
+    return key_map
 
 
 class UNetBaseModel(BaseModel):

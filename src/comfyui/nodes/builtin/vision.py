@@ -12,6 +12,7 @@ cv = lazy("comfyui.models.clip_vision")
 gl = lazy("comfyui.models.gligen")
 hn = lazy("comfyui.models.hypernetwork")
 st = lazy("comfyui.models.style")
+sdm = lazy("comfyui.models.sd")
 
 
 class CLIPVisionLoader:
@@ -53,7 +54,7 @@ class unCLIPCheckpointLoader:
 
     def load_checkpoint(self, ckpt_name, output_vae=True, output_clip=True):
         path = paths.get_full_path_or_raise("checkpoints", ckpt_name)
-        return cv.load_unclip_checkpoint(path, embedding_directory=paths.get_folder_paths("embeddings"))
+        return sdm.load_unclip_checkpoint(path, embedding_directory=paths.get_folder_paths("embeddings"))
 
 
 class unCLIPConditioning:

@@ -2,7 +2,7 @@
 LDM state-dict names (``input_blocks.N.M...``, ``middle_block``, ``output_blocks``,
 ``time_embed``, ``label_emb``, ``out``), so checkpoint weights load without renaming.
 
-Configuration (what :mod:`comfyui.models.detection` reads back from a state dict):
+Configuration (what :mod:`comfyui.models.stable_diffusion.detect` reads back from a state dict):
 ``in_channels``, ``out_channels``, ``model_channels``, ``num_res_blocks`` (per level),
 ``channel_mult``, ``transformer_depth`` (per input res block), ``transformer_depth_output``
 (per output block, listed shallow-to-deep as in ComfyUI: popped from the end),
@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ops
-from .base import timestep_embedding
+from .. import ops
+from ..base import timestep_embedding
 
 
 def x_in_format(t: torch.Tensor) -> torch.memory_format:
