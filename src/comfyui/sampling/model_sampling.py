@@ -62,6 +62,8 @@ __all__ = [
     "EPS", "V_PREDICTION", "EDM", "X0", "IMG_TO_IMG", "LCM", "CONST",
     "ModelSamplingDiscrete", "ModelSamplingDiscreteDistilled",
     "make_beta_schedule", "rescale_zero_terminal_snr_sigmas", "model_sampling", "model_sampling_from_settings",
+    "ModelSamplingDiscreteFlow", "ModelSamplingFlux", "flow_model_sampling", "flux_shift_for_size",
+    "time_snr_shift", "flux_time_shift",
     "PREDICTION_TYPES",
 ]
 
@@ -181,7 +183,6 @@ PREDICTION_TYPES: dict[str, type] = {
     "img_to_img": IMG_TO_IMG,
     "lcm": LCM,
     "const": CONST,
-    "flow": CONST,
 }
 
 
@@ -375,8 +376,116 @@ def model_sampling(prediction: str | type = "eps", model_config: Any = None,
     return _combined(base, pred_cls)(model_config, zsnr=zsnr)
 
 
+# ----------------------------------------------------------------------------------------
+# flow-matching schedules (rectified flow: sigma in [0, 1], used with CONST)
+# ----------------------------------------------------------------------------------------
+def time_snr_shift(shift: float, t):
+    """SD3's timestep shift: t -> shift*t / (1 + (shift-1)*t) (identity for shift 1)."""
+    if shift == 1.0:
+        return t
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def flux_time_shift(mu: float, exponent: float, t):
+    """Flux's resolution-dependent shift: exp(mu) / (exp(mu) + (1/t - 1)^exponent)."""
+    return math.exp(mu) / (math.exp(mu) + (1 / t - 1) ** exponent)
+
+
+class _FlowSchedule(torch.nn.Module):
+    """The sigma table and its bounds; subclasses give ``sigma(t)`` and ``timestep(sigma)``."""
+
+    def _set_sigmas(self, sigmas: torch.Tensor) -> None:
+        self.register_buffer("sigmas", sigmas.float())
+
+    @property
+    def sigma_min(self) -> torch.Tensor:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> torch.Tensor:
+        return self.sigmas[-1]
+
+    def _shifted(self, t: float) -> float:
+        raise NotImplementedError
+
+    def percent_to_sigma(self, percent: float) -> float:
+        if percent <= 0.0:
+            return 1.0
+        if percent >= 1.0:
+            return 0.0
+        return float(self._shifted(1.0 - percent))
+
+
+class ModelSamplingDiscreteFlow(_FlowSchedule):
+    """SD3 / AuraFlow / Lumina 2 / Wan ...: ``timesteps`` (1000) evenly spaced flow times, SD3's
+    ``shift``; the network's timestep input is ``sigma * multiplier`` (1000 for SD3, 1 for
+    AuraFlow / Lumina 2). Settings: ``shift`` (1.0), ``multiplier`` (1000)."""
+
+    def __init__(self, model_config: Any = None, zsnr: bool | None = None):
+        super().__init__()
+        s = _settings(model_config)
+        self.set_parameters(shift=float(s.get("shift", 1.0)), multiplier=float(s.get("multiplier", 1000)))
+
+    def set_parameters(self, shift: float = 1.0, timesteps: int = 1000, multiplier: float = 1000) -> None:
+        self.shift = shift
+        self.multiplier = multiplier
+        self._set_sigmas(self.sigma(torch.arange(1, timesteps + 1, 1) / timesteps * multiplier))
+
+    def timestep(self, sigma):
+        return sigma * self.multiplier
+
+    def sigma(self, timestep):
+        return time_snr_shift(self.shift, timestep / self.multiplier)
+
+    def _shifted(self, t: float) -> float:
+        return time_snr_shift(self.shift, t)
+
+
+class ModelSamplingFlux(_FlowSchedule):
+    """Flux.1: 10000 flow times through :func:`flux_time_shift` with ``shift`` = mu (1.15 by
+    default; ModelSamplingFlux sets it from the image size); the timestep input is sigma."""
+
+    def __init__(self, model_config: Any = None, zsnr: bool | None = None):
+        super().__init__()
+        self.set_parameters(shift=float(_settings(model_config).get("shift", 1.15)))
+
+    def set_parameters(self, shift: float = 1.15, timesteps: int = 10000) -> None:
+        self.shift = shift
+        self._set_sigmas(self.sigma(torch.arange(1, timesteps + 1, 1) / timesteps))
+
+    def timestep(self, sigma):
+        return sigma
+
+    def sigma(self, timestep):
+        return flux_time_shift(self.shift, 1.0, timestep)
+
+    def _shifted(self, t: float) -> float:
+        return flux_time_shift(self.shift, 1.0, t)
+
+
+def flux_shift_for_size(width: int, height: int, base_shift: float = 0.5, max_shift: float = 1.15) -> float:
+    """Flux's mu for an image of ``width`` x ``height`` pixels: linear in its number of 2x2
+    latent patches, ``base_shift`` at 256 patches and ``max_shift`` at 4096."""
+    x1, x2 = 256, 4096
+    slope = (max_shift - base_shift) / (x2 - x1)
+    return (width * height / (8 * 8 * 2 * 2)) * slope + (base_shift - slope * x1)
+
+
+# the sampling "type" of a model family -> (schedule, prediction)
+FLOW_SCHEDULES: dict[str, type] = {"flow": ModelSamplingDiscreteFlow, "flux": ModelSamplingFlux}
+
+
+def flow_model_sampling(schedule: type, settings: Mapping[str, Any] | None = None) -> torch.nn.Module:
+    """A flow schedule combined with the CONST (velocity) prediction."""
+    return _combined(schedule, CONST)(settings or {})
+
+
 def model_sampling_from_settings(settings: Mapping[str, Any]) -> torch.nn.Module:
     """The model-sampling object a model family asks for: ``settings`` = {"type": prediction
-    type, plus the schedule's settings (``zsnr``, ``linear_start`` ...)}."""
+    type ("eps", "v_prediction", ...) or flow schedule ("flow": SD3-style, "flux"), plus the
+    schedule's settings (``zsnr``, ``shift``, ``multiplier`` ...)}."""
+    kind = settings.get("type", "eps")
     rest = {k: v for k, v in settings.items() if k != "type"}
-    return model_sampling(settings.get("type", "eps"), rest)
+    if kind in FLOW_SCHEDULES:
+        return flow_model_sampling(FLOW_SCHEDULES[kind], rest)
+    return model_sampling(kind, rest)

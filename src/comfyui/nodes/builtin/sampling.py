@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from comfyui.sampling.names import SAMPLER_NAMES, SCHEDULER_NAMES
 
+from ._image_utils import MAX_RESOLUTION
 from ._lazy import lazy
 
 torch = lazy("torch")
@@ -503,6 +504,62 @@ class ModelSamplingDiscrete:
         return (m,)
 
 
+class ModelSamplingSD3:
+    """Flow matching with SD3's timestep shift (sigma = shift*t / (1 + (shift-1)*t))."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",),
+                             "shift": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.01})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "advanced/model"
+
+    def patch(self, model, shift, multiplier=1000):
+        m = model.clone()
+        ms = msmod.flow_model_sampling(msmod.ModelSamplingDiscreteFlow, {"shift": shift, "multiplier": multiplier})
+        m.add_object_patch("model_sampling", ms)
+        return (m,)
+
+
+class ModelSamplingAuraFlow(ModelSamplingSD3):
+    """SD3's flow schedule with the timestep input = sigma (AuraFlow, Lumina 2, Z-Image)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",),
+                             "shift": ("FLOAT", {"default": 1.73, "min": 0.0, "max": 100.0, "step": 0.01})}}
+
+    FUNCTION = "patch_aura"
+
+    def patch_aura(self, model, shift):
+        return self.patch(model, shift, multiplier=1.0)
+
+
+class ModelSamplingFlux:
+    """Flux's flow schedule with the shift set from the image size (base_shift at 256 latent
+    patches, max_shift at 4096)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",),
+                             "max_shift": ("FLOAT", {"default": 1.15, "min": 0.0, "max": 100.0, "step": 0.01}),
+                             "base_shift": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 100.0, "step": 0.01}),
+                             "width": ("INT", {"default": 1024, "min": 16, "max": MAX_RESOLUTION, "step": 8}),
+                             "height": ("INT", {"default": 1024, "min": 16, "max": MAX_RESOLUTION, "step": 8})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "advanced/model"
+
+    def patch(self, model, max_shift, base_shift, width, height):
+        m = model.clone()
+        shift = msmod.flux_shift_for_size(width, height, base_shift, max_shift)
+        m.add_object_patch("model_sampling", msmod.flow_model_sampling(msmod.ModelSamplingFlux, {"shift": shift}))
+        return (m,)
+
+
 class RescaleCFG:
     @classmethod
     def INPUT_TYPES(cls):
@@ -560,6 +617,9 @@ NODE_CLASS_MAPPINGS = {
     "CFGGuider": CFGGuider,
     "DualCFGGuider": DualCFGGuider,
     "ModelSamplingDiscrete": ModelSamplingDiscrete,
+    "ModelSamplingSD3": ModelSamplingSD3,
+    "ModelSamplingAuraFlow": ModelSamplingAuraFlow,
+    "ModelSamplingFlux": ModelSamplingFlux,
     "RescaleCFG": RescaleCFG,
 }
 
