@@ -87,7 +87,8 @@ def _v_prediction_heuristic(sd: Mapping[str, torch.Tensor], prefix: str, cfg: di
     for i in reversed(range(len(cfg["transformer_depth_output"]))):
         t = sd.get(f"{prefix}output_blocks.{i}.1.transformer_blocks.0.norm1.bias")
         if t is not None:
-            return bool(torch.std(t.float(), unbiased=False) > 0.09)
+            # shape-only (meta) state dicts carry no values to judge by: eps
+            return not t.is_meta and bool(torch.std(t.float(), unbiased=False) > 0.09)
     return False
 
 
