@@ -6,6 +6,13 @@ module. A layer normally runs exactly like its ``torch.nn`` parent (no overhead)
 on the fly) the forward pass casts the weight to the input's device and dtype first, and
 applies the functions in ``weight_function`` / ``bias_function`` (LoRA patches) to the cast
 copy, so the stored weight is never modified.
+
+Weight storage: fp32 / fp16 / bf16, or fp8 (``float8_e4m3fn`` / ``float8_e5m2``) with the
+compute in a wider dtype (the model's manual-cast dtype). "Scaled fp8" files (ComfyUI's
+convention) carry a ``scaled_fp8`` marker tensor (its dtype is the fp8 type) and, per layer, a
+``scale_weight`` scalar (real weight = stored fp8 weight * scale_weight) and optionally a
+``scale_input`` (for fp8 matrix multiplication kernels; kept, not needed for the cast path).
+:func:`assign_state_dict` recognises them from the state dict alone.
 """
 from __future__ import annotations
 
@@ -15,15 +22,28 @@ import torch
 import torch.nn.functional as F
 
 
+SCALED_FP8_MARKER = "scaled_fp8"
+
+
 class CastWeightBias:
     cast_weights: bool = False
     weight_function: list[Callable[[torch.Tensor], torch.Tensor]]
     bias_function: list[Callable[[torch.Tensor], torch.Tensor]]
+    # scaled fp8 layers also hold the buffers ``scale_weight`` (real weight = stored *
+    # scale_weight) and possibly ``scale_input``
 
     def _init_cast(self) -> None:
         self.cast_weights = False
         self.weight_function = []
         self.bias_function = []
+
+    def dequantized_weight(self, dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
+        """The stored weight as real values in ``dtype`` (scaled fp8 applied)."""
+        w = self.weight.to(device=device or self.weight.device, dtype=dtype, non_blocking=True)
+        scale = getattr(self, "scale_weight", None)
+        if scale is not None:
+            w = w * scale.to(device=w.device, dtype=dtype)
+        return w
 
     def cast_bias_weight(self, x: torch.Tensor, dtype: torch.dtype | None = None):
         if dtype is None:
@@ -31,7 +51,7 @@ class CastWeightBias:
         device = x.device
         weight = self.weight
         bias = getattr(self, "bias", None)
-        w = weight.to(device=device, dtype=dtype, non_blocking=True) if weight is not None else None
+        w = self.dequantized_weight(dtype, device) if weight is not None else None
         if w is not None and self.weight_function:
             if w is weight:
                 w = w.clone()
@@ -101,6 +121,8 @@ class Embedding(torch.nn.Embedding, CastWeightBias):
     def forward(self, ids: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
         if self.cast_weights:
             w = self.weight.to(device=ids.device)
+            if getattr(self, "scale_weight", None) is not None or w.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+                w = self.dequantized_weight(out_dtype or torch.float32, ids.device)
             for f in self.weight_function:
                 w = f(w.clone() if w is self.weight else w)
             out = F.embedding(ids, w)
@@ -124,18 +146,49 @@ def set_manual_cast(module: torch.nn.Module, enabled: bool) -> None:
         m.cast_weights = enabled or bool(m.weight_function) or bool(m.bias_function)
 
 
+def is_scaled_fp8(sd: dict[str, torch.Tensor]) -> bool:
+    """Whether a state dict uses the scaled-fp8 convention (the marker, at any prefix)."""
+    return any(k == SCALED_FP8_MARKER or k.endswith("." + SCALED_FP8_MARKER) for k in sd)
+
+
+def scaled_fp8_dtype(sd: dict[str, torch.Tensor]) -> torch.dtype | None:
+    """The fp8 storage dtype a scaled-fp8 state dict declares with its marker, else None."""
+    for k, v in sd.items():
+        if k == SCALED_FP8_MARKER or k.endswith("." + SCALED_FP8_MARKER):
+            return v.dtype
+    return None
+
+
+def _attach_scales(module: torch.nn.Module, sd: dict[str, torch.Tensor]) -> set[str]:
+    """Register the ``scale_weight`` / ``scale_input`` of the layers ``sd`` has them for;
+    returns the keys used."""
+    used = set()
+    for name, m in castable_modules(module):
+        for attr in ("scale_weight", "scale_input"):
+            key = f"{name}.{attr}" if name else attr
+            t = sd.get(key)
+            if t is not None:
+                m.register_buffer(attr, t.float().reshape(t.shape).clone())
+                used.add(key)
+    return used
+
+
 def assign_state_dict(module: torch.nn.Module, sd: dict[str, torch.Tensor], dtype: torch.dtype | None = None,
                       fill: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> tuple[list[str], list[str]]:
     """Load ``sd`` into a module built on the ``meta`` device by *assigning* the tensors
     (no random init, no extra copy when the dtype already matches). Floating tensors are
-    converted to ``dtype``. Parameters still on ``meta`` afterwards are created with
-    ``fill[name](empty)`` when given, else zeros, and reported as missing."""
+    converted to ``dtype``, except in a scaled-fp8 state dict, whose tensors keep the dtypes
+    of the file (fp8 weights with their scales, the rest as stored). Parameters still on
+    ``meta`` afterwards are created with ``fill[name](empty)`` when given, else zeros, and
+    reported as missing."""
+    scaled = is_scaled_fp8(sd)
+    used = _attach_scales(module, sd) if scaled else set()
     own = module.state_dict(keep_vars=True)
     to_load = {}
     for k, v in sd.items():
-        if k in own:
-            target = dtype if (dtype is not None and v.is_floating_point()) else own[k].dtype
-            if not v.is_floating_point():
+        if k in own and k not in used:
+            target = dtype if (dtype is not None and v.is_floating_point() and not scaled) else own[k].dtype
+            if not v.is_floating_point() or scaled:
                 target = v.dtype
             to_load[k] = v.to(target) if v.dtype != target else v
     res = module.load_state_dict(to_load, strict=False, assign=True)
@@ -153,4 +206,5 @@ def assign_state_dict(module: torch.nn.Module, sd: dict[str, torch.Tensor], dtyp
                 setattr(owner, parts[-1], torch.nn.Parameter(real, requires_grad=False))
             else:
                 owner._buffers[parts[-1]] = real
-    return missing, list(res.unexpected_keys)
+    unexpected = [k for k in res.unexpected_keys if k not in used and not k.endswith(SCALED_FP8_MARKER)]
+    return missing, unexpected

@@ -250,7 +250,14 @@ class ModelPatcher:
         dev = device or weight.device
         out_dtype = weight.dtype
         w = weight.to(dev, dtype=torch.float32, copy=True)
+        # scaled fp8: patch the real values, store them rescaled
+        owner = _get_attr(self.model, key.rpartition(".")[0]) if key.endswith(".weight") else None
+        scale = getattr(owner, "scale_weight", None)
+        if scale is not None:
+            w = w * scale.to(dev, torch.float32)
         w = calculate_weight(self.patches.get(key, []), w, key)
+        if scale is not None:
+            w = w / scale.to(dev, torch.float32)
         return w.to(out_dtype)
 
     # --------------------------------------------------------------- load / unload

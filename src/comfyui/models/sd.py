@@ -104,11 +104,12 @@ def build_model(family: Family, config: dict[str, Any], sd: dict[str, torch.Tens
     and wrap it in a patcher."""
     load_device = memory.get_torch_device()
     offload_device = memory.unet_offload_device()
-    weight_dtype = dtype or memory.unet_dtype(load_device, family.supported_dtypes)
+    ksd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    # a scaled-fp8 file keeps its storage dtypes whatever was asked for
+    weight_dtype = ops.scaled_fp8_dtype(ksd) or dtype or memory.unet_dtype(load_device, family.supported_dtypes)
     manual_cast = memory.unet_manual_cast(weight_dtype, load_device, family.supported_dtypes)
     with torch.device("meta"):
         model = family.model_class(config, family, dtype=weight_dtype)
-    ksd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     missing, unexpected = ops.assign_state_dict(model.diffusion_model, ksd, weight_dtype)
     if missing:
         raise UnknownModelError(f"diffusion model weights missing for {len(missing)} parameters, e.g. {missing[:5]}")
