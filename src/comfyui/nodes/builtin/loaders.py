@@ -1,5 +1,5 @@
 """Model loader nodes: CheckpointLoaderSimple, CheckpointLoader, DiffusersLoader, VAELoader,
-CLIPLoader, UNETLoader, LoraLoader, LoraLoaderModelOnly, CLIPSetLastLayer, CheckpointSave."""
+CLIPLoader, DualCLIPLoader, TripleCLIPLoader, UNETLoader, LoraLoader, LoraLoaderModelOnly, CLIPSetLastLayer, CheckpointSave."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,7 @@ from ._lazy import lazy
 lora_mod = lazy("comfyui.models.lora")
 sdm = lazy("comfyui.models.sd")
 _loading = lazy("comfyui.models.loading")
+_recipes = lazy("comfyui.models.text_encoders.recipes")
 
 
 def _embeddings():
@@ -103,8 +104,28 @@ class VAELoader:
         return (sdm.load_vae(paths.get_full_path_or_raise("vae", vae_name)),)
 
 
+# the type lists upstream's loaders show; which of them this build can load is
+# comfyui.models.text_encoders.recipes.CLIP_TYPES, checked at prompt validation
 CLIP_TYPES = ["stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
               "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image", "flux2", "ovis"]
+DUAL_CLIP_TYPES = ["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image"]
+
+
+def _clip_type_refusal(listed: list[str], clip_type: str, files: int) -> str | bool:
+    """VALIDATE_INPUTS' answer for a text-encoder type: True, or why the prompt is refused."""
+    if clip_type not in listed:
+        return f"type '{clip_type}' not in {listed}"
+    return _recipes.clip_type_problem(clip_type, files) or True
+
+
+def _load_text_encoders(names: list[str], clip_type: str, device: str):
+    paths_ = [paths.get_full_path_or_raise("text_encoders", n) for n in names]
+    clip = sdm.load_clip(paths_, embedding_directory=_embeddings(), clip_type=clip_type)
+    if device == "cpu":
+        import torch
+        clip = clip.clone()
+        clip.patcher.load_device = torch.device("cpu")
+    return (clip,)
 
 
 class CLIPLoader:
@@ -121,17 +142,53 @@ class CLIPLoader:
                    "stable_audio: t5 base\nmochi: t5 xxl\ncosmos: old t5 xxl\nlumina2: gemma 2 2B\nwan: umt5 xxl\n"
                    " hidream: llama-3.1 (Recommend) or t5")
 
-    def load_clip(self, clip_name, type="stable_diffusion", device="default"):
-        if type != "stable_diffusion":
-            raise ValueError(f"CLIPLoader: text encoder type '{type}' is not supported by this build "
-                             "(supported: stable_diffusion)")
-        clip_path = paths.get_full_path_or_raise("text_encoders", clip_name)
-        clip = sdm.load_clip([clip_path], embedding_directory=_embeddings(), clip_type=type)
-        if device == "cpu":
-            import torch
-            clip = clip.clone()
-            clip.patcher.load_device = torch.device("cpu")
-        return (clip,)
+    @classmethod
+    def VALIDATE_INPUTS(cls, type):  # noqa: A002 - the input's name
+        return _clip_type_refusal(CLIP_TYPES, type, 1)
+
+    def load_clip(self, clip_name, type="stable_diffusion", device="default"):  # noqa: A002
+        return _load_text_encoders([clip_name], type, device)
+
+
+class DualCLIPLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = paths.get_filename_list("text_encoders")
+        return {"required": {"clip_name1": (names,), "clip_name2": (names,), "type": (DUAL_CLIP_TYPES,)},
+                "optional": {"device": (["default", "cpu"], {"advanced": True})}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load_clip"
+    CATEGORY = "advanced/loaders"
+    DESCRIPTION = ("[Recipes]\n\nsdxl: clip-l, clip-g\nsd3: clip-l, clip-g / clip-l, t5 / clip-g, t5\n"
+                   "flux: clip-l, t5\nhidream: at least one of t5 or llama, recommended t5 and llama\n"
+                   "hunyuan_image: qwen2.5vl 7b and byt5 small")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, type):  # noqa: A002
+        return _clip_type_refusal(DUAL_CLIP_TYPES, type, 2)
+
+    def load_clip(self, clip_name1, clip_name2, type, device="default"):  # noqa: A002
+        return _load_text_encoders([clip_name1, clip_name2], type, device)
+
+
+class TripleCLIPLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = paths.get_filename_list("text_encoders")
+        return {"required": {"clip_name1": (names,), "clip_name2": (names,), "clip_name3": (names,)}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load_clip"
+    CATEGORY = "advanced/loaders"
+    DESCRIPTION = "[Recipes]\n\nsd3: clip-l, clip-g, t5"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls):
+        return _recipes.clip_type_problem("sd3", 3) or True
+
+    def load_clip(self, clip_name1, clip_name2, clip_name3):
+        return _load_text_encoders([clip_name1, clip_name2, clip_name3], "sd3", "default")
 
 
 class UNETLoader:
@@ -283,6 +340,8 @@ NODE_CLASS_MAPPINGS = {
     "DiffusersLoader": DiffusersLoader,
     "VAELoader": VAELoader,
     "CLIPLoader": CLIPLoader,
+    "DualCLIPLoader": DualCLIPLoader,
+    "TripleCLIPLoader": TripleCLIPLoader,
     "UNETLoader": UNETLoader,
     "LoraLoader": LoraLoader,
     "LoraLoaderModelOnly": LoraLoaderModelOnly,
