@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-BUILTIN_NODE_COUNT = 147
+BUILTIN_NODE_COUNT = 152  # + ModelSamplingSD3/AuraFlow/Flux, DualCLIPLoader, TripleCLIPLoader
 
 CHECK = (
     "import json, sys\n"

@@ -1,3 +1,4 @@
-"""Model files, detection, architectures (UNet, VAE, CLIP text encoders), patching and
-memory management. See ``base`` (MODEL contract), ``patcher`` (ModelPatcher), ``clip``
-(CLIP object), ``vae`` (VAE object), ``sd`` (loaders), ``memory`` (devices)."""
+"""The models layer: model families (``registry`` lists them; ``stable_diffusion`` is one)
+over shared parts: ``base`` (MODEL contract), ``family`` (what a family declares), ``ops``
+(weight dtypes), ``patcher`` (ModelPatcher), ``text_encoders`` (recipes and the CLIP object),
+``vae`` (VAE object), ``memory`` (devices); ``sd`` holds the loaders."""

@@ -1,6 +1,7 @@
-"""The MODEL contract: latent formats and :class:`BaseModel` (a diffusion network plus its
-noise schedule). A MODEL socket carries a :class:`comfyui.models.patcher.ModelPatcher`
-whose ``.model`` is one of the classes here.
+"""The MODEL contract: the :class:`LatentFormat` base and :class:`BaseModel` (a diffusion
+network plus its noise schedule). A MODEL socket carries a
+:class:`comfyui.models.patcher.ModelPatcher` whose ``.model`` is a family's subclass of
+:class:`BaseModel`.
 
 For the sampling code, the things to use are::
 
@@ -16,8 +17,9 @@ For the sampling code, the things to use are::
 ``apply_model`` takes *sigmas* (not timesteps), the noisy latent in model space, and
 returns the denoised estimate (float32, same shape as ``x``): it scales the input with
 ``model_sampling.calculate_input``, concatenates ``c_concat`` (inpainting), converts sigma to
-the network timestep, runs the UNet in the model's compute dtype and applies
-``model_sampling.calculate_denoised``.
+the network timestep, runs the network in the model's compute dtype and applies
+``model_sampling.calculate_denoised`` (the default below is the UNet's call; a family whose
+network takes other inputs overrides it).
 """
 from __future__ import annotations
 

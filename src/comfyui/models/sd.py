@@ -16,12 +16,13 @@ from typing import Any, Callable
 import torch
 
 from . import clip_vision, memory, ops
-from .convert import diffusers_unet_to_ldm, hf_to_open_clip, normalize_hf_text_keys, unet_config_from_diffusers
+from .convert import hf_to_open_clip, normalize_hf_text_keys
 from .detection import VAE_PREFIX, find_text_encoders
 from .family import Family, UnknownModelError, describe_state_dict
 from .loading import ModelFileError, load_torch_file
 from .patcher import ModelPatcher
-from .registry import detect_family
+from .registry import FAMILIES, detect_family
+from .stable_diffusion import diffusers as sd_diffusers
 from .text_encoders.encoder import CLIP, detect_configs
 from .text_encoders.recipes import CLIP_TYPES, RECIPES, clip_type_problem
 from .vae import VAE
@@ -192,58 +193,27 @@ def _emb_key(embedding_directory: Any) -> Any:
 
 def load_diffusion_model_state_dict(sd: dict[str, torch.Tensor], weight_dtype: torch.dtype | None = None,
                                     source: str = "unet") -> ModelPatcher:
-    """A bare UNet file: LDM keys (optionally under ``model.diffusion_model.``) or diffusers keys."""
-    prefix = ""
-    if any(k.startswith(UNET_PREFIX) for k in sd):
-        prefix = UNET_PREFIX
-    elif "input_blocks.0.0.weight" not in sd:
-        if "conv_in.weight" in sd and any(k.startswith("down_blocks.") for k in sd):
-            sd = _diffusers_unet_sd_to_ldm(sd)
-        else:
-            raise UnknownModelError(f"{source}: not a supported diffusion model. Found {describe_state_dict(sd)}")
+    """A bare diffusion-model file: native keys (optionally under ``model.diffusion_model.``),
+    or a layout a family converts (``Family.diffusers_to_native``, e.g. diffusers UNets)."""
+    prefix = UNET_PREFIX if any(k.startswith(UNET_PREFIX) for k in sd) else ""
     try:
         family, config = detect_family(sd, prefix)
     except UnknownModelError as exc:
-        raise UnknownModelError(f"{source}: {exc}") from exc
+        native = None
+        if not prefix:
+            for fam in FAMILIES:
+                if fam.diffusers_to_native is not None:
+                    native = fam.diffusers_to_native(sd)
+                    if native is not None:
+                        break
+        if native is None:
+            raise UnknownModelError(f"{source}: {exc}") from exc
+        sd, prefix = native, ""
+        try:
+            family, config = detect_family(sd, prefix)
+        except UnknownModelError as exc2:
+            raise UnknownModelError(f"{source}: {exc2}") from exc2
     return build_model(family, config, sd, prefix, dtype=weight_dtype)
-
-
-def _diffusers_unet_sd_to_ldm(sd: dict[str, torch.Tensor], config: dict | None = None) -> dict[str, torch.Tensor]:
-    if config is None:
-        config = _infer_diffusers_unet_config(sd)
-    ucfg = unet_config_from_diffusers(config)
-    return diffusers_unet_to_ldm(sd, ucfg)
-
-
-def _infer_diffusers_unet_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
-    levels = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("down_blocks."))
-    blocks = [sd[f"down_blocks.{i}.resnets.0.conv1.weight"].shape[0] for i in range(levels)]
-    lpb = 1 + max(int(k.split(".")[3]) for k in sd if k.startswith("down_blocks.0.resnets."))
-    types, tl = [], []
-    for i in range(levels):
-        if any(k.startswith(f"down_blocks.{i}.attentions.") for k in sd):
-            types.append("CrossAttnDownBlock2D")
-            tl.append(1 + max(int(k.split(".")[5]) for k in sd if k.startswith(f"down_blocks.{i}.attentions.0.transformer_blocks.")))
-        else:
-            types.append("DownBlock2D")
-            tl.append(1)
-    mid_t = [k for k in sd if k.startswith("mid_block.attentions.0.transformer_blocks.")]
-    cfg: dict[str, Any] = {
-        "block_out_channels": blocks, "layers_per_block": lpb, "down_block_types": types,
-        "in_channels": sd["conv_in.weight"].shape[1], "out_channels": sd["conv_out.weight"].shape[0],
-        "transformer_layers_per_block": tl[:-1] + [1 + max(int(k.split(".")[4]) for k in mid_t)] if mid_t else tl,
-        "mid_block_type": "UNetMidBlock2DCrossAttn" if mid_t else None,
-    }
-    # the last level's transformer depth is not known when it has none; mid depth kept in tl[-1]
-    k = next(k for k in sd if k.endswith("attn2.to_k.weight"))
-    cfg["cross_attention_dim"] = sd[k].shape[1]
-    pk = next(k for k in sd if k.endswith("proj_in.weight"))
-    cfg["use_linear_projection"] = sd[pk].ndim == 2
-    if "add_embedding.linear_1.weight" in sd:
-        cfg["addition_embed_type"] = "text_time"
-        cfg["projection_class_embeddings_input_dim"] = sd["add_embedding.linear_1.weight"].shape[1]
-        cfg["attention_head_dim"] = [64]
-    return cfg
 
 
 def load_diffusion_model(unet_path: str, weight_dtype: str | None = None) -> ModelPatcher:
@@ -333,7 +303,7 @@ def load_diffusers(model_path: str, output_vae: bool = True, output_clip: bool =
     def load() -> tuple:
         with open(os.path.join(model_path, "unet", "config.json")) as f:
             ucfg = json.load(f)
-        usd = _diffusers_unet_sd_to_ldm(_load_dir_weights(os.path.join(model_path, "unet")), ucfg)
+        usd = sd_diffusers.diffusers_unet_to_native(_load_dir_weights(os.path.join(model_path, "unet")), ucfg)
         family, config = detect_family(usd, "")
         te1 = os.path.join(model_path, "text_encoder")
         te2 = os.path.join(model_path, "text_encoder_2")

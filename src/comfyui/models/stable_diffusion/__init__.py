@@ -11,24 +11,26 @@ import torch
 from ..family import Family
 from ..latent_formats import SD15, SDXL
 from . import detect
+from .diffusers import from_diffusers_file
 from .model import SD21UNCLIPModel, SDXLModel, SDXLRefinerModel, UNetBaseModel, lora_key_map
 
 _HALF = (torch.float16, torch.bfloat16, torch.float32)
+# what every SD family entry shares
+_SD = dict(lora_key_map=lora_key_map, diffusers_to_native=from_diffusers_file, describe=detect.describe_unet)
 
 FAMILIES = (
-    Family("sd15", detect.detect_sd15, UNetBaseModel, SD15, {"type": "eps"}, clip_type="sd1", lora_key_map=lora_key_map,
-           supported_dtypes=(torch.float16, torch.float32), variant=detect.inpaint_variant("sd15")),
-    Family("sd20_v", detect.detect_sd20_v, UNetBaseModel, SD15, {"type": "v_prediction"}, clip_type="sd2", lora_key_map=lora_key_map,
-           supported_dtypes=_HALF, variant=detect.inpaint_variant("sd20_v")),
-    Family("sd20", detect.detect_sd20, UNetBaseModel, SD15, {"type": "eps"}, clip_type="sd2", lora_key_map=lora_key_map,
-           supported_dtypes=_HALF, variant=detect.inpaint_variant("sd20")),
+    Family("sd15", detect.detect_sd15, UNetBaseModel, SD15, {"type": "eps"}, clip_type="sd1",
+           supported_dtypes=(torch.float16, torch.float32), variant=detect.inpaint_variant("sd15"), **_SD),
+    Family("sd20_v", detect.detect_sd20_v, UNetBaseModel, SD15, {"type": "v_prediction"}, clip_type="sd2",
+           supported_dtypes=_HALF, variant=detect.inpaint_variant("sd20_v"), **_SD),
+    Family("sd20", detect.detect_sd20, UNetBaseModel, SD15, {"type": "eps"}, clip_type="sd2",
+           supported_dtypes=_HALF, variant=detect.inpaint_variant("sd20"), **_SD),
     Family("sd21_unclip_v", detect.detect_sd21_unclip_v, SD21UNCLIPModel, SD15, {"type": "v_prediction"},
-           clip_type="sd2", lora_key_map=lora_key_map, supported_dtypes=_HALF),
-    Family("sd21_unclip", detect.detect_sd21_unclip, SD21UNCLIPModel, SD15, {"type": "eps"}, clip_type="sd2", lora_key_map=lora_key_map,
-           supported_dtypes=_HALF),
+           clip_type="sd2", supported_dtypes=_HALF, **_SD),
+    Family("sd21_unclip", detect.detect_sd21_unclip, SD21UNCLIPModel, SD15, {"type": "eps"}, clip_type="sd2",
+           supported_dtypes=_HALF, **_SD),
     Family("sdxl_refiner", detect.detect_sdxl_refiner, SDXLRefinerModel, SDXL, {"type": "eps"},
-           clip_type="sdxl_refiner", lora_key_map=lora_key_map, supported_dtypes=_HALF),
-    Family("sdxl", detect.detect_sdxl, SDXLModel, SDXL, {"type": "eps"}, clip_type="sdxl", lora_key_map=lora_key_map,
-           memory_usage_factor=0.8, supported_dtypes=_HALF, variant=detect.inpaint_variant("sdxl"),
-           describe=detect.describe_unet),
+           clip_type="sdxl_refiner", supported_dtypes=_HALF, **_SD),
+    Family("sdxl", detect.detect_sdxl, SDXLModel, SDXL, {"type": "eps"}, clip_type="sdxl",
+           memory_usage_factor=0.8, supported_dtypes=_HALF, variant=detect.inpaint_variant("sdxl"), **_SD),
 )
