@@ -393,8 +393,10 @@ def test_unsupported_capabilities_fail_when_used_not_when_imported(shims):
     x, sigma = torch.ones(1, 4, 2, 2), torch.tensor([2.0])
     # v-prediction: denoised = x / (sigma^2 + 1) - v * sigma / sqrt(sigma^2 + 1)
     assert torch.allclose(v_pred.calculate_denoised(sigma, x, x), torch.full_like(x, 0.2 - 2 / 5 ** 0.5))
-    with pytest.raises(NotImplementedError, match="FLOW"):
-        comfy.model_base.model_sampling(None, comfy.model_base.ModelType.FLOW)
+    flow = comfy.model_base.model_sampling(None, comfy.model_base.ModelType.FLOW)
+    assert float(flow.timestep(torch.tensor(0.5))) == 500.0  # SD3's flow schedule, multiplier 1000
+    with pytest.raises(NotImplementedError, match="FLOW_COSMOS"):
+        comfy.model_base.model_sampling(None, comfy.model_base.ModelType.FLOW_COSMOS)
     with pytest.raises(NotImplementedError, match="WAN21"):
         comfy.model_base.WAN21()
     calls = []
@@ -465,7 +467,7 @@ def test_upstream_classes_packs_subclass_or_check_against(tmp_path, write_pack):
     })
     out = load_in_fresh_process(cn, """
         import sys
-        from comfyui.models.clip import MultiTokenizer, TextModelConfig
+        from comfyui.models.text_encoders.encoder import Tokenizers as MultiTokenizer
         pack = sys.modules["custom_nodes.subclasses"]
         try:
             pack.MaskableLoader()

@@ -60,6 +60,7 @@ class TextEncoders(nn.Module):
 
 class Tokenizers:
     def __init__(self, clip_type: ClipType, configs: dict[str, Any], embedding_directory: Any = None):
+        self.family = checkpoint_type_of({name for name in clip_type.recipes if name in configs}) or clip_type.name
         self.tokenizers = {}
         for name in clip_type.recipes:
             if name in configs:

@@ -1,6 +1,6 @@
-"""``comfy.model_base``: the MODEL's network classes (:mod:`comfyui.models.base`).
+"""``comfy.model_base``: the MODEL's network classes (:mod:`comfyui.models.base`, the families' packages).
 
-``BaseModel`` and the SD1.x/SD2.x/SDXL classes are ours under upstream's names; ``ModelType``
+``BaseModel`` and the SD2.1 unCLIP / SDXL classes are ours under upstream's names; ``ModelType``
 has upstream's members and values. Families this implementation does not run are importable
 (packs subclass or compare against them) and raise NotSupportedError when built.
 """
@@ -11,9 +11,10 @@ import enum
 import torch
 
 from comfyui.compat import _unsupported
-from comfyui.models.base import BaseModel, SDXLModel as SDXL, SDXLRefinerModel as SDXLRefiner  # noqa: F401
-from comfyui.models.base import SD15Model, SD20Model  # noqa: F401
-from comfyui.sampling.model_sampling import model_sampling as _model_sampling
+from comfyui.models.base import BaseModel  # noqa: F401
+from comfyui.models.stable_diffusion.model import SD21UNCLIPModel as SD21UNCLIP  # noqa: F401
+from comfyui.models.stable_diffusion.model import SDXLModel as SDXL, SDXLRefinerModel as SDXLRefiner  # noqa: F401
+from comfyui.sampling import model_sampling as _ms
 
 
 class ModelType(enum.Enum):
@@ -29,17 +30,19 @@ class ModelType(enum.Enum):
     FLOW_COSMOS = 10
 
 
-# the ModelTypes sampled on the discrete schedule, as our prediction names; the others need a
-# continuous or flow schedule this implementation does not have
-_PREDICTION = {ModelType.EPS: "eps", ModelType.V_PREDICTION: "v_prediction", ModelType.IMG_TO_IMG: "img_to_img"}
+# the ModelTypes we have schedules for, as our sampling types ("type" of a family's sampling);
+# the others need a continuous schedule this implementation does not have
+_SAMPLING_TYPE = {ModelType.EPS: "eps", ModelType.V_PREDICTION: "v_prediction", ModelType.IMG_TO_IMG: "img_to_img",
+                  ModelType.FLOW: "flow", ModelType.FLUX: "flux"}
 
 
 def model_sampling(model_config, model_type: ModelType):
-    """The model_sampling object (discrete schedule) for ``model_type`` and a model config."""
-    prediction = _PREDICTION.get(model_type)
-    if prediction is None:
+    """The model_sampling object for ``model_type`` and a model config (its sampling_settings)."""
+    kind = _SAMPLING_TYPE.get(model_type)
+    if kind is None:
         raise _unsupported.NotSupportedError(f"comfy.model_base.model_sampling: {model_type} is not supported")
-    return _model_sampling(prediction, model_config)
+    settings = getattr(model_config, "sampling_settings", None) or {}
+    return _ms.model_sampling_from_settings({**settings, "type": kind})
 
 
 def convert_tensor(extra, dtype, device):
@@ -50,7 +53,7 @@ def convert_tensor(extra, dtype, device):
 
 
 __getattr__ = _unsupported.module_getattr(__name__, {
-    "SD21UNCLIP", "SVD_img2vid", "SV3D_u", "SV3D_p", "Stable_Zero123", "SD_X4Upscaler", "IP2P",
+    "SVD_img2vid", "SV3D_u", "SV3D_p", "Stable_Zero123", "SD_X4Upscaler", "IP2P",
     "SD15_instructpix2pix", "SDXL_instructpix2pix", "Lotus", "StableCascade_C", "StableCascade_B", "SD3",
     "AuraFlow", "StableAudio1", "HunyuanDiT", "PixArt", "Flux", "GenmoMochi", "LTXV", "HunyuanVideo",
     "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V", "CosmosVideo", "CosmosPredict2", "Lumina2", "WAN21",

@@ -1,9 +1,9 @@
 """``comfy.sdxl_clip``: packs use its classes to ask which model a CLIP belongs to
 (``isinstance(clip.tokenizer, sdxl_clip.SDXLTokenizer)``). The classes answer that for our
-CLIP objects (:class:`comfyui.models.clip.MultiTokenizer` / ``MultiClip`` of the SDXL families);
+CLIP objects (:class:`comfyui.models.text_encoders.encoder.Tokenizers` / ``TextEncoders`` of the SDXL families);
 building one directly is not supported."""
 from comfyui.compat._unsupported import NotSupportedError
-from comfyui.models.clip import MultiClip, MultiTokenizer
+from comfyui.models.text_encoders.encoder import TextEncoders as MultiClip, Tokenizers as MultiTokenizer
 
 
 class _OfFamily(type):

@@ -1,5 +1,5 @@
 """``comfy.ldm.modules.attention``: the attention function packs call, and the transformer
-blocks of our UNet (:mod:`comfyui.models.unet`).
+blocks of our UNet (:mod:`comfyui.models.stable_diffusion.unet`).
 
 ``optimized_attention(q, k, v, heads, mask=None, ...)`` takes ``[B, L, heads*dim]`` tensors
 (``skip_reshape=True``: ``[B, heads, L, dim]``) and returns ``[B, Lq, heads*dim]``
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from comfyui.compat import _unsupported
 from comfy.ldm.util import default, exists  # noqa: F401
-from comfyui.models.unet import (GEGLU, BasicTransformerBlock, CrossAttention, FeedForward,  # noqa: F401
+from comfyui.models.stable_diffusion.unet import (GEGLU, BasicTransformerBlock, CrossAttention, FeedForward,  # noqa: F401
                                  SpatialTransformer)
 
 

@@ -1,6 +1,6 @@
-"""``comfy.ldm.modules.diffusionmodules.openaimodel``: the UNet classes of :mod:`comfyui.models.unet`."""
+"""``comfy.ldm.modules.diffusionmodules.openaimodel``: the UNet classes of :mod:`comfyui.models.stable_diffusion.unet`."""
 from comfyui.compat import _unsupported
-from comfyui.models.unet import (Downsample, ResBlock, SpatialTransformer, TimestepBlock,  # noqa: F401
+from comfyui.models.stable_diffusion.unet import (Downsample, ResBlock, SpatialTransformer, TimestepBlock,  # noqa: F401
                                  TimestepEmbedSequential, UNetModel, Upsample)
 
 __getattr__ = _unsupported.module_getattr(__name__, {
