@@ -1,0 +1,111 @@
+"""Flux weights in diffusers' ``FluxTransformer2DModel`` layout -> BFL (native) keys.
+
+diffusers splits the fused projections (q, k, v of each stream; q, k, v and the MLP input of
+the single-stream blocks), renames everything, and stores the final modulation as
+(scale, shift) where BFL has (shift, scale). Every width is taken from the tensors.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+DIFFUSERS_MARKER = "transformer_blocks.0.attn.norm_added_k.weight"
+
+_SIMPLE = {
+    "x_embedder": "img_in",
+    "context_embedder": "txt_in",
+    "time_text_embed.timestep_embedder.linear_1": "time_in.in_layer",
+    "time_text_embed.timestep_embedder.linear_2": "time_in.out_layer",
+    "time_text_embed.guidance_embedder.linear_1": "guidance_in.in_layer",
+    "time_text_embed.guidance_embedder.linear_2": "guidance_in.out_layer",
+    "time_text_embed.text_embedder.linear_1": "vector_in.in_layer",
+    "time_text_embed.text_embedder.linear_2": "vector_in.out_layer",
+    "proj_out": "final_layer.linear",
+}
+
+_DOUBLE = {
+    "norm1.linear": "img_mod.lin",
+    "norm1_context.linear": "txt_mod.lin",
+    "attn.norm_q": "img_attn.norm.query_norm",
+    "attn.norm_k": "img_attn.norm.key_norm",
+    "attn.norm_added_q": "txt_attn.norm.query_norm",
+    "attn.norm_added_k": "txt_attn.norm.key_norm",
+    "attn.to_out.0": "img_attn.proj",
+    "attn.to_add_out": "txt_attn.proj",
+    "ff.net.0.proj": "img_mlp.0",
+    "ff.net.2": "img_mlp.2",
+    "ff_context.net.0.proj": "txt_mlp.0",
+    "ff_context.net.2": "txt_mlp.2",
+}
+_DOUBLE_FUSED = {
+    "img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+    "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
+}
+
+_SINGLE = {
+    "norm.linear": "modulation.lin",
+    "attn.norm_q": "norm.query_norm",
+    "attn.norm_k": "norm.key_norm",
+    "proj_out": "linear2",
+}
+_SINGLE_FUSED = {"linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")}
+
+
+def is_diffusers_flux(sd: Mapping[str, torch.Tensor], prefix: str = "") -> bool:
+    return prefix + DIFFUSERS_MARKER in sd and prefix + "x_embedder.weight" in sd
+
+
+def _count(sd: Mapping[str, torch.Tensor], stem: str) -> int:
+    n = 0
+    while any(k.startswith(f"{stem}{n}.") for k in sd):
+        n += 1
+    return n
+
+
+def diffusers_to_native(sd: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """The BFL state dict of a diffusers-layout Flux transformer (keys under ``prefix``).
+    Raises KeyError naming the first expected diffusers key that is missing."""
+    src = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    out: dict[str, torch.Tensor] = {}
+
+    def take(old: str, new: str) -> None:
+        found = False
+        for param in ("weight", "bias"):
+            key = f"{old}.{param}"
+            if key in src:
+                is_norm = new.endswith("_norm")
+                out[f"{new}.{'scale' if is_norm else param}"] = src[key]
+                found = True
+        if not found:
+            raise KeyError(f"diffusers Flux weights: {old}.weight not found")
+
+    def fuse(parts: tuple[str, ...], new: str) -> None:
+        for param in ("weight", "bias"):
+            keys = [f"{p}.{param}" for p in parts]
+            if all(k in src for k in keys):
+                out[f"{new}.{param}"] = torch.cat([src[k] for k in keys], dim=0)
+            elif param == "weight":
+                raise KeyError(f"diffusers Flux weights: {keys[0]} not found")
+
+    for old, new in _SIMPLE.items():
+        if old.startswith("time_text_embed.guidance_embedder") and f"{old}.weight" not in src:
+            continue  # schnell: no guidance embedding
+        take(old, new)
+    scale, shift = src["norm_out.linear.weight"].chunk(2, dim=0)
+    out["final_layer.adaLN_modulation.1.weight"] = torch.cat((shift, scale), dim=0)
+    if "norm_out.linear.bias" in src:
+        scale_b, shift_b = src["norm_out.linear.bias"].chunk(2, dim=0)
+        out["final_layer.adaLN_modulation.1.bias"] = torch.cat((shift_b, scale_b), dim=0)
+
+    for i in range(_count(src, "transformer_blocks.")):
+        for old, new in _DOUBLE.items():
+            take(f"transformer_blocks.{i}.{old}", f"double_blocks.{i}.{new}")
+        for new, parts in _DOUBLE_FUSED.items():
+            fuse(tuple(f"transformer_blocks.{i}.{p}" for p in parts), f"double_blocks.{i}.{new}")
+    for i in range(_count(src, "single_transformer_blocks.")):
+        for old, new in _SINGLE.items():
+            take(f"single_transformer_blocks.{i}.{old}", f"single_blocks.{i}.{new}")
+        for new, parts in _SINGLE_FUSED.items():
+            fuse(tuple(f"single_transformer_blocks.{i}.{p}" for p in parts), f"single_blocks.{i}.{new}")
+    return out

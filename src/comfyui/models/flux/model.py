@@ -1,0 +1,375 @@
+"""The Flux.1 transformer (Black Forest Labs' MMDiT for flow matching).
+
+The module's own ``state_dict()`` keys are BFL's (= ComfyUI's) names: ``img_in``, ``time_in``,
+``vector_in``, ``guidance_in``, ``txt_in``, ``double_blocks.N.*``, ``single_blocks.N.*``,
+``final_layer.*``; files in that layout load with ``load_state_dict`` as they are.
+
+Inputs (:meth:`Flux.forward`): the latent ``x`` [B, C, H, W] (C = in_channels: 16, plus any
+channel-concatenated conditioning), ``timestep`` = sigma in [0, 1] (scaled x1000 inside, like
+the guidance value), the T5 hidden states ``context`` [B, T, 4096], the CLIP-L pooled vector
+``y`` [B, 768]. The latent is cut into 2x2 patches (one token per patch, channel-major
+``(c, ph, pw)`` features); every token gets a position id (index, row, column) and the
+attention rotates query/key pairs by those (RoPE over three axes). The text tokens have id
+(0, 0, 0). Output: the velocity [B, out_channels, H, W].
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ops
+
+
+def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0,
+                       time_factor: float = 1000.0) -> torch.Tensor:
+    """Sinusoidal ``[cos, sin]`` embedding of ``t * time_factor`` (float32)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = (t.float() * time_factor)[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def rope_angles(ids: torch.Tensor, axes_dim: list[int], theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [B, 1, L, head_dim/2] of the rotation angles for position ids [B, L, n_axes]:
+    axis i owns ``axes_dim[i] / 2`` frequency pairs, ``theta ** (-2k / axes_dim[i])``."""
+    angles = []
+    for i, dim in enumerate(axes_dim):
+        omega = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device=ids.device) / dim)
+        angles.append(ids[..., i:i + 1].double() * omega)
+    angle = torch.cat(angles, dim=-1).float().unsqueeze(1)
+    return torch.cos(angle), torch.sin(angle)
+
+
+def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate the adjacent pairs (x[2k], x[2k+1]) of the head features by the angles of ``rope``
+    (computed in float32, returned in x's dtype)."""
+    cos, sin = rope
+    pairs = x.float().unflatten(-1, (-1, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    out = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+              mask: torch.Tensor | None = None) -> torch.Tensor:
+    """q, k, v [B, heads, L, head_dim] -> [B, L, heads * head_dim]."""
+    q, k = apply_rope(q, rope), apply_rope(k, rope)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return out.transpose(1, 2).flatten(2)
+
+
+class RMSNorm(nn.Module):
+    """RMS norm with a learned ``scale`` (BFL's name for the weight), eps 1e-6, in float32."""
+
+    def __init__(self, dim: int, device: Any = None):
+        super().__init__()
+        self.scale = nn.Parameter(torch.empty(dim, device=device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return (out * self.scale.to(device=x.device, dtype=torch.float32)).to(x.dtype)
+
+
+class QKNorm(nn.Module):
+    def __init__(self, dim: int, device: Any = None):
+        super().__init__()
+        self.query_norm = RMSNorm(dim, device=device)
+        self.key_norm = RMSNorm(dim, device=device)
+
+
+class MLPEmbedder(nn.Module):
+    def __init__(self, in_dim: int, hidden: int, device: Any = None):
+        super().__init__()
+        self.in_layer = ops.Linear(in_dim, hidden, device=device)
+        self.out_layer = ops.Linear(hidden, hidden, device=device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_layer(F.silu(self.in_layer(x)))
+
+
+class SelfAttention(nn.Module):
+    """The q/k/v projection (one Linear), q/k RMS norms and output projection of one stream."""
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool, device: Any = None):
+        super().__init__()
+        self.heads = heads
+        self.qkv = ops.Linear(dim, dim * 3, bias=qkv_bias, device=device)
+        self.norm = QKNorm(dim // heads, device=device)
+        self.proj = ops.Linear(dim, dim, device=device)
+
+    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, L, dim] -> normalised q, k and v, each [B, heads, L, head_dim]."""
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
+        return self.norm.query_norm(q), self.norm.key_norm(k), v
+
+
+class Modulation(nn.Module):
+    """(shift, scale, gate) triples from the conditioning vector: two for a double-stream
+    block (attention, MLP), one for a single-stream block."""
+
+    def __init__(self, dim: int, double: bool, device: Any = None):
+        super().__init__()
+        self.count = 6 if double else 3
+        self.lin = ops.Linear(dim, dim * self.count, device=device)
+
+    def forward(self, vec: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.lin(F.silu(vec))[:, None, :].chunk(self.count, dim=-1))
+
+
+def _layer_norm(dim: int) -> nn.Module:
+    return nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+def _clamp_fp16(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype == torch.float16:
+        return torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
+    return x
+
+
+class DoubleStreamBlock(nn.Module):
+    """Image and text tokens keep their own weights and attend jointly (text first)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, qkv_bias: bool, device: Any = None):
+        super().__init__()
+        mlp_hidden = int(dim * mlp_ratio)
+        for stream in ("img", "txt"):
+            self.add_module(f"{stream}_mod", Modulation(dim, double=True, device=device))
+            self.add_module(f"{stream}_norm1", _layer_norm(dim))
+            self.add_module(f"{stream}_attn", SelfAttention(dim, heads, qkv_bias, device=device))
+            self.add_module(f"{stream}_norm2", _layer_norm(dim))
+            self.add_module(f"{stream}_mlp", nn.Sequential(
+                ops.Linear(dim, mlp_hidden, device=device), nn.GELU(approximate="tanh"),
+                ops.Linear(mlp_hidden, dim, device=device)))
+
+    def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, rope: tuple,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        img_shift1, img_scale1, img_gate1, img_shift2, img_scale2, img_gate2 = self.img_mod(vec)
+        txt_shift1, txt_scale1, txt_gate1, txt_shift2, txt_scale2, txt_gate2 = self.txt_mod(vec)
+        img_q, img_k, img_v = self.img_attn.qkv_heads(_modulate(self.img_norm1(img), img_shift1, img_scale1))
+        txt_q, txt_k, txt_v = self.txt_attn.qkv_heads(_modulate(self.txt_norm1(txt), txt_shift1, txt_scale1))
+        attn = attention(torch.cat((txt_q, img_q), dim=2), torch.cat((txt_k, img_k), dim=2),
+                         torch.cat((txt_v, img_v), dim=2), rope, mask)
+        n_txt = txt.shape[1]
+        txt_attn, img_attn = attn[:, :n_txt], attn[:, n_txt:]
+
+        img = img + img_gate1 * self.img_attn.proj(img_attn)
+        img = img + img_gate2 * self.img_mlp(_modulate(self.img_norm2(img), img_shift2, img_scale2))
+        txt = txt + txt_gate1 * self.txt_attn.proj(txt_attn)
+        txt = txt + txt_gate2 * self.txt_mlp(_modulate(self.txt_norm2(txt), txt_shift2, txt_scale2))
+        return img, _clamp_fp16(txt)
+
+
+class SingleStreamBlock(nn.Module):
+    """One weight set over the joined sequence; attention and MLP run in parallel from one
+    input projection (``linear1``: q, k, v, mlp) into one output projection (``linear2``)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, device: Any = None):
+        super().__init__()
+        self.dim = dim
+        self.heads = heads
+        self.mlp_hidden = int(dim * mlp_ratio)
+        self.linear1 = ops.Linear(dim, dim * 3 + self.mlp_hidden, device=device)
+        self.linear2 = ops.Linear(dim + self.mlp_hidden, dim, device=device)
+        self.norm = QKNorm(dim // heads, device=device)
+        self.pre_norm = _layer_norm(dim)
+        self.mlp_act = nn.GELU(approximate="tanh")
+        self.modulation = Modulation(dim, double=False, device=device)
+
+    def forward(self, x: torch.Tensor, vec: torch.Tensor, rope: tuple,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        shift, scale, gate = self.modulation(vec)
+        qkv, mlp = self.linear1(_modulate(self.pre_norm(x), shift, scale)).split(
+            (3 * self.dim, self.mlp_hidden), dim=-1)
+        q, k, v = qkv.unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
+        attn = attention(self.norm.query_norm(q), self.norm.key_norm(k), v, rope, mask)
+        out = self.linear2(torch.cat((attn, self.mlp_act(mlp)), dim=-1))
+        return _clamp_fp16(x + gate * out)
+
+
+class LastLayer(nn.Module):
+    def __init__(self, dim: int, out_features: int, device: Any = None):
+        super().__init__()
+        self.norm_final = _layer_norm(dim)
+        self.linear = ops.Linear(dim, out_features, device=device)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), ops.Linear(dim, 2 * dim, device=device))
+
+    def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(vec)[:, None, :].chunk(2, dim=-1)
+        return self.linear(_modulate(self.norm_final(x), shift, scale))
+
+
+class Flux(nn.Module):
+    """The network. ``config``: the dict :func:`comfyui.models.flux.detect` returns."""
+
+    def __init__(self, in_channels: int = 16, out_channels: int = 16, vec_in_dim: int = 768,
+                 context_in_dim: int = 4096, hidden_size: int = 3072, mlp_ratio: float = 4.0,
+                 num_heads: int = 24, depth: int = 19, depth_single_blocks: int = 38,
+                 axes_dim: list[int] = (16, 56, 56), theta: int = 10000, patch_size: int = 2,
+                 qkv_bias: bool = True, guidance_embed: bool = True, device: Any = None, **_: Any):
+        super().__init__()
+        if hidden_size % num_heads or sum(axes_dim) != hidden_size // num_heads:
+            raise ValueError(f"Flux: head dim {hidden_size}/{num_heads} does not match RoPE axes {list(axes_dim)}")
+        self.patch_size = patch_size
+        self.out_channels = out_channels
+        self.vec_in_dim = vec_in_dim
+        self.axes_dim = list(axes_dim)
+        self.theta = theta
+        patch = patch_size * patch_size
+        self.img_in = ops.Linear(in_channels * patch, hidden_size, device=device)
+        self.time_in = MLPEmbedder(256, hidden_size, device=device)
+        self.vector_in = MLPEmbedder(vec_in_dim, hidden_size, device=device)
+        self.guidance_in = MLPEmbedder(256, hidden_size, device=device) if guidance_embed else None
+        self.txt_in = ops.Linear(context_in_dim, hidden_size, device=device)
+        self.double_blocks = nn.ModuleList(
+            DoubleStreamBlock(hidden_size, num_heads, mlp_ratio, qkv_bias, device=device) for _ in range(depth))
+        self.single_blocks = nn.ModuleList(
+            SingleStreamBlock(hidden_size, num_heads, mlp_ratio, device=device) for _ in range(depth_single_blocks))
+        self.final_layer = LastLayer(hidden_size, patch * out_channels, device=device)
+
+    @property
+    def in_channels(self) -> int:
+        """Latent channels the input projection takes now (a control LoRA may widen it)."""
+        return self.img_in.weight.shape[1] // (self.patch_size * self.patch_size)
+
+    # ----------------------------------------------------------------------- tokens
+    def patchify(self, x: torch.Tensor, index: int = 0, row_offset: int = 0,
+                 col_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, C, H, W] -> tokens [B, h*w, C*p*p] and their ids [B, h*w, 3] = (index, row, col);
+        a side that is not a multiple of the patch is padded circularly."""
+        p = self.patch_size
+        b, c, height, width = x.shape
+        pad_h, pad_w = (-height) % p, (-width) % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="circular")
+        h, w = x.shape[-2] // p, x.shape[-1] // p
+        tokens = x.reshape(b, c, h, p, w, p).permute(0, 2, 4, 1, 3, 5).reshape(b, h * w, c * p * p)
+        ids = torch.zeros(h, w, 3, device=x.device, dtype=torch.float32)
+        ids[..., 0] = index
+        ids[..., 1] = torch.arange(h, device=x.device, dtype=torch.float32)[:, None] + row_offset
+        ids[..., 2] = torch.arange(w, device=x.device, dtype=torch.float32)[None, :] + col_offset
+        return tokens, ids.reshape(1, h * w, 3).expand(b, -1, -1)
+
+    def unpatchify(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        p = self.patch_size
+        h, w = (height + p - 1) // p, (width + p - 1) // p
+        b = tokens.shape[0]
+        x = tokens.reshape(b, h, w, -1, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, -1, h * p, w * p)
+        return x[:, :, :height, :width]
+
+    def reference_tokens(self, refs: list[torch.Tensor], height: int, width: int,
+                         method: str = "offset") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Tokens and ids of Kontext reference latents, placed (like upstream) in position-id
+        space: "offset" (default) -- index 1, each next reference beside or below the ones
+        before; "index" -- index 1, 2, ... at the origin; "uxo" -- index 0, diagonally after
+        the image. Offsets are in latent pixels (converted to patches, rounding half up)."""
+        p = self.patch_size
+        h_len, w_len = (height + p // 2) // p, (width + p // 2) // p
+        tokens, ids = [], []
+        h = w = index = 0
+        for ref in refs:
+            row = col = 0
+            if method == "index":
+                index += 1
+            elif method == "uxo":
+                index = 0
+                row, col = h_len * p + h, w_len * p + w
+                h += ref.shape[-2]
+                w += ref.shape[-1]
+            elif method == "offset":
+                index = 1
+                if ref.shape[-2] + h > ref.shape[-1] + w:
+                    col = w
+                else:
+                    row = h
+                h = max(h, ref.shape[-2] + row)
+                w = max(w, ref.shape[-1] + col)
+            else:
+                raise ValueError(f"unknown reference latents method {method!r} (offset, index or uxo)")
+            t, i = self.patchify(ref, index, (row + p // 2) // p, (col + p // 2) // p)
+            tokens.append(t)
+            ids.append(i)
+        return tokens, ids
+
+    # ---------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
+                y: torch.Tensor | None = None, guidance: torch.Tensor | None = None,
+                ref_latents: list[torch.Tensor] | None = None, ref_latents_method: str = "offset",
+                control: dict | None = None, transformer_options: dict | None = None,
+                attention_mask: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+        """Velocity for ``x`` [B, C, H, W] at ``timestep`` (sigma) [B]. ``attention_mask``:
+        an additive float or boolean mask over the joint sequence (text, then image tokens)."""
+        b, _, height, width = x.shape
+        img, img_ids = self.patchify(x)
+        n_img = img.shape[1]
+        if ref_latents:
+            ref_tokens, ref_ids = self.reference_tokens(ref_latents, height, width, ref_latents_method)
+            img = torch.cat([img] + [t.to(img) for t in ref_tokens], dim=1)
+            img_ids = torch.cat([img_ids] + ref_ids, dim=1)
+        txt_ids = torch.zeros(b, context.shape[1], 3, device=x.device, dtype=torch.float32)
+        rope = rope_angles(torch.cat((txt_ids, img_ids), dim=1), self.axes_dim, self.theta)
+        out = self.forward_tokens(img, context, timestep, y, guidance, rope, control,
+                                  transformer_options or {}, attention_mask)
+        return self.unpatchify(out[:, :n_img], height, width)
+
+    def forward_tokens(self, img: torch.Tensor, txt: torch.Tensor, timestep: torch.Tensor,
+                       y: torch.Tensor | None, guidance: torch.Tensor | None, rope: tuple,
+                       control: dict | None = None, transformer_options: dict | None = None,
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The transformer on token sequences: img [B, L, C*p*p], txt [B, T, context_in_dim]."""
+        dtype = img.dtype
+        img = self.img_in(img)
+        vec = self.time_in(timestep_embedding(timestep).to(dtype))
+        if self.guidance_in is not None and guidance is not None:
+            vec = vec + self.guidance_in(timestep_embedding(guidance).to(dtype))
+        if y is None:
+            y = torch.zeros(img.shape[0], self.vec_in_dim, device=img.device, dtype=dtype)
+        vec = vec + self.vector_in(y[:, :self.vec_in_dim])
+        txt = self.txt_in(txt)
+        if mask is not None:
+            mask = mask.to(img.device)
+            if mask.dtype != torch.bool:
+                mask = mask.to(dtype)
+            if mask.ndim == 3:
+                mask = mask[:, None]
+
+        replace = (transformer_options or {}).get("patches_replace", {}).get("dit", {})
+        for i, block in enumerate(self.double_blocks):
+            if ("double_block", i) in replace:
+                def original(args, block=block):
+                    out_img, out_txt = block(args["img"], args["txt"], args["vec"], args["pe"], args.get("attn_mask"))
+                    return {"img": out_img, "txt": out_txt}
+                out = replace[("double_block", i)](
+                    {"img": img, "txt": txt, "vec": vec, "pe": rope, "attn_mask": mask,
+                     "transformer_options": transformer_options}, {"original_block": original})
+                img, txt = out["img"], out["txt"]
+            else:
+                img, txt = block(img, txt, vec, rope, mask)
+            if control is not None and i < len(control.get("input") or ()) and control["input"][i] is not None:
+                add = control["input"][i]
+                img[:, :add.shape[1]] += add
+        img = _clamp_fp16(img)
+
+        n_txt = txt.shape[1]
+        x = torch.cat((txt, img), dim=1)
+        for i, block in enumerate(self.single_blocks):
+            if ("single_block", i) in replace:
+                def original(args, block=block):
+                    return {"img": block(args["img"], args["vec"], args["pe"], args.get("attn_mask"))}
+                x = replace[("single_block", i)](
+                    {"img": x, "vec": vec, "pe": rope, "attn_mask": mask,
+                     "transformer_options": transformer_options}, {"original_block": original})["img"]
+            else:
+                x = block(x, vec, rope, mask)
+            if control is not None and i < len(control.get("output") or ()) and control["output"][i] is not None:
+                add = control["output"][i]
+                x[:, n_txt:n_txt + add.shape[1]] += add
+        return self.final_layer(x[:, n_txt:], vec)

@@ -1,0 +1,144 @@
+"""Flux.1: the transformer against diffusers' FluxTransformer2DModel on the same tiny random
+weights (converted with our diffusers -> BFL key map), detection on the real layouts, and
+the sign / scale conventions."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from . import flux_fixtures as fx
+
+pytest.importorskip("diffusers")
+
+from comfyui.models.flux.convert import diffusers_to_native, is_diffusers_flux  # noqa: E402
+from comfyui.models.flux.detection import detect, variant  # noqa: E402
+from comfyui.models.flux.model import Flux  # noqa: E402
+
+SHAPES = Path(__file__).resolve().parents[3] / "shared" / "spec" / "model-families-shapes.json"
+if not SHAPES.exists():
+    SHAPES = Path("/work/shared/spec/model-families-shapes.json")
+
+
+def _pack(x: torch.Tensor) -> torch.Tensor:
+    """diffusers' 2x2 packing: [B, C, H, W] -> [B, H/2 * W/2, C*4]."""
+    b, c, h, w = x.shape
+    return x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, h * w // 4, c * 4)
+
+
+def _unpack(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    b = t.shape[0]
+    return t.view(b, h // 2, w // 2, -1, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, -1, h, w)
+
+
+def _ids(h: int, w: int, index: int = 0) -> torch.Tensor:
+    ids = torch.zeros(h // 2, w // 2, 3)
+    ids[..., 0] = index
+    ids[..., 1] = torch.arange(h // 2)[:, None]
+    ids[..., 2] = torch.arange(w // 2)[None, :]
+    return ids.reshape(-1, 3)
+
+
+def _ours(dm) -> Flux:
+    native = diffusers_to_native(dm.state_dict())
+    model = Flux(**detect(native)).eval()
+    model.load_state_dict(native, strict=True)
+    return model
+
+
+@pytest.mark.parametrize("guidance", [True, False], ids=["dev", "schnell"])
+def test_matches_diffusers(guidance):
+    dm = fx.diffusers_flux(seed=1, guidance=guidance, depth=2, depth_single=2)
+    ours = _ours(dm)
+    b, h, w, t = 2, 8, 12, 5
+    g = torch.Generator().manual_seed(0)
+    x, ctx, pooled = torch.randn(b, 16, h, w, generator=g), torch.randn(b, t, 32, generator=g), torch.randn(b, 24, generator=g)
+    sigma = torch.tensor([0.7, 0.25])
+    gvalue = torch.tensor([3.5, 1.0]) if guidance else None
+    with torch.no_grad():
+        v = ours(x, sigma, ctx, y=pooled, guidance=gvalue)
+        # diffusers scales timestep and guidance by 1000 inside too: the same sigma goes in
+        ref = dm(hidden_states=_pack(x), encoder_hidden_states=ctx, pooled_projections=pooled, timestep=sigma,
+                 img_ids=_ids(h, w), txt_ids=torch.zeros(t, 3), guidance=gvalue).sample
+    assert torch.allclose(v, _unpack(ref, h, w), atol=2e-5), (v - _unpack(ref, h, w)).abs().max()
+
+
+def test_guidance_changes_the_output_of_dev_only():
+    ours = _ours(fx.diffusers_flux(seed=2))
+    x, ctx = torch.randn(1, 16, 4, 4), torch.randn(1, 3, 32)
+    with torch.no_grad():
+        a = ours(x, torch.tensor([0.5]), ctx, guidance=torch.tensor([3.5]))
+        b = ours(x, torch.tensor([0.5]), ctx, guidance=torch.tensor([7.0]))
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_fill_and_control_inputs_match_diffusers():
+    """96-channel Fill (noise + masked image + 64-channel mask) and 32-channel Canny/Depth."""
+    for in_channels, name in ((96, "flux-fill"), (32, "flux-control")):
+        dm = fx.diffusers_flux(seed=3, in_channels=in_channels)
+        ours = _ours(dm)
+        assert variant(detect(diffusers_to_native(dm.state_dict()))) == name
+        x, ctx, pooled = torch.randn(1, in_channels, 6, 4), torch.randn(1, 4, 32), torch.randn(1, 24)
+        with torch.no_grad():
+            v = ours(x, torch.tensor([0.4]), ctx, y=pooled, guidance=torch.tensor([30.0]))
+            ref = dm(hidden_states=_pack(x), encoder_hidden_states=ctx, pooled_projections=pooled,
+                     timestep=torch.tensor([0.4]), img_ids=_ids(6, 4), txt_ids=torch.zeros(4, 3),
+                     guidance=torch.tensor([30.0])).sample
+        assert v.shape == (1, 16, 6, 4)
+        assert torch.allclose(v, _unpack(ref, 6, 4), atol=2e-5)
+
+
+def test_kontext_reference_latents_match_diffusers():
+    """A reference latent becomes extra image tokens with position index 1 (FluxKontextPipeline's
+    layout); the output covers the noise latent only."""
+    dm = fx.diffusers_flux(seed=4)
+    ours = _ours(dm)
+    x, ref, ctx, pooled = torch.randn(1, 16, 8, 8), torch.randn(1, 16, 6, 10), torch.randn(1, 4, 32), torch.randn(1, 24)
+    with torch.no_grad():
+        v = ours(x, torch.tensor([0.6]), ctx, y=pooled, guidance=torch.tensor([2.5]), ref_latents=[ref])
+        out = dm(hidden_states=torch.cat([_pack(x), _pack(ref)], dim=1), encoder_hidden_states=ctx,
+                 pooled_projections=pooled, timestep=torch.tensor([0.6]),
+                 img_ids=torch.cat([_ids(8, 8), _ids(6, 10, index=1)]), txt_ids=torch.zeros(4, 3),
+                 guidance=torch.tensor([2.5])).sample
+    assert torch.allclose(v, _unpack(out[:, :16], 8, 8), atol=2e-5)
+    with torch.no_grad():
+        plain = ours(x, torch.tensor([0.6]), ctx, y=pooled, guidance=torch.tensor([2.5]))
+    assert (plain - v).abs().max() > 1e-4
+
+
+def test_odd_latent_sizes_are_padded():
+    ours = _ours(fx.diffusers_flux(seed=5))
+    with torch.no_grad():
+        v = ours(torch.randn(1, 16, 5, 7), torch.tensor([0.5]), torch.randn(1, 2, 32))
+    assert v.shape == (1, 16, 5, 7) and torch.isfinite(v).all()
+
+
+def test_diffusers_layout_is_recognised():
+    dm = fx.diffusers_flux(seed=6)
+    sd = {"transformer." + k: v for k, v in dm.state_dict().items()}
+    assert is_diffusers_flux(sd, "transformer.") and not is_diffusers_flux(sd)
+    native = diffusers_to_native(sd, "transformer.")
+    assert set(native) == set(Flux(**detect(native)).state_dict())
+
+
+def _real_entries():
+    spec = json.loads(SHAPES.read_text())
+    return {k: v for k, v in spec.items() if k.startswith("flux1")}
+
+
+@pytest.mark.parametrize("name", sorted(_real_entries()))
+def test_detection_on_real_layouts(name):
+    """On the real key -> shape maps detection gives upstream's config exactly, and the module
+    built from it has exactly the file's keys and shapes."""
+    entry = _real_entries()[name]
+    sd = {k: torch.empty(shape, device="meta") for k, shape in entry["shapes"].items()}
+    config = detect(sd)
+    assert config == entry["upstream_detected_config"]
+    with torch.device("meta"):
+        model = Flux(**config)
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert ours == {k: list(v) for k, v in entry["shapes"].items()}
+    # the all-in-one checkpoint layout: the same keys under model.diffusion_model.
+    assert detect({"model.diffusion_model." + k: v for k, v in sd.items()}, "model.diffusion_model.") == config
