@@ -55,3 +55,24 @@ def hf_t5(seed: int = 0, d_model: int = 64, heads: int = 2, d_ff: int = 96, laye
 def t5_sd(model) -> dict[str, torch.Tensor]:
     """The file layout of a T5 encoder (HF keys; ``encoder.embed_tokens`` is ``shared``)."""
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
+
+
+def diffusers_vae16(seed: int = 0):
+    """A random diffusers AutoencoderKL shaped like Flux's ae.safetensors (16 latent channels,
+    no quant convs), tiny widths."""
+    from diffusers import AutoencoderKL
+    torch.manual_seed(seed)
+    m = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                      up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), layers_per_block=1,
+                      latent_channels=16, norm_num_groups=32, use_quant_conv=False, use_post_quant_conv=False,
+                      scaling_factor=0.3611, shift_factor=0.1159).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            elif p.ndim > 1:
+                p.copy_(torch.randn(p.shape, generator=g) / (p[0].numel() ** 0.5))
+            else:
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+    return m

@@ -142,3 +142,34 @@ def test_detection_on_real_layouts(name):
     assert ours == {k: list(v) for k, v in entry["shapes"].items()}
     # the all-in-one checkpoint layout: the same keys under model.diffusion_model.
     assert detect({"model.diffusion_model." + k: v for k, v in sd.items()}, "model.diffusion_model.") == config
+
+
+# ------------------------------------------------------------------------ the 16-channel VAE
+def test_vae16_without_quant_convs_matches_diffusers():
+    from comfyui.models.vae import VAE, convert_vae_state_dict
+    dm = fx.diffusers_vae16(seed=7)
+    ldm = convert_vae_state_dict(dm.state_dict())
+    assert not any("quant_conv" in k for k in ldm)
+    vae = VAE(sd=ldm, device=torch.device("cpu"), dtype=torch.float32)
+    assert vae.latent_channels == 16
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(1, 16, 6, 5, generator=g)
+    pixels = torch.rand(1, 24, 20, 3, generator=g)
+    with torch.no_grad():
+        ref_img = dm.decode(z).sample
+        ref_latent = dm.encode(pixels.movedim(-1, 1) * 2 - 1).latent_dist.mean
+    torch.testing.assert_close(vae.decode(z), ((ref_img + 1) / 2).clamp(0, 1).movedim(1, -1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(vae.encode(pixels), ref_latent, atol=1e-5, rtol=1e-5)
+
+
+def test_vae16_real_layout_builds_exactly():
+    from comfyui.models.vae import AutoencoderKL, vae_config_from_state_dict
+    shapes = json.loads(SHAPES.read_text())["flux ae.safetensors (16ch KL, no quant convs)"]["shapes"]
+    sd = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+    config = vae_config_from_state_dict(sd)
+    assert config["z_channels"] == 16 and not config["quant_conv"]
+    with torch.device("meta"):
+        model = AutoencoderKL(**config)
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    # LDM files store the attention projections as 1x1 convolutions, as ours are
+    assert ours == {k: list(v) for k, v in shapes.items()}

@@ -169,24 +169,30 @@ class Decoder(nn.Module):
 
 class AutoencoderKL(nn.Module):
     def __init__(self, ch: int = 128, ch_mult: tuple[int, ...] = (1, 2, 4, 4), num_res_blocks: int = 2,
-                 in_channels: int = 3, out_ch: int = 3, z_channels: int = 4, embed_dim: int = 4):
+                 in_channels: int = 3, out_ch: int = 3, z_channels: int = 4, embed_dim: int = 4,
+                 quant_conv: bool = True):
         super().__init__()
         self.config = dict(ch=ch, ch_mult=tuple(ch_mult), num_res_blocks=num_res_blocks, in_channels=in_channels,
-                           out_ch=out_ch, z_channels=z_channels, embed_dim=embed_dim)
+                           out_ch=out_ch, z_channels=z_channels, embed_dim=embed_dim, quant_conv=quant_conv)
         self.encoder = Encoder(ch, tuple(ch_mult), num_res_blocks, in_channels, z_channels)
         self.decoder = Decoder(ch, tuple(ch_mult), num_res_blocks, out_ch, z_channels)
-        self.quant_conv = ops.Conv2d(2 * z_channels, 2 * embed_dim, 1)
-        self.post_quant_conv = ops.Conv2d(embed_dim, z_channels, 1)
+        # Flux's (and SD3's) 16-channel VAE has no 1x1 convs around the latent
+        self.quant_conv = ops.Conv2d(2 * z_channels, 2 * embed_dim, 1) if quant_conv else None
+        self.post_quant_conv = ops.Conv2d(embed_dim, z_channels, 1) if quant_conv else None
         self.embed_dim = embed_dim
         self.downscale = 2 ** (len(ch_mult) - 1)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        moments = self.quant_conv(self.encoder(x))
+        moments = self.encoder(x)
+        if self.quant_conv is not None:
+            moments = self.quant_conv(moments)
         mean, _logvar = moments.chunk(2, dim=1)
         return mean
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(z))
+        if self.post_quant_conv is not None:
+            z = self.post_quant_conv(z)
+        return self.decoder(z)
 
 
 def vae_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -204,7 +210,8 @@ def vae_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
     embed_dim = sd["post_quant_conv.weight"].shape[1] if "post_quant_conv.weight" in sd else z_channels
     in_ch = sd["encoder.conv_in.weight"].shape[1] if "encoder.conv_in.weight" in sd else 3
     return dict(ch=ch, ch_mult=tuple(ch_mult), num_res_blocks=nblocks - 1, in_channels=in_ch,
-                out_ch=sd["decoder.conv_out.weight"].shape[0], z_channels=z_channels, embed_dim=embed_dim)
+                out_ch=sd["decoder.conv_out.weight"].shape[0], z_channels=z_channels, embed_dim=embed_dim,
+                quant_conv="post_quant_conv.weight" in sd or "quant_conv.weight" in sd)
 
 
 def convert_vae_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
