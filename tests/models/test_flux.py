@@ -173,3 +173,12 @@ def test_vae16_real_layout_builds_exactly():
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
     # LDM files store the attention projections as 1x1 convolutions, as ours are
     assert ours == {k: list(v) for k, v in shapes.items()}
+
+
+def test_key_map_round_trip():
+    from comfyui.models.flux.convert import native_to_diffusers
+    dm = fx.diffusers_flux(seed=8, depth=2, depth_single=2)
+    theirs = dm.state_dict()
+    back = native_to_diffusers(diffusers_to_native(theirs))
+    assert set(back) == set(theirs)
+    assert all(torch.equal(back[k], theirs[k]) for k in theirs)

@@ -109,3 +109,44 @@ def diffusers_to_native(sd: Mapping[str, torch.Tensor], prefix: str = "") -> dic
         for new, parts in _SINGLE_FUSED.items():
             fuse(tuple(f"single_transformer_blocks.{i}.{p}" for p in parts), f"single_blocks.{i}.{new}")
     return out
+
+
+def native_to_diffusers(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`diffusers_to_native` (for comparisons with diffusers)."""
+    out: dict[str, torch.Tensor] = {}
+
+    def give(new: str, old: str) -> None:
+        for param in ("weight", "bias", "scale"):
+            key = f"{new}.{param}"
+            if key in sd:
+                out[f"{old}.{'weight' if param == 'scale' else param}"] = sd[key]
+
+    def split(new: str, parts: tuple[str, ...], sizes: list[int]) -> None:
+        for param in ("weight", "bias"):
+            key = f"{new}.{param}"
+            if key in sd:
+                for part, t in zip(parts, sd[key].split(sizes, dim=0)):
+                    out[f"{part}.{param}"] = t
+
+    for old, new in _SIMPLE.items():
+        give(new, old)
+    for param in ("weight", "bias"):
+        key = f"final_layer.adaLN_modulation.1.{param}"
+        if key in sd:
+            shift, scale = sd[key].chunk(2, dim=0)
+            out[f"norm_out.linear.{param}"] = torch.cat((scale, shift), dim=0)
+    for i in range(_count(sd, "double_blocks.")):
+        for old, new in _DOUBLE.items():
+            give(f"double_blocks.{i}.{new}", f"transformer_blocks.{i}.{old}")
+        for new, parts in _DOUBLE_FUSED.items():
+            width = sd[f"double_blocks.{i}.{new}.weight"].shape[0] // 3
+            split(f"double_blocks.{i}.{new}", tuple(f"transformer_blocks.{i}.{p}" for p in parts), [width] * 3)
+    for i in range(_count(sd, "single_blocks.")):
+        for old, new in _SINGLE.items():
+            give(f"single_blocks.{i}.{new}", f"single_transformer_blocks.{i}.{old}")
+        for new, parts in _SINGLE_FUSED.items():
+            width = sd[f"single_blocks.{i}.linear2.weight"].shape[0]
+            mlp = sd[f"single_blocks.{i}.{new}.weight"].shape[0] - 3 * width
+            split(f"single_blocks.{i}.{new}", tuple(f"single_transformer_blocks.{i}.{p}" for p in parts),
+                  [width, width, width, mlp])
+    return out
