@@ -6,10 +6,23 @@ from __future__ import annotations
 import torch
 
 from .convert import open_clip_to_hf
+from .text_encoders.recipes import CLIP_TYPES
 
 
 # --------------------------------------------------------------------------- checkpoints
 VAE_PREFIX = "first_stage_model."
+# the layout of ComfyUI's all-in-one DiT checkpoints (Flux, SD3): vae.*, text_encoders.<recipe>.*
+DIT_VAE_PREFIX = "vae."
+DIT_TEXT_ENCODERS_PREFIX = "text_encoders."
+
+
+def find_vae(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The VAE weights inside a single-file checkpoint (LDM or all-in-one DiT layout), {} if none."""
+    for prefix in (VAE_PREFIX, DIT_VAE_PREFIX):
+        part = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        if part:
+            return part
+    return {}
 
 
 def find_text_encoders(sd: dict[str, torch.Tensor]) -> tuple[str | None, dict[str, torch.Tensor]]:
@@ -46,4 +59,10 @@ def find_text_encoders(sd: dict[str, torch.Tensor]) -> tuple[str | None, dict[st
     if has("cond_stage_model.transformer."):
         add(out, "l", hf_from("cond_stage_model.transformer."))
         return "sd1", out
+    if has(DIT_TEXT_ENCODERS_PREFIX):  # already in the recipes' native keys
+        part = {k[len(DIT_TEXT_ENCODERS_PREFIX):]: v for k, v in sd.items() if k.startswith(DIT_TEXT_ENCODERS_PREFIX)}
+        present = {k.split(".", 1)[0] for k in part}
+        for ctype in CLIP_TYPES.values():
+            if not ctype.one_of and set(ctype.recipes) == present:
+                return ctype.name, part
     return None, {}

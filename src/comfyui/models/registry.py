@@ -12,10 +12,12 @@ from typing import Any, Mapping
 import torch
 
 from .family import Family, UnknownModelError, describe_state_dict
+from .flux import FAMILIES as FLUX
 from .stable_diffusion import FAMILIES as STABLE_DIFFUSION
 
 FAMILIES: tuple[Family, ...] = (
     *STABLE_DIFFUSION,
+    *FLUX,
 )
 
 __all__ = ["FAMILIES", "Family", "UnknownModelError", "detect_family", "family_by_name", "resolve_sampling"]

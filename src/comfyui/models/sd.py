@@ -17,7 +17,7 @@ import torch
 
 from . import clip_vision, memory, ops
 from .convert import hf_to_open_clip, normalize_hf_text_keys
-from .detection import VAE_PREFIX, find_text_encoders
+from .detection import VAE_PREFIX, find_text_encoders, find_vae
 from .family import Family, UnknownModelError, describe_state_dict
 from .loading import ModelFileError, load_torch_file
 from .patcher import ModelPatcher
@@ -165,7 +165,7 @@ def load_state_dict_guess_config(sd: dict[str, torch.Tensor], output_vae: bool =
             clip = _clip_from_sd(clip_type, clip_sd, embedding_directory)
     vae = None
     if output_vae:
-        vae_sd = {k[len(VAE_PREFIX):]: v for k, v in sd.items() if k.startswith(VAE_PREFIX)}
+        vae_sd = find_vae(sd)
         if vae_sd:
             vae = VAE(sd=vae_sd)
         else:
@@ -277,8 +277,7 @@ def load_clip(ckpt_paths: list[str], embedding_directory: Any = None, clip_type:
 def load_vae(vae_path: str) -> VAE:
     def load() -> tuple:
         sd = load_torch_file(vae_path)
-        if any(k.startswith(VAE_PREFIX) for k in sd):
-            sd = {k[len(VAE_PREFIX):]: v for k, v in sd.items() if k.startswith(VAE_PREFIX)}
+        sd = find_vae(sd) or sd
         if not any(k.startswith(("encoder.", "decoder.")) for k in sd):
             raise UnknownModelError(f"{os.path.basename(vae_path)}: not a VAE. Found {describe_state_dict(sd)}")
         return (VAE(sd=sd),)

@@ -108,10 +108,31 @@ class CONDConstant(CONDRegular):
         return [1]
 
 
+class CONDList(CONDRegular):
+    """A list of tensors (e.g. Flux Kontext's reference latents), each repeated to the batch;
+    entries batch together when their lists have the same shapes."""
+
+    def process_cond(self, batch_size, device=None, area=None, **kwargs):
+        return self._copy_with([repeat_to_batch_size(c, batch_size).to(device) if device is not None
+                                else repeat_to_batch_size(c, batch_size) for c in self.cond])
+
+    def can_concat(self, other) -> bool:
+        return len(self.cond) == len(other.cond) and all(
+            a.shape == b.shape for a, b in zip(self.cond, other.cond))
+
+    def concat(self, others):
+        return [torch.cat([c] + [o.cond[i] for o in others]) for i, c in enumerate(self.cond)]
+
+    def size(self):
+        return [1, sum(c.numel() for c in self.cond)]
+
+
 def wrap_model_cond(name: str, value: Any):
     """Model-cond values may be COND objects or raw tensors (wrapped by name)."""
     if hasattr(value, "process_cond"):
         return value
+    if isinstance(value, list) and value and all(isinstance(v, torch.Tensor) for v in value):
+        return CONDList(value)
     if not isinstance(value, torch.Tensor):
         return CONDConstant(value)
     if name in ("c_crossattn", "cross_attn_bias"):

@@ -63,9 +63,12 @@ def _count(sd: Mapping[str, torch.Tensor], stem: str) -> int:
     return n
 
 
-def diffusers_to_native(sd: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-    """The BFL state dict of a diffusers-layout Flux transformer (keys under ``prefix``).
-    Raises KeyError naming the first expected diffusers key that is missing."""
+def diffusers_to_native(sd: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor] | None:
+    """The BFL state dict of a diffusers-layout Flux transformer (keys under ``prefix``); None
+    when the weights are not one. Raises KeyError naming the first expected diffusers key that
+    is missing from an incomplete one."""
+    if not is_diffusers_flux(sd, prefix):
+        return None
     src = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     out: dict[str, torch.Tensor] = {}
 

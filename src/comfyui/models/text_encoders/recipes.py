@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from . import clip
+from . import clip, t5
 
 Outputs = Mapping[str, tuple]  # recipe name -> (hidden, pooled | None[, extra])
 
@@ -77,7 +77,13 @@ RECIPES: dict[str, EncoderRecipe] = {r.name: r for r in (
                   clip.clip_tokenizer("clip_h")),
     EncoderRecipe("clip_l", "l", clip.clip_l_from_file, clip.detect_clip_l, clip.build_clip,
                   clip.clip_tokenizer("clip_l")),
+    EncoderRecipe("t5xxl", "t5xxl", t5.t5_from_file, t5.detect_t5, t5.build_t5, t5.t5_tokenizer),
 )}
+
+
+def _flux(outputs: Outputs) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """Flux: the T5 hidden states are the context, CLIP-L's (unprojected) pooled output ``y``."""
+    return outputs["t5xxl"][0], outputs["clip_l"][1], {}
 
 CLIP_TYPES: dict[str, ClipType] = {t.name: t for t in (
     # what the SD checkpoints carry
@@ -91,6 +97,9 @@ CLIP_TYPES: dict[str, ClipType] = {t.name: t for t in (
     ClipType("sdxl_refiner", ("clip_g",), _concat(("clip_g",)), {"clip_g": _REFINER_G}, "sdxl_refiner"),
     # CLIPLoader's "stable_diffusion": one CLIP-L (SD1.x), OpenCLIP-H (SD2.x) or OpenCLIP-bigG
     # (SDXL refiner) file
+    ClipType("flux", ("clip_l", "t5xxl"), _flux,
+             {"clip_l": {"layer": "last", "return_projected_pooled": False, "pad_with_end": True},
+              "t5xxl": {"min_length": 256}}, "flux"),
     ClipType("stable_diffusion", ("clip_l", "clip_h", "clip_g"), _concat(("clip_l", "clip_h", "clip_g")),
              {"clip_l": _SD1_L, "clip_h": _SD2_H, "clip_g": _REFINER_G}, "sd15", one_of=True),
 )}
