@@ -182,3 +182,94 @@ def test_key_map_round_trip():
     back = native_to_diffusers(diffusers_to_native(theirs))
     assert set(back) == set(theirs)
     assert all(torch.equal(back[k], theirs[k]) for k in theirs)
+
+
+# ---------------------------------------------------------------- the model through the loaders
+@pytest.fixture
+def cpu_fp32():
+    from comfyui.models import memory
+    memory.configure(None, cpu=True)
+    yield
+    memory.configure(None)
+
+
+def _load(sd):
+    from comfyui.models import sd as sdm
+    return sdm.load_diffusion_model_state_dict(dict(sd), source="test").model
+
+
+def test_sign_and_scale_conventions_against_diffusers(cpu_fp32):
+    """apply_model's denoised = x - sigma * v with v the diffusers transformer's output at
+    timestep = sigma (diffusers multiplies timestep and guidance by 1000 inside, as BFL's
+    embedding does), and one Euler step equals FlowMatchEulerDiscreteScheduler's."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    dm = fx.diffusers_flux(seed=9)
+    model = _load(diffusers_to_native(dm.state_dict()))
+    assert model.family.name == "flux" and model.model_config.sampling_settings == {"type": "flux", "shift": 1.15}
+    g = torch.Generator().manual_seed(3)
+    x, ctx, pooled = torch.randn(1, 16, 8, 8, generator=g), torch.randn(1, 6, 32, generator=g), torch.randn(1, 24, generator=g)
+    sigma = torch.tensor([0.8])
+    conds = model.extra_conds(cross_attn=ctx, pooled_output=pooled, guidance=4.0, noise=x)
+    assert conds["guidance"].tolist() == [4.0]
+    with torch.no_grad():
+        denoised = model.apply_model(x, sigma, **conds)
+        v = dm(hidden_states=_pack(x), encoder_hidden_states=ctx, pooled_projections=pooled, timestep=sigma,
+               img_ids=_ids(8, 8), txt_ids=torch.zeros(6, 3), guidance=torch.tensor([4.0])).sample
+    v = _unpack(v, 8, 8)
+    torch.testing.assert_close(denoised, x - 0.8 * v, atol=2e-5, rtol=1e-5)
+    sched = FlowMatchEulerDiscreteScheduler()
+    sched.set_timesteps(sigmas=[0.8, 0.5], device="cpu")
+    theirs = sched.step(_pack(v), sched.timesteps[0], _pack(x)).prev_sample
+    sigma_next = float(sched.sigmas[1])
+    ours = x + (x - denoised) / 0.8 * (sigma_next - 0.8)  # k-diffusion Euler on our denoised
+    torch.testing.assert_close(_pack(ours), theirs, atol=2e-5, rtol=1e-5)
+
+
+def test_guidance_defaults_and_schnell_sampling(cpu_fp32):
+    dev = _load(diffusers_to_native(fx.diffusers_flux(seed=10).state_dict()))
+    assert dev.extra_conds(cross_attn=torch.zeros(1, 2, 32), noise=torch.zeros(1, 16, 4, 4))["guidance"].tolist() == [3.5]
+    schnell = _load(diffusers_to_native(fx.diffusers_flux(seed=11, guidance=False).state_dict()))
+    assert schnell.family.name == "flux_schnell"
+    assert schnell.model_config.sampling_settings == {"type": "flow", "shift": 1.0, "multiplier": 1.0}
+    # flow with multiplier 1: the network's timestep is sigma itself, as for dev
+    s = torch.tensor([0.3])
+    assert torch.allclose(schnell.model_sampling.timestep(s), s) and torch.allclose(dev.model_sampling.timestep(s), s)
+
+
+def test_diffusers_layout_file_loads_like_the_bfl_one(cpu_fp32):
+    dm = fx.diffusers_flux(seed=12)
+    native, diff = _load(diffusers_to_native(dm.state_dict())), _load(dm.state_dict())
+    x, ctx = torch.randn(1, 16, 4, 6), torch.randn(1, 3, 32)
+    with torch.no_grad():
+        a = native.apply_model(x, torch.tensor([0.5]), c_crossattn=ctx)
+        b = diff.apply_model(x, torch.tensor([0.5]), c_crossattn=ctx)
+    assert torch.equal(a, b)
+
+
+def test_fill_conditioning_layout(cpu_fp32):
+    """Fill's 80 extra channels: the masked image latent (in model space) and the pixel mask
+    folded 8x8 -> 64 channels, channel = row-in-cell * 8 + column-in-cell."""
+    model = _load(diffusers_to_native(fx.diffusers_flux(seed=13, in_channels=96).state_dict()))
+    noise = torch.zeros(1, 16, 4, 6)
+    image = torch.randn(1, 16, 4, 6)
+    mask = torch.zeros(1, 32, 48)
+    mask[0, 8 + 3, 16 + 5] = 1.0  # latent cell (1, 2), pixel (3, 5) inside it
+    c = model.extra_conds(noise=noise, concat_latent_image=image, concat_mask=mask, cross_attn=torch.zeros(1, 2, 32))["c_concat"]
+    assert c.shape == (1, 80, 4, 6)
+    torch.testing.assert_close(c[:, :16], model.process_latent_in(image))
+    assert c[0, 16 + 3 * 8 + 5, 1, 2] == 1.0 and c[:, 16:].sum() == 1.0
+    control = _load(diffusers_to_native(fx.diffusers_flux(seed=14, in_channels=32).state_dict()))
+    c = control.extra_conds(noise=noise, concat_latent_image=image, cross_attn=torch.zeros(1, 2, 32))["c_concat"]
+    torch.testing.assert_close(c, control.process_latent_in(image))
+    assert "c_concat" not in _load(diffusers_to_native(fx.diffusers_flux(seed=15).state_dict())).extra_conds(
+        noise=noise, cross_attn=torch.zeros(1, 2, 32))
+
+
+def test_latent_format_matches_diffusers_pipeline():
+    from comfyui.models.latent_formats import Flux as FluxLatent
+    vae = fx.diffusers_vae16()
+    raw = torch.randn(1, 16, 4, 4)
+    fmt = FluxLatent()
+    # FluxPipeline: model latents = (vae latents - shift) * scale, decoded as latents / scale + shift
+    torch.testing.assert_close(fmt.process_in(raw), (raw - vae.config.shift_factor) * vae.config.scaling_factor)
+    torch.testing.assert_close(fmt.process_out(fmt.process_in(raw)), raw)
