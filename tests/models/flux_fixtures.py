@@ -59,11 +59,11 @@ def t5_sd(model) -> dict[str, torch.Tensor]:
 
 def diffusers_vae16(seed: int = 0):
     """A random diffusers AutoencoderKL shaped like Flux's ae.safetensors (16 latent channels,
-    no quant convs), tiny widths."""
+    no quant convs, 8x downscale), tiny widths."""
     from diffusers import AutoencoderKL
     torch.manual_seed(seed)
-    m = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                      up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64), layers_per_block=1,
+    m = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                      up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 32, 64, 64), layers_per_block=1,
                       latent_channels=16, norm_num_groups=32, use_quant_conv=False, use_post_quant_conv=False,
                       scaling_factor=0.3611, shift_factor=0.1159).eval()
     g = torch.Generator().manual_seed(seed)
@@ -76,3 +76,62 @@ def diffusers_vae16(seed: int = 0):
             else:
                 p.copy_(0.02 * torch.randn(p.shape, generator=g))
     return m
+
+
+# ------------------------------------------------------------------------ files for workflows
+def _flux_native(seed: int, **kw) -> dict[str, torch.Tensor]:
+    from comfyui.models.flux.convert import diffusers_to_native
+    return diffusers_to_native(diffusers_flux(seed=seed, context=64, vec=64, **kw).state_dict())
+
+
+def write_flux_files(models_dir: str) -> dict[str, str]:
+    """Tiny random-weight Flux.1 files under ``models_dir`` with the names the Flux templates
+    and tutorials use, in the real layouts: BFL-key diffusion models (dev, schnell, Fill,
+    Canny), an all-in-one fp8 checkpoint (``model.diffusion_model.`` in float8_e4m3fn,
+    ``text_encoders.clip_l/t5xxl.transformer.``, ``vae.``), CLIP-L and T5-XXL text encoders
+    (HF layout; T5 also as plain fp8) and the 16-channel VAE ``ae.safetensors`` (LDM keys, no
+    quant convs). Widths: transformer 64 (2 heads), T5 and CLIP-L 64. Returns name -> path."""
+    import os
+
+    from safetensors.torch import save_file
+
+    from comfyui.models.vae import convert_vae_state_dict
+    from . import fixtures
+
+    def save(sd: dict[str, torch.Tensor], folder: str, name: str) -> str:
+        path = os.path.join(models_dir, folder, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_file({k: v.contiguous() for k, v in sd.items()}, path)
+        return path
+
+    clip_l = fixtures.hf_text_sd(fixtures.hf_text_model(64, 2, 64, "quick_gelu", seed=21))
+    t5 = t5_sd(hf_t5(seed=22))
+    vae = convert_vae_state_dict(diffusers_vae16(seed=23).state_dict())
+    dev, schnell = _flux_native(24), _flux_native(25, guidance=False)
+    out = {
+        "flux1-dev.safetensors": save(dev, "diffusion_models", "flux1-dev.safetensors"),
+        "flux1-schnell.safetensors": save(schnell, "diffusion_models", "flux1-schnell.safetensors"),
+        "flux1-fill-dev.safetensors": save(_flux_native(26, in_channels=96), "diffusion_models",
+                                           "flux1-fill-dev.safetensors"),
+        "flux1-canny-dev.safetensors": save(_flux_native(27, in_channels=32), "diffusion_models",
+                                            "flux1-canny-dev.safetensors"),
+        "clip_l.safetensors": save(clip_l, "text_encoders", "clip_l.safetensors"),
+        "t5xxl_fp16.safetensors": save({k: v.half() for k, v in t5.items()}, "text_encoders",
+                                       "t5xxl_fp16.safetensors"),
+        "t5xxl_fp8_e4m3fn.safetensors": save({k: v.to(torch.float8_e4m3fn) for k, v in t5.items()},
+                                             "text_encoders", "t5xxl_fp8_e4m3fn.safetensors"),
+        "ae.safetensors": save(vae, "vae", "ae.safetensors"),
+    }
+    for name, model in (("flux1-dev-fp8.safetensors", dev), ("flux1-schnell-fp8.safetensors", schnell)):
+        sd = {"model.diffusion_model." + k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in model.items()}
+        sd.update({"text_encoders.clip_l.transformer." + k: v for k, v in clip_l.items()})
+        sd.update({"text_encoders.t5xxl.transformer." + k: v for k, v in t5.items()})
+        sd.update({"vae." + k: v for k, v in vae.items()})
+        out[name] = save(sd, "checkpoints", name)
+    return out
+
+
+if __name__ == "__main__":  # python -m tests.models.flux_fixtures <ComfyUI models directory>
+    import sys
+    for name, path in write_flux_files(sys.argv[1]).items():
+        print(name, "->", path)

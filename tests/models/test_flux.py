@@ -154,7 +154,7 @@ def test_vae16_without_quant_convs_matches_diffusers():
     assert vae.latent_channels == 16
     g = torch.Generator().manual_seed(0)
     z = torch.randn(1, 16, 6, 5, generator=g)
-    pixels = torch.rand(1, 24, 20, 3, generator=g)
+    pixels = torch.rand(1, 48, 40, 3, generator=g)
     with torch.no_grad():
         ref_img = dm.decode(z).sample
         ref_latent = dm.encode(pixels.movedim(-1, 1) * 2 - 1).latent_dist.mean
