@@ -187,11 +187,13 @@ class SingleStreamBlock(nn.Module):
     def forward(self, x: torch.Tensor, vec: torch.Tensor, rope: tuple,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         shift, scale, gate = self.modulation(vec)
-        qkv, mlp = self.linear1(_modulate(self.pre_norm(x), shift, scale)).split(
-            (3 * self.dim, self.mlp_hidden), dim=-1)
-        q, k, v = qkv.unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
-        attn = attention(self.norm.query_norm(q), self.norm.key_norm(k), v, rope, mask)
-        out = self.linear2(torch.cat((attn, self.mlp_act(mlp)), dim=-1))
+        projected = self.linear1(_modulate(self.pre_norm(x), shift, scale))
+        q, k, v = projected[..., :3 * self.dim].unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
+        q, k, v = self.norm.query_norm(q), self.norm.key_norm(k), v.contiguous()
+        mlp = self.mlp_act(projected[..., 3 * self.dim:])
+        del projected  # the widest activation: freed before attention and the output projection
+        attn = attention(q, k, v, rope, mask)
+        out = self.linear2(torch.cat((attn, mlp), dim=-1))
         return _clamp_fp16(x + gate * out)
 
 
