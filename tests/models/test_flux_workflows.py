@@ -90,7 +90,7 @@ def run(env, prompt: dict) -> list[np.ndarray]:
 EXPECT = {  # (W, H) of the saved image at test size
     "flux_dev_text_to_image": (128, 128), "flux_dev_checkpoint": (128, 128), "flux_schnell": (128, 128),
     "flux_dev_custom_sampler": (128, 128), "flux_fill_inpaint": INPUTS["yosemite_inpaint_example.png"],
-    "flux_canny": INPUTS["robot.png"], "flux_kontext": (104, 136),
+    "flux_canny": INPUTS["robot.png"], "flux_kontext": (104, 144),  # 880x1184 scaled by 1/8, cropped to multiples of 8
 }
 
 
