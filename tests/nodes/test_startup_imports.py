@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-BUILTIN_NODE_COUNT = 152  # + ModelSamplingSD3/AuraFlow/Flux, DualCLIPLoader, TripleCLIPLoader
+BUILTIN_NODE_COUNT = 161  # + ModelSamplingSD3/AuraFlow/Flux, DualCLIPLoader, TripleCLIPLoader, the 9 of nodes/builtin/flux.py
 
 CHECK = (
     "import json, sys\n"
