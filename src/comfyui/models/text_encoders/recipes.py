@@ -95,11 +95,11 @@ CLIP_TYPES: dict[str, ClipType] = {t.name: t for t in (
               "clip_g": {"layer": "penultimate", "layer_norm_hidden_state": False, "pad_with_end": False}},
              "sdxl"),
     ClipType("sdxl_refiner", ("clip_g",), _concat(("clip_g",)), {"clip_g": _REFINER_G}, "sdxl_refiner"),
-    # CLIPLoader's "stable_diffusion": one CLIP-L (SD1.x), OpenCLIP-H (SD2.x) or OpenCLIP-bigG
-    # (SDXL refiner) file
     ClipType("flux", ("clip_l", "t5xxl"), _flux,
              {"clip_l": {"layer": "last", "return_projected_pooled": False, "pad_with_end": True},
               "t5xxl": {"min_length": 256}}, "flux"),
+    # CLIPLoader's "stable_diffusion": one CLIP-L (SD1.x), OpenCLIP-H (SD2.x) or OpenCLIP-bigG
+    # (SDXL refiner) file
     ClipType("stable_diffusion", ("clip_l", "clip_h", "clip_g"), _concat(("clip_l", "clip_h", "clip_g")),
              {"clip_l": _SD1_L, "clip_h": _SD2_H, "clip_g": _REFINER_G}, "sd15", one_of=True),
 )}
