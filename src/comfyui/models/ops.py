@@ -131,7 +131,23 @@ class Embedding(torch.nn.Embedding, CastWeightBias):
         return out if out_dtype is None else out.to(out_dtype)
 
 
-CAST_TYPES = (Linear, Conv2d, GroupNorm, LayerNorm, Embedding)
+class RMSNorm(torch.nn.Module, CastWeightBias):
+    """``x / rms(x)`` (computed in float32) times a learned weight, as transformers' and
+    diffusers' RMSNorm (Qwen3, Lumina 2 / Z-Image)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.empty(dim))
+        self.eps = eps
+        self._init_cast()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.cast_bias_weight(x)[0] if self.cast_weights else self.weight
+        normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.to(x.dtype) * w
+
+
+CAST_TYPES = (Linear, Conv2d, GroupNorm, LayerNorm, Embedding, RMSNorm)
 
 
 def castable_modules(module: torch.nn.Module):
