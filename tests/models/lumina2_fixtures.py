@@ -22,10 +22,10 @@ def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.ndim == 1 and ("norm" in name or "layernorm" in name):
+            if p.ndim == 1 and "norm" in name and name.endswith("weight"):
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
             elif p.ndim > 1 and "pad_token" not in name and "embed_tokens" not in name:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)  # 1/sqrt(fan-in)
             else:
                 p.copy_(0.1 * torch.randn(p.shape, generator=g) if p.ndim == 1 else torch.randn(p.shape, generator=g))
     return model.eval()
@@ -81,12 +81,23 @@ def qwen3_file_sd(model) -> dict[str, torch.Tensor]:
     return {"model." + k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+# ------------------------------------------------------------------------------- VAE
+def diffusers_vae16_f8(seed: int = 0):
+    """A tiny random diffusers AutoencoderKL with the layout of Flux's ``ae.safetensors``: 16
+    latent channels, no quant convs, four levels (8x downscale), narrow widths."""
+    from diffusers import AutoencoderKL
+    torch.manual_seed(seed)
+    model = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                          up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 16, 32, 32),
+                          layers_per_block=1, latent_channels=16, norm_num_groups=16, use_quant_conv=False,
+                          use_post_quant_conv=False, scaling_factor=0.3611, shift_factor=0.1159)
+    return randomize(model, seed)
+
+
 # ------------------------------------------------------------------------ default workflow
 def write_default_workflow_models(models_dir: str, seed: int = 0) -> dict[str, str]:
     """The Z-Image Turbo files of the frontend's default workflow, tiny and random (bf16 as
     the real ``z_image_turbo_bf16``). Returns {folder: path}."""
-    from models.flux_fixtures import diffusers_vae16
-
     from comfyui.models.convert import diffusers_vae_to_ldm
 
     text_width = 16
@@ -98,7 +109,7 @@ def write_default_workflow_models(models_dir: str, seed: int = 0) -> dict[str, s
             k: v.to(torch.bfloat16) for k, v in
             qwen3_file_sd(hf_qwen3(seed, hidden=text_width, layers=2, heads=2, kv_heads=1, head_dim=8,
                                    intermediate=32)).items()}),
-        "vae": ("ae.safetensors", diffusers_vae_to_ldm(diffusers_vae16(seed).state_dict())),
+        "vae": ("ae.safetensors", diffusers_vae_to_ldm(diffusers_vae16_f8(seed).state_dict())),
     }
     paths = {}
     for folder, (name, sd) in files.items():
@@ -109,6 +120,5 @@ def write_default_workflow_models(models_dir: str, seed: int = 0) -> dict[str, s
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: `models.*`
     for path in write_default_workflow_models(sys.argv[1] if len(sys.argv) > 1 else "models").values():
         print(path)
