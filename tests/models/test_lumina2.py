@@ -106,3 +106,36 @@ def test_detect_gives_upstream_config_on_the_real_lumina2_layout():
     # every tensor of the file is one of the module's, except upstream's unused ``norm_final``
     layout = {k[len("model.diffusion_model."):]: v.shape for k, v in lumina2_real_layout().items()}
     assert {k: v.shape for k, v in net.state_dict().items()} == {k: s for k, s in layout.items() if k != "norm_final.weight"}
+
+
+@pytest.fixture
+def cpu():
+    from comfyui.models import memory
+    memory.configure(None, cpu=True)
+    yield
+    memory.configure(None)
+
+
+def test_unet_file_loads_as_z_image_and_denoises_with_upstream_sign(tiny_pair, cpu, tmp_path):
+    """UNETLoader's path on a Z-Image file in the native layout: family, sampling settings as
+    upstream (flow, shift 3, multiplier 1), and denoised = x - sigma * output = x + sigma *
+    (diffusers' prediction)."""
+    from safetensors.torch import save_file
+
+    from comfyui.models import sd as sdm
+    ref, _ = tiny_pair
+    path = tmp_path / "z_image_turbo_bf16.safetensors"
+    save_file(lf.z_image_diffusers_to_native(ref.state_dict()), str(path))
+    patcher = sdm.load_diffusion_model(str(path))
+    model = patcher.model
+    assert model.family.name == "z_image" and model.family.clip_type == "lumina2"
+    assert model.model_config.sampling_settings == {"type": "flow", "shift": 3.0, "multiplier": 1.0}
+    assert model.latent_format.latent_channels == 16 and model.latent_format.scale_factor == 0.3611
+    g = torch.Generator().manual_seed(9)
+    x, text = torch.randn(1, 16, 8, 8, generator=g), torch.randn(1, 5, 32, generator=g)
+    for sigma in (0.9, 0.4):
+        with torch.no_grad():
+            (conds,) = [{k: c.cond for k, c in model.extra_conds(cross_attn=text).items()}]
+            denoised = model.apply_model(x, torch.tensor([sigma]), **conds)
+            want = x + sigma * diffusers_prediction(ref, x, sigma, text)
+        torch.testing.assert_close(denoised, want, atol=1e-4, rtol=1e-4)

@@ -91,3 +91,30 @@ def test_from_file_refuses_decoders_without_qk_norm():
         qwen2 = Qwen2Model(Qwen2Config(vocab_size=100, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
                                        num_attention_heads=2, num_key_value_heads=1))
     assert qwen3.from_file({"model." + k: v for k, v in qwen2.state_dict().items()}) is None
+
+
+def test_cliploader_lumina2_encodes_the_chat_templated_prompt(tiny_qwen3, tmp_path):
+    """CLIPLoader(type="lumina2") on a qwen_3_4b-layout file: the conditioning is Qwen3's
+    second-to-last hidden state of the chat-templated prompt, without a pooled output."""
+    from safetensors.torch import save_file
+
+    from comfyui.models import memory
+    from comfyui.models import sd as sdm
+    path = tmp_path / "qwen_3_4b.safetensors"
+    save_file(lf.qwen3_file_sd(tiny_qwen3), str(path))
+    memory.configure(None, cpu=True)
+    try:
+        clip = sdm.load_clip([str(path)], clip_type="lumina2")
+        ((cond, extra),) = clip.encode_from_tokens_scheduled(clip.tokenize("a fox by a campfire"))
+    finally:
+        memory.configure(None)
+    ids = qwen_tokenizer.shared_tokenizer().encode(qwen3.CHAT_TEMPLATE.format("a fox by a campfire"))
+    with torch.no_grad():
+        want = tiny_qwen3(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-2]
+    assert "pooled_output" not in extra
+    torch.testing.assert_close(cond, want, atol=1e-5, rtol=1e-5)
+
+
+def test_cliploader_accepts_type_lumina2_at_validation():
+    from comfyui.nodes.builtin.loaders import CLIPLoader
+    assert CLIPLoader.VALIDATE_INPUTS(type="lumina2") is True

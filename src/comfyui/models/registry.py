@@ -13,11 +13,13 @@ import torch
 
 from .family import Family, UnknownModelError, describe_state_dict
 from .flux import FAMILIES as FLUX
+from .lumina2 import FAMILIES as LUMINA2
 from .stable_diffusion import FAMILIES as STABLE_DIFFUSION
 
 FAMILIES: tuple[Family, ...] = (
     *STABLE_DIFFUSION,
     *FLUX,
+    *LUMINA2,
 )
 
 __all__ = ["FAMILIES", "Family", "UnknownModelError", "detect_family", "family_by_name", "resolve_sampling"]

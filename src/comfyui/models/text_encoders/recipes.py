@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from . import clip, t5
+from . import clip, qwen3, t5
 
 Outputs = Mapping[str, tuple]  # recipe name -> (hidden, pooled | None[, extra])
 
@@ -78,6 +78,7 @@ RECIPES: dict[str, EncoderRecipe] = {r.name: r for r in (
     EncoderRecipe("clip_l", "l", clip.clip_l_from_file, clip.detect_clip_l, clip.build_clip,
                   clip.clip_tokenizer("clip_l")),
     EncoderRecipe("t5xxl", "t5xxl", t5.t5_from_file, t5.detect_t5, t5.build_t5, t5.t5_tokenizer),
+    EncoderRecipe("qwen3_4b", "qwen3_4b", qwen3.from_file, qwen3.detect, qwen3.build, qwen3.tokenizer),
 )}
 
 
@@ -102,6 +103,8 @@ CLIP_TYPES: dict[str, ClipType] = {t.name: t for t in (
     # (SDXL refiner) file
     ClipType("stable_diffusion", ("clip_l", "clip_h", "clip_g"), _concat(("clip_l", "clip_h", "clip_g")),
              {"clip_l": _SD1_L, "clip_h": _SD2_H, "clip_g": _REFINER_G}, "sd15", one_of=True),
+    # Z-Image: Qwen3-4B (Lumina 2's Gemma-2-2B is not available yet)
+    ClipType("lumina2", ("qwen3_4b",), _concat(("qwen3_4b",)), {}, "z_image", one_of=True),
 )}
 
 # what the checkpoint text-encoder layouts are called here (the "sd1" ... types above)
