@@ -88,8 +88,8 @@ def diffusers_vae16_f8(seed: int = 0):
     from diffusers import AutoencoderKL
     torch.manual_seed(seed)
     model = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                          up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16, 16, 32, 32),
-                          layers_per_block=1, latent_channels=16, norm_num_groups=16, use_quant_conv=False,
+                          up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 32, 32, 32),
+                          layers_per_block=1, latent_channels=16, norm_num_groups=32, use_quant_conv=False,
                           use_post_quant_conv=False, scaling_factor=0.3611, shift_factor=0.1159)
     return randomize(model, seed)
 

@@ -116,3 +116,15 @@ def test_default_workflow_runs_end_to_end(default_run):
         image = np.asarray(f.convert("RGB"))
     assert image.shape == (192, 256, 3)
     assert image.std() > 0
+
+
+def test_example_files_are_the_frontends_default_workflow(default_run):
+    from comfyui.cli.ui_to_api import convert_ui_to_api
+    folder = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "zimage_turbo")
+    with open(os.path.join(folder, "zimage_turbo.workflow.json"), encoding="utf-8") as f:
+        assert json.load(f) == frontend_default_graph()
+    with open(os.path.join(folder, "zimage_turbo.api.json"), encoding="utf-8") as f:
+        api = json.load(f)
+    converted = convert_ui_to_api(frontend_default_graph(), default_run["object_info"])
+    assert {k: (v["class_type"], v["inputs"]) for k, v in api.items()} == \
+        {k: (v["class_type"], v["inputs"]) for k, v in converted.items()}
