@@ -228,10 +228,11 @@ class Lumina2Model(BaseModel):
     def __init__(self, config: dict[str, Any], family: Any, dtype: torch.dtype | None = None,
                  device: torch.device | None = None):
         super().__init__(config, family, dtype, device)
-        with torch.device(device or "cpu"):
+        if device is None:  # the loaders build on "meta" and assign the file's tensors
             self.diffusion_model = NextDiT(config)
-        if dtype is not None:
-            self.diffusion_model.to(dtype)
+        else:
+            with torch.device(device):
+                self.diffusion_model = NextDiT(config)
 
     def extra_conds(self, **kwargs: Any) -> dict[str, Any]:
         cross = kwargs.get("cross_attn")
