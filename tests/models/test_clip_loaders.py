@@ -13,6 +13,10 @@ from comfyui.nodes.builtin import loaders
 from comfyui.nodes.registry import NodeRegistry
 
 from . import fixtures as fx
+from . import lumina2_fixtures as lf
+
+# the file CLIPLoader gets for a type whose encoder is not CLIP-L
+FILE_FOR_TYPE = {"lumina2": "qwen_3_4b.safetensors"}
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +28,9 @@ def encoder_files(tmp_path_factory):
     g_sd = fx.hf_text_sd(fx.hf_text_model(1280, 1, 1280, "gelu", 12, inter=64))
     save_file({k: v.contiguous() for k, v in l_sd.items()}, str(folder / "clip_l.safetensors"))
     save_file({k: v.half().contiguous() for k, v in g_sd.items()}, str(folder / "clip_g.safetensors"))
+    qwen3 = lf.hf_qwen3(13, hidden=16, layers=2, heads=2, kv_heads=1, head_dim=8, intermediate=32)
+    save_file({k: v.half().contiguous() for k, v in lf.qwen3_file_sd(qwen3).items()},
+              str(folder / "qwen_3_4b.safetensors"))
     return folder
 
 
@@ -59,12 +66,13 @@ def _clip_prompt(class_type, inputs):
 
 @pytest.mark.parametrize("clip_type", loaders.CLIP_TYPES)
 def test_every_clip_loader_type_loads_or_is_refused_at_validation(registry, text_encoders, clip_type):
-    prompt = _clip_prompt("CLIPLoader", {"clip_name": "clip_l.safetensors", "type": clip_type})
+    name = FILE_FOR_TYPE.get(clip_type, "clip_l.safetensors")
+    prompt = _clip_prompt("CLIPLoader", {"clip_name": name, "type": clip_type})
     errors = _node_errors(registry, prompt).get("1", {}).get("errors", [])
     problem = clip_type_problem(clip_type, 1)
     if problem is None:
         assert errors == []
-        (clip,) = loaders.CLIPLoader().load_clip("clip_l.safetensors", clip_type)
+        (clip,) = loaders.CLIPLoader().load_clip(name, clip_type)
         cond = clip.encode_from_tokens(clip.tokenize("a cat"))
         assert cond.ndim == 3 and torch.isfinite(cond).all()
     else:
