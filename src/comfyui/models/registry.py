@@ -14,12 +14,14 @@ import torch
 from .family import Family, UnknownModelError, describe_state_dict
 from .flux import FAMILIES as FLUX
 from .lumina2 import FAMILIES as LUMINA2
+from .sd3 import FAMILIES as SD3
 from .stable_diffusion import FAMILIES as STABLE_DIFFUSION
 
 FAMILIES: tuple[Family, ...] = (
     *STABLE_DIFFUSION,
     *FLUX,
     *LUMINA2,
+    *SD3,
 )
 
 __all__ = ["FAMILIES", "Family", "UnknownModelError", "detect_family", "family_by_name", "resolve_sampling"]
