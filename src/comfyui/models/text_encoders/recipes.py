@@ -86,6 +86,43 @@ def _flux(outputs: Outputs) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """Flux: the T5 hidden states are the context, CLIP-L's (unprojected) pooled output ``y``."""
     return outputs["t5xxl"][0], outputs["clip_l"][1], {}
 
+
+# SD3: the CLIP-L/G context is padded to the T5-XXL width (upstream: 4096, also without T5)
+_SD3_CLIP_L_WIDTH, _SD3_CLIP_G_WIDTH, _T5XXL_WIDTH = 768, 1280, 4096
+
+
+def _sd3(outputs: Outputs) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """SD3 / SD3.5: context = [CLIP-L ++ CLIP-G features, zero-padded to the T5 width ;
+    T5 tokens] along the sequence; pooled = CLIP-L pooled ++ CLIP-G pooled. A missing encoder
+    gives zeros of its width (a missing CLIP-L: its features and pooled part are zeros)."""
+    l_out, g_out, t5_out = outputs.get("clip_l"), outputs.get("clip_g"), outputs.get("t5xxl")
+    present = next(o[0] for o in (l_out, g_out, t5_out) if o is not None) if outputs else None
+    device = present.device if present is not None else None
+    width = t5_out[0].shape[-1] if t5_out is not None else _T5XXL_WIDTH
+    l_width = l_out[0].shape[-1] if l_out is not None else _SD3_CLIP_L_WIDTH
+    clip_ctx = None
+    if l_out is not None and g_out is not None:
+        cut = min(l_out[0].shape[1], g_out[0].shape[1])
+        clip_ctx = torch.cat([l_out[0][:, :cut], g_out[0][:, :cut]], dim=-1)
+    elif l_out is not None:
+        clip_ctx = l_out[0]
+    elif g_out is not None:
+        clip_ctx = torch.nn.functional.pad(g_out[0], (l_width, 0))
+    pooled = None
+    if l_out is not None or g_out is not None:
+        l_pooled = l_out[1] if l_out is not None else torch.zeros(1, l_width, device=device)
+        g_pooled = g_out[1] if g_out is not None else torch.zeros(1, _SD3_CLIP_G_WIDTH, device=device)
+        pooled = torch.cat((l_pooled, g_pooled.to(l_pooled)), dim=-1)
+        clip_ctx = torch.nn.functional.pad(clip_ctx, (0, width - clip_ctx.shape[-1]))
+    if t5_out is not None:
+        cond = t5_out[0] if clip_ctx is None else torch.cat([clip_ctx, t5_out[0].to(clip_ctx)], dim=-2)
+    else:
+        cond = clip_ctx if clip_ctx is not None else torch.zeros(1, 77, width, device=device)
+    if pooled is None:
+        pooled = torch.zeros(1, _SD3_CLIP_L_WIDTH + _SD3_CLIP_G_WIDTH, device=device)
+    return cond, pooled, {}
+
+
 CLIP_TYPES: dict[str, ClipType] = {t.name: t for t in (
     # what the SD checkpoints carry
     ClipType("sd1", ("clip_l",), _concat(("clip_l",)), {"clip_l": _SD1_L}, "sd15"),
@@ -99,6 +136,11 @@ CLIP_TYPES: dict[str, ClipType] = {t.name: t for t in (
     ClipType("flux", ("clip_l", "t5xxl"), _flux,
              {"clip_l": {"layer": "last", "return_projected_pooled": False, "pad_with_end": True},
               "t5xxl": {"min_length": 256}}, "flux"),
+    ClipType("sd3", ("clip_l", "clip_g", "t5xxl"), _sd3,
+             {"clip_l": {"layer": "hidden", "layer_idx": -2, "layer_norm_hidden_state": False,
+                         "return_projected_pooled": False, "pad_with_end": True},
+              "clip_g": {"layer": "penultimate", "layer_norm_hidden_state": False, "pad_with_end": False},
+              "t5xxl": {"min_length": 77}}, "sd3"),
     # CLIPLoader's "stable_diffusion": one CLIP-L (SD1.x), OpenCLIP-H (SD2.x) or OpenCLIP-bigG
     # (SDXL refiner) file
     ClipType("stable_diffusion", ("clip_l", "clip_h", "clip_g"), _concat(("clip_l", "clip_h", "clip_g")),

@@ -1,0 +1,131 @@
+"""SD3.5 end to end on tiny fixture files: an all-in-one checkpoint (CheckpointLoaderSimple)
+and separate files (TripleCLIPLoader + UNETLoader + VAELoader) through the engine, and the
+``sd3`` text-encoder combination rule (context and pooled layout, missing encoders)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from comfyui.models import memory
+from comfyui.models import sd as sdm
+from comfyui.models.text_encoders.recipes import CLIP_TYPES
+
+from . import sd3_fixtures as fx
+
+pytest.importorskip("diffusers")
+
+
+@pytest.fixture(autouse=True)
+def _cpu():
+    memory.configure(None, cpu=True)
+    sdm.cache.clear()
+    yield
+    memory.unload_all_models()
+    memory.configure(None)
+    sdm.cache.clear()
+
+
+def _run(prompt: dict, workspace) -> dict:
+    from comfyui.engine.engine import Engine
+    from comfyui.nodes.registry import NodeRegistry
+    eng = Engine(NodeRegistry.with_builtins())
+    eng.start()
+    try:
+        sub = eng.submit(prompt)
+        assert sub.node_errors == {}
+        hist = eng.wait(sub.prompt_id).result(300)
+        assert hist["status"]["status_str"] == "success", hist["status"]
+        return hist
+    finally:
+        eng.stop()
+
+
+def _sampling(model, positive, negative, vae) -> dict:
+    return {
+        "5": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 1}},
+        "3": {"class_type": "KSampler", "inputs": {"seed": 3, "steps": 3, "cfg": 4.5, "sampler_name": "euler",
+                                                   "scheduler": "sgm_uniform", "denoise": 1.0, "model": model,
+                                                   "positive": positive, "negative": negative,
+                                                   "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": vae}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "sd3", "images": ["8", 0]}},
+    }
+
+
+def test_checkpoint_loader_text_encode_sample_decode_save(workspace):
+    fx.write_checkpoint(os.path.join(workspace, "models", "checkpoints", "sd3.5_medium_tiny.safetensors"))
+    model, clip, vae = sdm.load_checkpoint_guess_config(
+        os.path.join(workspace, "models", "checkpoints", "sd3.5_medium_tiny.safetensors"))
+    assert model.model.model_config.name == "sd3.5-medium"
+    assert clip.clip_type.name == "sd3"
+    cond = clip.encode_from_tokens_scheduled(clip.tokenize("a red fox"))
+    w = fx.CKPT_WIDTHS
+    # 77 CLIP tokens (L ++ G features zero-padded to the T5 width) then 77 T5 tokens
+    assert cond[0][0].shape == (1, 154, w["t5"])
+    assert torch.all(cond[0][0][:, :77, w["clip_l"] + w["clip_g"]:] == 0)
+    assert cond[0][1]["pooled_output"].shape == (1, w["clip_l"] + w["clip_g"])
+    sdm.cache.clear()
+
+    prompt = {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd3.5_medium_tiny.safetensors"}},
+              "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox", "clip": ["4", 1]}},
+              "7": {"class_type": "CLIPTextEncodeSD3", "inputs": {"clip": ["4", 1], "clip_l": "", "clip_g": "blurry",
+                                                                  "t5xxl": "", "empty_padding": "none"}},
+              **_sampling(["4", 0], ["6", 0], ["7", 0], ["4", 2])}
+    hist = _run(prompt, workspace)
+    name = hist["outputs"]["9"]["images"][0]["filename"]
+    from PIL import Image
+    with Image.open(os.path.join(workspace, "output", name)) as im:
+        assert im.size == (64, 48)
+
+
+def test_triple_clip_loader_unet_loader_vae_loader(workspace):
+    names = fx.write_separate_files(os.path.join(workspace, "models"))
+    prompt = {"1": {"class_type": "TripleCLIPLoader", "inputs": {"clip_name1": names["t5"],  # any order
+                                                                 "clip_name2": names["clip_l"],
+                                                                 "clip_name3": names["clip_g"]}},
+              "2": {"class_type": "UNETLoader", "inputs": {"unet_name": names["unet"], "weight_dtype": "default"}},
+              "10": {"class_type": "VAELoader", "inputs": {"vae_name": names["vae"]}},
+              "11": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["2", 0], "shift": 3.0}},
+              "6": {"class_type": "CLIPTextEncodeSD3", "inputs": {"clip": ["1", 0], "clip_l": "a fox",
+                                                                  "clip_g": "a red fox", "t5xxl": "a red fox in snow",
+                                                                  "empty_padding": "empty_prompt"}},
+              "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 0]}},
+              **_sampling(["11", 0], ["6", 0], ["7", 0], ["10", 0])}
+    hist = _run(prompt, workspace)
+    assert hist["outputs"]["9"]["images"][0]["filename"].startswith("sd3_")
+
+
+# ------------------------------------------------------------------------ combination rule
+def _outputs(l_width=32, g_width=64, t5_width=128, tokens=77, t5_tokens=80):
+    g = torch.Generator().manual_seed(0)
+    return {"clip_l": (torch.randn(1, tokens, l_width, generator=g), torch.randn(1, l_width, generator=g), {}),
+            "clip_g": (torch.randn(1, tokens, g_width, generator=g), torch.randn(1, g_width, generator=g), {}),
+            "t5xxl": (torch.randn(1, t5_tokens, t5_width, generator=g), None, {})}
+
+
+def test_sd3_context_and_pooled_layout():
+    out = _outputs()
+    cond, pooled, _ = CLIP_TYPES["sd3"].combine(out)
+    assert cond.shape == (1, 77 + 80, 128)
+    torch.testing.assert_close(cond[:, :77, :32], out["clip_l"][0])
+    torch.testing.assert_close(cond[:, :77, 32:96], out["clip_g"][0])
+    assert torch.all(cond[:, :77, 96:] == 0)
+    torch.testing.assert_close(cond[:, 77:], out["t5xxl"][0])
+    torch.testing.assert_close(pooled, torch.cat([out["clip_l"][1], out["clip_g"][1]], dim=-1))
+
+
+def test_sd3_missing_encoders_give_zeros_of_their_width():
+    out = _outputs(l_width=768, g_width=1280, t5_width=4096)
+    no_t5 = {k: v for k, v in out.items() if k != "t5xxl"}
+    cond, pooled, _ = CLIP_TYPES["sd3"].combine(no_t5)
+    assert cond.shape == (1, 77, 4096) and pooled.shape == (1, 2048)
+    only_g = {"clip_g": out["clip_g"], "t5xxl": out["t5xxl"]}
+    cond, pooled, _ = CLIP_TYPES["sd3"].combine(only_g)
+    assert torch.all(cond[:, :77, :768] == 0)
+    torch.testing.assert_close(cond[:, :77, 768:2048], out["clip_g"][0])
+    assert torch.all(pooled[:, :768] == 0)
+    cond, pooled, _ = CLIP_TYPES["sd3"].combine({"t5xxl": out["t5xxl"]})
+    torch.testing.assert_close(cond, out["t5xxl"][0])
+    assert pooled.shape == (1, 2048) and torch.all(pooled == 0)
