@@ -130,7 +130,7 @@ def _clip_from_sd(clip_type: str, sd: dict[str, torch.Tensor], embedding_directo
     ``hidden_acts`` overrides a CLIP encoder's activation (diffusers folders state it)."""
     ctype = CLIP_TYPES[clip_type]
     configs = detect_configs(ctype, sd)
-    if not ctype.one_of:
+    if not ctype.one_of and not ctype.partial:
         absent = [name for name in ctype.recipes if name not in configs]
         if absent:
             raise UnknownModelError(f"text encoder(s) {', '.join(absent)} of a {clip_type} model not found")

@@ -60,6 +60,7 @@ class ClipType:
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # recipe -> build options
     family: str | None = None       # the model family it is for (informational)
     one_of: bool = False            # True: exactly one of ``recipes`` (a single-file type)
+    partial: bool = False           # True: any non-empty subset of ``recipes`` (``combine`` fills in the rest)
 
 
 def _concat(order: tuple[str, ...]):
@@ -140,7 +141,7 @@ CLIP_TYPES: dict[str, ClipType] = {t.name: t for t in (
              {"clip_l": {"layer": "hidden", "layer_idx": -2, "layer_norm_hidden_state": False,
                          "return_projected_pooled": False, "pad_with_end": True},
               "clip_g": {"layer": "penultimate", "layer_norm_hidden_state": False, "pad_with_end": False},
-              "t5xxl": {"min_length": 77}}, "sd3"),
+              "t5xxl": {"min_length": 77}}, "sd3", partial=True),
     # CLIPLoader's "stable_diffusion": one CLIP-L (SD1.x), OpenCLIP-H (SD2.x) or OpenCLIP-bigG
     # (SDXL refiner) file
     ClipType("stable_diffusion", ("clip_l", "clip_h", "clip_g"), _concat(("clip_l", "clip_h", "clip_g")),
