@@ -3,7 +3,9 @@ and separate files (TripleCLIPLoader + UNETLoader + VAELoader) through the engin
 ``sd3`` text-encoder combination rule (context and pooled layout, missing encoders)."""
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,22 +44,25 @@ def _run(prompt: dict, workspace) -> dict:
         eng.stop()
 
 
-def _sampling(model, positive, negative, vae) -> dict:
-    return {
-        "5": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 1}},
-        "3": {"class_type": "KSampler", "inputs": {"seed": 3, "steps": 3, "cfg": 4.5, "sampler_name": "euler",
-                                                   "scheduler": "sgm_uniform", "denoise": 1.0, "model": model,
-                                                   "positive": positive, "negative": negative,
-                                                   "latent_image": ["5", 0]}},
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": vae}},
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "sd3", "images": ["8", 0]}},
-    }
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sd3"
 
 
-def test_checkpoint_loader_text_encode_sample_decode_save(workspace):
-    fx.write_checkpoint(os.path.join(workspace, "models", "checkpoints", "sd3.5_medium_tiny.safetensors"))
-    model, clip, vae = sdm.load_checkpoint_guess_config(
-        os.path.join(workspace, "models", "checkpoints", "sd3.5_medium_tiny.safetensors"))
+def _example(name: str) -> dict:
+    """An example prompt made small: 64x48, 3 steps."""
+    prompt = json.loads((EXAMPLES / name).read_text())
+    for node in prompt.values():
+        if node["class_type"] == "EmptySD3LatentImage":
+            node["inputs"].update(width=64, height=48)
+        if node["class_type"] == "KSampler":
+            node["inputs"]["steps"] = 3
+    return prompt
+
+
+def test_checkpoint_example_text_encode_sample_decode_save(workspace):
+    prompt = _example("sd3.5_checkpoint.api.json")
+    ckpt = prompt["4"]["inputs"]["ckpt_name"]
+    path = fx.write_checkpoint(os.path.join(workspace, "models", "checkpoints", ckpt))
+    model, clip, vae = sdm.load_checkpoint_guess_config(path)
     assert model.model.model_config.name == "sd3.5-medium"
     assert clip.clip_type.name == "sd3"
     cond = clip.encode_from_tokens_scheduled(clip.tokenize("a red fox"))
@@ -68,11 +73,9 @@ def test_checkpoint_loader_text_encode_sample_decode_save(workspace):
     assert cond[0][1]["pooled_output"].shape == (1, w["clip_l"] + w["clip_g"])
     sdm.cache.clear()
 
-    prompt = {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd3.5_medium_tiny.safetensors"}},
-              "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox", "clip": ["4", 1]}},
-              "7": {"class_type": "CLIPTextEncodeSD3", "inputs": {"clip": ["4", 1], "clip_l": "", "clip_g": "blurry",
-                                                                  "t5xxl": "", "empty_padding": "none"}},
-              **_sampling(["4", 0], ["6", 0], ["7", 0], ["4", 2])}
+    # the negative through CLIPTextEncodeSD3 with empty prompts left unpadded
+    prompt["7"] = {"class_type": "CLIPTextEncodeSD3", "inputs": {"clip": ["4", 1], "clip_l": "", "clip_g": "blurry",
+                                                                 "t5xxl": "", "empty_padding": "none"}}
     hist = _run(prompt, workspace)
     name = hist["outputs"]["9"]["images"][0]["filename"]
     from PIL import Image
@@ -80,21 +83,17 @@ def test_checkpoint_loader_text_encode_sample_decode_save(workspace):
         assert im.size == (64, 48)
 
 
-def test_triple_clip_loader_unet_loader_vae_loader(workspace):
+def test_triple_clip_example_unet_loader_vae_loader(workspace):
+    prompt = _example("sd3.5_triple_clip.api.json")
     names = fx.write_separate_files(os.path.join(workspace, "models"))
-    prompt = {"1": {"class_type": "TripleCLIPLoader", "inputs": {"clip_name1": names["t5"],  # any order
-                                                                 "clip_name2": names["clip_l"],
-                                                                 "clip_name3": names["clip_g"]}},
-              "2": {"class_type": "UNETLoader", "inputs": {"unet_name": names["unet"], "weight_dtype": "default"}},
-              "10": {"class_type": "VAELoader", "inputs": {"vae_name": names["vae"]}},
-              "11": {"class_type": "ModelSamplingSD3", "inputs": {"model": ["2", 0], "shift": 3.0}},
-              "6": {"class_type": "CLIPTextEncodeSD3", "inputs": {"clip": ["1", 0], "clip_l": "a fox",
-                                                                  "clip_g": "a red fox", "t5xxl": "a red fox in snow",
-                                                                  "empty_padding": "empty_prompt"}},
-              "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 0]}},
-              **_sampling(["11", 0], ["6", 0], ["7", 0], ["10", 0])}
+    models = os.path.join(workspace, "models")
+    for folder, ours, theirs in (("diffusion_models", names["unet"], prompt["2"]["inputs"]["unet_name"]),
+                                 ("vae", names["vae"], prompt["10"]["inputs"]["vae_name"])):
+        os.replace(os.path.join(models, folder, ours), os.path.join(models, folder, theirs))
+    # the text encoders in another order than the example's: roles come from the files
+    prompt["1"]["inputs"] = {"clip_name1": names["t5"], "clip_name2": names["clip_l"], "clip_name3": names["clip_g"]}
     hist = _run(prompt, workspace)
-    assert hist["outputs"]["9"]["images"][0]["filename"].startswith("sd3_")
+    assert hist["outputs"]["9"]["images"][0]["filename"].startswith("sd3.5_")
 
 
 # ------------------------------------------------------------------------ combination rule
