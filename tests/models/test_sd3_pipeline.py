@@ -128,3 +128,26 @@ def test_sd3_missing_encoders_give_zeros_of_their_width():
     cond, pooled, _ = CLIP_TYPES["sd3"].combine({"t5xxl": out["t5xxl"]})
     torch.testing.assert_close(cond, out["t5xxl"][0])
     assert pooled.shape == (1, 2048) and torch.all(pooled == 0)
+
+
+def test_skip_layer_guidance_sd3(workspace):
+    """Skipping joint block 1 (of 2) in the extra positive pass changes the result inside the
+    percent range and nothing outside it; no layers = the model unchanged."""
+    from comfyui.nodes.builtin.sampling import KSampler
+    from comfyui.nodes.builtin.sd3 import SkipLayerGuidanceSD3
+    path = fx.write_checkpoint(os.path.join(workspace, "models", "checkpoints", "tiny.safetensors"), medium=False)
+    model, clip, _ = sdm.load_checkpoint_guess_config(path)
+    pos = clip.encode_from_tokens_scheduled(clip.tokenize("a fox"))
+    neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    latent = {"samples": torch.zeros(1, 16, 6, 8)}
+
+    def sample(m):
+        return KSampler().sample(m, 7, 2, 4.5, "euler", "sgm_uniform", pos, neg, latent)[0]["samples"]
+
+    slg = SkipLayerGuidanceSD3()
+    assert slg.skip_guidance_sd3(model, "", 3.0, 0.0, 1.0)[0] is model
+    base = sample(model)
+    inside = sample(slg.skip_guidance_sd3(model, "1", 3.0, 0.0, 1.0)[0])
+    outside = sample(slg.skip_guidance_sd3(model, "1", 3.0, 0.999, 1.0)[0])
+    assert not torch.allclose(inside, base, atol=1e-4)
+    torch.testing.assert_close(outside, base)
