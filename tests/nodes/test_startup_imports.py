@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-BUILTIN_NODE_COUNT = 161  # + ModelSamplingSD3/AuraFlow/Flux, DualCLIPLoader, TripleCLIPLoader, the 9 of nodes/builtin/flux.py
+BUILTIN_NODE_COUNT = 163  # + ModelSamplingSD3/AuraFlow/Flux, Dual/TripleCLIPLoader, the 9 of nodes/builtin/flux.py, the 2 of sd3.py
 
 CHECK = (
     "import json, sys\n"
