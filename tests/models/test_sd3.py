@@ -84,12 +84,22 @@ def test_through_the_family_velocity_sign_and_timestep_scale(tmp_path):
     assert ms.timestep(torch.tensor([0.75])).item() == pytest.approx(750.0)
 
 
-def test_a_diffusers_layout_file_loads_as_native():
+def test_a_diffusers_layout_file_loads_through_unet_loader():
+    """UNETLoader's path: a diffusers-layout SD3.5 medium transformer is mapped to native keys
+    and gives the same velocity as diffusers."""
+    from comfyui.models import sd as sdm
     dm = fx.diffusers_sd3(seed=5, qk_norm=True, dual_layers=(0,))
-    family, config = detect_family(fx.native_sd(dm), "")
-    native = family.diffusers_to_native(dm.state_dict())
-    model = MMDiT(**config)
-    assert set(native) == set(model.state_dict())
+    patcher = sdm.load_diffusion_model_state_dict({k: v.clone() for k, v in dm.state_dict().items()},
+                                                  torch.float32)
+    model = patcher.model
+    assert model.model_config.name == "sd3.5-medium"
+    g = torch.Generator().manual_seed(6)
+    x, ctx, pooled = torch.randn(1, 16, 8, 8, generator=g), torch.randn(1, 4, 64, generator=g), torch.randn(1, 48, generator=g)
+    with torch.no_grad():
+        ours = model.diffusion_model(x, torch.tensor([300.0]), context=ctx, y=pooled)
+        ref = dm(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pooled,
+                 timestep=torch.tensor([300.0])).sample
+    assert (ours - ref).abs().max() < 1e-5 * max(1.0, ref.abs().max().item())
 
 
 def test_latent_larger_than_the_position_table_is_a_clear_error():
