@@ -151,3 +151,17 @@ def test_skip_layer_guidance_sd3(workspace):
     outside = sample(slg.skip_guidance_sd3(model, "1", 3.0, 0.999, 1.0)[0])
     assert not torch.allclose(inside, base, atol=1e-4)
     torch.testing.assert_close(outside, base)
+
+
+def test_checkpoint_without_t5_is_sd3_with_clip_context_only(workspace):
+    """An SD3 checkpoint carrying CLIP-L/G only (like sd3_medium_incl_clips) gets the sd3 text
+    encoders, not SDXL's: CLIP features padded to 4096 (upstream's width without T5), no T5
+    tokens, pooled L ++ G."""
+    sd = {k: v for k, v in fx.checkpoint_sd(seed=1).items() if not k.startswith("text_encoders.t5xxl.")}
+    _, clip, _ = sdm.load_state_dict_guess_config(sd)
+    assert clip.clip_type.name == "sd3" and "t5xxl" not in clip.tokenize("x")
+    cond = clip.encode_from_tokens_scheduled(clip.tokenize("a red fox"))
+    w = fx.CKPT_WIDTHS
+    assert cond[0][0].shape == (1, 77, 4096)
+    assert torch.all(cond[0][0][..., w["clip_l"] + w["clip_g"]:] == 0)
+    assert cond[0][1]["pooled_output"].shape == (1, w["clip_l"] + w["clip_g"])

@@ -159,6 +159,9 @@ def load_state_dict_guess_config(sd: dict[str, torch.Tensor], output_vae: bool =
     clip = None
     if output_clip:
         clip_type, clip_sd = find_text_encoders(sd)
+        own = CLIP_TYPES.get(family.clip_type or "")
+        if clip_sd and own is not None and own.partial and {k.split(".", 1)[0] for k in clip_sd} <= set(own.recipes):
+            clip_type = own.name  # e.g. an SD3 checkpoint with CLIP-L/G only is not an SDXL pair
         if clip_type is None:
             log.warning("%s: no text encoder weights in the checkpoint; CLIP output is None", source)
         else:
