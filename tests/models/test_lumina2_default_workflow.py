@@ -104,7 +104,7 @@ def test_default_graph_is_z_image_turbo_with_the_fixture_names(default_run):
 
 
 def test_default_workflow_runs_end_to_end(default_run):
-    from comfyui.cli.ui_to_api import convert_ui_to_api
+    from comfyui.workflows.convert import convert_ui_to_api
     prompt = convert_ui_to_api(frontend_default_graph(), default_run["object_info"])
     by_type = {node["class_type"]: node for node in prompt.values()}
     latent = by_type["EmptySD3LatentImage"]["inputs"]
@@ -124,7 +124,7 @@ def test_default_workflow_runs_end_to_end(default_run):
 
 
 def test_example_files_are_the_frontends_default_workflow(default_run):
-    from comfyui.cli.ui_to_api import convert_ui_to_api
+    from comfyui.workflows.convert import convert_ui_to_api
     folder = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "zimage_turbo")
     with open(os.path.join(folder, "zimage_turbo.workflow.json"), encoding="utf-8") as f:
         assert json.load(f) == frontend_default_graph()
