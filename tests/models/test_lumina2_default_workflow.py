@@ -21,9 +21,6 @@ from . import lumina2_fixtures as lf
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-# the one node of the default workflow that another part of issue 12 (the Flux family) brings
-NEEDS_FLUX = "needs EmptySD3LatentImage (and the 16-channel VAE without quant convs) from the Flux work"
-
 _TOKEN = re.compile(r'`[^`]*`|"(?:[^"\\]|\\.)*"|!0|!1|-?\d*\.?\d+(?:e[-+]?\d+)?|[A-Za-z_$][\w$]*|[{}\[\]:,]')
 
 
@@ -82,8 +79,6 @@ def default_run(tmp_path_factory):
     files = lf.write_default_workflow_models(os.path.join(base, "models"))
     paths.invalidate_cache()
     registry = NodeRegistry.with_builtins()
-    if "EmptySD3LatentImage" not in registry.object_info():
-        pytest.skip(NEEDS_FLUX)
     engine = Engine(registry)
     engine.start()
     yield {"base": str(base), "engine": engine, "object_info": registry.object_info(), "files": files}

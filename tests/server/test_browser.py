@@ -34,11 +34,6 @@ import io
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -67,50 +62,10 @@ WORKFLOW = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def server(tmp_path):
-    base = tmp_path / "ws"
-    # first run would open the templates browser over the canvas; mark the tutorial as done
-    (base / "user" / "default").mkdir(parents=True)
-    (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))
-    port = _free_port()
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "comfyui", "--listen", "127.0.0.1", "--port", str(port),
-         "--base-directory", str(base), "--create-directories", "--disable-all-custom-nodes"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/api/object_info/EmptyImage", timeout=2) as r:
-                    if r.status == 200 and json.loads(r.read()):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in 30 s:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield url, base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+def server(frontend_server):
+    url, base, _log = frontend_server(ready="/api/object_info/EmptyImage")
+    return url, base
 
 
 def is_harmless(status: int, url: str, base_url: str) -> bool:

@@ -13,64 +13,23 @@ the frontend loads a node's images when it draws the node). Needs Debian's ``chr
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: `models.*`
 from models import lumina2_fixtures as lf  # noqa: E402
-from models.test_lumina2_default_workflow import NEEDS_FLUX  # noqa: E402
-from test_browser import ARTIFACTS, CHROMIUM, HARMLESS_CONSOLE, _free_port, is_harmless  # noqa: E402
+from test_browser import ARTIFACTS, CHROMIUM, HARMLESS_CONSOLE, is_harmless  # noqa: E402
 
 WIDTH, HEIGHT = 256, 192
 
 
 @pytest.fixture
-def zimage_server(tmp_path):
+def zimage_server(frontend_server):
     pytest.importorskip("diffusers")
     pytest.importorskip("transformers")
-    from comfyui.nodes.registry import NodeRegistry
-    if "EmptySD3LatentImage" not in NodeRegistry.with_builtins().object_info():
-        pytest.skip(NEEDS_FLUX)
-    base = tmp_path / "ws"
-    (base / "user" / "default").mkdir(parents=True)
-    (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))
-    lf.write_default_workflow_models(str(base / "models"))
-    port = _free_port()
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "comfyui", "--listen", "127.0.0.1", "--port", str(port), "--cpu",
-         "--base-directory", str(base), "--create-directories", "--disable-all-custom-nodes"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/api/object_info/KSampler", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in 30 s:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield url, base, tmp_path / "server.log"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    return frontend_server("--cpu", ready="/api/object_info/KSampler", models=lf.write_default_workflow_models)
 
 
 @pytest.mark.timeout(240)

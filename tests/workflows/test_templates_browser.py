@@ -22,9 +22,6 @@ import importlib.resources
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -76,47 +73,11 @@ def select_templates(object_info: dict) -> tuple[dict[str, dict], dict[str, list
     return chosen, skipped
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def server(tmp_path):
-    base = tmp_path / "ws"
-    (base / "user" / "default").mkdir(parents=True)
-    # no templates browser over the canvas on first run
-    (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))
-    port = _free_port()
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "comfyui", "--listen", "127.0.0.1", "--port", str(port),
-             "--base-directory", str(base), "--create-directories", "--disable-all-custom-nodes"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/api/object_info", timeout=5) as r:
-                    object_info = json.loads(r.read())
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"server not ready in 30 s:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.1)
-        yield url, object_info
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def server(frontend_server):
+    url, _base, _log = frontend_server()
+    with urllib.request.urlopen(url + "/api/object_info", timeout=30) as r:
+        return url, json.loads(r.read())
 
 
 # Loads each workflow the way the app's own "open template" does (no dialogs, no model file
