@@ -14,8 +14,8 @@ the current directory when present) > defaults.
   the highest-precedence source that turns on any member of a group decides the whole group,
   so ``COMFYUI_LOWVRAM=1`` plus ``--highvram`` gives highvram only.
 
-``current()`` / ``set_current()`` hold the process-wide config (what ``comfy.cli_args.args``
-shows custom nodes); the CLI sets it after :func:`load_config`.
+``current()`` / ``set_current()`` read and replace the active runtime's config (what
+``comfy.cli_args.args`` shows custom nodes; see :mod:`comfyui.runtime`).
 """
 from __future__ import annotations
 
@@ -175,19 +175,19 @@ class Config:
 
         return "sqlite:///" + os.path.join(paths.get_user_directory(), "comfyui.db")
 
+    def folder_settings(self) -> dict[str, Any]:
+        """This config's folders, as :meth:`comfyui.paths.Folders.configure` takes them."""
+        return {"base_directory": self.base_directory, "output_directory": self.output_directory,
+                "input_directory": self.input_directory, "temp_directory": self.temp_directory,
+                "user_directory": self.user_directory,
+                "extra_model_paths_config": list(self.extra_model_paths_config),
+                "create_directories": self.create_directories}
+
     def apply_paths(self) -> None:
-        """Point :mod:`comfyui.paths` at this config's directories."""
+        """Point the active runtime's folders (:mod:`comfyui.paths`) at this config's directories."""
         from comfyui import paths
 
-        paths.configure(
-            base_directory=self.base_directory,
-            output_directory=self.output_directory,
-            input_directory=self.input_directory,
-            temp_directory=self.temp_directory,
-            user_directory=self.user_directory,
-            extra_model_paths_config=list(self.extra_model_paths_config),
-            create_directories=self.create_directories,
-        )
+        paths.configure(**self.folder_settings())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -562,17 +562,16 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     return Config(**merged)
 
 
-_current: Config | None = None
-
-
 def current() -> Config:
-    """The process-wide config (defaults until :func:`set_current` is called)."""
-    global _current
-    if _current is None:
-        _current = Config()
-    return _current
+    """The active runtime's config (:mod:`comfyui.runtime`; defaults until one is set)."""
+    from comfyui import runtime
+
+    return runtime.current().config
 
 
 def set_current(cfg: Config) -> None:
-    global _current
-    _current = cfg
+    """Make ``cfg`` the active runtime's config. Its folders stay as they are (custom nodes may
+    have added to them); :meth:`Config.apply_paths` applies those."""
+    from comfyui import runtime
+
+    runtime.current().config = cfg

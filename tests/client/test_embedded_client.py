@@ -119,11 +119,13 @@ async def test_config_overrides(ws, image_prompt):
 
 
 async def test_settings_reach_the_nodes(ws, image_prompt):
-    """--disable-metadata (a process-wide setting nodes read) applies inside the context only."""
+    """--disable-metadata (a setting nodes read through comfy.cli_args) reaches this client's
+    nodes and nobody else: the embedding process's own settings do not change."""
     from comfyui import Comfy, config
 
     async with Comfy(base_directory=str(ws), disable_metadata=True) as client:
-        assert config.current().disable_metadata is True
+        assert client.engine.runtime.config.disable_metadata is True
+        assert config.current().disable_metadata is False
         outputs = await client.queue_prompt(image_prompt)
     assert config.current().disable_metadata is False
     with Image.open(outputs["2"]["images"][0]["abs_path"]) as im:

@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 
+from comfyui import runtime
 from comfyui.models import controlnet as cn
 from comfyui.models import memory
 from comfyui.models import sd as sdm
@@ -34,7 +35,7 @@ def files(tmp_path_factory):
     _save(diff, str(d / "diff_control_sd15_scribble.safetensors"))
     yield d
     memory.configure(None)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
 
 
 @pytest.fixture

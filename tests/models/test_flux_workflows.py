@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from comfyui import runtime
 from comfyui.models import memory
 
 from . import flux_fixtures as fx
@@ -46,7 +47,7 @@ def env(tmp_path_factory):
     engine.start()
     yield {"base": str(base), "engine": engine}
     engine.stop()
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
     paths.configure(base_directory=None)
     memory.configure(None)
 

@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 
+from comfyui import runtime
 from comfyui.models import memory
 from comfyui.models import sd as sdm
 from comfyui.models.family import UnknownModelError
@@ -18,10 +19,10 @@ from . import fixtures as fx
 @pytest.fixture(autouse=True)
 def _cpu():
     memory.configure(None, cpu=True)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
     yield
     memory.configure(None)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
 
 
 @pytest.fixture(scope="module")
@@ -125,15 +126,15 @@ def test_cache_by_path_and_mtime(files, tmp_path):
     import shutil
     p = str(tmp_path / "copy.safetensors")
     shutil.copy(files["sd1"], p)
-    before = sdm.cache.loads
+    before = runtime.current().model_files.loads
     a = sdm.load_checkpoint_guess_config(p)
     b = sdm.load_checkpoint_guess_config(p)
     assert a[0] is b[0] and a[1] is b[1] and a[2] is b[2]
-    assert sdm.cache.loads == before + 1
+    assert runtime.current().model_files.loads == before + 1
     st = os.stat(p)
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
     c = sdm.load_checkpoint_guess_config(p)
-    assert c[0] is not a[0] and sdm.cache.loads == before + 2
+    assert c[0] is not a[0] and runtime.current().model_files.loads == before + 2
 
 
 def test_split_files(files, tmp_path):

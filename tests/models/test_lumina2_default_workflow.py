@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from comfyui import runtime
 from comfyui.models import memory
 
 from . import lumina2_fixtures as lf
@@ -83,7 +84,7 @@ def default_run(tmp_path_factory):
     engine.start()
     yield {"base": str(base), "engine": engine, "object_info": registry.object_info(), "files": files}
     engine.stop()
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
     paths.configure(base_directory=None)
     memory.configure(None)
 

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+from comfyui import runtime
 from comfyui.models import memory
 from comfyui.models import sd as sdm
 from comfyui.nodes.builtin import loaders as L
@@ -18,11 +19,11 @@ from . import fixtures as fx
 @pytest.fixture(autouse=True)
 def _cpu():
     memory.configure(None, cpu=True)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
     yield
     memory.unload_all_models()
     memory.configure(None)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from comfyui import runtime
 from comfyui.models import memory
 from comfyui.models import sd as sdm
 from comfyui.models.text_encoders.recipes import CLIP_TYPES
@@ -22,11 +23,11 @@ pytest.importorskip("diffusers")
 @pytest.fixture(autouse=True)
 def _cpu():
     memory.configure(None, cpu=True)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
     yield
     memory.unload_all_models()
     memory.configure(None)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
 
 
 def _run(prompt: dict, workspace) -> dict:
@@ -71,7 +72,7 @@ def test_checkpoint_example_text_encode_sample_decode_save(workspace):
     assert cond[0][0].shape == (1, 154, w["t5"])
     assert torch.all(cond[0][0][:, :77, w["clip_l"] + w["clip_g"]:] == 0)
     assert cond[0][1]["pooled_output"].shape == (1, w["clip_l"] + w["clip_g"])
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
 
     # the negative through CLIPTextEncodeSD3 with empty prompts left unpadded
     prompt["7"] = {"class_type": "CLIPTextEncodeSD3", "inputs": {"clip": ["4", 1], "clip_l": "", "clip_g": "blurry",

@@ -159,11 +159,11 @@ def test_save_animated_webp_and_png(workspace):
 
 
 def test_config_disable_metadata(workspace, monkeypatch):
-    from comfyui import config
+    from comfyui import config, runtime
 
     cfg = config.Config()
     cfg.disable_metadata = True
-    monkeypatch.setattr(config, "_current", cfg)
+    monkeypatch.setattr(runtime.current(), "config", cfg)
     run(SaveImage, images=_img(), filename_prefix="cfg", prompt=PROMPT)
     with Image.open(os.path.join(workspace, "output", "cfg_00001_.png")) as im:
         assert "prompt" not in im.text

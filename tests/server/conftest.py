@@ -39,17 +39,23 @@ from server_helpers import Srv  # noqa: E402
 @pytest.fixture
 async def make_server(workspace, node_registry):
     """``await make_server(start_engine=True, **config)`` -> :class:`Srv`."""
+    from comfyui import runtime
     from comfyui.config import Config
     from comfyui.engine.engine import Engine
     from comfyui.server.app import create_app
 
     made: list[tuple[TestClient, Any]] = []
+    previous = runtime.make_default(None)
 
     async def make(start_engine: bool = True, **overrides) -> Srv:
         overrides.setdefault("base_directory", str(workspace))
         overrides.setdefault("create_directories", True)
         config = Config(**overrides)
-        engine = Engine.from_config(config, registry=node_registry)
+        # as the comfyui command does: the engine's runtime is the process default, so the
+        # test's own paths/config calls see the server's folders
+        rt = runtime.Runtime(config)
+        runtime.make_default(rt)
+        engine = Engine.from_config(config, registry=node_registry, runtime=rt)
         if start_engine:
             engine.start()
         app = create_app(engine, config)
@@ -62,6 +68,7 @@ async def make_server(workspace, node_registry):
     for client, engine in made:
         await client.close()
         engine.stop(timeout=5)
+    runtime.make_default(previous)
 
 
 @pytest.fixture

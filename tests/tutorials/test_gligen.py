@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+from comfyui import runtime
 from comfyui.models import gligen as gl
 from comfyui.models import memory
 from comfyui.nodes.builtin import vision as nodes
@@ -99,4 +100,4 @@ def test_text_box_changes_sampling_and_zero_gates_do_not(workspace):
     # cond and uncond as two batches of 1 (entries with GLIGEN patches are not batched together)
     noise = (run(zero) - base).abs().mean()
     assert noise < 1e-3 and noise < effect / 20, (noise, effect)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from comfyui import runtime
 from comfyui.models import memory
 
 from models import fixtures as fx
@@ -92,7 +93,7 @@ def tut(tmp_path_factory):
     engine.start()
     yield {"base": str(base), "engine": engine, "object_info": registry.object_info()}
     engine.stop()
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
     paths.configure(base_directory=None)
     memory.configure(None)
 

@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 
+from comfyui import runtime
 from comfyui.models import clip_vision as cv
 from comfyui.models import memory
 from comfyui.nodes.builtin import vision as nodes
@@ -164,7 +165,7 @@ def test_cross_attn_bias_weights_context_tokens_in_every_unet_attention(workspac
         plain = bm.apply_model(x, sigma, c_crossattn=ctx)
     torch.testing.assert_close(biased, twice, rtol=1e-4, atol=1e-5)
     assert (biased - plain).abs().max() > 1e-4
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
 
 
 def test_style_attn_bias_samples_end_to_end(workspace):
@@ -192,7 +193,7 @@ def test_style_attn_bias_samples_end_to_end(workspace):
     # strength -> 0 removes the style tokens from attention: the same as no style at all
     plain = common_ksampler(model, 1, 2, 5.0, "euler", "normal", pos, neg, lat)[0]["samples"]
     torch.testing.assert_close(tiny, plain, rtol=1e-3, atol=1e-4)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
 
 
 def _mlp_sd(dim, g):
@@ -231,7 +232,7 @@ def test_hypernetwork_patches_attention(workspace):
     none = common_ksampler(zero, 1, 2, 5.0, "euler", "normal", pos, pos, lat)[0]["samples"]
     assert (hyp - base).abs().mean() > 1e-4
     torch.testing.assert_close(none, base)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
 
 
 def test_unclip_checkpoint_conditioning_and_noise_augmentation(workspace):
@@ -272,4 +273,4 @@ def test_unclip_checkpoint_conditioning_and_noise_augmentation(workspace):
     a = common_ksampler(model, 7, 2, 4.0, "euler", "normal", uc, neg, lat)[0]["samples"]
     b = common_ksampler(model, 7, 2, 4.0, "euler", "normal", pos, neg, lat)[0]["samples"]
     assert torch.isfinite(a).all() and (a - b).abs().mean() > 1e-4
-    sdm.cache.clear()
+    runtime.current().model_files.clear()

@@ -77,7 +77,6 @@ class Comfy:
         self._owns_engine = engine is None
         self.config: Any = None
         self._started = False
-        self._previous_config: Any = None
         self._client_id = f"embedded-{uuid.uuid4().hex}"
 
     # ---- lifecycle ----------------------------------------------------------------
@@ -89,25 +88,14 @@ class Comfy:
         return self._engine
 
     def _start_sync(self) -> None:
-        from .. import config as config_module
-
         if self._engine is None:
+            # the engine gets a runtime of its own (comfyui.runtime): this config's folders,
+            # flags and models, shared with no other client in the process
             self.config = build_config(self._config_arg, **self._overrides)
-            apply_paths = getattr(self.config, "apply_paths", None)
-            if apply_paths is not None:
-                apply_paths()
-        elif self._config_arg is not None:
-            self.config = build_config(self._config_arg, **self._overrides)
-        # nodes read process-wide settings (--disable-metadata, comfy.cli_args) from here
-        self._previous_config = config_module.current()
-        if self.config is not None:
-            config_module.set_current(self.config)
+            self._engine = build_engine(self.config)
         try:
-            if self._engine is None:
-                self._engine = build_engine(self.config)
             self._engine.start()
         except BaseException:
-            config_module.set_current(self._previous_config)
             if self._owns_engine:
                 self._engine = None
             raise
@@ -122,11 +110,6 @@ class Comfy:
             if self._owns_engine:  # an engine handed in by the caller stays theirs to stop
                 engine.stop()
         finally:
-            if self._previous_config is not None:
-                from .. import config as config_module
-
-                config_module.set_current(self._previous_config)
-                self._previous_config = None
             if self._owns_engine:
                 try:
                     engine.free(unload_models=True, free_memory=True)
@@ -153,7 +136,7 @@ class Comfy:
 
     def prepare(self, prompt: Any, extra_data: dict | None = None) -> PreparedPrompt:
         """Normalize an API/UI prompt (UI workflows are converted with this engine's nodes)."""
-        return prepare_prompt(prompt, self.engine.registry.object_info, extra_data)
+        return prepare_prompt(prompt, self.engine.object_info, extra_data)
 
     async def _submit(self, prepared: PreparedPrompt, prompt_id: str | None, client_id: str | None,
                       partial_execution_targets: list[str] | None) -> str:
@@ -174,7 +157,7 @@ class Comfy:
         entry = await self.queue_prompt_history(prompt, extra_data=extra_data, prompt_id=prompt_id,
                                                 client_id=client_id,
                                                 partial_execution_targets=partial_execution_targets)
-        return with_abs_paths(entry.get("outputs") or {})
+        return with_abs_paths(entry.get("outputs") or {}, self.engine.runtime.folders.get_directory_by_type)
 
     async def queue_prompt_history(self, prompt: Any, *, extra_data: dict | None = None, prompt_id: str | None = None,
                                    client_id: str | None = None,
@@ -205,7 +188,7 @@ class Comfy:
         return self.engine.registry
 
     def object_info(self) -> dict:
-        return self.engine.registry.object_info()
+        return self.engine.object_info()
 
 
 class ProgressTask:
@@ -288,7 +271,7 @@ class ProgressTask:
                 self._result.set_exception(error)
                 self._result.exception()  # mark retrieved; re-raised below and by get()
                 raise error
-            self.outputs = with_abs_paths(entry.get("outputs") or {})
+            self.outputs = with_abs_paths(entry.get("outputs") or {}, self._client.engine.runtime.folders.get_directory_by_type)
             self._result.set_result(self.outputs)
             yield ProgressEvent("result", {"prompt_id": prompt_id, "outputs": self.outputs}, client_id)
         except BaseException as exc:

@@ -20,7 +20,6 @@ import asyncio
 import collections
 import concurrent.futures
 import copy
-import sys
 import logging
 import os
 import threading
@@ -29,8 +28,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .. import runtime as runtime_module
 from ..nodes.registry import NodeRegistry
-from . import progress
+from ..runtime import Runtime
 from .caching import OutputCache
 from .executor import PromptRun
 from .queue import PromptQueue, QueueItem, history_entry
@@ -87,7 +87,11 @@ _new_prompt_id = _PromptIds()
 
 class Engine:
     def __init__(self, registry: NodeRegistry | None = None, *, cache: str = "classic", cache_size: int = 0,
-                 queue: PromptQueue | None = None, max_queue_size: int = 0, preview_size: int = 512):
+                 queue: PromptQueue | None = None, max_queue_size: int = 0, preview_size: int = 512,
+                 runtime: Runtime | None = None):
+        # settings, folders, devices, loaded models, the interrupt flag: the runtime given,
+        # else the active one (from_config makes a fresh one per engine)
+        self.runtime = runtime if runtime is not None else runtime_module.current()
         self.registry = registry if registry is not None else NodeRegistry.with_builtins()
         self.queue = queue if queue is not None else PromptQueue()
         self.cache = OutputCache(cache, cache_size)
@@ -110,48 +114,41 @@ class Engine:
         self._current: tuple[QueueItem, threading.Event] | None = None
         self.current_node: str | None = None  # last node reported executing (for reconnects)
         self._free_request: dict[str, bool] = {}
-        self.on_free: list[Callable[[bool, bool], None]] = []  # model layers hook in here
 
     @classmethod
     def from_config(cls, config: Any, *, durable: bool = False, custom_nodes: bool = True,
-                    registry: NodeRegistry | None = None) -> "Engine":
-        """An Engine for a ``comfyui.config.Config``: its paths applied, built-in nodes plus the
-        custom nodes the config allows, its cache policy, and a durable job store (SQLite in the
-        user directory, or ``--database-url``) when ``durable`` or a database URL is given."""
-        if hasattr(config, "apply_paths"):
-            from .. import config as config_module
-
-            config_module.set_current(config)  # device/dtype flags are read from here
-            config.apply_paths()
-            memory = sys.modules.get("comfyui.models.memory")
-            if memory is not None:  # already imported under another config: re-read it
-                memory.configure(config)
+                    registry: NodeRegistry | None = None, runtime: Runtime | None = None) -> "Engine":
+        """An Engine for a ``comfyui.config.Config`` with a runtime of its own (see
+        :mod:`comfyui.runtime`; ``runtime`` if given, made for this config): the config's folders and device flags, built-in nodes plus the
+        custom nodes the config allows (imported with that runtime active, so what they
+        register at import lands in it), its cache policy, and a durable job store (SQLite in
+        the user directory, or ``--database-url``) when ``durable`` or a database URL is given."""
+        rt = runtime if runtime is not None else Runtime(config)
         if getattr(config, "cache_none", False):
             policy, size = "none", 0
         elif getattr(config, "cache_lru", 0):
             policy, size = "lru", int(config.cache_lru)
         else:
             policy, size = "classic", 0
-        queue = None
-        if durable or getattr(config, "database_url", None):
-            from ..jobs import DurableQueue
+        with rt.active():
+            queue = None
+            if durable or getattr(config, "database_url", None):
+                from ..jobs import DurableQueue
 
-            queue = DurableQueue(config.resolved_database_url(),
-                                 requeue_interrupted=bool(getattr(config, "requeue_interrupted", False)))
-        if registry is None:
-            registry = NodeRegistry.with_builtins()
-            if custom_nodes:
-                from ..nodes.custom_nodes import load_custom_nodes
+                queue = DurableQueue(config.resolved_database_url(),
+                                     requeue_interrupted=bool(getattr(config, "requeue_interrupted", False)))
+            if registry is None:
+                registry = NodeRegistry.with_builtins()
+                if custom_nodes:
+                    from ..nodes.custom_nodes import load_custom_nodes
 
-                load_custom_nodes(registry,
-                                  disable_all=bool(getattr(config, "disable_all_custom_nodes", False)),
-                                  whitelist=getattr(config, "whitelist_custom_nodes", None) or None,
-                                  blacklist=getattr(config, "blacklist_custom_nodes", None) or None)
-        engine = cls(registry, cache=policy, cache_size=size, queue=queue,
-                     max_queue_size=int(getattr(config, "max_queue_size", 0) or 0),
-                     preview_size=int(getattr(config, "preview_size", 512) or 512))
-        engine.on_free.append(_free_models)
-        return engine
+                    load_custom_nodes(registry,
+                                      disable_all=bool(getattr(config, "disable_all_custom_nodes", False)),
+                                      whitelist=getattr(config, "whitelist_custom_nodes", None) or None,
+                                      blacklist=getattr(config, "blacklist_custom_nodes", None) or None)
+        return cls(registry, cache=policy, cache_size=size, queue=queue,
+                   max_queue_size=int(getattr(config, "max_queue_size", 0) or 0),
+                   preview_size=int(getattr(config, "preview_size", 512) or 512), runtime=rt)
 
     # ---- listeners ----
     def add_listener(self, fn: Listener) -> None:
@@ -192,10 +189,17 @@ class Engine:
 
     # ---- submission ----
     def validate(self, prompt: dict, partial_execution_targets: list | None = None) -> tuple[list[str], dict]:
-        return validate_prompt(prompt, self.registry, partial_execution_targets)
+        with self.runtime.active():  # nodes' INPUT_TYPES list this engine's folders
+            return validate_prompt(prompt, self.registry, partial_execution_targets)
 
     async def validate_async(self, prompt: dict, partial_execution_targets: list | None = None) -> tuple[list[str], dict]:
-        return await validate_prompt_async(prompt, self.registry, partial_execution_targets)
+        with self.runtime.active():
+            return await validate_prompt_async(prompt, self.registry, partial_execution_targets)
+
+    def object_info(self) -> dict:
+        """``/object_info`` for this engine's nodes (their file lists from its folders)."""
+        with self.runtime.active():
+            return self.registry.object_info()
 
     def next_number(self) -> int:
         with self._number_lock:
@@ -352,8 +356,7 @@ class Engine:
         if request.get("free_memory"):
             self.cache.clear()
             self.objects.clear()
-        for hook in self.on_free:
-            hook(request.get("unload_models", False), request.get("free_memory", False))
+        self.runtime.free_models(request.get("unload_models", False), request.get("free_memory", False))
 
     # ---- queue views (thin wrappers so callers need only the engine) ----
     def queue_remaining(self) -> int:
@@ -381,6 +384,7 @@ class Engine:
 
     # ---- worker ----
     def _worker(self) -> None:
+        self.runtime.activate()
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
@@ -400,7 +404,7 @@ class Engine:
     async def execute_item(self, item: QueueItem) -> dict:
         flag = threading.Event()
         self._current = (item, flag)
-        progress.request_global_interrupt(False)
+        self.runtime.interrupt.clear()
         self._status()
         client_id = item.client_id
         extra = dict(item.extra_data)
@@ -428,7 +432,8 @@ class Engine:
                         prompt=copy.copy(item.prompt), outputs=item.outputs, extra_data=extra, emit=emit,
                         interrupt_flag=flag, emit_preview=emit_preview, emit_text=emit_text)
         try:
-            result = await run.run()
+            with self.runtime.active():
+                result = await run.run()
         finally:
             self.cache.end_prompt()
             self._prune_objects(item.prompt)
@@ -448,9 +453,3 @@ class Engine:
         for key in [k for k in self.objects if k[0].split(".", 1)[0] not in prompt]:
             del self.objects[key]
 
-
-def _free_models(unload_models: bool, free_memory: bool) -> None:
-    """/free for the model layer; nothing to do when no model code was ever loaded."""
-    memory = sys.modules.get("comfyui.models.memory")
-    if memory is not None:
-        memory.engine_free_hook(unload_models, free_memory)

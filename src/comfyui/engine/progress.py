@@ -10,6 +10,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .. import runtime
+
 
 class InterruptProcessingException(Exception):
     """Raised inside node code when the running prompt has been interrupted."""
@@ -29,8 +31,6 @@ class NodeContext:
 
 
 _current: contextvars.ContextVar[NodeContext | None] = contextvars.ContextVar("comfyui_node_context", default=None)
-# Global interrupt flag used when no node context is active (e.g. a helper thread).
-_global_interrupt = threading.Event()
 
 
 def current_context() -> NodeContext | None:
@@ -49,11 +49,13 @@ def interrupt_requested() -> bool:
     ctx = _current.get()
     if ctx is not None and ctx.interrupt_flag.is_set():
         return True
-    return _global_interrupt.is_set()
+    return runtime.current().interrupt.is_set()
 
 
 def global_interrupt_requested() -> bool:
-    return _global_interrupt.is_set()
+    """The active runtime's interrupt (ComfyUI's ``interrupt_current_processing``), which stops
+    whatever prompt is running in it."""
+    return runtime.current().interrupt.is_set()
 
 
 def throw_if_interrupted() -> None:
@@ -63,9 +65,9 @@ def throw_if_interrupted() -> None:
 
 def request_global_interrupt(value: bool = True) -> None:
     if value:
-        _global_interrupt.set()
+        runtime.current().interrupt.set()
     else:
-        _global_interrupt.clear()
+        runtime.current().interrupt.clear()
 
 
 def report_progress(value: float, total: float, preview: Any = None, node_id: str | None = None) -> None:

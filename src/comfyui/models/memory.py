@@ -1,7 +1,9 @@
 """Devices, dtypes and "smart memory" for models (ComfyUI's ``model_management``).
 
-Configuration comes from :func:`configure` (called by the CLI/server with the settings
-object of ``comfyui.config``; attribute *or* mapping access, ComfyUI flag names with
+The state lives in :class:`MemoryManager`, one per :class:`~comfyui.runtime.Runtime` (made
+from the runtime's config on first use); the module-level functions act on the active
+runtime's. Flags are read by :meth:`MemoryManager.configure` from a settings object or a
+mapping (attribute *or* mapping access, ComfyUI flag names with
 ``-`` replaced by ``_``: ``cpu``, ``cuda_device``, ``lowvram``, ``novram``, ``highvram``,
 ``normalvram``, ``gpu_only``, ``reserve_vram``, ``disable_smart_memory``, ``force_fp32``,
 ``force_fp16``, ``bf16_unet``, ``fp16_unet``, ``fp32_unet``, ``fp8_e4m3fn_unet``,
@@ -19,12 +21,15 @@ rest is streamed to the device layer by layer during the forward pass.
 from __future__ import annotations
 
 import enum
+import functools
 import gc
 import logging
 import threading
 from typing import Any, Iterable
 
 import torch
+
+from .. import runtime
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +53,6 @@ _DEFAULTS: dict[str, Any] = {
     "fp8_e4m3fn_text_enc": False, "fp8_e5m2_text_enc": False, "disable_mmap": False,
     "preview_method": "none", "force_channels_last": False,
 }
-
-args: dict[str, Any] = dict(_DEFAULTS)
-_lock = threading.RLock()
-_device_cache: torch.device | None = None
-vram_state = VRAMState.NORMAL_VRAM
 
 
 def _get(config: Any, name: str, default: Any) -> Any:
@@ -78,39 +78,6 @@ def _get(config: Any, name: str, default: Any) -> Any:
     return default
 
 
-def configure(config: Any = None, **overrides: Any) -> None:
-    """Read device/dtype/memory flags from a settings object or mapping (plus overrides).
-
-    ``configure()`` with nothing resets to defaults. Safe to call more than once; the
-    already loaded models stay where they are.
-    """
-    global _device_cache, vram_state
-    with _lock:
-        new = {}
-        for k, d in _DEFAULTS.items():
-            new[k] = _get(config, k, d)
-        new.update(overrides)
-        args.clear()
-        args.update(new)
-        _device_cache = None
-        vram_state = _initial_vram_state()
-
-
-def _initial_vram_state() -> VRAMState:
-    dev = get_torch_device()
-    if dev.type == "cpu":
-        return VRAMState.DISABLED
-    if dev.type == "mps":
-        return VRAMState.SHARED
-    if args["novram"]:
-        return VRAMState.NO_VRAM
-    if args["lowvram"]:
-        return VRAMState.LOW_VRAM
-    if args["highvram"] or args["gpu_only"]:
-        return VRAMState.HIGH_VRAM
-    return VRAMState.NORMAL_VRAM
-
-
 # ------------------------------------------------------------------------------ devices
 def _xpu_available() -> bool:
     return hasattr(torch, "xpu") and torch.xpu.is_available()
@@ -120,76 +87,8 @@ def _mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
-def get_torch_device() -> torch.device:
-    """The compute device: CUDA (``--cuda-device``), XPU, MPS, else CPU (``--cpu``)."""
-    global _device_cache
-    if _device_cache is not None:
-        return _device_cache
-    if args["cpu"]:
-        dev = torch.device("cpu")
-    elif torch.cuda.is_available():
-        idx = args["cuda_device"]
-        if idx is None:
-            idx = args["default_device"]
-        if idx is None or int(idx) >= torch.cuda.device_count():
-            idx = torch.cuda.current_device()  # the CLI may already have set CUDA_VISIBLE_DEVICES
-        dev = torch.device("cuda", int(idx))
-    elif _xpu_available():
-        dev = torch.device("xpu", torch.xpu.current_device())
-    elif _mps_available():
-        dev = torch.device("mps")
-    else:
-        dev = torch.device("cpu")
-    _device_cache = dev
-    return dev
-
-
-def cpu_mode() -> bool:
-    return get_torch_device().type == "cpu"
-
-
 def is_device_cpu(device: torch.device | str | None) -> bool:
     return device is not None and torch.device(device).type == "cpu"
-
-
-def intermediate_device() -> torch.device:
-    """Where node outputs (conditioning, latents, images) live between nodes."""
-    if args["gpu_only"]:
-        return get_torch_device()
-    return torch.device("cpu")
-
-
-def unet_offload_device() -> torch.device:
-    if vram_state == VRAMState.HIGH_VRAM or vram_state == VRAMState.SHARED:
-        return get_torch_device()
-    return torch.device("cpu")
-
-
-def unet_inital_load_device(parameters: int = 0, dtype: torch.dtype = torch.float32) -> torch.device:
-    dev = get_torch_device()
-    if vram_state in (VRAMState.HIGH_VRAM, VRAMState.SHARED):
-        return dev
-    return torch.device("cpu")
-
-
-def text_encoder_device() -> torch.device:
-    if args["gpu_only"]:
-        return get_torch_device()
-    if vram_state in (VRAMState.HIGH_VRAM, VRAMState.NORMAL_VRAM, VRAMState.SHARED):
-        return get_torch_device()
-    return torch.device("cpu")
-
-
-def text_encoder_offload_device() -> torch.device:
-    return get_torch_device() if args["gpu_only"] else torch.device("cpu")
-
-
-def vae_device() -> torch.device:
-    return torch.device("cpu") if args["cpu_vae"] else get_torch_device()
-
-
-def vae_offload_device() -> torch.device:
-    return get_torch_device() if args["gpu_only"] else torch.device("cpu")
 
 
 # ------------------------------------------------------------------------------- dtypes
@@ -203,162 +102,13 @@ def dtype_size(dtype: torch.dtype) -> int:
         return 4
 
 
-def should_use_fp16(device: torch.device | None = None, prioritize_performance: bool = True) -> bool:
-    device = device or get_torch_device()
-    if args["force_fp32"] or device.type == "cpu":
-        return False
-    if args["force_fp16"]:
-        return True
-    if device.type == "mps" or device.type == "xpu":
-        return True
-    if device.type == "cuda":
-        major, _ = torch.cuda.get_device_capability(device)
-        return major >= 6
-    return False
-
-
-def should_use_bf16(device: torch.device | None = None) -> bool:
-    device = device or get_torch_device()
-    if args["force_fp32"] or device.type == "cpu":
-        return False
-    if args["force_bf16"]:
-        return True
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type in ("xpu", "mps")
-
-
 def supports_cast(device: torch.device, dtype: torch.dtype) -> bool:
     if dtype in (torch.float32, torch.float16, torch.bfloat16):
         return True
     return dtype in FP8_TYPES and device.type in ("cuda", "cpu")
 
 
-def unet_dtype(device: torch.device | None = None,
-               supported_dtypes: Iterable[torch.dtype] = (torch.float16, torch.float32)) -> torch.dtype:
-    """Storage dtype of the diffusion model's weights (may be fp8: then compute in
-    :func:`unet_manual_cast`)."""
-    if args["fp32_unet"]:
-        return torch.float32
-    if args["force_fp32"]:
-        return torch.float32
-    if args["fp64_unet"]:
-        return torch.float64
-    if args["bf16_unet"]:
-        return torch.bfloat16
-    if args["fp16_unet"]:
-        return torch.float16
-    if args["fp8_e4m3fn_unet"]:
-        return torch.float8_e4m3fn
-    if args["fp8_e5m2_unet"]:
-        return torch.float8_e5m2
-    device = device or get_torch_device()
-    for dt in supported_dtypes:
-        if dt == torch.float16 and should_use_fp16(device):
-            return dt
-        if dt == torch.bfloat16 and should_use_bf16(device):
-            return dt
-    return torch.float32
-
-
-def unet_manual_cast(weight_dtype: torch.dtype, device: torch.device | None = None,
-                     supported_dtypes: Iterable[torch.dtype] = (torch.float16, torch.float32)) -> torch.dtype | None:
-    """The compute dtype when weights are stored in a dtype the device cannot compute in
-    (fp8 storage), else ``None`` (compute in the weight dtype)."""
-    device = device or get_torch_device()
-    if weight_dtype in (torch.float32, torch.float64):
-        return None
-    if weight_dtype == torch.float16 and should_use_fp16(device):
-        return None
-    if weight_dtype == torch.bfloat16 and should_use_bf16(device):
-        return None
-    for dt in supported_dtypes:
-        if dt == torch.float16 and should_use_fp16(device):
-            return dt
-        if dt == torch.bfloat16 and should_use_bf16(device):
-            return dt
-    return torch.float32
-
-
-def text_encoder_dtype(device: torch.device | None = None) -> torch.dtype:
-    if args["fp8_e4m3fn_text_enc"]:
-        return torch.float8_e4m3fn
-    if args["fp8_e5m2_text_enc"]:
-        return torch.float8_e5m2
-    if args["fp16_text_enc"]:
-        return torch.float16
-    if args["bf16_text_enc"]:
-        return torch.bfloat16
-    if args["fp32_text_enc"]:
-        return torch.float32
-    device = device or text_encoder_device()
-    return torch.float16 if should_use_fp16(device) else torch.float32
-
-
-def vae_dtype(device: torch.device | None = None,
-              allowed_dtypes: Iterable[torch.dtype] = (torch.bfloat16, torch.float32)) -> torch.dtype:
-    if args["fp16_vae"]:
-        return torch.float16
-    if args["bf16_vae"]:
-        return torch.bfloat16
-    if args["fp32_vae"]:
-        return torch.float32
-    device = device or vae_device()
-    for dt in allowed_dtypes:
-        if dt == torch.float16 and should_use_fp16(device):
-            return dt
-        if dt == torch.bfloat16 and should_use_bf16(device):
-            return dt
-    return torch.float32
-
-
 # ---------------------------------------------------------------------- memory queries
-def get_total_memory(device: torch.device | None = None) -> int:
-    device = device or get_torch_device()
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    if device.type == "xpu":
-        return torch.xpu.get_device_properties(device).total_memory
-    import psutil
-    return psutil.virtual_memory().total
-
-
-def get_free_memory(device: torch.device | None = None) -> int:
-    """Free bytes on ``device`` (for CUDA: driver free + torch cache reserved-but-unused)."""
-    device = device or get_torch_device()
-    if device.type == "cuda":
-        free_cuda, _ = torch.cuda.mem_get_info(device)
-        stats = torch.cuda.memory_stats(device)
-        reserved = stats.get("reserved_bytes.all.current", 0)
-        active = stats.get("active_bytes.all.current", 0)
-        return free_cuda + (reserved - active)
-    if device.type == "xpu":
-        props = torch.xpu.get_device_properties(device)
-        return props.total_memory - torch.xpu.memory_allocated(device)
-    import psutil
-    return psutil.virtual_memory().available
-
-
-def extra_reserved_memory() -> int:
-    if args["reserve_vram"] is not None:
-        return int(float(args["reserve_vram"]) * 1024 ** 3)
-    return 400 * 1024 ** 2
-
-
-def minimum_inference_memory() -> int:
-    return 800 * 1024 ** 2 + extra_reserved_memory()
-
-
-def soft_empty_cache(force: bool = False) -> None:
-    """Give cached allocator blocks back to the driver."""
-    dev = get_torch_device()
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.ipc_collect()
-    elif dev.type == "xpu":
-        torch.xpu.empty_cache()
-    elif dev.type == "mps":
-        torch.mps.empty_cache()
 
 
 # --------------------------------------------------------------------- loaded models
@@ -393,165 +143,14 @@ class LoadedModel:
 current_loaded_models: list[LoadedModel] = []
 
 
-def loaded_models(only_currently_used: bool = False) -> list[Any]:
-    return [lm.model for lm in current_loaded_models]
-
-
-def _unload(index: int) -> None:
-    lm = current_loaded_models.pop(index)
-    lm.unload()
-
-
-def free_memory(memory_required: int, device: torch.device, keep_loaded: Iterable[Any] = ()) -> list[Any]:
-    """Offload least-recently-used models on ``device`` until ``memory_required`` bytes are
-    free (always all of them with ``--disable-smart-memory``). Returns what was unloaded."""
-    keep = {id(m) for m in keep_loaded}
-    unloaded = []
-    with _lock:
-        # least recently used is at the end of the list
-        for i in range(len(current_loaded_models) - 1, -1, -1):
-            lm = current_loaded_models[i]
-            if lm.device != device or id(lm.model) in keep or any(id(p) in keep for p in _parents(lm.model)):
-                continue
-            if not args["disable_smart_memory"] and get_free_memory(device) > memory_required:
-                break
-            unloaded.append(lm.model)
-            _unload(i)
-        if unloaded:
-            gc.collect()
-            soft_empty_cache()
-    return unloaded
-
-
 def _parents(model: Any) -> list[Any]:
     p = getattr(model, "parent", None)
     return [p] if p is not None else []
 
 
-def load_models_gpu(models: Iterable[Any], memory_required: int = 0, force_patch_weights: bool = False,
-                    minimum_memory_required: int | None = None, force_full_load: bool = False) -> None:
-    """Put ``models`` (patchers) on their load device, patched, ready to run.
-
-    ``memory_required``: bytes the caller will need for activations on top of weights.
-    Other models are offloaded first when the room is needed; a model that still does not
-    fit (or any model with ``--lowvram``/``--novram``) is loaded partially and the rest of
-    its weights stream to the device per layer during the forward pass.
-    """
-    with _lock:
-        models = [m for m in models if m is not None]
-        inference_memory = minimum_inference_memory()
-        extra_mem = max(inference_memory, int(memory_required) + extra_reserved_memory())
-        to_load: list[LoadedModel] = []
-        for m in models:
-            lm = LoadedModel(m)
-            if lm in current_loaded_models:
-                idx = current_loaded_models.index(lm)
-                existing = current_loaded_models.pop(idx)
-                current_loaded_models.insert(0, existing)
-                if existing.model.is_fully_loaded() or existing.model.current_device_is_offload():
-                    if existing.model.patches_up_to_date():
-                        continue
-                lm = existing
-                current_loaded_models.remove(existing)
-            to_load.append(lm)
-        if not to_load:
-            return
-        per_device: dict[torch.device, int] = {}
-        for lm in to_load:
-            if lm.device.type == "cpu":
-                continue
-            per_device[lm.device] = per_device.get(lm.device, 0) + lm.size()
-        for dev, need in per_device.items():
-            free_memory(need + extra_mem, dev, keep_loaded=models)
-        for lm in to_load:
-            budget = None
-            dev = lm.device
-            if dev.type not in ("cpu", "mps") and not force_full_load:
-                if vram_state == VRAMState.NO_VRAM:
-                    budget = 64 * 1024 ** 2
-                elif vram_state == VRAMState.LOW_VRAM or (
-                        vram_state == VRAMState.NORMAL_VRAM and lm.size() + extra_mem > get_free_memory(dev)):
-                    if vram_state != VRAMState.HIGH_VRAM:
-                        budget = max(64 * 1024 ** 2, get_free_memory(dev) - extra_mem)
-                        if budget >= lm.size():
-                            budget = None
-            # clones share the module: the one being loaded takes it over (patch_model
-            # unpatches the other), so forget the other's entry
-            for i in range(len(current_loaded_models) - 1, -1, -1):
-                other = current_loaded_models[i].model
-                if other is not lm.model and getattr(other, "model", None) is getattr(lm.model, "model", object()):
-                    current_loaded_models.pop(i)
-            lm.load(budget)
-            current_loaded_models.insert(0, lm)
-
-
-def load_model_gpu(model: Any) -> None:
-    load_models_gpu([model])
-
-
-def unload_model_clones(model: Any) -> None:
-    with _lock:
-        for i in range(len(current_loaded_models) - 1, -1, -1):
-            other = current_loaded_models[i].model
-            if other is not model and getattr(other, "model", None) is getattr(model, "model", object()):
-                _unload(i)
-
-
-def unload_all_models() -> None:
-    """Move every loaded model back to its offload device (the ``/free`` endpoint)."""
-    with _lock:
-        while current_loaded_models:
-            _unload(len(current_loaded_models) - 1)
-        gc.collect()
-        soft_empty_cache()
-
-
-def cleanup_models() -> None:
-    """Forget models nobody references any more."""
-    import sys
-    with _lock:
-        for i in range(len(current_loaded_models) - 1, -1, -1):
-            if sys.getrefcount(current_loaded_models[i].model) <= 3:
-                _unload(i)
-
-
 def cast_to(t: torch.Tensor, dtype: torch.dtype | None = None, device: torch.device | None = None,
             non_blocking: bool = False) -> torch.Tensor:
     return t.to(device=device, dtype=dtype, non_blocking=non_blocking)
-
-
-
-def _initial_configure() -> None:
-    """At import: the process-wide settings (``comfyui.config.current()``) if there are
-    any; the CLI/server calls :func:`configure` again after it parsed its flags."""
-    try:
-        from comfyui import config as _config
-        configure(_config.current())
-    except Exception:  # noqa: BLE001 - config layer missing or broken: defaults
-        configure(None)
-
-
-_initial_configure()
-
-
-_free_memory_callbacks: list = []
-
-
-def on_free_memory(callback) -> None:
-    """Register ``callback()`` to run when a client asks to free memory (the loaders clear
-    their cache of loaded files); this module stays below the loaders."""
-    _free_memory_callbacks.append(callback)
-
-
-def engine_free_hook(unload_models: bool, free_memory: bool) -> None:
-    """For ``Engine.on_free`` (the ``/free`` endpoint): unload models and release cached
-    device memory."""
-    if unload_models or free_memory:
-        unload_all_models()
-    if free_memory:
-        for callback in _free_memory_callbacks:
-            callback()
-    soft_empty_cache()
 
 
 # ---------------------------------------------------------------- ComfyUI-compatible names
@@ -574,10 +173,6 @@ def pytorch_attention_enabled() -> bool:
     return True
 
 
-def pytorch_attention_flash_attention() -> bool:
-    return get_torch_device().type == "cuda"
-
-
 def get_autocast_device(dev: Any) -> str:
     return torch.device(dev).type if dev is not None else "cuda"
 
@@ -590,5 +185,401 @@ def module_size(module: torch.nn.Module) -> int:
     return sum(t.nelement() * t.element_size() for t in module.state_dict().values())
 
 
-def total_vram_mb() -> float:
-    return get_total_memory() / (1024 * 1024)
+class MemoryManager:
+    """One runtime's device policy (devices, dtypes, the VRAM mode from its flags) and its
+    loaded models, most recently used first. The module-level functions act on the active
+    runtime's (:mod:`comfyui.runtime`); ComfyUI's ``comfy.model_management`` is a view of them."""
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        self._lock = threading.RLock()
+        self.args: dict[str, Any] = dict(_DEFAULTS)
+        self._device_cache: torch.device | None = None
+        self.vram_state = VRAMState.NORMAL_VRAM
+        self.current_loaded_models: list[LoadedModel] = []
+        self.configure(config, **overrides)
+
+    def configure(self, config: Any = None, **overrides: Any) -> None:
+        """Read device/dtype/memory flags from a settings object or mapping (plus overrides).
+
+        ``configure()`` with nothing resets to defaults. Safe to call more than once; the
+        already loaded models stay where they are.
+        """
+        with self._lock:
+            new = {}
+            for k, d in _DEFAULTS.items():
+                new[k] = _get(config, k, d)
+            new.update(overrides)
+            self.args.clear()
+            self.args.update(new)
+            self._device_cache = None
+            self.vram_state = self._initial_vram_state()
+
+    def _initial_vram_state(self) -> VRAMState:
+        dev = self.get_torch_device()
+        if dev.type == "cpu":
+            return VRAMState.DISABLED
+        if dev.type == "mps":
+            return VRAMState.SHARED
+        if self.args["novram"]:
+            return VRAMState.NO_VRAM
+        if self.args["lowvram"]:
+            return VRAMState.LOW_VRAM
+        if self.args["highvram"] or self.args["gpu_only"]:
+            return VRAMState.HIGH_VRAM
+        return VRAMState.NORMAL_VRAM
+
+    def get_torch_device(self) -> torch.device:
+        """The compute device: CUDA (``--cuda-device``), XPU, MPS, else CPU (``--cpu``)."""
+        if self._device_cache is not None:
+            return self._device_cache
+        if self.args["cpu"]:
+            dev = torch.device("cpu")
+        elif torch.cuda.is_available():
+            idx = self.args["cuda_device"]
+            if idx is None:
+                idx = self.args["default_device"]
+            if idx is None or int(idx) >= torch.cuda.device_count():
+                idx = torch.cuda.current_device()  # the CLI may already have set CUDA_VISIBLE_DEVICES
+            dev = torch.device("cuda", int(idx))
+        elif _xpu_available():
+            dev = torch.device("xpu", torch.xpu.current_device())
+        elif _mps_available():
+            dev = torch.device("mps")
+        else:
+            dev = torch.device("cpu")
+        self._device_cache = dev
+        return dev
+
+    def cpu_mode(self) -> bool:
+        return self.get_torch_device().type == "cpu"
+
+    def intermediate_device(self) -> torch.device:
+        """Where node outputs (conditioning, latents, images) live between nodes."""
+        if self.args["gpu_only"]:
+            return self.get_torch_device()
+        return torch.device("cpu")
+
+    def unet_offload_device(self) -> torch.device:
+        if self.vram_state == VRAMState.HIGH_VRAM or self.vram_state == VRAMState.SHARED:
+            return self.get_torch_device()
+        return torch.device("cpu")
+
+    def unet_inital_load_device(self, parameters: int = 0, dtype: torch.dtype = torch.float32) -> torch.device:
+        dev = self.get_torch_device()
+        if self.vram_state in (VRAMState.HIGH_VRAM, VRAMState.SHARED):
+            return dev
+        return torch.device("cpu")
+
+    def text_encoder_device(self) -> torch.device:
+        if self.args["gpu_only"]:
+            return self.get_torch_device()
+        if self.vram_state in (VRAMState.HIGH_VRAM, VRAMState.NORMAL_VRAM, VRAMState.SHARED):
+            return self.get_torch_device()
+        return torch.device("cpu")
+
+    def text_encoder_offload_device(self) -> torch.device:
+        return self.get_torch_device() if self.args["gpu_only"] else torch.device("cpu")
+
+    def vae_device(self) -> torch.device:
+        return torch.device("cpu") if self.args["cpu_vae"] else self.get_torch_device()
+
+    def vae_offload_device(self) -> torch.device:
+        return self.get_torch_device() if self.args["gpu_only"] else torch.device("cpu")
+
+    def should_use_fp16(self, device: torch.device | None = None, prioritize_performance: bool = True) -> bool:
+        device = device or self.get_torch_device()
+        if self.args["force_fp32"] or device.type == "cpu":
+            return False
+        if self.args["force_fp16"]:
+            return True
+        if device.type == "mps" or device.type == "xpu":
+            return True
+        if device.type == "cuda":
+            major, _ = torch.cuda.get_device_capability(device)
+            return major >= 6
+        return False
+
+    def should_use_bf16(self, device: torch.device | None = None) -> bool:
+        device = device or self.get_torch_device()
+        if self.args["force_fp32"] or device.type == "cpu":
+            return False
+        if self.args["force_bf16"]:
+            return True
+        if device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return device.type in ("xpu", "mps")
+
+    def unet_dtype(self, device: torch.device | None = None,
+                   supported_dtypes: Iterable[torch.dtype] = (torch.float16, torch.float32)) -> torch.dtype:
+        """Storage dtype of the diffusion model's weights (may be fp8: then compute in
+        :func:`unet_manual_cast`)."""
+        if self.args["fp32_unet"]:
+            return torch.float32
+        if self.args["force_fp32"]:
+            return torch.float32
+        if self.args["fp64_unet"]:
+            return torch.float64
+        if self.args["bf16_unet"]:
+            return torch.bfloat16
+        if self.args["fp16_unet"]:
+            return torch.float16
+        if self.args["fp8_e4m3fn_unet"]:
+            return torch.float8_e4m3fn
+        if self.args["fp8_e5m2_unet"]:
+            return torch.float8_e5m2
+        device = device or self.get_torch_device()
+        for dt in supported_dtypes:
+            if dt == torch.float16 and self.should_use_fp16(device):
+                return dt
+            if dt == torch.bfloat16 and self.should_use_bf16(device):
+                return dt
+        return torch.float32
+
+    def unet_manual_cast(self, weight_dtype: torch.dtype, device: torch.device | None = None,
+                         supported_dtypes: Iterable[torch.dtype] = (torch.float16, torch.float32)) -> torch.dtype | None:
+        """The compute dtype when weights are stored in a dtype the device cannot compute in
+        (fp8 storage), else ``None`` (compute in the weight dtype)."""
+        device = device or self.get_torch_device()
+        if weight_dtype in (torch.float32, torch.float64):
+            return None
+        if weight_dtype == torch.float16 and self.should_use_fp16(device):
+            return None
+        if weight_dtype == torch.bfloat16 and self.should_use_bf16(device):
+            return None
+        for dt in supported_dtypes:
+            if dt == torch.float16 and self.should_use_fp16(device):
+                return dt
+            if dt == torch.bfloat16 and self.should_use_bf16(device):
+                return dt
+        return torch.float32
+
+    def text_encoder_dtype(self, device: torch.device | None = None) -> torch.dtype:
+        if self.args["fp8_e4m3fn_text_enc"]:
+            return torch.float8_e4m3fn
+        if self.args["fp8_e5m2_text_enc"]:
+            return torch.float8_e5m2
+        if self.args["fp16_text_enc"]:
+            return torch.float16
+        if self.args["bf16_text_enc"]:
+            return torch.bfloat16
+        if self.args["fp32_text_enc"]:
+            return torch.float32
+        device = device or self.text_encoder_device()
+        return torch.float16 if self.should_use_fp16(device) else torch.float32
+
+    def vae_dtype(self, device: torch.device | None = None,
+                  allowed_dtypes: Iterable[torch.dtype] = (torch.bfloat16, torch.float32)) -> torch.dtype:
+        if self.args["fp16_vae"]:
+            return torch.float16
+        if self.args["bf16_vae"]:
+            return torch.bfloat16
+        if self.args["fp32_vae"]:
+            return torch.float32
+        device = device or self.vae_device()
+        for dt in allowed_dtypes:
+            if dt == torch.float16 and self.should_use_fp16(device):
+                return dt
+            if dt == torch.bfloat16 and self.should_use_bf16(device):
+                return dt
+        return torch.float32
+
+    def get_total_memory(self, device: torch.device | None = None) -> int:
+        device = device or self.get_torch_device()
+        if device.type == "cuda":
+            return torch.cuda.get_device_properties(device).total_memory
+        if device.type == "xpu":
+            return torch.xpu.get_device_properties(device).total_memory
+        import psutil
+        return psutil.virtual_memory().total
+
+    def get_free_memory(self, device: torch.device | None = None) -> int:
+        """Free bytes on ``device`` (for CUDA: driver free + torch cache reserved-but-unused)."""
+        device = device or self.get_torch_device()
+        if device.type == "cuda":
+            free_cuda, _ = torch.cuda.mem_get_info(device)
+            stats = torch.cuda.memory_stats(device)
+            reserved = stats.get("reserved_bytes.all.current", 0)
+            active = stats.get("active_bytes.all.current", 0)
+            return free_cuda + (reserved - active)
+        if device.type == "xpu":
+            props = torch.xpu.get_device_properties(device)
+            return props.total_memory - torch.xpu.memory_allocated(device)
+        import psutil
+        return psutil.virtual_memory().available
+
+    def extra_reserved_memory(self) -> int:
+        if self.args["reserve_vram"] is not None:
+            return int(float(self.args["reserve_vram"]) * 1024 ** 3)
+        return 400 * 1024 ** 2
+
+    def minimum_inference_memory(self) -> int:
+        return 800 * 1024 ** 2 + self.extra_reserved_memory()
+
+    def soft_empty_cache(self, force: bool = False) -> None:
+        """Give cached allocator blocks back to the driver."""
+        dev = self.get_torch_device()
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.ipc_collect()
+        elif dev.type == "xpu":
+            torch.xpu.empty_cache()
+        elif dev.type == "mps":
+            torch.mps.empty_cache()
+
+    def loaded_models(self, only_currently_used: bool = False) -> list[Any]:
+        return [lm.model for lm in self.current_loaded_models]
+
+    def _unload(self, index: int) -> None:
+        lm = self.current_loaded_models.pop(index)
+        lm.unload()
+
+    def free_memory(self, memory_required: int, device: torch.device, keep_loaded: Iterable[Any] = ()) -> list[Any]:
+        """Offload least-recently-used models on ``device`` until ``memory_required`` bytes are
+        free (always all of them with ``--disable-smart-memory``). Returns what was unloaded."""
+        keep = {id(m) for m in keep_loaded}
+        unloaded = []
+        with self._lock:
+            # least recently used is at the end of the list
+            for i in range(len(self.current_loaded_models) - 1, -1, -1):
+                lm = self.current_loaded_models[i]
+                if lm.device != device or id(lm.model) in keep or any(id(p) in keep for p in _parents(lm.model)):
+                    continue
+                if not self.args["disable_smart_memory"] and self.get_free_memory(device) > memory_required:
+                    break
+                unloaded.append(lm.model)
+                self._unload(i)
+            if unloaded:
+                gc.collect()
+                self.soft_empty_cache()
+        return unloaded
+
+    def load_models_gpu(self, models: Iterable[Any], memory_required: int = 0, force_patch_weights: bool = False,
+                        minimum_memory_required: int | None = None, force_full_load: bool = False) -> None:
+        """Put ``models`` (patchers) on their load device, patched, ready to run.
+
+        ``memory_required``: bytes the caller will need for activations on top of weights.
+        Other models are offloaded first when the room is needed; a model that still does not
+        fit (or any model with ``--lowvram``/``--novram``) is loaded partially and the rest of
+        its weights stream to the device per layer during the forward pass.
+        """
+        with self._lock:
+            models = [m for m in models if m is not None]
+            inference_memory = self.minimum_inference_memory()
+            extra_mem = max(inference_memory, int(memory_required) + self.extra_reserved_memory())
+            to_load: list[LoadedModel] = []
+            for m in models:
+                lm = LoadedModel(m)
+                if lm in self.current_loaded_models:
+                    idx = self.current_loaded_models.index(lm)
+                    existing = self.current_loaded_models.pop(idx)
+                    self.current_loaded_models.insert(0, existing)
+                    if existing.model.is_fully_loaded() or existing.model.current_device_is_offload():
+                        if existing.model.patches_up_to_date():
+                            continue
+                    lm = existing
+                    self.current_loaded_models.remove(existing)
+                to_load.append(lm)
+            if not to_load:
+                return
+            per_device: dict[torch.device, int] = {}
+            for lm in to_load:
+                if lm.device.type == "cpu":
+                    continue
+                per_device[lm.device] = per_device.get(lm.device, 0) + lm.size()
+            for dev, need in per_device.items():
+                self.free_memory(need + extra_mem, dev, keep_loaded=models)
+            for lm in to_load:
+                budget = None
+                dev = lm.device
+                if dev.type not in ("cpu", "mps") and not force_full_load:
+                    if self.vram_state == VRAMState.NO_VRAM:
+                        budget = 64 * 1024 ** 2
+                    elif self.vram_state == VRAMState.LOW_VRAM or (
+                            self.vram_state == VRAMState.NORMAL_VRAM and lm.size() + extra_mem > self.get_free_memory(dev)):
+                        if self.vram_state != VRAMState.HIGH_VRAM:
+                            budget = max(64 * 1024 ** 2, self.get_free_memory(dev) - extra_mem)
+                            if budget >= lm.size():
+                                budget = None
+                # clones share the module: the one being loaded takes it over (patch_model
+                # unpatches the other), so forget the other's entry
+                for i in range(len(self.current_loaded_models) - 1, -1, -1):
+                    other = self.current_loaded_models[i].model
+                    if other is not lm.model and getattr(other, "model", None) is getattr(lm.model, "model", object()):
+                        self.current_loaded_models.pop(i)
+                lm.load(budget)
+                self.current_loaded_models.insert(0, lm)
+
+    def load_model_gpu(self, model: Any) -> None:
+        self.load_models_gpu([model])
+
+    def unload_model_clones(self, model: Any) -> None:
+        with self._lock:
+            for i in range(len(self.current_loaded_models) - 1, -1, -1):
+                other = self.current_loaded_models[i].model
+                if other is not model and getattr(other, "model", None) is getattr(model, "model", object()):
+                    self._unload(i)
+
+    def unload_all_models(self) -> None:
+        """Move every loaded model back to its offload device (the ``/free`` endpoint)."""
+        with self._lock:
+            while self.current_loaded_models:
+                self._unload(len(self.current_loaded_models) - 1)
+            gc.collect()
+            self.soft_empty_cache()
+
+    def cleanup_models(self) -> None:
+        """Forget models nobody references any more."""
+        import sys
+        with self._lock:
+            for i in range(len(self.current_loaded_models) - 1, -1, -1):
+                if sys.getrefcount(self.current_loaded_models[i].model) <= 3:
+                    self._unload(i)
+
+    def pytorch_attention_flash_attention(self) -> bool:
+        return self.get_torch_device().type == "cuda"
+
+    def total_vram_mb(self) -> float:
+        return self.get_total_memory() / (1024 * 1024)
+
+
+# ------------------------------------------------------------------------------------------
+# The module-level API (ComfyUI's model_management): views onto the active runtime's manager
+# ------------------------------------------------------------------------------------------
+
+_view = functools.partial(runtime.method_view, "memory", MemoryManager)
+
+configure = _view("configure")
+get_torch_device = _view("get_torch_device")
+cpu_mode = _view("cpu_mode")
+intermediate_device = _view("intermediate_device")
+unet_offload_device = _view("unet_offload_device")
+unet_inital_load_device = _view("unet_inital_load_device")
+text_encoder_device = _view("text_encoder_device")
+text_encoder_offload_device = _view("text_encoder_offload_device")
+vae_device = _view("vae_device")
+vae_offload_device = _view("vae_offload_device")
+should_use_fp16 = _view("should_use_fp16")
+should_use_bf16 = _view("should_use_bf16")
+unet_dtype = _view("unet_dtype")
+unet_manual_cast = _view("unet_manual_cast")
+text_encoder_dtype = _view("text_encoder_dtype")
+vae_dtype = _view("vae_dtype")
+get_total_memory = _view("get_total_memory")
+get_free_memory = _view("get_free_memory")
+extra_reserved_memory = _view("extra_reserved_memory")
+minimum_inference_memory = _view("minimum_inference_memory")
+soft_empty_cache = _view("soft_empty_cache")
+loaded_models = _view("loaded_models")
+free_memory = _view("free_memory")
+load_models_gpu = _view("load_models_gpu")
+load_model_gpu = _view("load_model_gpu")
+unload_model_clones = _view("unload_model_clones")
+unload_all_models = _view("unload_all_models")
+cleanup_models = _view("cleanup_models")
+pytorch_attention_flash_attention = _view("pytorch_attention_flash_attention")
+total_vram_mb = _view("total_vram_mb")
+
+# Module attributes ComfyUI's model_management has, read from the active runtime at each access.
+_ATTRIBUTES = frozenset({"args", "vram_state", "current_loaded_models"})
+
+__getattr__ = runtime.attribute_view(__name__, "memory", _ATTRIBUTES)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 
+from .. import runtime
 from . import clip_vision, memory, ops
 from .convert import hf_to_open_clip, normalize_hf_text_keys
 from .detection import VAE_PREFIX, find_text_encoders, find_vae
@@ -33,9 +34,11 @@ UNET_PREFIX = "model.diffusion_model."
 
 
 # ----------------------------------------------------------------------------------- cache
-class _Cache:
+class LoadedFileCache:
     """Weak cache of load results keyed by (path, mtime, size, options); the most recent
-    few results are also held strongly so a re-run of a prompt never re-reads the file."""
+    few results are also held strongly so a re-run of a prompt never re-reads the file.
+    Each runtime has one (:attr:`comfyui.runtime.Runtime.model_files`); ``/free`` with
+    ``free_memory`` clears it."""
 
     def __init__(self, strong: int = 2):
         self.weak: dict[tuple, list[weakref.ref | None]] = {}
@@ -77,11 +80,8 @@ class _Cache:
             self.strong.clear()
 
 
-cache = _Cache()
-memory.on_free_memory(cache.clear)
-
-
 def _cached(path: str, options: tuple, loader: Callable[[], tuple]) -> tuple:
+    cache = runtime.current().model_files
     key = cache.key(path, *options)
     hit = cache.get(key)
     if hit is not None:

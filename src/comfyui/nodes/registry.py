@@ -121,7 +121,10 @@ class NodeRegistry:
         return self._object_info()[1]
 
     def _object_info(self) -> tuple[dict, bytes]:
-        generation = paths.listing_generation()
+        # the folders' identity is part of the key: a registry may serve engines (runtimes)
+        # with different folders one after another (tests share one registry)
+        folders = paths.active_folders()
+        generation = (id(folders), folders.listing_generation())
         cached = self._object_info_cache
         if cached is not None and cached[1] == generation and cached[0] == self.version:
             return cached[2], cached[3]

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import process
+from ..runtime import Runtime, make_default
 from .context import ServerContext, config_get
 from .security import (HostPolicy, cache_control_middleware, error_middleware, gzip_middleware,
                        make_security_middleware)
@@ -62,6 +63,21 @@ def server_feature_flags(config: Any) -> dict:
     return flags
 
 
+def _runtime_middleware(engine: Any):
+    """Handlers (and the node code they call: INPUT_TYPES, custom routes) see the engine's
+    runtime as the active one: its folders, config and models (see comfyui.runtime)."""
+    rt = getattr(engine, "runtime", None)
+
+    @web.middleware
+    async def runtime_middleware(request: web.Request, handler):
+        if rt is None:
+            return await handler(request)
+        with rt.active():
+            return await handler(request)
+
+    return runtime_middleware
+
+
 def create_app(engine: Any, config: Any = None) -> web.Application:
     """Build the application for ``engine`` (a started or not-yet-started Engine).
 
@@ -75,7 +91,8 @@ def create_app(engine: Any, config: Any = None) -> web.Application:
     policy = HostPolicy(config_get(config, "listen", "127.0.0.1"), _allowed_hosts(config))
     ctx.allowed_hosts = set(policy.names)
     cors = config_get(config, "enable_cors_header")
-    middlewares = [error_middleware, make_security_middleware(ctx, policy, cors), cache_control_middleware]
+    middlewares = [_runtime_middleware(engine), error_middleware, make_security_middleware(ctx, policy, cors),
+                   cache_control_middleware]
     if config_get(config, "enable_compress_response_body", False):
         middlewares.append(gzip_middleware)
     app = web.Application(client_max_size=max_upload, middlewares=middlewares)
@@ -218,17 +235,18 @@ def _unbindable(addresses: list[str], port: int) -> str | None:
     return None
 
 
-def build_engine(config: Any):
+def build_engine(config: Any, runtime: Any = None):
     """An Engine for ``config``: paths applied, built-in and custom nodes loaded (custom nodes
     may register routes on ``PromptServer.instance.routes`` while they import)."""
     from comfyui.engine.engine import Engine
 
-    return Engine.from_config(config, durable=True)
+    return Engine.from_config(config, durable=True, runtime=runtime)
 
 
 async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None) -> int:
-    """Serve until ``stop`` is set (or SIGINT/SIGTERM). Returns an exit code."""
+                stop: asyncio.Event | None = None, runtime: Any = None) -> int:
+    """Serve until ``stop`` is set (or SIGINT/SIGTERM). Returns an exit code. Without an
+    ``engine`` one is built for ``config``, in ``runtime`` when given (else a new one)."""
     t0 = time.perf_counter()
     port = int(config_get(config, "port", 8188))
     addresses = bind_addresses(config_get(config, "listen", "127.0.0.1"))
@@ -243,7 +261,7 @@ async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None 
         return 1
     own_engine = engine is None
     if engine is None:
-        engine = await asyncio.to_thread(build_engine, config)
+        engine = await asyncio.to_thread(build_engine, config, runtime)
     app = create_app(engine, config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -301,20 +319,15 @@ async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None 
 
 
 def run_server(config: Any = None) -> int:
-    """What the ``comfyui`` command runs: engine + nodes + HTTP/WS server until Ctrl-C."""
+    """What the ``comfyui`` command runs: engine + nodes + HTTP/WS server until Ctrl-C. The
+    engine's runtime is the process default, so threads custom nodes start see it too."""
     if config is None:
         from comfyui.config import load_config
         config = load_config()
+    rt = Runtime(config)
+    make_default(rt)
     try:
-        from comfyui import config as _cfg
-        _cfg.set_current(config)
-    except Exception:  # noqa: BLE001
-        pass
-    apply_paths = getattr(config, "apply_paths", None)
-    if apply_paths is not None:
-        apply_paths()
-    try:
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, runtime=rt))
     except KeyboardInterrupt:
         return 0
 
