@@ -37,7 +37,7 @@ class Family:
     clip_type: str | None = None
     memory_usage_factor: float = 1.0
     supported_dtypes: tuple = (torch.bfloat16, torch.float16, torch.float32)
-    lora_key_map: Callable[[Any], dict[str, str]] | None = None
+    lora_key_map: Callable[[Any], dict[str, Any]] | None = None  # name -> key or (key, slice, fn)
     diffusers_to_native: Callable[[Mapping[str, torch.Tensor]], dict] | None = None
     variant: Callable[[dict], str] | None = None
     describe: Callable[[Mapping[str, torch.Tensor], str], str | None] | None = None

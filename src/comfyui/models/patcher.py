@@ -296,7 +296,12 @@ class ModelPatcher:
             st["lowvram"] = False
             st["loaded_bytes"] = self.model_size()
         else:
+            from .lora import changes_shape
             used = 0
+            streamed: set[str] = set()
+            for key, patches in self.patches.items():  # widened weights (control LoRAs): in place
+                if changes_shape(patches):
+                    self._apply_patch_inplace(key, self.offload_device)
             for name, m in ops.castable_modules(self.model):
                 params = [p for p in m.parameters(recurse=False)]
                 nbytes = sum(p.nelement() * p.element_size() for p in params)
@@ -312,10 +317,14 @@ class ModelPatcher:
                     m.to(self.offload_device)
                     for pname, _ in m.named_parameters(recurse=False):
                         key = f"{name}.{pname}" if name else pname
-                        if key in self.patches:
+                        if key in self.patches and key not in self.backup:
                             fn = _LazyPatch(self, key)
                             (m.weight_function if pname == "weight" else m.bias_function).append(fn)
+                            streamed.add(key)
                     m.cast_weights = True
+            for key in self.patches:  # parameters of other modules (norm scales): patched in place
+                if key not in streamed and key not in self.backup:
+                    self._apply_patch_inplace(key, device_to)
             # anything that is not a castable layer (buffers, odd parameters) goes to the device
             for mod in self.model.modules():
                 if isinstance(mod, ops.CastWeightBias):
@@ -385,7 +394,7 @@ class _LazyPatch:
 
     def __call__(self, w: torch.Tensor) -> torch.Tensor:
         from .lora import calculate_weight
-        out = calculate_weight(self.patcher.patches.get(self.key, []), w.float(), self.key)
+        out = calculate_weight(self.patcher.patches.get(self.key, []), w.to(torch.float32, copy=True), self.key)
         return out.to(w.dtype)
 
 

@@ -15,7 +15,7 @@ import torch
 from ..family import Family
 from ..latent_formats import Flux as FluxLatent
 from .base import FluxModel
-from .convert import diffusers_to_native
+from .convert import diffusers_to_native, lora_key_map
 from .detection import detect, variant
 
 
@@ -34,8 +34,8 @@ _DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 FAMILIES = (
     Family("flux", _detect_dev, FluxModel, FluxLatent, {"type": "flux", "shift": 1.15}, clip_type="flux",
            memory_usage_factor=3.1, supported_dtypes=_DTYPES, diffusers_to_native=diffusers_to_native,
-           variant=variant),
+           variant=variant, lora_key_map=lora_key_map),
     Family("flux_schnell", _detect_schnell, FluxModel, FluxLatent, {"type": "flow", "shift": 1.0, "multiplier": 1.0},
            clip_type="flux", memory_usage_factor=3.1, supported_dtypes=_DTYPES,
-           diffusers_to_native=diffusers_to_native, variant=variant),
+           diffusers_to_native=diffusers_to_native, variant=variant, lora_key_map=lora_key_map),
 )

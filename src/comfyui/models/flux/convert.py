@@ -153,3 +153,54 @@ def native_to_diffusers(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
             split(f"single_blocks.{i}.{new}", tuple(f"single_transformer_blocks.{i}.{p}" for p in parts),
                   [width, width, width, mlp])
     return out
+
+
+def lora_key_map(model) -> dict:
+    """LoRA names of a Flux BaseModel's weights in other layouts -> targets (see
+    :mod:`comfyui.models.lora`): diffusers/PEFT ``transformer.<diffusers name>``, OneTrainer and
+    kohya-diffusers ``lora_transformer_<name with _>``, LyCORIS ``lycoris_<name>``; the separate
+    q/k/v (and the single blocks' MLP input) are slices of the fused BFL weights, diffusers'
+    final modulation is swapped to BFL's (shift, scale); and the native
+    ``diffusion_model.single_blocks.N.linear1_qkv`` (XLabs/USO) is linear1's q/k/v rows."""
+    from ..lora import add_names, swap_scale_shift
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    p = "diffusion_model."
+    if p + "img_in.weight" not in shapes:
+        return {}
+    hidden = shapes[p + "img_in.weight"][0]
+    names: dict = {}
+
+    def plain(old: str, new: str) -> None:
+        for param in ("weight", "scale"):
+            if f"{p}{new}.{param}" in shapes:
+                names[old] = f"{p}{new}.{param}"
+                return
+
+    def fused(parts: tuple[str, ...], new: str, widths: list[int]) -> None:
+        start = 0
+        for part, width in zip(parts, widths):
+            names[part] = (f"{p}{new}.weight", (0, start, width), None)
+            start += width
+
+    for old, new in _SIMPLE.items():
+        plain(old, new)
+    if p + "final_layer.adaLN_modulation.1.weight" in shapes:
+        names["norm_out.linear"] = (p + "final_layer.adaLN_modulation.1.weight", None, swap_scale_shift)
+    for i in range(_count(shapes, p + "double_blocks.")):
+        for old, new in _DOUBLE.items():
+            plain(f"transformer_blocks.{i}.{old}", f"double_blocks.{i}.{new}")
+        for new, parts in _DOUBLE_FUSED.items():
+            fused(tuple(f"transformer_blocks.{i}.{x}" for x in parts), f"double_blocks.{i}.{new}", [hidden] * 3)
+    extra: dict = {}
+    for i in range(_count(shapes, p + "single_blocks.")):
+        for old, new in _SINGLE.items():
+            plain(f"single_transformer_blocks.{i}.{old}", f"single_blocks.{i}.{new}")
+        linear1 = f"{p}single_blocks.{i}.linear1.weight"
+        mlp = shapes[linear1][0] - 3 * hidden
+        for new, parts in _SINGLE_FUSED.items():
+            fused(tuple(f"single_transformer_blocks.{i}.{x}" for x in parts), f"single_blocks.{i}.{new}",
+                  [hidden, hidden, hidden, mlp])
+        extra[f"{p}single_blocks.{i}.linear1_qkv"] = (linear1, (0, 0, 3 * hidden), None)
+    key_map = add_names({}, names, dotted=("transformer.",), underscored=("lycoris_", "lora_transformer_"))
+    key_map.update(extra)
+    return key_map

@@ -12,13 +12,14 @@ import torch
 from ..family import Family
 from ..latent_formats import Flux
 from . import detect
+from .lora import lora_key_map
 from .model import Lumina2Model
 
 _DTYPES = (torch.bfloat16, torch.float32)
 
 FAMILIES = (
     Family("z_image", detect.detect_z_image, Lumina2Model, Flux, {"type": "flow", "shift": 3.0, "multiplier": 1.0},
-           clip_type="lumina2", memory_usage_factor=2.8, supported_dtypes=_DTYPES),
+           clip_type="lumina2", memory_usage_factor=2.8, supported_dtypes=_DTYPES, lora_key_map=lora_key_map),
     Family("lumina2", detect.detect_lumina2, Lumina2Model, Flux, {"type": "flow", "shift": 6.0, "multiplier": 1.0},
-           clip_type="lumina2", memory_usage_factor=1.4, supported_dtypes=_DTYPES),
+           clip_type="lumina2", memory_usage_factor=1.4, supported_dtypes=_DTYPES, lora_key_map=lora_key_map),
 )

@@ -10,12 +10,12 @@ import torch
 from ..family import Family
 from ..latent_formats import SD3 as SD3Latent
 from .base import SD3Model
-from .convert import diffusers_to_native
+from .convert import diffusers_to_native, lora_key_map
 from .detection import detect, variant
 
 FAMILIES = (
     Family("sd3", detect, SD3Model, SD3Latent, {"type": "flow", "shift": 3.0, "multiplier": 1000},
            clip_type="sd3", memory_usage_factor=1.2,
            supported_dtypes=(torch.float16, torch.bfloat16, torch.float32),
-           diffusers_to_native=diffusers_to_native, variant=variant),
+           diffusers_to_native=diffusers_to_native, variant=variant, lora_key_map=lora_key_map),
 )

@@ -90,3 +90,39 @@ def diffusers_to_native(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
                 if all(p is not None for p in pieces):
                     out[dst + native + suffix] = torch.cat(pieces, dim=0)
     return out
+
+
+def lora_key_map(model) -> dict:
+    """LoRA names of an SD3 BaseModel's weights in diffusers' layout -> targets (see
+    :mod:`comfyui.models.lora`): ``transformer.<name>`` (diffusers/PEFT), ``base_model.model.<name>``,
+    ``lora_transformer_<name with _>`` (OneTrainer), ``lycoris_<name>``; q/k/v of each stream
+    are slices of the native ``qkv``, and the modulations diffusers stores as (scale, shift)
+    (the final layer, the last text block) get their delta swapped."""
+    from ..lora import add_names, swap_scale_shift
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    p = "diffusion_model."
+    if p + "x_embedder.proj.weight" not in shapes:
+        return {}
+    hidden = shapes[p + "x_embedder.proj.weight"][0]
+    depth = 1 + max(int(k.split(".")[2]) for k in shapes if k.startswith(p + "joint_blocks."))
+    names: dict = {}
+    for old, new in _RENAMES.items():
+        if old.endswith(".") and f"{p}{new}weight" in shapes:
+            names[old[:-1]] = p + new + "weight"
+    if p + "final_layer.adaLN_modulation.1.weight" in shapes:
+        names["norm_out.linear"] = (p + "final_layer.adaLN_modulation.1.weight", None, swap_scale_shift)
+    for i in range(depth):
+        src, dst = f"transformer_blocks.{i}.", f"{p}joint_blocks.{i}."
+        for old, new in _BLOCK_RENAMES.items():
+            key = dst + new + "weight"
+            if key not in shapes:
+                continue
+            swap = old == "norm1_context.linear." and i == depth - 1
+            names[src + old[:-1]] = (key, None, swap_scale_shift) if swap else key
+        for native, parts in _QKV.items():
+            key = dst + native + "weight"
+            if key in shapes:
+                for j, part in enumerate(parts):
+                    names[src + part[:-1]] = (key, (0, j * hidden, hidden), None)
+    return add_names({}, names, dotted=("transformer.", "base_model.model."),
+                     underscored=("lora_transformer_", "lycoris_"))
