@@ -206,6 +206,36 @@ def test_flux_lora_layouts_match_diffusers_peft(flux_file_path, form, caplog):
     assert_unpatched(base, original)
 
 
+def test_flux_kohya_file_matches_diffusers_own_kohya_converter(flux_file_path, caplog):
+    """A kohya sd-scripts Flux LoRA (one dense LoRA over each fused qkv, alpha), read by
+    diffusers' own converter (``FluxPipeline.lora_state_dict``; its double-block path works at
+    any width) and loaded with PEFT, against ours reading the file as it is."""
+    from diffusers import FluxPipeline
+    dm = ffx.diffusers_flux(seed=11)
+    native = dict(sdm.load_diffusion_model(flux_file_path).model.diffusion_model.state_dict())
+    g = torch.Generator().manual_seed(14)
+    lora = {}
+    for n in ("double_blocks.0.img_attn.qkv", "double_blocks.0.txt_attn.qkv", "double_blocks.0.img_attn.proj",
+              "double_blocks.0.img_mlp.0", "double_blocks.0.txt_mod.lin", "double_blocks.0.txt_mlp.2"):
+        out_f, in_f = native[n + ".weight"].shape
+        k = "lora_unet_" + n.replace(".", "_")
+        lora[k + ".lora_down.weight"] = torch.randn(RANK, in_f, generator=g) / in_f ** 0.5
+        lora[k + ".lora_up.weight"] = torch.randn(out_f, RANK, generator=g) * 0.3 / RANK ** 0.5
+        lora[k + ".alpha"] = torch.tensor(2.0)
+    base = sdm.load_diffusion_model(flux_file_path)
+    patched = load(base, dict(lora), 1.0, caplog)
+    x, ctx, pooled, sigma, guidance = _flux_io(seed=2)
+    memory.load_models_gpu([patched])
+    with torch.no_grad():
+        ours = patched.model.diffusion_model(x, sigma, ctx, y=pooled, guidance=guidance)
+    plain = _flux_diffusers_out(dm, x, ctx, pooled, sigma, guidance)
+    converted = FluxPipeline.lora_state_dict({k: v.clone() for k, v in lora.items()})
+    dm.load_lora_adapter(converted, prefix="transformer", adapter_name="kohya")
+    want = _flux_diffusers_out(dm, x, ctx, pooled, sigma, guidance)
+    assert (want - plain).abs().max() > 0.05
+    torch.testing.assert_close(ours, want, atol=5e-5, rtol=1e-4)
+
+
 def test_flux_strength_is_linear_and_zero_is_identity(flux_file_path, caplog):
     dm = ffx.diffusers_flux(seed=11)
     factors = random_factors(dm, list(FLUX_PLAIN), seed=13)
@@ -423,3 +453,24 @@ def test_z_image_lora_matches_diffusers_peft(tmp_path, form, caplog):
     assert (want - plain).abs().max() > 0.05
     torch.testing.assert_close(ours, -want, atol=5e-5, rtol=1e-4)  # ComfyUI's sign: the negated prediction
     assert_unpatched(base, original)
+
+
+def test_sd3_text_encoder_lora_keys():
+    """An SD3.5 checkpoint's CLIP: kohya / OneTrainer lora_te1_ (CLIP-L), lora_te2_ (CLIP-G, also
+    its text projection), lora_te3_ (T5), diffusers text_encoder(_2).*, text_encoders.<key>."""
+    _, clip, _ = sdm.load_state_dict_guess_config(sfx.checkpoint_sd(seed=3), output_vae=False)
+    key_map = lora_mod.model_lora_keys_clip(clip.cond_stage_model)
+    sd = clip.cond_stage_model.state_dict()
+    expect = {
+        "lora_te1_text_model_encoder_layers_0_self_attn_k_proj": "clip_l.transformer.text_model.encoder.layers.0.self_attn.k_proj.weight",
+        "text_encoder.text_model.encoder.layers.1.mlp.fc1": "clip_l.transformer.text_model.encoder.layers.1.mlp.fc1.weight",
+        "lora_te2_text_model_encoder_layers_1_self_attn_out_proj": "clip_g.transformer.text_model.encoder.layers.1.self_attn.out_proj.weight",
+        "lora_te2_text_projection": "clip_g.transformer.text_projection.weight",
+        "text_encoder_2.text_model.encoder.layers.0.mlp.fc2": "clip_g.transformer.text_model.encoder.layers.0.mlp.fc2.weight",
+        "lora_te3_encoder_block_0_layer_0_SelfAttention_o": "t5xxl.transformer.encoder.block.0.layer.0.SelfAttention.o.weight",
+        "text_encoders.t5xxl.transformer.encoder.block.0.layer.1.DenseReluDense.wo":
+            "t5xxl.transformer.encoder.block.0.layer.1.DenseReluDense.wo.weight",
+    }
+    for name, key in expect.items():
+        assert key in sd and key_map.get(name) == key, name
+    assert not any(k.startswith("lora_te2_encoder_block") for k in key_map)  # T5 is te3 here, te2 in Flux

@@ -201,6 +201,9 @@ def pad_to_shape(weight: torch.Tensor, shape: list[int]) -> torch.Tensor:
     return out
 
 
+pad_tensor_to_shape = pad_to_shape  # upstream's name
+
+
 def changes_shape(patches: list[tuple]) -> bool:
     """Whether applying ``patches`` (a patcher's list for one key) changes the weight's shape
     (a control LoRA's ``reshape_weight``): such a weight is patched in place, never streamed."""
@@ -211,12 +214,14 @@ def changes_shape(patches: list[tuple]) -> bool:
     return False
 
 
-def calculate_weight(patches: list[tuple], weight: torch.Tensor, key: str) -> torch.Tensor:
+def calculate_weight(patches: list[tuple], weight: torch.Tensor, key: str,
+                     intermediate_dtype: torch.dtype = torch.float32, original_weights: Any = None) -> torch.Tensor:
     """Apply ``[(strength_patch, patch, strength_model, offset, function), ...]`` to a
     float32 ``weight`` (modified in place where the shape allows, and returned). ``offset``
     ``(dim, start, length)`` limits a patch to that slice of a fused weight; ``function``
     transforms the patch's delta before it is added (e.g. diffusers' scale/shift order ->
-    BFL's shift/scale)."""
+    BFL's shift/scale). ``intermediate_dtype`` / ``original_weights``: upstream's signature, for
+    custom nodes (the math here is always float32)."""
     for strength, v, strength_model, offset, function in patches:
         if isinstance(v, torch.Tensor):
             v = ("diff", (v,))
