@@ -84,6 +84,23 @@ def _flux_native(seed: int, **kw) -> dict[str, torch.Tensor]:
     return diffusers_to_native(diffusers_flux(seed=seed, context=64, vec=64, **kw).state_dict())
 
 
+def depth_lora_sd(hidden: int = 64, in_patch: int = 64, heads: int = 2, rank: int = 4,
+                  seed: int = 0) -> dict[str, torch.Tensor]:
+    """A tiny ``flux1-depth-dev-lora`` in Black Forest Labs' own layout: bare BFL keys, LoRA A/B
+    with a bias on B, an input projection for twice the channels (noise + depth latent) and
+    replaced q/k norm scales."""
+    g = torch.Generator().manual_seed(seed)
+    head = hidden // heads
+    return {"img_in.lora_A.weight": torch.randn(rank, 2 * in_patch, generator=g) / (2 * in_patch) ** 0.5,
+            "img_in.lora_B.weight": torch.randn(hidden, rank, generator=g) * 0.2,
+            "img_in.lora_B.bias": torch.randn(hidden, generator=g) * 0.05,
+            "double_blocks.0.img_attn.qkv.lora_A.weight": torch.randn(rank, hidden, generator=g) / hidden ** 0.5,
+            "double_blocks.0.img_attn.qkv.lora_B.weight": torch.randn(3 * hidden, rank, generator=g) * 0.1,
+            "double_blocks.0.img_attn.qkv.lora_B.bias": torch.randn(3 * hidden, generator=g) * 0.05,
+            "double_blocks.0.img_attn.norm.query_norm.scale": 1.0 + 0.3 * torch.randn(head, generator=g),
+            "single_blocks.0.norm.key_norm.scale": 1.0 + 0.3 * torch.randn(head, generator=g)}
+
+
 def write_flux_files(models_dir: str) -> dict[str, str]:
     """Tiny random-weight Flux.1 files under ``models_dir`` with the names the Flux templates
     and tutorials use, in the real layouts: BFL-key diffusion models (dev, schnell, Fill,
@@ -121,6 +138,7 @@ def write_flux_files(models_dir: str) -> dict[str, str]:
         "t5xxl_fp8_e4m3fn.safetensors": save({k: v.to(torch.float8_e4m3fn) for k, v in t5.items()},
                                              "text_encoders", "t5xxl_fp8_e4m3fn.safetensors"),
         "ae.safetensors": save(vae, "vae", "ae.safetensors"),
+        "flux1-depth-dev-lora.safetensors": save(depth_lora_sd(seed=28), "loras", "flux1-depth-dev-lora.safetensors"),
     }
     for name, model in (("flux1-dev-fp8.safetensors", dev), ("flux1-schnell-fp8.safetensors", schnell)):
         sd = {"model.diffusion_model." + k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in model.items()}

@@ -91,7 +91,7 @@ def run(env, prompt: dict) -> list[np.ndarray]:
 EXPECT = {  # (W, H) of the saved image at test size
     "flux_dev_text_to_image": (128, 128), "flux_dev_checkpoint": (128, 128), "flux_schnell": (128, 128),
     "flux_dev_custom_sampler": (128, 128), "flux_fill_inpaint": INPUTS["yosemite_inpaint_example.png"],
-    "flux_canny": INPUTS["robot.png"], "flux_kontext": (104, 144),  # 880x1184 scaled by 1/8, cropped to multiples of 8
+    "flux_canny": INPUTS["robot.png"], "flux_depth_lora": INPUTS["robot.png"], "flux_kontext": (104, 144),  # 880x1184 scaled by 1/8, cropped to multiples of 8
 }
 
 
@@ -130,6 +130,23 @@ def test_guidance_reaches_the_model(env):
         p["7"]["inputs"]["filename_prefix"] = f"schnell_{guidance}"
         outs.append(run(env, p)[0])
     assert np.array_equal(outs[0], outs[1])
+
+
+def test_depth_lora_example_reads_the_depth_image(env):
+    """With the depth LoRA the model takes the depth latent as 16 more channels: another depth
+    image gives another picture (without it, InstructPixToPix's image would not reach a
+    16-channel model and the two would be equal)."""
+    with open(os.path.join(EXAMPLES, "flux_depth_lora.api.json")) as f:
+        base = shrink(json.load(f))
+    with Image.open(os.path.join(env["base"], "input", "robot.png")) as im:
+        im.transpose(Image.FLIP_LEFT_RIGHT).save(os.path.join(env["base"], "input", "robot_flipped.png"))
+    images = []
+    for name in ("robot.png", "robot_flipped.png"):
+        p = json.loads(json.dumps(base))
+        p["5"]["inputs"]["image"] = name
+        p["12"]["inputs"]["filename_prefix"] = f"depth_{name[:-4]}"
+        images.append(run(env, p)[0].astype(int))
+    assert np.abs(images[0] - images[1]).max() > 0
 
 
 def test_checkpoint_parts_match_the_split_files(env):

@@ -284,22 +284,6 @@ def test_flux_text_encoder_lora_keys(tmp_path, caplog):
 
 
 # ------------------------------------------------------------------- Flux depth control LoRA
-def _bfl_depth_lora(dm, seed: int) -> tuple[dict[str, torch.Tensor], dict]:
-    """A tiny flux1-depth-dev-lora in BFL's own layout: bare keys, LoRA A/B with a bias on B,
-    an input projection for 2 x 16 channels (x 2x2 patches), replaced q/k norm scales."""
-    g = torch.Generator().manual_seed(seed)
-    hidden, pin = dm.x_embedder.weight.shape[0], dm.x_embedder.weight.shape[1]
-    sd = {"img_in.lora_A.weight": torch.randn(RANK, 2 * pin, generator=g) / (2 * pin) ** 0.5,
-          "img_in.lora_B.weight": torch.randn(hidden, RANK, generator=g) * 0.2,
-          "img_in.lora_B.bias": torch.randn(hidden, generator=g) * 0.05,
-          "double_blocks.0.img_attn.qkv.lora_A.weight": torch.randn(RANK, hidden, generator=g) / hidden ** 0.5,
-          "double_blocks.0.img_attn.qkv.lora_B.weight": torch.randn(3 * hidden, RANK, generator=g) * 0.1,
-          "double_blocks.0.img_attn.qkv.lora_B.bias": torch.randn(3 * hidden, generator=g) * 0.05,
-          "double_blocks.0.img_attn.norm.query_norm.scale": 1.0 + 0.3 * torch.randn(hidden // 2, generator=g),
-          "single_blocks.0.norm.key_norm.scale": 1.0 + 0.3 * torch.randn(hidden // 2, generator=g)}
-    return sd, {"hidden": hidden, "pin": pin}
-
-
 def _diffusers_depth_reference(dm, lora):
     """diffusers' Flux with the depth LoRA merged by hand (its BFL control converter assumes
     width 3072): x_embedder widened with zeros then + B A, biases + the B biases, q/k/v rows
@@ -334,7 +318,8 @@ def test_flux_depth_lora_widens_img_in_through_the_loader_node_and_sampler(tmp_p
     paths.configure(base_directory=tmp_path, create_directories=True)
     try:
         unet = _save(diffusers_to_native(dm.state_dict()), tmp_path / "flux1-dev.safetensors")
-        lora, dims = _bfl_depth_lora(dm, seed=32)
+        hidden, pin = dm.x_embedder.weight.shape
+        lora = ffx.depth_lora_sd(hidden, pin, seed=32)
         _save(lora, tmp_path / "models" / "loras" / "flux1-depth-dev-lora.safetensors")
         paths.invalidate_cache()
         base = sdm.load_diffusion_model(unet)
@@ -345,7 +330,7 @@ def test_flux_depth_lora_widens_img_in_through_the_loader_node_and_sampler(tmp_p
         assert not caplog.records
         memory.load_models_gpu([depth])
         net = depth.model.diffusion_model
-        assert tuple(net.img_in.weight.shape) == (dims["hidden"], 2 * dims["pin"]) and net.in_channels == 32
+        assert tuple(net.img_in.weight.shape) == (hidden, 2 * pin) and net.in_channels == 32
 
         x, ctx, pooled, sigma, guidance = _flux_io(seed=5, channels=32)
         with torch.no_grad():
@@ -474,3 +459,60 @@ def test_sd3_text_encoder_lora_keys():
     for name, key in expect.items():
         assert key in sd and key_map.get(name) == key, name
     assert not any(k.startswith("lora_te2_encoder_block") for k in key_map)  # T5 is te3 here, te2 in Flux
+
+
+# ------------------------------------------------------------- key maps at the real widths
+class _Stub:
+    """Just what the key maps read: a state dict (meta tensors of the real shapes) and a family."""
+
+    def __init__(self, shapes: dict, family_name: str):
+        from comfyui.models import registry
+        self._sd = {"diffusion_model." + k: torch.empty(s, device="meta") for k, s in shapes.items()}
+        self.family = next(f for f in registry.FAMILIES if f.name == family_name)
+
+    def state_dict(self):
+        return self._sd
+
+
+def _real_shapes(entry: str) -> dict:
+    import gzip
+    import json
+    from pathlib import Path
+    path = Path(__file__).with_name("data") / "model-families-shapes.json.gz"
+    return json.loads(gzip.open(path).read())[entry]["shapes"]
+
+
+def test_key_maps_on_the_real_layouts_give_upstreams_slices():
+    """On the real files' shapes the slices are upstream ComfyUI's (flux_to_diffusers with
+    hidden 3072 and an MLP of 4 x 3072; mmdit_to_diffusers with 64 x depth; z_image_to_diffusers
+    with dim 3840)."""
+    flux = lora_mod.model_lora_keys_unet(_Stub(_real_shapes("flux1-dev (diffusion_models/flux1-dev.safetensors, bare keys)"),
+                                               "flux"))
+    p = "diffusion_model."
+    assert flux["transformer.transformer_blocks.18.attn.add_v_proj"] == (p + "double_blocks.18.txt_attn.qkv.weight", (0, 6144, 3072), None)
+    assert flux["transformer.single_transformer_blocks.37.proj_mlp"] == (p + "single_blocks.37.linear1.weight", (0, 9216, 12288), None)
+    assert flux["lora_transformer_single_transformer_blocks_0_attn_to_k"] == (p + "single_blocks.0.linear1.weight", (0, 3072, 3072), None)
+    assert flux["lycoris_transformer_blocks_0_ff_context_net_0_proj"] == p + "double_blocks.0.txt_mlp.0.weight"
+    assert flux["transformer.norm_out.linear"][:2] == (p + "final_layer.adaLN_modulation.1.weight", None)
+    assert flux[p + "single_blocks.5.linear1_qkv"] == (p + "single_blocks.5.linear1.weight", (0, 0, 9216), None)
+    assert flux["lora_unet_double_blocks_3_img_attn_qkv"] == p + "double_blocks.3.img_attn.qkv.weight"
+    assert flux[p + "img_in.bias"] == p + "img_in.bias"  # .diff_b / .set_weight names
+
+    sd3 = lora_mod.model_lora_keys_unet(_Stub(_real_shapes("sd3.5-large (model.diffusion_model. in sd3.5_large*.safetensors)"),
+                                              "sd3"))
+    assert sd3["transformer.transformer_blocks.37.attn.to_k"] == (p + "joint_blocks.37.x_block.attn.qkv.weight", (0, 2432, 2432), None)
+    assert sd3["base_model.model.transformer_blocks.0.attn.add_v_proj"] == \
+        (p + "joint_blocks.0.context_block.attn.qkv.weight", (0, 4864, 2432), None)
+    assert sd3["lora_transformer_transformer_blocks_37_norm1_context_linear"][1:] == (None, lora_mod.swap_scale_shift)
+    assert sd3["transformer.transformer_blocks.36.norm1_context.linear"] == p + "joint_blocks.36.context_block.adaLN_modulation.1.weight"
+
+    dim, layer = 3840, "layers.29."
+    z = {layer + "attention.qkv.weight": [3 * dim, dim], layer + "attention.out.weight": [dim, dim],
+         layer + "attention.q_norm.weight": [128], layer + "feed_forward.w2.weight": [dim, 10240],
+         "final_layer.linear.weight": [64, dim], "x_embedder.weight": [dim, 64]}
+    zmap = lora_mod.model_lora_keys_unet(_Stub(z, "z_image"))
+    assert zmap["transformer.layers.29.attention.to_v"] == (p + layer + "attention.qkv.weight", (0, 2 * dim, dim), None)
+    assert zmap["diffusion_model.layers.29.attention.to_out.0"] == p + layer + "attention.out.weight"
+    assert zmap["lycoris_layers_29_feed_forward_w2"] == p + layer + "feed_forward.w2.weight"
+    assert zmap["all_final_layer.2-1.linear"] == p + "final_layer.linear.weight"
+    assert zmap["transformer.all_x_embedder.2-1"] == p + "x_embedder.weight"
