@@ -4,6 +4,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from .video import VideoInput
+
 
 class ComfyExtension(ABC):
     """What a schema-API node pack's ``async def comfy_entrypoint()`` returns.
@@ -23,13 +25,14 @@ class ComfyExtension(ABC):
 class Input:
     """Type aliases node code uses in annotations (``Input.Image`` is an IMAGE tensor).
 
-    They are annotation-only here (torch is not imported by the schema API)."""
+    They are annotation-only here (torch is not imported by the schema API), except
+    ``Video``: the VIDEO base class (:class:`comfyui.nodes.schema.video.VideoInput`)."""
 
     Image = Any  # torch.Tensor [B,H,W,C]
     Mask = Any  # torch.Tensor [B,H,W]
     Latent = dict
     Audio = dict
-    Video = Any
+    Video = VideoInput
 
 
 

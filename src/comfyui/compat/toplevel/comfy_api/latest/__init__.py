@@ -1,8 +1,7 @@
 """``from comfy_api.latest import ComfyExtension, io, ui`` -> :mod:`comfyui.nodes.io`
 (``ComfyAPI_latest`` and ``comfy_io`` are ComfyUI's other names for ``ComfyAPI`` and ``io``).
-``Types`` holds the video data types (:mod:`._util`); ``InputImpl``'s video readers are
-importable (KJNodes imports them at module level) and raise NotSupportedError when used: the
-VIDEO type is not implemented yet.
+``Types`` holds the video data types (:mod:`._util`), ``InputImpl`` the VIDEO classes
+(``VideoFromFile``, ``VideoFromComponents``: :mod:`comfyui.nodes.schema.video`, PyAV).
 
 Resolved lazily so that importing this package never fails before the schema API exists.
 """
@@ -11,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from comfyui.compat import _unsupported
+from comfyui.nodes.schema import video as _video
 
 from . import _util
 
@@ -27,9 +26,8 @@ class Types:
 
 
 class InputImpl:
-    VideoFromFile = _unsupported.cls("comfy_api.latest.InputImpl.VideoFromFile", "the VIDEO type is not implemented yet")
-    VideoFromComponents = _unsupported.cls("comfy_api.latest.InputImpl.VideoFromComponents",
-                                           "the VIDEO type is not implemented yet")
+    VideoFromFile = _video.VideoFromFile
+    VideoFromComponents = _video.VideoFromComponents
 
 
 def __getattr__(name: str) -> Any:
