@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-BUILTIN_NODE_COUNT = 163  # + ModelSamplingSD3/AuraFlow/Flux, Dual/TripleCLIPLoader, the 9 of nodes/builtin/flux.py, the 2 of sd3.py
+BUILTIN_NODE_COUNT = 170  # + ModelSamplingSD3/AuraFlow/Flux, Dual/TripleCLIPLoader, the 9 of nodes/builtin/flux.py, the 2 of sd3.py, the 5 of video.py, the 2 of latent_video.py
 
 CHECK = (
     "import json, sys\n"

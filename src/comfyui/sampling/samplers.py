@@ -73,22 +73,39 @@ def process_latent_out(model, latent):
 
 
 def fix_empty_latent_channels(patcher, latent_image: torch.Tensor) -> torch.Tensor:
-    """An all-zero latent with the wrong channel count becomes zeros with the model's."""
+    """An all-zero latent with the wrong channel count becomes zeros with the model's; an
+    all-zero image latent [B,C,H,W] for a video model (latent_dimensions 3) gets a time axis of
+    one frame."""
     lf = getattr(getattr(patcher, "model", None), "latent_format", None)
     channels = getattr(lf, "latent_channels", None)
-    if channels is not None and latent_image.shape[1] != channels and torch.count_nonzero(latent_image) == 0:
+    if lf is None or torch.count_nonzero(latent_image) != 0:
+        return latent_image
+    if channels is not None and latent_image.shape[1] != channels:
         shape = list(latent_image.shape)
         shape[1] = channels
         latent_image = torch.zeros(shape, dtype=latent_image.dtype, device=latent_image.device)
+    if getattr(lf, "latent_dimensions", 2) == 3 and latent_image.ndim == 4:
+        latent_image = latent_image.unsqueeze(2)
     return latent_image
 
 
 def prepare_mask(noise_mask: torch.Tensor, shape, device) -> torch.Tensor:
-    """Resize a noise mask ([B,H,W] / [B,1,H,W] / [H,W]) to the latent's shape."""
-    mask = noise_mask.reshape((-1, 1, noise_mask.shape[-2], noise_mask.shape[-1])).float()
-    mask = torch.nn.functional.interpolate(mask, size=tuple(shape[2:]), mode="bilinear")
+    """Resize a noise mask ([B,H,W] / [B,1,H,W] / [H,W]) to the latent's shape.
+
+    For a video latent [B,C,T,H,W] the mask's first dimension is time: its N frames are
+    stretched over the T latent frames (trilinear), so one frame applies to all of them; a
+    5-D mask [B,1,T',H',W'] is resized as it is."""
+    dims = len(shape) - 2
+    if dims == 3:
+        mask = noise_mask.float()
+        if mask.ndim < 5:
+            mask = mask.reshape((1, 1, -1, mask.shape[-2], mask.shape[-1]))
+        mask = torch.nn.functional.interpolate(mask, size=tuple(shape[2:]), mode="trilinear")
+    else:
+        mask = noise_mask.reshape((-1, 1, noise_mask.shape[-2], noise_mask.shape[-1])).float()
+        mask = torch.nn.functional.interpolate(mask, size=tuple(shape[2:]), mode="bilinear")
     if mask.shape[1] < shape[1]:
-        mask = mask.repeat(1, shape[1], 1, 1)[:, :shape[1]]
+        mask = mask.repeat((1, shape[1]) + (1,) * dims)[:, :shape[1]]
     mask = repeat_to_batch_size(mask, shape[0])
     return mask.to(device)
 

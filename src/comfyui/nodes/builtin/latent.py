@@ -1,6 +1,9 @@
 """LATENT nodes of ComfyUI's nodes.py (+ LatentBatch, LatentCompositeMasked).
 
 LATENT is ``{"samples": [B,C,H/8,W/8], optional "noise_mask": [B,1,H,W], "batch_index": [int]}``.
+Video latents are 5-D, ``[B,C,T,H/8,W/8]``: every node here works on the last two (spatial)
+dimensions and keeps the time axis (resizes, crops, composites, flips and rotations act on each
+frame; a MASK of one frame applies to all of them, a MASK of T frames to its frame).
 """
 from __future__ import annotations
 
@@ -92,10 +95,30 @@ def bislerp(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return result.to(orig_dtype)
 
 
+def fold_time(samples: torch.Tensor) -> torch.Tensor:
+    """[B,C,T,H,W] -> [B*T,C,H,W] (frame-major per batch item); 4-D latents pass through."""
+    if samples.ndim == 4:
+        return samples
+    b, c = samples.shape[:2]
+    return samples.reshape(b, c, -1, samples.shape[-2], samples.shape[-1]).movedim(2, 1).reshape(
+        -1, c, samples.shape[-2], samples.shape[-1])
+
+
+def unfold_time(frames: torch.Tensor, like_shape) -> torch.Tensor:
+    """Inverse of :func:`fold_time` for a latent shaped ``like_shape`` (new H, W allowed)."""
+    if len(like_shape) == 4:
+        return frames
+    b, c = like_shape[0], like_shape[1]
+    h, w = frames.shape[-2], frames.shape[-1]
+    return frames.reshape(b, -1, c, h, w).movedim(1, 2).reshape(tuple(like_shape[:-2]) + (h, w))
+
+
 def upscale_latent(samples: torch.Tensor, width: int, height: int, method: str, crop: str = "disabled") -> torch.Tensor:
-    """Resize [B,C,H,W] latents to (height, width) latent pixels."""
+    """Resize [B,C,H,W] (or [B,C,T,H,W], frame by frame) latents to (height, width) latent pixels."""
     if method not in UPSCALE_METHODS:
         raise ValueError(f"unknown upscale method {method!r}; expected one of {UPSCALE_METHODS}")
+    if samples.ndim > 4:
+        return unfold_time(upscale_latent(fold_time(samples), width, height, method, crop), samples.shape)
     s = center_crop_to_aspect(samples, width, height) if crop == "center" else samples
     if method == "bislerp":
         return bislerp(s, width, height)
@@ -220,27 +243,30 @@ class LatentComposite:
         dst = samples_to["samples"]
         s = dst.clone()
         src = _repeat_batch(samples_from["samples"].to(s), s.shape[0])
-        h = max(0, min(src.shape[2], dst.shape[2] - y))
-        w = max(0, min(src.shape[3], dst.shape[3] - x))
+        if src.ndim != s.ndim or src.shape[2:-2] != s.shape[2:-2]:
+            raise ValueError(f"LatentComposite: latents of shapes {tuple(src.shape)} and {tuple(s.shape)} differ "
+                             "in more than their size (frame counts must match)")
+        h = max(0, min(src.shape[-2], dst.shape[-2] - y))
+        w = max(0, min(src.shape[-1], dst.shape[-1] - x))
         if h == 0 or w == 0:
             out["samples"] = s
             return (out,)
-        src = src[:, :, :h, :w]
+        src = src[..., :h, :w]
         if feather == 0:
-            s[:, :, y:y + h, x:x + w] = src
+            s[..., y:y + h, x:x + w] = src
         else:
             mask = torch.ones_like(src)
             for t in range(feather):
                 f = (1.0 / feather) * (t + 1)
                 if y != 0:
-                    mask[:, :, t:1 + t, :] *= f
-                if y + h < dst.shape[2]:
-                    mask[:, :, h - 1 - t:h - t, :] *= f
+                    mask[..., t:1 + t, :] *= f
+                if y + h < dst.shape[-2]:
+                    mask[..., h - 1 - t:h - t, :] *= f
                 if x != 0:
-                    mask[:, :, :, t:1 + t] *= f
-                if x + w < dst.shape[3]:
-                    mask[:, :, :, w - 1 - t:w - t] *= f
-            s[:, :, y:y + h, x:x + w] = src * mask + s[:, :, y:y + h, x:x + w] * (1.0 - mask)
+                    mask[..., :, t:1 + t] *= f
+                if x + w < dst.shape[-1]:
+                    mask[..., :, w - 1 - t:w - t] *= f
+            s[..., y:y + h, x:x + w] = src * mask + s[..., y:y + h, x:x + w] * (1.0 - mask)
         out["samples"] = s
         return (out,)
 
@@ -266,7 +292,17 @@ class LatentCompositeMasked:
     def composite(self, destination, source, x, y, resize_source, mask=None):
         output = dict(destination)
         dst = destination["samples"].clone()
-        output["samples"] = composite(dst, source["samples"], x, y, mask, 8, resize_source)
+        src = source["samples"]
+        if dst.ndim == 5:  # video: composite frame by frame (a one-frame mask applies to all)
+            if src.ndim != 5 or (src.shape[2] != dst.shape[2] and src.shape[2] != 1):
+                raise ValueError(f"LatentCompositeMasked: source {tuple(src.shape)} does not fit the video latent "
+                                 f"{tuple(dst.shape)} (same frame count, or one frame)")
+            src = src.expand(-1, -1, dst.shape[2], -1, -1) if src.shape[2] == 1 else src
+            src = _repeat_batch(src, dst.shape[0])
+            frames = composite(fold_time(dst), fold_time(src), x, y, mask, 8, resize_source)
+            output["samples"] = unfold_time(frames, dst.shape)
+            return (output,)
+        output["samples"] = composite(dst, src, x, y, mask, 8, resize_source)
         return (output,)
 
 
@@ -290,7 +326,7 @@ class LatentBlend:
         s1 = samples1["samples"]
         s2 = samples2["samples"]
         if s1.shape != s2.shape:
-            s2 = upscale_latent(s2, s1.shape[3], s1.shape[2], "bicubic", crop="center")
+            s2 = upscale_latent(s2, s1.shape[-1], s1.shape[-2], "bicubic", crop="center")
         if blend_mode != "normal":
             raise ValueError(f"unsupported blend mode {blend_mode!r}")
         out["samples"] = s1 * blend_factor + s2 * (1 - blend_factor)
@@ -372,7 +408,10 @@ class LatentBatch:
         s1 = samples1["samples"]
         s2 = samples2["samples"]
         if s1.shape[1:] != s2.shape[1:]:
-            s2 = upscale_latent(s2, s1.shape[3], s1.shape[2], "bilinear", "center")
+            s2 = upscale_latent(s2, s1.shape[-1], s1.shape[-2], "bilinear", "center")
+        if s1.shape[1:] != s2.shape[1:]:
+            raise ValueError(f"LatentBatch: cannot batch latents of shapes {tuple(s1.shape)} and {tuple(s2.shape)} "
+                             "(channels and frame counts must match)")
         out["samples"] = torch.cat((s1, s2.to(s1)), dim=0)
         out["batch_index"] = (list(samples1.get("batch_index", range(s1.shape[0])))
                               + list(samples2.get("batch_index", range(s2.shape[0]))))
@@ -392,7 +431,7 @@ class LatentRotate:
     def rotate(self, samples, rotation):
         s = dict(samples)
         k = {"90": 1, "180": 2, "270": 3}.get(rotation.split(" ")[0], 0)
-        s["samples"] = torch.rot90(samples["samples"], k=k, dims=[3, 2])
+        s["samples"] = torch.rot90(samples["samples"], k=k, dims=[-1, -2])
         return (s,)
 
 
@@ -409,9 +448,9 @@ class LatentFlip:
     def flip(self, samples, flip_method):
         s = dict(samples)
         if flip_method.startswith("x"):
-            s["samples"] = torch.flip(samples["samples"], dims=[2])
+            s["samples"] = torch.flip(samples["samples"], dims=[-2])
         elif flip_method.startswith("y"):
-            s["samples"] = torch.flip(samples["samples"], dims=[3])
+            s["samples"] = torch.flip(samples["samples"], dims=[-1])
         return (s,)
 
 
@@ -436,10 +475,10 @@ class LatentCrop:
         s = dict(samples)
         t = samples["samples"]
         x, y = x // 8, y // 8
-        x = min(x, t.shape[3] - 8)
-        y = min(y, t.shape[2] - 8)
+        x = min(x, t.shape[-1] - 8)
+        y = min(y, t.shape[-2] - 8)
         x, y = max(0, x), max(0, y)
-        s["samples"] = t[:, :, y:y + height // 8, x:x + width // 8]
+        s["samples"] = t[..., y:y + height // 8, x:x + width // 8]
         return (s,)
 
 

@@ -1,5 +1,11 @@
 """VAE nodes: VAEDecode, VAEEncode, VAEDecodeTiled, VAEEncodeTiled, VAEEncodeForInpaint,
-InpaintModelConditioning."""
+InpaintModelConditioning.
+
+Video VAEs (``vae.latent_dim == 3``, :class:`comfyui.models.video_vae.VideoVAE`) decode
+[B,C,T,H,W] latents to [B,T,H,W,3], folded here into the IMAGE batch [B*T,H,W,3], and encode
+a frame batch IMAGE [T,H,W,C] into one video latent [1,C,t,h,w]; the tiled nodes tile in time
+too (temporal_size / temporal_overlap in pictures, turned into latent frames here, as upstream).
+"""
 from __future__ import annotations
 
 import math
@@ -8,6 +14,18 @@ from ._lazy import lazy
 
 torch = lazy("torch")
 F = lazy("torch.nn.functional")
+
+
+def _temporal_compression(vae):
+    fn = getattr(vae, "temporal_compression_decode", None)
+    return fn() if fn is not None else None
+
+
+def _fold_frames(images):
+    """[B,T,H,W,C] -> [B*T,H,W,C] (video VAEs); IMAGE batches pass through."""
+    if images.ndim == 5:
+        images = images.reshape(-1, images.shape[-3], images.shape[-2], images.shape[-1])
+    return images
 
 
 def _temporal(tile_size, overlap, temporal_size, temporal_overlap):
@@ -31,10 +49,7 @@ class VAEDecode:
     DESCRIPTION = "Decodes latent images back into pixel space images."
 
     def decode(self, vae, samples):
-        images = vae.decode(samples["samples"])
-        if images.ndim == 5:
-            images = images.reshape(-1, images.shape[-3], images.shape[-2], images.shape[-1])
-        return (images,)
+        return (_fold_frames(vae.decode(samples["samples"])),)
 
 
 class VAEDecodeTiled:
@@ -57,9 +72,14 @@ class VAEDecodeTiled:
     def decode(self, vae, samples, tile_size, overlap=64, temporal_size=64, temporal_overlap=8):
         overlap, temporal_overlap = _temporal(tile_size, overlap, temporal_size, temporal_overlap)
         c = vae.spacial_compression_decode()
+        kwargs = {}
+        tc = _temporal_compression(vae)
+        if tc is not None:  # pictures -> latent frames
+            tile_t = max(2, temporal_size // tc)
+            kwargs = {"tile_t": tile_t, "overlap_t": max(1, min(tile_t // 2, temporal_overlap // tc))}
         images = vae.decode_tiled(samples["samples"], tile_x=tile_size // c, tile_y=tile_size // c,
-                                  overlap=overlap // c)
-        return (images,)
+                                  overlap=overlap // c, **kwargs)
+        return (_fold_frames(images),)
 
 
 class VAEEncode:
@@ -93,7 +113,10 @@ class VAEEncodeTiled:
     CATEGORY = "_for_testing"
 
     def encode(self, vae, pixels, tile_size, overlap, temporal_size=64, temporal_overlap=8):
-        return ({"samples": vae.encode_tiled(pixels, tile_x=tile_size, tile_y=tile_size, overlap=overlap)},)
+        kwargs = {}
+        if _temporal_compression(vae) is not None:
+            kwargs = {"tile_t": temporal_size, "overlap_t": temporal_overlap}
+        return ({"samples": vae.encode_tiled(pixels, tile_x=tile_size, tile_y=tile_size, overlap=overlap, **kwargs)},)
 
 
 def _crop_pixels_and_mask(pixels, mask, r=8):
