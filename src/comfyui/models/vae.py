@@ -315,6 +315,11 @@ class VAE:
     def spacial_compression_encode(self) -> int:
         return self.downscale_ratio
 
+    latent_dim = 2  # image latents; video VAEs (models/video_vae.py) have 3
+
+    def temporal_compression_decode(self) -> None:
+        return None
+
     def _batch_size(self, per_item: int) -> int:
         free = memory.get_free_memory(self.device)
         return max(1, int(free // max(per_item, 1)))
