@@ -307,3 +307,22 @@ def test_vae_encode_tiled_in_time_equals_untiled(video_vae, temporal_size, max_p
     assert tiled["samples"].shape == full["samples"].shape == (1, 4, 8, 4, 4)
     torch.testing.assert_close(tiled["samples"], full["samples"], rtol=0, atol=1e-5)
     assert max(net.encode_lengths) == max_pictures and len(net.encode_lengths) > 1
+
+
+def test_conditioning_masks_apply_to_every_frame():
+    """ConditioningSetMask with a one-frame mask on a video latent: the left half of every latent
+    frame follows one prompt, the right half the other (cfg 1, elementwise toy model)."""
+    from comfyui.nodes.builtin.conditioning import ConditioningCombine, ConditioningSetMask
+
+    left = torch.zeros(1, 32, 64)
+    left[..., :32] = 1.0
+    (a,) = ConditioningSetMask().append(cond(1.0), left, "default", 1.0)
+    (b,) = ConditioningSetMask().append(cond(-1.0), 1.0 - left, "default", 1.0)
+    (both,) = ConditioningCombine().combine(a, b)
+    p = ToyPatcher(GaussianModel())
+    latent = torch.zeros(1, 4, 3, 4, 8)
+    out = smp.common_ksampler(p, 2, 8, 1.0, "euler", "normal", both, cond(0.0), lat(latent))[0]["samples"]
+    only_a = smp.common_ksampler(p, 2, 8, 1.0, "euler", "normal", cond(1.0), cond(0.0), lat(latent))[0]["samples"]
+    only_b = smp.common_ksampler(p, 2, 8, 1.0, "euler", "normal", cond(-1.0), cond(0.0), lat(latent))[0]["samples"]
+    torch.testing.assert_close(out[..., :4], only_a[..., :4], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out[..., 4:], only_b[..., 4:], rtol=1e-4, atol=1e-4)

@@ -196,11 +196,21 @@ def resolve_areas_and_cond_masks(conditions: list[dict], dims: tuple, device) ->
         if "mask" in c:
             mask = c["mask"].to(device=device)
             modified = dict(c)
+            if len(dims) == 3 and mask.ndim == 3:
+                # video latent: the mask's frames are stretched over the T latent frames (one frame: all)
+                mask = mask.reshape((1, 1) + tuple(mask.shape))
+                if tuple(mask.shape[2:]) != tuple(dims):
+                    mask = torch.nn.functional.interpolate(mask.float(), size=tuple(dims), mode="trilinear")
+                mask = mask.squeeze(1)
             if mask.ndim == len(dims):
                 mask = mask.unsqueeze(0)
             if tuple(mask.shape[1:]) != tuple(dims):
-                mask = torch.nn.functional.interpolate(mask.unsqueeze(1).float(), size=tuple(dims), mode="bilinear",
-                                                       align_corners=False).squeeze(1)
+                if mask.ndim == 4 and len(dims) == 3:  # [B,T,H,W]: spatial resize of each frame
+                    mask = torch.nn.functional.interpolate(mask.float(), size=tuple(dims[-2:]), mode="bilinear",
+                                                           align_corners=False)
+                else:
+                    mask = torch.nn.functional.interpolate(mask.unsqueeze(1).float(), size=tuple(dims),
+                                                           mode="bilinear", align_corners=False).squeeze(1)
             if modified.get("set_area_to_bounds", False):
                 bounds = torch.max(torch.abs(mask), dim=0).values.unsqueeze(0)
                 boxes, is_empty = get_mask_aabb(bounds)
