@@ -220,7 +220,9 @@ async def make_server_for_video(workspace):
 
     async def make():
         config = Config(base_directory=str(workspace), create_directories=True)
-        engine = Engine.from_config(config, registry=NodeRegistry())
+        registry = NodeRegistry()
+        registry.register_module(importlib.import_module("comfyui.nodes.builtin.video"), "nodes")
+        engine = Engine.from_config(config, registry=registry)
         client = TestClient(TestServer(create_app(engine, config)))
         await client.start_server()
         made.append(client)
@@ -237,6 +239,9 @@ async def test_upload_video_to_input_then_listed(workspace, make_server_for_vide
     buf = pyio.BytesIO()
     VideoFromComponents(VideoComponents(images=_frames(3), frame_rate=Fraction(5))).save_to(buf)
     client = await make_server_for_video()
+    info = await (await client.get("/object_info/LoadVideo")).json()
+    assert info["LoadVideo"]["input"]["required"]["file"][1]["options"] == []
+    assert info["LoadVideo"]["input"]["required"]["file"][1]["video_upload"] is True
     form = FormData()
     form.add_field("image", buf.getvalue(), filename="up.mp4", content_type="video/mp4")
     form.add_field("type", "input")
@@ -246,5 +251,8 @@ async def test_upload_video_to_input_then_listed(workspace, make_server_for_vide
     from comfyui.nodes.builtin.video import LoadVideo, input_video_files
 
     assert input_video_files() == ["up.mp4"]
+    # the node's file list follows the input folder (define_schema is asked again)
+    info = await (await client.get("/object_info/LoadVideo")).json()
+    assert info["LoadVideo"]["input"]["required"]["file"][1]["options"] == ["up.mp4"]
     video = LoadVideo.execute(file="up.mp4").result[0]
     assert video.get_frame_count() == 3

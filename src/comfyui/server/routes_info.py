@@ -36,6 +36,7 @@ class InfoRoutes:
         if node is None:
             return json_response({})
         try:
+            self.engine.registry.refresh_inputs([name])  # file lists as they are on disk now, as upstream
             info = node.object_info()
         except Exception:  # noqa: BLE001
             log.exception("object_info failed for %s", name)

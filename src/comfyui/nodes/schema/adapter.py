@@ -262,6 +262,8 @@ def node_def_from_schema(cls: type, python_module: str = "nodes", name: str | No
         validate_inputs_params=validate_params,
         fingerprint=fingerprint,
         fingerprint_params=fingerprint_params,
+        # file combos (LoadVideo's input files, ...): object_info asks define_schema() again, as upstream
+        input_types_fn=None if (dynamic or schema.accept_all_inputs) else (lambda: build_inputs(cls.GET_SCHEMA())),
         extra_info=extra,
         schema_api=True,
         make_instance=lambda: cls,
