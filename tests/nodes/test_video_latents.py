@@ -326,3 +326,28 @@ def test_conditioning_masks_apply_to_every_frame():
     only_b = smp.common_ksampler(p, 2, 8, 1.0, "euler", "normal", cond(-1.0), cond(0.0), lat(latent))[0]["samples"]
     torch.testing.assert_close(out[..., :4], only_a[..., :4], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out[..., 4:], only_b[..., 4:], rtol=1e-4, atol=1e-4)
+
+
+def test_sampler_nodes_agree_on_video_latents():
+    """KSampler, SamplerCustom and SamplerCustomAdvanced (the Hunyuan/Wan templates' stack) give
+    the same video from the same seed, and KSamplerAdvanced's step ranges chain on 5-D latents
+    (the Wan 2.2 two-expert workflows)."""
+    from comfyui.nodes.builtin import sampling as nodes
+
+    p = ToyPatcher(VideoToyModel())
+    (latent,) = EmptyHunyuanLatentVideo().generate(64, 32, 9)
+    latent = {"samples": latent["samples"][:, :4]}  # the toy model's 4 channels
+    (ks,) = nodes.KSampler().sample(p, 7, 6, 2.0, "euler", "simple", cond(0.5), cond(0.0), latent, 1.0)
+    assert ks["samples"].shape == (1, 4, 3, 4, 8)
+    (sigmas,) = nodes.BasicScheduler().get_sigmas(p, "simple", 6, 1.0)
+    (sampler,) = nodes.KSamplerSelect().get_sampler("euler")
+    (guider,) = nodes.CFGGuider().get_guider(p, cond(0.5), cond(0.0), 2.0)
+    (noise,) = nodes.RandomNoise().get_noise(7)
+    out, denoised = nodes.SamplerCustomAdvanced().sample(noise, guider, sampler, sigmas, latent)
+    torch.testing.assert_close(out["samples"], ks["samples"])
+    assert denoised["samples"].shape == (1, 4, 3, 4, 8)
+    (high,) = nodes.KSamplerAdvanced().sample(p, "enable", 7, 6, 2.0, "euler", "simple", cond(0.5), cond(0.0),
+                                             latent, 0, 3, "enable")
+    (low,) = nodes.KSamplerAdvanced().sample(p, "disable", 7, 6, 2.0, "euler", "simple", cond(0.5), cond(0.0),
+                                            high, 3, 10000, "disable")
+    torch.testing.assert_close(low["samples"], ks["samples"], rtol=1e-4, atol=1e-4)
