@@ -256,3 +256,16 @@ async def test_upload_video_to_input_then_listed(workspace, make_server_for_vide
     assert info["LoadVideo"]["input"]["required"]["file"][1]["options"] == ["up.mp4"]
     video = LoadVideo.execute(file="up.mp4").result[0]
     assert video.get_frame_count() == 3
+
+
+def test_save_video_without_metadata_when_disabled(workspace, monkeypatch):
+    from comfyui.nodes.builtin import image as image_mod
+    from comfyui.nodes.builtin.video import CreateVideo, SaveVideo
+    from comfyui.nodes.io import io
+
+    monkeypatch.setattr(image_mod, "DISABLE_METADATA", True)
+    (video,) = CreateVideo.execute(images=_frames(3), fps=6.0).result
+    cls = SaveVideo.PREPARE_CLASS_CLONE({io.Hidden.prompt: {"1": {}}, io.Hidden.extra_pnginfo: {"workflow": {}}})
+    entry = cls.execute(video=video, filename_prefix="nometa", format="mp4", codec="h264").ui.as_dict()
+    info = _probe(os.path.join(workspace, "output", entry["images"][0]["filename"]))
+    assert info["frames"] == 3 and "prompt" not in info["metadata"] and "workflow" not in info["metadata"]
