@@ -5,15 +5,26 @@ Weights in the transformers layout (``vision_model.*`` + ``visual_projection.wei
 ``clip-vit-large-patch14``), also under a prefix (``embedder.model.`` style prefixes are
 stripped by the caller), or the OpenCLIP ``visual.*`` layout.
 
+SigLIP vision towers (``sigclip_vision_patch14_384.safetensors``, Flux Redux's encoder: the
+transformers ``SiglipVisionModel`` layout) are told apart by their keys: no class embedding, a
+patch embedding with a bias, no pre-layernorm; the ``vision_model.head.*`` attention-pooling
+head in those files is not used (as upstream). Their image size is sqrt(positions) x patch,
+inputs are normalised with mean = std = 0.5, the MLP is tanh-GELU and the post-layernorm
+applies to every token.
+
 ``encode_image(image [B,H,W,C], crop=True)`` preprocesses like ComfyUI (shortest side to
-the model's size with antialiased bicubic, centre crop, quantise to 8 bits, CLIP mean/std) and
-returns an :class:`Output` with ``last_hidden_state`` (encoder output), ``image_embeds``
-(projected post-layernormed class token) and ``penultimate_hidden_states``.
+the model's size with antialiased bicubic, centre crop, quantise to 8 bits, the model's
+mean/std; ``crop=False`` squashes the whole image to the square size) and returns an
+:class:`Output` with ``last_hidden_state`` (encoder output; SigLIP: post-layernormed),
+``image_embeds`` (CLIP: the projected post-layernormed class token; SigLIP: the whole
+post-layernormed sequence, as upstream) and ``penultimate_hidden_states`` (SigLIP also
+``all_hidden_states`` [B, layers, tokens, width]).
 """
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+SIGLIP_MEAN = SIGLIP_STD = [0.5, 0.5, 0.5]
 
 
 class Output(dict):
@@ -60,16 +72,21 @@ def clip_preprocess(image: torch.Tensor, size: int = 224, mean=CLIP_MEAN, std=CL
 
 
 class _Embeddings(nn.Module):
-    def __init__(self, dim: int, patch: int, image_size: int, channels: int = 3):
+    """Patch embedding + learned positions; CLIP prepends a class token, SigLIP has none (and
+    a bias on its patch convolution)."""
+
+    def __init__(self, dim: int, patch: int, image_size: int, channels: int = 3, siglip: bool = False):
         super().__init__()
-        self.class_embedding = nn.Parameter(torch.empty(dim))
-        self.patch_embedding = ops.Conv2d(channels, dim, patch, stride=patch, bias=False)
-        self.position_embedding = ops.Embedding((image_size // patch) ** 2 + 1, dim)
+        self.class_embedding = None if siglip else nn.Parameter(torch.empty(dim))
+        self.patch_embedding = ops.Conv2d(channels, dim, patch, stride=patch, bias=siglip)
+        self.position_embedding = ops.Embedding((image_size // patch) ** 2 + (0 if siglip else 1), dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.patch_embedding(x).flatten(2).transpose(1, 2)
-        cls = self.class_embedding.to(p.dtype).expand(p.shape[0], 1, -1)
-        return torch.cat([cls, p], dim=1) + self.position_embedding.weight.to(p.dtype)[None]
+        if self.class_embedding is not None:
+            cls = self.class_embedding.to(p.dtype).expand(p.shape[0], 1, -1)
+            p = torch.cat([cls, p], dim=1)
+        return p + self.position_embedding.weight.to(p.dtype)[None]
 
 
 class _Encoder(nn.Module):
@@ -79,34 +96,49 @@ class _Encoder(nn.Module):
 
 
 class _VisionModel(nn.Module):
-    def __init__(self, cfg: TextModelConfig, patch: int, image_size: int):
+    def __init__(self, cfg: TextModelConfig, patch: int, image_size: int, siglip: bool = False):
         super().__init__()
-        self.embeddings = _Embeddings(cfg.hidden_size, patch, image_size)
-        self.pre_layrnorm = ops.LayerNorm(cfg.hidden_size, eps=cfg.eps)
+        self.embeddings = _Embeddings(cfg.hidden_size, patch, image_size, siglip=siglip)
+        self.pre_layrnorm = None if siglip else ops.LayerNorm(cfg.hidden_size, eps=cfg.eps)
         self.encoder = _Encoder(cfg)
         self.post_layernorm = ops.LayerNorm(cfg.hidden_size, eps=cfg.eps)
 
 
 class CLIPVisionModelProjection(nn.Module):
-    def __init__(self, cfg: TextModelConfig, patch: int, image_size: int, projection_dim: int | None):
+    def __init__(self, cfg: TextModelConfig, patch: int, image_size: int, projection_dim: int | None,
+                 siglip: bool = False):
         super().__init__()
-        self.vision_model = _VisionModel(cfg, patch, image_size)
+        self.siglip = siglip
+        self.vision_model = _VisionModel(cfg, patch, image_size, siglip=siglip)
         if projection_dim:
             self.visual_projection = ops.Linear(cfg.hidden_size, projection_dim, bias=False)
         else:
             self.visual_projection = None
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, pixel_values: torch.Tensor, all_hidden_states: bool = False):
+        """(last hidden state, penultimate layer's output, image embeds[, every layer's output
+        stacked on dim 1 when ``all_hidden_states``])."""
         vm = self.vision_model
-        x = vm.pre_layrnorm(vm.embeddings(pixel_values))
+        x = vm.embeddings(pixel_values)
+        if vm.pre_layrnorm is not None:
+            x = vm.pre_layrnorm(x)
         penultimate = x
         n = len(vm.encoder.layers)
+        every = []
         for i, layer in enumerate(vm.encoder.layers):
             x = layer(x, None)
             if i == n - 2:
                 penultimate = x
-        pooled = vm.post_layernorm(x[:, 0, :])
+            if all_hidden_states:
+                every.append(x)
+        if self.siglip:  # every token post-layernormed; that sequence is also the "pooled" output
+            x = vm.post_layernorm(x)
+            pooled = x
+        else:
+            pooled = vm.post_layernorm(x[:, 0, :])
         embeds = self.visual_projection(pooled) if self.visual_projection is not None else pooled
+        if all_hidden_states:
+            return x, penultimate, embeds, torch.stack(every, dim=1)
         return x, penultimate, embeds
 
 
@@ -140,33 +172,59 @@ def open_clip_visual_to_hf(sd: dict[str, torch.Tensor], prefix: str = "visual.")
     return out
 
 
+@dataclass(frozen=True)
+class VisionConfig:
+    """What the weights say about a CLIP / SigLIP vision tower."""
+    encoder: TextModelConfig
+    patch: int
+    image_size: int
+    siglip: bool
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def vision_config(sd: dict[str, torch.Tensor], hidden_act: str | None = None) -> VisionConfig:
+    """The config of transformers-layout vision weights, from key presence and tensor shapes."""
+    if "vision_model.embeddings.patch_embedding.weight" not in sd:
+        raise ModelFileError("not a CLIP vision model (no vision_model.embeddings.patch_embedding.weight)")
+    pe = sd["vision_model.embeddings.patch_embedding.weight"]
+    dim, patch = pe.shape[0], pe.shape[-1]
+    siglip = "vision_model.embeddings.class_embedding" not in sd
+    n_pos = sd["vision_model.embeddings.position_embedding.weight"].shape[0]
+    image_size = int(round((n_pos - (0 if siglip else 1)) ** 0.5)) * patch
+    layers = 0
+    while f"vision_model.encoder.layers.{layers}.layer_norm1.weight" in sd:
+        layers += 1
+    inter = sd["vision_model.encoder.layers.0.mlp.fc1.weight"].shape[0]
+    proj = sd["visual_projection.weight"].shape[0] if "visual_projection.weight" in sd else None
+    if siglip:
+        # SigLIP (so400m, 1152 wide): 16 heads of 72, tanh-GELU, layer norm eps 1e-6 (its
+        # transformers config; upstream's 1e-5 differs below float32 noise)
+        heads = dim // 72 if dim % 72 == 0 else max(1, dim // 64)
+        act, eps = hidden_act or "gelu_tanh", 1e-6
+    else:
+        # as ComfyUI's configs: ViT-H (1280) and ViT-bigG (1664) are LAION models with 16 heads and
+        # GELU; the OpenAI ViTs (B: 768, L: 1024, ...) use quick_gelu and 64-wide heads
+        heads = 16 if dim in (1280, 1664) else max(1, dim // 64)
+        act, eps = hidden_act or ("gelu" if dim in (1280, 1664) else "quick_gelu"), 1e-5
+    encoder = TextModelConfig(hidden_size=dim, intermediate_size=inter, num_layers=layers, num_heads=heads,
+                              hidden_act=act, projection_dim=proj, eps=eps)
+    mean, std = (SIGLIP_MEAN, SIGLIP_STD) if siglip else (CLIP_MEAN, CLIP_STD)
+    return VisionConfig(encoder, patch, image_size, siglip, tuple(mean), tuple(std))
+
+
 class ClipVisionModel:
     """What a CLIP_VISION socket carries."""
 
     def __init__(self, sd: dict[str, torch.Tensor], hidden_act: str | None = None):
-        if "vision_model.embeddings.patch_embedding.weight" not in sd:
-            raise ModelFileError("not a CLIP vision model (no vision_model.embeddings.patch_embedding.weight)")
-        pe = sd["vision_model.embeddings.patch_embedding.weight"]
-        dim, patch = pe.shape[0], pe.shape[-1]
-        n_pos = sd["vision_model.embeddings.position_embedding.weight"].shape[0]
-        image_size = int(round((n_pos - 1) ** 0.5)) * patch
-        layers = 0
-        while f"vision_model.encoder.layers.{layers}.layer_norm1.weight" in sd:
-            layers += 1
-        inter = sd["vision_model.encoder.layers.0.mlp.fc1.weight"].shape[0]
-        proj = sd["visual_projection.weight"].shape[0] if "visual_projection.weight" in sd else None
-        # as ComfyUI's configs: ViT-H (1280) and ViT-bigG (1664) are LAION models with 16 heads and
-        # GELU; the OpenAI ViTs (B: 768, L: 1024, ...) use quick_gelu and 64-wide heads
-        heads = 16 if dim in (1280, 1664) else max(1, dim // 64)
-        act = hidden_act or ("gelu" if dim in (1280, 1664) else "quick_gelu")
-        self.config = TextModelConfig(hidden_size=dim, intermediate_size=inter, num_layers=layers, num_heads=heads,
-                                      hidden_act=act, projection_dim=proj, eps=1e-5)
-        self.image_size = image_size
-        self.image_mean, self.image_std = CLIP_MEAN, CLIP_STD
+        cfg = vision_config(sd, hidden_act)
+        self.config, self.image_size, self.siglip = cfg.encoder, cfg.image_size, cfg.siglip
+        self.image_mean, self.image_std = list(cfg.mean), list(cfg.std)
+        patch, image_size, proj = cfg.patch, cfg.image_size, cfg.encoder.projection_dim
         self.load_device = memory.text_encoder_device()
         offload = memory.text_encoder_offload_device()
         with torch.device("meta"):
-            self.model = CLIPVisionModelProjection(self.config, patch, image_size, proj)
+            self.model = CLIPVisionModelProjection(self.config, patch, image_size, proj, siglip=self.siglip)
         missing, unexpected = ops.assign_state_dict(self.model, sd, torch.float32)
         if missing:
             raise ModelFileError(f"CLIP vision weights missing: {missing[:4]}")
@@ -185,10 +243,14 @@ class ClipVisionModel:
         pixels = clip_preprocess(image.to(dev), size=self.image_size, mean=self.image_mean, std=self.image_std,
                                  crop=crop).to(dtype)
         with torch.no_grad():
-            last, penultimate, embeds = self.model(pixels)
+            outs = self.model(pixels, all_hidden_states=self.siglip)
         out_dev = memory.intermediate_device()
-        return Output(last_hidden_state=last.float().to(out_dev), penultimate_hidden_states=penultimate.float().to(out_dev),
-                      image_embeds=embeds.float().to(out_dev), image_sizes=[])
+        last, penultimate, embeds = (t.float().to(out_dev) for t in outs[:3])
+        out = Output(last_hidden_state=last, penultimate_hidden_states=penultimate, image_embeds=embeds,
+                     image_sizes=[])
+        if self.siglip:
+            out["all_hidden_states"] = outs[3].float().to(out_dev)
+        return out
 
 
 def clip_vision_from_state_dict(sd: dict[str, torch.Tensor], prefix: str = "") -> ClipVisionModel:

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import torch
 
 from .family import Family, UnknownModelError, describe_state_dict
+from .chroma import FAMILIES as CHROMA
 from .flux import FAMILIES as FLUX
 from .lumina2 import FAMILIES as LUMINA2
 from .sd3 import FAMILIES as SD3
@@ -20,6 +21,7 @@ from .stable_diffusion import FAMILIES as STABLE_DIFFUSION
 FAMILIES: tuple[Family, ...] = (
     *STABLE_DIFFUSION,
     *FLUX,
+    *CHROMA,
     *LUMINA2,
     *SD3,
 )

@@ -1,7 +1,12 @@
-"""Style models (what a STYLE_MODEL socket carries): the T2I-Adapter style adapter
-(``t2iadapter_style_sd14v1.pth``: ``style_embedding``, ``ln_pre``, ``transformer_layes.N``,
-``ln_post``, ``proj``). It turns a CLIP vision encoder's ``last_hidden_state`` into a few extra
-text-conditioning tokens that StyleModelApply appends to the prompt's tokens."""
+"""Style models (what a STYLE_MODEL socket carries). Each turns a CLIP vision encoder's
+``last_hidden_state`` into extra text-conditioning tokens that StyleModelApply appends to the
+prompt's tokens; the file's keys say which:
+
+* the T2I-Adapter style adapter (``t2iadapter_style_sd14v1.pth``: ``style_embedding``,
+  ``ln_pre``, ``transformer_layes.N``, ``ln_post``, ``proj``): 8 tokens for SD1.x;
+* Flux Redux (``flux1-redux-dev.safetensors``: ``redux_up``, ``redux_down``): every SigLIP
+  token (729 for the 384 px encoder) projected to the T5 width, ``down(silu(up(x)))``.
+"""
 from __future__ import annotations
 
 import os
@@ -52,6 +57,21 @@ class StyleAdapter(nn.Module):
         return self.ln_post(x[:, -self.num_token:, :]) @ self.proj
 
 
+class ReduxImageEncoder(nn.Module):
+    """Flux Redux: SigLIP features [B, N, siglip_width] -> Flux text tokens [B, N, txt_width]
+    through a 3x-wide SiLU MLP. Widths come from the file (1152 -> 12288 -> 4096 for the
+    released model)."""
+
+    def __init__(self, redux_dim: int = 1152, txt_in_features: int = 4096, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or txt_in_features * 3
+        self.redux_up = nn.Linear(redux_dim, hidden)
+        self.redux_down = nn.Linear(hidden, txt_in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.redux_down(nn.functional.silu(self.redux_up(x)))
+
+
 class StyleModel:
     def __init__(self, model: nn.Module):
         self.model = model
@@ -95,9 +115,17 @@ def insert_style_attention(mask: torch.Tensor | None, batch: int, n_text: int, n
 
 def load_style_model(path: str) -> StyleModel:
     sd = load_torch_file(path)
+    if "redux_down.weight" in sd and "redux_up.weight" in sd:
+        hidden, redux_dim = sd["redux_up.weight"].shape
+        model = ReduxImageEncoder(redux_dim, sd["redux_down.weight"].shape[0], hidden)
+        try:
+            model.load_state_dict(sd)
+        except RuntimeError as exc:
+            raise ModelFileError(f"{os.path.basename(path)}: not a Flux Redux model: {exc}") from exc
+        return StyleModel(model.eval().requires_grad_(False))
     if "style_embedding" not in sd:
-        raise ModelFileError(f"{os.path.basename(path)}: not a style model (no style_embedding); "
-                             "only T2I-Adapter style models are supported")
+        raise ModelFileError(f"{os.path.basename(path)}: not a style model (neither a T2I-Adapter style "
+                             "model, with style_embedding, nor Flux Redux, with redux_up/redux_down)")
     _, num_token, width = sd["style_embedding"].shape
     context_dim = sd["proj"].shape[1]
     n_layers = 0

@@ -3,10 +3,12 @@
 Conditioning entries it reads: the T5 hidden states (``cross_attn``), the CLIP-L pooled
 vector (``pooled_output`` -> ``y``), ``guidance`` (FluxGuidance; 3.5 when absent, ignored by
 schnell, which has no guidance embedding), ``concat_latent_image`` / ``concat_mask`` (the
-Fill and Canny/Depth inputs) and ``reference_latents`` (Kontext; ``reference_latents_method``).
+Fill and Canny/Depth inputs), ``reference_latents`` (Kontext; ``reference_latents_method``) and
+``attention_mask`` (an additive bias over [text, image tokens]: StyleModelApply's attn_bias).
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -14,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..base import BaseModel, resize_to_batch_size
+from ..dit import upscale_dit_mask
 from .model import Flux
 
 DEFAULT_GUIDANCE = 3.5
@@ -43,7 +46,8 @@ class FluxModel(BaseModel):
                     c_concat: torch.Tensor | None = None, y: torch.Tensor | None = None,
                     guidance: torch.Tensor | None = None, ref_latents: list[torch.Tensor] | None = None,
                     ref_latents_method: str | None = None, control: dict | None = None,
-                    transformer_options: dict | None = None, **kwargs: Any) -> torch.Tensor:
+                    transformer_options: dict | None = None, attention_mask: torch.Tensor | None = None,
+                    **kwargs: Any) -> torch.Tensor:
         """Denoised estimate (float32) for the latent ``x`` [B,16,H,W] (model space) at sigmas
         ``t`` [B]: the network's velocity v gives ``x - sigma * v``."""
         if c_crossattn is None:
@@ -59,15 +63,18 @@ class FluxModel(BaseModel):
             guidance=None if guidance is None else guidance.float(),
             ref_latents=None if ref_latents is None else [r.to(dtype) for r in ref_latents],
             ref_latents_method=ref_latents_method or "offset", control=control,
-            transformer_options=transformer_options or {}).float()
+            transformer_options=transformer_options or {}, attention_mask=attention_mask).float()
         return self.model_sampling.calculate_denoised(sigma, out, x)
 
     def extra_conds(self, **kwargs: Any) -> dict[str, Any]:
-        if kwargs.get("attention_mask") is not None:
-            raise ValueError("Flux: conditioning attention masks (StyleModelApply's attn_bias mode) "
-                             "are not supported yet")
         device = kwargs.get("device")
         out: dict[str, Any] = {}
+        mask = kwargs.get("attention_mask")
+        if mask is not None:  # e.g. StyleModelApply's attn_bias: resized to this latent's token grid
+            p = self.diffusion_model.patch_size
+            h, w = kwargs["noise"].shape[-2:]
+            out["attention_mask"] = upscale_dit_mask(mask, kwargs.get("attention_mask_img_shape", (1, 1)),
+                                                     (math.ceil(h / p), math.ceil(w / p)))
         cross = kwargs.get("cross_attn")
         if cross is not None:
             out["c_crossattn"] = cross.to(device) if device is not None else cross

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ..dit import rope_axes  # noqa: F401  (re-exported: the RoPE split of a head dim)
+
 MARKER = "double_blocks.0.img_attn.norm.key_norm.scale"
 
 
@@ -21,14 +23,6 @@ def _count(sd: Mapping[str, torch.Tensor], stem: str) -> int:
     while f"{stem}{n}.modulation.lin.weight" in sd or f"{stem}{n}.img_mod.lin.weight" in sd:
         n += 1
     return n
-
-
-def rope_axes(head_dim: int) -> list[int]:
-    index_axis = head_dim // 8
-    side = (head_dim - index_axis) // 2
-    if index_axis % 2 or side % 2 or index_axis + 2 * side != head_dim:
-        raise ValueError(f"Flux: head dim {head_dim} cannot be split into even RoPE axes")
-    return [index_axis, side, side]
 
 
 def detect(sd: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, Any] | None:

@@ -14,7 +14,6 @@ attention rotates query/key pairs by those (RoPE over three axes). The text toke
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -22,90 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-
-
-def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0,
-                       time_factor: float = 1000.0) -> torch.Tensor:
-    """Sinusoidal ``[cos, sin]`` embedding of ``t * time_factor`` (float32)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = (t.float() * time_factor)[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-
-
-def rope_angles(ids: torch.Tensor, axes_dim: list[int], theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin [B, 1, L, head_dim/2] of the rotation angles for position ids [B, L, n_axes]:
-    axis i owns ``axes_dim[i] / 2`` frequency pairs, ``theta ** (-2k / axes_dim[i])``."""
-    angles = []
-    for i, dim in enumerate(axes_dim):
-        omega = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64, device=ids.device) / dim)
-        angles.append(ids[..., i:i + 1].double() * omega)
-    angle = torch.cat(angles, dim=-1).float().unsqueeze(1)
-    return torch.cos(angle), torch.sin(angle)
-
-
-def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate the adjacent pairs (x[2k], x[2k+1]) of the head features by the angles of ``rope``
-    (computed in float32, returned in x's dtype)."""
-    cos, sin = rope
-    pairs = x.float().unflatten(-1, (-1, 2))
-    even, odd = pairs[..., 0], pairs[..., 1]
-    out = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
-    return out.flatten(-2).to(x.dtype)
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-              mask: torch.Tensor | None = None) -> torch.Tensor:
-    """q, k, v [B, heads, L, head_dim] -> [B, L, heads * head_dim]."""
-    q, k = apply_rope(q, rope), apply_rope(k, rope)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return out.transpose(1, 2).flatten(2)
-
-
-class RMSNorm(nn.Module):
-    """RMS norm with a learned ``scale`` (BFL's name for the weight), eps 1e-6, in float32."""
-
-    def __init__(self, dim: int, device: Any = None):
-        super().__init__()
-        self.scale = nn.Parameter(torch.empty(dim, device=device))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)
-        return (out * self.scale.to(device=x.device, dtype=torch.float32)).to(x.dtype)
-
-
-class QKNorm(nn.Module):
-    def __init__(self, dim: int, device: Any = None):
-        super().__init__()
-        self.query_norm = RMSNorm(dim, device=device)
-        self.key_norm = RMSNorm(dim, device=device)
-
-
-class MLPEmbedder(nn.Module):
-    def __init__(self, in_dim: int, hidden: int, device: Any = None):
-        super().__init__()
-        self.in_layer = ops.Linear(in_dim, hidden, device=device)
-        self.out_layer = ops.Linear(hidden, hidden, device=device)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out_layer(F.silu(self.in_layer(x)))
-
-
-class SelfAttention(nn.Module):
-    """The q/k/v projection (one Linear), q/k RMS norms and output projection of one stream."""
-
-    def __init__(self, dim: int, heads: int, qkv_bias: bool, device: Any = None):
-        super().__init__()
-        self.heads = heads
-        self.qkv = ops.Linear(dim, dim * 3, bias=qkv_bias, device=device)
-        self.norm = QKNorm(dim // heads, device=device)
-        self.proj = ops.Linear(dim, dim, device=device)
-
-    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [B, L, dim] -> normalised q, k and v, each [B, heads, L, head_dim]."""
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
-        return self.norm.query_norm(q), self.norm.key_norm(k), v
+from ..dit import (MLPEmbedder, QKNorm, RMSNorm, SelfAttention, apply_rope, attention,  # noqa: F401
+                   clamp_fp16 as _clamp_fp16, layer_norm as _layer_norm, modulate as _modulate, rope_angles,
+                   timestep_embedding)
 
 
 class Modulation(nn.Module):
@@ -119,20 +37,6 @@ class Modulation(nn.Module):
 
     def forward(self, vec: torch.Tensor) -> list[torch.Tensor]:
         return list(self.lin(F.silu(vec))[:, None, :].chunk(self.count, dim=-1))
-
-
-def _layer_norm(dim: int) -> nn.Module:
-    return nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-
-
-def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return torch.addcmul(shift, x, 1 + scale)
-
-
-def _clamp_fp16(x: torch.Tensor) -> torch.Tensor:
-    if x.dtype == torch.float16:
-        return torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
-    return x
 
 
 class DoubleStreamBlock(nn.Module):

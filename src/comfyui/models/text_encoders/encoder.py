@@ -38,6 +38,11 @@ class TextEncoders(nn.Module):
     def encoder(self, name: str) -> nn.Module:
         return getattr(self, name)
 
+    def get_dtype(self) -> torch.dtype:
+        """The weights' storage dtype (a scaled-fp8 file's fp8 type, whatever its other tensors)."""
+        storage = getattr(self, "storage_dtype", None)
+        return storage if storage is not None else next(self.parameters()).dtype
+
     def clip_layer(self, idx: int | None) -> None:
         for name in self.names:
             enc = self.encoder(name)
@@ -68,8 +73,17 @@ class Tokenizers:
                 self.tokenizers[recipe.key] = recipe.tokenizer(configs[name], clip_type.options.get(name, {}),
                                                                embedding_directory)
 
-    def tokenize_with_weights(self, text: str, return_word_ids: bool = False) -> dict[str, list]:
-        return {k: t.tokenize_with_weights(text, return_word_ids) for k, t in self.tokenizers.items()}
+    def tokenize_with_weights(self, text: str, return_word_ids: bool = False,
+                              tokenizer_options: dict | None = None) -> dict[str, list]:
+        """Tokens per encoder key; ``tokenizer_options`` (e.g. ``t5xxl_min_length``) go to the
+        tokenizers that take options (those with an ``option_key``)."""
+        out = {}
+        for k, t in self.tokenizers.items():
+            if tokenizer_options and getattr(t, "option_key", None):
+                out[k] = t.tokenize_with_weights(text, return_word_ids, tokenizer_options=tokenizer_options)
+            else:
+                out[k] = t.tokenize_with_weights(text, return_word_ids)
+        return out
 
 
 def detect_configs(clip_type: ClipType, sd: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -95,6 +109,7 @@ class CLIP:
         self.clip_type = clip_type
         self.configs = configs
         self.tokenizer = Tokenizers(clip_type, configs, embedding_directory)
+        self.tokenizer_options: dict[str, Any] = {}  # T5TokenizerOptions: "t5xxl_min_length" ...
         self.layer_idx: int | None = None
         if _cond_stage_model is not None:
             self.cond_stage_model = _cond_stage_model
@@ -126,6 +141,13 @@ class CLIP:
         for name in self.cond_stage_model.names:
             key = f"{name}.transformer.text_projection.weight"
             fill[key] = lambda t: torch.eye(t.shape[0], t.shape[1], dtype=t.dtype)
+        if ops.is_scaled_fp8(sd) and self.cond_stage_model.manual_cast_dtype is None:
+            # scaled-fp8 files (t5xxl_fp8_e4m3fn_scaled ...) keep their storage; compute wider
+            cdt = torch.float16 if memory.should_use_fp16(self.patcher.load_device) else torch.float32
+            self.cond_stage_model.manual_cast_dtype = cdt
+            self.cond_stage_model.storage_dtype = ops.scaled_fp8_dtype(sd)
+            for name in self.cond_stage_model.names:
+                self.cond_stage_model.encoder(name).compute_dtype = cdt
         missing, unexpected = ops.assign_state_dict(self.cond_stage_model, sd, self.dtype, fill=fill)
         if self.cond_stage_model.manual_cast_dtype is not None:
             ops.set_manual_cast(self.cond_stage_model, True)
@@ -142,6 +164,7 @@ class CLIP:
                  _patcher=self.patcher.clone())
         n.tokenizer = self.tokenizer
         n.layer_idx = self.layer_idx
+        n.tokenizer_options = dict(self.tokenizer_options)
         n.dtype = getattr(self, "dtype", None)
         return n
 
@@ -151,8 +174,12 @@ class CLIP:
     def clip_layer(self, layer_idx: int) -> None:
         self.layer_idx = layer_idx
 
+    def set_tokenizer_option(self, name: str, value: Any) -> None:
+        self.tokenizer_options[name] = value
+
     def tokenize(self, text: str, return_word_ids: bool = False, **kwargs: Any) -> dict[str, list]:
-        return self.tokenizer.tokenize_with_weights(text, return_word_ids)
+        options = {**self.tokenizer_options, **(kwargs.get("tokenizer_options") or {})}
+        return self.tokenizer.tokenize_with_weights(text, return_word_ids, options or None)
 
     def load_model(self) -> ModelPatcher:
         memory.load_models_gpu([self.patcher])

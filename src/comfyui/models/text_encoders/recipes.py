@@ -70,6 +70,7 @@ def _concat(order: tuple[str, ...]):
 _SD1_L = {"layer": "last", "pad_with_end": True}
 _SD2_H = {"layer": "penultimate", "pad_with_end": False}
 _REFINER_G = {"layer": "penultimate", "layer_norm_hidden_state": False, "pad_with_end": False}
+_T5_UNPADDED = {"min_length": 1, "empty_end": False}
 
 RECIPES: dict[str, EncoderRecipe] = {r.name: r for r in (
     EncoderRecipe("clip_g", "g", clip.clip_g_from_file, clip.detect_openclip, clip.build_clip,
@@ -146,6 +147,9 @@ CLIP_TYPES: dict[str, ClipType] = {t.name: t for t in (
     # (SDXL refiner) file
     ClipType("stable_diffusion", ("clip_l", "clip_h", "clip_g"), _concat(("clip_l", "clip_h", "clip_g")),
              {"clip_l": _SD1_L, "clip_h": _SD2_H, "clip_g": _REFINER_G}, "sd15", one_of=True),
+    # PixArt and Chroma: T5-XXL alone, not padded (at least the end token), empty prompt all <pad>
+    ClipType("chroma", ("t5xxl",), _concat(("t5xxl",)), {"t5xxl": _T5_UNPADDED}, "chroma", one_of=True),
+    ClipType("pixart", ("t5xxl",), _concat(("t5xxl",)), {"t5xxl": _T5_UNPADDED}, None, one_of=True),
     # Z-Image: Qwen3-4B (Lumina 2's Gemma-2-2B is not available yet)
     ClipType("lumina2", ("qwen3_4b",), _concat(("qwen3_4b",)), {}, "z_image", one_of=True),
 )}

@@ -231,14 +231,23 @@ def _unigram() -> Any:
 
 class T5Tokenizer:
     """ComfyUI's T5-XXL tokenization: the prompt's weighted segments tokenized one by one (no
-    start token), ``</s>`` after the last, then padding with ``<pad>`` up to ``min_length``
-    (256 for Flux, 77 for SD3); one chunk however long the prompt."""
+    start token), ``</s>`` after the last, then ``min_padding`` ``<pad>`` tokens, then padding
+    with ``<pad>`` up to ``min_length`` (256 for Flux, 77 for SD3, 1 for Chroma/PixArt); one
+    chunk however long the prompt. A CLIP's tokenizer options (T5TokenizerOptions:
+    ``t5xxl_min_padding``, ``t5xxl_min_length``) override both per call."""
 
-    def __init__(self, min_length: int = 256):
+    option_key = "t5xxl"
+
+    def __init__(self, min_length: int = 256, min_padding: int = 0):
         self.min_length = min_length
+        self.min_padding = min_padding
         self.tokenizer = _unigram()
 
-    def tokenize_with_weights(self, text: str, return_word_ids: bool = False) -> list[list[tuple]]:
+    def tokenize_with_weights(self, text: str, return_word_ids: bool = False,
+                              tokenizer_options: Mapping[str, Any] | None = None) -> list[list[tuple]]:
+        options = tokenizer_options or {}
+        min_length = options.get(f"{self.option_key}_min_length", self.min_length)
+        min_padding = options.get(f"{self.option_key}_min_padding", self.min_padding)
         chunk: list[tuple] = []
         for word_id, (segment, weight) in enumerate(token_weights(escape_important(text), 1.0), start=1):
             segment = unescape_important(segment)
@@ -247,7 +256,8 @@ class T5Tokenizer:
             ids = self.tokenizer.encode(segment).ids[:-1]  # the post-processor appends </s>
             chunk.extend((t, weight, word_id) for t in ids)
         chunk.append((END_TOKEN, 1.0, 0))
-        chunk.extend([(PAD_TOKEN, 1.0, 0)] * (self.min_length - len(chunk)))
+        chunk.extend([(PAD_TOKEN, 1.0, 0)] * (min_padding or 0))
+        chunk.extend([(PAD_TOKEN, 1.0, 0)] * ((min_length or 0) - len(chunk)))
         if return_word_ids:
             return [chunk]
         return [[(t, w) for t, w, _ in chunk]]
@@ -262,9 +272,10 @@ class T5TextEncoder(nn.Module):
     hidden states [1, T, d_model] (no pooled output) with ComfyUI's prompt weighting. No
     attention mask: the padding tokens are attended to, as upstream does for Flux and SD3."""
 
-    def __init__(self, cfg: T5Config, device: Any = None):
+    def __init__(self, cfg: T5Config, device: Any = None, empty_end: bool = True):
         super().__init__()
         self.transformer = T5Encoder(cfg, device=device)
+        self.empty_end = empty_end  # PixArt/Chroma: the empty prompt (prompt weighting) is all <pad>
         self.compute_dtype: torch.dtype | None = None  # set when the weights are stored in fp8
 
     def encode(self, tokens: list[list[Any]]) -> tuple[torch.Tensor, None]:
@@ -278,8 +289,9 @@ class T5TextEncoder(nn.Module):
         hidden, _ = self.transformer(embeds)
         return hidden.float(), None
 
-    @staticmethod
-    def empty_tokens(length: int) -> list[int]:
+    def empty_tokens(self, length: int) -> list[int]:
+        if not self.empty_end:
+            return [PAD_TOKEN] * length
         return [END_TOKEN] + [PAD_TOKEN] * (length - 1)
 
     def encode_token_weights(self, token_weight_pairs: list[list[tuple]]) -> tuple[torch.Tensor, None]:
@@ -309,8 +321,8 @@ def detect_t5(sd: Mapping[str, torch.Tensor], prefix: str = "") -> T5Config | No
 
 
 def build_t5(cfg: T5Config, options: Mapping[str, Any]) -> T5TextEncoder:
-    return T5TextEncoder(cfg)
+    return T5TextEncoder(cfg, empty_end=options.get("empty_end", True))
 
 
 def t5_tokenizer(cfg: T5Config, options: Mapping[str, Any], embedding_directory: Any = None) -> T5Tokenizer:
-    return T5Tokenizer(min_length=options.get("min_length", 256))
+    return T5Tokenizer(min_length=options.get("min_length", 256), min_padding=options.get("min_padding", 0))

@@ -114,15 +114,16 @@ class StyleModelApply:
         cond = style_model.get_cond(clip_vision_output).flatten(start_dim=0, end_dim=1).unsqueeze(dim=0)
         if strength_type == "multiply":
             cond = cond * strength
+        bias_strength = strength if strength_type == "attn_bias" else 1.0
         out = []
         for txt, keys in conditioning:
             keys = keys.copy()
-            if strength_type == "attn_bias":
-                mask = st.insert_style_attention(keys.get("attention_mask"), txt.shape[0], txt.shape[1],
-                                                 cond.shape[1], keys.get("attention_mask_img_shape"), strength)
-                if mask is not None:
-                    keys["attention_mask"] = mask.to(txt.device)
-                    keys["attention_mask_img_shape"] = keys.get("attention_mask_img_shape", (1, 1))
+            # an existing mask always grows by the new tokens (bias 0 for them in "multiply")
+            mask = st.insert_style_attention(keys.get("attention_mask"), txt.shape[0], txt.shape[1],
+                                             cond.shape[1], keys.get("attention_mask_img_shape"), bias_strength)
+            if mask is not None:
+                keys["attention_mask"] = mask.to(txt.device)
+                keys["attention_mask_img_shape"] = keys.get("attention_mask_img_shape", (1, 1))
             out.append([torch.cat((txt, cond.to(txt)), dim=1), keys])
         return (out,)
 

@@ -1,0 +1,132 @@
+"""Tiny random-weight Chroma files built with the independent implementation (diffusers'
+``ChromaTransformer2DModel``) and written in the real single-file layout (BFL keys with the
+``distilled_guidance_layer`` approximator), plus the text encoder and VAE the Chroma template
+asks for.
+
+diffusers' own single-file converter hard-codes the real widths, so the diffusers -> BFL key
+map is written here (:func:`diffusers_to_bfl`)."""
+from __future__ import annotations
+
+import torch
+
+FP8_MAX = 448.0  # float8_e4m3fn
+
+
+def diffusers_chroma(seed: int = 0, hidden: int = 64, heads: int = 2, depth: int = 2, depth_single: int = 2,
+                     context: int = 32, approx_hidden: int = 48, approx_layers: int = 2):
+    """A random diffusers ChromaTransformer2DModel (every weight drawn, norms around 1)."""
+    from diffusers import ChromaTransformer2DModel
+
+    from comfyui.models.dit import rope_axes
+    head_dim = hidden // heads
+    torch.manual_seed(seed)
+    m = ChromaTransformer2DModel(patch_size=1, in_channels=64, num_layers=depth, num_single_layers=depth_single,
+                                 attention_head_dim=head_dim, num_attention_heads=heads,
+                                 joint_attention_dim=context, axes_dims_rope=tuple(rope_axes(head_dim)),
+                                 approximator_num_channels=64, approximator_hidden_dim=approx_hidden,
+                                 approximator_layers=approx_layers).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "norm" in name and p.ndim == 1:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * (0.5 / p.shape[-1] ** 0.5 if p.ndim > 1 else 0.05))
+    return m
+
+
+_DOUBLE = (("attn.to_out.0", "img_attn.proj"), ("attn.to_add_out", "txt_attn.proj"),
+           ("ff.net.0.proj", "img_mlp.0"), ("ff.net.2", "img_mlp.2"),
+           ("ff_context.net.0.proj", "txt_mlp.0"), ("ff_context.net.2", "txt_mlp.2"))
+_DOUBLE_NORMS = (("norm_q", "img_attn.norm.query_norm"), ("norm_k", "img_attn.norm.key_norm"),
+                 ("norm_added_q", "txt_attn.norm.query_norm"), ("norm_added_k", "txt_attn.norm.key_norm"))
+
+
+def diffusers_to_bfl(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """diffusers Chroma keys -> the native file's: fused q/k/v (and the single blocks' MLP
+    input) concatenated, the approximator's PixArt projections -> in_layer/out_layer, norm
+    weights -> ``scale``. The final norm has no weights in either layout (its shift and scale
+    are the approximator's last two slots, in the same order)."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if k.startswith(("x_embedder.", "context_embedder.", "proj_out.", "distilled_guidance_layer.in_proj.",
+                         "distilled_guidance_layer.out_proj.")):
+            stem, param = k.rsplit(".", 1)
+            stem = {"x_embedder": "img_in", "context_embedder": "txt_in", "proj_out": "final_layer.linear"}.get(stem, stem)
+            out[f"{stem}.{param}"] = v
+        elif k.startswith("distilled_guidance_layer.layers."):
+            _, _, i, layer, param = k.split(".")
+            out[f"distilled_guidance_layer.layers.{i}.{ {'linear_1': 'in_layer', 'linear_2': 'out_layer'}[layer] }.{param}"] = v
+        elif k.startswith("distilled_guidance_layer.norms."):
+            out[f"distilled_guidance_layer.norms.{k.split('.')[2]}.scale"] = v
+    n_double = len({k.split(".")[1] for k in sd if k.startswith("transformer_blocks.")})
+    n_single = len({k.split(".")[1] for k in sd if k.startswith("single_transformer_blocks.")})
+    for i in range(n_double):
+        s, d = f"transformer_blocks.{i}.", f"double_blocks.{i}."
+        for p in ("weight", "bias"):
+            out[d + f"img_attn.qkv.{p}"] = torch.cat([sd[s + f"attn.to_{x}.{p}"] for x in "qkv"])
+            out[d + f"txt_attn.qkv.{p}"] = torch.cat([sd[s + f"attn.add_{x}_proj.{p}"] for x in "qkv"])
+            for a, b in _DOUBLE:
+                out[d + f"{b}.{p}"] = sd[s + f"{a}.{p}"]
+        for a, b in _DOUBLE_NORMS:
+            out[d + f"{b}.scale"] = sd[s + f"attn.{a}.weight"]
+    for i in range(n_single):
+        s, d = f"single_transformer_blocks.{i}.", f"single_blocks.{i}."
+        for p in ("weight", "bias"):
+            out[d + f"linear1.{p}"] = torch.cat([sd[s + f"attn.to_{x}.{p}"] for x in "qkv"] + [sd[s + f"proj_mlp.{p}"]])
+            out[d + f"linear2.{p}"] = sd[s + f"proj_out.{p}"]
+        out[d + "norm.query_norm.scale"] = sd[s + "attn.norm_q.weight"]
+        out[d + "norm.key_norm.scale"] = sd[s + "attn.norm_k.weight"]
+    return out
+
+
+def scaled_fp8(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ComfyUI's scaled-fp8 file convention: a ``scaled_fp8`` marker, each Linear weight in
+    float8_e4m3fn with its float32 ``scale_weight`` (embeddings stay as they are)."""
+    out: dict[str, torch.Tensor] = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}
+    for k, v in sd.items():
+        if k.endswith(".weight") and v.ndim == 2 and k != "shared.weight":
+            scale = v.abs().max().float() / FP8_MAX
+            out[k] = (v.float() / scale).to(torch.float8_e4m3fn)
+            out[k[:-len("weight")] + "scale_weight"] = scale.reshape(())
+        else:
+            out[k] = v
+    return out
+
+
+def write_chroma_files(models_dir: str) -> dict[str, str]:
+    """The Chroma template's files under ``models_dir``, tiny: ``Chroma1-HD-fp8mixed.safetensors``
+    (diffusion_models; scaled fp8, T5 width 64), ``Chroma1-HD.safetensors`` (the same in bf16),
+    ``t5xxl_fp8_e4m3fn_scaled.safetensors`` (text_encoders; scaled fp8, HF keys) and the
+    16-channel ``ae.safetensors``. Returns name -> path."""
+    import os
+
+    from safetensors.torch import save_file
+
+    from comfyui.models.vae import convert_vae_state_dict
+    from . import flux_fixtures as ffx
+
+    def save(sd: dict[str, torch.Tensor], folder: str, name: str) -> str:
+        path = os.path.join(models_dir, folder, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_file({k: v.contiguous() for k, v in sd.items()}, path)
+        return path
+
+    chroma = diffusers_to_bfl(diffusers_chroma(seed=31, context=64).state_dict())
+    t5 = ffx.t5_sd(ffx.hf_t5(seed=32))
+    return {
+        "Chroma1-HD-fp8mixed.safetensors": save(scaled_fp8(chroma), "diffusion_models",
+                                                "Chroma1-HD-fp8mixed.safetensors"),
+        "Chroma1-HD.safetensors": save({k: v.bfloat16() for k, v in chroma.items()}, "diffusion_models",
+                                       "Chroma1-HD.safetensors"),
+        "t5xxl_fp8_e4m3fn_scaled.safetensors": save(scaled_fp8(t5), "text_encoders",
+                                                    "t5xxl_fp8_e4m3fn_scaled.safetensors"),
+        "ae.safetensors": save(convert_vae_state_dict(ffx.diffusers_vae16(seed=33).state_dict()), "vae",
+                               "ae.safetensors"),
+    }
+
+
+if __name__ == "__main__":  # python -m tests.models.chroma_fixtures <ComfyUI models directory>
+    import sys
+    for name, path in write_chroma_files(sys.argv[1]).items():
+        print(name, "->", path)
