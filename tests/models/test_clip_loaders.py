@@ -13,10 +13,12 @@ from comfyui.nodes.builtin import loaders
 from comfyui.nodes.registry import NodeRegistry
 
 from . import fixtures as fx
+from . import flux_fixtures as ffx
 from . import lumina2_fixtures as lf
 
 # the file CLIPLoader gets for a type whose encoder is not CLIP-L
-FILE_FOR_TYPE = {"lumina2": "qwen_3_4b.safetensors"}
+FILE_FOR_TYPE = {"lumina2": "qwen_3_4b.safetensors", "chroma": "t5xxl_fp16.safetensors",
+                 "pixart": "t5xxl_fp16.safetensors"}
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,8 @@ def encoder_files(tmp_path_factory):
     qwen3 = lf.hf_qwen3(13, hidden=16, layers=2, heads=2, kv_heads=1, head_dim=8, intermediate=32)
     save_file({k: v.half().contiguous() for k, v in lf.qwen3_file_sd(qwen3).items()},
               str(folder / "qwen_3_4b.safetensors"))
+    save_file({k: v.half().contiguous() for k, v in ffx.t5_sd(ffx.hf_t5(14)).items()},
+              str(folder / "t5xxl_fp16.safetensors"))
     return folder
 
 

@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-BUILTIN_NODE_COUNT = 170  # + ModelSamplingSD3/AuraFlow/Flux, Dual/TripleCLIPLoader, the 9 of nodes/builtin/flux.py, the 2 of sd3.py, the 5 of video.py, the 2 of latent_video.py
+BUILTIN_NODE_COUNT = 171  # every built-in node (a pack that adds nodes adds to it)
 
 CHECK = (
     "import json, sys\n"

@@ -191,7 +191,12 @@ def vision_config(sd: dict[str, torch.Tensor], hidden_act: str | None = None) ->
     dim, patch = pe.shape[0], pe.shape[-1]
     siglip = "vision_model.embeddings.class_embedding" not in sd
     n_pos = sd["vision_model.embeddings.position_embedding.weight"].shape[0]
-    image_size = int(round((n_pos - (0 if siglip else 1)) ** 0.5)) * patch
+    grid = int(round((n_pos - (0 if siglip else 1)) ** 0.5))
+    image_size = grid * patch
+    if siglip and image_size % 16:
+        # the convolution drops a remainder: SigLIP so400m/14 at 384 px has a 27x27 grid
+        # (378 px); its input size is the multiple of 16 with that grid, as released
+        image_size = next((s for s in range(image_size, image_size + patch) if s % 16 == 0), image_size)
     layers = 0
     while f"vision_model.encoder.layers.{layers}.layer_norm1.weight" in sd:
         layers += 1

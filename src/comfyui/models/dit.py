@@ -129,7 +129,8 @@ def rope_axes(head_dim: int) -> list[int]:
 def upscale_dit_mask(mask: torch.Tensor, size_in: tuple[int, int], size_out: tuple[int, int]) -> torch.Tensor:
     """A mask [B, T+hi*wi, T+hi*wi] (or 2-D) over [text tokens, image tokens of a hi x wi grid]
     -> the same over a ho x wo grid: the text/text block kept, the blocks with image queries or
-    keys resized bilinearly along their image axes (as upstream's ``upscale_dit_mask``)."""
+    keys resized bilinearly along their image axes (as upstream's ``upscale_dit_mask``; a -inf
+    bias becomes the dtype's half minimum first, which blocks attention the same way)."""
     (hi, wi), (ho, wo) = size_in, size_out
     if (hi, wi) == (ho, wo):
         return mask
@@ -137,6 +138,8 @@ def upscale_dit_mask(mask: torch.Tensor, size_in: tuple[int, int], size_out: tup
         mask = mask.unsqueeze(0)
     if mask.ndim != 3:
         raise ValueError(f"attention mask of shape {list(mask.shape)}: expected [b, q, k] or [q, k]")
+    if mask.is_floating_point():  # -inf (a bias of log 0) times a zero interpolation weight is NaN
+        mask = mask.clamp(min=torch.finfo(mask.dtype).min / 2)
     t = mask.shape[1] - hi * wi
     b = mask.shape[0]
 
