@@ -3,8 +3,8 @@
 ``distilled_guidance_layer`` approximator), plus the text encoder and VAE the Chroma template
 asks for.
 
-diffusers' own single-file converter hard-codes the real widths, so the diffusers -> BFL key
-map is written here (:func:`diffusers_to_bfl`)."""
+diffusers' own single-file converter hard-codes the real widths; the diffusers -> native key map
+is the package's (``comfyui.models.chroma.convert``), checked by the numerical comparison."""
 from __future__ import annotations
 
 import torch
@@ -35,49 +35,9 @@ def diffusers_chroma(seed: int = 0, hidden: int = 64, heads: int = 2, depth: int
     return m
 
 
-_DOUBLE = (("attn.to_out.0", "img_attn.proj"), ("attn.to_add_out", "txt_attn.proj"),
-           ("ff.net.0.proj", "img_mlp.0"), ("ff.net.2", "img_mlp.2"),
-           ("ff_context.net.0.proj", "txt_mlp.0"), ("ff_context.net.2", "txt_mlp.2"))
-_DOUBLE_NORMS = (("norm_q", "img_attn.norm.query_norm"), ("norm_k", "img_attn.norm.key_norm"),
-                 ("norm_added_q", "txt_attn.norm.query_norm"), ("norm_added_k", "txt_attn.norm.key_norm"))
-
-
 def diffusers_to_bfl(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """diffusers Chroma keys -> the native file's: fused q/k/v (and the single blocks' MLP
-    input) concatenated, the approximator's PixArt projections -> in_layer/out_layer, norm
-    weights -> ``scale``. The final norm has no weights in either layout (its shift and scale
-    are the approximator's last two slots, in the same order)."""
-    out: dict[str, torch.Tensor] = {}
-    for k, v in sd.items():
-        if k.startswith(("x_embedder.", "context_embedder.", "proj_out.", "distilled_guidance_layer.in_proj.",
-                         "distilled_guidance_layer.out_proj.")):
-            stem, param = k.rsplit(".", 1)
-            stem = {"x_embedder": "img_in", "context_embedder": "txt_in", "proj_out": "final_layer.linear"}.get(stem, stem)
-            out[f"{stem}.{param}"] = v
-        elif k.startswith("distilled_guidance_layer.layers."):
-            _, _, i, layer, param = k.split(".")
-            out[f"distilled_guidance_layer.layers.{i}.{ {'linear_1': 'in_layer', 'linear_2': 'out_layer'}[layer] }.{param}"] = v
-        elif k.startswith("distilled_guidance_layer.norms."):
-            out[f"distilled_guidance_layer.norms.{k.split('.')[2]}.scale"] = v
-    n_double = len({k.split(".")[1] for k in sd if k.startswith("transformer_blocks.")})
-    n_single = len({k.split(".")[1] for k in sd if k.startswith("single_transformer_blocks.")})
-    for i in range(n_double):
-        s, d = f"transformer_blocks.{i}.", f"double_blocks.{i}."
-        for p in ("weight", "bias"):
-            out[d + f"img_attn.qkv.{p}"] = torch.cat([sd[s + f"attn.to_{x}.{p}"] for x in "qkv"])
-            out[d + f"txt_attn.qkv.{p}"] = torch.cat([sd[s + f"attn.add_{x}_proj.{p}"] for x in "qkv"])
-            for a, b in _DOUBLE:
-                out[d + f"{b}.{p}"] = sd[s + f"{a}.{p}"]
-        for a, b in _DOUBLE_NORMS:
-            out[d + f"{b}.scale"] = sd[s + f"attn.{a}.weight"]
-    for i in range(n_single):
-        s, d = f"single_transformer_blocks.{i}.", f"single_blocks.{i}."
-        for p in ("weight", "bias"):
-            out[d + f"linear1.{p}"] = torch.cat([sd[s + f"attn.to_{x}.{p}"] for x in "qkv"] + [sd[s + f"proj_mlp.{p}"]])
-            out[d + f"linear2.{p}"] = sd[s + f"proj_out.{p}"]
-        out[d + "norm.query_norm.scale"] = sd[s + "attn.norm_q.weight"]
-        out[d + "norm.key_norm.scale"] = sd[s + "attn.norm_k.weight"]
-    return out
+    from comfyui.models.chroma.convert import diffusers_to_native
+    return diffusers_to_native(sd)
 
 
 def scaled_fp8(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -118,6 +118,31 @@ def test_real_layout_gives_upstreams_config():
         assert Chroma(**config).mod_slots == 344  # upstream's mod_index_length
 
 
+def test_diffusers_layout_file_loads_and_denoises_like_diffusers(tmp_path):
+    """A diffusers-layout Chroma transformer through UNETLoader's path (the family's key map):
+    the BaseModel's denoised output is x - sigma * diffusers' velocity (flow matching), with
+    the sigma as diffusers' timestep."""
+    from safetensors.torch import save_file
+
+    from comfyui.models import sd as sdm
+    memory.configure(None, cpu=True)
+    m = cfx.diffusers_chroma(seed=6)
+    path = tmp_path / "chroma_diffusers.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
+    patcher = sdm.load_diffusion_model(str(path))
+    model = patcher.model
+    assert model.family.name == "chroma"
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 16, 8, 8, generator=g)
+    ctx = torch.randn(1, 4, 32, generator=g)
+    sigma = torch.tensor([0.6])
+    conds = model.extra_conds(cross_attn=ctx, noise=x, device=torch.device("cpu"))
+    with torch.no_grad():
+        denoised = model.apply_model(x, sigma, **conds)
+    velocity = _diffusers_velocity(m, x, sigma, ctx)
+    torch.testing.assert_close(denoised, x - sigma * velocity, atol=1e-4, rtol=1e-4)
+
+
 def test_flux_is_not_taken_for_chroma_and_radiance_is_refused(tiny):
     _, sd = tiny
     from comfyui.models.flux.detection import detect as flux_detect

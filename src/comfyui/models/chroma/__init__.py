@@ -1,7 +1,8 @@
 """The Chroma family (Chroma1-HD, Chroma v48-v50: ``chroma1-hd.safetensors``,
 ``chroma-unlocked-v50.safetensors``): a Flux.1-schnell derivative whose blocks take their
 modulation from one ``distilled_guidance_layer`` approximator (:mod:`.model`), its BaseModel
-(:mod:`.base`) and shape-derived detection (:mod:`.detection`).
+(:mod:`.base`), shape-derived detection (:mod:`.detection`) and the diffusers key map
+(:mod:`.convert`: a diffusers-layout transformer loads through UNETLoader too).
 
 As upstream: Flux's 16-channel latent format, ComfyUI's ModelSamplingFlux schedule (shift
 1.15; the workflows patch it with ModelSamplingAuraFlow) with multiplier 1, T5-XXL alone as
@@ -15,10 +16,12 @@ import torch
 from ..family import Family
 from ..latent_formats import Flux as FluxLatent
 from .base import ChromaModel
+from .convert import diffusers_to_native
 from .detection import describe, detect
 
 FAMILIES = (
     Family("chroma", detect, ChromaModel, FluxLatent, {"type": "flux", "shift": 1.15, "multiplier": 1.0},
            clip_type="chroma", memory_usage_factor=3.2,
-           supported_dtypes=(torch.bfloat16, torch.float16, torch.float32), describe=describe),
+           supported_dtypes=(torch.bfloat16, torch.float16, torch.float32), describe=describe,
+           diffusers_to_native=diffusers_to_native),
 )

@@ -53,7 +53,8 @@ _SINGLE_FUSED = {"linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")}
 
 
 def is_diffusers_flux(sd: Mapping[str, torch.Tensor], prefix: str = "") -> bool:
-    return prefix + DIFFUSERS_MARKER in sd and prefix + "x_embedder.weight" in sd
+    return prefix + DIFFUSERS_MARKER in sd and prefix + "x_embedder.weight" in sd and \
+        prefix + "distilled_guidance_layer.in_proj.weight" not in sd  # (that is Chroma)
 
 
 def _count(sd: Mapping[str, torch.Tensor], stem: str) -> int:
