@@ -215,9 +215,8 @@ def test_weighted_prompt_uses_an_all_pad_empty_prompt(files):
 # ------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def env(files):
-    from comfyui import paths
+    from comfyui import paths, runtime
     from comfyui.engine.engine import Engine
-    from comfyui.models import sd as sdm
     from comfyui.nodes.registry import NodeRegistry
 
     base, _ = files
@@ -228,7 +227,7 @@ def env(files):
     engine.start()
     yield {"base": str(base), "engine": engine}
     engine.stop()
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
     paths.configure(base_directory=None)
 
 

@@ -210,9 +210,8 @@ def test_dit_mask_upscale_keeps_the_text_block():
 # ------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, cpu):
-    from comfyui import paths
+    from comfyui import paths, runtime
     from comfyui.engine.engine import Engine
-    from comfyui.models import sd as sdm
     from comfyui.nodes.registry import NodeRegistry
 
     base = tmp_path_factory.mktemp("redux")
@@ -229,7 +228,7 @@ def env(tmp_path_factory, cpu):
     engine.start()
     yield {"base": str(base), "engine": engine}
     engine.stop()
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
     paths.configure(base_directory=None)
 
 
