@@ -40,7 +40,7 @@ class ConfigError(ValueError):
     """A setting could not be parsed; the message names its source."""
 
 
-@dataclass
+@dataclass(repr=False)
 class Config:
     # files
     config: str | None = None
@@ -58,6 +58,7 @@ class Config:
     max_queue_size: int = 65536
     disable_metadata: bool = False
     api_key: str | None = None
+    api_key_file: str | None = None
     external_address: str | None = None
     enable_compress_response_body: bool = False
     comfy_api_base: str = "https://api.comfy.org"
@@ -140,6 +141,16 @@ class Config:
     log_stdout: bool = False
     quick_test_for_ci: bool = False
     disable_known_models: bool = False
+    # slow clients
+    header_timeout: float = 75.0
+    body_timeout: float = 30.0
+
+    def __repr__(self) -> str:  # never prints a credential (logs, tracebacks, debuggers)
+        from .redact import redact_value
+
+        fields = ", ".join(f"{f.name}={redact_value(f.name, getattr(self, f.name))!r}"
+                           for f in dataclasses.fields(self))
+        return f"Config({fields})"
 
     # -- derived views -------------------------------------------------------------------
     @property
@@ -231,7 +242,15 @@ def _upper_level(value: str) -> str:
     return v
 
 
+def _positive_float(value: str) -> float:
+    n = float(value)
+    if not n > 0 or n != n or n == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value}")
+    return n
+
+
 _port.__name__ = "port"
+_positive_float.__name__ = "positive number"
 _positive_int.__name__ = "non-negative int"
 _upper_level.__name__ = "logging level"
 
@@ -265,7 +284,12 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
     net.add_argument("--max-queue-size", type=_positive_int, default=65536,
                      help="reject prompts when the queue holds this many (default 65536)")
     net.add_argument("--disable-metadata", action="store_true", help="don't save prompt metadata in files")
-    net.add_argument("--api-key", default=None, help="API key for API (partner) nodes")
+    net.add_argument("--api-key", default=None,
+                     help="require this key on every request (Authorization: Bearer KEY, or ?token=KEY "
+                          "once in the browser). A value given here is visible to every local user "
+                          "through ps: prefer --api-key-file or the COMFYUI_API_KEY environment variable")
+    net.add_argument("--api-key-file", metavar="PATH", default=None,
+                     help="read the API key (see --api-key) from this file (its first line)")
     net.add_argument("--external-address", default=None, help="base URL used for external addresses in the API")
     net.add_argument("--enable-compress-response-body", action="store_true", help="gzip response bodies")
     net.add_argument("--comfy-api-base", default="https://api.comfy.org", help="base URL of the Comfy API")
@@ -387,6 +411,15 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
     misc.add_argument("--quick-test-for-ci", action="store_true",
                       help="quick start-up test: fail if nodes cannot be imported, then exit")
     misc.add_argument("--disable-known-models", action="store_true", help="don't offer automatic model downloads")
+
+    slow = p.add_argument_group("slow clients")
+    slow.add_argument("--header-timeout", metavar="SECONDS", type=_positive_float, default=75.0,
+                      help="close a connection whose request headers are not complete this many seconds "
+                           "after it opened or after its previous answer; this is also the idle keep-alive "
+                           "time, so keep it above a reverse proxy's upstream keep-alive (default 75)")
+    slow.add_argument("--body-timeout", metavar="SECONDS", type=_positive_float, default=30.0,
+                      help="close a connection whose request body sends nothing for this many seconds "
+                           "while the server waits for it (default 30)")
     return p
 
 
@@ -559,7 +592,52 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
                         merged[d] = defaults[d]
         merged.update(layer)
     merged["config"] = config_path
-    return Config(**merged)
+    if merged.get("api_key_file"):
+        if merged.get("api_key"):
+            raise ConfigError("give the API key once: --api-key (or COMFYUI_API_KEY) or --api-key-file")
+        merged["api_key"] = read_api_key_file(merged["api_key_file"])
+    config = Config(**merged)
+    register_secrets(config)
+    return config
+
+
+def read_api_key_file(path: str) -> str:
+    """The first line of ``path``, stripped; ConfigError when unreadable or empty."""
+    try:
+        text = pathlib.Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the API key file {path}: {e}") from None
+    key = (text.splitlines() or [""])[0].strip()
+    if not key:
+        raise ConfigError(f"the API key file {path} is empty")
+    return key
+
+
+def register_secrets(config: Any) -> None:
+    """Register the credentials in ``config`` (API key, passwords in URLs, any setting named
+    like a key or secret) with :mod:`comfyui.redact`, so no log line or answer shows them."""
+    import urllib.parse
+
+    from . import redact
+
+    if config is None:
+        return
+    if isinstance(config, Mapping):
+        items = list(config.items())
+    elif dataclasses.is_dataclass(config):
+        items = [(f.name, getattr(config, f.name, None)) for f in dataclasses.fields(config)]
+    else:
+        items = list(getattr(config, "__dict__", {}).items())
+    for name, value in items:
+        if not isinstance(value, str) or not value or not redact.is_secret_name(name):
+            continue
+        if "://" in value:
+            password = redact.url_password(value)
+            if password:
+                redact.register_secret(password)
+                redact.register_secret(urllib.parse.unquote(password))
+        else:
+            redact.register_secret(value)
 
 
 def current() -> Config:

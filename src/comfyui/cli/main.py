@@ -29,6 +29,9 @@ def setup_logging(config: Any) -> None:
         if getattr(old, "_comfyui_cli", False):
             root.removeHandler(old)
     handler._comfyui_cli = True  # type: ignore[attr-defined]
+    from ..redact import install_on
+
+    install_on(handler)  # no credential in any log line (comfyui.redact)
     root.addHandler(handler)
     root.setLevel(level)
 
@@ -56,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_server(config)
     except KeyboardInterrupt:
         return 0
+    except Exception:  # noqa: BLE001 - through the (redacting) log, not the bare traceback printer
+        logging.getLogger("comfyui").critical("the server could not start or stopped on an error", exc_info=True)
+        return 1
     return result if isinstance(result, int) else 0
 
 

@@ -14,6 +14,7 @@ import time
 
 from aiohttp import web
 
+from ..redact import redacted_argv  # noqa: F401 - also imported from here
 from .context import ServerContext, add_route, error_response, json_response
 
 log = logging.getLogger(__name__)
@@ -142,21 +143,6 @@ class InfoRoutes:
         vm = psutil.virtual_memory()
         return [{"name": "cpu", "type": "cpu", "index": None, "vram_total": vm.total,
                  "vram_free": vm.available, "torch_vram_total": 0, "torch_vram_free": 0}]
-
-
-def redacted_argv(argv: list[str]) -> list[str]:
-    out, hide = [], False
-    for a in argv:
-        if hide:
-            out.append("***")
-            hide = False
-            continue
-        if a == "--api-key":
-            hide = True
-        elif a.startswith("--api-key="):
-            a = "--api-key=***"
-        out.append(a)
-    return out
 
 
 def _torch_devices(torch) -> list[dict]:
