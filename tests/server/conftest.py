@@ -42,7 +42,7 @@ async def make_server(workspace, node_registry):
     from comfyui import runtime
     from comfyui.config import Config
     from comfyui.engine.engine import Engine
-    from comfyui.server.app import create_app
+    from comfyui.server.app import create_app, runner_options
 
     made: list[tuple[TestClient, Any]] = []
     previous = runtime.make_default(None)
@@ -59,7 +59,9 @@ async def make_server(workspace, node_registry):
         if start_engine:
             engine.start()
         app = create_app(engine, config)
-        client = TestClient(TestServer(app))
+        test_server = TestServer(app)
+        await test_server.start_server(**runner_options(config))  # the real server's settings
+        client = TestClient(test_server)
         await client.start_server()
         made.append((client, engine))
         return Srv(client, engine)

@@ -26,7 +26,7 @@ from .. import process
 from ..runtime import Runtime, make_default
 from .context import ServerContext, config_get
 from .security import (HostPolicy, cache_control_middleware, error_middleware, gzip_middleware,
-                       make_security_middleware)
+                       make_limits_middleware, make_security_middleware)
 from .ws import ClientRegistry
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,14 @@ LATE_ROUTE_MODULES = ("comfyui.server.openapi", "comfyui.server.logs", "comfyui.
 
 def _api_key(config: Any) -> str | None:
     key = config_get(config, "api_key") or os.environ.get("COMFYUI_API_KEY") or None
+    if not key and config_get(config, "api_key_file"):
+        from comfyui.config import read_api_key_file
+
+        key = read_api_key_file(config_get(config, "api_key_file"))
+    if key:
+        from comfyui.redact import register_secret
+
+        register_secret(str(key))
     return str(key) if key else None
 
 
@@ -48,6 +56,13 @@ def _allowed_hosts(config: Any) -> list[str]:
     if isinstance(hosts, str):
         hosts = [h.strip() for h in hosts.split(",") if h.strip()]
     return list(hosts)
+
+
+def runner_options(config: Any) -> dict:
+    """aiohttp server settings from the config: ``--header-timeout`` is aiohttp's keep-alive
+    timer, which also closes a connection whose request headers are not complete in time
+    (a slow-loris sending half a request); ``--body-timeout`` is the limits middleware's."""
+    return {"keepalive_timeout": float(config_get(config, "header_timeout", 75.0) or 75.0)}
 
 
 def server_feature_flags(config: Any) -> dict:
@@ -84,6 +99,9 @@ def create_app(engine: Any, config: Any = None) -> web.Application:
     The engine listener is added when the app starts (it needs the running loop) and removed
     on cleanup; the engine's own lifecycle (start/stop) belongs to the caller."""
     max_upload = int(float(config_get(config, "max_upload_size", 100.0)) * 1024 * 1024)
+    from comfyui.config import register_secrets
+
+    register_secrets(config)
     ctx = ServerContext(engine=engine, config=config, api_key=_api_key(config),
                         max_upload_size=max_upload)
     ctx.feature_flags = server_feature_flags(config)
@@ -91,8 +109,9 @@ def create_app(engine: Any, config: Any = None) -> web.Application:
     policy = HostPolicy(config_get(config, "listen", "127.0.0.1"), _allowed_hosts(config))
     ctx.allowed_hosts = set(policy.names)
     cors = config_get(config, "enable_cors_header")
-    middlewares = [_runtime_middleware(engine), error_middleware, make_security_middleware(ctx, policy, cors),
-                   cache_control_middleware]
+    body_timeout = float(config_get(config, "body_timeout", 30.0) or 0) or None
+    middlewares = [_runtime_middleware(engine), error_middleware, make_limits_middleware(max_upload, body_timeout),
+                   make_security_middleware(ctx, policy, cors), cache_control_middleware]
     if config_get(config, "enable_compress_response_body", False):
         middlewares.append(gzip_middleware)
     app = web.Application(client_max_size=max_upload, middlewares=middlewares)
@@ -261,10 +280,23 @@ async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None 
         return 1
     own_engine = engine is None
     if engine is None:
-        engine = await asyncio.to_thread(build_engine, config, runtime)
+        from comfyui.redact import redact_url
+
+        url = config_get(config, "database_url")
+        store = redact_url(str(url)) if url else "sqlite (comfyui.db in the user directory)"
+        try:
+            engine = await asyncio.to_thread(build_engine, config, runtime)
+        except Exception as e:  # noqa: BLE001 - one clear line (credentials masked), exit 1
+            log.error("cannot start (job store %s): %s: %s", store, type(e).__name__, e)
+            log.debug("start-up failure", exc_info=True)
+            return 1
+    else:
+        store = None
     app = create_app(engine, config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner_options(config))
     await runner.setup()
+    if store is not None:
+        log.info("job store: %s", store)  # after setup: /internal/logs holds it too
     sites = []
     for addr in addresses:
         site = web.TCPSite(runner, addr, port, ssl_context=sslctx, reuse_address=True)

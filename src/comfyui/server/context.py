@@ -45,6 +45,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from ..jsonutil import dumps, loads  # noqa: F401 - dumps is the server's encoder (ws, routes)
+from ..redact import RedactingFilter, redact_text
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -112,7 +113,7 @@ def json_response(data: Any, status: int = 200, headers: dict | None = None) -> 
 
 
 def error_response(message: str, status: int = 400, **extra: Any) -> web.Response:
-    body = {"error": message}
+    body = {"error": redact_text(message) if isinstance(message, str) else message}
     body.update(extra)
     return json_response(body, status=status)
 
@@ -156,14 +157,52 @@ async def read_json(request: web.Request, default: Any = None, *, require_conten
     if (require_content_type and is_browser_request(request)
             and not is_json_content_type(request.headers.get("Content-Type", ""))):
         raise JSONBodyError(415, "Content-Type must be application/json")
+    return parse_json_body(raw)
+
+
+# Deeper request JSON is refused (400): nothing ComfyUI sends comes near it (a workflow with
+# nested subgraphs is ~30 levels), and code that walks a structure recursively (validation,
+# the settings file's encoder, orjson's 255-level encoder) must never meet what it cannot walk.
+MAX_JSON_DEPTH = 200
+
+
+def json_depth_exceeds(obj: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``obj`` nests lists/dicts more than ``limit`` levels (iterative: no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)) and child:
+                stack.append((child, depth + 1))
+            elif isinstance(child, (dict, list)) and depth + 1 > limit:
+                return True
+    return False
+
+
+def parse_json_body(raw: bytes | str, what: str = "JSON body") -> Any:
+    """Parse request JSON: malformed, non-UTF-8 or nested deeper than :data:`MAX_JSON_DEPTH`
+    -> :class:`JSONBodyError` 400 with a message."""
     try:
-        return loads(raw)
+        value = loads(raw)
     except UnicodeDecodeError:
-        raise JSONBodyError(400, "Invalid JSON body: not UTF-8")
-    except ValueError as e:
-        raise JSONBodyError(400, f"Invalid JSON body: {e}")
+        raise JSONBodyError(400, f"Invalid {what}: not UTF-8")
     except RecursionError:
-        raise JSONBodyError(400, "Invalid JSON body: nested too deeply")
+        raise JSONBodyError(400, f"Invalid {what}: nested too deeply")
+    except ValueError as e:
+        raise JSONBodyError(400, f"Invalid {what}: {e}")
+    if isinstance(value, (dict, list)) and _may_be_deep(raw) and json_depth_exceeds(value):
+        raise JSONBodyError(400, f"Invalid {what}: nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _may_be_deep(raw: bytes | str) -> bool:
+    """Cheap pre-check (C-speed counts): fewer opening brackets than the limit cannot nest past it."""
+    if isinstance(raw, str):
+        return raw.count("[") + raw.count("{") > MAX_JSON_DEPTH
+    return raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
 
 
 # --------------------------------------------------------------------------- logs
@@ -173,8 +212,8 @@ class LogBuffer(logging.Handler):
     """Ring buffer of log records for ``/internal/logs`` and the ``logs`` WS message.
 
     Install with ``install()`` (adds itself to the root logger). Entries are
-    ``{"t": iso_time, "m": text}``. Secrets never reach it because the server strips them
-    before anything is logged."""
+    ``{"t": iso_time, "m": text}``. Credentials are masked (:mod:`comfyui.redact`) in every
+    record and every raw text added."""
 
     def __init__(self, capacity: int = 10000):
         super().__init__(level=logging.INFO)
@@ -183,6 +222,7 @@ class LogBuffer(logging.Handler):
         self.subscribers: set[str] = set()
         self.on_entry: Callable[[dict], None] | None = None
         self.setFormatter(logging.Formatter("%(message)s"))
+        self.addFilter(RedactingFilter())
         self._installed = False
 
     def install(self) -> None:
@@ -216,7 +256,7 @@ class LogBuffer(logging.Handler):
     def write(self, text: str) -> None:
         """Add raw text (e.g. captured stdout) as one entry."""
         if text:
-            self.add({"t": _dt.datetime.now().isoformat(), "m": text})
+            self.add({"t": _dt.datetime.now().isoformat(), "m": redact_text(text)})
 
     def entries(self) -> list[dict]:
         with self._lock_entries:

@@ -40,7 +40,7 @@ from aiohttp import web
 from comfyui import paths
 from comfyui.paths import PathEscapeError, safe_join
 
-from .context import ServerContext, add_route, error_response, json_response
+from .context import JSONBodyError, ServerContext, add_route, error_response, json_response, parse_json_body
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +190,47 @@ def _resolve_view_target(query) -> tuple[Path | None, web.Response | None, str]:
     return target, None, os.path.basename(filename.replace("\\", "/"))
 
 
-def _encode_preview(path: Path, fmt: str, quality: int, channel: str) -> bytes:
+# Decoding is what costs memory (4 bytes a pixel and more), and a PNG of one colour holds
+# 169 megapixels in 160 KiB: previews, channel extraction, mask merges and model previews
+# decode nothing larger than this (8192 x 8192, a 4x upscale of a 2048 image); the raw file
+# is still served unchanged by /view without preview/channel.
+MAX_PREVIEW_PIXELS = 8192 * 8192
+
+
+class ImageTooLarge(ValueError):
+    def __init__(self, size: tuple[int, int] | None):
+        self.size = size
+        dims = f"{size[0]} x {size[1]} pixels" if size else "more pixels than Pillow allows"
+        super().__init__(f"image too large to decode ({dims}; the limit is {MAX_PREVIEW_PIXELS} pixels): "
+                         "request the file without preview or channel")
+
+
+def open_bounded_image(src: Any):
+    """``PIL.Image.open(src)`` that refuses (:class:`ImageTooLarge`) an image whose declared
+    size exceeds :data:`MAX_PREVIEW_PIXELS`, before anything is decoded."""
+    import warnings
+
     from PIL import Image
 
-    with Image.open(path) as img:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(src)
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(None) from None
+    width, height = img.size
+    if width * height > MAX_PREVIEW_PIXELS:
+        img.close()
+        raise ImageTooLarge((width, height))
+    return img
+
+
+def _too_large(e: ImageTooLarge) -> web.Response:
+    return error_response(str(e), 422)
+
+
+def _encode_preview(path: Path, fmt: str, quality: int, channel: str) -> bytes:
+    with open_bounded_image(path) as img:
         img.load()
         if fmt == "jpeg" or channel == "rgb":
             img = img.convert("RGB")
@@ -207,7 +244,7 @@ def _encode_preview(path: Path, fmt: str, quality: int, channel: str) -> bytes:
 def _encode_channel(path: Path, channel: str) -> bytes:
     from PIL import Image
 
-    with Image.open(path) as img:
+    with open_bounded_image(path) as img:
         img.load()
         has_alpha = img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info)
         if channel == "rgb":
@@ -243,6 +280,8 @@ async def handle_view(request: web.Request) -> web.StreamResponse:
             quality = max(1, min(100, int(parts[-1].strip())))
         try:
             body = await asyncio.to_thread(_encode_preview, target, fmt, quality, channel)
+        except ImageTooLarge as e:
+            return _too_large(e)
         except Exception as e:  # noqa: BLE001 - not decodable: fall through to the raw file
             log.debug("preview of %s failed: %s", target, e)
         else:
@@ -251,6 +290,8 @@ async def handle_view(request: web.Request) -> web.StreamResponse:
     if channel in ("rgb", "a"):
         try:
             body = await asyncio.to_thread(_encode_channel, target, channel)
+        except ImageTooLarge as e:
+            return _too_large(e)
         except Exception as e:  # noqa: BLE001
             return error_response(f"cannot extract channel '{channel}': {type(e).__name__}", 400)
         return web.Response(body=body, content_type="image/png",
@@ -429,17 +470,16 @@ async def handle_upload_image(request: web.Request) -> web.Response:
 
 
 def _merge_mask(original: Path, mask_file) -> io.BytesIO:
-    from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
-    with Image.open(original) as orig:
+    with open_bounded_image(original) as orig:
         meta = PngInfo()
         for k, v in (getattr(orig, "text", None) or {}).items():
             if isinstance(v, str):
                 meta.add_text(k, v)
         rgba = orig.convert("RGBA")
     mask_file.seek(0)
-    with Image.open(mask_file) as m:
+    with open_bounded_image(mask_file) as m:
         alpha = m.convert("RGBA").getchannel("A")
     if alpha.size != rgba.size:
         alpha = alpha.resize(rgba.size)
@@ -461,9 +501,9 @@ async def handle_upload_mask(request: web.Request) -> web.Response:
     if not isinstance(raw_ref, str):
         return error_response("original_ref (JSON) is required", 400)
     try:
-        ref = json.loads(raw_ref)
-    except ValueError:
-        return error_response("original_ref is not valid JSON", 400)
+        ref = parse_json_body(raw_ref, "original_ref")
+    except JSONBodyError as e:
+        return error_response(json.loads(e.text)["error"], 400)
     if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
         return error_response("original_ref must be an object with a filename", 400)
     query = {"filename": ref["filename"], "type": ref.get("type") or "output",
@@ -477,6 +517,8 @@ async def handle_upload_mask(request: web.Request) -> web.Response:
         return error_response("original image not found", 404)
     try:
         merged = await asyncio.to_thread(_merge_mask, original, image.file)
+    except ImageTooLarge as e:
+        return _too_large(e)
     except Exception as e:  # noqa: BLE001 - undecodable image or mask
         return error_response(f"cannot merge mask: {type(e).__name__}", 400)
     return await _do_upload(request, post, merged)
@@ -557,7 +599,6 @@ async def handle_model_list(request: web.Request) -> web.Response:
 def _model_preview(base: str, filename: str) -> bytes | None:
     """WEBP bytes of the preview of model ``filename`` in ``base`` (None when there is none).
     Raises PathEscapeError."""
-    from PIL import Image
 
     model = safe_join(base, filename)
     stem = model.name.rsplit(".", 1)[0] if "." in model.name else model.name
@@ -586,7 +627,7 @@ def _model_preview(base: str, filename: str) -> bytes | None:
                 pass
     for src in sources:
         try:
-            with Image.open(src) as img:
+            with open_bounded_image(src) as img:
                 img.load()
                 if img.mode not in ("RGB", "RGBA"):
                     img = img.convert("RGBA")

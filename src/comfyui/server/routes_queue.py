@@ -21,7 +21,13 @@ def _shown(item: list) -> list:
     return [item[0], item[1], item[2], without_secrets(item[3]), item[4]]
 
 
-def int_param(request: web.Request, name: str, default: int | None, minimum: int | None = None) -> int | None:
+# The largest count / offset a query may ask for: JavaScript's largest exact integer, far past
+# any real queue, and small enough that offset + limit still fits a 64-bit SQL integer.
+MAX_INT_PARAM = 2 ** 53 - 1
+
+
+def int_param(request: web.Request, name: str, default: int | None, minimum: int | None = None,
+              maximum: int = MAX_INT_PARAM) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
@@ -31,6 +37,8 @@ def int_param(request: web.Request, name: str, default: int | None, minimum: int
         raise web.HTTPBadRequest(text=dumps({"error": f"{name} must be an integer"}), content_type="application/json")
     if minimum is not None and value < minimum:
         raise web.HTTPBadRequest(text=dumps({"error": f"{name} must be >= {minimum}"}), content_type="application/json")
+    if value > maximum:
+        raise web.HTTPBadRequest(text=dumps({"error": f"{name} must be <= {maximum}"}), content_type="application/json")
     return value
 
 

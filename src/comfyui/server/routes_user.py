@@ -49,7 +49,7 @@ from comfyui.paths import PathEscapeError, safe_join
 
 from .context import (
     JSONBodyError, ServerContext, add_route, error_response, is_json_content_type, json_response,
-    read_json,
+    parse_json_body, read_json,
 )
 from .routes_files import file_response, forbidden, make_temp_file
 
@@ -218,12 +218,7 @@ async def _read_settings_body(request: web.Request) -> Any:
     ctype = request.headers.get("Content-Type", "")
     if not is_json_content_type(ctype) and "Comfy-User" not in request.headers:
         raise JSONBodyError(415, "Content-Type must be application/json")
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise JSONBodyError(400, "Invalid JSON body: not UTF-8")
-    except ValueError as e:
-        raise JSONBodyError(400, f"Invalid JSON body: {e}")
+    return parse_json_body(raw)
 
 
 _EMPTY = object()

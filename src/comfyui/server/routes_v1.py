@@ -82,7 +82,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from ..jobs.submission import PromptRejected, PromptRequest, PromptSubmitter
-from .context import ServerContext, add_route, dumps, error_response, json_response
+from .context import (JSONBodyError, ServerContext, add_route, dumps, error_response, json_response,
+                      parse_json_body)
 from .routes_prompt import rejected_response
 
 log = logging.getLogger(__name__)
@@ -326,11 +327,9 @@ class V1Routes:
         if not raw.strip():
             raise _BadRequest(400, "no prompt was specified")
         try:
-            return json.loads(raw), {}, []
-        except UnicodeDecodeError:
-            raise _BadRequest(400, "Invalid JSON body: not UTF-8")
-        except (ValueError, RecursionError) as e:
-            raise _BadRequest(400, f"Invalid JSON body: {type(e).__name__}: {e}")
+            return parse_json_body(raw), {}, []
+        except JSONBodyError as e:
+            raise _BadRequest(400, json.loads(e.text)["error"])
 
     async def _read_multipart(self, request: web.Request) -> tuple[Any, dict, list[tuple[str, bytes]]]:
         limit = self.ctx.max_upload_size
@@ -363,9 +362,9 @@ class V1Routes:
                     if body is not None:
                         raise _BadRequest(400, "more than one prompt part")
                     try:
-                        body = json.loads(data)
-                    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-                        raise _BadRequest(400, f"Invalid JSON in the prompt part: {e}")
+                        body = parse_json_body(data, "JSON in the prompt part")
+                    except JSONBodyError as e:
+                        raise _BadRequest(400, json.loads(e.text)["error"])
                 elif part.name:
                     try:
                         fields[part.name] = data.decode("utf-8")

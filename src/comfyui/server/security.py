@@ -1,6 +1,7 @@
-"""Middlewares: errors, host/origin checks (closed by default), API key, CORS, cache control, gzip.
+"""Middlewares: errors, limits (early 413, stalled bodies, framing headers), host/origin checks
+(closed by default), API key, CORS, cache control, gzip.
 
-Security model (documented in docs/server.md as well):
+Security model (docs/security.md has the whole threat model and the tests of each guarantee):
 
 * **Host check (DNS rebinding).** The ``Host`` header must name this server: ``localhost``,
   a loopback IP, the ``--listen`` address, a name in ``--allowed-hosts`` (config
@@ -9,23 +10,30 @@ Security model (documented in docs/server.md as well):
   is refused with 403.
 * **Cross-site requests.** Unless ``--enable-cors-header`` is given, every state-changing
   request (POST/PUT/PATCH/DELETE) and every WebSocket upgrade is refused with 403 when it
-  carries ``Origin: null``, an ``Origin`` whose host (and port, when the Origin names one)
-  differs from ``Host`` (or ``X-Forwarded-Host``), or ``Sec-Fetch-Site: cross-site``.
+  carries ``Origin: null``, an ``Origin`` whose scheme, host or effective port (no port: 80
+  for http, 443 for https) differs from ours (``Host`` or ``X-Forwarded-Host``; our scheme
+  when we know it: TLS or ``X-Forwarded-Proto``), or ``Sec-Fetch-Site: cross-site``.
   JSON routes take a JSON body with any content type from scripts (ComfyUI's clients use
   urllib, which labels it urlencoded), but a browser request (``Origin``, ``Referer`` or
   ``Sec-Fetch-*`` present) must declare JSON (``read_json`` answers 415), so a ``<form>``
   posting text/plain JSON is refused even from the same site.
 * **CORS mode** (``--enable-cors-header [ORIGIN]``): adds ``Access-Control-Allow-*`` headers
   (origin ``*`` by default), answers preflights, and skips the origin check.
-* **API key** (``--api-key`` or env ``COMFYUI_API_KEY``): every route, ``/ws`` included,
+* **API key** (``--api-key``, ``--api-key-file`` or env ``COMFYUI_API_KEY``): every route, ``/ws`` included,
   requires ``Authorization: Bearer <key>``. Browsers cannot set headers on page loads,
   ``<img>`` or WebSocket requests, so a GET may carry ``?token=<key>`` instead; a valid
   token also sets an ``HttpOnly; SameSite=Strict`` cookie ``comfyui_token`` that is accepted
   afterwards (open ``http://host:8188/?token=KEY`` once). Failures get 401.
-* **Upload size**: ``client_max_size`` = ``--max-upload-size`` MB, so bigger bodies get 413.
+* **Upload size**: ``client_max_size`` = ``--max-upload-size`` MB, so bigger bodies get 413;
+  a declared ``Content-Length`` beyond it gets 413 before the body is read.
+* **Slow clients**: ``--header-timeout`` (aiohttp's keep-alive timer, see ``app.runner_options``)
+  closes half-sent headers; ``--body-timeout`` answers 408 and closes a body that stalls.
+* **Framing**: ``X-Frame-Options: DENY`` and ``Content-Security-Policy: frame-ancestors 'self'``.
 """
 from __future__ import annotations
 
+import asyncio
+import errno
 import hmac
 import ipaddress
 import logging
@@ -137,14 +145,37 @@ class HostPolicy:
         return False
 
 
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
+def _server_scheme(request: web.Request) -> str | None:
+    """The scheme the browser used to reach us: ``https`` when we terminate TLS, else what a
+    proxy says in ``X-Forwarded-Proto``; None when unknown (plain http, maybe behind a
+    TLS-terminating proxy that does not say so)."""
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    if proto in ("http", "https"):
+        return proto
+    if request.secure:
+        return "https"
+    return None
+
+
 def _origin_matches(origin: str, request: web.Request) -> bool:
+    """Same origin as the browser sees it: scheme, host and *effective* port (an Origin or a
+    Host without a port means its scheme's default one: http 80, https 443)."""
     try:
-        parts = urlsplit(origin)
-        o_host = (parts.hostname or "").lower()
+        parts = urlsplit(origin.strip())
+        o_scheme = parts.scheme.lower()
+        o_host = (parts.hostname or "").lower().rstrip(".")
         o_port = parts.port
     except ValueError:
         return False
-    if not o_host:
+    if not o_host or o_scheme not in ("http", "https"):
+        return False
+    if o_port is None:
+        o_port = _DEFAULT_PORTS[o_scheme]
+    server_scheme = _server_scheme(request)
+    if server_scheme is not None and server_scheme != o_scheme:
         return False
     candidates = [request.headers.get(hdrs.HOST, "")]
     fwd = request.headers.get("X-Forwarded-Host")
@@ -152,12 +183,12 @@ def _origin_matches(origin: str, request: web.Request) -> bool:
         candidates.append(fwd.split(",")[0].strip())
     for cand in candidates:
         h_host, h_port = split_host(cand)
-        if h_host != o_host:
+        if h_host != o_host or h_port == -1:
             continue
-        if o_port is None:
-            return True
         if h_port is None:
-            h_port = 443 if parts.scheme in ("https", "wss") else 80
+            # The browser left the port out of Host, so it used its scheme's default: ours when
+            # known, else the Origin's (http on 80 or https on 443 through a proxy).
+            h_port = _DEFAULT_PORTS[server_scheme or o_scheme]
         if h_port == o_port:
             return True
     return False
@@ -184,7 +215,11 @@ def _bearer(request: web.Request) -> str | None:
 
 
 def _key_ok(given: str | None, key: str) -> bool:
-    return bool(given) and hmac.compare_digest(given.encode(), key.encode())
+    """Constant-time comparison; any header bytes (non-ASCII ones arrive as surrogates) just
+    fail to match."""
+    if not given:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), key.encode("utf-8", "surrogateescape"))
 
 
 def make_security_middleware(ctx: ServerContext, host_policy: HostPolicy, cors_origin: str | None):
@@ -243,7 +278,9 @@ def _cors_headers(origin: str) -> dict:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler):
-    """Turn exceptions into JSON answers; a handler bug is a logged 500, never a traceback page."""
+    """Turn exceptions into JSON answers; a handler bug is a logged 500, never a traceback page.
+    Input the handler could not cope with is still the client's fault: a structure nested
+    past the recursion limit is 400, a file name longer than the file system allows is 400."""
     try:
         return await handler(request)
     except JSONBodyError:
@@ -252,9 +289,90 @@ async def error_middleware(request: web.Request, handler):
         if e.status == 413 and not e.text.startswith("{"):
             return _json_error(413, "Request body too large")
         raise
+    except RecursionError:
+        return _json_error(400, "Input nested too deeply")
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            return _json_error(400, "File name too long")
+        log.exception("error handling %s %s", request.method, request.path)
+        return _json_error(500, f"Internal server error: {type(e).__name__}")
     except Exception as e:  # noqa: BLE001
         log.exception("error handling %s %s", request.method, request.path)
         return _json_error(500, f"Internal server error: {type(e).__name__}")
+
+
+# Framing: the UI may only be framed by itself (clickjacking). X-Frame-Options for old
+# browsers; CSP frame-ancestors (which wins where both are understood) allows same-origin
+# frames the frontend or extensions may use.
+FRAME_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'self'"}
+
+
+class BodyTimeout(Exception):
+    """Set on a request's body stream when the client stopped sending it."""
+
+
+def make_limits_middleware(max_body: int, body_timeout: float | None):
+    """Early 413 for a declared ``Content-Length`` beyond ``max_body`` (nothing of the body is
+    read), 408 and a closed connection for a body that stalls ``body_timeout`` seconds while the
+    handler waits for it, and the framing headers on every answer."""
+
+    @web.middleware
+    async def limits_middleware(request: web.Request, handler):
+        length = request.content_length
+        if length is not None and length > max_body:
+            response = _json_error(413, f"Request body too large: {length} bytes declared, "
+                                        f"the limit is {max_body} (--max-upload-size)")
+            response.force_close()
+            response.headers.update(FRAME_HEADERS)
+            return response
+        payload = request.content
+        if body_timeout and request.body_exists and not payload.is_eof():
+            response = await _with_body_watchdog(request, handler, payload, body_timeout)
+        else:
+            response = await handler(request)
+        if not response.prepared:
+            for name, value in FRAME_HEADERS.items():
+                response.headers.setdefault(name, value)
+        return response
+
+    return limits_middleware
+
+
+async def _with_body_watchdog(request: web.Request, handler, payload, timeout: float):
+    loop = asyncio.get_running_loop()
+    state = {"bytes": payload.total_bytes, "since": loop.time(), "stalled": False, "handle": None}
+    period = max(min(timeout / 4, 1.0), 0.05)
+
+    def check() -> None:
+        if payload.is_eof():
+            return
+        now = loop.time()
+        waiting = getattr(payload, "_waiter", True) is not None  # the handler waits for bytes
+        if payload.total_bytes != state["bytes"] or not waiting:
+            state["bytes"], state["since"] = payload.total_bytes, now
+        elif now - state["since"] >= timeout:
+            state["stalled"] = True
+            payload.set_exception(BodyTimeout())
+            return
+        state["handle"] = loop.call_later(period, check)
+
+    state["handle"] = loop.call_later(period, check)
+    try:
+        response = await handler(request)
+    except Exception:
+        if not state["stalled"]:
+            raise
+        response = None
+    finally:
+        if state["handle"] is not None:
+            state["handle"].cancel()
+    if state["stalled"]:
+        log.info("closed %s %s from %s: its body stalled for %.0f s (--body-timeout)",
+                 request.method, request.path, request.remote, timeout)
+        payload.feed_eof()  # nothing more is read (no lingering on the rest of the body)
+        response = _json_error(408, f"Request body timed out: nothing received for {timeout:g} s")
+        response.force_close()
+    return response
 
 
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp", ".gif", ".svg", ".ico", ".avif")

@@ -500,7 +500,7 @@ class ClientRegistry:
         try:
             import json
             msg = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return
         if not isinstance(msg, dict) or msg.get("type") != "feature_flags":
             return
