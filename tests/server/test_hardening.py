@@ -292,6 +292,13 @@ async def test_bad_input_answers_4xx_never_500(make_server, workspace):
             if b" 401 " not in status_line:
                 failures.append(("raw auth", raw, path, status_line))
     assert not failures, "\n".join(map(str, failures[:30]))
+    # the depth limit: 254 levels (what orjson encodes) are stored and read back, 255 are a 400
+    settings = {**auth, **JSON, "Comfy-User": "default"}
+    ok = await srv.client.post("/api/settings/Deep.Value", data=_deep_list(254), headers=settings)
+    assert ok.status == 200
+    assert (await (await srv.client.get("/api/settings/Deep.Value", headers=auth)).json()) == json.loads(_deep_list(254))
+    refused = await srv.client.post("/api/settings/Deep.Value", data=_deep_list(255), headers=settings)
+    assert refused.status == 400 and "nested deeper than 254" in (await refused.json())["error"]
     # the server is still fine
     assert (await srv.client.get("/api/features", headers=auth)).status == 200
 

@@ -162,23 +162,54 @@ async def read_json(request: web.Request, default: Any = None, *, require_conten
 
 # Deeper request JSON is refused (400): nothing ComfyUI sends comes near it (a workflow with
 # nested subgraphs is ~30 levels), and code that walks a structure recursively (validation,
-# the settings file's encoder, orjson's 255-level encoder) must never meet what it cannot walk.
-MAX_JSON_DEPTH = 200
+# caching, the settings file's encoder, the job store) must never meet what it cannot walk.
+# 254 is also the most orjson encodes, so whatever is accepted is answered at full speed, and
+# orjson's encoder doubles as a C-speed depth check.
+MAX_JSON_DEPTH = 254
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def _orjson_limit_is(depth: int) -> bool:
+    import orjson
+
+    try:
+        orjson.dumps(_nested(depth))
+    except TypeError:
+        return False
+    try:
+        orjson.dumps(_nested(depth + 1))
+    except TypeError:
+        return True
+    return False
+
+
+_ORJSON_CHECKS_DEPTH = _orjson_limit_is(MAX_JSON_DEPTH)
 
 
 def json_depth_exceeds(obj: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """True when ``obj`` nests lists/dicts more than ``limit`` levels (iterative: no recursion)."""
+    """True when ``obj`` nests lists/dicts more than ``limit`` levels (never recursion)."""
+    if limit == MAX_JSON_DEPTH and _ORJSON_CHECKS_DEPTH:
+        import orjson
+
+        try:
+            orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+            return False
+        except TypeError:  # too deep, or an integer past 64 bits: walk to know which
+            pass
     stack = [(obj, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > limit:
             return True
-        children = node.values() if isinstance(node, dict) else node
-        for child in children:
-            if isinstance(child, (dict, list)) and child:
+        for child in (node.values() if isinstance(node, dict) else node):
+            if isinstance(child, (dict, list)):
                 stack.append((child, depth + 1))
-            elif isinstance(child, (dict, list)) and depth + 1 > limit:
-                return True
     return False
 
 
