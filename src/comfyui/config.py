@@ -418,8 +418,8 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
                            "after it opened or after its previous answer; this is also the idle keep-alive "
                            "time, so keep it above a reverse proxy's upstream keep-alive (default 75)")
     slow.add_argument("--body-timeout", metavar="SECONDS", type=_positive_float, default=30.0,
-                      help="close a connection whose request body sends nothing for this many seconds "
-                           "while the server waits for it (default 30)")
+                      help="answer 408 and close a connection whose request body delivers under 1 KiB "
+                           "in this many seconds while the server waits for it (default 30)")
     return p
 
 

@@ -187,11 +187,23 @@ def test_slow_and_oversize_requests_are_cut_off(frontend_server):
             s.sendall(b"POST /api/prompt HTTP/1.1\r\n" + host + b"Content-Type: application/json\r\n"
                       b"Content-Length: 5000\r\n\r\n{\"prompt\": ")
         socks.append(s)
+    # and two that trickle: a header byte, or a body byte, every 0.2 s
+    trickle_headers, trickle_body = _open(port), _open(port)
+    trickle_headers.sendall(b"GET /api/features HTTP/1.1\r\n" + host)
+    trickle_body.sendall(b"POST /api/prompt HTTP/1.1\r\n" + host + b"Content-Type: application/json\r\n"
+                         b"Content-Length: 5000\r\n\r\n")
+    socks += [trickle_headers, trickle_body]
     t0 = time.monotonic()
     open_socks = list(socks)
     while open_socks and time.monotonic() - t0 < 6:
+        for s, byte in ((trickle_headers, b"X"), (trickle_body, b" ")):
+            if s in open_socks:
+                try:
+                    s.sendall(byte)
+                except OSError:
+                    pass
         open_socks = [s for s in open_socks if not _closed_by_server(s)]
-        time.sleep(0.1)
+        time.sleep(0.2)
     elapsed = time.monotonic() - t0
     for s in socks:
         s.close()

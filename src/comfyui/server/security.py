@@ -27,7 +27,8 @@ Security model (docs/security.md has the whole threat model and the tests of eac
 * **Upload size**: ``client_max_size`` = ``--max-upload-size`` MB, so bigger bodies get 413;
   a declared ``Content-Length`` beyond it gets 413 before the body is read.
 * **Slow clients**: ``--header-timeout`` (aiohttp's keep-alive timer, see ``app.runner_options``)
-  closes half-sent headers; ``--body-timeout`` answers 408 and closes a body that stalls.
+  closes half-sent headers; ``--body-timeout`` answers 408 and closes a body that stalls or
+  trickles (under 1 KiB in that many seconds).
 * **Framing**: ``X-Frame-Options: DENY`` and ``Content-Security-Policy: frame-ancestors 'self'``.
 """
 from __future__ import annotations
@@ -307,14 +308,20 @@ async def error_middleware(request: web.Request, handler):
 FRAME_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'self'"}
 
 
+# A body must keep coming: at least this many bytes every --body-timeout seconds while the
+# handler waits for it (so a client trickling a byte now and then is cut off as well).
+MIN_BODY_PROGRESS = 1024
+
+
 class BodyTimeout(Exception):
     """Set on a request's body stream when the client stopped sending it."""
 
 
 def make_limits_middleware(max_body: int, body_timeout: float | None):
     """Early 413 for a declared ``Content-Length`` beyond ``max_body`` (nothing of the body is
-    read), 408 and a closed connection for a body that stalls ``body_timeout`` seconds while the
-    handler waits for it, and the framing headers on every answer."""
+    read), 408 and a closed connection for a body that delivers less than
+    :data:`MIN_BODY_PROGRESS` bytes in ``body_timeout`` seconds while the handler waits for it
+    (stalled or trickled), and the framing headers on every answer."""
 
     @web.middleware
     async def limits_middleware(request: web.Request, handler):
@@ -348,7 +355,7 @@ async def _with_body_watchdog(request: web.Request, handler, payload, timeout: f
             return
         now = loop.time()
         waiting = getattr(payload, "_waiter", True) is not None  # the handler waits for bytes
-        if payload.total_bytes != state["bytes"] or not waiting:
+        if payload.total_bytes - state["bytes"] >= MIN_BODY_PROGRESS or not waiting:
             state["bytes"], state["since"] = payload.total_bytes, now
         elif now - state["since"] >= timeout:
             state["stalled"] = True
@@ -367,10 +374,11 @@ async def _with_body_watchdog(request: web.Request, handler, payload, timeout: f
         if state["handle"] is not None:
             state["handle"].cancel()
     if state["stalled"]:
-        log.info("closed %s %s from %s: its body stalled for %.0f s (--body-timeout)",
-                 request.method, request.path, request.remote, timeout)
+        log.info("closed %s %s from %s: its body stalled (under %d bytes in %g s, --body-timeout)",
+                 request.method, request.path, request.remote, MIN_BODY_PROGRESS, timeout)
         payload.feed_eof()  # nothing more is read (no lingering on the rest of the body)
-        response = _json_error(408, f"Request body timed out: nothing received for {timeout:g} s")
+        response = _json_error(408, f"Request body timed out: under {MIN_BODY_PROGRESS} bytes "
+                                    f"received in {timeout:g} s")
         response.force_close()
     return response
 
