@@ -43,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     config = load_config(args)
     setup_logging(config)
+    if any(a == "--api-key" or a.startswith("--api-key=") for a in args):
+        logging.getLogger("comfyui").warning(
+            "--api-key on the command line is visible to every local user through ps; "
+            "use --api-key-file PATH or the COMFYUI_API_KEY environment variable")
     configure_process(cpu=bool(getattr(config, "cpu", False)))
 
     workflows = getattr(config, "workflows", None)
