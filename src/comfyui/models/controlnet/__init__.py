@@ -14,7 +14,12 @@ Files are recognised from their keys, never from their names:
 * control-LoRA (``lora_controlnet``): low-rank deltas on the base UNet's input half plus full
   hint/zero-conv weights; the network is built from the sampled model when sampling starts;
 * T2I-Adapters (TencentARC ``conv_in`` / ``body.N.block1`` layout, the light variant with
-  ``body.N.in_conv``, and the diffusers ``adapter.body.N.resnets.M`` layout), SD1.x and SDXL.
+  ``body.N.in_conv``, and the diffusers ``adapter.body.N.resnets.M`` layout), SD1.x and SDXL;
+* the DiT ControlNets: SD3.5 large and SD3 diffusers (:mod:`.mmdit`), Flux XLabs /
+  InstantX / union (:mod:`.flux`); they work on VAE-encoded hints (a VAE on the apply node).
+
+This package is an add-on above the families: :mod:`.base` (ControlBase, ControlNet) imports
+none, the network modules import the family they extend.
 
 The objects follow ComfyUI's ControlBase protocol, which the sampler calls:
 ``pre_run(model, percent_to_sigma)``, ``get_control(x, sigma, cond, batched_number,
@@ -35,48 +40,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import memory, ops
-from .base import timestep_embedding
-from .loading import ModelFileError, load_torch_file
-from .patcher import ModelPatcher
-from .stable_diffusion.unet import Downsample, ResBlock, TimestepEmbedSequential, UNetModel, attention
+from .. import memory, ops
+from ..base import timestep_embedding
+from ..loading import ModelFileError, load_torch_file
+from ..patcher import ModelPatcher
+from . import mmdit
+from .base import ControlBase, ControlNet, broadcast_image_to, common_upscale  # noqa: F401 (re-exported)
+from ..stable_diffusion.unet import Downsample, ResBlock, TimestepEmbedSequential, UNetModel, attention
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------- helpers
-def common_upscale(samples: torch.Tensor, width: int, height: int, method: str = "nearest-exact",
-                   crop: str = "center") -> torch.Tensor:
-    """Resize [B,C,H,W] to (height, width), cropping the centre to the target aspect first."""
-    s = samples
-    if crop == "center":
-        ow, oh = s.shape[-1], s.shape[-2]
-        oa, na = ow / oh, width / height
-        x = y = 0
-        if oa > na:
-            x = round((ow - ow * (na / oa)) / 2)
-        elif oa < na:
-            y = round((oh - oh * (oa / na)) / 2)
-        s = s.narrow(-2, y, oh - 2 * y).narrow(-1, x, ow - 2 * x)
-    if s.shape[-2:] == (height, width):
-        return s
-    if method == "bilinear" or method == "bicubic":
-        return F.interpolate(s, size=(height, width), mode=method, align_corners=False)
-    return F.interpolate(s, size=(height, width), mode=method)
-
-
-def broadcast_image_to(t: torch.Tensor, target: int, batched_number: int) -> torch.Tensor:
-    """Repeat a hint batch to the sampler's batch (cond and uncond chunks of ``target // batched_number``)."""
-    cur = t.shape[0]
-    if cur == 1:
-        return t
-    per = target // batched_number
-    t = t[:per]
-    if per > t.shape[0]:
-        t = torch.cat([t] * (per // t.shape[0]) + [t[:per % t.shape[0]]], dim=0)
-    if t.shape[0] == target:
-        return t
-    return torch.cat([t] * batched_number, dim=0)
 
 
 # ------------------------------------------------------------------- ControlNet network
@@ -314,7 +286,7 @@ def _diffusers_control_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 def diffusers_control_to_ldm(sd: dict[str, torch.Tensor], cfg: dict[str, Any]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Rename diffusers ControlNetModel keys to the LDM layout; returns (sd, leftover keys)."""
-    from .convert import unet_to_diffusers
+    from ..convert import unet_to_diffusers
     mapping = dict(unet_to_diffusers(cfg))
     for s in ("weight", "bias"):
         mapping[f"controlnet_mid_block.{s}"] = f"middle_block_out.0.{s}"
@@ -335,177 +307,6 @@ def diffusers_control_to_ldm(sd: dict[str, torch.Tensor], cfg: dict[str, Any]) -
         else:
             left.append(k)
     return out, left
-
-
-# ------------------------------------------------------------------------- ControlBase
-class ControlBase:
-    """Common state of everything a CONTROL_NET carries (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self.cond_hint_original: torch.Tensor | None = None
-        self.cond_hint: torch.Tensor | None = None
-        self.strength = 1.0
-        self.timestep_percent_range = (0.0, 1.0)
-        self.timestep_range: tuple[float, float] | None = None
-        self.latent_format = None
-        self.vae = None
-        self.global_average_pooling = False
-        self.compression_ratio = 8
-        self.upscale_algorithm = "nearest-exact"
-        self.previous_controlnet: ControlBase | None = None
-        self.extra_args: dict[str, Any] = {}
-        self.union_type: list[int] = []
-
-    def set_cond_hint(self, cond_hint: torch.Tensor, strength: float = 1.0,
-                      timestep_percent_range: tuple[float, float] = (0.0, 1.0), vae: Any = None,
-                      extra_concat: list | None = None) -> "ControlBase":
-        self.cond_hint_original = cond_hint
-        self.strength = strength
-        self.timestep_percent_range = timestep_percent_range
-        if self.latent_format is not None:  # only ControlNets working in latent space use the VAE
-            if vae is None:
-                log.warning("no VAE given to the ControlNet apply node while this ControlNet needs one")
-            self.vae = vae
-        return self
-
-    def set_previous_controlnet(self, prev: "ControlBase | None") -> "ControlBase":
-        self.previous_controlnet = prev
-        return self
-
-    def pre_run(self, model: Any, percent_to_timestep_function: Any) -> None:
-        self.timestep_range = (percent_to_timestep_function(self.timestep_percent_range[0]),
-                               percent_to_timestep_function(self.timestep_percent_range[1]))
-        if self.previous_controlnet is not None:
-            self.previous_controlnet.pre_run(model, percent_to_timestep_function)
-
-    def cleanup(self) -> None:
-        if self.previous_controlnet is not None:
-            self.previous_controlnet.cleanup()
-        self.cond_hint = None
-        self.timestep_range = None
-
-    def get_models(self) -> list[Any]:
-        return self.previous_controlnet.get_models() if self.previous_controlnet is not None else []
-
-    def copy_to(self, c: "ControlBase") -> None:
-        c.cond_hint_original = self.cond_hint_original
-        c.strength = self.strength
-        c.timestep_percent_range = self.timestep_percent_range
-        c.global_average_pooling = self.global_average_pooling
-        c.compression_ratio = self.compression_ratio
-        c.upscale_algorithm = self.upscale_algorithm
-        c.latent_format = self.latent_format
-        c.extra_args = dict(self.extra_args)
-        c.vae = self.vae
-        c.union_type = list(self.union_type)
-
-    def _outside_range(self, t: torch.Tensor) -> bool:
-        r = self.timestep_range
-        return r is not None and (float(t[0]) > r[0] or float(t[0]) < r[1])
-
-    def control_merge(self, control: dict[str, list], control_prev: dict[str, list] | None,
-                      output_dtype: torch.dtype | None) -> dict[str, list]:
-        out: dict[str, list] = {"input": [], "middle": [], "output": []}
-        for key, values in control.items():
-            seen: set[int] = set()
-            for x in values:
-                if x is not None:
-                    if self.global_average_pooling:
-                        x = x.mean(dim=(2, 3), keepdim=True).expand(-1, -1, x.shape[2], x.shape[3])
-                    if id(x) not in seen:
-                        seen.add(id(x))
-                        x = x * self.strength
-                    if output_dtype is not None and x.dtype != output_dtype:
-                        x = x.to(output_dtype)
-                out[key].append(x)
-        if control_prev is not None:
-            for key in ("input", "middle", "output"):
-                o = out[key]
-                for i, prev in enumerate(control_prev.get(key, [])):
-                    if i >= len(o):
-                        o.append(prev)
-                    elif prev is not None:
-                        o[i] = prev if o[i] is None else prev + o[i]
-        return out
-
-
-class ControlNet(ControlBase):
-    """A ControlNet network (v1.x / SDXL / diffusers / control-LoRA once built)."""
-
-    def __init__(self, control_model: ControlNetModel | None, global_average_pooling: bool = False,
-                 load_device: torch.device | None = None, manual_cast_dtype: torch.dtype | None = None):
-        super().__init__()
-        self.control_model = control_model
-        self.load_device = load_device or memory.get_torch_device()
-        self.manual_cast_dtype = manual_cast_dtype
-        self.patcher = None
-        if control_model is not None:
-            self.patcher = ModelPatcher(control_model, load_device=self.load_device,
-                                        offload_device=memory.unet_offload_device())
-        self.global_average_pooling = global_average_pooling
-        self.model_sampling_current = None
-
-    def copy(self) -> "ControlNet":
-        c = ControlNet(None, self.global_average_pooling, self.load_device, self.manual_cast_dtype)
-        c.control_model = self.control_model
-        c.patcher = self.patcher
-        self.copy_to(c)
-        return c
-
-    def pre_run(self, model: Any, percent_to_timestep_function: Any) -> None:
-        super().pre_run(model, percent_to_timestep_function)
-        self.model_sampling_current = model.model_sampling
-
-    def cleanup(self) -> None:
-        self.model_sampling_current = None
-        super().cleanup()
-
-    def get_models(self) -> list[Any]:
-        return super().get_models() + ([self.patcher] if self.patcher is not None else [])
-
-    def _hint(self, x_noisy: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        ratio = self.compression_ratio
-        if self.vae is not None:
-            ratio *= self.vae.downscale_ratio
-        elif self.latent_format is not None:
-            raise ValueError("This Controlnet needs a VAE but none was provided, please use a "
-                             "ControlNetApplyAdvanced node with a VAE input and connect it.")
-        h, w = x_noisy.shape[2] * self.compression_ratio, x_noisy.shape[3] * self.compression_ratio
-        if self.cond_hint is None or self.cond_hint.shape[2] != (h if self.vae is None else x_noisy.shape[2]) \
-                or self.cond_hint.shape[3] != (w if self.vae is None else x_noisy.shape[3]):
-            hint = common_upscale(self.cond_hint_original, x_noisy.shape[3] * ratio, x_noisy.shape[2] * ratio,
-                                  self.upscale_algorithm, "center")
-            if self.vae is not None:
-                hint = self.vae.encode(hint.movedim(1, -1))
-                if self.latent_format is not None:
-                    hint = self.latent_format.process_in(hint)
-            self.cond_hint = hint.to(device=x_noisy.device, dtype=dtype)
-        return self.cond_hint
-
-    def get_control(self, x_noisy: torch.Tensor, t: torch.Tensor, cond: dict, batched_number: int,
-                    transformer_options: dict | None = None) -> dict[str, list] | None:
-        prev = None
-        if self.previous_controlnet is not None:
-            prev = self.previous_controlnet.get_control(x_noisy, t, cond, batched_number, transformer_options)
-        if self._outside_range(t):
-            return prev
-        dtype = self.manual_cast_dtype or self.control_model.dtype
-        hint = self._hint(x_noisy, dtype)
-        if x_noisy.shape[0] != hint.shape[0]:
-            hint = broadcast_image_to(hint, x_noisy.shape[0], batched_number)
-        context = cond.get("crossattn_controlnet", cond.get("c_crossattn"))
-        y = cond.get("y")
-        ms = self.model_sampling_current
-        timestep = ms.timestep(t).float()
-        xc = ms.calculate_input(t, x_noisy)
-        extra = dict(self.extra_args)
-        if getattr(self.control_model, "num_control_type", None) is not None:
-            extra["control_type"] = list(self.union_type)
-        with torch.no_grad():
-            control = self.control_model(x=xc.to(dtype), hint=hint, timesteps=timestep.to(dtype),
-                                         context=context.to(dtype) if context is not None else None,
-                                         y=y.to(dtype) if y is not None else None, **extra)
-        return self.control_merge(control, prev, output_dtype=None)
 
 
 class ControlLora(ControlNet):
@@ -801,6 +602,10 @@ def load_controlnet_state_dict(sd: dict[str, torch.Tensor], model: Any = None, s
     if "lora_controlnet" in sd:
         return ControlLora(sd)
     sd = dict(sd)
+    if mmdit.is_sd35(sd):
+        return mmdit.load_sd35(sd, source)
+    if mmdit.is_sd3_diffusers(sd):
+        return mmdit.load_sd3_diffusers(sd, source)
     if "controlnet_cond_embedding.conv_in.weight" in sd:
         cfg = _diffusers_control_config(sd)
         union = "control_add_embedding.linear_1.weight" in sd
@@ -825,7 +630,7 @@ def load_controlnet_state_dict(sd: dict[str, torch.Tensor], model: Any = None, s
     else:
         net = load_t2i_adapter(sd)
         if net is None:
-            from .family import describe_state_dict
+            from ..family import describe_state_dict
             raise ModelFileError(f"{source}: not a ControlNet, control-LoRA or T2I-Adapter. "
                                  f"Found {describe_state_dict(sd)}")
         return net

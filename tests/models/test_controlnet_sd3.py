@@ -1,0 +1,203 @@
+"""SD3 / SD3.5 ControlNets against diffusers (``SD3ControlNetModel`` + ``SD3Transformer2DModel``)
+on the same tiny random weights: the per-block residuals, their assignment to the MMDiT's
+blocks, the hint (VAE-encoded, per-type remap, latent format) and the denoised output of one
+step; then the nodes and an API prompt through the engine on tiny fixture files.
+
+Where upstream (ComfyUI, which the SD3.5 ControlNets were released for) and diffusers differ,
+upstream's behaviour is the one implemented, and the diffusers reference is given the same
+inputs: the SD3.5 ControlNet's position code is upstream's fixed sin-cos grid (diffusers'
+pipeline feeds the MMDiT's learned table instead), and upstream adds the last residual after
+the MMDiT's last block too (diffusers skips that block) -- a forward hook on diffusers' last
+block adds it there.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from comfyui.models import memory
+from comfyui.models import sd as sdm
+from comfyui.models.controlnet import load_controlnet_state_dict
+from comfyui.models.controlnet.mmdit import ControlNetSD35, sincos_grid
+from comfyui.models.registry import detect_family
+from comfyui.models.vae import VAE
+
+from . import fixtures
+from . import sd3_cn_fixtures as cnfx
+from . import sd3_fixtures as fx
+
+pytest.importorskip("diffusers")
+
+DEPTH, POOLED, CONTEXT = 4, 48, 64
+
+
+@pytest.fixture(autouse=True)
+def _cpu():
+    memory.configure(None, cpu=True)
+    sdm.cache.clear()
+    yield
+    memory.unload_all_models()
+    memory.configure(None)
+    sdm.cache.clear()
+
+
+def _our_model(dm):
+    native = fx.native_sd(dm)
+    family, config = detect_family(native, "")
+    model = family.model_class(config, family).eval()
+    model.diffusion_model.load_state_dict(native)
+    return model
+
+
+def _vae() -> VAE:
+    return VAE(sd=fixtures.vae_sd(fx.VAE16, 5))
+
+
+def _inputs(h=8, w=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(1, 16, h, w, generator=g), torch.randn(1, 7, CONTEXT, generator=g),
+            torch.randn(1, POOLED, generator=g), torch.rand(1, h * 8, w * 8, 3, generator=g))
+
+
+def _run_control(control, model, x, sigma, ctx, pooled, image, vae, strength):
+    c = control.copy().set_cond_hint(image.movedim(-1, 1), strength, (0.0, 1.0), vae=vae)
+    c.pre_run(model, lambda p: model.model_sampling.percent_to_sigma(p))
+    conds = model.extra_conds(cross_attn=ctx, pooled_output=pooled, noise=x)
+    with torch.no_grad():
+        out = c.get_control(x, sigma, conds, 1, {})
+    return c, conds, out
+
+
+def _add_after_last_block(dm, residual):
+    def hook(module, args, out):
+        return out[0], out[1] + residual
+    return dm.transformer_blocks[-1].register_forward_hook(hook)
+
+
+# ----------------------------------------------------------------------------- SD3.5 large
+def test_sd35_controlnet_matches_diffusers_residuals_and_one_step():
+    dm = fx.diffusers_sd3(seed=1, depth=DEPTH, context=CONTEXT, pooled=POOLED, qk_norm=True)
+    cn = cnfx.diffusers_sd35_controlnet(DEPTH, layers=2, pooled=POOLED, seed=2)
+    control = load_controlnet_state_dict(cnfx.sd35_file(cn, control_type=0))  # blur: no remap
+    assert isinstance(control, ControlNetSD35) and control.latent_format is not None
+    model, vae = _our_model(dm), _vae()
+    x, ctx, pooled, image = _inputs()
+    sigma, strength = torch.tensor([0.7]), 0.8
+    c, conds, ours = _run_control(control, model, x, sigma, ctx, pooled, image, vae, strength)
+    # the hint: the image at latent size x 8, VAE-encoded, SD3 latent format (shift and scale)
+    with torch.no_grad():
+        expected_hint = (vae.encode(image) - 0.0609) * 1.5305
+    torch.testing.assert_close(c.cond_hint, expected_hint.to(c.cond_hint), atol=1e-5, rtol=1e-5)
+
+    # diffusers: the MMDiT's patch embedding (copied into ours at pre_run) + upstream's grid
+    with torch.no_grad():
+        hidden = dm.pos_embed.proj(x).flatten(2).transpose(1, 2) + sincos_grid(64 * DEPTH, 4, 6)
+        ref = cn(hidden_states=hidden, controlnet_cond=expected_hint, pooled_projections=pooled,
+                 timestep=sigma * 1000, conditioning_scale=strength).controlnet_block_samples
+    # 2 ControlNet blocks feed 4 MMDiT blocks: 0, 0, 1, 1
+    assert len(ours["output"]) == DEPTH
+    for i, r in enumerate(ours["output"]):
+        torch.testing.assert_close(r, ref[i // 2], atol=2e-5, rtol=1e-4)
+
+    with torch.no_grad():
+        denoised = model.apply_model(x, sigma, **conds, control=ours)
+        plain = model.apply_model(x, sigma, **conds)
+        handle = _add_after_last_block(dm, ref[-1])
+        try:
+            v = dm(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pooled, timestep=sigma * 1000,
+                   block_controlnet_hidden_states=list(ref)).sample
+        finally:
+            handle.remove()
+    expected = x - sigma.view(-1, 1, 1, 1) * v
+    assert (denoised - plain).abs().max() > 1e-2  # the control moves the prediction
+    torch.testing.assert_close(denoised, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("control_type, remap", [(0, lambda a: a), (1, lambda a: a * 127.5 + 0.5),
+                                                 (2, lambda a: 1.0 - a)])
+def test_sd35_hint_remap_per_control_type(control_type, remap):
+    """Blur hints are encoded as they are, canny ones as ``x * 255 * 0.5 + 0.5`` and depth
+    ones inverted (upstream's load_controlnet_sd35)."""
+    dm = fx.diffusers_sd3(seed=1, depth=2, context=CONTEXT, pooled=POOLED, qk_norm=True)
+    cn = cnfx.diffusers_sd35_controlnet(2, layers=1, pooled=POOLED, seed=3)
+    control = load_controlnet_state_dict(cnfx.sd35_file(cn, control_type))
+    model, vae = _our_model(dm), _vae()
+    x, ctx, pooled, image = _inputs(4, 4)
+    c, _, out = _run_control(control, model, x, torch.tensor([0.5]), ctx, pooled, image, vae, 1.0)
+    with torch.no_grad():
+        expected = (vae.encode(remap(image)) - 0.0609) * 1.5305
+    torch.testing.assert_close(c.cond_hint, expected.to(c.cond_hint), atol=1e-4, rtol=1e-4)
+    assert len(out["output"]) == 2  # one ControlNet block repeated for both MMDiT blocks
+    assert out["output"][0] is out["output"][1] or torch.equal(out["output"][0], out["output"][1])
+
+
+def test_sincos_grid_is_upstreams_position_code():
+    """Columns then rows; the shorter side spans 0..15, the longer one proportionally more."""
+    dim, h, w = 64, 4, 6
+    grid = sincos_grid(dim, h, w).reshape(h, w, dim)
+    cols = torch.linspace(7.5 - 7.5 * w / h, 7.5 + 7.5 * w / h, w)
+    rows = torch.linspace(0.0, 15.0, h)
+    # frequency 0 of each half is 1: sin(position) in feature 0 (columns) and dim/2 (rows)
+    torch.testing.assert_close(grid[0, :, 0], cols.sin())
+    torch.testing.assert_close(grid[:, 0, dim // 2], rows.sin())
+    torch.testing.assert_close(grid[:, 0, dim // 2 + dim // 4], rows.cos())
+
+
+def test_sd35_without_vae_asks_for_one():
+    dm = fx.diffusers_sd3(seed=1, depth=2, context=CONTEXT, pooled=POOLED, qk_norm=True)
+    cn = cnfx.diffusers_sd35_controlnet(2, layers=1, pooled=POOLED, seed=3)
+    control = load_controlnet_state_dict(cnfx.sd35_file(cn, 1))
+    model = _our_model(dm)
+    x, ctx, pooled, image = _inputs(4, 4)
+    with pytest.raises(ValueError, match="needs a VAE"):
+        _run_control(control, model, x, torch.tensor([0.5]), ctx, pooled, image, None, 1.0)
+
+
+# --------------------------------------------------------------------------- SD3 diffusers
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_sd3_diffusers_controlnet_matches_diffusers(qk_norm):
+    dm = fx.diffusers_sd3(seed=4, depth=DEPTH, context=CONTEXT, pooled=POOLED, qk_norm=qk_norm)
+    cn = cnfx.diffusers_sd3_controlnet(DEPTH, layers=2, context=CONTEXT, pooled=POOLED, pos=16, seed=5,
+                                       qk_norm=qk_norm)
+    control = load_controlnet_state_dict({k: v.clone() for k, v in cn.state_dict().items()})
+    model, vae = _our_model(dm), _vae()
+    x, ctx, pooled, image = _inputs(seed=6)
+    sigma, strength = torch.tensor([0.4]), 0.7
+    c, conds, ours = _run_control(control, model, x, sigma, ctx, pooled, image, vae, strength)
+    with torch.no_grad():
+        hint = vae.encode(image) * 1.5305  # no latent shift for these ControlNets
+    torch.testing.assert_close(c.cond_hint, hint.to(c.cond_hint), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # diffusers' pipeline zeroes the pooled vector for the ControlNet
+        ref = cn(hidden_states=x, controlnet_cond=hint, encoder_hidden_states=ctx,
+                 pooled_projections=torch.zeros_like(pooled), timestep=sigma * 1000,
+                 conditioning_scale=strength).controlnet_block_samples
+    # blocks 0, 1 <- residual 0; block 2 <- residual 1; the last block (pre_only) gets none
+    assert len(ours["output"]) == DEPTH - 1
+    for i, r in enumerate(ours["output"]):
+        torch.testing.assert_close(r, ref[i // 2], atol=2e-5, rtol=1e-4)
+    with torch.no_grad():
+        denoised = model.apply_model(x, sigma, **conds, control=ours)
+        v = dm(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pooled, timestep=sigma * 1000,
+               block_controlnet_hidden_states=list(ref)).sample
+    torch.testing.assert_close(denoised, x - sigma.view(-1, 1, 1, 1) * v, atol=1e-4, rtol=1e-4)
+
+
+def test_sd3_inpaint_controlnet_gets_a_mask_channel():
+    """A 17-channel hint embedding: the encoded hint plus a mask channel (ones without a mask)."""
+    dm = fx.diffusers_sd3(seed=4, depth=2, context=CONTEXT, pooled=POOLED)
+    cn = cnfx.diffusers_sd3_controlnet(2, layers=1, context=CONTEXT, pooled=POOLED, pos=16, seed=5,
+                                       extra_channels=1)
+    control = load_controlnet_state_dict({k: v.clone() for k, v in cn.state_dict().items()})
+    assert control.concat_mask
+    model, vae = _our_model(dm), _vae()
+    x, ctx, pooled, image = _inputs(4, 4)
+    c, _, out = _run_control(control, model, x, torch.tensor([0.5]), ctx, pooled, image, vae, 1.0)
+    assert c.cond_hint.shape == (1, 17, 4, 4)
+    assert torch.all(c.cond_hint[:, 16] == 1)
+    with torch.no_grad():
+        ref = cn(hidden_states=x, controlnet_cond=c.cond_hint, encoder_hidden_states=ctx,
+                 pooled_projections=torch.zeros_like(pooled), timestep=torch.tensor([500.0])).controlnet_block_samples
+    torch.testing.assert_close(out["output"][0], ref[0], atol=2e-5, rtol=1e-4)
