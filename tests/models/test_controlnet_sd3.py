@@ -201,3 +201,89 @@ def test_sd3_inpaint_controlnet_gets_a_mask_channel():
         ref = cn(hidden_states=x, controlnet_cond=c.cond_hint, encoder_hidden_states=ctx,
                  pooled_projections=torch.zeros_like(pooled), timestep=torch.tensor([500.0])).controlnet_block_samples
     torch.testing.assert_close(out["output"][0], ref[0], atol=2e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------- through the engine
+def _run(prompt: dict) -> dict:
+    from comfyui.engine.engine import Engine
+    from comfyui.nodes.registry import NodeRegistry
+    eng = Engine(NodeRegistry.with_builtins())
+    eng.start()
+    try:
+        sub = eng.submit(prompt)
+        assert sub.node_errors == {}
+        hist = eng.wait(sub.prompt_id).result(300)
+        assert hist["status"]["status_str"] == "success", hist["status"]
+        return hist
+    finally:
+        eng.stop()
+
+
+def _canny_prompt(apply_node: dict, seed: int = 7) -> dict:
+    """The shape of the sd3.5_large_canny_controlnet_example template, made small: checkpoint,
+    LoadImage -> ImageScale -> Canny -> ControlNetLoader + apply (VAE from the checkpoint)."""
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd3.5_large_fp8_scaled.safetensors"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a bird on a branch", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "10": {"class_type": "LoadImage", "inputs": {"image": "edges.png"}},
+        "11": {"class_type": "ImageScale", "inputs": {"image": ["10", 0], "upscale_method": "bilinear",
+                                                      "width": 64, "height": 48, "crop": "disabled"}},
+        "12": {"class_type": "Canny", "inputs": {"image": ["11", 0], "low_threshold": 0.2, "high_threshold": 0.5}},
+        "13": {"class_type": "ControlNetLoader",
+               "inputs": {"control_net_name": "sd3.5_large_controlnet_canny.safetensors"}},
+        "14": apply_node,
+        "5": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 1}},
+        "3": {"class_type": "KSampler",
+              "inputs": {"seed": seed, "steps": 2, "cfg": 3.5, "sampler_name": "euler", "scheduler": "simple",
+                         "denoise": 1.0, "model": ["4", 0], "positive": ["14", 0], "negative": ["14", 1],
+                         "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "cn", "images": ["8", 0]}},
+    }
+
+
+def _apply(kind: str, strength: float) -> dict:
+    inputs = {"positive": ["6", 0], "negative": ["7", 0], "control_net": ["13", 0], "image": ["12", 0],
+              "vae": ["4", 2], "strength": strength, "start_percent": 0.0, "end_percent": 1.0}
+    return {"class_type": kind, "inputs": inputs}
+
+
+def test_sd35_canny_prompt_through_the_engine(workspace):
+    import numpy as np
+    from PIL import Image
+    w = fx.CKPT_WIDTHS
+    fx.write_checkpoint(os.path.join(workspace, "models", "checkpoints", "sd3.5_large_fp8_scaled.safetensors"),
+                        medium=False)
+    cn = cnfx.diffusers_sd35_controlnet(2, layers=1, pooled=w["clip_l"] + w["clip_g"], seed=9)
+    fx.save(cnfx.sd35_file(cn, control_type=1),
+            os.path.join(workspace, "models", "controlnet", "sd3.5_large_controlnet_canny.safetensors"))
+    yy, xx = np.mgrid[:96, :128]
+    Image.fromarray((((xx // 16 + yy // 16) % 2) * 255).astype(np.uint8)).convert("RGB").save(
+        os.path.join(workspace, "input", "edges.png"))
+
+    def image(prompt):
+        hist = _run(prompt)
+        name = hist["outputs"]["9"]["images"][0]["filename"]
+        with Image.open(os.path.join(workspace, "output", name)) as im:
+            assert im.size == (64, 48)
+            return np.asarray(im).astype(np.float32)
+
+    advanced = image(_canny_prompt(_apply("ControlNetApplyAdvanced", 1.0)))
+    with_vae = image(_canny_prompt(_apply("ControlNetApplySD3", 1.0)))
+    off = image(_canny_prompt(_apply("ControlNetApplyAdvanced", 0.0)))
+    assert np.array_equal(advanced, with_vae)  # the same node with the VAE required
+    assert np.abs(advanced - off).mean() > 1.0  # the ControlNet changes the picture
+
+
+def test_controlnet_nodes_schema():
+    from comfyui.nodes.registry import NodeRegistry
+    info = NodeRegistry.with_builtins().object_info()
+    sd3 = info["ControlNetApplySD3"]
+    assert sd3["display_name"] == "Apply Controlnet with VAE" and sd3["deprecated"] is True
+    assert list(sd3["input"]["required"]) == ["positive", "negative", "control_net", "vae", "image", "strength",
+                                              "start_percent", "end_percent"]
+    assert sd3["category"] == "conditioning/controlnet"
+    assert "vae" in info["ControlNetApplyAdvanced"]["input"]["optional"]
+    inpaint = info["ControlNetInpaintingAliMamaApply"]
+    assert list(inpaint["input"]["required"])[3:6] == ["vae", "image", "mask"]

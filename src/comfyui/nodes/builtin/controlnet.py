@@ -1,5 +1,5 @@
 """ControlNet nodes: ControlNetLoader, DiffControlNetLoader, ControlNetApply (old),
-ControlNetApplyAdvanced, SetUnionControlNetType. ControlNets, control-LoRAs and T2I-Adapters
+ControlNetApplyAdvanced, SetUnionControlNetType, ControlNetInpaintingAliMamaApply. ControlNets, control-LoRAs and T2I-Adapters
 all load through ControlNetLoader and chain on a conditioning's ``control`` entry."""
 from __future__ import annotations
 
@@ -138,12 +138,45 @@ class SetUnionControlNetType:
         return (control_net,)
 
 
+class ControlNetInpaintingAliMamaApply(ControlNetApplyAdvanced):
+    """Inpainting ControlNets (a mask channel after the encoded hint: ``concat_mask``): the
+    masked area of the image is blacked out and the inverted mask goes with the hint. Other
+    ControlNets get the image as it is."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"positive": ("CONDITIONING",),
+                             "negative": ("CONDITIONING",),
+                             "control_net": ("CONTROL_NET",),
+                             "vae": ("VAE",),
+                             "image": ("IMAGE",),
+                             "mask": ("MASK",),
+                             "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}),
+                             "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}),
+                             "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001})}}
+
+    FUNCTION = "apply_inpaint_controlnet"
+    CATEGORY = "conditioning/controlnet"
+
+    def apply_inpaint_controlnet(self, positive, negative, control_net, vae, image, mask, strength, start_percent,
+                                 end_percent):
+        extra_concat = []
+        if getattr(control_net, "concat_mask", False):
+            keep = 1.0 - mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
+            keep_img = cn.common_upscale(keep, image.shape[2], image.shape[1], "bilinear", "center").round()
+            image = image * keep_img.movedim(1, -1).repeat(1, 1, 1, image.shape[3])
+            extra_concat = [keep]
+        return self.apply_controlnet(positive, negative, control_net, image, strength, start_percent, end_percent,
+                                     vae=vae, extra_concat=extra_concat)
+
+
 NODE_CLASS_MAPPINGS = {
     "ControlNetLoader": ControlNetLoader,
     "DiffControlNetLoader": DiffControlNetLoader,
     "ControlNetApply": ControlNetApply,
     "ControlNetApplyAdvanced": ControlNetApplyAdvanced,
     "SetUnionControlNetType": SetUnionControlNetType,
+    "ControlNetInpaintingAliMamaApply": ControlNetInpaintingAliMamaApply,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -152,4 +185,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "ControlNetApply": "Apply ControlNet (OLD)",
     "ControlNetApplyAdvanced": "Apply ControlNet",
     "SetUnionControlNetType": "SetUnionControlNetType",
+    "ControlNetInpaintingAliMamaApply": "ControlNetInpaintingAliMamaApply",
 }

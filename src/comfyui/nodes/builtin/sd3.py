@@ -1,10 +1,12 @@
-"""SD3 / SD3.5 nodes (ComfyUI's nodes_sd3): the three-prompt text encode and skip-layer
-guidance. (TripleCLIPLoader is in loaders.py, EmptySD3LatentImage in flux.py.)"""
+"""SD3 / SD3.5 nodes (ComfyUI's nodes_sd3): the three-prompt text encode, skip-layer
+guidance and the (deprecated) ControlNet apply node with a required VAE. (TripleCLIPLoader is
+in loaders.py, EmptySD3LatentImage in flux.py.)"""
 from __future__ import annotations
 
 import re
 
 from ._lazy import lazy
+from .controlnet import ControlNetApplyAdvanced
 
 _conditioning = lazy("comfyui.sampling.conditioning")
 
@@ -92,4 +94,29 @@ class SkipLayerGuidanceSD3:
         return (patched,)
 
 
-NODE_CLASS_MAPPINGS = {"CLIPTextEncodeSD3": CLIPTextEncodeSD3, "SkipLayerGuidanceSD3": SkipLayerGuidanceSD3}
+class ControlNetApplySD3(ControlNetApplyAdvanced):
+    """ControlNetApplyAdvanced with the VAE as a required input (the latent-space
+    ControlNets: SD3.5, SD3, Flux InstantX encode their hint with it)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"positive": ("CONDITIONING",),
+                             "negative": ("CONDITIONING",),
+                             "control_net": ("CONTROL_NET",),
+                             "vae": ("VAE",),
+                             "image": ("IMAGE",),
+                             "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}),
+                             "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}),
+                             "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001})}}
+
+    DEPRECATED = True
+
+    def apply_controlnet(self, positive, negative, control_net, image, strength, start_percent, end_percent,
+                         vae=None):
+        return super().apply_controlnet(positive, negative, control_net, image, strength, start_percent,
+                                        end_percent, vae=vae)
+
+
+NODE_CLASS_MAPPINGS = {"CLIPTextEncodeSD3": CLIPTextEncodeSD3, "SkipLayerGuidanceSD3": SkipLayerGuidanceSD3,
+                       "ControlNetApplySD3": ControlNetApplySD3}
+NODE_DISPLAY_NAME_MAPPINGS = {"ControlNetApplySD3": "Apply Controlnet with VAE"}
