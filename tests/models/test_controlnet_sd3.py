@@ -12,7 +12,7 @@ block adds it there.
 """
 from __future__ import annotations
 
-import json
+import functools
 import os
 
 import pytest
@@ -42,6 +42,13 @@ def _cpu():
     memory.unload_all_models()
     memory.configure(None)
     sdm.cache.clear()
+
+
+@functools.lru_cache(maxsize=None)
+def _base(seed: int, depth: int, qk_norm: bool):
+    """(diffusers MMDiT, our SD3 model with its weights): built once per module run."""
+    dm = fx.diffusers_sd3(seed=seed, depth=depth, context=CONTEXT, pooled=POOLED, qk_norm=qk_norm)
+    return dm, _our_model(dm)
 
 
 def _our_model(dm):
@@ -79,11 +86,11 @@ def _add_after_last_block(dm, residual):
 
 # ----------------------------------------------------------------------------- SD3.5 large
 def test_sd35_controlnet_matches_diffusers_residuals_and_one_step():
-    dm = fx.diffusers_sd3(seed=1, depth=DEPTH, context=CONTEXT, pooled=POOLED, qk_norm=True)
+    dm, model = _base(1, DEPTH, True)
     cn = cnfx.diffusers_sd35_controlnet(DEPTH, layers=2, pooled=POOLED, seed=2)
     control = load_controlnet_state_dict(cnfx.sd35_file(cn, control_type=0))  # blur: no remap
     assert isinstance(control, ControlNetSD35) and control.latent_format is not None
-    model, vae = _our_model(dm), _vae()
+    vae = _vae()
     x, ctx, pooled, image = _inputs()
     sigma, strength = torch.tensor([0.7]), 0.8
     c, conds, ours = _run_control(control, model, x, sigma, ctx, pooled, image, vae, strength)
@@ -121,10 +128,10 @@ def test_sd35_controlnet_matches_diffusers_residuals_and_one_step():
 def test_sd35_hint_remap_per_control_type(control_type, remap):
     """Blur hints are encoded as they are, canny ones as ``x * 255 * 0.5 + 0.5`` and depth
     ones inverted (upstream's load_controlnet_sd35)."""
-    dm = fx.diffusers_sd3(seed=1, depth=2, context=CONTEXT, pooled=POOLED, qk_norm=True)
+    _, model = _base(1, 2, True)
     cn = cnfx.diffusers_sd35_controlnet(2, layers=1, pooled=POOLED, seed=3)
     control = load_controlnet_state_dict(cnfx.sd35_file(cn, control_type))
-    model, vae = _our_model(dm), _vae()
+    vae = _vae()
     x, ctx, pooled, image = _inputs(4, 4)
     c, _, out = _run_control(control, model, x, torch.tensor([0.5]), ctx, pooled, image, vae, 1.0)
     with torch.no_grad():
@@ -147,23 +154,21 @@ def test_sincos_grid_is_upstreams_position_code():
 
 
 def test_sd35_without_vae_asks_for_one():
-    dm = fx.diffusers_sd3(seed=1, depth=2, context=CONTEXT, pooled=POOLED, qk_norm=True)
+    _, model = _base(1, 2, True)
     cn = cnfx.diffusers_sd35_controlnet(2, layers=1, pooled=POOLED, seed=3)
     control = load_controlnet_state_dict(cnfx.sd35_file(cn, 1))
-    model = _our_model(dm)
     x, ctx, pooled, image = _inputs(4, 4)
     with pytest.raises(ValueError, match="needs a VAE"):
         _run_control(control, model, x, torch.tensor([0.5]), ctx, pooled, image, None, 1.0)
 
 
 # --------------------------------------------------------------------------- SD3 diffusers
-@pytest.mark.parametrize("qk_norm", [False, True])
-def test_sd3_diffusers_controlnet_matches_diffusers(qk_norm):
-    dm = fx.diffusers_sd3(seed=4, depth=DEPTH, context=CONTEXT, pooled=POOLED, qk_norm=qk_norm)
-    cn = cnfx.diffusers_sd3_controlnet(DEPTH, layers=2, context=CONTEXT, pooled=POOLED, pos=16, seed=5,
-                                       qk_norm=qk_norm)
+def test_sd3_diffusers_controlnet_matches_diffusers():
+    """InstantX-style (SD3 medium: no q/k norms; the joint blocks are the MMDiT's own code)."""
+    dm, model = _base(4, DEPTH, False)
+    cn = cnfx.diffusers_sd3_controlnet(DEPTH, layers=2, context=CONTEXT, pooled=POOLED, pos=16, seed=5)
     control = load_controlnet_state_dict({k: v.clone() for k, v in cn.state_dict().items()})
-    model, vae = _our_model(dm), _vae()
+    vae = _vae()
     x, ctx, pooled, image = _inputs(seed=6)
     sigma, strength = torch.tensor([0.4]), 0.7
     c, conds, ours = _run_control(control, model, x, sigma, ctx, pooled, image, vae, strength)
@@ -187,12 +192,12 @@ def test_sd3_diffusers_controlnet_matches_diffusers(qk_norm):
 
 def test_sd3_inpaint_controlnet_gets_a_mask_channel():
     """A 17-channel hint embedding: the encoded hint plus a mask channel (ones without a mask)."""
-    dm = fx.diffusers_sd3(seed=4, depth=2, context=CONTEXT, pooled=POOLED)
+    _, model = _base(1, 2, True)
     cn = cnfx.diffusers_sd3_controlnet(2, layers=1, context=CONTEXT, pooled=POOLED, pos=16, seed=5,
-                                       extra_channels=1)
+                                       extra_channels=1, qk_norm=True)
     control = load_controlnet_state_dict({k: v.clone() for k, v in cn.state_dict().items()})
     assert control.concat_mask
-    model, vae = _our_model(dm), _vae()
+    vae = _vae()
     x, ctx, pooled, image = _inputs(4, 4)
     c, _, out = _run_control(control, model, x, torch.tensor([0.5]), ctx, pooled, image, vae, 1.0)
     assert c.cond_hint.shape == (1, 17, 4, 4)

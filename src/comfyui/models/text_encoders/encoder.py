@@ -54,8 +54,15 @@ class TextEncoders(nn.Module):
 
     def encode_token_weights(self, tokens: dict[str, list]) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
         outputs = {}
+        skip = [n for n in self.clip_type.skip_when_empty if n in self.names]
+        if skip and all(len(tokens.get(RECIPES[n].key, ())) == 0 for n in skip):
+            skip_set = set(skip)  # e.g. SD3's CLIP-L/G with both prompts empty and unpadded
+        else:
+            skip_set = set()
         for name in self.names:
-            out = self.encoder(name).encode_token_weights(tokens[RECIPES[name].key])
+            out = self.encoder(name).encode_token_weights([] if name in skip_set else tokens[RECIPES[name].key])
+            if name in skip_set:  # no features; a zero pooled vector of the encoder's width
+                out = (None, None if out[1] is None else torch.zeros_like(out[1]), {})
             outputs[name] = out if len(out) == 3 else (out[0], out[1], {})
         cond, pooled, extra = self.clip_type.combine(outputs)
         for out in outputs.values():

@@ -61,6 +61,7 @@ class ClipType:
     family: str | None = None       # the model family it is for (informational)
     one_of: bool = False            # True: exactly one of ``recipes`` (a single-file type)
     partial: bool = False           # True: any non-empty subset of ``recipes`` (``combine`` fills in the rest)
+    skip_when_empty: tuple[str, ...] = ()  # encoders left out (as if absent) when all of them get no tokens
 
 
 def _concat(order: tuple[str, ...]):
@@ -96,25 +97,32 @@ _SD3_CLIP_L_WIDTH, _SD3_CLIP_G_WIDTH, _T5XXL_WIDTH = 768, 1280, 4096
 def _sd3(outputs: Outputs) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """SD3 / SD3.5: context = [CLIP-L ++ CLIP-G features, zero-padded to the T5 width ;
     T5 tokens] along the sequence; pooled = CLIP-L pooled ++ CLIP-G pooled. A missing encoder
-    gives zeros of its width (a missing CLIP-L: its features and pooled part are zeros)."""
+    gives zeros of its width (a missing CLIP-L: its features and pooled part are zeros). CLIP-L
+    and CLIP-G left out for want of tokens (features None) give no CLIP context at all and a
+    zero pooled vector (upstream, with every prompt empty and unpadded)."""
     l_out, g_out, t5_out = outputs.get("clip_l"), outputs.get("clip_g"), outputs.get("t5xxl")
-    present = next(o[0] for o in (l_out, g_out, t5_out) if o is not None) if outputs else None
+    present = next((o[1] for o in (l_out, g_out) if o is not None and o[1] is not None), None)
+    present = t5_out[0] if t5_out is not None else present
     device = present.device if present is not None else None
     width = t5_out[0].shape[-1] if t5_out is not None else _T5XXL_WIDTH
-    l_width = l_out[0].shape[-1] if l_out is not None else _SD3_CLIP_L_WIDTH
+    l_ctx = l_out[0] if l_out is not None else None
+    g_ctx = g_out[0] if g_out is not None else None
+    l_width = l_ctx.shape[-1] if l_ctx is not None else (l_out[1].shape[-1] if l_out is not None
+                                                         else _SD3_CLIP_L_WIDTH)
     clip_ctx = None
-    if l_out is not None and g_out is not None:
-        cut = min(l_out[0].shape[1], g_out[0].shape[1])
-        clip_ctx = torch.cat([l_out[0][:, :cut], g_out[0][:, :cut]], dim=-1)
-    elif l_out is not None:
-        clip_ctx = l_out[0]
-    elif g_out is not None:
-        clip_ctx = torch.nn.functional.pad(g_out[0], (l_width, 0))
+    if l_ctx is not None and g_ctx is not None:
+        cut = min(l_ctx.shape[1], g_ctx.shape[1])
+        clip_ctx = torch.cat([l_ctx[:, :cut], g_ctx[:, :cut]], dim=-1)
+    elif l_ctx is not None:
+        clip_ctx = l_ctx
+    elif g_ctx is not None:
+        clip_ctx = torch.nn.functional.pad(g_ctx, (l_width, 0))
     pooled = None
     if l_out is not None or g_out is not None:
         l_pooled = l_out[1] if l_out is not None else torch.zeros(1, l_width, device=device)
         g_pooled = g_out[1] if g_out is not None else torch.zeros(1, _SD3_CLIP_G_WIDTH, device=device)
         pooled = torch.cat((l_pooled, g_pooled.to(l_pooled)), dim=-1)
+    if clip_ctx is not None:
         clip_ctx = torch.nn.functional.pad(clip_ctx, (0, width - clip_ctx.shape[-1]))
     if t5_out is not None:
         cond = t5_out[0] if clip_ctx is None else torch.cat([clip_ctx, t5_out[0].to(clip_ctx)], dim=-2)
@@ -142,7 +150,7 @@ CLIP_TYPES: dict[str, ClipType] = {t.name: t for t in (
              {"clip_l": {"layer": "hidden", "layer_idx": -2, "layer_norm_hidden_state": False,
                          "return_projected_pooled": False, "pad_with_end": True},
               "clip_g": {"layer": "penultimate", "layer_norm_hidden_state": False, "pad_with_end": False},
-              "t5xxl": {"min_length": 77}}, "sd3", partial=True),
+              "t5xxl": {"min_length": 77}}, "sd3", partial=True, skip_when_empty=("clip_l", "clip_g")),
     # CLIPLoader's "stable_diffusion": one CLIP-L (SD1.x), OpenCLIP-H (SD2.x) or OpenCLIP-bigG
     # (SDXL refiner) file
     ClipType("stable_diffusion", ("clip_l", "clip_h", "clip_g"), _concat(("clip_l", "clip_h", "clip_g")),
