@@ -44,7 +44,7 @@ from .. import memory, ops
 from ..base import timestep_embedding
 from ..loading import ModelFileError, load_torch_file
 from ..patcher import ModelPatcher
-from . import mmdit
+from . import flux, mmdit
 from .base import ControlBase, ControlNet, broadcast_image_to, common_upscale  # noqa: F401 (re-exported)
 from ..stable_diffusion.unet import Downsample, ResBlock, TimestepEmbedSequential, UNetModel, attention
 
@@ -606,6 +606,12 @@ def load_controlnet_state_dict(sd: dict[str, torch.Tensor], model: Any = None, s
         return mmdit.load_sd35(sd, source)
     if mmdit.is_sd3_diffusers(sd):
         return mmdit.load_sd3_diffusers(sd, source)
+    if flux.is_xlabs(sd):
+        return flux.load_xlabs(sd, source)
+    if flux.is_mistoline(sd):
+        return flux.load_xlabs(sd, source, mistoline=True)
+    if flux.is_instantx(sd):
+        return flux.load_instantx(sd, source)
     if "controlnet_cond_embedding.conv_in.weight" in sd:
         cfg = _diffusers_control_config(sd)
         union = "control_add_embedding.linear_1.weight" in sd
