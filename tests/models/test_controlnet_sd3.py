@@ -141,6 +141,23 @@ def test_sd35_hint_remap_per_control_type(control_type, remap):
     assert out["output"][0] is out["output"][1] or torch.equal(out["output"][0], out["output"][1])
 
 
+def test_sd35_takes_the_patch_embedding_from_a_scaled_fp8_model():
+    """The file has no patch embedding: the sampled MMDiT's is copied in as real values (its
+    fp8 weight times ``scale_weight``), not as raw fp8 codes."""
+    from comfyui.models.controlnet.mmdit import SD35ControlNet
+    from comfyui.models.sd3.mmdit import PatchEmbed
+    net = SD35ControlNet(128, 1, main_depth=2, double_y_emb=False, adm_in_channels=POOLED)
+    mmdit = torch.nn.Module()
+    mmdit.x_embedder = PatchEmbed(16, 128, 2)
+    w = torch.randn(128, 16, 2, 2)
+    stored = (w / 4).to(torch.float8_e4m3fn)
+    mmdit.x_embedder.proj.weight = torch.nn.Parameter(stored, requires_grad=False)
+    mmdit.x_embedder.proj.register_buffer("scale_weight", torch.tensor(4.0))
+    net.copy_from_model(mmdit)
+    torch.testing.assert_close(net.x_embedder.proj.weight, stored.float() * 4)
+    torch.testing.assert_close(net.x_embedder.proj.bias, mmdit.x_embedder.proj.bias)
+
+
 def test_sincos_grid_is_upstreams_position_code():
     """Columns then rows; the shorter side spans 0..15, the longer one proportionally more."""
     dim, h, w = 64, 4, 6

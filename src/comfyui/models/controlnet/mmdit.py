@@ -107,10 +107,15 @@ class SD35ControlNet(nn.Module):
     def copy_from_model(self, mmdit: nn.Module) -> None:
         """Take the embedder the file leaves out from the sampled MMDiT."""
         src, dst = (mmdit.y_embedder, self.orig_y_embedder) if self.double_y_emb else (mmdit.x_embedder, self.x_embedder)
-        theirs = dict(src.named_parameters())
+        theirs = dict(src.named_modules())
         with torch.no_grad():
-            for name, p in dst.named_parameters():
-                p.copy_(theirs[name].detach())
+            for name, layer in dst.named_modules():
+                if not isinstance(layer, ops.CastWeightBias):
+                    continue
+                other = theirs[name]  # real values, also from scaled fp8 weights
+                layer.weight.copy_(other.dequantized_weight(torch.float32, layer.weight.device))
+                if layer.bias is not None:
+                    layer.bias.copy_(other.bias.detach())
 
     def forward(self, x: torch.Tensor, hint: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor | None = None,
                 context: torch.Tensor | None = None, **_: Any) -> dict[str, list[torch.Tensor]]:
