@@ -351,3 +351,30 @@ def test_official_sd35_controlnet_templates_run(workspace, template, control_typ
     assert saved
     with Image.open(os.path.join(workspace, "output", saved[0]["subfolder"], saved[0]["filename"])) as im:
         assert im.size == (64, 64)
+
+
+def test_inpainting_apply_node_masks_the_image_and_adds_the_kept_area():
+    """ControlNetInpaintingAliMamaApply on a mask-channel ControlNet: the masked pixels are
+    blacked out before encoding and the mask channel is 1 - mask (1 = keep)."""
+    from comfyui.nodes.builtin.controlnet import ControlNetInpaintingAliMamaApply
+    _, model = _base(1, 2, True)
+    cn = cnfx.diffusers_sd3_controlnet(2, layers=1, context=CONTEXT, pooled=POOLED, pos=16, seed=5,
+                                       extra_channels=1, qk_norm=True)
+    control = load_controlnet_state_dict({k: v.clone() for k, v in cn.state_dict().items()})
+    vae = _vae()
+    x, ctx, pooled, image = _inputs(4, 4)
+    mask = torch.zeros(1, 32, 32)
+    mask[:, :16] = 1.0  # repaint the top half
+    cond = [[ctx, {"pooled_output": pooled}]]
+    pos, _ = ControlNetInpaintingAliMamaApply().apply_inpaint_controlnet(cond, cond, control, vae, image, mask,
+                                                                         1.0, 0.0, 1.0)
+    c = pos[0][1]["control"]
+    c.pre_run(model, lambda p: model.model_sampling.percent_to_sigma(p))
+    conds = model.extra_conds(cross_attn=ctx, pooled_output=pooled, noise=x)
+    with torch.no_grad():
+        c.get_control(x, torch.tensor([0.5]), conds, 1, {})
+        masked = image.clone()
+        masked[:, :16] = 0
+        expected = vae.encode(masked) * 1.5305
+    torch.testing.assert_close(c.cond_hint[:, :16], expected.to(c.cond_hint), atol=1e-4, rtol=1e-4)
+    assert torch.all(c.cond_hint[:, 16, :2] == 0) and torch.all(c.cond_hint[:, 16, 2:] == 1)
