@@ -378,3 +378,26 @@ def test_inpainting_apply_node_masks_the_image_and_adds_the_kept_area():
         expected = vae.encode(masked) * 1.5305
     torch.testing.assert_close(c.cond_hint[:, :16], expected.to(c.cond_hint), atol=1e-4, rtol=1e-4)
     assert torch.all(c.cond_hint[:, 16, :2] == 0) and torch.all(c.cond_hint[:, 16, 2:] == 1)
+
+
+def test_sd35_double_y_variant_reads_the_embedded_input_in_every_block():
+    """A square ``y_embedder`` ("double y", upstream's ControlNetEmbedder): a second pooled
+    embedder comes from the sampled MMDiT, no position grid is added, and every block reads
+    the embedded input (so block 1's residual does not depend on block 0's weights)."""
+    _, model = _base(1, 2, True)
+    cn = cnfx.diffusers_sd35_controlnet(2, layers=2, pooled=128, seed=12)  # y_embedder 128 -> 128
+    sd = cnfx.sd35_file(cn, 0)
+    assert sd["time_text_embed.text_embedder.linear_1.weight"].shape == (128, 128)
+    vae = _vae()
+    x, ctx, pooled, image = _inputs(4, 4)
+    outs = []
+    for scale in (1.0, 3.0):
+        changed = dict(sd)
+        changed["transformer_blocks.0.mlp.fc2.weight"] = sd["transformer_blocks.0.mlp.fc2.weight"] * scale
+        control = load_controlnet_state_dict(changed)
+        assert control.control_model.double_y_emb
+        _, _, out = _run_control(control, model, x, torch.tensor([0.5]), ctx, pooled, image, vae, 1.0)
+        outs.append(out["output"])
+    assert len(outs[0]) == 2  # 2 blocks for a 2-block MMDiT: one each
+    assert not torch.allclose(outs[0][0], outs[1][0])
+    torch.testing.assert_close(outs[0][1], outs[1][1])

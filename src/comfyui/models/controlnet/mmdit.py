@@ -106,6 +106,11 @@ class SD35ControlNet(nn.Module):
 
     def copy_from_model(self, mmdit: nn.Module) -> None:
         """Take the embedder the file leaves out from the sampled MMDiT."""
+        if self.double_y_emb:
+            width = mmdit.y_embedder.mlp[0].in_features
+            if self.orig_y_embedder.mlp[0].in_features != width:  # the sampled model's pooled width
+                dev = self.y_embedder.mlp[0].weight.device
+                self.orig_y_embedder = Embedder(width, self.hidden, device=dev).to(self.dtype)
         src, dst = (mmdit.y_embedder, self.orig_y_embedder) if self.double_y_emb else (mmdit.x_embedder, self.x_embedder)
         theirs = dict(src.named_modules())
         with torch.no_grad():
