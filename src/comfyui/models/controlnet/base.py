@@ -7,7 +7,7 @@ encodes its hint with the VAE given to the apply node: the image is scaled to th
 size times the VAE's downscale, passed through ``preprocess_image`` (SD3.5 canny / depth
 remap their input), encoded, put through ``latent_format.process_in``; ``concat_mask``
 ControlNets then get a mask channel (all ones unless the node gives one) concatenated.
-Only the modules of this package import it; it imports no model family.
+It imports no model family (the network modules beside it do).
 """
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def broadcast_image_to(t: torch.Tensor, target: int, batched_number: int) -> tor
     if t.shape[0] == target:
         return t
     return torch.cat([t] * batched_number, dim=0)
+
 
 def _identity(image: torch.Tensor) -> torch.Tensor:
     return image

@@ -135,7 +135,7 @@ class FluxControlNet(Flux):
             y = torch.zeros(img.shape[0], self.vec_in_dim, device=img.device, dtype=dtype)
         vec = vec + self.vector_in(y[:, :self.vec_in_dim].to(dtype))
         txt = self.txt_in(context.to(dtype))
-        txt_ids = torch.zeros(b, txt.shape[1], 3, device=x.device, dtype=torch.float32)
+        txt_ids = torch.zeros(x.shape[0], txt.shape[1], 3, device=x.device, dtype=torch.float32)
         if self.num_control_type is not None and control_type:
             if any(t >= self.num_control_type for t in control_type):
                 raise ValueError(f"this union ControlNet has {self.num_control_type} control types; "
