@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from comfyui import runtime
 from comfyui.models import memory
 from comfyui.models import sd as sdm
 from comfyui.models.controlnet import load_controlnet_state_dict
@@ -32,7 +33,7 @@ def _cpu():
     yield
     memory.unload_all_models()
     memory.configure(None)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
 
 
 def _pack(x: torch.Tensor) -> torch.Tensor:

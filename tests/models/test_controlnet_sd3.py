@@ -19,6 +19,7 @@ import os
 import pytest
 import torch
 
+from comfyui import runtime
 from comfyui.models import memory
 from comfyui.models import sd as sdm
 from comfyui.models.controlnet import load_controlnet_state_dict
@@ -38,11 +39,11 @@ DEPTH, POOLED, CONTEXT = 4, 48, 64
 @pytest.fixture(autouse=True)
 def _cpu():
     memory.configure(None, cpu=True)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
     yield
     memory.unload_all_models()
     memory.configure(None)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
 
 
 @functools.lru_cache(maxsize=None)

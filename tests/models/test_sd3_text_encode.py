@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 
+from comfyui import runtime
 from comfyui.models import memory
 from comfyui.models import sd as sdm
 from comfyui.nodes.builtin.sd3 import CLIPTextEncodeSD3
@@ -26,7 +27,7 @@ def clip(tmp_path_factory):
     yield clip
     memory.unload_all_models()
     memory.configure(None)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
 
 
 def _encode(clip, l, g, t5, padding):
