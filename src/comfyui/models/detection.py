@@ -61,8 +61,14 @@ def find_text_encoders(sd: dict[str, torch.Tensor]) -> tuple[str | None, dict[st
         return "sd1", out
     if has(DIT_TEXT_ENCODERS_PREFIX):  # already in the recipes' native keys
         part = {k[len(DIT_TEXT_ENCODERS_PREFIX):]: v for k, v in sd.items() if k.startswith(DIT_TEXT_ENCODERS_PREFIX)}
+        encoders = {k.split(".", 1)[0] for k in part if "." in k}
+        if len(encoders) == 1:  # tokenizer data beside one encoder (upstream: text_encoders.spiece_model)
+            part = {k if "." in k else f"{next(iter(encoders))}.{k}": v for k, v in part.items()}
         present = {k.split(".", 1)[0] for k in part}
         for ctype in CLIP_TYPES.values():
             if not ctype.one_of and set(ctype.recipes) == present:
+                return ctype.name, part
+        for ctype in CLIP_TYPES.values():  # one encoder of a single-file type (Lumina 2's Gemma)
+            if ctype.one_of and len(present) == 1 and present <= set(ctype.recipes):
                 return ctype.name, part
     return None, {}

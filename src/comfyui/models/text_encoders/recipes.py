@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from . import clip, qwen3, t5
+from . import clip, gemma2, qwen3, t5
 
 Outputs = Mapping[str, tuple]  # recipe name -> (hidden, pooled | None[, extra])
 
@@ -40,6 +40,9 @@ class EncoderRecipe:
     tokenizer: Callable[[Any, Mapping[str, Any], Any], Any]
     # (config, options, embedding_directory) -> object with tokenize_with_weights(text,
     # return_word_ids=False) -> list of chunks of (token, weight[, word_id]); shipped vocabulary
+    file_problem: Callable[[set[str]], str | None] | None = None
+    # why a file with these tensor names cannot be used (e.g. no tokenizer in it), or None:
+    # checked at prompt validation (:func:`file_problem`)
 
 
 def concat_features(outputs: Outputs, order: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
@@ -82,6 +85,8 @@ RECIPES: dict[str, EncoderRecipe] = {r.name: r for r in (
                   clip.clip_tokenizer("clip_l")),
     EncoderRecipe("t5xxl", "t5xxl", t5.t5_from_file, t5.detect_t5, t5.build_t5, t5.t5_tokenizer),
     EncoderRecipe("qwen3_4b", "qwen3_4b", qwen3.from_file, qwen3.detect, qwen3.build, qwen3.tokenizer),
+    EncoderRecipe("gemma2_2b", "gemma2_2b", gemma2.from_file, gemma2.detect, gemma2.build, gemma2.tokenizer,
+                  gemma2.file_problem),
 )}
 
 
@@ -158,8 +163,8 @@ CLIP_TYPES: dict[str, ClipType] = {t.name: t for t in (
     # PixArt and Chroma: T5-XXL alone, not padded (at least the end token), empty prompt all <pad>
     ClipType("chroma", ("t5xxl",), _concat(("t5xxl",)), {"t5xxl": _T5_UNPADDED}, "chroma", one_of=True),
     ClipType("pixart", ("t5xxl",), _concat(("t5xxl",)), {"t5xxl": _T5_UNPADDED}, None, one_of=True),
-    # Z-Image: Qwen3-4B (Lumina 2's Gemma-2-2B is not available yet)
-    ClipType("lumina2", ("qwen3_4b",), _concat(("qwen3_4b",)), {}, "z_image", one_of=True),
+    # Z-Image: Qwen3-4B; Lumina Image 2.0 / NetaYume: Gemma-2-2B (the file's keys tell which)
+    ClipType("lumina2", ("qwen3_4b", "gemma2_2b"), _concat(("qwen3_4b", "gemma2_2b")), {}, "lumina2", one_of=True),
 )}
 
 # what the checkpoint text-encoder layouts are called here (the "sd1" ... types above)
@@ -189,6 +194,17 @@ def clip_type_problem(name: str, files: int) -> str | None:
     if not _fits(ctype, files):
         want = "1" if ctype.one_of else f"up to {len(ctype.recipes)}"
         return f"text encoder type '{name}' takes {want} file(s), not {files}"
+    return None
+
+
+def file_problem(name: str, keys: set[str]) -> str | None:
+    """Why a text-encoder file with tensor names ``keys`` cannot serve CLIP type ``name``
+    (None if nothing is known against it): the recipes' own checks."""
+    ctype = CLIP_TYPES.get(name)
+    for recipe in (RECIPES[r] for r in (ctype.recipes if ctype else ()) if r in RECIPES):
+        problem = recipe.file_problem(keys) if recipe.file_problem else None
+        if problem:
+            return problem
     return None
 
 

@@ -118,6 +118,25 @@ def _clip_type_refusal(listed: list[str], clip_type: str, files: int) -> str | b
     return _recipes.clip_type_problem(clip_type, files) or True
 
 
+def _file_refusal(name: str | None, clip_type: str) -> str | bool:
+    """What the file's tensor names (its safetensors header; nothing is loaded) tell against
+    using it as ``clip_type``, e.g. a Gemma file without its tokenizer; True if nothing."""
+    if not isinstance(name, str):
+        return True  # a linked input: checked when it runs
+    names = paths.get_filename_list("text_encoders")
+    if name not in names:  # asking for clip_name takes over the list check (as in ComfyUI)
+        return f"Value not in list: clip_name: '{name}' not in {names[:20]}"
+    path = paths.get_full_path("text_encoders", name)
+    if path is None or not path.endswith((".safetensors", ".sft")):
+        return True
+    try:
+        keys = set(_loading.safetensors_header(path)) - {"__metadata__"}
+    except Exception as exc:  # noqa: BLE001 - any unreadable header: the loader will say more
+        return f"{name}: cannot read the file: {exc}"
+    problem = _recipes.file_problem(clip_type, keys)
+    return f"{name}: {problem}" if problem else True
+
+
 def _load_text_encoders(names: list[str], clip_type: str, device: str):
     paths_ = [paths.get_full_path_or_raise("text_encoders", n) for n in names]
     clip = sdm.load_clip(paths_, embedding_directory=_embeddings(), clip_type=clip_type)
@@ -143,8 +162,9 @@ class CLIPLoader:
                    " hidream: llama-3.1 (Recommend) or t5")
 
     @classmethod
-    def VALIDATE_INPUTS(cls, type):  # noqa: A002 - the input's name
-        return _clip_type_refusal(CLIP_TYPES, type, 1)
+    def VALIDATE_INPUTS(cls, type, clip_name=None):  # noqa: A002 - the input's name
+        refusal = _clip_type_refusal(CLIP_TYPES, type, 1)
+        return refusal if refusal is not True else _file_refusal(clip_name, type)
 
     def load_clip(self, clip_name, type="stable_diffusion", device="default"):  # noqa: A002
         return _load_text_encoders([clip_name], type, device)
