@@ -156,6 +156,13 @@ class CLIP:
             for name in self.cond_stage_model.names:
                 self.cond_stage_model.encoder(name).compute_dtype = cdt
         missing, unexpected = ops.assign_state_dict(self.cond_stage_model, sd, self.dtype, fill=fill)
+        if self.cond_stage_model.manual_cast_dtype is None and ops.is_scaled_fp8(sd):
+            # a scaled-fp8 file keeps its fp8 weights: they are cast per layer to a compute dtype
+            device = self.patcher.load_device
+            cdt = torch.float16 if memory.should_use_fp16(device) else torch.float32
+            self.cond_stage_model.manual_cast_dtype = cdt
+            for name in self.cond_stage_model.names:
+                self.cond_stage_model.encoder(name).compute_dtype = cdt
         if self.cond_stage_model.manual_cast_dtype is not None:
             ops.set_manual_cast(self.cond_stage_model, True)
         unexpected = [k for k in unexpected if not k.endswith("position_ids")]

@@ -1,0 +1,177 @@
+"""Tiny random-weight model files (1-10 M parameters) under the exact names the official
+Flux.1 / SD3.5 / Z-Image / Lumina 2 (NetaYume) / Chroma templates of
+``comfyui-workflow-templates`` ask for, in the real file layouts, plus their input images.
+
+The layouts come from the fixture builders the model tests use (they build each network with
+the independent implementation -- diffusers / transformers -- and write it in the layout of the
+real file):
+
+- Flux.1 (``models/flux_fixtures.py``): BFL-key diffusion models (dev, schnell, Fill 96-channel
+  input, Canny 32-channel input), the all-in-one fp8 checkpoints, CLIP-L and T5-XXL (HF keys),
+  the 16-channel ``ae.safetensors``; here also the scaled-fp8 variants the templates name
+  (``*_fp8_scaled``: fp8 e4m3fn weights, a per-layer ``scale_weight``, the ``scaled_fp8``
+  marker) and the OneReward Fill transformer in plain fp8, with its LoRA in the diffusers/PEFT
+  layout (``transformer.<diffusers module>.lora_A/B.weight``).
+- SD3.5 large (``models/sd3_fixtures.py``): the all-in-one checkpoint, its MMDiT scaled fp8.
+- Z-Image Turbo and Lumina 2 (``models/lumina2_fixtures.py``): ``z_image_turbo_bf16``,
+  ``qwen_3_4b``, and NetaYume's all-in-one checkpoint (``model.diffusion_model.*`` NextDiT,
+  ``text_encoders.gemma2_2b.transformer.*`` with ``text_encoders.spiece_model``, ``vae.*``).
+- Flux Redux: a SigLIP vision tower (transformers ``SiglipVisionModel`` keys, 384 px, patch 14)
+  and the redux projector (``redux_up`` / ``redux_down``) into the Flux text width.
+
+Run as a script to fill a ComfyUI base directory (``models/...`` and ``input/...``)::
+
+    python tests/workflows/template_fixtures.py /path/to/base
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from models import flux_fixtures, lumina2_fixtures, sd3_fixtures  # noqa: E402
+
+FP8_MAX = 448.0   # float8_e4m3fn
+INPUT_SIZE = (64, 48)   # (W, H) of every input image
+
+
+def save(sd: dict[str, torch.Tensor], path: str) -> str:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, path)
+    return path
+
+
+def scaled_fp8(sd: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """ComfyUI's scaled-fp8 convention for the 2-D weights under ``prefix`` (``w = q * scale``,
+    the ``<prefix>scaled_fp8`` marker whose dtype names the fp8 type); the rest unchanged."""
+    out = {prefix + "scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}
+    for k, v in sd.items():
+        if k.startswith(prefix) and k.endswith(".weight") and v.ndim == 2 and v.is_floating_point():
+            scale = v.float().abs().max().clamp_min(1e-12) / FP8_MAX
+            out[k] = (v.float() / scale).to(torch.float8_e4m3fn)
+            out[k[:-len("weight")] + "scale_weight"] = scale.reshape(())
+        else:
+            out[k] = v
+    return out
+
+
+def flux_peft_lora(native: dict[str, torch.Tensor], rank: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A LoRA on a Flux transformer in the diffusers/PEFT layout (``transformer.<module>.lora_A
+    .weight`` [rank, in], ``lora_B.weight`` [out, rank]) on the q/k/v projections of the first
+    double block (diffusers splits BFL's fused ``qkv``) and the single block's ``proj_out``."""
+    g = torch.Generator().manual_seed(seed)
+    hidden = native["img_in.weight"].shape[0]
+    targets = {f"transformer.transformer_blocks.0.attn.to_{n}": (hidden, hidden) for n in "qkv"}
+    targets["transformer.single_transformer_blocks.0.proj_out"] = (
+        hidden, native["single_blocks.0.linear2.weight"].shape[1])
+    out = {}
+    for name, (n_out, n_in) in targets.items():
+        out[name + ".lora_A.weight"] = 0.1 * torch.randn(rank, n_in, generator=g)
+        out[name + ".lora_B.weight"] = 0.1 * torch.randn(n_out, rank, generator=g)
+    return out
+
+
+def redux_files(models: str, text_width: int = 64, seed: int = 40) -> None:
+    """``sigclip_vision_patch14_384.safetensors`` (a 1-layer, 32-wide SigLIP vision tower in
+    transformers' key layout, 384 px / patch 14 as the real one) and
+    ``flux1-redux-dev.safetensors`` (``redux_up`` [3 x text width, vision width],
+    ``redux_down`` [text width, 3 x text width], as the real 1152 -> 12288 -> 4096)."""
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+    torch.manual_seed(seed)
+    vision = SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                  num_attention_heads=2, image_size=384, patch_size=14))
+    save({k: v.detach().clone() for k, v in vision.state_dict().items()},
+         os.path.join(models, "clip_vision", "sigclip_vision_patch14_384.safetensors"))
+    g = torch.Generator().manual_seed(seed)
+    up = 3 * text_width
+    save({"redux_up.weight": torch.randn(up, 32, generator=g) / 32 ** 0.5, "redux_up.bias": torch.zeros(up),
+          "redux_down.weight": torch.randn(text_width, up, generator=g) / up ** 0.5,
+          "redux_down.bias": torch.zeros(text_width)},
+         os.path.join(models, "style_models", "flux1-redux-dev.safetensors"))
+
+
+def input_image(path: str, seed: int) -> None:
+    """A random RGBA image (a transparent rectangle: the mask LoadImage gives) or, for .jpg, RGB."""
+    w, h = INPUT_SIZE
+    rgba = (np.random.default_rng(seed).random((h, w, 4)) * 255).astype(np.uint8)
+    rgba[..., 3] = 255
+    rgba[h // 4:h // 2, w // 4:w // 2, 3] = 0
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image = Image.fromarray(rgba, "RGBA")
+    (image.convert("RGB") if path.lower().endswith((".jpg", ".jpeg")) else image).save(path)
+
+
+def write_template_files(base: str, input_names: list[str] = ()) -> dict[str, str]:
+    """Every model file below (``base/models/<folder>/<name>``) and each input image named in
+    ``input_names`` (``base/input/<name>``). Returns {file name: path}."""
+    models = os.path.join(base, "models")
+    out = dict(lumina2_fixtures.write_default_workflow_models(models))   # Z-Image Turbo (+ its ae)
+    out.update(flux_fixtures.write_flux_files(models))                   # Flux.1 (its ae replaces it)
+    te, dm = os.path.join(models, "text_encoders"), os.path.join(models, "diffusion_models")
+    t5 = load_file(os.path.join(te, "t5xxl_fp16.safetensors"))
+    dev = load_file(os.path.join(dm, "flux1-dev.safetensors"))
+    fill = load_file(os.path.join(dm, "flux1-fill-dev.safetensors"))
+    out["t5xxl_fp8_e4m3fn_scaled.safetensors"] = save(scaled_fp8(t5), os.path.join(te, "t5xxl_fp8_e4m3fn_scaled.safetensors"))
+    for name in ("flux1-krea-dev_fp8_scaled.safetensors", "flux1-dev-kontext_fp8_scaled.safetensors"):
+        out[name] = save(scaled_fp8(dev), os.path.join(dm, name))
+    name = "flux.1-fill-dev-OneReward-transformer_fp8.safetensors"
+    out[name] = save({k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in fill.items()},
+                     os.path.join(dm, name))
+    name = "removal_timestep_alpha-2-1740.safetensors"
+    out[name] = save(flux_peft_lora(fill), os.path.join(models, "loras", name))
+    name = "sd3.5_large_fp8_scaled.safetensors"
+    ckpt = sd3_fixtures.checkpoint_sd(seed=7, medium=False)
+    out[name] = save(scaled_fp8(ckpt, "model.diffusion_model."), os.path.join(models, "checkpoints", name))
+    name = "NetaYumev35_pretrained_all_in_one.safetensors"
+    out[name] = save(lumina2_fixtures.lumina2_checkpoint_sd(seed=8), os.path.join(models, "checkpoints", name))
+    redux_files(models)
+    for i, image in enumerate(sorted(set(input_names))):
+        input_image(os.path.join(base, "input", image), seed=i)
+    return out
+
+
+# the local (not api_*) templates of the families these files serve: Flux.1 (not Flux.2 / Klein,
+# other families), SD3.5, Z-Image, Lumina 2 / NetaYume, Chroma
+TEMPLATE_PREFIXES = ("flux_", "flux1_", "image_flux.1_", "sd3.5_", "image_z_image", "image_netayume_", "image_chroma")
+
+
+def family_templates() -> dict[str, dict]:
+    """{template name: UI workflow} of the installed ``comfyui-workflow-templates-json``."""
+    import importlib.resources
+    import json
+
+    import comfyui_workflow_templates_json as pkg
+    folder = Path(str(importlib.resources.files(pkg)), "templates")
+    out = {}
+    for path in sorted(folder.glob("*.json")):
+        if path.stem.startswith(TEMPLATE_PREFIXES) and not path.stem.endswith(".app"):
+            workflow = json.loads(path.read_text())
+            if isinstance(workflow, dict) and isinstance(workflow.get("nodes"), list):
+                out[path.stem] = workflow
+    return out
+
+
+def load_image_names(workflow: dict) -> list[str]:
+    """The file names the workflow's LoadImage nodes (subgraphs included) ask for."""
+    graphs, names = [workflow], []
+    while graphs:
+        graph = graphs.pop()
+        graphs += (graph.get("definitions") or {}).get("subgraphs") or []
+        names += [n["widgets_values"][0] for n in graph.get("nodes") or []
+                  if n.get("type") == "LoadImage" and n.get("widgets_values")]
+    return names
+
+
+if __name__ == "__main__":
+    images = [name for workflow in family_templates().values() for name in load_image_names(workflow)]
+    for name, path in write_template_files(sys.argv[1] if len(sys.argv) > 1 else ".", images).items():
+        print(name, "->", path)
