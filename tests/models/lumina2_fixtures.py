@@ -1,11 +1,13 @@
-"""Tiny random-weight Z-Image / Qwen3 models in the real file layouts, built with the
-independent implementations (diffusers' ``ZImageTransformer2DModel``, transformers'
-``Qwen3Model``), and the key map from diffusers' Z-Image layout to ComfyUI's native one.
+"""Tiny random-weight Z-Image / Qwen3 and Lumina Image 2.0 / Gemma 2 models in the real file
+layouts, built with the independent implementations (diffusers' ``ZImageTransformer2DModel`` and
+``Lumina2Transformer2DModel``, transformers' ``Qwen3Model`` and ``Gemma2Model``), and the key maps
+from diffusers' layouts to ComfyUI's native ones.
 
 ``write_default_workflow_models(models_dir)`` writes the three files the frontend's default
 workflow (Z-Image Turbo) asks for, under their real names:
 ``diffusion_models/z_image_turbo_bf16.safetensors``, ``text_encoders/qwen_3_4b.safetensors``
-and ``vae/ae.safetensors``. Run as a script: ``python tests/models/lumina2_fixtures.py DIR``.
+and ``vae/ae.safetensors``. Run as a script: ``python tests/models/lumina2_fixtures.py DIR``
+(``--lumina2``: the Lumina Image 2.0 / NetaYume files of :func:`write_lumina2_files` instead).
 """
 from __future__ import annotations
 
@@ -233,6 +235,35 @@ def write_default_workflow_models(models_dir: str, seed: int = 0) -> dict[str, s
     return paths
 
 
-if __name__ == "__main__":
-    for path in write_default_workflow_models(sys.argv[1] if len(sys.argv) > 1 else "models").values():
+def write_lumina2_files(models_dir: str, seed: int = 0) -> dict[str, str]:
+    """Tiny random Lumina Image 2.0 files under the names of Comfy-Org's repackaged release and
+    of NetaYume: the split files ``diffusion_models/lumina_2_model_bf16.safetensors``,
+    ``text_encoders/gemma_2_2b_fp16.safetensors`` (with ``spiece_model``) and ``vae/ae.safetensors``,
+    and the all-in-one ``checkpoints/lumina_2.safetensors`` and
+    ``checkpoints/NetaYumev35_pretrained_all_in_one.safetensors`` (the same networks). Returns
+    {file name: path}."""
+    ckpt = lumina2_checkpoint_sd(seed)
+    split = {
+        ("diffusion_models", "lumina_2_model_bf16.safetensors"): {
+            k[len("model.diffusion_model."):]: v for k, v in ckpt.items() if k.startswith("model.diffusion_model.")},
+        ("text_encoders", "gemma_2_2b_fp16.safetensors"): {
+            **{k[len("text_encoders.gemma2_2b.transformer."):]: v.half() for k, v in ckpt.items()
+               if k.startswith("text_encoders.gemma2_2b.transformer.")},
+            "spiece_model": ckpt["text_encoders.spiece_model"]},
+        ("vae", "ae.safetensors"): {k[len("vae."):]: v for k, v in ckpt.items() if k.startswith("vae.")},
+        ("checkpoints", "lumina_2.safetensors"): ckpt,
+        ("checkpoints", "NetaYumev35_pretrained_all_in_one.safetensors"): ckpt,
+    }
+    paths = {}
+    for (folder, name), sd in split.items():
+        os.makedirs(os.path.join(models_dir, folder), exist_ok=True)
+        paths[name] = os.path.join(models_dir, folder, name)
+        save_file({k: v.contiguous() for k, v in sd.items()}, paths[name])
+    return paths
+
+
+if __name__ == "__main__":  # python tests/models/lumina2_fixtures.py MODELS_DIR [--lumina2]
+    target = sys.argv[1] if len(sys.argv) > 1 else "models"
+    write = write_lumina2_files if "--lumina2" in sys.argv else write_default_workflow_models
+    for path in write(target).values():
         print(path)
