@@ -144,7 +144,7 @@ def te_folder(workspace, tiny_gemma, spiece):
 
 
 def test_cliploader_lumina2_picks_gemma_or_qwen3_from_the_file(te_folder, tiny_gemma, spiece, cpu):
-    from comfyui.models import sd as sdm
+    from comfyui import runtime
     from comfyui.nodes.builtin.loaders import CLIPLoader
     from comfyui.nodes.builtin.lumina2 import SYSTEM_PROMPT, CLIPTextEncodeLumina2
     try:
@@ -154,7 +154,7 @@ def test_cliploader_lumina2_picks_gemma_or_qwen3_from_the_file(te_folder, tiny_g
         assert qwen_clip.cond_stage_model.names == ["qwen3_4b"]
         ((cond, extra),) = CLIPTextEncodeLumina2().encode(gemma_clip, "a cat on a chair", "superior")[0]
     finally:
-        sdm.cache.clear()
+        runtime.current().model_files.clear()
     tok = gemma2.GemmaTokenizer(spiece)
     ids = [t for t, _ in tok.tokenize_with_weights(f"{SYSTEM_PROMPT['superior']} <Prompt Start> a cat on a chair")[0]]
     want = _hf_hidden(lf.hf_gemma2(seed=3), [ids])
@@ -225,6 +225,7 @@ def test_nextdit_matches_diffusers_lumina2_negated(lumina_pair, shape, text_toke
 
 def test_all_in_one_checkpoint_loads_model_gemma_and_vae(workspace, cpu):
     """The NetaYume / lumina_2 all-in-one layout through CheckpointLoaderSimple's path."""
+    from comfyui import runtime
     from comfyui.models import sd as sdm
     path = workspace / "models" / "checkpoints" / "lumina_2.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +238,7 @@ def test_all_in_one_checkpoint_loads_model_gemma_and_vae(workspace, cpu):
         cond = clip.encode_from_tokens(clip.tokenize("a cat"))
         assert cond.shape == (1, 1 + len(lf_tokens(clip, "a cat")), 32) and torch.isfinite(cond).all()
     finally:
-        sdm.cache.clear()
+        runtime.current().model_files.clear()
 
 
 def lf_tokens(clip, text):

@@ -28,7 +28,7 @@ NAMES = sorted(os.path.basename(p)[:-len(".api.json")] for p in glob.glob(os.pat
 def env(tmp_path_factory):
     from comfyui import paths
     from comfyui.engine.engine import Engine
-    from comfyui.models import sd as sdm
+    from comfyui import runtime
     from comfyui.nodes.registry import NodeRegistry
 
     memory.configure(None, cpu=True)
@@ -41,7 +41,7 @@ def env(tmp_path_factory):
     engine.start()
     yield {"base": str(base), "engine": engine, "object_info": registry.object_info()}
     engine.stop()
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
     paths.configure(base_directory=None)
     memory.configure(None)
 

@@ -16,8 +16,9 @@ real file):
 - Z-Image Turbo and Lumina 2 (``models/lumina2_fixtures.py``): ``z_image_turbo_bf16``,
   ``qwen_3_4b``, and NetaYume's all-in-one checkpoint (``model.diffusion_model.*`` NextDiT,
   ``text_encoders.gemma2_2b.transformer.*`` with ``text_encoders.spiece_model``, ``vae.*``).
-- Flux Redux: a SigLIP vision tower (transformers ``SiglipVisionModel`` keys, 384 px, patch 14)
-  and the redux projector (``redux_up`` / ``redux_down``) into the Flux text width.
+- Flux Redux (``models/redux_fixtures.py``): the SigLIP-384 vision tower and the redux
+  projector into the Flux text width.
+- Chroma (``models/chroma_fixtures.py``): ``Chroma1-HD-fp8mixed`` (scaled fp8) and its T5.
 
 Run as a script to fill a ComfyUI base directory (``models/...`` and ``input/...``)::
 
@@ -38,7 +39,7 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from models import flux_fixtures, lumina2_fixtures, sd3_fixtures  # noqa: E402
+from models import chroma_fixtures, flux_fixtures, lumina2_fixtures, redux_fixtures, sd3_fixtures  # noqa: E402
 
 FP8_MAX = 448.0   # float8_e4m3fn
 INPUT_SIZE = (64, 48)   # (W, H) of every input image
@@ -80,25 +81,6 @@ def flux_peft_lora(native: dict[str, torch.Tensor], rank: int = 4, seed: int = 0
     return out
 
 
-def redux_files(models: str, text_width: int = 64, seed: int = 40) -> None:
-    """``sigclip_vision_patch14_384.safetensors`` (a 1-layer, 32-wide SigLIP vision tower in
-    transformers' key layout, 384 px / patch 14 as the real one) and
-    ``flux1-redux-dev.safetensors`` (``redux_up`` [3 x text width, vision width],
-    ``redux_down`` [text width, 3 x text width], as the real 1152 -> 12288 -> 4096)."""
-    from transformers import SiglipVisionConfig, SiglipVisionModel
-    torch.manual_seed(seed)
-    vision = SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                                  num_attention_heads=2, image_size=384, patch_size=14))
-    save({k: v.detach().clone() for k, v in vision.state_dict().items()},
-         os.path.join(models, "clip_vision", "sigclip_vision_patch14_384.safetensors"))
-    g = torch.Generator().manual_seed(seed)
-    up = 3 * text_width
-    save({"redux_up.weight": torch.randn(up, 32, generator=g) / 32 ** 0.5, "redux_up.bias": torch.zeros(up),
-          "redux_down.weight": torch.randn(text_width, up, generator=g) / up ** 0.5,
-          "redux_down.bias": torch.zeros(text_width)},
-         os.path.join(models, "style_models", "flux1-redux-dev.safetensors"))
-
-
 def input_image(path: str, seed: int) -> None:
     """A random RGBA image (a transparent rectangle: the mask LoadImage gives) or, for .jpg, RGB."""
     w, h = INPUT_SIZE
@@ -115,7 +97,9 @@ def write_template_files(base: str, input_names: list[str] = ()) -> dict[str, st
     ``input_names`` (``base/input/<name>``). Returns {file name: path}."""
     models = os.path.join(base, "models")
     out = dict(lumina2_fixtures.write_default_workflow_models(models))   # Z-Image Turbo (+ its ae)
-    out.update(flux_fixtures.write_flux_files(models))                   # Flux.1 (its ae replaces it)
+    out.update(chroma_fixtures.write_chroma_files(models))               # Chroma (T5 and ae 64 wide too)
+    out.update(flux_fixtures.write_flux_files(models))                   # Flux.1 (its ae replaces both)
+    out.update(redux_fixtures.write_redux_files(models, txt=64))         # SigLIP + Redux into T5 width 64
     te, dm = os.path.join(models, "text_encoders"), os.path.join(models, "diffusion_models")
     t5 = load_file(os.path.join(te, "t5xxl_fp16.safetensors"))
     dev = load_file(os.path.join(dm, "flux1-dev.safetensors"))
@@ -133,7 +117,6 @@ def write_template_files(base: str, input_names: list[str] = ()) -> dict[str, st
     out[name] = save(scaled_fp8(ckpt, "model.diffusion_model."), os.path.join(models, "checkpoints", name))
     name = "NetaYumev35_pretrained_all_in_one.safetensors"
     out[name] = save(lumina2_fixtures.lumina2_checkpoint_sd(seed=8), os.path.join(models, "checkpoints", name))
-    redux_files(models)
     for i, image in enumerate(sorted(set(input_names))):
         input_image(os.path.join(base, "input", image), seed=i)
     return out

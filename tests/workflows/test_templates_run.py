@@ -67,14 +67,11 @@ XFAIL = {  # template -> what it needs that this build lacks
     "image_z_image_int8": "nodes ResolutionSelector, SaveImageAdvanced; int8 'convrot' weights",
     "image_z_image_turbo_int8": "int8 'convrot' diffusion-model weights, fp8-mixed Qwen3 (no fixture layout known)",
     "image_z_image_turbo_fun_union_controlnet": "nodes ModelPatchLoader, QwenImageDiffsynthControlnet",
-    "image_chroma_text_to_image": "node T5TokenizerOptions; the Chroma family (no fixture yet)",
     "image_chroma1_radiance_text_to_image": "nodes T5TokenizerOptions, ChromaRadianceOptions, "
                                             "EmptyChromaRadianceLatentImage; Chroma Radiance (no fixture yet)",
-    "flux_redux_model_example": "Flux Redux: SigLIP vision (CLIPVisionLoader) and the redux style model",
     "sd3.5_large_blur": "SD3.5 large ControlNets (ControlNetLoader on sd3.5_large_controlnet_*; no fixture yet)",
     "sd3.5_large_canny_controlnet_example": "SD3.5 large ControlNets (ControlNetLoader on sd3.5_large_controlnet_*; "
                                             "no fixture yet)",
-    "image_flux.1_fill_dev_OneReward": "Flux LoRA in the diffusers/PEFT layout (transformer.*.lora_A/B)",
 }
 TEMPLATES = tf.family_templates()
 
@@ -90,7 +87,7 @@ def env(tmp_path_factory):
     from comfyui import paths
     from comfyui.engine.engine import Engine
     from comfyui.models import memory
-    from comfyui.models import sd as sdm
+    from comfyui import runtime
     from comfyui.nodes.registry import NodeRegistry
 
     memory.configure(None, cpu=True)
@@ -103,7 +100,7 @@ def env(tmp_path_factory):
     engine.start()
     yield {"base": str(base), "engine": engine, "object_info": registry.object_info()}
     engine.stop()
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
     paths.configure(base_directory=None)
     memory.configure(None)
 
