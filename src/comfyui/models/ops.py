@@ -89,6 +89,18 @@ class Conv2d(torch.nn.Conv2d, CastWeightBias):
         return self._conv_forward(x, self.weight, self.bias)
 
 
+class Conv3d(torch.nn.Conv3d, CastWeightBias):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._init_cast()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cast_weights:
+            w, b = self.cast_bias_weight(x)
+            return self._conv_forward(x, w, b)
+        return self._conv_forward(x, self.weight, self.bias)
+
+
 class GroupNorm(torch.nn.GroupNorm, CastWeightBias):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
@@ -147,7 +159,7 @@ class RMSNorm(torch.nn.Module, CastWeightBias):
         return normed.to(x.dtype) * w
 
 
-CAST_TYPES = (Linear, Conv2d, GroupNorm, LayerNorm, Embedding, RMSNorm)
+CAST_TYPES = (Linear, Conv2d, Conv3d, GroupNorm, LayerNorm, Embedding, RMSNorm)
 
 
 def castable_modules(module: torch.nn.Module):

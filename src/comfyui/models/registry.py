@@ -17,6 +17,7 @@ from .flux import FAMILIES as FLUX
 from .lumina2 import FAMILIES as LUMINA2
 from .sd3 import FAMILIES as SD3
 from .stable_diffusion import FAMILIES as STABLE_DIFFUSION
+from .wan import FAMILIES as WAN
 
 FAMILIES: tuple[Family, ...] = (
     *STABLE_DIFFUSION,
@@ -24,6 +25,7 @@ FAMILIES: tuple[Family, ...] = (
     *CHROMA,
     *LUMINA2,
     *SD3,
+    *WAN,
 )
 
 __all__ = ["FAMILIES", "Family", "UnknownModelError", "detect_family", "family_by_name", "resolve_sampling"]

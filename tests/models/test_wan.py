@@ -1,0 +1,117 @@
+"""Wan: the transformer against diffusers' WanTransformer3DModel on the same tiny random weights
+(t2v, i2v with CLIP-vision image tokens, first-last frame with its position embedding), the key
+map checked against diffusers' own converter, detection from shapes, flow sampling with shift
+8, the Wan21 latent format, and the loader path (a native single file through UNETLoader's
+loader) with the image-to-video conditioning."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from . import wan_fixtures as fx
+
+pytest.importorskip("diffusers")
+
+from comfyui.models.registry import detect_family  # noqa: E402
+from comfyui.models.wan.detection import detect, variant  # noqa: E402
+from comfyui.models.wan.model import WanModel  # noqa: E402
+
+VARIANTS = {
+    "wan21_t2v": dict(),
+    "wan21_i2v": dict(i2v=True, in_channels=36),
+    "wan21_flf2v": dict(i2v=True, flf=True, in_channels=36),
+    "wan21_fun_control": dict(i2v=True, in_channels=48),
+    "wan22_5b": dict(in_channels=48, out_channels=48),
+}
+
+
+def _ours(native) -> WanModel:
+    model = WanModel(**detect(native, "")).eval()
+    model.load_state_dict(native, strict=True)
+    return model
+
+
+@pytest.mark.parametrize("name", ["wan21_t2v", "wan21_i2v"])
+def test_key_map_is_the_inverse_of_diffusers_converter(name):
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+    dm = fx.diffusers_wan(seed=3, **VARIANTS[name])
+    back = convert_wan_transformer_to_diffusers(dict(fx.native_sd(dm)))
+    expected = dm.state_dict()
+    assert set(back) == set(expected)
+    for k, v in expected.items():
+        assert torch.equal(back[k], v), k
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_matches_diffusers(name):
+    opts = VARIANTS[name]
+    dm = fx.diffusers_wan(seed=1, **opts)
+    native = fx.native_sd(dm)
+    config = detect(native, "")
+    assert variant(config) == name
+    assert config["num_heads"] == 2 and config["text_dim"] == 64 and config["in_dim"] == opts.get("in_channels", 16)
+    ours = _ours(native)
+    g = torch.Generator().manual_seed(0)
+    b, t, h, w = 2, 3, 6, 10
+    x = torch.randn(b, opts.get("in_channels", 16), t, h, w, generator=g)
+    ctx = torch.randn(b, 512, 64, generator=g)  # diffusers' i2v split assumes 512 text tokens
+    sigma = torch.tensor([0.8, 0.3])
+    kw, ref_kw = {}, {}
+    if opts.get("i2v"):
+        images = 2 if opts.get("flf") else 1
+        fea = torch.randn(b, 257 * images, 96, generator=g)
+        kw["clip_fea"] = fea
+        ref_kw["encoder_hidden_states_image"] = fea.reshape(b * images, 257, 96)
+    with torch.no_grad():
+        ref = dm(hidden_states=x, timestep=sigma * 1000, encoder_hidden_states=ctx, return_dict=False, **ref_kw)[0]
+        out = ours(x, sigma * 1000, ctx, **kw)
+    assert out.shape == ref.shape == (b, opts.get("out_channels", 16), t, h, w)
+    err = (out - ref).abs().max().item()
+    assert err < 2e-5 * max(1.0, ref.abs().max().item()), err
+    if opts.get("i2v"):  # the image tokens matter
+        with torch.no_grad():
+            other = ours(x, sigma * 1000, ctx, clip_fea=kw["clip_fea"].flip(-1))
+        assert (other - out).abs().max() > 1e-3
+
+
+def test_odd_sizes_are_padded_to_the_patch_grid():
+    dm = fx.diffusers_wan(seed=2)
+    ours = _ours(fx.native_sd(dm))
+    x = torch.randn(1, 16, 2, 5, 7)
+    with torch.no_grad():
+        out = ours(x, torch.tensor([500.0]), torch.randn(1, 512, 64))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_per_frame_timesteps_equal_a_shared_timestep_when_equal():
+    """Wan 2.2 5B gives each latent frame its own timestep; equal ones are one timestep."""
+    dm = fx.diffusers_wan(seed=4, in_channels=48, out_channels=48)
+    ours = _ours(fx.native_sd(dm))
+    x, ctx = torch.randn(1, 48, 3, 4, 4), torch.randn(1, 512, 64)
+    with torch.no_grad():
+        shared = ours(x, torch.tensor([600.0]), ctx)
+        per_frame = ours(x, torch.tensor([[600.0, 600.0, 600.0]]), ctx)
+        first_clean = ours(x, torch.tensor([[0.0, 600.0, 600.0]]), ctx)
+    assert torch.allclose(shared, per_frame, atol=1e-6)
+    assert (first_clean[:, :, 0] - shared[:, :, 0]).abs().max() > 1e-3
+
+
+def test_registry_sampling_and_latent_format():
+    native = fx.native_sd(fx.diffusers_wan(seed=5))
+    family, config = detect_family({"model.diffusion_model." + k: v for k, v in native.items()},
+                                   "model.diffusion_model.")
+    assert family.name == "wan21" and family.latent_format.__name__ == "Wan21"
+    assert family.sampling["type"] == "flow" and family.sampling["shift"] == 8.0
+    from comfyui.sampling.model_sampling import model_sampling_from_settings
+    ms = model_sampling_from_settings(dict(family.sampling))
+    # sigma(t) = shift t / (1 + (shift - 1) t), t = timestep / 1000
+    t = torch.tensor([0.25, 0.5])
+    expected = 8 * t / (1 + 7 * t)
+    assert torch.allclose(ms.sigma(t * 1000), expected, atol=1e-5)
+    assert torch.allclose(ms.timestep(expected), expected * 1000)  # the network sees sigma * 1000
+    lf = family.latent_format()
+    z = torch.randn(1, 16, 2, 3, 3)
+    mean = torch.tensor(lf.latents_mean).view(1, 16, 1, 1, 1)
+    std = torch.tensor(lf.latents_std).view(1, 16, 1, 1, 1)
+    assert torch.allclose(lf.process_in(z), (z - mean) / std)
+    assert torch.allclose(lf.process_out(lf.process_in(z)), z, atol=1e-6)

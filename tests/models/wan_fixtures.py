@@ -1,0 +1,78 @@
+"""Tiny random-weight Wan transformers built with the independent implementation (diffusers'
+``WanTransformer3DModel``); ``native_sd`` gives them in the released files' layout with the
+key map written here (diffusers' own converter goes the other way and must invert it)."""
+from __future__ import annotations
+
+import re
+
+import torch
+
+# dim 256 = 2 heads x 128 (the released head width); text features 64 wide
+TINY = dict(dim=256, layers=2, ffn=512, text_dim=64, image_dim=96)
+
+
+def diffusers_wan(seed: int = 0, i2v: bool = False, flf: bool = False, in_channels: int = 16,
+                  out_channels: int = 16, **sizes):
+    from diffusers import WanTransformer3DModel
+    s = dict(TINY, **sizes)
+    torch.manual_seed(seed)
+    m = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=s["dim"] // 128, attention_head_dim=128,
+        in_channels=in_channels, out_channels=out_channels, text_dim=s["text_dim"], freq_dim=256,
+        ffn_dim=s["ffn"], num_layers=s["layers"], cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        eps=1e-6, image_dim=s["image_dim"] if i2v else None, added_kv_proj_dim=s["dim"] if i2v else None,
+        pos_embed_seq_len=2 * 257 if flf else None).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "norm" in name and p.ndim == 1 and "bias" not in name:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            elif name.endswith("scale_shift_table") or name.endswith("pos_embed"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * (0.5 / p.shape[-1] ** 0.5 if p.ndim > 1 else 0.05))
+    return m
+
+
+# diffusers -> native, tried in order on each key (block-local names after the block prefix)
+_RENAMES = [
+    (r"^condition_embedder\.time_embedder\.linear_1\.", "time_embedding.0."),
+    (r"^condition_embedder\.time_embedder\.linear_2\.", "time_embedding.2."),
+    (r"^condition_embedder\.text_embedder\.linear_1\.", "text_embedding.0."),
+    (r"^condition_embedder\.text_embedder\.linear_2\.", "text_embedding.2."),
+    (r"^condition_embedder\.time_proj\.", "time_projection.1."),
+    (r"^condition_embedder\.image_embedder\.norm1\.", "img_emb.proj.0."),
+    (r"^condition_embedder\.image_embedder\.ff\.net\.0\.proj\.", "img_emb.proj.1."),
+    (r"^condition_embedder\.image_embedder\.ff\.net\.2\.", "img_emb.proj.3."),
+    (r"^condition_embedder\.image_embedder\.norm2\.", "img_emb.proj.4."),
+    (r"^condition_embedder\.image_embedder\.pos_embed$", "img_emb.emb_pos"),
+    (r"^scale_shift_table$", "head.modulation"),
+    (r"^proj_out\.", "head.head."),
+    (r"^patch_embedding\.", "patch_embedding."),
+]
+_BLOCK = [
+    ("attn1.", "self_attn."), ("attn2.", "cross_attn."),
+    ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."), ("to_out.0.", "o."),
+    ("add_k_proj.", "k_img."), ("add_v_proj.", "v_img."), ("norm_added_k.", "norm_k_img."),
+    ("ffn.net.0.proj.", "ffn.0."), ("ffn.net.2.", "ffn.2."),
+    ("norm2.", "norm3."),  # diffusers' norm2 is the cross-attention norm (native norm3)
+    ("scale_shift_table", "modulation"),
+]
+
+
+def native_key(key: str) -> str:
+    m = re.match(r"^blocks\.(\d+)\.(.*)$", key)
+    if m:
+        rest = m.group(2)
+        for a, b in _BLOCK:
+            if a in rest:
+                rest = rest.replace(a, b, 1)
+        return f"blocks.{m.group(1)}.{rest}"
+    for pattern, repl in _RENAMES:
+        if re.search(pattern, key):
+            return re.sub(pattern, repl, key)
+    raise KeyError(key)
+
+
+def native_sd(dm) -> dict[str, torch.Tensor]:
+    return {native_key(k): v.detach().clone() for k, v in dm.state_dict().items()}
