@@ -76,3 +76,24 @@ def native_key(key: str) -> str:
 
 def native_sd(dm) -> dict[str, torch.Tensor]:
     return {native_key(k): v.detach().clone() for k, v in dm.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------------- VAE
+def wan_vae_sd(seed: int = 0, dim: int = 16, z_dim: int = 16) -> dict[str, torch.Tensor]:
+    """Random weights of a tiny Wan 2.1 VAE in the released layout (gammas around 1)."""
+    from comfyui.models.wan.vae import WanVAE
+    g = torch.Generator().manual_seed(seed)
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in WanVAE(dim=dim, z_dim=z_dim).state_dict().items()}
+    out = {}
+    for k, shape in shapes.items():
+        if k.endswith("gamma"):
+            out[k] = 1.0 + 0.1 * torch.randn(shape, generator=g)
+        elif len(shape) > 1:
+            fan_in = 1
+            for s in shape[1:]:
+                fan_in *= s
+            out[k] = torch.randn(shape, generator=g) * (1.0 / fan_in ** 0.5)
+        else:
+            out[k] = torch.randn(shape, generator=g) * 0.05
+    return out

@@ -1,0 +1,281 @@
+"""The Wan 2.1 causal 3-D VAE (``wan_2.1_vae.safetensors``), in the released key layout
+(``encoder.conv1``, ``encoder.downsamples.{i}``, ``encoder.middle``, ``encoder.head``,
+``conv1``, ``conv2``, ``decoder.*``).
+
+Pictures [B, 3, T, H, W] in -1..1 <-> latents [B, z, (T - 1) // 4 + 1, H / 8, W / 8] (raw: the
+``Wan21`` latent format normalises them for the model).
+
+Every 3-D convolution is causal in time (zero padding before the first frame only) and the
+network runs chunk by chunk along time, so memory is bounded by one chunk: the encoder takes
+the first picture alone and then 4 pictures at a time (one latent frame each), the decoder one
+latent frame at a time (1 picture for the first, 4 for each later one). A chunk sees the past
+through a feature cache: each time convolution keeps the last two frames of its input (the
+frames its kernel reaches back to) for the next chunk. The temporal resamplers are special on
+the first chunk: the down-sampler passes the first frame through without its time
+convolution (so 1 + 4k pictures give 1 + k latents), the up-sampler does not double it.
+
+Normalisation is RMS over channels (``gamma`` scaled by sqrt(channels)), so any width works;
+the widths and counts are read from the weights (real file: dim 96, z 16, mult 1/2/4/4, two
+residual blocks per level, time down-sampling in the 2nd and 3rd levels).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ops
+
+CACHE_FRAMES = 2
+_FIRST = object()  # an up-sampler's cache before its first chunk went through
+
+
+class CausalConv3d(ops.Conv3d):
+    """A Conv3d padded in time on the past side only; with ``cache`` (a dict shared by one
+    encode/decode call) it continues from the frames the previous chunk left."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        pt, ph, pw = self.padding
+        self.causal_padding = (pw, pw, ph, ph, 2 * pt, 0)
+        self.padding = (0, 0, 0)
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        if cache is None or self.causal_padding[4] == 0:
+            return self.with_past(x, None)
+        prev = cache.get(self)
+        keep = x[:, :, -CACHE_FRAMES:]
+        if keep.shape[2] < CACHE_FRAMES and prev is not None:
+            keep = torch.cat((prev[:, :, -1:], keep), dim=2)
+        cache[self] = keep.clone()
+        return self.with_past(x, prev)
+
+    def with_past(self, x: torch.Tensor, past: torch.Tensor | None) -> torch.Tensor:
+        """The convolution of ``x`` continuing after the frames ``past`` (zeros before them)."""
+        pad = list(self.causal_padding)
+        if past is not None and pad[4] > 0:
+            x = torch.cat((past.to(x), x), dim=2)
+            pad[4] = max(0, pad[4] - past.shape[2])
+        return super().forward(F.pad(x, pad))
+
+
+class RMSNorm(nn.Module):
+    """x / ||x|| over the channels, times sqrt(channels) * gamma (shape [C, 1, 1(, 1)])."""
+
+    def __init__(self, dim: int, video: bool = True):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones((dim, 1, 1, 1) if video else (dim, 1, 1)))
+        self.scale = dim ** 0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1) * self.scale * self.gamma.to(x)
+
+
+def _per_frame(fn, x: torch.Tensor) -> torch.Tensor:
+    b, c, t = x.shape[:3]
+    y = fn(x.transpose(1, 2).reshape(b * t, c, *x.shape[3:]))
+    return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.residual = nn.Sequential(
+            RMSNorm(in_dim), nn.SiLU(), CausalConv3d(in_dim, out_dim, 3, padding=1),
+            RMSNorm(out_dim), nn.SiLU(), nn.Dropout(0.0), CausalConv3d(out_dim, out_dim, 3, padding=1))
+        self.shortcut = CausalConv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        h = x
+        for layer in self.residual:
+            h = layer(h, cache) if isinstance(layer, CausalConv3d) else layer(h)
+        return h + self.shortcut(x)
+
+
+class AttentionBlock(nn.Module):
+    """Single-head self-attention over the pixels of each frame."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = RMSNorm(dim, video=False)
+        self.to_qkv = ops.Conv2d(dim, dim * 3, 1)
+        self.proj = ops.Conv2d(dim, dim, 1)
+
+    def _frame(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        q, k, v = self.to_qkv(self.norm(x)).reshape(n, 3, c, h * w).transpose(-1, -2).unbind(1)
+        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
+        return self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        return x + _per_frame(self._frame, x)
+
+
+class Resample(nn.Module):
+    """2x spatial down/up-sampling, with a time convolution when ``temporal`` (down: stride 2;
+    up: doubles the frames)."""
+
+    def __init__(self, dim: int, mode: str):
+        super().__init__()
+        self.mode = mode
+        if mode.startswith("up"):
+            self.resample = nn.Sequential(nn.Upsample(scale_factor=(2.0, 2.0), mode="nearest-exact"),
+                                          ops.Conv2d(dim, dim // 2, 3, padding=1))
+            if mode == "upsample3d":
+                self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
+        else:
+            self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), ops.Conv2d(dim, dim, 3, stride=(2, 2)))
+            if mode == "downsample3d":
+                self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1), padding=(0, 0, 0))
+
+    def forward(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        if self.mode == "upsample3d":
+            prev = cache.get(self)
+            if prev is None:
+                cache[self] = _FIRST  # the first latent frame stays one picture
+            else:
+                keep = x[:, :, -CACHE_FRAMES:]
+                if keep.shape[2] < CACHE_FRAMES:
+                    last = torch.zeros_like(keep[:, :, -1:]) if prev is _FIRST else prev[:, :, -1:].to(keep)
+                    keep = torch.cat((last, keep), dim=2)
+                x = self.time_conv.with_past(x, None if prev is _FIRST else prev)
+                cache[self] = keep.clone()
+                b, c2, t = x.shape[:3]
+                x = x.reshape(b, 2, c2 // 2, t, *x.shape[3:]).permute(0, 2, 3, 1, 4, 5)
+                x = x.reshape(b, c2 // 2, t * 2, *x.shape[4:])
+        x = _per_frame(self.resample, x)
+        if self.mode == "downsample3d":
+            prev = cache.get(self)
+            cache[self] = x[:, :, -1:].clone()
+            if prev is not None:  # the first chunk's frame passes through
+                x = self.time_conv(torch.cat((prev.to(x), x), dim=2))
+        return x
+
+
+def _run(layers, x, cache):
+    for layer in layers:
+        x = layer(x, cache) if isinstance(layer, (CausalConv3d, ResidualBlock, AttentionBlock, Resample)) else layer(x)
+    return x
+
+
+class Encoder3d(nn.Module):
+    def __init__(self, dim: int, z_dim: int, dim_mult, num_res_blocks: int, temporal_downsample):
+        super().__init__()
+        dims = [dim * m for m in [1, *dim_mult]]
+        self.conv1 = CausalConv3d(3, dims[0], 3, padding=1)
+        layers: list[nn.Module] = []
+        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            for _ in range(num_res_blocks):
+                layers.append(ResidualBlock(in_dim, out_dim))
+                in_dim = out_dim
+            if i != len(dim_mult) - 1:
+                layers.append(Resample(out_dim, "downsample3d" if temporal_downsample[i] else "downsample2d"))
+        self.downsamples = nn.Sequential(*layers)
+        self.middle = nn.Sequential(ResidualBlock(dims[-1], dims[-1]), AttentionBlock(dims[-1]),
+                                    ResidualBlock(dims[-1], dims[-1]))
+        self.head = nn.Sequential(RMSNorm(dims[-1]), nn.SiLU(), CausalConv3d(dims[-1], z_dim, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        x = self.conv1(x, cache)
+        for part in (self.downsamples, self.middle, self.head):
+            x = _run(part, x, cache)
+        return x
+
+
+class Decoder3d(nn.Module):
+    def __init__(self, dim: int, z_dim: int, dim_mult, num_res_blocks: int, temporal_upsample):
+        super().__init__()
+        dims = [dim * m for m in [dim_mult[-1], *dim_mult[::-1]]]
+        self.conv1 = CausalConv3d(z_dim, dims[0], 3, padding=1)
+        self.middle = nn.Sequential(ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]),
+                                    ResidualBlock(dims[0], dims[0]))
+        layers: list[nn.Module] = []
+        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            if i > 0:
+                in_dim //= 2  # the up-sampler's convolution halves the width
+            for _ in range(num_res_blocks + 1):
+                layers.append(ResidualBlock(in_dim, out_dim))
+                in_dim = out_dim
+            if i != len(dim_mult) - 1:
+                layers.append(Resample(out_dim, "upsample3d" if temporal_upsample[i] else "upsample2d"))
+        self.upsamples = nn.Sequential(*layers)
+        self.head = nn.Sequential(RMSNorm(dims[-1]), nn.SiLU(), CausalConv3d(dims[-1], 3, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        x = self.conv1(x, cache)
+        for part in (self.middle, self.upsamples, self.head):
+            x = _run(part, x, cache)
+        return x
+
+
+class WanVAE(nn.Module):
+    """``encode``: [B, 3, T, H, W] in -1..1 -> the posterior mean [B, z, (T-1)//4+1, H/8, W/8];
+    ``decode``: the inverse map, one latent frame at a time."""
+
+    temporal_compression = 4
+
+    def __init__(self, dim: int = 96, z_dim: int = 16, dim_mult=(1, 2, 4, 4), num_res_blocks: int = 2,
+                 temporal_downsample=(False, True, True)):
+        super().__init__()
+        self.z_dim = z_dim
+        self.spatial_compression = 2 ** (len(dim_mult) - 1)
+        self.encoder = Encoder3d(dim, z_dim * 2, dim_mult, num_res_blocks, temporal_downsample)
+        self.conv1 = CausalConv3d(z_dim * 2, z_dim * 2, 1)
+        self.conv2 = CausalConv3d(z_dim, z_dim, 1)
+        self.decoder = Decoder3d(dim, z_dim, dim_mult, num_res_blocks, tuple(temporal_downsample)[::-1])
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        cache: dict = {}
+        t = x.shape[2]
+        chunks = [x[:, :, :1]] + [x[:, :, 1 + 4 * i:5 + 4 * i] for i in range((t - 1) // 4)]
+        out = torch.cat([self.encoder(c, cache) for c in chunks], dim=2)
+        return self.conv1(out)[:, :self.z_dim]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        cache: dict = {}
+        x = self.conv2(z)
+        return torch.cat([self.decoder(x[:, :, i:i + 1], cache) for i in range(x.shape[2])], dim=2)
+
+
+def is_wan21_vae(sd: Mapping[str, Any]) -> bool:
+    return "decoder.middle.0.residual.0.gamma" in sd and "decoder.upsamples.0.upsamples.0.residual.2.weight" not in sd
+
+
+def vae_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The WanVAE config read from the weights: the encoder's layers in order are residual
+    blocks (``residual.2``) and resamplers (``resample.1``, with ``time_conv`` when temporal)."""
+    dim = sd["encoder.conv1.weight"].shape[0]
+    dim_mult, temporal, blocks, run = [], [], [], 0
+    i = 0
+    while True:
+        pre = f"encoder.downsamples.{i}."
+        if pre + "residual.2.weight" in sd:
+            run += 1
+            width = sd[pre + "residual.2.weight"].shape[0]
+        elif pre + "resample.1.weight" in sd:
+            temporal.append(pre + "time_conv.weight" in sd)
+        else:
+            break
+        if pre + "resample.1.weight" in sd or f"encoder.downsamples.{i + 1}.residual.2.weight" not in sd:
+            if run:
+                dim_mult.append(width // dim)
+                blocks.append(run)
+            run = 0
+        i += 1
+    return {"dim": dim, "z_dim": sd["conv2.weight"].shape[0], "dim_mult": tuple(dim_mult),
+            "num_res_blocks": blocks[0], "temporal_downsample": tuple(temporal)}
+
+
+def memory_used_decode(shape, dtype) -> int:
+    """Bytes for decoding a latent [B, C, T, h, w] one frame at a time (upstream's estimate)."""
+    return int(7000 * shape[3] * shape[4] * 64 * (torch.finfo(dtype).bits // 8))
+
+
+def memory_used_encode(shape, dtype) -> int:
+    """Bytes for encoding pictures [B, 3, T, H, W] in chunks of 4 (upstream's estimate)."""
+    return int(6000 * shape[3] * shape[4] * (torch.finfo(dtype).bits // 8))
+
+
+__all__ = ["WanVAE", "is_wan21_vae", "vae_config", "memory_used_decode", "memory_used_encode"]
