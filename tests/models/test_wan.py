@@ -10,6 +10,8 @@ import torch
 
 from . import wan_fixtures as fx
 
+_threads = pytest.fixture(scope="module", autouse=True)(fx.one_thread)
+
 pytest.importorskip("diffusers")
 
 from comfyui.models.registry import detect_family  # noqa: E402

@@ -97,3 +97,12 @@ def wan_vae_sd(seed: int = 0, dim: int = 16, z_dim: int = 16) -> dict[str, torch
         else:
             out[k] = torch.randn(shape, generator=g) * 0.05
     return out
+
+
+def one_thread():
+    """A module fixture body: torch on one thread (these tiny models are fastest that way and
+    the machine's cores are shared), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

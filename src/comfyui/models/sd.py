@@ -27,6 +27,7 @@ from .stable_diffusion import diffusers as sd_diffusers
 from .text_encoders.encoder import CLIP, detect_configs
 from .text_encoders.recipes import CLIP_TYPES, RECIPES, clip_type_problem
 from .vae import VAE
+from .wan import vae as wan_vae
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def load_state_dict_guess_config(sd: dict[str, torch.Tensor], output_vae: bool =
     if output_vae:
         vae_sd = find_vae(sd)
         if vae_sd:
-            vae = VAE(sd=vae_sd)
+            vae = make_vae(vae_sd)
         else:
             log.warning("%s: no VAE weights in the checkpoint; VAE output is None", source)
     return model, clip, vae
@@ -277,13 +278,23 @@ def load_clip(ckpt_paths: list[str], embedding_directory: Any = None, clip_type:
     return _cached(key_path, ("clip", clip_type, tuple(ckpt_paths), _emb_key(embedding_directory)), load)[0]
 
 
+def make_vae(sd: dict[str, torch.Tensor]) -> Any:
+    """The VAE object of VAE weights: a family's video VAE when its keys say so, else the
+    image AutoencoderKL."""
+    if wan_vae.is_wan21_vae(sd):
+        return wan_vae.load_video_vae(sd)
+    if "decoder.middle.0.residual.0.gamma" in sd:
+        raise UnknownModelError("the Wan 2.2 VAE (48-channel latents) is not supported yet")
+    return VAE(sd=sd)
+
+
 def load_vae(vae_path: str) -> VAE:
     def load() -> tuple:
         sd = load_torch_file(vae_path)
         sd = find_vae(sd) or sd
         if not any(k.startswith(("encoder.", "decoder.")) for k in sd):
             raise UnknownModelError(f"{os.path.basename(vae_path)}: not a VAE. Found {describe_state_dict(sd)}")
-        return (VAE(sd=sd),)
+        return (make_vae(sd),)
 
     return _cached(vae_path, ("vae",), load)[0]
 

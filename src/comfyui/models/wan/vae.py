@@ -279,3 +279,21 @@ def memory_used_encode(shape, dtype) -> int:
 
 
 __all__ = ["WanVAE", "is_wan21_vae", "vae_config", "memory_used_decode", "memory_used_encode"]
+
+
+def load_video_vae(sd: dict[str, torch.Tensor], device: torch.device | None = None,
+                   dtype: torch.dtype | None = None):
+    """The VAE object (:class:`comfyui.models.video_vae.VideoVAE`) of Wan 2.1 VAE weights."""
+    from .. import memory
+    from ..video_vae import VideoVAE
+    config = vae_config(sd)
+    device = device or memory.vae_device()
+    dtype = dtype or memory.vae_dtype(device)
+    with torch.device("meta"):
+        network = WanVAE(**config)
+    missing, _ = ops.assign_state_dict(network, sd, dtype)
+    if missing:
+        raise ValueError(f"Wan VAE: missing weights {missing[:5]}")
+    return VideoVAE(network, latent_channels=config["z_dim"], temporal_compression=WanVAE.temporal_compression,
+                    spatial_compression=network.spatial_compression, device=device, dtype=dtype,
+                    memory_used_decode=memory_used_decode, memory_used_encode=memory_used_encode)
