@@ -106,3 +106,56 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------- UMT5
+CORPUS = [
+    "a cat walks across the street at night",
+    "a red car drives along a mountain road",
+    "the camera slowly pans over a quiet lake at sunrise",
+    "two dogs play in the snow near a wooden cabin",
+    "a woman in a yellow coat walks through a busy market",
+    "waves crash against the rocks under a grey sky",
+    "an old man reads a newspaper on a park bench",
+    "a small boat sails past a lighthouse in the fog",
+]
+
+
+def spiece_model(vocab: int = 120) -> bytes:
+    """A tiny SentencePiece unigram model trained now, with T5's special ids (pad 0, eos 1,
+    unk 2, no bos): the serialised proto that UMT5 files carry as ``spiece_model``."""
+    import io
+
+    import sentencepiece as spm
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS * 4), model_writer=out, vocab_size=vocab,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   hard_vocab_limit=False, minloglevel=2)
+    return out.getvalue()
+
+
+def hf_umt5(seed: int = 0, vocab: int = 128, d_model: int = 32, heads: int = 2, d_ff: int = 48, layers: int = 2):
+    """A random transformers UMT5EncoderModel (gated GELU, d_kv 64, a bias per block)."""
+    from transformers import UMT5Config, UMT5EncoderModel
+    torch.manual_seed(seed)
+    cfg = UMT5Config(vocab_size=vocab, d_model=d_model, d_kv=64, d_ff=d_ff, num_layers=layers, num_heads=heads,
+                     feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
+                     relative_attention_max_distance=128, dropout_rate=0.0)
+    m = UMT5EncoderModel(cfg).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "layer_norm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            elif "relative_attention_bias" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * (1.0 / p.shape[-1] ** 0.5))
+    return m
+
+
+def umt5_file_sd(model, proto: bytes) -> dict[str, torch.Tensor]:
+    """The file layout of ComfyUI's umt5 files: HF encoder keys plus ``spiece_model``."""
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    sd["spiece_model"] = torch.frombuffer(bytearray(proto), dtype=torch.uint8)
+    return sd

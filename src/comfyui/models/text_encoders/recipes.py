@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from . import clip, gemma2, qwen3, t5
+from . import clip, gemma2, qwen3, t5, umt5
 
 Outputs = Mapping[str, tuple]  # recipe name -> (hidden, pooled | None[, extra])
 
@@ -83,6 +83,7 @@ RECIPES: dict[str, EncoderRecipe] = {r.name: r for r in (
                   clip.clip_tokenizer("clip_h")),
     EncoderRecipe("clip_l", "l", clip.clip_l_from_file, clip.detect_clip_l, clip.build_clip,
                   clip.clip_tokenizer("clip_l")),
+    EncoderRecipe("umt5xxl", "umt5xxl", umt5.from_file, umt5.detect, umt5.build, umt5.tokenizer),  # before T5
     EncoderRecipe("t5xxl", "t5xxl", t5.t5_from_file, t5.detect_t5, t5.build_t5, t5.t5_tokenizer),
     EncoderRecipe("qwen3_4b", "qwen3_4b", qwen3.from_file, qwen3.detect, qwen3.build, qwen3.tokenizer),
     EncoderRecipe("gemma2_2b", "gemma2_2b", gemma2.from_file, gemma2.detect, gemma2.build, gemma2.tokenizer,
@@ -165,6 +166,7 @@ CLIP_TYPES: dict[str, ClipType] = {t.name: t for t in (
     ClipType("pixart", ("t5xxl",), _concat(("t5xxl",)), {"t5xxl": _T5_UNPADDED}, None, one_of=True),
     # Z-Image: Qwen3-4B; Lumina Image 2.0 / NetaYume: Gemma-2-2B (the file's keys tell which)
     ClipType("lumina2", ("qwen3_4b", "gemma2_2b"), _concat(("qwen3_4b", "gemma2_2b")), {}, "lumina2", one_of=True),
+    ClipType("wan", ("umt5xxl",), _concat(("umt5xxl",)), {"umt5xxl": {"min_length": 512}}, "wan21", one_of=True),
 )}
 
 # what the checkpoint text-encoder layouts are called here (the "sd1" ... types above)
