@@ -262,6 +262,35 @@ class SkipLayerGuidanceDiT(io.ComfyNode):
         return io.NodeOutput(patched)
 
 
+class UNetTemporalAttentionMultiply(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="UNetTemporalAttentionMultiply", category="_for_testing/attention_experiments",
+            is_experimental=True,
+            inputs=[io.Model.Input("model"),
+                    io.Float.Input("self_structural", default=1.0, min=0.0, max=10.0, step=0.01),
+                    io.Float.Input("self_temporal", default=1.0, min=0.0, max=10.0, step=0.01),
+                    io.Float.Input("cross_structural", default=1.0, min=0.0, max=10.0, step=0.01),
+                    io.Float.Input("cross_temporal", default=1.0, min=0.0, max=10.0, step=0.01)],
+            outputs=[io.Model.Output()])
+
+    @classmethod
+    def execute(cls, model, self_structural, self_temporal, cross_structural, cross_temporal) -> io.NodeOutput:
+        """Scales the output projections of the UNet attentions (``attn1`` self, ``attn2``
+        cross; ``.time_stack.`` ones are the temporal layers of video UNets). Models without
+        such keys (Wan and the other DiTs) come back as an unchanged clone, as upstream."""
+        patched = model.clone()
+        keep = ("diff", (torch.zeros(()),))  # weight * factor + 0 * (nothing)
+        for key in model.model_state_dict():
+            for attn, structural, temporal in (("attn1", self_structural, self_temporal),
+                                               ("attn2", cross_structural, cross_temporal)):
+                if key.endswith((f"{attn}.to_out.0.bias", f"{attn}.to_out.0.weight")):
+                    factor = temporal if ".time_stack." in key else structural
+                    patched.add_patches({key: keep}, 0.0, factor)
+        return io.NodeOutput(patched)
+
+
 NODE_CLASS_MAPPINGS = {
     "WanImageToVideo": WanImageToVideo,
     "WanFirstLastFrameToVideo": WanFirstLastFrameToVideo,
@@ -269,4 +298,5 @@ NODE_CLASS_MAPPINGS = {
     "WanFunControlToVideo": WanFunControlToVideo,
     "CFGZeroStar": CFGZeroStar,
     "SkipLayerGuidanceDiT": SkipLayerGuidanceDiT,
+    "UNetTemporalAttentionMultiply": UNetTemporalAttentionMultiply,
 }

@@ -1,0 +1,149 @@
+"""The Wan conditioning nodes (what they put beside the noise: pictures, masks, CLIP-vision
+tokens), CFG-Zero*, the DiT block-replacement hook behind SkipLayerGuidanceDiT, and
+UNetTemporalAttentionMultiply."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from comfyui.models.clip_vision import Output
+from comfyui.nodes.builtin import wan
+
+TEXT = [[torch.zeros(1, 4, 8), {}]]
+
+
+class RecordingVAE:
+    """A VAE socket stand-in: 8x spatial, 4x temporal, 16 channels; records what it encodes."""
+    latent_channels = 16
+
+    def __init__(self):
+        self.encoded = []
+
+    def spacial_compression_encode(self):
+        return 8
+
+    def encode(self, pictures):
+        self.encoded.append(pictures.clone())
+        t = (pictures.shape[0] - 1) // 4 + 1
+        return torch.full((1, 16, t, pictures.shape[1] // 8, pictures.shape[2] // 8), float(len(self.encoded)))
+
+
+def _cv(tokens, value):
+    return Output(penultimate_hidden_states=torch.full((1, tokens, 8), value))
+
+
+def test_first_last_frame_pictures_mask_and_clip_tokens():
+    vae = RecordingVAE()
+    start, end = torch.full((1, 32, 32, 3), 0.2), torch.full((1, 32, 32, 3), 0.9)
+    pos, neg, latent = wan.WanFirstLastFrameToVideo.execute(
+        TEXT, TEXT, vae, 32, 32, 9, 2, start_image=start, end_image=end,
+        clip_vision_start_image=_cv(3, 1.0), clip_vision_end_image=_cv(3, 2.0)).args
+    assert latent["samples"].shape == (2, 16, 3, 4, 4)
+    (pictures,) = vae.encoded
+    assert pictures.shape == (9, 32, 32, 3)
+    assert torch.all(pictures[0] == 0.2) and torch.all(pictures[-1] == 0.9) and torch.all(pictures[1:-1] == 0.5)
+    mask = pos[0][1]["concat_mask"]
+    assert mask.shape == (1, 4, 3, 4, 4)  # 4 pictures per latent frame, folded into channels
+    assert torch.all(mask[:, :, 0] == 0) and torch.all(mask[:, :, 1] == 1)
+    assert torch.all(mask[:, :3, 2] == 1) and torch.all(mask[:, 3, 2] == 0)  # the last picture slot
+    tokens = pos[0][1]["clip_vision_output"].penultimate_hidden_states
+    assert tokens.shape == (1, 6, 8) and tokens[0, 0, 0] == 1.0 and tokens[0, 5, 0] == 2.0
+    assert neg[0][1]["concat_latent_image"] is pos[0][1]["concat_latent_image"]
+
+
+def test_fun_inpaint_is_first_last_frame_with_one_clip_output():
+    vae = RecordingVAE()
+    pos, _, _ = wan.WanFunInpaintToVideo.execute(TEXT, TEXT, vae, 32, 32, 5, 1, start_image=torch.rand(1, 32, 32, 3),
+                                                 clip_vision_output=_cv(2, 3.0)).args
+    assert pos[0][1]["clip_vision_output"].penultimate_hidden_states.shape == (1, 2, 8)
+    assert pos[0][1]["concat_mask"].shape == (1, 4, 2, 4, 4)
+
+
+def test_fun_control_channels():
+    from comfyui.models.latent_formats import Wan21
+    vae = RecordingVAE()
+    control = torch.rand(5, 48, 40, 3)
+    pos, _, latent = wan.WanFunControlToVideo.execute(TEXT, TEXT, vae, 32, 32, 5, 1, start_image=torch.rand(1, 32, 32, 3),
+                                                      control_video=control).args
+    concat = pos[0][1]["concat_latent_image"]
+    assert concat.shape == (1, 32, 2, 4, 4) and "concat_mask" not in pos[0][1]
+    assert torch.all(concat[:, :16] == 2.0)             # the control video (encoded second)
+    assert torch.all(concat[:, 16:, 0] == 1.0)          # the start image's latent frame
+    empty = Wan21().process_in(concat[:, 16:, 1:])      # the rest normalises to zero
+    assert torch.allclose(empty, torch.zeros_like(empty), atol=1e-6)
+    assert vae.encoded[1].shape == (5, 32, 32, 3)       # resized to the target size
+
+
+def test_image_to_video_without_image_sets_only_clip_output():
+    vae = RecordingVAE()
+    pos, _, latent = wan.WanImageToVideo.execute(TEXT, TEXT, vae, 64, 32, 13, 1, clip_vision_output=_cv(2, 1.0)).args
+    assert latent["samples"].shape == (1, 16, 4, 4, 8)
+    assert "concat_latent_image" not in pos[0][1] and "clip_vision_output" in pos[0][1] and not vae.encoded
+
+
+def test_cfg_zero_star_scales_the_unconditional_prediction():
+    class M:
+        def clone(self):
+            c = M()
+            c.fns = []
+            c.set_model_sampler_post_cfg_function = lambda fn: c.fns.append(fn)
+            return c
+
+    (patched,) = wan.CFGZeroStar.execute(M()).args
+    (fn,) = patched.fns
+    g = torch.Generator().manual_seed(0)
+    x, cond, uncond = (torch.randn(2, 4, 3, 2, 2, generator=g) for _ in range(3))
+    s = 5.0
+    out = fn({"cond_scale": s, "input": x, "cond_denoised": cond, "uncond_denoised": uncond,
+              "denoised": uncond + s * (cond - uncond)})
+    for b in range(2):
+        eps_c, eps_u = (x[b] - cond[b]).flatten(), (x[b] - uncond[b]).flatten()
+        alpha = (eps_c @ eps_u) / (eps_u @ eps_u)
+        expected = alpha * uncond[b] + s * (cond[b] - alpha * uncond[b])
+        assert torch.allclose(out[b], expected, atol=1e-5)
+
+
+def test_dit_block_replacement_skips_blocks():
+    pytest.importorskip("diffusers")
+    from comfyui.models.wan.detection import detect
+    from comfyui.models.wan.model import WanModel
+    from tests.models import wan_fixtures as fx
+    native = fx.native_sd(fx.diffusers_wan(seed=0, layers=3))
+    model = WanModel(**detect(native, "")).eval()
+    model.load_state_dict(native)
+    x, t, ctx = torch.randn(1, 16, 2, 4, 4), torch.tensor([400.0]), torch.randn(1, 16, 64)
+    options = wan._with_skipped({}, "double_block", [1])["transformer_options"]
+    with torch.no_grad():
+        skipped = model(x, t, ctx, transformer_options=options)
+        full = model(x, t, ctx)
+        del model.blocks[1]
+        without = model(x, t, ctx)
+    assert torch.allclose(skipped, without, atol=1e-6) and (skipped - full).abs().max() > 1e-4
+
+
+def test_temporal_attention_multiply_scales_output_projections():
+    from comfyui.models.patcher import ModelPatcher
+
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.to_out = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn1, self.attn2 = Attn(), Attn()
+            self.block = torch.nn.Module()
+            self.block.time_stack = torch.nn.Module()
+            self.block.time_stack.attn1 = Attn()
+
+    net = Net()
+    original = {k: v.clone() for k, v in net.state_dict().items()}
+    patcher = ModelPatcher(net, torch.device("cpu"), torch.device("cpu"))
+    (out,) = wan.UNetTemporalAttentionMultiply.execute(patcher, 2.0, 3.0, 0.5, 1.0).args
+    out.patch_model(torch.device("cpu"))
+    sd = out.model.state_dict()
+    assert torch.allclose(sd["attn1.to_out.0.weight"], original["attn1.to_out.0.weight"] * 2.0)
+    assert torch.allclose(sd["block.time_stack.attn1.to_out.0.bias"], original["block.time_stack.attn1.to_out.0.bias"] * 3.0)
+    assert torch.allclose(sd["attn2.to_out.0.weight"], original["attn2.to_out.0.weight"] * 0.5)
+    out.unpatch_model(torch.device("cpu"))
