@@ -147,3 +147,44 @@ def test_image_to_video_conditioning_reaches_the_model(workspace):
     assert torch.allclose(concat[:, 4:], expected, atol=1e-5)
     assert torch.equal(mc["clip_fea"].cond, clip_out.penultimate_hidden_states)
     assert mc["clip_fea"].cond.shape == (1, 17, 64)
+
+
+def test_wan22_5b_image_to_video_keeps_the_start_frame(workspace):
+    """Wan 2.2 5B: Wan22ImageToVideoLatent puts the start image's latent in frame 0 under a
+    noise mask of 0; the model gets timestep 0 for that frame and the sampler keeps it clean,
+    so the sampled latent's first frame is exactly the encoded start image."""
+    from safetensors.torch import save_file
+    import sentencepiece as spm
+
+    from comfyui.nodes.builtin.conditioning import conditioning_set_values  # noqa: F401
+    from comfyui.nodes.builtin.sampling import KSampler
+    from comfyui.nodes.builtin.wan import Wan22ImageToVideoLatent
+    models = os.path.join(workspace, "models")
+    dm = fx.diffusers_wan(seed=0, text_dim=TEXT_DIM, in_channels=48, out_channels=48)
+    save_file(fx.native_sd(dm), os.path.join(models, "diffusion_models", "wan22_5b_tiny.safetensors"))
+    proto = fx.spiece_model()
+    umt5 = fx.hf_umt5(seed=1, vocab=spm.SentencePieceProcessor(model_proto=proto).get_piece_size(), d_model=TEXT_DIM)
+    save_file(fx.umt5_file_sd(umt5, proto), os.path.join(models, "text_encoders", "umt5_tiny.safetensors"))
+    save_file(fx.wan22_vae_sd(seed=2, z_dim=48), os.path.join(models, "vae", "wan22_vae_tiny.safetensors"))
+
+    model = sdm.load_diffusion_model(os.path.join(models, "diffusion_models", "wan22_5b_tiny.safetensors"))
+    assert model.model.model_config.name == "wan22_5b"
+    clip = sdm.load_clip([os.path.join(models, "text_encoders", "umt5_tiny.safetensors")], clip_type="wan")
+    vae = sdm.load_vae(os.path.join(models, "vae", "wan22_vae_tiny.safetensors"))
+    start = torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(4))
+    (latent,) = Wan22ImageToVideoLatent.execute(vae, 32, 32, 9, 1, start_image=start).args
+    assert latent["samples"].shape == (1, 48, 3, 2, 2) and latent["noise_mask"][:, :, 0].max() == 0
+    encoded = vae.encode(start)
+    assert torch.allclose(latent["samples"][:, :, :1], encoded, atol=1e-5)
+    pos = clip.encode_from_tokens_scheduled(clip.tokenize("a boat in the fog"))
+    neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    seen = []
+    hook = model.model.diffusion_model.register_forward_pre_hook(lambda mod, args: seen.append(args[1].clone()))
+    try:
+        (out,) = KSampler().sample(model, 7, 3, 4.0, "euler", "simple", pos, neg, latent)
+    finally:
+        hook.remove()
+    samples = out["samples"]
+    assert seen and all(t.shape[-1] == 3 and torch.all(t[:, 0] == 0) and torch.all(t[:, 1:] > 0) for t in seen)
+    assert torch.allclose(samples[:, :, :1], encoded, atol=1e-5)      # kept
+    assert (samples[:, :, 1:] - latent["samples"][:, :, 1:]).abs().max() > 1e-2  # generated

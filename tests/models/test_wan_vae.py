@@ -94,3 +94,48 @@ def test_loader_and_vae_nodes_on_frame_batches(tiny, tmp_path):
     with torch.no_grad():
         pictures = ((net.decode(expected) + 1) / 2).clamp(0, 1)[0].movedim(0, -1)
     assert torch.allclose(images, pictures, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ Wan 2.2
+def test_wan22_vae_matches_diffusers():
+    pytest.importorskip("diffusers")
+    from diffusers import AutoencoderKLWan
+
+    from comfyui.models.wan.vae import WanVAE22, is_wan22_vae, vae22_config
+    sd = fx.wan22_vae_sd(seed=0)
+    assert is_wan22_vae(sd) and not is_wan21_vae(sd)
+    config = vae22_config(sd)
+    assert config == {"dim": 16, "dec_dim": 24, "z_dim": 8, "dim_mult": (1, 2, 4, 4), "num_res_blocks": 2,
+                      "temporal_downsample": (False, True, True)}
+    net = WanVAE22(**config).eval()
+    net.load_state_dict(sd, strict=True)
+    ref = AutoencoderKLWan(base_dim=16, decoder_base_dim=24, z_dim=8, is_residual=True, in_channels=12,
+                           out_channels=12, patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
+                           latents_mean=[0.0] * 8, latents_std=[1.0] * 8).eval()
+    ref.load_state_dict(fx.wan22_vae_to_diffusers(sd), strict=True)
+    x = torch.rand(1, 3, 5, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        z, z_ref = net.encode(x), ref.encode(x).latent_dist.mean
+        assert z.shape == (1, 8, 2, 2, 2)  # 16x spatial, 4x temporal
+        assert (z - z_ref).abs().max() < 1e-5 * max(1.0, z_ref.abs().max().item())
+        y, y_ref = net.decode(z), ref.decode(z).sample
+        assert y.shape == x.shape
+        assert (y.clamp(-1, 1) - y_ref).abs().max() < 2e-5
+
+
+def test_wan22_real_size_config_and_loader(tmp_path):
+    from safetensors.torch import save_file
+
+    from comfyui.models import sd as loaders
+    from comfyui.models.wan.vae import WanVAE22, vae22_config
+    with torch.device("meta"):
+        real = WanVAE22().state_dict()  # upstream's config: dim 160, decoder 256, z 48
+    assert vae22_config(real) == {"dim": 160, "dec_dim": 256, "z_dim": 48, "dim_mult": (1, 2, 4, 4),
+                                  "num_res_blocks": 2, "temporal_downsample": (False, True, True)}
+    path = tmp_path / "wan2.2_vae_tiny.safetensors"
+    save_file(fx.wan22_vae_sd(seed=1, z_dim=48), str(path))
+    vae = loaders.load_vae(str(path))
+    assert vae.latent_channels == 48 and vae.spacial_compression_decode() == 16
+    latent = vae.encode(torch.rand(5, 32, 48, 3))
+    assert latent.shape == (1, 48, 2, 2, 3)
+    assert vae.decode(latent).shape == (1, 5, 32, 48, 3)

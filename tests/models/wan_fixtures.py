@@ -159,3 +159,56 @@ def umt5_file_sd(model, proto: bytes) -> dict[str, torch.Tensor]:
     sd = {k: v.detach().clone() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}
     sd["spiece_model"] = torch.frombuffer(bytearray(proto), dtype=torch.uint8)
     return sd
+
+
+def wan22_vae_sd(seed: int = 0, dim: int = 16, dec_dim: int = 24, z_dim: int = 8) -> dict[str, torch.Tensor]:
+    """Random weights of a tiny Wan 2.2 VAE in the released layout."""
+    from comfyui.models.wan.vae import WanVAE22
+    g = torch.Generator().manual_seed(seed)
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in WanVAE22(dim=dim, dec_dim=dec_dim, z_dim=z_dim).state_dict().items()}
+    out = {}
+    for k, shape in shapes.items():
+        if k.endswith("gamma"):
+            out[k] = 1.0 + 0.1 * torch.randn(shape, generator=g)
+        elif len(shape) > 1:
+            out[k] = torch.randn(shape, generator=g) / (torch.Size(shape[1:]).numel() ** 0.5)
+        else:
+            out[k] = torch.randn(shape, generator=g) * 0.05
+    return out
+
+
+def wan22_vae_to_diffusers(sd: dict[str, torch.Tensor], num_res_blocks: int = 2) -> dict[str, torch.Tensor]:
+    """The released Wan 2.2 VAE layout -> diffusers' AutoencoderKLWan (is_residual) keys."""
+    res = {"residual.0.gamma": "norm1.gamma", "residual.2.": "conv1.", "residual.3.gamma": "norm2.gamma",
+           "residual.6.": "conv2.", "shortcut.": "conv_shortcut."}
+
+    def resnet(rest: str) -> str:
+        for a, b in res.items():
+            if rest.startswith(a):
+                return b + rest[len(a):]
+        raise KeyError(rest)
+
+    out = {}
+    for k, v in sd.items():
+        parts = k.split(".")
+        if parts[0] in ("conv1", "conv2"):
+            nk = {"conv1": "quant_conv", "conv2": "post_quant_conv"}[parts[0]] + "." + ".".join(parts[1:])
+        elif parts[1] == "conv1":
+            nk = f"{parts[0]}.conv_in." + ".".join(parts[2:])
+        elif parts[1] == "head":
+            nk = f"{parts[0]}." + {"0": "norm_out", "2": "conv_out"}[parts[2]] + "." + ".".join(parts[3:])
+        elif parts[1] == "middle":
+            rest = ".".join(parts[3:])
+            nk = (f"{parts[0]}.mid_block.attentions.0.{rest}" if parts[2] == "1"
+                  else f"{parts[0]}.mid_block.resnets.{int(parts[2]) // 2}.{resnet(rest)}")
+        else:  # encoder.downsamples.i.downsamples.j... / decoder.upsamples.i.upsamples.j...
+            kind = "down" if parts[0] == "encoder" else "up"
+            i, j, rest = parts[2], int(parts[4]), ".".join(parts[5:])
+            blocks = num_res_blocks if kind == "down" else num_res_blocks + 1
+            if j == blocks:
+                nk = f"{parts[0]}.{kind}_blocks.{i}.{kind}sampler.{rest}"
+            else:
+                nk = f"{parts[0]}.{kind}_blocks.{i}.resnets.{j}.{resnet(rest)}"
+        out[nk] = v
+    return out

@@ -281,10 +281,8 @@ def load_clip(ckpt_paths: list[str], embedding_directory: Any = None, clip_type:
 def make_vae(sd: dict[str, torch.Tensor]) -> Any:
     """The VAE object of VAE weights: a family's video VAE when its keys say so, else the
     image AutoencoderKL."""
-    if wan_vae.is_wan21_vae(sd):
+    if wan_vae.is_wan21_vae(sd) or wan_vae.is_wan22_vae(sd):
         return wan_vae.load_video_vae(sd)
-    if "decoder.middle.0.residual.0.gamma" in sd:
-        raise UnknownModelError("the Wan 2.2 VAE (48-channel latents) is not supported yet")
     return VAE(sd=sd)
 
 

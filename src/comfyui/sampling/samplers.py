@@ -172,9 +172,12 @@ class KSamplerX0Inpaint:
                 denoise_mask = model_options["denoise_mask_function"](
                     sigma, denoise_mask, extra_options={"model": self.inner_model, "sigmas": self.sigmas})
             latent_mask = 1.0 - denoise_mask
-            ms = self.inner_model.inner_model.model_sampling
-            noised = ms.noise_scaling(sigma.reshape([sigma.shape[0]] + [1] * (self.noise.ndim - 1)),
-                                      self.noise, self.latent_image)
+            base = self.inner_model.inner_model
+            ms = base.model_sampling
+            keep = getattr(base, "scale_latent_inpaint", None)  # Wan 2.2: the kept frames stay clean
+            noised = keep(sigma=sigma, noise=self.noise, latent_image=self.latent_image) if keep is not None else \
+                ms.noise_scaling(sigma.reshape([sigma.shape[0]] + [1] * (self.noise.ndim - 1)), self.noise,
+                                 self.latent_image)
             x = x * denoise_mask + noised * latent_mask
         out = self.inner_model(x, sigma, model_options=model_options, seed=seed)
         if denoise_mask is not None:

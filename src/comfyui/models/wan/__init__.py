@@ -9,7 +9,7 @@ import torch
 
 from ..family import Family
 from ..latent_formats import Wan21, Wan22
-from .base import WanBaseModel
+from .base import Wan22Model, WanBaseModel
 from .detection import describe, detect_wan21, detect_wan22, variant
 
 _SAMPLING = {"type": "flow", "shift": 8.0, "multiplier": 1000}
@@ -18,6 +18,6 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 FAMILIES = (
     Family("wan21", detect_wan21, WanBaseModel, Wan21, _SAMPLING, clip_type="wan", memory_usage_factor=0.9,
            supported_dtypes=_DTYPES, variant=variant, describe=describe),
-    Family("wan22_5b", detect_wan22, WanBaseModel, Wan22, _SAMPLING, clip_type="wan", memory_usage_factor=1.4,
+    Family("wan22_5b", detect_wan22, Wan22Model, Wan22, _SAMPLING, clip_type="wan", memory_usage_factor=1.4,
            supported_dtypes=_DTYPES, variant=variant),
 )

@@ -129,3 +129,11 @@ class WanBaseModel(BaseModel):
         if index:
             return torch.cat((image[:, :index], mask, image[:, index:]), dim=1)
         return torch.cat((mask, image), dim=1)
+
+
+class Wan22Model(WanBaseModel):
+    """Wan 2.2 5B: image-to-video by a noise mask on the latent (Wan22ImageToVideoLatent); the
+    masked-off frames get timestep 0 and the sampler keeps them clean instead of re-noising them."""
+
+    def scale_latent_inpaint(self, sigma=None, noise=None, latent_image=None, **kwargs):
+        return latent_image

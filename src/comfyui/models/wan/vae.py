@@ -117,12 +117,12 @@ class Resample(nn.Module):
     """2x spatial down/up-sampling, with a time convolution when ``temporal`` (down: stride 2;
     up: doubles the frames)."""
 
-    def __init__(self, dim: int, mode: str):
+    def __init__(self, dim: int, mode: str, up_out: int | None = None):
         super().__init__()
         self.mode = mode
-        if mode.startswith("up"):
+        if mode.startswith("up"):  # Wan 2.1 halves the width here, Wan 2.2 keeps it
             self.resample = nn.Sequential(nn.Upsample(scale_factor=(2.0, 2.0), mode="nearest-exact"),
-                                          ops.Conv2d(dim, dim // 2, 3, padding=1))
+                                          ops.Conv2d(dim, dim // 2 if up_out is None else up_out, 3, padding=1))
             if mode == "upsample3d":
                 self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
         else:
@@ -239,6 +239,154 @@ class WanVAE(nn.Module):
         return torch.cat([self.decoder(x[:, :, i:i + 1], cache) for i in range(x.shape[2])], dim=2)
 
 
+# ------------------------------------------------------------------------------ Wan 2.2
+def _avg_down(x: torch.Tensor, out_channels: int, ft: int, fs: int) -> torch.Tensor:
+    """The parameter-free shortcut of a Wan 2.2 down block: (ft x fs x fs) cells folded into
+    channels (time zero-padded in front to a multiple of ft), then channel groups averaged."""
+    x = F.pad(x, (0, 0, 0, 0, (ft - x.shape[2] % ft) % ft, 0))
+    b, c, t, h, w = x.shape
+    x = x.view(b, c, t // ft, ft, h // fs, fs, w // fs, fs).permute(0, 1, 3, 5, 7, 2, 4, 6)
+    x = x.reshape(b, out_channels, c * ft * fs * fs // out_channels, t // ft, h // fs, w // fs)
+    return x.mean(dim=2)
+
+
+def _dup_up(x: torch.Tensor, out_channels: int, ft: int, fs: int, first_chunk: bool) -> torch.Tensor:
+    """The parameter-free shortcut of a Wan 2.2 up block: channels repeated and unfolded into
+    (ft x fs x fs) cells; the first chunk drops the ft - 1 leading frames (causal start)."""
+    b, c, t, h, w = x.shape
+    x = x.repeat_interleave(out_channels * ft * fs * fs // c, dim=1)
+    x = x.view(b, out_channels, ft, fs, fs, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    x = x.reshape(b, out_channels, t * ft, h * fs, w * fs)
+    return x[:, :, ft - 1:] if first_chunk else x
+
+
+class DownBlock(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, blocks: int, temporal: bool, down: bool):
+        super().__init__()
+        self.out_dim, self.ft, self.fs = out_dim, 2 if temporal else 1, 2 if down else 1
+        layers: list[nn.Module] = []
+        for _ in range(blocks):
+            layers.append(ResidualBlock(in_dim, out_dim))
+            in_dim = out_dim
+        if down:
+            layers.append(Resample(out_dim, "downsample3d" if temporal else "downsample2d"))
+        self.downsamples = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        return _run(self.downsamples, x, cache) + _avg_down(x, self.out_dim, self.ft, self.fs)
+
+
+class UpBlock(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, blocks: int, temporal: bool, up: bool):
+        super().__init__()
+        self.out_dim, self.ft, self.up = out_dim, 2 if temporal else 1, up
+        layers: list[nn.Module] = []
+        for _ in range(blocks):
+            layers.append(ResidualBlock(in_dim, out_dim))
+            in_dim = out_dim
+        if up:
+            layers.append(Resample(out_dim, "upsample3d" if temporal else "upsample2d", up_out=out_dim))
+        self.upsamples = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, cache: dict, first_chunk: bool) -> torch.Tensor:
+        out = _run(self.upsamples, x, cache)
+        return out + _dup_up(x, self.out_dim, self.ft, 2, first_chunk) if self.up else out
+
+
+class Encoder3d22(nn.Module):
+    def __init__(self, dim: int, z_dim: int, dim_mult, num_res_blocks: int, temporal_downsample):
+        super().__init__()
+        dims = [dim * m for m in [1, *dim_mult]]
+        self.conv1 = CausalConv3d(12, dims[0], 3, padding=1)
+        self.downsamples = nn.Sequential(*(
+            DownBlock(a, b, num_res_blocks, i < len(temporal_downsample) and temporal_downsample[i], i != len(dim_mult) - 1)
+            for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))))
+        self.middle = nn.Sequential(ResidualBlock(dims[-1], dims[-1]), AttentionBlock(dims[-1]),
+                                    ResidualBlock(dims[-1], dims[-1]))
+        self.head = nn.Sequential(RMSNorm(dims[-1]), nn.SiLU(), CausalConv3d(dims[-1], z_dim, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        x = self.conv1(x, cache)
+        for block in self.downsamples:
+            x = block(x, cache)
+        return _run(self.head, _run(self.middle, x, cache), cache)
+
+
+class Decoder3d22(nn.Module):
+    def __init__(self, dim: int, z_dim: int, dim_mult, num_res_blocks: int, temporal_upsample):
+        super().__init__()
+        dims = [dim * m for m in [dim_mult[-1], *dim_mult[::-1]]]
+        self.conv1 = CausalConv3d(z_dim, dims[0], 3, padding=1)
+        self.middle = nn.Sequential(ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]),
+                                    ResidualBlock(dims[0], dims[0]))
+        self.upsamples = nn.Sequential(*(
+            UpBlock(a, b, num_res_blocks + 1, i < len(temporal_upsample) and temporal_upsample[i], i != len(dim_mult) - 1)
+            for i, (a, b) in enumerate(zip(dims[:-1], dims[1:]))))
+        self.head = nn.Sequential(RMSNorm(dims[-1]), nn.SiLU(), CausalConv3d(dims[-1], 12, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, cache: dict, first_chunk: bool) -> torch.Tensor:
+        x = _run(self.middle, self.conv1(x, cache), cache)
+        for block in self.upsamples:
+            x = block(x, cache, first_chunk)
+        return _run(self.head, x, cache)
+
+
+class WanVAE22(nn.Module):
+    """The Wan 2.2 VAE (``wan2.2_vae.safetensors``, for the 5B model): pictures folded 2x2 into
+    12 channels, residual down/up blocks with parameter-free shortcuts; 16x spatial, 4x
+    temporal, 48 latent channels (real file: encoder dim 160, decoder dim 256)."""
+
+    temporal_compression = 4
+
+    def __init__(self, dim: int = 160, dec_dim: int = 256, z_dim: int = 48, dim_mult=(1, 2, 4, 4),
+                 num_res_blocks: int = 2, temporal_downsample=(False, True, True)):
+        super().__init__()
+        self.z_dim = z_dim
+        self.spatial_compression = 2 * 2 ** (len(dim_mult) - 1)
+        self.encoder = Encoder3d22(dim, z_dim * 2, dim_mult, num_res_blocks, temporal_downsample)
+        self.conv1 = CausalConv3d(z_dim * 2, z_dim * 2, 1)
+        self.conv2 = CausalConv3d(z_dim, z_dim, 1)
+        self.decoder = Decoder3d22(dec_dim, z_dim, dim_mult, num_res_blocks, tuple(temporal_downsample)[::-1])
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape  # 2x2 pixel cells -> channels (c, col, row)
+        x = x.view(b, c, t, h // 2, 2, w // 2, 2).permute(0, 1, 6, 4, 2, 3, 5).reshape(b, c * 4, t, h // 2, w // 2)
+        cache: dict = {}
+        chunks = [x[:, :, :1]] + [x[:, :, 1 + 4 * i:5 + 4 * i] for i in range((t - 1) // 4)]
+        out = torch.cat([self.encoder(ch, cache) for ch in chunks], dim=2)
+        return self.conv1(out)[:, :self.z_dim]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        cache: dict = {}
+        x = self.conv2(z)
+        out = torch.cat([self.decoder(x[:, :, i:i + 1], cache, i == 0) for i in range(x.shape[2])], dim=2)
+        b, c4, t, h, w = out.shape
+        out = out.view(b, c4 // 4, 2, 2, t, h, w).permute(0, 1, 4, 5, 3, 6, 2)
+        return out.reshape(b, c4 // 4, t, h * 2, w * 2)
+
+
+def is_wan22_vae(sd: Mapping[str, Any]) -> bool:
+    return "decoder.upsamples.0.upsamples.0.residual.2.weight" in sd
+
+
+def vae22_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The WanVAE22 config read from the weights."""
+    dim = sd["encoder.conv1.weight"].shape[0]
+    dim_mult, temporal = [], []
+    i = 0
+    while f"encoder.downsamples.{i}.downsamples.0.residual.2.weight" in sd:
+        dim_mult.append(sd[f"encoder.downsamples.{i}.downsamples.0.residual.2.weight"].shape[0] // dim)
+        i += 1
+    blocks = 0
+    while f"encoder.downsamples.0.downsamples.{blocks}.residual.2.weight" in sd:
+        blocks += 1
+    for j in range(i - 1):
+        temporal.append(f"encoder.downsamples.{j}.downsamples.{blocks}.time_conv.weight" in sd)
+    return {"dim": dim, "dec_dim": sd["decoder.conv1.weight"].shape[0] // dim_mult[-1],
+            "z_dim": sd["conv2.weight"].shape[0], "dim_mult": tuple(dim_mult), "num_res_blocks": blocks,
+            "temporal_downsample": tuple(temporal)}
+
+
 def is_wan21_vae(sd: Mapping[str, Any]) -> bool:
     return "decoder.middle.0.residual.0.gamma" in sd and "decoder.upsamples.0.upsamples.0.residual.2.weight" not in sd
 
@@ -268,32 +416,35 @@ def vae_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
             "num_res_blocks": blocks[0], "temporal_downsample": tuple(temporal)}
 
 
-def memory_used_decode(shape, dtype) -> int:
-    """Bytes for decoding a latent [B, C, T, h, w] one frame at a time (upstream's estimate)."""
-    return int(7000 * shape[3] * shape[4] * 64 * (torch.finfo(dtype).bits // 8))
-
-
-def memory_used_encode(shape, dtype) -> int:
-    """Bytes for encoding pictures [B, 3, T, H, W] in chunks of 4 (upstream's estimate)."""
-    return int(6000 * shape[3] * shape[4] * (torch.finfo(dtype).bits // 8))
-
-
-__all__ = ["WanVAE", "is_wan21_vae", "vae_config", "memory_used_decode", "memory_used_encode"]
+def _bytes(dtype) -> int:
+    return torch.finfo(dtype).bits // 8
 
 
 def load_video_vae(sd: dict[str, torch.Tensor], device: torch.device | None = None,
                    dtype: torch.dtype | None = None):
-    """The VAE object (:class:`comfyui.models.video_vae.VideoVAE`) of Wan 2.1 VAE weights."""
+    """The VAE object (:class:`comfyui.models.video_vae.VideoVAE`) of Wan 2.1 or Wan 2.2 VAE
+    weights; activation estimates per latent frame as upstream's (the decode runs frame by
+    frame, so they do not grow with the length)."""
     from .. import memory
     from ..video_vae import VideoVAE
-    config = vae_config(sd)
+    if is_wan22_vae(sd):
+        config, cls = vae22_config(sd), WanVAE22
+        decode_bytes = lambda shape, dt: 8000 * shape[3] * shape[4] * 256 * _bytes(dt)  # noqa: E731
+        encode_bytes = lambda shape, dt: 3300 * shape[3] * shape[4] * _bytes(dt)  # noqa: E731
+    else:
+        config, cls = vae_config(sd), WanVAE
+        decode_bytes = lambda shape, dt: 7000 * shape[3] * shape[4] * 64 * _bytes(dt)  # noqa: E731
+        encode_bytes = lambda shape, dt: 6000 * shape[3] * shape[4] * _bytes(dt)  # noqa: E731
     device = device or memory.vae_device()
     dtype = dtype or memory.vae_dtype(device)
     with torch.device("meta"):
-        network = WanVAE(**config)
+        network = cls(**config)
     missing, _ = ops.assign_state_dict(network, sd, dtype)
     if missing:
         raise ValueError(f"Wan VAE: missing weights {missing[:5]}")
-    return VideoVAE(network, latent_channels=config["z_dim"], temporal_compression=WanVAE.temporal_compression,
+    return VideoVAE(network, latent_channels=config["z_dim"], temporal_compression=cls.temporal_compression,
                     spatial_compression=network.spatial_compression, device=device, dtype=dtype,
-                    memory_used_decode=memory_used_decode, memory_used_encode=memory_used_encode)
+                    memory_used_decode=decode_bytes, memory_used_encode=encode_bytes)
+
+
+__all__ = ["WanVAE", "WanVAE22", "is_wan21_vae", "is_wan22_vae", "vae_config", "vae22_config", "load_video_vae"]

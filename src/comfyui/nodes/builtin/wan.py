@@ -178,6 +178,37 @@ class WanFunControlToVideo(io.ComfyNode):
         return io.NodeOutput(positive, negative, {"samples": latent})
 
 
+class Wan22ImageToVideoLatent(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Wan22ImageToVideoLatent", category="conditioning/inpaint",
+            inputs=[io.Vae.Input("vae"),
+                    io.Int.Input("width", default=1280, min=32, max=MAX_RESOLUTION, step=32),
+                    io.Int.Input("height", default=704, min=32, max=MAX_RESOLUTION, step=32),
+                    io.Int.Input("length", default=49, min=1, max=MAX_RESOLUTION, step=4),
+                    io.Int.Input("batch_size", default=1, min=1, max=4096),
+                    io.Image.Input("start_image", optional=True)],
+            outputs=[io.Latent.Output()])
+
+    @classmethod
+    def execute(cls, vae, width, height, length, batch_size, start_image=None) -> io.NodeOutput:
+        """Wan 2.2 5B: the start pictures' latents in the first latent frames, kept by a noise
+        mask (0 there); the other frames hold the latents that normalise to zero. (Upstream
+        ignores ``batch_size`` without a start image; here it always applies.)"""
+        latent = torch.zeros([1, 48, ((length - 1) // 4) + 1, height // 16, width // 16],
+                             device=memory.intermediate_device())
+        if start_image is None:
+            return io.NodeOutput({"samples": latent.repeat(batch_size, 1, 1, 1, 1)})
+        mask = torch.ones([1, 1, latent.shape[2], latent.shape[-2], latent.shape[-1]], device=latent.device)
+        encoded = vae.encode(_fit(start_image[:length], width, height)[..., :3]).to(latent)
+        latent[:, :, :encoded.shape[2]] = encoded[:, :, :latent.shape[2]]
+        mask[:, :, :encoded.shape[2]] = 0.0
+        latent = latent_formats.Wan22().process_out(latent) * mask + latent * (1.0 - mask)
+        return io.NodeOutput({"samples": latent.repeat(batch_size, 1, 1, 1, 1),
+                              "noise_mask": mask.repeat(batch_size, 1, 1, 1, 1)})
+
+
 # ------------------------------------------------------------------------------ guidance
 def _optimized_scale(positive, negative):
     """Per sample, the projection coefficient of ``positive`` on ``negative``."""
@@ -296,6 +327,7 @@ NODE_CLASS_MAPPINGS = {
     "WanFirstLastFrameToVideo": WanFirstLastFrameToVideo,
     "WanFunInpaintToVideo": WanFunInpaintToVideo,
     "WanFunControlToVideo": WanFunControlToVideo,
+    "Wan22ImageToVideoLatent": Wan22ImageToVideoLatent,
     "CFGZeroStar": CFGZeroStar,
     "SkipLayerGuidanceDiT": SkipLayerGuidanceDiT,
     "UNetTemporalAttentionMultiply": UNetTemporalAttentionMultiply,
