@@ -117,3 +117,23 @@ def test_registry_sampling_and_latent_format():
     std = torch.tensor(lf.latents_std).view(1, 16, 1, 1, 1)
     assert torch.allclose(lf.process_in(z), (z - mean) / std)
     assert torch.allclose(lf.process_out(lf.process_in(z)), z, atol=1e-6)
+
+
+def test_vace_matches_diffusers():
+    """VACE: control blocks over the control video's tokens add hints after blocks 0 and 2."""
+    dm = fx.diffusers_vace(seed=6)
+    native = fx.native_sd(dm)
+    config = detect(native, "")
+    assert variant(config) == "wan21_vace" and config["vace_layers"] == 2 and config["vace_in_dim"] == 96
+    ours = _ours(native)
+    g = torch.Generator().manual_seed(0)
+    x, ctx = torch.randn(1, 16, 2, 4, 6, generator=g), torch.randn(1, 512, 64, generator=g)
+    control = torch.randn(1, 96, 2, 4, 6, generator=g)
+    t = torch.tensor([700.0])
+    with torch.no_grad():
+        ref = dm(hidden_states=x, timestep=t, encoder_hidden_states=ctx, control_hidden_states=control,
+                 control_hidden_states_scale=torch.tensor([0.7, 0.7]), return_dict=False)[0]
+        out = ours(x, t, ctx, vace_context=control[:, None], vace_strength=[0.7])
+        plain = ours(x, t, ctx)
+    assert (out - ref).abs().max() < 2e-5 * max(1.0, ref.abs().max().item())
+    assert (out - plain).abs().max() > 1e-3

@@ -188,3 +188,43 @@ def test_wan22_5b_image_to_video_keeps_the_start_frame(workspace):
     assert seen and all(t.shape[-1] == 3 and torch.all(t[:, 0] == 0) and torch.all(t[:, 1:] > 0) for t in seen)
     assert torch.allclose(samples[:, :, :1], encoded, atol=1e-5)      # kept
     assert (samples[:, :, 1:] - latent["samples"][:, :, 1:]).abs().max() > 1e-2  # generated
+
+
+def test_vace_control_video_with_reference_image(workspace):
+    """VACE: WanVaceToVideo's control input reaches the control blocks; the reference frame is
+    sampled with the video and TrimVideoLatent drops it before decoding."""
+    from safetensors.torch import save_file
+    import sentencepiece as spm
+
+    from comfyui.nodes.builtin.latent_video import TrimVideoLatent
+    from comfyui.nodes.builtin.sampling import KSampler
+    from comfyui.nodes.builtin.vae import VAEDecode
+    from comfyui.nodes.builtin.wan import WanVaceToVideo
+    models = os.path.join(workspace, "models")
+    save_file(fx.native_sd(fx.diffusers_vace(seed=0, text_dim=TEXT_DIM)),
+              os.path.join(models, "diffusion_models", "wan_vace_tiny.safetensors"))
+    proto = fx.spiece_model()
+    umt5 = fx.hf_umt5(seed=1, vocab=spm.SentencePieceProcessor(model_proto=proto).get_piece_size(), d_model=TEXT_DIM)
+    save_file(fx.umt5_file_sd(umt5, proto), os.path.join(models, "text_encoders", "umt5_tiny.safetensors"))
+    save_file(fx.wan_vae_sd(seed=2), os.path.join(models, "vae", "wan_vae_tiny.safetensors"))
+    model = sdm.load_diffusion_model(os.path.join(models, "diffusion_models", "wan_vace_tiny.safetensors"))
+    assert model.model.model_config.name == "wan21_vace"
+    clip = sdm.load_clip([os.path.join(models, "text_encoders", "umt5_tiny.safetensors")], clip_type="wan")
+    vae = sdm.load_vae(os.path.join(models, "vae", "wan_vae_tiny.safetensors"))
+    pos = clip.encode_from_tokens_scheduled(clip.tokenize("a dancer on a stage"))
+    neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    control = torch.rand(5, 32, 32, 3, generator=torch.Generator().manual_seed(3))
+    pos, neg, latent, trim = WanVaceToVideo.execute(pos, neg, vae, 32, 32, 5, 1, 1.0, control_video=control,
+                                                    reference_image=control[:1]).args
+    seen = []
+    hook = model.model.diffusion_model.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs.get("vace_context")), with_kwargs=True)
+    try:
+        (sampled,) = KSampler().sample(model, 1, 2, 3.0, "euler", "simple", pos, neg, latent)
+    finally:
+        hook.remove()
+    assert seen and all(v is not None and v.shape[1:] == (1, 96, 3, 4, 4) for v in seen)
+    (trimmed,) = TrimVideoLatent.execute(sampled, trim).args
+    assert trimmed["samples"].shape == (1, 16, 2, 4, 4)
+    (frames,) = VAEDecode().decode(vae, trimmed)
+    assert frames.shape == (5, 32, 32, 3)

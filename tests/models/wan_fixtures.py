@@ -34,6 +34,29 @@ def diffusers_wan(seed: int = 0, i2v: bool = False, flf: bool = False, in_channe
     return m
 
 
+def diffusers_vace(seed: int = 0, layers: int = 4, vace_layers=(0, 2), vace_in: int = 96, **sizes):
+    """A random diffusers WanVACETransformer3DModel (t2v base, control blocks after
+    ``vace_layers``)."""
+    from diffusers import WanVACETransformer3DModel
+    s = dict(TINY, **sizes)
+    torch.manual_seed(seed)
+    m = WanVACETransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=s["dim"] // 128, attention_head_dim=128, in_channels=16,
+        out_channels=16, text_dim=s["text_dim"], freq_dim=256, ffn_dim=s["ffn"], num_layers=layers,
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, vace_layers=list(vace_layers),
+        vace_in_channels=vace_in).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "norm" in name and p.ndim == 1 and "bias" not in name:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            elif name.endswith("scale_shift_table"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * (0.5 / p.shape[-1] ** 0.5 if p.ndim > 1 else 0.05))
+    return m
+
+
 # diffusers -> native, tried in order on each key (block-local names after the block prefix)
 _RENAMES = [
     (r"^condition_embedder\.time_embedder\.linear_1\.", "time_embedding.0."),
@@ -49,6 +72,7 @@ _RENAMES = [
     (r"^scale_shift_table$", "head.modulation"),
     (r"^proj_out\.", "head.head."),
     (r"^patch_embedding\.", "patch_embedding."),
+    (r"^vace_patch_embedding\.", "vace_patch_embedding."),
 ]
 _BLOCK = [
     ("attn1.", "self_attn."), ("attn2.", "cross_attn."),
@@ -61,13 +85,15 @@ _BLOCK = [
 
 
 def native_key(key: str) -> str:
-    m = re.match(r"^blocks\.(\d+)\.(.*)$", key)
+    m = re.match(r"^(vace_blocks|blocks)\.(\d+)\.(.*)$", key)
     if m:
-        rest = m.group(2)
+        rest = m.group(3)
+        if rest.startswith(("proj_in.", "proj_out.")):  # VACE blocks' input / output projections
+            return f"{m.group(1)}.{m.group(2)}." + rest.replace("proj_in.", "before_proj.").replace("proj_out.", "after_proj.")
         for a, b in _BLOCK:
             if a in rest:
                 rest = rest.replace(a, b, 1)
-        return f"blocks.{m.group(1)}.{rest}"
+        return f"{m.group(1)}.{m.group(2)}.{rest}"
     for pattern, repl in _RENAMES:
         if re.search(pattern, key):
             return re.sub(pattern, repl, key)

@@ -147,3 +147,29 @@ def test_temporal_attention_multiply_scales_output_projections():
     assert torch.allclose(sd["block.time_stack.attn1.to_out.0.bias"], original["block.time_stack.attn1.to_out.0.bias"] * 3.0)
     assert torch.allclose(sd["attn2.to_out.0.weight"], original["attn2.to_out.0.weight"] * 0.5)
     out.unpatch_model(torch.device("cpu"))
+
+
+def test_vace_control_split_mask_folding_and_reference_frame():
+    vae = RecordingVAE()
+    control = torch.rand(5, 32, 32, 3, generator=torch.Generator().manual_seed(1))
+    masks = torch.zeros(5, 32, 32)
+    masks[:, :, 16:] = 1.0  # generate the right half
+    masks[:, 0, 0] = 1.0    # one pixel of the first 8x8 cell
+    pos, neg, latent, trim = wan.WanVaceToVideo.execute(TEXT, TEXT, vae, 32, 32, 5, 1, 0.8, control_video=control,
+                                                        control_masks=masks,
+                                                        reference_image=torch.rand(1, 32, 32, 3)).args
+    assert trim == 1 and latent["samples"].shape == (1, 16, 3, 4, 4)  # 2 latent frames + the reference
+    reference, inactive, reactive = vae.encoded
+    assert torch.allclose(inactive[:, :, 16:], torch.full_like(inactive[:, :, 16:], 0.5))  # masked out: grey
+    assert torch.allclose(inactive[:, 1:, :16], control[:, 1:, :16]) and torch.all(inactive[:, 0, 0] == 0.5)
+    assert torch.allclose(reactive[:, :, 16:], control[:, :, 16:]) and torch.all(reactive[:, 1:, :16] == 0.5)
+    (frames,) = pos[0][1]["vace_frames"]
+    assert frames.shape == (1, 32, 3, 4, 4)  # [reference ; control] in time, inactive ++ reactive channels
+    (mask,) = pos[0][1]["vace_mask"]
+    assert mask.shape == (1, 64, 3, 4, 4)
+    assert torch.all(mask[:, :, 0] == 0)          # the reference frame is given
+    assert torch.all(mask[:, :, 1:, :, 2:] == 1) and torch.all(mask[:, 1:, 1:, :, :2] == 0)
+    assert torch.all(mask[:, 0, 1, 0, 0] == 1)    # cell (0, 0)'s first pixel, in channel 0
+    assert pos[0][1]["vace_strength"] == [0.8]
+    pos2, _, _, _ = wan.WanVaceToVideo.execute(pos, neg, RecordingVAE(), 32, 32, 5, 1, 0.5).args
+    assert len(pos2[0][1]["vace_frames"]) == 2 and pos2[0][1]["vace_strength"] == [0.8, 0.5]

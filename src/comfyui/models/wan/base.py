@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ...sampling.conditioning import CONDRegular
+from ...sampling.conditioning import CONDConstant, CONDRegular
 from ..base import BaseModel, resize_to_batch_size
 from .model import WanModel
 
@@ -51,7 +51,8 @@ class WanBaseModel(BaseModel):
 
     def apply_model(self, x: torch.Tensor, t: torch.Tensor, c_crossattn: torch.Tensor | None = None,
                     c_concat: torch.Tensor | None = None, clip_fea: torch.Tensor | None = None,
-                    denoise_mask: torch.Tensor | None = None, control: dict | None = None,
+                    denoise_mask: torch.Tensor | None = None, vace_context: torch.Tensor | None = None,
+                    vace_strength: list[float] | None = None, control: dict | None = None,
                     transformer_options: dict | None = None, **kwargs: Any) -> torch.Tensor:
         """Denoised estimate (float32) of the latent video ``x`` [B, C, T, H, W] (model space)
         at sigmas ``t`` [B]: ``x - sigma * v`` for the network's velocity v."""
@@ -70,6 +71,7 @@ class WanBaseModel(BaseModel):
         out = self.diffusion_model(
             xc.to(dtype), timestep, c_crossattn.to(dtype),
             clip_fea=None if clip_fea is None else clip_fea.to(dtype),
+            vace_context=None if vace_context is None else vace_context.to(dtype), vace_strength=vace_strength,
             transformer_options=transformer_options or {}).float()
         return self.model_sampling.calculate_denoised(sigma, out, x)
 
@@ -89,7 +91,29 @@ class WanBaseModel(BaseModel):
         mask = kwargs.get("denoise_mask")
         if mask is not None and self.per_frame_timesteps:
             out["denoise_mask"] = CONDRegular(mask)
+        if self.config["model_type"] == "vace":
+            out.update(self.vace_conds(kwargs["noise"], kwargs.get("vace_frames"), kwargs.get("vace_mask"),
+                                       kwargs.get("vace_strength")))
         return out
+
+    def vace_conds(self, noise, frames, masks, strengths) -> dict[str, Any]:
+        """VACE's control input: per control video (WanVaceToVideo), its inactive and reactive
+        latents (each normalised) and the 64-channel mask, [B, n, 96, T, h, w]; absent: zeros
+        and a full mask."""
+        shape = list(noise.shape)
+        if frames is None:
+            frames = [torch.zeros([shape[0], 32] + shape[2:], device=noise.device, dtype=noise.dtype)]
+        if masks is None:
+            masks = [torch.ones([shape[0], 64] + shape[2:], device=noise.device, dtype=noise.dtype)] * len(frames)
+        n = self.latent_format.latent_channels
+        parts = []
+        for frame, mask in zip(frames, masks):
+            frame = frame.to(noise.device, noise.dtype)
+            frame = torch.cat([self.process_latent_in(frame[:, i:i + n]) for i in range(0, frame.shape[1], n)], dim=1)
+            parts.append(torch.cat([frame, mask.to(noise.device, noise.dtype).expand(frame.shape[0], -1, -1, -1, -1)],
+                                   dim=1))
+        strengths = list(strengths) if strengths is not None else [1.0] * len(parts)
+        return {"vace_context": CONDRegular(torch.stack(parts, dim=1)), "vace_strength": CONDConstant(strengths)}
 
     def concat_cond(self, **kwargs: Any) -> torch.Tensor | None:
         """The channels after the noise latent: as upstream's WAN21, image latents normalised

@@ -5,7 +5,7 @@ Read from shapes: ``dim`` (``head.modulation``), ``out_dim`` (``head.head`` / 4 
 ``ffn_dim``, ``num_layers``, ``in_dim`` (``patch_embedding``: 16 t2v, 36 i2v / Fun-InP /
 first-last frame, 48 Fun-Control or Wan 2.2 5B), ``text_dim`` and ``freq_dim`` (the text and
 time embeddings: 4096 and 256 in every released file), the image model (``img_emb``: i2v, with
-its CLIP width ``image_dim``) and first-last frame's ``emb_pos`` token count (514).
+its CLIP width ``image_dim``), VACE (``vace_patch_embedding``, ``vace_blocks``) and first-last frame's ``emb_pos`` token count (514).
 
 Fixed by the architecture (upstream's values): heads = dim / 128, patch (1, 2, 2), qk norm,
 cross-attention norm, eps 1e-6, global attention (window (-1, -1)).
@@ -20,7 +20,6 @@ from ..family import count_indexed
 from .model import HEAD_DIM
 
 UNSUPPORTED = {
-    "vace_patch_embedding.weight": "Wan VACE",
     "control_adapter.conv.weight": "Wan camera control",
     "casual_audio_encoder.encoder.final_linear.weight": "Wan 2.2 S2V",
     "audio_proj.audio_proj_glob_1.layer.bias": "Wan HuMo",
@@ -53,6 +52,10 @@ def detect(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, Any] | None
         "in_dim": sd[prefix + "patch_embedding.weight"].shape[1],
         "model_type": "i2v" if prefix + "img_emb.proj.0.bias" in sd else "t2v",
     }
+    if prefix + "vace_patch_embedding.weight" in sd:
+        config["model_type"] = "vace"
+        config["vace_in_dim"] = sd[prefix + "vace_patch_embedding.weight"].shape[1]
+        config["vace_layers"] = count_indexed(sd, prefix + "vace_blocks.")
     if config["model_type"] == "i2v":
         config["image_dim"] = sd[prefix + "img_emb.proj.0.weight"].shape[0]
     emb_pos = sd.get(prefix + "img_emb.emb_pos")
@@ -83,6 +86,8 @@ def detect_wan22(sd, prefix):
 def variant(config: dict) -> str:
     if config["out_dim"] == 48:
         return "wan22_5b"
+    if config["model_type"] == "vace":
+        return "wan21_vace"
     if config["model_type"] == "t2v":
         return "wan21_t2v"
     if config["in_dim"] == 48:

@@ -155,6 +155,25 @@ class AttentionBlock(nn.Module):
         return torch.addcmul(x, y, gate2)
 
 
+class VaceBlock(AttentionBlock):
+    """A VACE control block: an attention block over the control tokens (the first one adds the
+    video's patch embeddings through ``before_proj``), whose ``after_proj`` output is the hint
+    added after a main block."""
+
+    def __init__(self, index: int, dim: int, ffn_dim: int, heads: int, eps: float, cross_attn_norm: bool = True):
+        super().__init__(dim, ffn_dim, heads, eps, False, cross_attn_norm)
+        self.index = index
+        if index == 0:
+            self.before_proj = ops.Linear(dim, dim)
+        self.after_proj = ops.Linear(dim, dim)
+
+    def forward(self, c, x, e, rope, context, context_img_len=None):
+        if self.index == 0:
+            c = self.before_proj(c) + x
+        c = super().forward(c, e, rope, context, context_img_len)
+        return self.after_proj(c), c
+
+
 class Head(nn.Module):
     def __init__(self, dim: int, out_features: int, eps: float):
         super().__init__()
@@ -190,9 +209,10 @@ class WanModel(nn.Module):
                  ffn_dim: int = 8960, freq_dim: int = 256, text_dim: int = 4096, out_dim: int = 16,
                  num_heads: int = 12, num_layers: int = 30, window_size=(-1, -1), qk_norm: bool = True,
                  cross_attn_norm: bool = True, eps: float = 1e-6, flf_pos_embed_token_number: int | None = None,
-                 image_dim: int = 1280, in_dim_ref_conv: int | None = None, **_: Any):
+                 image_dim: int = 1280, vace_layers: int | None = None, vace_in_dim: int | None = None,
+                 **_: Any):
         super().__init__()
-        if model_type not in ("t2v", "i2v"):
+        if model_type not in ("t2v", "i2v", "vace"):
             raise ValueError(f"Wan model type {model_type!r} is not supported")
         self.model_type = model_type
         self.patch_size = tuple(patch_size)
@@ -207,12 +227,20 @@ class WanModel(nn.Module):
                                     for _ in range(num_layers))
         self.head = Head(dim, math.prod(self.patch_size) * out_dim, eps)
         self.img_emb = ImageProjection(image_dim, dim, flf_pos_embed_token_number) if image else None
+        self.vace_map: dict[int, int] = {}
+        if vace_layers:  # VACE: control blocks after every (num_layers / vace_layers)-th block
+            self.vace_blocks = nn.ModuleList(VaceBlock(i, dim, ffn_dim, num_heads, eps, cross_attn_norm)
+                                             for i in range(vace_layers))
+            self.vace_patch_embedding = ops.Conv3d(vace_in_dim, dim, kernel_size=self.patch_size, stride=self.patch_size)
+            self.vace_map = {layer: n for n, layer in enumerate(range(0, num_layers, num_layers // vace_layers))}
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                 clip_fea: torch.Tensor | None = None, transformer_options: dict | None = None,
+                vace_context: torch.Tensor | None = None, vace_strength: list[float] | None = None,
                 **kwargs: Any) -> torch.Tensor:
         """``x`` [B, in_dim, T, H, W]; ``timestep`` [B] or [B, T] (per latent frame);
-        ``context`` [B, L, text_dim]; ``clip_fea`` [B, 257 * images, image_dim]."""
+        ``context`` [B, L, text_dim]; ``clip_fea`` [B, 257 * images, image_dim]; VACE:
+        ``vace_context`` [B, n, vace_in_dim, T, H, W] (n control inputs), ``vace_strength`` (n)."""
         transformer_options = transformer_options or {}
         b, _, t, h, w = x.shape
         pt, ph, pw = self.patch_size
@@ -234,6 +262,14 @@ class WanModel(nn.Module):
                 context = torch.cat((self.img_emb(clip_fea.to(x.dtype)), context), dim=1)
             context_img_len = clip_fea.shape[-2]
 
+        controls = []
+        if vace_context is not None and self.vace_map:
+            for j in range(vace_context.shape[1]):
+                c = F.pad(vace_context[:, j].to(x.dtype), (0, (-w) % pw, 0, (-h) % ph, 0, (-t) % pt))
+                controls.append(self.vace_patch_embedding(c).flatten(2).transpose(1, 2))
+            strengths = list(vace_strength) if vace_strength is not None else [1.0] * len(controls)
+        x_orig = x
+
         replace = transformer_options.get("patches_replace", {}).get("dit", {})
         for i, block in enumerate(self.blocks):
             key = ("double_block", i)
@@ -244,6 +280,11 @@ class WanModel(nn.Module):
                                   "transformer_options": transformer_options}, {"original_block": original})["img"]
             else:
                 x = block(x, e0, rope, context, context_img_len)
+            n = self.vace_map.get(i) if controls else None
+            if n is not None:
+                for j, c in enumerate(controls):
+                    hint, controls[j] = self.vace_blocks[n](c, x_orig, e0, rope, context, context_img_len)
+                    x = x + hint * strengths[j]
 
         x = self.head(x, e)
         x = x.view(b, frames, rows, cols, pt, ph, pw, self.out_dim)

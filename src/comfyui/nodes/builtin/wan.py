@@ -178,6 +178,66 @@ class WanFunControlToVideo(io.ComfyNode):
         return io.NodeOutput(positive, negative, {"samples": latent})
 
 
+class WanVaceToVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="WanVaceToVideo", category="conditioning/video_models", is_experimental=True,
+            inputs=_video_inputs() + [io.Float.Input("strength", default=1.0, min=0.0, max=1000.0, step=0.01),
+                                      io.Image.Input("control_video", optional=True),
+                                      io.Mask.Input("control_masks", optional=True),
+                                      io.Image.Input("reference_image", optional=True)],
+            outputs=_video_outputs() + [io.Int.Output(display_name="trim_latent")])
+
+    @classmethod
+    def execute(cls, positive, negative, vae, width, height, length, batch_size, strength, control_video=None,
+                control_masks=None, reference_image=None) -> io.NodeOutput:
+        """VACE's control input: the control video (grey when absent) split by the mask into
+        the kept ("inactive") and the to-generate ("reactive") parts, both VAE-encoded, and the
+        mask folded from 8x8 pixel cells into 64 channels per latent frame. A reference image
+        becomes an extra first latent frame (``trim_latent`` = 1 tells TrimVideoLatent to drop it
+        after sampling). Appended to the conditioning, so several VACE inputs combine."""
+        latent_length = ((length - 1) // 4) + 1
+        if control_video is not None:
+            control_video = _fit(control_video[:length], width, height)
+            if control_video.shape[0] < length:
+                control_video = torch.nn.functional.pad(control_video, (0, 0, 0, 0, 0, 0, 0, length - control_video.shape[0]),
+                                                        value=0.5)
+        else:
+            control_video = torch.ones((length, height, width, 3)) * 0.5
+        if reference_image is not None:
+            reference = vae.encode(_fit(reference_image[:1], width, height)[:, :, :, :3])
+            reference = torch.cat([reference, latent_formats.Wan21().process_out(torch.zeros_like(reference))], dim=1)
+        if control_masks is None:
+            mask = torch.ones((length, height, width, 1))
+        else:
+            mask = control_masks.unsqueeze(1) if control_masks.ndim == 3 else control_masks
+            mask = common_upscale(mask[:length], width, height, "bilinear", "center").movedim(1, -1)
+            if mask.shape[0] < length:
+                mask = torch.nn.functional.pad(mask, (0, 0, 0, 0, 0, 0, 0, length - mask.shape[0]), value=1.0)
+        control_video = control_video[..., :3] - 0.5
+        inactive = vae.encode((control_video * (1 - mask)) + 0.5)
+        reactive = vae.encode((control_video * mask) + 0.5)
+        control_latent = torch.cat((inactive, reactive), dim=1)
+        if reference_image is not None:
+            control_latent = torch.cat((reference, control_latent), dim=2)
+        stride = 8
+        hm, wm = height // stride, width // stride
+        mask = mask.reshape(length, hm, stride, wm, stride).permute(2, 4, 0, 1, 3).reshape(stride * stride, length, hm, wm)
+        mask = torch.nn.functional.interpolate(mask.unsqueeze(0), size=(latent_length, hm, wm),
+                                               mode="nearest-exact").squeeze(0)
+        trim = 0
+        if reference_image is not None:
+            mask = torch.cat((torch.zeros_like(mask[:, :reference.shape[2]]), mask), dim=1)
+            latent_length += reference.shape[2]
+            trim = reference.shape[2]
+        values = {"vace_frames": [control_latent], "vace_mask": [mask.unsqueeze(0)], "vace_strength": [strength]}
+        positive = conditioning_set_values(positive, values, append=True)
+        negative = conditioning_set_values(negative, values, append=True)
+        latent = torch.zeros([batch_size, 16, latent_length, height // 8, width // 8], device=memory.intermediate_device())
+        return io.NodeOutput(positive, negative, {"samples": latent}, trim)
+
+
 class Wan22ImageToVideoLatent(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -328,6 +388,7 @@ NODE_CLASS_MAPPINGS = {
     "WanFunInpaintToVideo": WanFunInpaintToVideo,
     "WanFunControlToVideo": WanFunControlToVideo,
     "Wan22ImageToVideoLatent": Wan22ImageToVideoLatent,
+    "WanVaceToVideo": WanVaceToVideo,
     "CFGZeroStar": CFGZeroStar,
     "SkipLayerGuidanceDiT": SkipLayerGuidanceDiT,
     "UNetTemporalAttentionMultiply": UNetTemporalAttentionMultiply,
