@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 
+from comfyui import runtime
 from comfyui.models import memory
 from comfyui.models import sd as sdm
 
@@ -25,11 +26,11 @@ TEXT_DIM = 32  # the tiny UMT5's width
 @pytest.fixture(autouse=True)
 def _cpu():
     memory.configure(None, cpu=True)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
     yield
     memory.unload_all_models()
     memory.configure(None)
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
 
 
 def _hf_vision():

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from comfyui import runtime
 from comfyui.models import memory
 
 from . import wan_fixtures as fx
@@ -99,7 +100,6 @@ def shrink(prompt: dict) -> dict:
 def env(tmp_path_factory):
     from comfyui import paths
     from comfyui.engine.engine import Engine
-    from comfyui.models import sd as sdm
     from comfyui.nodes.registry import NodeRegistry
 
     memory.configure(None, cpu=True)
@@ -112,7 +112,7 @@ def env(tmp_path_factory):
     engine.start()
     yield {"base": str(base), "engine": engine}
     engine.stop()
-    sdm.cache.clear()
+    runtime.current().model_files.clear()
     paths.configure(base_directory=None)
     memory.configure(None)
 
