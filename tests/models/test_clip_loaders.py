@@ -15,10 +15,11 @@ from comfyui.nodes.registry import NodeRegistry
 from . import fixtures as fx
 from . import flux_fixtures as ffx
 from . import lumina2_fixtures as lf
+from . import wan_fixtures as wf
 
 # the file CLIPLoader gets for a type whose encoder is not CLIP-L
 FILE_FOR_TYPE = {"lumina2": "qwen_3_4b.safetensors", "chroma": "t5xxl_fp16.safetensors",
-                 "pixart": "t5xxl_fp16.safetensors"}
+                 "pixart": "t5xxl_fp16.safetensors", "wan": "umt5_xxl.safetensors"}
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,8 @@ def encoder_files(tmp_path_factory):
               str(folder / "qwen_3_4b.safetensors"))
     save_file({k: v.half().contiguous() for k, v in ffx.t5_sd(ffx.hf_t5(14)).items()},
               str(folder / "t5xxl_fp16.safetensors"))
+    umt5 = wf.hf_umt5(14, vocab=128)
+    save_file(wf.umt5_file_sd(umt5, wf.spiece_model()), str(folder / "umt5_xxl.safetensors"))
     return folder
 
 

@@ -73,3 +73,31 @@ def test_t5xxl_files_are_not_taken_for_umt5():
     from . import flux_fixtures
     t5_sd = flux_fixtures.t5_sd(flux_fixtures.hf_t5(seed=2, d_model=32, layers=2, vocab=64))
     assert umt5.from_file(t5_sd) is None
+
+
+def test_scaled_fp8_file_as_the_tutorials_ship_it(tmp_path):
+    """umt5_xxl_fp8_e4m3fn_scaled: fp8 weights with per-tensor scales (the tokenizer tensor
+    untouched) give transformers' output on the dequantised weights."""
+    from safetensors.torch import save_file
+
+    from comfyui.models import sd as loaders
+
+    from .test_weight_dtypes import scaled_fp8
+    import sentencepiece as spm
+    proto = fx.spiece_model()
+    sp = spm.SentencePieceProcessor(model_proto=proto)
+    hf = fx.hf_umt5(seed=4, vocab=sp.get_piece_size())
+    file_sd = fx.umt5_file_sd(hf, proto)
+    spiece = file_sd.pop("spiece_model")
+    stored, real = scaled_fp8(file_sd)
+    stored["spiece_model"] = spiece
+    path = tmp_path / "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+    save_file(stored, str(path))
+    hf.load_state_dict({**real, "encoder.embed_tokens.weight": real["shared.weight"]})
+    clip = loaders.load_clip([str(path)], clip_type="wan")
+    cond = clip.encode_from_tokens(clip.tokenize("waves crash against the rocks"))
+    ids = sp.encode("waves crash against the rocks") + [1]
+    with torch.no_grad():
+        ref = hf(input_ids=torch.tensor([ids])).last_hidden_state
+    assert (cond[0, :len(ids)] - ref[0]).abs().max() < 1e-3 * max(1.0, ref.abs().max().item())
+    assert torch.count_nonzero(cond[0, len(ids):]) == 0
