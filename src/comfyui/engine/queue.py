@@ -167,8 +167,9 @@ class PromptQueue:
             return next((i for i in self._heap if i.prompt_id == prompt_id), None)
 
     # ---- reads ----
-    async def call(self, fn: Callable, *args: Any) -> Any:
-        """``fn(*args)``, a read or edit of this store, from an event loop."""
+    async def call(self, fn: Callable, *args: Any, key: Any = None) -> Any:
+        """``fn(*args)``, a read or edit of this store, from an event loop. (``key``: reads
+        with an equal key may share one run; here each runs in place.)"""
         return fn(*args)
 
     def jobs_page(self, statuses, sort_by: str, descending: bool, offset: int, limit: int | None,

@@ -13,8 +13,14 @@ Invariants:
   and looked up there first. (Only the whole ``/history`` and its length wait for the writes
   submitted before them.)
 * **Reads are off the event loop and paginated in the database.** :meth:`call` runs a read (or
-  an edit that waits for its commit) on the store's reader threads; pages and counts come
-  from the partial indexes of :mod:`comfyui.jobs.schema`: a page costs the page.
+  an edit that waits for its commit) on the store's reader threads; pages come from the
+  partial indexes of :mod:`comfyui.jobs.schema`: a page costs the page. Equal reads waiting
+  for a thread share one run (``call(key=...)``); none shares a run that started before it
+  was asked for, so each answer holds every change made before its call.
+* **Counts of finished jobs by status are kept in memory** (``_counts``): those committed,
+  changed only once a change commits (a finish: +1; deletions, prune and ``record``: by what
+  their statement removed or replaced). With the finishing jobs, they are the Jobs API's
+  totals, without a COUNT query (except when filtered by workflow).
 * History keeps at most ``max_history`` jobs: once 10 % (at least 100) over, the oldest go.
 * On start-up pending jobs are queued again; one that was in progress is marked failed
   (interrupted), or queued again with ``requeue_interrupted``. A job that finished just
@@ -53,7 +59,9 @@ def make_engine(url: str) -> sa.Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True, **codec)
+        # no pre-ping (a round trip per checkout): a dropped connection invalidates the pool,
+        # the writer retries a failed batch, and call() a read, on fresh connections
+        return sa.create_engine(url, **codec)
     memory = url in ("sqlite://", "sqlite:///:memory:")
     if not memory and url.split("sqlite:///", 1)[-1]:
         pathlib.Path(url.split("sqlite:///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +89,7 @@ _JOB_WRITES = {
 
 
 _Op = collections.namedtuple("_Op", "kind value item future")
+_EDIT, _PRUNE = object(), object()  # items of history writes: their result is the change of the counts
 
 
 class _Writer:
@@ -89,8 +98,8 @@ class _Writer:
     applied in order, except that a run of job writes with no ``call`` between them is
     applied as one INSERT, then one UPDATE of the starts, then one of the finishes: a job's
     insert comes before its start and its start before its finish, so each job's own order
-    holds. The ``item`` of each operation that has one goes to ``on_commit`` with whether it
-    committed, before the operation's submitter hears of it."""
+    holds. The ``item`` of each operation that has one goes to ``on_commit`` with its result
+    (an exception if it did not commit), before the operation's submitter hears of it."""
 
     def __init__(self, db: sa.Engine, lock: threading.Lock, on_commit: Callable[[list], None]):
         self.db, self.lock, self.on_commit = db, lock, on_commit
@@ -137,7 +146,7 @@ class _Writer:
                     return
                 batch, self._ops = self._ops, []
             results = self._commit(batch)
-            done = [(op.item, not isinstance(r, Exception)) for op, r in zip(batch, results) if op.item is not None]
+            done = [(op.item, r) for op, r in zip(batch, results) if op.item is not None]
             if done:
                 self.on_commit(done)
             for op, result in zip(batch, results):
@@ -219,9 +228,14 @@ class DurableQueue(PromptQueue):
         # finished jobs whose finish has not committed yet: id -> (sort key, list item, entry)
         self._finishing: dict[str, tuple[tuple, dict, dict]] = {}
         self._listed: dict[str, dict] = {}  # committed finished jobs' list items, oldest first
+        with self.db.connect() as conn:  # committed finished jobs by status (see the invariants)
+            self._counts = collections.Counter(dict(conn.execute(
+                sa.select(jobs.c.status, sa.func.count()).where(FINISHED_CLAUSE).group_by(jobs.c.status)).all()))
+        self._pruning = False  # a prune is submitted and not committed yet
         self._writer = _Writer(self.db, self.write_lock, self._committed)
-        self._history_rows = self.history_len()  # an estimate from now on, to know when to prune
         self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="comfyui-jobs-read")
+        self._waiting: dict[Any, concurrent.futures.Future] = {}  # key -> shared read not started yet
+        self._waiting_lock = threading.Lock()
         atexit.register(_flush_at_exit, weakref.ref(self._writer))  # the last updates reach the disk
 
     # ---- start-up ----
@@ -289,20 +303,29 @@ class DurableQueue(PromptQueue):
         self._writer.submit("finish", {"pid": item.prompt_id, "status": status, "ended_at": ended,
                                        "history": _stored(history_entry), "error": error},
                             item=item.prompt_id, wait=False)
-        self._count_finished()
+        self._prune_if_over()
 
-    def _committed(self, done: list[tuple[Any, bool]]) -> None:
-        """The writer's report: a new job's insert (its QueueItem) or a job's finish (its id)."""
+    def _committed(self, done: list[tuple[Any, Any]]) -> None:
+        """The writer's report, with each result (an exception: not committed): a new job's
+        insert (its QueueItem), a job's finish (its id), or an edit of history (``_EDIT``,
+        ``_PRUNE``: the result is the change of the counts)."""
         runnable = []
         with self._cond:
-            for item, ok in done:
+            for item, result in done:
+                ok = not isinstance(result, Exception)
                 if isinstance(item, QueueItem):
                     self._inserting.discard(item.prompt_id)
                     if ok:
                         runnable.append(item)
+                elif item is _EDIT or item is _PRUNE:
+                    if ok:
+                        self._counts.update(result)
+                    if item is _PRUNE:
+                        self._pruning = False
                 else:  # the history row is written (or, failing, logged): reads find it there
                     finished = self._finishing.pop(item, None)
                     if ok and finished is not None:
+                        self._counts[finished[1]["status"]] += 1
                         self._keep_listed(item, finished[1])
         if runnable:
             self._push(runnable)
@@ -324,31 +347,63 @@ class DurableQueue(PromptQueue):
         now = time.time()
         values = dict(status=finished_status(entry), ended_at=now, history=_stored(entry))
 
-        def write(conn: sa.Connection) -> None:
-            if not conn.execute(jobs.update().where(jobs.c.prompt_id == prompt_id).values(**values)).rowcount:
+        def write(conn: sa.Connection) -> collections.Counter:
+            c = jobs.c
+            replaced = conn.execute(sa.select(c.status).where(c.prompt_id == prompt_id, FINISHED_CLAUSE)).scalar()
+            if not conn.execute(jobs.update().where(c.prompt_id == prompt_id).values(**values)).rowcount:
                 conn.execute(jobs.insert().values(
                     prompt_id=prompt_id, number=number, client_id=(extra or {}).get("client_id"), prompt=prompt,
                     extra_data=extra or {}, outputs_to_execute=outputs or [], created_at=now,
                     create_time=create_time_of(extra, now), workflow_id=workflow_id_of(extra), **values))
+            change = collections.Counter({values["status"]: 1})
+            if replaced is not None:
+                change[replaced] -= 1
+            return change
 
-        self._writer.run("call", write)
+        self._writer.run("call", write, _EDIT)
         with self._cond:
             self._listed.pop(prompt_id, None)
-        self._count_finished()
+        self._prune_if_over()
 
-    def _count_finished(self) -> None:
-        """Prune history once the estimate of its size is 10 % (at least 100) over
-        ``max_history``: the prune reads past the newest ``max_history`` index entries."""
-        self._history_rows += 1
-        if self._history_rows >= self._max_history + max(100, self._max_history // 10):
-            self._history_rows = self._max_history
-            self._writer.submit("call", functools.partial(_prune, keep=self._max_history), wait=False)
+    def _prune_if_over(self) -> None:
+        """Prune history once it is 10 % (at least 100) over ``max_history``: the prune reads
+        past the newest ``max_history`` index entries."""
+        with self._cond:
+            size = sum(self._counts.values()) + len(self._finishing)
+            if self._pruning or size < self._max_history + max(100, self._max_history // 10):
+                return
+            self._pruning = True
+        self._writer.submit("call", functools.partial(_prune, keep=self._max_history), _PRUNE, wait=False)
 
     # ---- reads (memory first: the jobs whose writes are not committed yet are there) ----
-    async def call(self, fn: Callable, *args: Any) -> Any:
+    async def call(self, fn: Callable, *args: Any, key: Any = None) -> Any:
         """Run ``fn(*args)`` (a read of this store, or an edit that waits for its commit) on the
-        store's reader threads, never on the calling event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._readers, functools.partial(fn, *args))
+        store's reader threads, never on the calling event loop.
+
+        With a ``key`` (a read whose result callers do not change): a call finding a run of
+        an equal key that has not started yet waits for that run instead of making its own.
+        A run that has started is never joined, so every answer reflects every change made
+        before its call (10 clients asking the same page after one ``status`` message cost
+        one or two runs, not ten)."""
+        if key is None:
+            return await asyncio.get_running_loop().run_in_executor(self._readers, functools.partial(fn, *args))
+        with self._waiting_lock:
+            future = self._waiting.get(key)
+            if future is None:
+                future = self._waiting[key] = concurrent.futures.Future()
+                self._readers.submit(self._shared_run, key, future, fn, args)
+        # shielded: one caller going away does not cancel the others' run
+        return await asyncio.shield(asyncio.wrap_future(future))
+
+    def _shared_run(self, key: Any, future: concurrent.futures.Future, fn: Callable, args: tuple) -> None:
+        with self._waiting_lock:  # started: later calls make a run of their own
+            if self._waiting.get(key) is future:
+                del self._waiting[key]
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:  # noqa: BLE001 - the callers' to see
+                future.set_exception(e)
 
     def _connection(self, flush: bool = False) -> sa.Connection:
         """A connection to read with (``flush``: once every write submitted so far committed)."""
@@ -375,8 +430,9 @@ class DurableQueue(PromptQueue):
             return conn.execute(sa.select(jobs.c.status).where(jobs.c.prompt_id == prompt_id)).scalar()
 
     def history_len(self) -> int:
-        with self._connection(flush=True) as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(jobs).where(FINISHED_CLAUSE)).scalar()
+        self._writer.flush()  # (a prune submitted before included)
+        with self._cond:
+            return sum(self._counts.values()) + len(self._finishing)
 
     def get_history(self, max_items: int | None = None, offset: int = -1, prompt_id: str | None = None) -> dict:
         c = jobs.c
@@ -406,6 +462,7 @@ class DurableQueue(PromptQueue):
         still being written from memory, the others a page at a time from the database."""
         with self._cond:  # before the database is read: a job committed meanwhile is left out there
             finishing = list(self._finishing.values())
+            counted = sum(self._counts[s] for s in statuses)  # the committed ones
         wanted = [((key if sort_by == "execution_duration" else key[1:]), job) for key, job, _e in finishing
                   if job["status"] in statuses and (workflow_id is None or job["workflow_id"] == workflow_id)]
         c = jobs.c
@@ -418,15 +475,15 @@ class DurableQueue(PromptQueue):
         if sort_by == "execution_duration":
             key.insert(0, sa.func.coalesce(c.ended_at - c.started_at, -1))
         order = [k.desc() for k in key] if descending else key
-        count = sa.select(sa.func.count()).select_from(jobs).where(*where).scalar_subquery()
-        page = sa.select(c.prompt_id, count, *key).where(*where).order_by(*order)  # one statement, both
+        page = sa.select(c.prompt_id, *key).where(*where).order_by(*order)
 
         def written(offset: int, limit: int | None) -> tuple[list, int]:
             with self._connection() as conn:
                 rows = conn.execute(page.offset(offset).limit(limit)).all()
-                total = rows[0][1] if rows else conn.execute(sa.select(count)).scalar()
+                total = counted if workflow_id is None else conn.execute(
+                    sa.select(sa.func.count()).select_from(jobs).where(*where)).scalar()
                 listed = self._listed_jobs(conn, [row.prompt_id for row in rows])
-            return [(tuple(row[2:]), listed[row.prompt_id]) for row in rows], total
+            return [(tuple(row[1:]), listed[row.prompt_id]) for row in rows], total
 
         return merge_page(wanted, written, descending, offset, limit)
 
@@ -471,13 +528,10 @@ class DurableQueue(PromptQueue):
     def delete_history(self, prompt_ids) -> None:
         ids = list(prompt_ids)
         if ids:
-            deleted = self._writer.run("call", lambda conn: conn.execute(
-                jobs.delete().where(jobs.c.prompt_id.in_(ids), FINISHED_CLAUSE)).rowcount)
-            self._history_rows = max(self._history_rows - deleted, 0)
+            self._writer.run("call", lambda conn: _delete_finished(conn, jobs.c.prompt_id.in_(ids)), _EDIT)
 
     def clear_history(self) -> None:
-        self._writer.run("call", lambda conn: conn.execute(jobs.delete().where(FINISHED_CLAUSE)))
-        self._history_rows = 0
+        self._writer.run("call", _delete_finished, _EDIT)
 
     def close(self) -> None:
         self._writer.flush()
@@ -491,12 +545,20 @@ def _stored(entry: dict) -> dict:
     return {k: v for k, v in entry.items() if k != "prompt"}
 
 
-def _prune(conn: sa.Connection, keep: int) -> None:
+def _delete_finished(conn: sa.Connection, *where: Any) -> collections.Counter:
+    """Delete the finished jobs matching ``where``; -> the change of the counts by status."""
+    change: collections.Counter = collections.Counter()
+    for (status,) in conn.execute(jobs.delete().where(*where, FINISHED_CLAUSE).returning(jobs.c.status)):
+        change[status] -= 1
+    return change
+
+
+def _prune(conn: sa.Connection, keep: int) -> collections.Counter:
     """Delete finished jobs beyond the newest ``keep``, oldest (by end time) first."""
     c = jobs.c
     boundary = conn.execute(sa.select(c.ended_at, c.seq).where(FINISHED_CLAUSE)
                             .order_by(c.ended_at.desc(), c.seq.desc()).offset(keep).limit(1)).first()
-    if boundary is not None:
-        ended, seq = boundary
-        older = (c.ended_at < ended) | ((c.ended_at == ended) & (c.seq <= seq))
-        conn.execute(jobs.delete().where(FINISHED_CLAUSE, older))
+    if boundary is None:
+        return collections.Counter()
+    ended, seq = boundary
+    return _delete_finished(conn, (c.ended_at < ended) | ((c.ended_at == ended) & (c.seq <= seq)))

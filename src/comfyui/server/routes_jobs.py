@@ -42,8 +42,9 @@ class JobRoutes:
         limit = int_param(request, "limit", None, minimum=0)
         offset = int_param(request, "offset", 0, minimum=0) or 0
         workflow_id = request.query.get("workflow_id")
-        return json_body(await self.queue.call(self._jobs_page, statuses, sort_by, sort_order == "desc",
-                                               offset, limit, workflow_id))
+        query = (frozenset(statuses), sort_by, sort_order == "desc", offset, limit, workflow_id)
+        # equal pages asked for at once (every open tab after a status message) are read once
+        return json_body(await self.queue.call(self._jobs_page, *query, key=("jobs", query)))
 
     def _jobs_page(self, statuses: set, sort_by: str, descending: bool, offset: int, limit: int | None,
                    workflow_id: str | None) -> bytes:
