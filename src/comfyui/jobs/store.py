@@ -47,7 +47,7 @@ from sqlalchemy.pool import StaticPool
 from ..engine.queue import MAX_HISTORY, PromptQueue, QueueItem
 from ..jsonutil import dumps_strict, loads
 from .listing import create_time_of, finished_job, finished_status, job_detail, merge_page, workflow_id_of
-from .schema import FAILED, FINISHED_CLAUSE, IN_PROGRESS, PENDING, jobs, migrate
+from .schema import FAILED, FINISHED, FINISHED_CLAUSE, IN_PROGRESS, PENDING, jobs, migrate
 
 log = logging.getLogger(__name__)
 
@@ -406,9 +406,13 @@ class DurableQueue(PromptQueue):
                 future.set_exception(e)
 
     def _connection(self, flush: bool = False) -> sa.Connection:
-        """A connection to read with (``flush``: once every write submitted so far committed)."""
+        """A connection to read with (``flush``: once every write submitted so far committed).
+        On PostgreSQL it reads outside a transaction: a query is one round trip, with no
+        BEGIN before it and no ROLLBACK when the connection goes back to the pool."""
         if flush:
             self._writer.flush()
+        if self.db.dialect.name == "postgresql":
+            return self.db.connect().execution_options(isolation_level="AUTOCOMMIT")
         return self.db.connect()
 
     def last_number(self) -> int:
@@ -466,7 +470,9 @@ class DurableQueue(PromptQueue):
         wanted = [((key if sort_by == "execution_duration" else key[1:]), job) for key, job, _e in finishing
                   if job["status"] in statuses and (workflow_id is None or job["workflow_id"] == workflow_id)]
         c = jobs.c
-        where = [FINISHED_CLAUSE, c.status.in_(sorted(statuses))]
+        where = [FINISHED_CLAUSE]
+        if not set(FINISHED) <= set(statuses):  # (all of them: the planner then always takes ix_jobs_created)
+            where.append(c.status.in_(sorted(statuses)))
         if workflow_id is not None:
             where.append(c.workflow_id == workflow_id)
         if finishing:
@@ -483,7 +489,8 @@ class DurableQueue(PromptQueue):
                 total = counted if workflow_id is None else conn.execute(
                     sa.select(sa.func.count()).select_from(jobs).where(*where)).scalar()
                 listed = self._listed_jobs(conn, [row.prompt_id for row in rows])
-            return [(tuple(row[1:]), listed[row.prompt_id]) for row in rows], total
+            # (a job deleted between the two queries is left out)
+            return [(tuple(row[1:]), listed[row.prompt_id]) for row in rows if row.prompt_id in listed], total
 
         return merge_page(wanted, written, descending, offset, limit)
 
