@@ -15,12 +15,11 @@ Invariants:
 * **Reads are off the event loop and paginated in the database.** :meth:`call` runs a read (or
   an edit that waits for its commit) on the store's reader threads; pages come from the
   partial indexes of :mod:`comfyui.jobs.schema`: a page costs the page. Equal reads waiting
-  for a thread share one run (``call(key=...)``); none shares a run that started before it
-  was asked for, so each answer holds every change made before its call.
-* **Counts of finished jobs by status are kept in memory** (``_counts``): those committed,
-  changed only once a change commits (a finish: +1; deletions, prune and ``record``: by what
-  their statement removed or replaced). With the finishing jobs, they are the Jobs API's
-  totals, without a COUNT query (except when filtered by workflow).
+  for a thread share one run, never one that started before they were asked for.
+* **Counts of committed finished jobs by status are in memory** (``_counts``), changed when a
+  change commits (a finish: +1; ``record``, deletions, prune: what their statement replaced or
+  removed); with the finishing jobs they are the Jobs API's totals (no COUNT query, except
+  filtered by workflow).
 * History keeps at most ``max_history`` jobs: once 10 % (at least 100) over, the oldest go.
 * On start-up pending jobs are queued again; one that was in progress is marked failed
   (interrupted), or queued again with ``requeue_interrupted``. A job that finished just
@@ -29,7 +28,6 @@ Invariants:
 """
 from __future__ import annotations
 
-import asyncio
 import atexit
 import collections
 import concurrent.futures
@@ -47,6 +45,7 @@ from sqlalchemy.pool import StaticPool
 from ..engine.queue import MAX_HISTORY, PromptQueue, QueueItem
 from ..jsonutil import dumps_strict, loads
 from .listing import create_time_of, finished_job, finished_status, job_detail, merge_page, workflow_id_of
+from .readers import Readers
 from .schema import FAILED, FINISHED, FINISHED_CLAUSE, IN_PROGRESS, PENDING, jobs, migrate
 
 log = logging.getLogger(__name__)
@@ -233,9 +232,7 @@ class DurableQueue(PromptQueue):
                 sa.select(jobs.c.status, sa.func.count()).where(FINISHED_CLAUSE).group_by(jobs.c.status)).all()))
         self._pruning = False  # a prune is submitted and not committed yet
         self._writer = _Writer(self.db, self.write_lock, self._committed)
-        self._readers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="comfyui-jobs-read")
-        self._waiting: dict[Any, concurrent.futures.Future] = {}  # key -> shared read not started yet
-        self._waiting_lock = threading.Lock()
+        self._readers = Readers()
         atexit.register(_flush_at_exit, weakref.ref(self._writer))  # the last updates reach the disk
 
     # ---- start-up ----
@@ -377,33 +374,10 @@ class DurableQueue(PromptQueue):
 
     # ---- reads (memory first: the jobs whose writes are not committed yet are there) ----
     async def call(self, fn: Callable, *args: Any, key: Any = None) -> Any:
-        """Run ``fn(*args)`` (a read of this store, or an edit that waits for its commit) on the
-        store's reader threads, never on the calling event loop.
-
-        With a ``key`` (a read whose result callers do not change): a call finding a run of
-        an equal key that has not started yet waits for that run instead of making its own.
-        A run that has started is never joined, so every answer reflects every change made
-        before its call (10 clients asking the same page after one ``status`` message cost
-        one or two runs, not ten)."""
-        if key is None:
-            return await asyncio.get_running_loop().run_in_executor(self._readers, functools.partial(fn, *args))
-        with self._waiting_lock:
-            future = self._waiting.get(key)
-            if future is None:
-                future = self._waiting[key] = concurrent.futures.Future()
-                self._readers.submit(self._shared_run, key, future, fn, args)
-        # shielded: one caller going away does not cancel the others' run
-        return await asyncio.shield(asyncio.wrap_future(future))
-
-    def _shared_run(self, key: Any, future: concurrent.futures.Future, fn: Callable, args: tuple) -> None:
-        with self._waiting_lock:  # started: later calls make a run of their own
-            if self._waiting.get(key) is future:
-                del self._waiting[key]
-        if future.set_running_or_notify_cancel():
-            try:
-                future.set_result(fn(*args))
-            except BaseException as e:  # noqa: BLE001 - the callers' to see
-                future.set_exception(e)
+        """Run ``fn(*args)`` (a read, or an edit that waits for its commit) on the store's
+        reader threads, never on the calling event loop; equal reads (``key``) waiting for
+        a thread share one run (:mod:`comfyui.jobs.readers`)."""
+        return await self._readers.call(fn, *args, key=key)
 
     def _connection(self, flush: bool = False) -> sa.Connection:
         """A connection to read with (``flush``: once every write submitted so far committed).
@@ -543,7 +517,7 @@ class DurableQueue(PromptQueue):
     def close(self) -> None:
         self._writer.flush()
         self._writer.close()
-        self._readers.shutdown(wait=True)
+        self._readers.shutdown()
         self.db.dispose()
 
 
