@@ -58,8 +58,9 @@ def make_engine(url: str) -> sa.Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if not url.startswith("sqlite"):
-        # no pre-ping (a round trip per checkout): a dropped connection invalidates the pool,
-        # the writer retries a failed batch, and call() a read, on fresh connections
+        # no pre-ping (a round trip per checkout): a dropped connection fails the one statement
+        # that meets it and invalidates the pool; the writer retries that batch op by op on a
+        # fresh connection (nothing is acknowledged before its commit), later reads reconnect
         return sa.create_engine(url, **codec)
     memory = url in ("sqlite://", "sqlite:///:memory:")
     if not memory and url.split("sqlite:///", 1)[-1]:
