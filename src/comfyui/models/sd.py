@@ -140,8 +140,7 @@ def _clip_from_sd(clip_type: str, sd: dict[str, torch.Tensor], embedding_directo
     for name, act in (hidden_acts or {}).items():
         if act and name in configs:
             configs[name] = dataclasses.replace(configs[name], hidden_act=act)
-    clip = CLIP(ctype, configs, embedding_directory=embedding_directory,
-                dtype=ops.scaled_fp8_dtype(sd))  # a scaled-fp8 file keeps its storage, computed by casting
+    clip = CLIP(ctype, configs, embedding_directory=embedding_directory)
     clip.load_sd(sd)
     return clip
 

@@ -149,20 +149,14 @@ class CLIP:
             key = f"{name}.transformer.text_projection.weight"
             fill[key] = lambda t: torch.eye(t.shape[0], t.shape[1], dtype=t.dtype)
         if ops.is_scaled_fp8(sd) and self.cond_stage_model.manual_cast_dtype is None:
-            # scaled-fp8 files (t5xxl_fp8_e4m3fn_scaled ...) keep their storage; compute wider
+            # scaled-fp8 files (t5xxl / umt5_xxl_fp8_e4m3fn_scaled ...) keep their fp8 weights,
+            # cast per layer to a wider compute dtype
             cdt = torch.float16 if memory.should_use_fp16(self.patcher.load_device) else torch.float32
             self.cond_stage_model.manual_cast_dtype = cdt
             self.cond_stage_model.storage_dtype = ops.scaled_fp8_dtype(sd)
             for name in self.cond_stage_model.names:
                 self.cond_stage_model.encoder(name).compute_dtype = cdt
         missing, unexpected = ops.assign_state_dict(self.cond_stage_model, sd, self.dtype, fill=fill)
-        if self.cond_stage_model.manual_cast_dtype is None and ops.is_scaled_fp8(sd):
-            # a scaled-fp8 file keeps its fp8 weights: they are cast per layer to a compute dtype
-            device = self.patcher.load_device
-            cdt = torch.float16 if memory.should_use_fp16(device) else torch.float32
-            self.cond_stage_model.manual_cast_dtype = cdt
-            for name in self.cond_stage_model.names:
-                self.cond_stage_model.encoder(name).compute_dtype = cdt
         if self.cond_stage_model.manual_cast_dtype is not None:
             ops.set_manual_cast(self.cond_stage_model, True)
         unexpected = [k for k in unexpected if not k.endswith("position_ids")]
