@@ -36,6 +36,26 @@ LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PREVIEW_METHODS = ("none", "auto", "latent2rgb", "taesd")
 
 
+_SDPA = "attention always runs PyTorch's scaled_dot_product_attention"
+# Flags ComfyUI has that are accepted (scripts and launchers pass them) but change nothing in
+# this implementation, and why. --help says so, and the start-up log names each one given.
+INERT_FLAGS: dict[str, str] = {
+    "--use-split-cross-attention": _SDPA, "--use-quad-cross-attention": _SDPA,
+    "--use-pytorch-cross-attention": _SDPA + " already", "--use-sage-attention": _SDPA,
+    "--use-flash-attention": _SDPA, "--disable-xformers": "xformers is never used",
+    "--force-upcast-attention": _SDPA + " (fp32 softmax accumulation)",
+    "--dont-upcast-attention": _SDPA + " (fp32 softmax accumulation)",
+    "--async-offload": "weights are offloaded synchronously",
+    "--mmap-torch-files": ".ckpt/.pt files are read with torch.load(weights_only=True)",
+    "--deterministic": "torch's default algorithms are used",
+    "--fast": "no optional fast paths are implemented",
+    "--comfy-api-base": "there are no API (paid service) nodes",
+    "--disable-api-nodes": "there are no API (paid service) nodes",
+    "--block-runtime-package-installation": "nothing installs packages while the server runs",
+    "--disable-known-models": "no model is downloaded on demand yet",
+}
+
+
 class ConfigError(ValueError):
     """A setting could not be parsed; the message names its source."""
 
@@ -71,7 +91,7 @@ class Config:
     temp_directory: str | None = None
     user_directory: str | None = None
     extra_model_paths_config: list[str] = field(default_factory=list)
-    create_directories: bool = False
+    create_directories: bool | None = None  # None: the server creates them, batch/embedded use do not
     # execution / cache
     cache_classic: bool = False
     cache_lru: int = 0
@@ -307,8 +327,9 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
     d.add_argument("--user-directory", default=None, help="user directory (overrides --base-directory)")
     d.add_argument("--extra-model-paths-config", metavar="PATH", nargs="+", action=_AppendExtend, default=[],
                    help="extra_model_paths.yaml file(s); repeatable or comma separated")
-    d.add_argument("--create-directories", action="store_true",
-                   help="create the models/, input/, output/ and temp/ directories")
+    d.add_argument("--create-directories", action=argparse.BooleanOptionalAction, default=None,
+                   help="create the workspace folders (models/ and its sub-folders, input/, output/, temp/, "
+                        "user/) at start; the server does by default, batch mode only with this flag")
 
     ex = p.add_argument_group("execution")
     cache = ex.add_mutually_exclusive_group()
@@ -411,6 +432,15 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
     misc.add_argument("--quick-test-for-ci", action="store_true",
                       help="quick start-up test: fail if nodes cannot be imported, then exit")
     misc.add_argument("--disable-known-models", action="store_true", help="don't offer automatic model downloads")
+    from . import __version__
+
+    misc.add_argument("--version", action="version", version=f"comfyui {__version__}",
+                      help="print the version and exit")
+    for action in p._actions:  # say so in --help where a flag is accepted but changes nothing here
+        for option in action.option_strings:
+            reason = INERT_FLAGS.get(option)
+            if reason:
+                action.help = f"{action.help}; accepted for compatibility, no effect: {reason}"
 
     slow = p.add_argument_group("slow clients")
     slow.add_argument("--header-timeout", metavar="SECONDS", type=_positive_float, default=75.0,
@@ -434,7 +464,7 @@ _FALSE = {"0", "false", "no", "off", "n", "f", ""}
 def _settable_actions(parser: argparse.ArgumentParser) -> dict[str, list[argparse.Action]]:
     by_dest: dict[str, list[argparse.Action]] = {}
     for a in parser._actions:
-        if isinstance(a, argparse._HelpAction) or a.dest in ("help", "config"):
+        if isinstance(a, (argparse._HelpAction, argparse._VersionAction)) or a.dest in ("help", "config"):
             continue
         by_dest.setdefault(a.dest, []).append(a)
     return by_dest
@@ -443,7 +473,7 @@ def _settable_actions(parser: argparse.ArgumentParser) -> dict[str, list[argpars
 def _convert(action: argparse.Action, value: Any, source: str) -> Any:
     """Convert an env/config-file value with the same rules the CLI uses."""
     try:
-        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
             if isinstance(value, bool):
                 return value
             if isinstance(value, (int, float)) and value in (0, 1):
@@ -563,7 +593,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
 
     # parse the CLI with defaults suppressed so we learn exactly which flags were given
     for a in parser._actions:
-        if not isinstance(a, argparse._HelpAction):
+        if not isinstance(a, (argparse._HelpAction, argparse._VersionAction)):
             a.default = argparse.SUPPRESS
     cli = vars(parser.parse_args(list(argv)))
 
@@ -599,6 +629,21 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     config = Config(**merged)
     register_secrets(config)
     return config
+
+
+def report_inert_flags(config: Any) -> list[str]:
+    """Log (INFO) each flag of :data:`INERT_FLAGS` that ``config`` turns on; -> their names."""
+    parser = build_parser()
+    given = []
+    for action in parser._actions:
+        option = next((o for o in action.option_strings if o in INERT_FLAGS), None)
+        if option is None:
+            continue
+        value = getattr(config, action.dest, None)
+        if value not in (None, False, [], "") and value != action.default:
+            given.append(option)
+            logger.info("%s has no effect here: %s", option, INERT_FLAGS[option])
+    return given
 
 
 def read_api_key_file(path: str) -> str:

@@ -15,15 +15,22 @@ from typing import Any, Sequence
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+# libraries whose INFO lines are chatter at start (alembic: nine migration lines): shown at
+# --verbose (DEBUG) only
+QUIET_LOGGERS = ("alembic",)
+
+
 def setup_logging(config: Any) -> None:
-    """Logs always go to stderr (stdout belongs to --workflows' JSON lines)."""
+    """Logs go to stderr, or to stdout with ``--log-stdout`` (never in batch mode: stdout
+    belongs to --workflows' JSON lines)."""
     level = getattr(config, "logging_level", None) or ("DEBUG" if getattr(config, "verbose", False) else "INFO")
     if isinstance(level, str):
         level = logging.getLevelName(level.upper())
         if not isinstance(level, int):
             level = logging.INFO
     root = logging.getLogger()
-    handler = logging.StreamHandler(sys.stderr)
+    to_stdout = bool(getattr(config, "log_stdout", False)) and not getattr(config, "workflows", None)
+    handler = logging.StreamHandler(sys.stdout if to_stdout else sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     for old in list(root.handlers):
         if getattr(old, "_comfyui_cli", False):
@@ -34,6 +41,55 @@ def setup_logging(config: Any) -> None:
     install_on(handler)  # no credential in any log line (comfyui.redact)
     root.addHandler(handler)
     root.setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+
+
+def check_front_end_version(config: Any) -> str | None:
+    """``--front-end-version [owner/repo@]VERSION``: this server never downloads a frontend, so
+    the version is honoured only when it is the installed comfyui-frontend-package's (or
+    ``latest``); otherwise -> the message to refuse with."""
+    wanted = getattr(config, "front_end_version", None)
+    if not wanted or getattr(config, "front_end_root", None):
+        return None
+    version = str(wanted).rsplit("@", 1)[-1].strip().lstrip("v")
+    try:
+        from importlib.metadata import version as dist_version
+
+        installed = dist_version("comfyui-frontend-package")
+    except Exception:  # noqa: BLE001
+        installed = None
+    if installed and version in ("latest", installed):
+        return None
+    return (f"--front-end-version {wanted}: this server does not download frontends; it serves the "
+            f"installed comfyui-frontend-package ({installed or 'not installed'}). Install that version "
+            f"with `pip install comfyui-frontend-package=={version}` or point --front-end-root at a built frontend")
+
+
+def quick_test(config: Any) -> int:
+    """``--quick-test-for-ci``: load the built-in and custom nodes as the server would, then exit
+    (1 when a custom node pack failed to import, else 0); nothing is served, no job store opened."""
+    from ..nodes.custom_nodes import load_custom_nodes
+    from ..nodes.registry import NodeRegistry
+    from ..runtime import Runtime
+
+    log = logging.getLogger("comfyui")
+    rt = Runtime(config)
+    with rt.active():
+        registry = NodeRegistry.with_builtins()
+        results = load_custom_nodes(registry,
+                                    disable_all=bool(getattr(config, "disable_all_custom_nodes", False)),
+                                    whitelist=getattr(config, "whitelist_custom_nodes", None) or None,
+                                    blacklist=getattr(config, "blacklist_custom_nodes", None) or None)
+        count = len(registry.object_info())
+    failed = [r for r in results if r.error]
+    for r in failed:
+        log.error("custom node pack %s failed to import:\n%s", r.path or r.name, r.error)
+    if failed:
+        log.error("quick test failed: %d custom node pack(s) could not be imported", len(failed))
+        return 1
+    log.info("quick test passed: %d node types loaded", count)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,11 +99,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     config = load_config(args)
     setup_logging(config)
+    log = logging.getLogger("comfyui")
+    if getattr(config, "config", None):
+        log.info("config file: %s", config.config)
+    from ..config import report_inert_flags
+
+    report_inert_flags(config)
+    problem = check_front_end_version(config)
+    if problem:
+        log.error("%s", problem)
+        return 2
     if any(a == "--api-key" or a.startswith("--api-key=") for a in args):
         logging.getLogger("comfyui").warning(
             "--api-key on the command line is visible to every local user through ps; "
             "use --api-key-file PATH or the COMFYUI_API_KEY environment variable")
     configure_process(cpu=bool(getattr(config, "cpu", False)))
+    if getattr(config, "quick_test_for_ci", False):
+        return quick_test(config)
 
     workflows = getattr(config, "workflows", None)
     if workflows:
@@ -58,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return main_workflows(config, list(workflows))
 
     from ..server.app import run_server
+
+    if getattr(config, "create_directories", None) is None:
+        config.create_directories = True  # the server's workspace folders exist from the first start
 
     try:
         result = run_server(config)

@@ -249,7 +249,9 @@ async def run_workflows(config: Any, sources: list[str], out: TextIO, stdin: Any
                 line, ok = _error_line(item.source, PromptRejected.of(type(exc).__name__, str(exc))), False
             if not ok:
                 failed += 1
-                log.error("workflow %s failed: %s", item.source, line["error"].get("message"))
+                from ..engine.runlog import describe_error
+
+                log.error("workflow %s failed: %s", item.source, describe_error(line["error"], line["node_errors"]))
             out.write(json.dumps(_jsonable(line)) + "\n")
             out.flush()
     return 1 if failed else 0

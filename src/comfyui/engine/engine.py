@@ -34,9 +34,11 @@ from ..runtime import Runtime
 from .caching import OutputCache
 from .executor import PromptRun
 from .queue import PromptQueue, QueueItem, history_entry
+from .runlog import RunLog, log_rejected, log_validation
 from .validation import PromptError, validate_prompt, validate_prompt_async
 
 log = logging.getLogger(__name__)
+prompt_log = logging.getLogger("comfyui.prompt")
 
 Listener = Callable[[str, dict, "str | None"], None]
 
@@ -88,7 +90,7 @@ _new_prompt_id = _PromptIds()
 class Engine:
     def __init__(self, registry: NodeRegistry | None = None, *, cache: str = "classic", cache_size: int = 0,
                  queue: PromptQueue | None = None, max_queue_size: int = 0, preview_size: int = 512,
-                 runtime: Runtime | None = None):
+                 runtime: Runtime | None = None, panic_when: list[str] | tuple = ()):
         # settings, folders, devices, loaded models, the interrupt flag: the runtime given,
         # else the active one (from_config makes a fresh one per engine)
         self.runtime = runtime if runtime is not None else runtime_module.current()
@@ -99,6 +101,7 @@ class Engine:
         self.preview_size = preview_size
         self.objects: dict = {}
         self._listeners: list[Listener] = []
+        self._runlog = RunLog(panic_when)  # ComfyUI's log lines of each run (runlog.py)
         self._number = self.queue.last_number()
         self._number_lock = threading.Lock()
         self._secrets: dict[str, dict] = {}
@@ -148,7 +151,8 @@ class Engine:
                                       blacklist=getattr(config, "blacklist_custom_nodes", None) or None)
         return cls(registry, cache=policy, cache_size=size, queue=queue,
                    max_queue_size=int(getattr(config, "max_queue_size", 0) or 0),
-                   preview_size=int(getattr(config, "preview_size", 512) or 512), runtime=rt)
+                   preview_size=int(getattr(config, "preview_size", 512) or 512), runtime=rt,
+                   panic_when=list(getattr(config, "panic_when", None) or ()))
 
     # ---- listeners ----
     def add_listener(self, fn: Listener) -> None:
@@ -158,6 +162,7 @@ class Engine:
         self._listeners = [f for f in self._listeners if f is not fn]
 
     def send(self, event: str, data: dict, client_id: str | None = None) -> None:
+        self._runlog(event, data, client_id)
         for fn in self._listeners:
             try:
                 fn(event, data, client_id)
@@ -209,7 +214,11 @@ class Engine:
     def submit(self, prompt: dict, **options) -> SubmitResult:
         """Validate and queue a prompt; returns once it is stored. Raises PromptError/QueueFull.
         Options: prompt_id, client_id, extra_data, front, number, partial_execution_targets."""
-        validated = self.validate(prompt, options.pop("partial_execution_targets", None))
+        try:
+            validated = self.validate(prompt, options.pop("partial_execution_targets", None))
+        except PromptError as e:
+            log_rejected(e.error, e.node_errors)
+            raise
         result, ack = self._enqueue(prompt, validated, wait=True, **options)
         self._status()
         return result
@@ -218,7 +227,11 @@ class Engine:
         """``submit`` for an event loop: validation runs here (an async VALIDATE_INPUTS is
         awaited on this loop), the store's commit is awaited (a durable store commits
         concurrent submits together on its writer thread)."""
-        validated = await self.validate_async(prompt, options.pop("partial_execution_targets", None))
+        try:
+            validated = await self.validate_async(prompt, options.pop("partial_execution_targets", None))
+        except PromptError as e:
+            log_rejected(e.error, e.node_errors)
+            raise
         if options.get("prompt_id") is not None and self.queue.durable:
             # a client-chosen id is looked up in the store: a read that waits on the disk
             result, ack = await asyncio.to_thread(self._enqueue, prompt, validated, wait=False, **options)
@@ -262,6 +275,8 @@ class Engine:
             if reserved:  # a client's id may come again once its history is deleted
                 with self._futures_lock:
                     self._finished.pop(prompt_id, None)
+            log_validation(outputs, node_errors)  # outputs that will not run, as ComfyUI logs them
+            prompt_log.info("got prompt %s", prompt_id)
             # once handed to the queue the id is visible to contains(), so the reservation ends
             ack = self.queue.put(item, wait=wait)
         finally:

@@ -29,6 +29,11 @@ class PromptError(Exception):
         self.error = error
         self.node_errors = node_errors
 
+    def __str__(self) -> str:  # the message and every node error (batch mode, the clients' errors)
+        from .runlog import describe_error
+
+        return describe_error(self.error, self.node_errors)
+
 
 def _error(type_: str, message: str, details: str = "", extra_info: dict | None = None) -> dict:
     return {"type": type_, "message": message, "details": details, "extra_info": extra_info or {}}
