@@ -191,3 +191,10 @@ def test_help_walk_every_flag_is_read_or_inert(tmp_path):
         if not re.search(r"\b%s\b" % re.escape(action.dest), sources):
             unread.append(option)
     assert unread == []
+
+
+def test_config_file_in_use_is_named(tmp_path):
+    (tmp_path / "config.yaml").write_text("preview-size: 256\n")
+    r = comfyui("--quick-test-for-ci", "--base-directory", str(tmp_path / "ws"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"config file: {tmp_path / 'config.yaml'} (found in the current directory)" in r.stderr

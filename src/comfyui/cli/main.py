@@ -9,6 +9,7 @@ Flags, ``COMFYUI_*`` environment variables and config files are ComfyUI LTS's; s
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any, Sequence
 
@@ -99,9 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     config = load_config(args)
     setup_logging(config)
+    workflows = getattr(config, "workflows", None)
+    if not workflows and not getattr(config, "quick_test_for_ci", False):
+        from ..server.context import capture_process_logs
+
+        capture_process_logs()  # the Logs panel shows the start-up too
     log = logging.getLogger("comfyui")
     if getattr(config, "config", None):
-        log.info("config file: %s", config.config)
+        chosen = any(a in ("-c", "--config") or a.startswith("--config=") for a in args) or os.environ.get("COMFYUI_CONFIG")
+        log.info("config file: %s%s", config.config, "" if chosen else " (found in the current directory)")
     from ..config import report_inert_flags
 
     report_inert_flags(config)
@@ -117,7 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(config, "quick_test_for_ci", False):
         return quick_test(config)
 
-    workflows = getattr(config, "workflows", None)
     if workflows:
         if isinstance(workflows, str):
             workflows = [workflows]

@@ -105,6 +105,10 @@ def create_app(engine: Any, config: Any = None) -> web.Application:
     ctx = ServerContext(engine=engine, config=config, api_key=_api_key(config),
                         max_upload_size=max_upload)
     ctx.feature_flags = server_feature_flags(config)
+    from .context import process_logs
+
+    if process_logs() is not None:  # the comfyui command's buffer: the log since the process started
+        ctx.logs = process_logs()
     ctx.clients = ClientRegistry(ctx)
     policy = HostPolicy(config_get(config, "listen", "127.0.0.1"), _allowed_hosts(config))
     ctx.allowed_hosts = set(policy.names)

@@ -303,6 +303,24 @@ class LogBuffer(logging.Handler):
             self.subscribers.discard(sid)
 
 
+_PROCESS_LOGS: LogBuffer | None = None
+
+
+def capture_process_logs() -> LogBuffer:
+    """Start the ``comfyui`` command's log buffer now (before config and node loading log),
+    so the frontend's Logs panel shows the whole start-up, as ComfyUI's does; the server
+    built afterwards in this process serves it (:func:`process_logs`)."""
+    global _PROCESS_LOGS
+    if _PROCESS_LOGS is None:
+        _PROCESS_LOGS = LogBuffer()
+        _PROCESS_LOGS.install()
+    return _PROCESS_LOGS
+
+
+def process_logs() -> LogBuffer | None:
+    return _PROCESS_LOGS
+
+
 # --------------------------------------------------------------------------- context
 
 
