@@ -434,7 +434,7 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
     misc.add_argument("--disable-known-models", action="store_true", help="don't offer automatic model downloads")
     from . import __version__
 
-    misc.add_argument("--version", action="version", version=f"comfyui {__version__}",
+    misc.add_argument("--version", action="version", version=f"comfyui {__version__}", dest=argparse.SUPPRESS,
                       help="print the version and exit")
     for action in p._actions:  # say so in --help where a flag is accepted but changes nothing here
         for option in action.option_strings:

@@ -1,3 +1,4 @@
+import argparse
 import dataclasses
 import json
 import os
@@ -31,7 +32,7 @@ def test_defaults():
 
 def test_every_parser_option_is_a_config_field():
     fields = {f.name for f in dataclasses.fields(Config)}
-    dests = {a.dest for a in build_parser()._actions if a.dest != "help"}
+    dests = {a.dest for a in build_parser()._actions if a.dest not in ("help", argparse.SUPPRESS)}  # argparse: --help, --version
     assert dests == fields
 
 
