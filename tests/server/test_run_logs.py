@@ -124,6 +124,17 @@ def test_server_logs_runs_and_the_logs_panel_streams_them(server):
             return good_id, boom_id, streamed
 
     good_id, boom_id, streamed = asyncio.run(scenario())
+
+    async def remote():  # the remote client's refusal names the node and input too
+        from comfyui.client.remote import RemoteComfy, RemotePromptError
+
+        async with RemoteComfy(url) as client:
+            with pytest.raises(RemotePromptError) as info:
+                await client.queue_prompt(INVALID)
+        return str(info.value)
+
+    remote_text = asyncio.run(remote())
+    assert "* EmptyImage 1:" in remote_text and "Value 0 smaller than min of 1: width" in remote_text
     # the Logs panel received the run's lines as they were logged
     assert f"got prompt {good_id}" in streamed and "Prompt executed in" in streamed
     assert "* EmptyImage 1:" in streamed and "Value 0 smaller than min of 1: width" in streamed
