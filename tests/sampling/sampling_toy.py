@@ -83,6 +83,12 @@ class ToyPatcher:
         if disable_cfg1_optimization:
             self.model_options["disable_cfg1_optimization"] = True
 
+    def set_model_sampler_pre_cfg_function(self, fn, disable_cfg1_optimization=False):
+        self.model_options["sampler_pre_cfg_function"] = list(
+            self.model_options.get("sampler_pre_cfg_function", [])) + [fn]
+        if disable_cfg1_optimization:
+            self.model_options["disable_cfg1_optimization"] = True
+
     def set_model_sampler_post_cfg_function(self, fn, disable_cfg1_optimization=False):
         self.model_options["sampler_post_cfg_function"] = list(
             self.model_options.get("sampler_post_cfg_function", [])) + [fn]

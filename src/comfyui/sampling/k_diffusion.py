@@ -58,6 +58,15 @@ def get_sigmas_vp(n, beta_d=19.9, beta_min=0.1, eps_s=1e-3, device="cpu"):
     return append_zero(sigmas)
 
 
+def get_sigmas_laplace(n, sigma_min, sigma_max, mu=0.0, beta=0.5, device="cpu"):
+    """Laplace schedule (Hang et al. 2024): log sigma = mu - beta * sgn(1/2 - x) *
+    log(1 - 2|1/2 - x|), x evenly spaced in [0, 1], clamped to [sigma_min, sigma_max]. As in
+    ComfyUI, n values and no trailing zero (the last step ends at sigma_min)."""
+    x = torch.linspace(0, 1, n, device=device)
+    lmb = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * torch.abs(0.5 - x) + 1e-5)
+    return torch.clamp(torch.exp(lmb), min=sigma_min, max=sigma_max)
+
+
 # ----------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------
