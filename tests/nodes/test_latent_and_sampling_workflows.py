@@ -131,3 +131,40 @@ def test_sigma_edits_add_noise_and_guided_latent_ops(env):
     imgs = _images(env, _run(env, p), "21")
     assert len(imgs) == 2 and imgs[0].shape == (64, 64, 3)  # 16 latent columns cut back to 8
     assert all(np.isfinite(im).all() and im.std() > 0 for im in imgs)
+
+
+def test_guidance_patches_chained_on_one_model(env):
+    """CFGZeroStar -> APG -> TCFG -> FreSca -> Epsilon Scaling -> CFGNorm -> Mahiro on one model,
+    sampled through PerpNegGuider with an empty prompt; the same without the patches differs."""
+    p = _base()
+    p.update({
+        "5": {"class_type": "CFGZeroStar", "inputs": {"model": ["1", 0]}},
+        "6": {"class_type": "APG", "inputs": {"model": ["5", 0], "eta": 0.5, "norm_threshold": 5.0,
+                                              "momentum": -0.5}},
+        "7": {"class_type": "TCFG", "inputs": {"model": ["6", 0]}},
+        "8": {"class_type": "FreSca", "inputs": {"model": ["7", 0], "scale_low": 1.0, "scale_high": 1.25,
+                                                 "freq_cutoff": 2}},
+        "9": {"class_type": "Epsilon Scaling", "inputs": {"model": ["8", 0], "scaling_factor": 1.005}},
+        "10": {"class_type": "CFGNorm", "inputs": {"model": ["9", 0], "strength": 1.0}},
+        "11": {"class_type": "Mahiro", "inputs": {"model": ["10", 0]}},
+        "12": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "13": {"class_type": "PerpNegGuider", "inputs": {"model": ["11", 0], "positive": ["2", 0],
+                                                         "negative": ["3", 0], "empty_conditioning": ["12", 0],
+                                                         "cfg": 5.0, "neg_scale": 1.0}},
+        "14": {"class_type": "RandomNoise", "inputs": {"noise_seed": 9}},
+        "15": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "16": {"class_type": "BasicScheduler", "inputs": {"model": ["11", 0], "scheduler": "normal", "steps": 3,
+                                                          "denoise": 1.0}},
+        "17": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["14", 0], "guider": ["13", 0],
+                                                                 "sampler": ["15", 0], "sigmas": ["16", 0],
+                                                                 "latent_image": ["4", 0]}},
+        "18": {"class_type": "VAEDecode", "inputs": {"samples": ["17", 0], "vae": ["1", 2]}},
+        "19": {"class_type": "SaveImage", "inputs": {"images": ["18", 0], "filename_prefix": "guided"}},
+    })
+    guided = _images(env, _run(env, p), "19")
+    assert len(guided) == 2 and all(im.std() > 0 for im in guided)
+    q = dict(p)
+    q["13"] = {"class_type": "PerpNegGuider", "inputs": {**p["13"]["inputs"], "model": ["1", 0]}}
+    q["19"] = {"class_type": "SaveImage", "inputs": {"images": ["18", 0], "filename_prefix": "unguided"}}
+    plain = _images(env, _run(env, q), "19")
+    assert np.abs(plain[0].astype(int) - guided[0].astype(int)).mean() > 0.5

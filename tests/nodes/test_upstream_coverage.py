@@ -22,6 +22,13 @@ COMPLETED = [
     "comfy_extras/nodes_gits.py",
     "comfy_extras/nodes_optimalsteps.py",
     "comfy_extras/nodes_advanced_samplers.py",
+    "comfy_extras/nodes_cfg.py",
+    "comfy_extras/nodes_mahiro.py",
+    "comfy_extras/nodes_tcfg.py",
+    "comfy_extras/nodes_apg.py",
+    "comfy_extras/nodes_fresca.py",
+    "comfy_extras/nodes_eps.py",
+    "comfy_extras/nodes_perpneg.py",
 ]
 
 
