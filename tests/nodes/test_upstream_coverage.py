@@ -29,6 +29,9 @@ COMPLETED = [
     "comfy_extras/nodes_fresca.py",
     "comfy_extras/nodes_eps.py",
     "comfy_extras/nodes_perpneg.py",
+    "comfy_extras/nodes_freelunch.py",
+    "comfy_extras/nodes_pag.py",
+    "comfy_extras/nodes_attention_multiply.py",
 ]
 
 

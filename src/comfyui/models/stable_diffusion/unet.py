@@ -177,6 +177,18 @@ class FeedForward(nn.Module):
         return out.view(*x.shape[:-1], out.shape[-1])
 
 
+def _attn_replace(transformer_options: dict, name: str):
+    """The ``patches_replace[name]`` function for this block: keyed (block kind, block number,
+    transformer index) or (block kind, block number), as ModelPatcher.set_model_patch_replace
+    records them."""
+    table = transformer_options.get("patches_replace", {}).get(name)
+    block = transformer_options.get("block")
+    if not table or block is None:
+        return None
+    fn = table.get((block[0], block[1], transformer_options.get("block_index", 0)))
+    return fn if fn is not None else table.get((block[0], block[1]))
+
+
 class BasicTransformerBlock(nn.Module):
     def __init__(self, dim: int, heads: int, dim_head: int, context_dim: int | None):
         super().__init__()
@@ -191,11 +203,17 @@ class BasicTransformerBlock(nn.Module):
         add = _add_inplace if _inplace_ok() else torch.add
         n = self.norm1(x)
         patches = transformer_options.get("patches", {})
-        if "attn1_patch" in patches:
+        replace = _attn_replace(transformer_options, "attn1")  # e.g. PAG: (q, k, v, options) -> output
+        if "attn1_patch" in patches or replace is not None:
             q = k = v = n
-            for p in patches["attn1_patch"]:
+            for p in patches.get("attn1_patch", ()):
                 q, k, v = p(q, k, v, transformer_options)
-            a = attention(self.attn1.to_q(q), self.attn1.to_k(k), self.attn1.to_v(v), self.attn1.heads)
+            q, k, v = self.attn1.to_q(q), self.attn1.to_k(k), self.attn1.to_v(v)
+            if replace is not None:
+                a = replace(q, k, v, {**transformer_options, "n_heads": self.attn1.heads,
+                                      "dim_head": q.shape[-1] // self.attn1.heads})
+            else:
+                a = attention(q, k, v, self.attn1.heads)
             x = add(self.attn1.to_out(a), x)
         else:
             x = add(self.attn1(n), x)
@@ -391,6 +409,8 @@ class UNetModel(nn.Module):
         for i, block in enumerate(self.output_blocks):
             transformer_options["block"] = ("output", i)
             skip = _apply_control(hs.pop(), control, "output")
+            for p in transformer_options.get("patches", {}).get("output_block_patch", ()):  # e.g. FreeU
+                h, skip = p(h, skip, transformer_options)
             h = torch.cat([h, skip], dim=1)
             out_shape = hs[-1].shape if hs else None
             h = block(h, emb, context, transformer_options, out_shape)
