@@ -28,6 +28,30 @@ class SDXL(LatentFormat):
     taesd_decoder_name = "taesdxl_decoder"
 
 
+class SDXL_Playground_2_5(SDXL):
+    """Playground v2.5 (an SDXL UNet with EDM sampling): per-channel mean / std normalisation."""
+
+    scale_factor = 0.5
+    latents_mean = (-1.6574, 1.886, -1.383, 2.5155)
+    latents_std = (8.4927, 5.9022, 6.5498, 5.2299)
+
+    def _stats(self, latent):
+        import torch
+
+        shape = (1, -1) + (1,) * (latent.ndim - 2)
+        mean = torch.tensor(self.latents_mean, device=latent.device, dtype=latent.dtype).view(shape)
+        std = torch.tensor(self.latents_std, device=latent.device, dtype=latent.dtype).view(shape)
+        return mean, std
+
+    def process_in(self, latent):
+        mean, std = self._stats(latent)
+        return (latent - mean) * self.scale_factor / std
+
+    def process_out(self, latent):
+        mean, std = self._stats(latent)
+        return latent * std / self.scale_factor + mean
+
+
 class SD3(LatentFormat):
     """SD3 / SD3.5: the 16-channel VAE."""
     latent_channels = 16

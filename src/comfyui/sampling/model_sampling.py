@@ -62,7 +62,8 @@ __all__ = [
     "EPS", "V_PREDICTION", "EDM", "X0", "IMG_TO_IMG", "LCM", "CONST",
     "ModelSamplingDiscrete", "ModelSamplingDiscreteDistilled",
     "make_beta_schedule", "rescale_zero_terminal_snr_sigmas", "model_sampling", "model_sampling_from_settings",
-    "ModelSamplingDiscreteFlow", "ModelSamplingFlux", "flow_model_sampling", "flux_shift_for_size",
+    "ModelSamplingDiscreteFlow", "ModelSamplingFlux", "ModelSamplingContinuousEDM", "ModelSamplingContinuousV",
+    "continuous_model_sampling", "flow_model_sampling", "flux_shift_for_size",
     "time_snr_shift", "flux_time_shift",
     "PREDICTION_TYPES",
 ]
@@ -342,6 +343,65 @@ class ModelSamplingDiscreteDistilled(ModelSamplingDiscrete):
         w = t.frac()
         log_sigma = (1 - w) * self.log_sigmas[low_idx] + w * self.log_sigmas[high_idx]
         return log_sigma.exp().to(timestep.device)
+
+
+class ModelSamplingContinuousEDM(torch.nn.Module):
+    """Continuous log-sigma schedule between sigma_min and sigma_max (EDM-style models, or
+    any model re-timed by the ModelSamplingContinuousEDM node): timestep = log(sigma) / 4.
+    ``sigmas`` holds 1000 log-spaced values for the schedulers that read a table."""
+
+    def __init__(self, model_config: Any = None, zsnr: bool | None = None):
+        super().__init__()
+        s = _settings(model_config)
+        self.set_parameters(float(s.get("sigma_min", 0.002)), float(s.get("sigma_max", 120.0)),
+                            float(s.get("sigma_data", 1.0)))
+
+    def set_parameters(self, sigma_min: float, sigma_max: float, sigma_data: float) -> None:
+        self.sigma_data = sigma_data
+        sigmas = torch.linspace(math.log(sigma_min), math.log(sigma_max), 1000).exp()
+        self.register_buffer("sigmas", sigmas)
+        self.register_buffer("log_sigmas", sigmas.log())
+
+    @property
+    def sigma_min(self) -> torch.Tensor:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> torch.Tensor:
+        return self.sigmas[-1]
+
+    def timestep(self, sigma):
+        return 0.25 * torch.as_tensor(sigma).log()
+
+    def sigma(self, timestep):
+        return (torch.as_tensor(timestep) / 0.25).exp()
+
+    def percent_to_sigma(self, percent: float) -> float:
+        if percent <= 0.0:
+            return 999999999.9
+        if percent >= 1.0:
+            return 0.0
+        lo = math.log(float(self.sigma_min))
+        return math.exp((math.log(float(self.sigma_max)) - lo) * (1.0 - percent) + lo)
+
+
+class ModelSamplingContinuousV(ModelSamplingContinuousEDM):
+    """The same sigma range with timestep = 2 atan(sigma) / pi (in [0, 1))."""
+
+    def timestep(self, sigma):
+        return torch.as_tensor(sigma).atan() / math.pi * 2
+
+    def sigma(self, timestep):
+        return (torch.as_tensor(timestep) * math.pi / 2).tan()
+
+
+def continuous_model_sampling(base: type, prediction: str | type, model_config: Any, sigma_min: float,
+                              sigma_max: float, sigma_data: float) -> torch.nn.Module:
+    """A ModelSamplingContinuousEDM / V schedule with a prediction type and set parameters."""
+    pred_cls = PREDICTION_TYPES[prediction] if isinstance(prediction, str) else prediction
+    ms = _combined(base, pred_cls)(model_config)
+    ms.set_parameters(sigma_min, sigma_max, sigma_data)
+    return ms
 
 
 _CLASS_CACHE: dict[tuple[type, type], type] = {}
