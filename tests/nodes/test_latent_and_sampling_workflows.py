@@ -134,11 +134,18 @@ def test_sigma_edits_add_noise_and_guided_latent_ops(env):
 
 
 def test_guidance_patches_chained_on_one_model(env):
-    """CFGZeroStar -> APG -> TCFG -> FreSca -> Epsilon Scaling -> CFGNorm -> Mahiro on one model,
+    """FreeU_V2 -> PAG -> self-attention multiplier -> continuous EDM schedule -> CFGZeroStar ->
+    APG -> TCFG -> FreSca -> Epsilon Scaling -> CFGNorm -> Mahiro on one model,
     sampled through PerpNegGuider with an empty prompt; the same without the patches differs."""
     p = _base()
     p.update({
-        "5": {"class_type": "CFGZeroStar", "inputs": {"model": ["1", 0]}},
+        "20": {"class_type": "FreeU_V2", "inputs": {"model": ["1", 0], "b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}},
+        "21": {"class_type": "PerturbedAttentionGuidance", "inputs": {"model": ["20", 0], "scale": 3.0}},
+        "22": {"class_type": "UNetSelfAttentionMultiply", "inputs": {"model": ["21", 0], "q": 1.0, "k": 1.1,
+                                                                     "v": 1.0, "out": 0.9}},
+        "23": {"class_type": "ModelSamplingContinuousEDM", "inputs": {"model": ["22", 0], "sampling": "eps",
+                                                                      "sigma_max": 14.6, "sigma_min": 0.03}},
+        "5": {"class_type": "CFGZeroStar", "inputs": {"model": ["23", 0]}},
         "6": {"class_type": "APG", "inputs": {"model": ["5", 0], "eta": 0.5, "norm_threshold": 5.0,
                                               "momentum": -0.5}},
         "7": {"class_type": "TCFG", "inputs": {"model": ["6", 0]}},
