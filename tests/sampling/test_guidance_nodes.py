@@ -7,6 +7,7 @@ import torch
 
 from comfyui.nodes.builtin import guidance as G
 from comfyui.nodes.builtin import sampling as S
+from comfyui.nodes.builtin import wan as W
 
 from sampling_toy import GaussianModel, ToyPatcher, cond
 
@@ -33,7 +34,7 @@ def _sample(p, cfg=3.0, steps=4, seed=2):
 def test_cfg_zero_star_formula():
     # x = 0: noise predictions -c, -u; s* = <c, u> / |u|^2 = 2 / 4
     x, c, u = v(0.0, 0.0), v(1.0, 2.0), v(2.0, 0.0)
-    (m,) = G.CFGZeroStar().patch(ToyPatcher(GaussianModel()))
+    (m,) = W.CFGZeroStar.execute(ToyPatcher(GaussianModel())).result  # the node lives in wan
     out = _fn(m, "post_cfg")(post_args(x, c, u, 3.0))
     # cfg (-1, 6) + u (s* - 1) + 3 u (1 - s*) = (-1 - 1 + 3, 6)
     torch.testing.assert_close(out, v(1.0, 6.0))
@@ -136,7 +137,7 @@ def test_epsilon_scaling():
 
 
 @pytest.mark.parametrize("make", [
-    lambda p: G.CFGZeroStar().patch(p), lambda p: G.CFGNorm().patch(p, 0.9), lambda p: G.Mahiro().patch(p),
+    lambda p: W.CFGZeroStar.execute(p).result, lambda p: G.CFGNorm().patch(p, 0.9), lambda p: G.Mahiro().patch(p),
     lambda p: G.TCFG().patch(p), lambda p: G.APG().patch(p, 0.5, 5.0, -0.5),
     lambda p: G.FreSca().patch(p, 1.5, 1.25, 2), lambda p: G.EpsilonScaling().patch(p, 1.05)])
 def test_patches_change_sampling_and_leave_the_input_model(make):

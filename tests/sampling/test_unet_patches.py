@@ -144,8 +144,6 @@ def test_attention_multipliers(sd1):
     (c,) = U.UNetCrossAttentionMultiply().patch(model, 1.0, 1.0, 1.0, 1.0)
     assert all(".attn2." in k for k in c.patches)
     torch.testing.assert_close(_sample(sd1, c), _sample(sd1, model))
-    (t,) = U.UNetTemporalAttentionMultiply().patch(model, 0.5, 1.0, 2.0, 1.0)
-    assert {k.split(".")[-4] for k in t.patches} == {"attn1", "attn2"} and all("to_out.0" in k for k in t.patches)
     clip = sd1["clip"]
     (cm,) = U.CLIPAttentionMultiply().patch(clip, 1.0, 1.0, 1.0, 0.5)
     ck = [k for k in cm.patcher.patches if "out_proj" in k]

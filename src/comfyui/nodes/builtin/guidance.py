@@ -1,5 +1,6 @@
 """Guidance patches that act on the CFG step only (no model code): ComfyUI's nodes_cfg
-(CFGZeroStar, CFGNorm), nodes_mahiro, nodes_tcfg, nodes_apg, nodes_fresca and nodes_eps
+(CFGNorm; its CFGZeroStar lives in ``wan``), nodes_mahiro, nodes_tcfg, nodes_apg,
+nodes_fresca and nodes_eps
 (Epsilon Scaling). Each clones the MODEL and adds a pre-CFG, CFG or post-CFG function."""
 from __future__ import annotations
 
@@ -19,24 +20,6 @@ def _patch(model, kind: str, fn):
 # ----------------------------------------------------------------------------------------
 # formulas
 # ----------------------------------------------------------------------------------------
-def optimized_scale(positive, negative):
-    """CFG-Zero*'s s* = <v_cond, v_uncond> / |v_uncond|^2 per sample."""
-    p = positive.reshape(positive.shape[0], -1)
-    n = negative.reshape(negative.shape[0], -1)
-    s = (p * n).sum(dim=1, keepdim=True) / ((n ** 2).sum(dim=1, keepdim=True) + 1e-8)
-    return s.reshape([positive.shape[0]] + [1] * (positive.ndim - 1))
-
-
-def cfg_zero_star(args):
-    """CFG-Zero* (Fan et al. 2025): the uncond prediction scaled by s* computed on the noise
-    predictions (x - denoised), i.e. denoised = cfg + (s* - 1)(1 - scale) uncond."""
-    scale = args["cond_scale"]
-    x = args["input"]
-    cond_p, uncond_p = args["cond_denoised"], args["uncond_denoised"]
-    alpha = optimized_scale(x - cond_p, x - uncond_p)
-    return args["denoised"] + uncond_p * (alpha - 1.0) + scale * uncond_p * (1.0 - alpha)
-
-
 def mahiro_guidance(args):
     """Mix of the CFG result and the cond prediction scaled by cfg ("leap"), weighted by the
     cosine similarity (over channels, averaged) of the signed square roots of the scaled
@@ -93,20 +76,6 @@ def fourier_filter(x, scale_low=1.0, scale_high=1.5, freq_cutoff=20):
 # ----------------------------------------------------------------------------------------
 # nodes
 # ----------------------------------------------------------------------------------------
-class CFGZeroStar:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL",)}}
-
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("patched_model",)
-    FUNCTION = "patch"
-    CATEGORY = "advanced/guidance"
-
-    def patch(self, model):
-        return (_patch(model, "post_cfg", cfg_zero_star),)
-
-
 class CFGNorm:
     EXPERIMENTAL = True
 
@@ -281,7 +250,6 @@ class EpsilonScaling:
 
 
 NODE_CLASS_MAPPINGS = {
-    "CFGZeroStar": CFGZeroStar,
     "CFGNorm": CFGNorm,
     "Mahiro": Mahiro,
     "TCFG": TCFG,

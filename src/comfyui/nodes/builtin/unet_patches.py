@@ -1,7 +1,8 @@
 """UNet patches: FreeU / FreeU_V2 (ComfyUI's nodes_freelunch; Si et al. 2023), Perturbed-
 Attention Guidance (nodes_pag; Ahn et al. 2024) and the attention weight multipliers
-(nodes_attention_multiply). They use the UNet's ``output_block_patch`` and
-``patches_replace["attn1"]`` hooks and ModelPatcher weight patches."""
+(nodes_attention_multiply; its UNetTemporalAttentionMultiply lives in ``wan``). They use
+the UNet's ``output_block_patch`` and ``patches_replace["attn1"]`` hooks and ModelPatcher
+weight patches."""
 from __future__ import annotations
 
 import logging
@@ -200,34 +201,6 @@ class CLIPAttentionMultiply:
         return (m,)
 
 
-class UNetTemporalAttentionMultiply:
-    """Scales the self / cross attention outputs, separately for the temporal (``time_stack``)
-    and the spatial ("structural") blocks of a video UNet."""
-
-    EXPERIMENTAL = True
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        f = {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}
-        return {"required": {"model": ("MODEL",), "self_structural": ("FLOAT", f), "self_temporal": ("FLOAT", f),
-                             "cross_structural": ("FLOAT", f), "cross_temporal": ("FLOAT", f)}}
-
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "patch"
-    CATEGORY = "_for_testing/attention_experiments"
-
-    def patch(self, model, self_structural, self_temporal, cross_structural, cross_temporal):
-        m = model.clone()
-        zero = torch.zeros(())
-        for key in model.model_state_dict():
-            temporal = ".time_stack." in key
-            if key.endswith("attn1.to_out.0.bias") or key.endswith("attn1.to_out.0.weight"):
-                m.add_patches({key: ("diff", (zero,))}, 0.0, self_temporal if temporal else self_structural)
-            elif key.endswith("attn2.to_out.0.bias") or key.endswith("attn2.to_out.0.weight"):
-                m.add_patches({key: ("diff", (zero,))}, 0.0, cross_temporal if temporal else cross_structural)
-        return (m,)
-
-
 NODE_CLASS_MAPPINGS = {
     "FreeU": FreeU,
     "FreeU_V2": FreeU_V2,
@@ -235,5 +208,4 @@ NODE_CLASS_MAPPINGS = {
     "UNetSelfAttentionMultiply": UNetSelfAttentionMultiply,
     "UNetCrossAttentionMultiply": UNetCrossAttentionMultiply,
     "CLIPAttentionMultiply": CLIPAttentionMultiply,
-    "UNetTemporalAttentionMultiply": UNetTemporalAttentionMultiply,
 }
