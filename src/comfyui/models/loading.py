@@ -90,7 +90,16 @@ def load_torch_file(path: str, safe_load: bool = True, device: torch.device | st
                     sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
     if return_metadata:
         return sd, metadata
+    if metadata and isinstance(sd, dict):
+        sd = StateDict(sd)
+        sd.metadata = metadata  # e.g. LTX-Video's "config" JSON, read by its detector
     return sd
+
+
+class StateDict(dict):
+    """A state dict that keeps its file's safetensors header metadata (``.metadata``)."""
+
+    metadata: dict | None = None
 
 
 def _load_pickle_safe(path: str, device: torch.device) -> Any:

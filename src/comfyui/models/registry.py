@@ -15,6 +15,7 @@ from .family import Family, UnknownModelError, describe_state_dict
 from .chroma import FAMILIES as CHROMA
 from .flux import FAMILIES as FLUX
 from .lumina2 import FAMILIES as LUMINA2
+from .ltxv import FAMILIES as LTXV
 from .sd3 import FAMILIES as SD3
 from .stable_diffusion import FAMILIES as STABLE_DIFFUSION
 from .wan import FAMILIES as WAN
@@ -26,6 +27,7 @@ FAMILIES: tuple[Family, ...] = (
     *LUMINA2,
     *SD3,
     *WAN,
+    *LTXV,
 )
 
 __all__ = ["FAMILIES", "Family", "UnknownModelError", "detect_family", "family_by_name", "resolve_sampling"]

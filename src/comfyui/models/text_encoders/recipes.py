@@ -167,6 +167,9 @@ CLIP_TYPES: dict[str, ClipType] = {t.name: t for t in (
     # Z-Image: Qwen3-4B; Lumina Image 2.0 / NetaYume: Gemma-2-2B (the file's keys tell which)
     ClipType("lumina2", ("qwen3_4b", "gemma2_2b"), _concat(("qwen3_4b", "gemma2_2b")), {}, "lumina2", one_of=True),
     ClipType("wan", ("umt5xxl",), _concat(("umt5xxl",)), {"umt5xxl": {"min_length": 512}}, "wan21", one_of=True),
+    # LTX-Video: T5-XXL, at least 128 tokens, padding masked (the mask goes to the model)
+    ClipType("ltxv", ("t5xxl",), _concat(("t5xxl",)), {"t5xxl": {"min_length": 128, "attention_mask": True}}, "ltxv",
+             one_of=True),
 )}
 
 # what the checkpoint text-encoder layouts are called here (the "sd1" ... types above)

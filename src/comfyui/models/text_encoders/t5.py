@@ -270,11 +270,14 @@ class T5Tokenizer:
 class T5TextEncoder(nn.Module):
     """A T5 encoder as a CLIP-socket text encoder: ``encode_token_weights`` gives the last
     hidden states [1, T, d_model] (no pooled output) with ComfyUI's prompt weighting. No
-    attention mask: the padding tokens are attended to, as upstream does for Flux and SD3."""
+    attention mask by default: the padding tokens are attended to, as upstream does for Flux and
+    SD3; with ``attention_mask`` (LTX-Video) the padding after </s> is masked and the mask is
+    returned with the conditioning."""
 
-    def __init__(self, cfg: T5Config, device: Any = None, empty_end: bool = True):
+    def __init__(self, cfg: T5Config, device: Any = None, empty_end: bool = True, attention_mask: bool = False):
         super().__init__()
         self.transformer = T5Encoder(cfg, device=device)
+        self.attention_mask = attention_mask  # LTX-Video / Mochi: padding after </s> masked and returned
         self.empty_end = empty_end  # PixArt/Chroma: the empty prompt (prompt weighting) is all <pad>
         self.compute_dtype: torch.dtype | None = None  # set when the weights are stored in fp8
 
@@ -286,7 +289,8 @@ class T5TextEncoder(nn.Module):
         embeds = shared(ids, out_dtype=dtype)
         if shared.weight.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             embeds = torch.nan_to_num(embeds)  # fp8-stored embeddings may hold NaN codes
-        hidden, _ = self.transformer(embeds)
+        mask = end_mask(ids) if self.attention_mask else None
+        hidden, _ = self.transformer(embeds, attention_mask=mask)
         return hidden.float(), None
 
     def empty_tokens(self, length: int) -> list[int]:
@@ -294,8 +298,22 @@ class T5TextEncoder(nn.Module):
             return [PAD_TOKEN] * length
         return [END_TOKEN] + [PAD_TOKEN] * (length - 1)
 
-    def encode_token_weights(self, token_weight_pairs: list[list[tuple]]) -> tuple[torch.Tensor, None]:
-        return encode_with_weights(self.encode, self.empty_tokens, token_weight_pairs)
+    def encode_token_weights(self, token_weight_pairs: list[list[tuple]]) -> tuple:
+        out = encode_with_weights(self.encode, self.empty_tokens, token_weight_pairs)
+        if not self.attention_mask:
+            return out
+        ids = torch.tensor([[t if isinstance(t, int) else PAD_TOKEN for t, *_ in chunk] for chunk in token_weight_pairs],
+                           dtype=torch.long)
+        mask = end_mask(ids).flatten().unsqueeze(0) if len(token_weight_pairs) else torch.ones(1, out[0].shape[1])
+        return out[0], out[1], {"attention_mask": mask.to(out[0].device)}
+
+
+def end_mask(ids: torch.Tensor) -> torch.Tensor:
+    """[B, T] 1 for the tokens up to and including the first </s>, 0 after it (upstream's
+    attention mask of T5 with masks enabled)."""
+    is_end = (ids == END_TOKEN).long()
+    after = (is_end.cumsum(dim=1) - is_end) > 0
+    return (~after).long()
 
 
 def t5_from_file(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
@@ -321,7 +339,8 @@ def detect_t5(sd: Mapping[str, torch.Tensor], prefix: str = "") -> T5Config | No
 
 
 def build_t5(cfg: T5Config, options: Mapping[str, Any]) -> T5TextEncoder:
-    return T5TextEncoder(cfg, empty_end=options.get("empty_end", True))
+    return T5TextEncoder(cfg, empty_end=options.get("empty_end", True),
+                         attention_mask=options.get("attention_mask", False))
 
 
 def t5_tokenizer(cfg: T5Config, options: Mapping[str, Any], embedding_directory: Any = None) -> T5Tokenizer:
