@@ -68,7 +68,7 @@ def test_per_token_timesteps_match_diffusers():
     dmask[:, :, 0] = 0.0
     sigma = torch.tensor([0.6])
     conds = model.extra_conds(cross_attn=ctx, denoise_mask=dmask, frame_rate=24, noise=x)
-    assert conds["frame_rate"].tolist() == [24.0]
+    assert conds["frame_rate"] == 24.0
     with torch.no_grad():
         denoised = model.apply_model(x, sigma, **conds)
         per_token = torch.full((1, 18), 600.0)

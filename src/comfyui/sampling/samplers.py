@@ -174,7 +174,7 @@ class KSamplerX0Inpaint:
             latent_mask = 1.0 - denoise_mask
             base = self.inner_model.inner_model
             ms = base.model_sampling
-            keep = getattr(base, "scale_latent_inpaint", None)  # Wan 2.2: the kept frames stay clean
+            keep = getattr(base, "scale_latent_inpaint", None)  # Wan 2.2, LTXV: the kept frames stay clean
             noised = keep(sigma=sigma, noise=self.noise, latent_image=self.latent_image) if keep is not None else \
                 ms.noise_scaling(sigma.reshape([sigma.shape[0]] + [1] * (self.noise.ndim - 1)), self.noise,
                                  self.latent_image)

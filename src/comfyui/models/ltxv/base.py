@@ -62,7 +62,7 @@ class LTXV(BaseModel):
         mask = kwargs.get("attention_mask")
         if mask is not None:
             out["attention_mask"] = put(mask)
-        out["frame_rate"] = torch.tensor([float(kwargs.get("frame_rate", 25))])
+        out["frame_rate"] = float(kwargs.get("frame_rate", 25))  # a constant across the batch
         denoise_mask = kwargs.get("concat_mask", kwargs.get("denoise_mask"))
         if denoise_mask is not None:
             out["denoise_mask"] = put(denoise_mask)
