@@ -20,14 +20,16 @@ from . import clip_vision, memory, ops
 from .convert import hf_to_open_clip, normalize_hf_text_keys
 from .detection import VAE_PREFIX, find_text_encoders, find_vae
 from .family import Family, UnknownModelError, describe_state_dict
-from .loading import ModelFileError, load_torch_file
+from .loading import ModelFileError, StateDict, load_torch_file
 from .patcher import ModelPatcher
 from .registry import FAMILIES, detect_family
 from .stable_diffusion import diffusers as sd_diffusers
 from .text_encoders.encoder import CLIP, detect_configs
 from .text_encoders.recipes import CLIP_TYPES, RECIPES, clip_type_problem
 from .vae import VAE
+from .ltxv import vae as ltxv_vae
 from .wan import vae as wan_vae
+
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +173,7 @@ def load_state_dict_guess_config(sd: dict[str, torch.Tensor], output_vae: bool =
     if output_vae:
         vae_sd = find_vae(sd)
         if vae_sd:
-            vae = make_vae(vae_sd)
+            vae = make_vae(vae_sd, getattr(sd, "metadata", None))
         else:
             log.warning("%s: no VAE weights in the checkpoint; VAE output is None", source)
     return model, clip, vae
@@ -278,21 +280,27 @@ def load_clip(ckpt_paths: list[str], embedding_directory: Any = None, clip_type:
     return _cached(key_path, ("clip", clip_type, tuple(ckpt_paths), _emb_key(embedding_directory)), load)[0]
 
 
-def make_vae(sd: dict[str, torch.Tensor]) -> Any:
+def make_vae(sd: dict[str, torch.Tensor], metadata: dict | None = None) -> Any:
     """The VAE object of VAE weights: a family's video VAE when its keys say so, else the
-    image AutoencoderKL."""
+    image AutoencoderKL. ``metadata``: the file's safetensors metadata (LTX-Video's config)."""
     if wan_vae.is_wan21_vae(sd) or wan_vae.is_wan22_vae(sd):
         return wan_vae.load_video_vae(sd)
+    if ltxv_vae.is_ltxv_vae(sd):
+        if metadata and not getattr(sd, "metadata", None):
+            sd = StateDict(sd)
+            sd.metadata = metadata
+        return ltxv_vae.load_video_vae(sd)
     return VAE(sd=sd)
 
 
 def load_vae(vae_path: str) -> VAE:
     def load() -> tuple:
         sd = load_torch_file(vae_path)
+        metadata = getattr(sd, "metadata", None)
         sd = find_vae(sd) or sd
         if not any(k.startswith(("encoder.", "decoder.")) for k in sd):
             raise UnknownModelError(f"{os.path.basename(vae_path)}: not a VAE. Found {describe_state_dict(sd)}")
-        return (make_vae(sd),)
+        return (make_vae(sd, metadata),)
 
     return _cached(vae_path, ("vae",), load)[0]
 

@@ -415,3 +415,21 @@ def build_vae(sd: Mapping[str, torch.Tensor], prefix: str = "") -> LTXVVAE:
 
 
 __all__ = ["LTXVVAE", "build_vae", "guess_config", "is_ltxv_vae", "vae_config"]
+
+
+def load_video_vae(sd: Mapping[str, torch.Tensor], device: torch.device | None = None,
+                   dtype: torch.dtype | None = None):
+    """A :class:`~comfyui.models.video_vae.VideoVAE` (what a VAE socket carries) around the
+    network built from ``sd`` (checkpoint keys without the ``vae.`` prefix; a ``.metadata``
+    attribute with a ``config`` JSON is honoured)."""
+    from .. import memory, ops
+    from ..video_vae import VideoVAE
+    with torch.device("meta"):
+        network = build_vae(sd)
+    dev = device or memory.vae_device()
+    dtype = dtype or memory.vae_dtype(dev)
+    missing, _ = ops.assign_state_dict(network, dict(sd), dtype)
+    if missing:
+        raise ValueError(f"LTX-Video VAE: weights missing for {len(missing)} tensors, e.g. {missing[:5]}")
+    return VideoVAE(network, latent_channels=128, temporal_compression=8, spatial_compression=32, device=dev,
+                    dtype=dtype)
