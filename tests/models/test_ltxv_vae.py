@@ -113,3 +113,36 @@ def test_timestep_conditioned_decode_noise_is_seeded():
         d = vae.decode(z)
     assert a.shape == (1, 3, 9, 32, 32)
     assert torch.equal(a, b) and torch.equal(a, d) and not torch.equal(a, c)
+
+
+TINY_091 = {**TINY_090, "timestep_conditioning": True,
+            "decoder_blocks": [["res_x", {"num_layers": 1}], ["compress_all", {"residual": True, "multiplier": 2}],
+                               ["res_x", {"num_layers": 1}], ["compress_all", {"residual": True, "multiplier": 2}],
+                               ["res_x", {"num_layers": 1}], ["compress_all", {"residual": True, "multiplier": 2}],
+                               ["res_x", {"num_layers": 1}]]}
+
+
+def test_timestep_conditioned_decoder_matches_diffusers():
+    """The 0.9.1 decoder layout (residual depth-to-space upsamplers halving the width,
+    timestep-conditioned residual blocks and output modulation; noise injection off)."""
+    from diffusers import AutoencoderKLLTXVideo
+    from diffusers.loaders.single_file_utils import convert_ltx_vae_checkpoint_to_diffusers
+    ours = LTXVVAE(TINY_091, 16, 128).eval()
+    _randomise(ours, 5)
+    ref = AutoencoderKLLTXVideo(block_out_channels=(16, 32, 64, 64), decoder_block_out_channels=(32, 64, 128),
+                                layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1),
+                                decoder_spatio_temporal_scaling=(True, True, True),
+                                decoder_inject_noise=(False, False, False, False), upsample_residual=(True, True, True),
+                                upsample_factor=(2, 2, 2), timestep_conditioning=True).eval()
+    converted = convert_ltx_vae_checkpoint_to_diffusers({"vae." + k: v.clone() for k, v in ours.state_dict().items()})
+    missing, _ = ref.load_state_dict(converted, strict=False)
+    assert not missing, missing
+    z = torch.randn(1, 128, 2, 2, 2, generator=torch.Generator().manual_seed(6))
+    t = torch.tensor([0.05])
+    with torch.no_grad():
+        out = ours.decoder(z, t)
+        ref_out = ref.decode(z, temb=t).sample
+    assert out.shape == (1, 3, 9, 64, 64)
+    torch.testing.assert_close(out, ref_out, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        assert (ours.decoder(z, torch.tensor([0.5])) - out).abs().max() > 1e-3  # the timestep is used
