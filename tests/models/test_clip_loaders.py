@@ -19,7 +19,7 @@ from . import wan_fixtures as wf
 
 # the file CLIPLoader gets for a type whose encoder is not CLIP-L
 FILE_FOR_TYPE = {"lumina2": "qwen_3_4b.safetensors", "chroma": "t5xxl_fp16.safetensors",
-                 "pixart": "t5xxl_fp16.safetensors", "wan": "umt5_xxl.safetensors"}
+                 "pixart": "t5xxl_fp16.safetensors", "wan": "umt5_xxl.safetensors", "ltxv": "t5xxl_fp16.safetensors"}
 
 
 @pytest.fixture(scope="module")
