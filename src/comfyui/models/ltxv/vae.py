@@ -431,5 +431,8 @@ def load_video_vae(sd: Mapping[str, torch.Tensor], device: torch.device | None =
     missing, _ = ops.assign_state_dict(network, dict(sd), dtype)
     if missing:
         raise ValueError(f"LTX-Video VAE: weights missing for {len(missing)} tensors, e.g. {missing[:5]}")
+    # activation estimates in bytes (upstream's LTX-Video figures)
     return VideoVAE(network, latent_channels=128, temporal_compression=8, spatial_compression=32, device=dev,
-                    dtype=dtype)
+                    dtype=dtype,
+                    memory_used_decode=lambda shape, dt: 900 * shape[2] * shape[3] * shape[4] * 512 * memory.dtype_size(dt),
+                    memory_used_encode=lambda shape, dt: 70 * max(shape[2], 7) * shape[3] * shape[4] * memory.dtype_size(dt))
