@@ -238,7 +238,11 @@ class Engine:
         else:
             result, ack = self._enqueue(prompt, validated, wait=False, **options)
         if ack is not None:  # a future of this loop, or a concurrent one from a thread
-            await asyncio.wrap_future(ack)
+            try:
+                await asyncio.wrap_future(ack)
+            except BaseException:  # not stored: nothing of it stays
+                self._secrets.pop(result.prompt_id, None)
+                raise
         self._status()
         return result
 

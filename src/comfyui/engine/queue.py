@@ -26,6 +26,16 @@ from ..jobs.listing import create_time_of, finished_job, finished_status, job_de
 MAX_HISTORY = 10000
 
 
+class StoreUnavailable(Exception):
+    """The job store cannot take a change now (its database connection is lost and not
+    regained in time, the disk is full, the database is read-only): nothing of the change was
+    stored. The server answers 503 with the reason; the store recovers by itself."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass(order=True)
 class QueueItem:
     number: float

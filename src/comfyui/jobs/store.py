@@ -34,6 +34,7 @@ import concurrent.futures
 import functools
 import logging
 import pathlib
+import sqlite3
 import threading
 import time
 import weakref
@@ -42,8 +43,9 @@ from typing import Any, Callable
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
-from ..engine.queue import MAX_HISTORY, PromptQueue, QueueItem
+from ..engine.queue import MAX_HISTORY, PromptQueue, QueueItem, StoreUnavailable
 from ..jsonutil import dumps_strict, loads
+from ..redact import redact_text
 from .listing import create_time_of, finished_job, finished_status, job_detail, merge_page, workflow_id_of
 from .readers import Readers
 from .schema import FAILED, FINISHED, FINISHED_CLAUSE, IN_PROGRESS, PENDING, jobs, migrate
@@ -88,8 +90,34 @@ _JOB_WRITES = {
 }
 
 
-_Op = collections.namedtuple("_Op", "kind value item future")
+_Op = collections.namedtuple("_Op", "kind value item future deadline")
 _EDIT, _PRUNE = object(), object()  # items of history writes: their result is the change of the counts
+_RETRY = object()  # the result of an operation that goes back to the writer's queue
+RETRY_S = 5.0  # how long a write someone waits for retries a lost database connection
+
+
+def _connection_lost(e: BaseException) -> bool:
+    """A dropped or refused database connection (a COMMIT that met it may have committed)."""
+    return isinstance(e, sa.exc.DBAPIError) and (e.connection_invalidated or (
+        isinstance(e, sa.exc.OperationalError) and not isinstance(e.orig, sqlite3.Error)))
+
+
+def _unavailable(e: BaseException) -> bool:
+    """The database cannot take writes now (lost connection, disk full, read-only, I/O error),
+    as opposed to an operation's own fault (a constraint it breaks)."""
+    return _connection_lost(e) or isinstance(e, sa.exc.OperationalError)
+
+
+def reason_of(e: BaseException) -> str:
+    orig = getattr(e, "orig", None) or e
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return f"the job database is unavailable: {redact_text(text)}"
+
+
+def unavailable(e: BaseException) -> StoreUnavailable:
+    error = StoreUnavailable(reason_of(e))
+    error.__cause__ = e
+    return error
 
 
 class _Writer:
@@ -99,9 +127,20 @@ class _Writer:
     applied as one INSERT, then one UPDATE of the starts, then one of the finishes: a job's
     insert comes before its start and its start before its finish, so each job's own order
     holds. The ``item`` of each operation that has one goes to ``on_commit`` with its result
-    (an exception if it did not commit), before the operation's submitter hears of it."""
+    (an exception if it did not commit), before the operation's submitter hears of it.
 
-    def __init__(self, db: sa.Engine, lock: threading.Lock, on_commit: Callable[[list], None]):
+    Faults of the database (see :func:`_unavailable`): an operation nobody waits for (a
+    job's start or finish, a prune) goes back to the front of the queue and is retried, with
+    a growing pause, until it commits. One somebody waits for fails with
+    :class:`StoreUnavailable` at once (disk full, read-only), or after ``RETRY_S`` of retries
+    on fresh connections when the connection was lost. A lost connection leaves the batch's
+    fate unknown (the COMMIT may have committed): the next transaction first deletes the
+    still-pending rows of inserts that failed (``doubtful``: their submitters got the
+    error), skips the inserts it retries whose rows are there (committed), and reads the
+    counts by status again (``on_commit``'s ``counts``), since retried edits may have run
+    twice."""
+
+    def __init__(self, db: sa.Engine, lock: threading.Lock, on_commit: Callable[..., None]):
         self.db, self.lock, self.on_commit = db, lock, on_commit
         mutex = threading.Lock()
         self._work = threading.Condition(mutex)  # the thread waits here for operations
@@ -109,6 +148,11 @@ class _Writer:
         self._ops: list[_Op] = []
         self._submitted = self._committed = 0
         self._closed = False
+        self._pause_until = 0.0  # after a fault: no attempt before this (time.monotonic())
+        self._pause = 0.0
+        self._uncertain = False  # a connection was lost: what committed is to be found out
+        self.doubtful: set[str] = set()  # ids of failed inserts that may have committed
+        self.fault: str | None = None  # the last fault's reason while it lasts
         self._thread = threading.Thread(target=self._run, name="comfyui-jobs-writer", daemon=True)
         self._thread.start()
 
@@ -118,7 +162,7 @@ class _Writer:
         with self._work:
             if self._closed:
                 raise RuntimeError("the job store is closed")
-            self._ops.append(_Op(kind, value, item, future))
+            self._ops.append(_Op(kind, value, item, future, time.monotonic() + RETRY_S))
             self._submitted += 1
             self._work.notify()
         return future
@@ -135,21 +179,31 @@ class _Writer:
     def close(self) -> None:
         with self._work:
             self._closed = True
+            self._pause_until = 0.0
             self._work.notify()
         self._thread.join(30)
 
     def _run(self) -> None:
         while True:
             with self._work:
-                self._work.wait_for(lambda: self._ops or self._closed)
-                if not self._ops:
-                    return
+                while True:
+                    now = time.monotonic()
+                    if self._ops and (now >= self._pause_until or self._closed):
+                        break
+                    if not self._ops and self._closed:
+                        return
+                    self._work.wait(None if not self._ops else self._pause_until - now)
                 batch, self._ops = self._ops, []
-            results = self._commit(batch)
-            done = [(op.item, r) for op, r in zip(batch, results) if op.item is not None]
-            if done:
-                self.on_commit(done)
-            for op, result in zip(batch, results):
+                closing = self._closed
+            results, counts = self._commit(batch)
+            if closing:  # one last try: what still fails is logged, not kept
+                results = [unavailable(RuntimeError(self.fault or "closed")) if r is _RETRY else r for r in results]
+            redo = [op for op, r in zip(batch, results) if r is _RETRY]
+            final = [(op, r) for op, r in zip(batch, results) if r is not _RETRY]
+            done = [(op.item, r) for op, r in final if op.item is not None]
+            if done or counts is not None:
+                self.on_commit(done, counts)
+            for op, result in final:
                 if op.future is not None:
                     if isinstance(result, Exception):
                         op.future.set_exception(result)
@@ -157,18 +211,76 @@ class _Writer:
                         op.future.set_result(result)
                 elif isinstance(result, Exception):
                     log.error("the job store could not record a %s", op.kind, exc_info=result)
-            with self._done:
-                self._committed += len(batch)
+            with self._work:
+                if self.doubtful and not redo and not closing:
+                    # a write of its own, so that the doubtful rows go once the database is back
+                    redo.append(_Op("call", lambda conn: None, None, None, 0.0))
+                    self._submitted += 1
+                if redo:
+                    self._ops[:0] = redo
+                    self._pause = min(max(self._pause * 2, 0.05), 1.0)
+                    self._pause_until = time.monotonic() + self._pause
+                else:
+                    self._pause = 0.0
+                self._committed += len(final)
                 self._done.notify_all()
 
-    def _commit(self, batch: list[_Op]) -> list:
+    def _commit(self, batch: list[_Op]) -> tuple[list, collections.Counter | None]:
+        """Apply ``batch`` in one transaction: its results (a value, an exception, or
+        ``_RETRY``), and the counts by status read again after a lost connection (else None)."""
+        uncertain = self._uncertain
+        todo = batch
         try:
             with self.lock, self.db.begin() as conn:
-                return self._apply(conn, batch)
+                skipped: set[int] = set()
+                if uncertain:
+                    if self.doubtful:
+                        conn.execute(jobs.delete().where(jobs.c.prompt_id.in_(sorted(self.doubtful)),
+                                                         jobs.c.status == PENDING))
+                    inserts = {op.value["prompt_id"]: i for i, op in enumerate(batch) if op.kind == "insert"}
+                    if inserts:
+                        for pid, created in conn.execute(sa.select(jobs.c.prompt_id, jobs.c.created_at).where(
+                                jobs.c.prompt_id.in_(list(inserts)))):
+                            if created == batch[inserts[pid]].value["created_at"]:
+                                skipped.add(inserts[pid])  # committed by the COMMIT whose answer was lost
+                todo = [op for i, op in enumerate(batch) if i not in skipped]
+                applied = iter(self._apply(conn, todo))
+                results = [None if i in skipped else next(applied) for i in range(len(batch))]
+                counts = _count_finished(conn) if uncertain else None
         except Exception as e:  # noqa: BLE001 - retried alone, or handed to its submitter
-            if len(batch) == 1:
-                return [e]
-            return [self._commit([op])[0] for op in batch]
+            if not _unavailable(e):
+                if len(batch) == 1:
+                    return [e], None
+                results, counts = [], None
+                for op in batch:
+                    (result,), recount = self._commit([op])
+                    results.append(result)
+                    counts = recount if recount is not None else counts
+                return results, counts
+            lost = _connection_lost(e)
+            self._uncertain = self._uncertain or lost
+            self.fault = reason_of(e)
+            if not self.fault_logged:
+                log.error("%s; writes are retried until it is back", self.fault)
+                self.fault_logged = True
+            now, results = time.monotonic(), []
+            for op in batch:
+                if op.future is None or (lost and now < op.deadline):
+                    results.append(_RETRY)
+                else:
+                    if op.kind == "insert" and self._uncertain:
+                        self.doubtful.add(op.value["prompt_id"])
+                    results.append(unavailable(e))
+            return results, None
+        if self.fault is not None:
+            log.warning("the job database is back (%s before)", self.fault)
+        self.fault, self.fault_logged = None, False
+        if uncertain:
+            self._uncertain = False
+            self.doubtful.clear()
+        return results, counts
+
+    fault_logged = False
 
     @staticmethod
     def _apply(conn: sa.Connection, batch: list[_Op]) -> list:
@@ -191,6 +303,31 @@ class _Writer:
                 results.append(None)
         write_run()
         return results
+
+
+def _count_finished(conn: sa.Connection) -> collections.Counter:
+    return collections.Counter(dict(conn.execute(
+        sa.select(jobs.c.status, sa.func.count()).where(FINISHED_CLAUSE).group_by(jobs.c.status)).all()))
+
+
+def _read(fn: Callable) -> Callable:
+    """A read of the database: run again once on a fresh connection when the pooled one was
+    dropped (the pool is refilled after a lost connection); a database that cannot be read
+    raises :class:`StoreUnavailable`."""
+    @functools.wraps(fn)
+    def read(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(2):
+            try:
+                return fn(*args, **kwargs)
+            except sa.exc.DBAPIError as e:
+                if attempt == 0 and e.connection_invalidated:
+                    continue
+                if _unavailable(e):
+                    raise unavailable(e) from e
+                raise
+        raise AssertionError("unreachable")
+
+    return read
 
 
 def _flush_at_exit(ref: "weakref.ref[_Writer]") -> None:
@@ -303,12 +440,15 @@ class DurableQueue(PromptQueue):
                             item=item.prompt_id, wait=False)
         self._prune_if_over()
 
-    def _committed(self, done: list[tuple[Any, Any]]) -> None:
+    def _committed(self, done: list[tuple[Any, Any]], counts: collections.Counter | None = None) -> None:
         """The writer's report, with each result (an exception: not committed): a new job's
         insert (its QueueItem), a job's finish (its id), or an edit of history (``_EDIT``,
-        ``_PRUNE``: the result is the change of the counts)."""
+        ``_PRUNE``: the result is the change of the counts). ``counts``: the counts by status
+        read again in the transaction (after a lost connection), which replace the changes."""
         runnable = []
         with self._cond:
+            if counts is not None:
+                done = [(item, None if item is _EDIT or item is _PRUNE else result) for item, result in done]
             for item, result in done:
                 ok = not isinstance(result, Exception)
                 if isinstance(item, QueueItem):
@@ -323,8 +463,11 @@ class DurableQueue(PromptQueue):
                 else:  # the history row is written (or, failing, logged): reads find it there
                     finished = self._finishing.pop(item, None)
                     if ok and finished is not None:
-                        self._counts[finished[1]["status"]] += 1
+                        if counts is None:
+                            self._counts[finished[1]["status"]] += 1
                         self._keep_listed(item, finished[1])
+            if counts is not None:
+                self._counts = counts
         if runnable:
             self._push(runnable)
 
@@ -385,11 +528,17 @@ class DurableQueue(PromptQueue):
         On PostgreSQL it reads outside a transaction: a query is one round trip, with no
         BEGIN before it and no ROLLBACK when the connection goes back to the pool."""
         if flush:
-            self._writer.flush()
+            self._flush()
         if self.db.dialect.name == "postgresql":
             return self.db.connect().execution_options(isolation_level="AUTOCOMMIT")
         return self.db.connect()
 
+    def _flush(self) -> None:
+        """Wait for the writes submitted so far (StoreUnavailable while the database is down)."""
+        if not self._writer.flush(timeout=RETRY_S):
+            raise StoreUnavailable(self._writer.fault or "the job database does not answer")
+
+    @_read
     def last_number(self) -> int:
         with self._connection(flush=True) as conn:
             return int(conn.execute(sa.select(sa.func.max(sa.func.abs(jobs.c.number)))).scalar() or 0)
@@ -397,7 +546,10 @@ class DurableQueue(PromptQueue):
     def contains(self, prompt_id: str) -> bool:
         return self.job_status(prompt_id) is not None
 
+    @_read
     def job_status(self, prompt_id: str) -> str | None:
+        if prompt_id in self._writer.doubtful:  # its submitter got a 503: not a job
+            return None
         with self._cond:
             if prompt_id in self._finishing:
                 return self._finishing[prompt_id][1]["status"]
@@ -409,10 +561,11 @@ class DurableQueue(PromptQueue):
             return conn.execute(sa.select(jobs.c.status).where(jobs.c.prompt_id == prompt_id)).scalar()
 
     def history_len(self) -> int:
-        self._writer.flush()  # (a prune submitted before included)
+        self._flush()  # (a prune submitted before included)
         with self._cond:
             return sum(self._counts.values()) + len(self._finishing)
 
+    @_read
     def get_history(self, max_items: int | None = None, offset: int = -1, prompt_id: str | None = None) -> dict:
         c = jobs.c
         query = sa.select(c.prompt_id, c.number, c.prompt, c.extra_data, c.outputs_to_execute, c.history).where(
@@ -434,6 +587,7 @@ class DurableQueue(PromptQueue):
             rows = conn.execute(query).all()
         return {row.prompt_id: _history_entry(row) for row in rows}
 
+    @_read
     def jobs_page(self, statuses, sort_by: str, descending: bool, offset: int, limit: int | None,
                   workflow_id: str | None = None) -> tuple[list[tuple[tuple, dict]], int]:
         """One page of finished jobs with ``statuses`` as Jobs API items, each with its sort
@@ -490,6 +644,7 @@ class DurableQueue(PromptQueue):
             while len(self._listed) > self.LISTED:
                 self._listed.pop(next(iter(self._listed)))
 
+    @_read
     def finished_job(self, prompt_id: str) -> dict | None:
         """``GET /api/jobs/{id}`` for a finished job, or None."""
         finishing = self._finishing.get(prompt_id)
@@ -516,7 +671,8 @@ class DurableQueue(PromptQueue):
         self._writer.run("call", _delete_finished, _EDIT)
 
     def close(self) -> None:
-        self._writer.flush()
+        if not self._writer.flush(timeout=2 * RETRY_S):
+            log.error("the job store closes with writes not committed (%s)", self._writer.fault)
         self._writer.close()
         self._readers.shutdown()
         self.db.dispose()

@@ -15,7 +15,8 @@ reads the same error bodies back).
 * The queue holds at most ``--max-queue-size`` prompts (pending and running).
 * Every refusal is a :class:`PromptRejected`: an HTTP status plus ComfyUI's error body
   ``{"error": {"type", "message", "details", "extra_info"}, "node_errors": {...}}``
-  (400 for a bad request or an invalid prompt, 429 ``queue_full`` with ``Retry-After``).
+  (400 for a bad request or an invalid prompt, 429 ``queue_full`` with ``Retry-After``, 503
+  ``store_unavailable`` with the reason when the job database cannot store it: nothing queued).
 """
 from __future__ import annotations
 
@@ -141,6 +142,7 @@ class PromptSubmitter:
         """Queue ``request`` (from an event loop); -> the engine's ``SubmitResult`` once the
         job is stored. Raises :class:`PromptRejected`."""
         from ..engine.engine import QueueFull
+        from ..engine.queue import StoreUnavailable
 
         limit = self.engine.max_queue_size
         options: dict[str, Any] = dict(prompt_id=request.prompt_id, client_id=request.client_id,
@@ -158,6 +160,9 @@ class PromptSubmitter:
             raise PromptRejected.of("queue_full", "The queue is full",
                                     f"The queue already holds {limit} prompts (--max-queue-size)",
                                     status=429, headers={"Retry-After": "1"}) from None
+        except StoreUnavailable as e:
+            raise PromptRejected.of("store_unavailable", "The job store is unavailable; the prompt was not queued",
+                                    e.reason, status=503, headers={"Retry-After": "5"}) from None
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             # a malformed graph the validator did not catch is still the request's fault
             raise _invalid("Invalid prompt", f"{type(e).__name__}: {e}") from e

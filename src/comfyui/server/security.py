@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 
+from ..engine.queue import StoreUnavailable
 from .context import JSONBodyError, ServerContext, dumps
 
 log = logging.getLogger(__name__)
@@ -292,6 +293,9 @@ async def error_middleware(request: web.Request, handler):
         raise
     except RecursionError:
         return _json_error(400, "Input nested too deeply")
+    except StoreUnavailable as e:  # the job database is down, full or read-only: try again later
+        log.warning("%s %s: %s", request.method, request.path, e.reason)
+        return _json_error(503, e.reason, headers={"Retry-After": "5"})
     except OSError as e:
         if e.errno == errno.ENAMETOOLONG:
             return _json_error(400, "File name too long")
