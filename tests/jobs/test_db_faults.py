@@ -1,6 +1,8 @@
 """Database faults met by a real server: a PostgreSQL whose connections are terminated during
 submits (each submit is acknowledged, stored and run, or refused with 503 and not stored; the
 store reconnects by itself), and SQLite files that cannot be written."""
+import errno
+import subprocess
 import threading
 import time
 import uuid
@@ -90,3 +92,75 @@ def test_postgres_connections_terminated_during_submits(tmp_path, postgres_url):
     finally:
         stop.set()
         server.stop()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 2 MB tmpfs (mounting needs root; skipped, saying so, without it)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a 2 MB tmpfs (needs root): {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _fill(path) -> None:
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+
+
+def test_read_only_sqlite_database_refuses_to_start(tmp_path, small_fs):
+    db = small_fs / "jobs.db"
+    first = ServerProcess(str(tmp_path / "a"), f"sqlite:///{db}").start()
+    first.client().submit(trivial_prompt("x"))
+    first.stop()
+    assert subprocess.run(["mount", "-o", "remount,ro", str(small_fs)]).returncode == 0
+    server = ServerProcess(str(tmp_path / "b"), f"sqlite:///{db}")
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        server.start(timeout=60)
+    assert "cannot be written" in server.log_tail() and str(db) in server.log_tail()
+
+
+def test_sqlite_disk_full_answers_503_then_recovers_without_losing_a_job(tmp_path, small_fs):
+    url = f"sqlite:///{small_fs / 'jobs.db'}"
+    server = ServerProcess(str(tmp_path / "base"), url).start()
+    try:
+        client = server.client()
+        acked = [client.submit(trivial_prompt(f"before-{n}")) for n in range(5)]
+        filler = small_fs / "filler"
+        _fill(filler)
+        statuses, big = [], "x" * 40_000
+        for n in range(60):  # until the WAL has to grow into the full disk
+            r = client.post("/api/prompt", {"prompt": trivial_prompt(f"full-{n}-{big}")})
+            statuses.append(r.status)
+            if r.status == 200:
+                acked.append(r.json()["prompt_id"])
+            else:
+                assert r.status == 503, r
+                error = r.json()["error"]
+                assert error["type"] == "store_unavailable" and "full" in error["details"], r
+                if statuses.count(503) >= 3:
+                    break
+        assert 503 in statuses, statuses
+        assert client.get("/api/jobs?limit=5").status in (200, 503)  # reads answer, no 500
+        filler.unlink()  # space returns: the same server takes prompts again
+        acked += [client.submit(trivial_prompt(f"after-{n}")) for n in range(5)]
+        wait_until(lambda: set(acked) <= set(client.get("/api/history").json()), timeout=60,
+                   what="every acknowledged prompt to run")
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0, server.log_tail()
+    again = ServerProcess(str(tmp_path / "base"), url).start()
+    try:  # every acknowledged job is stored as finished
+        client = again.client()
+        for pid in acked:
+            assert client.get(f"/api/jobs/{pid}").json()["status"] == "completed"
+    finally:
+        again.stop()

@@ -45,7 +45,7 @@ from sqlalchemy.pool import StaticPool
 
 from ..engine.queue import MAX_HISTORY, PromptQueue, QueueItem, StoreUnavailable
 from ..jsonutil import dumps_strict, loads
-from ..redact import redact_text
+from ..redact import redact_text, redact_url
 from .listing import create_time_of, finished_job, finished_status, job_detail, merge_page, workflow_id_of
 from .readers import Readers
 from .schema import FAILED, FINISHED, FINISHED_CLAUSE, IN_PROGRESS, PENDING, jobs, migrate
@@ -310,6 +310,16 @@ def _count_finished(conn: sa.Connection) -> collections.Counter:
         sa.select(jobs.c.status, sa.func.count()).where(FINISHED_CLAUSE).group_by(jobs.c.status)).all()))
 
 
+def _check_writable(db: sa.Engine) -> None:
+    """Write to the database once (its header's user_version, set to what it is), so that a
+    read-only file, folder or file system fails here, at start-up, not at the first prompt."""
+    if db.dialect.name != "sqlite":
+        return
+    with db.begin() as conn:
+        version = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+        conn.exec_driver_sql(f"PRAGMA user_version = {version}")
+
+
 def _read(fn: Callable) -> Callable:
     """A read of the database: run again once on a fresh connection when the pooled one was
     dropped (the pool is refilled after a lost connection); a database that cannot be read
@@ -354,7 +364,13 @@ class DurableQueue(PromptQueue):
     def __init__(self, url: str, *, requeue_interrupted: bool = False, max_history: int = MAX_HISTORY):
         super().__init__(max_history)
         self.db = make_engine(url)
-        migrate(self.db)
+        try:
+            migrate(self.db)
+            _check_writable(self.db)
+        except sa.exc.DBAPIError as e:  # before serving: a store that cannot write refuses to start
+            self.db.dispose()
+            raise StoreUnavailable(f"the job database {redact_url(url)} cannot be written: "
+                                   f"{reason_of(e).split(': ', 1)[-1]}") from e
         self.write_lock = threading.Lock()  # held while a transaction writes (job_files writers share it)
         self.recovered = self._recover(requeue_interrupted)
         # /history lists what this process finished, as ComfyUI's in-memory history does; older
