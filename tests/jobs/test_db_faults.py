@@ -164,3 +164,23 @@ def test_sqlite_disk_full_answers_503_then_recovers_without_losing_a_job(tmp_pat
             assert client.get(f"/api/jobs/{pid}").json()["status"] == "completed"
     finally:
         again.stop()
+
+
+def test_sqlite_wal_is_truncated_after_a_burst_when_idle_and_at_shutdown(tmp_path):
+    db = tmp_path / "jobs.db"
+    wal = tmp_path / "jobs.db-wal"
+    server = ServerProcess(str(tmp_path / "base"), f"sqlite:///{db}").start()
+    try:
+        client = server.client()
+        big = "y" * 30_000
+        ids = [client.submit(trivial_prompt(f"{n}-{big}")) for n in range(150)]
+        wait_until(lambda: set(ids) <= set(client.get("/api/history").json()), timeout=120, what="the burst")
+        wait_until(lambda: wal.stat().st_size > 1_000_000 or wal.stat().st_size < 64_000, timeout=5)
+        peak = wal.stat().st_size
+        # idle: the log is checkpointed and truncated (it would stay at its peak, several MB)
+        wait_until(lambda: not wal.exists() or wal.stat().st_size < 64_000, timeout=15, interval=0.2,
+                   what=f"the -wal file ({wal.stat().st_size} bytes, peak {peak}) to shrink")
+        client.submit(trivial_prompt("one more"))
+    finally:
+        server.stop()
+    assert not wal.exists() or wal.stat().st_size == 0

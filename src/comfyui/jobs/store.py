@@ -20,6 +20,11 @@ Invariants:
   change commits (a finish: +1; ``record``, deletions, prune: what their statement replaced or
   removed); with the finishing jobs they are the Jobs API's totals (no COUNT query, except
   filtered by workflow).
+* **Faults of the database answer, never corrupt.** A write that cannot be stored now (lost
+  connection, disk full, read-only) fails for its submitter with ``StoreUnavailable`` (503) and
+  leaves nothing stored; a job's start and finish are retried until they commit (see
+  :class:`_Writer`); a database that cannot be written at start-up refuses to start.
+* The SQLite write-ahead log is checkpointed and truncated when the writer is idle and at close.
 * History keeps at most ``max_history`` jobs: once 10 % (at least 100) over, the oldest go.
 * On start-up pending jobs are queued again; one that was in progress is marked failed
   (interrupted), or queued again with ``requeue_interrupted``. A job that finished just
@@ -140,8 +145,12 @@ class _Writer:
     counts by status again (``on_commit``'s ``counts``), since retried edits may have run
     twice."""
 
-    def __init__(self, db: sa.Engine, lock: threading.Lock, on_commit: Callable[..., None]):
-        self.db, self.lock, self.on_commit = db, lock, on_commit
+    IDLE_S = 1.0  # after this long with nothing to write, ``idle`` runs (once per busy spell)
+
+    def __init__(self, db: sa.Engine, lock: threading.Lock, on_commit: Callable[..., None],
+                 idle: Callable[[], bool] | None = None):
+        self.db, self.lock, self.on_commit, self.idle = db, lock, on_commit, idle
+        self._dirty = False  # written since ``idle`` last ran
         mutex = threading.Lock()
         self._work = threading.Condition(mutex)  # the thread waits here for operations
         self._done = threading.Condition(mutex)  # flush() waits here for commits
@@ -185,6 +194,7 @@ class _Writer:
 
     def _run(self) -> None:
         while True:
+            idle = False
             with self._work:
                 while True:
                     now = time.monotonic()
@@ -192,9 +202,22 @@ class _Writer:
                         break
                     if not self._ops and self._closed:
                         return
+                    if not self._ops and self._dirty and self.idle is not None:
+                        if not self._work.wait(self.IDLE_S) and not self._ops and not self._closed:
+                            idle = True
+                            break
+                        continue
                     self._work.wait(None if not self._ops else self._pause_until - now)
-                batch, self._ops = self._ops, []
+                batch, self._ops = ([], self._ops) if idle else (self._ops, [])
                 closing = self._closed
+            if idle:
+                try:
+                    with self.lock:
+                        self._dirty = not self.idle()
+                except Exception as e:  # noqa: BLE001 - tried again after the next write
+                    self._dirty = False
+                    log.warning("idle maintenance of the job store failed: %s", e)
+                continue
             results, counts = self._commit(batch)
             if closing:  # one last try: what still fails is logged, not kept
                 results = [unavailable(RuntimeError(self.fault or "closed")) if r is _RETRY else r for r in results]
@@ -272,6 +295,7 @@ class _Writer:
                         self.doubtful.add(op.value["prompt_id"])
                     results.append(unavailable(e))
             return results, None
+        self._dirty = True
         if self.fault is not None:
             log.warning("the job database is back (%s before)", self.fault)
         self.fault, self.fault_logged = None, False
@@ -385,7 +409,8 @@ class DurableQueue(PromptQueue):
             self._counts = collections.Counter(dict(conn.execute(
                 sa.select(jobs.c.status, sa.func.count()).where(FINISHED_CLAUSE).group_by(jobs.c.status)).all()))
         self._pruning = False  # a prune is submitted and not committed yet
-        self._writer = _Writer(self.db, self.write_lock, self._committed)
+        self._writer = _Writer(self.db, self.write_lock, self._committed,
+                               idle=self.checkpoint if self.db.dialect.name == "sqlite" else None)
         self._readers = Readers()
         atexit.register(_flush_at_exit, weakref.ref(self._writer))  # the last updates reach the disk
 
@@ -686,11 +711,26 @@ class DurableQueue(PromptQueue):
     def clear_history(self) -> None:
         self._writer.run("call", _delete_finished, _EDIT)
 
+    def checkpoint(self) -> bool:
+        """SQLite: copy the write-ahead log into the database and truncate it to nothing (it
+        never shrinks otherwise: it stays as large as the largest burst). Run by the writer
+        when idle and at close; True when done (False: a reader held it, tried again later)."""
+        if self.db.dialect.name != "sqlite":
+            return True
+        with self.db.connect() as conn:
+            busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+        return not busy or not busy[0]
+
     def close(self) -> None:
         if not self._writer.flush(timeout=2 * RETRY_S):
             log.error("the job store closes with writes not committed (%s)", self._writer.fault)
         self._writer.close()
         self._readers.shutdown()
+        try:
+            with self.write_lock:
+                self.checkpoint()
+        except sa.exc.DBAPIError as e:
+            log.warning("the job store's last checkpoint failed: %s", e)
         self.db.dispose()
 
 

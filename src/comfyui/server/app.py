@@ -351,6 +351,9 @@ async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None 
         await runner.cleanup()
         if own_engine:
             engine.stop()
+            close = getattr(engine.queue, "close", None)
+            if close is not None:  # the last writes committed, the SQLite log checkpointed
+                await asyncio.to_thread(close)
     return 0
 
 
