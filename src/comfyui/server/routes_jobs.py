@@ -66,8 +66,13 @@ class JobRoutes:
             return self.queue.jobs_page(finished, sort_by, descending, offset, limit, workflow_id)
 
         pairs, total = merge_page(queued, history_page, descending, offset, limit, len(items))
-        seen: set = set()  # a job that finished between the two reads is listed once
-        page = [j for _k, j in pairs if not (j["id"] in seen or seen.add(j["id"]))]
+        # A job that finished between the two reads is in both: listed once, as finished (the
+        # newer state), and counted once; a page that is the whole rest counts what it lists.
+        finished_ids = {j["id"] for _k, j in pairs if j["status"] in FINISHED}
+        seen: set = set()
+        page = [j for _k, j in pairs if not ((j["status"] in (PENDING, IN_PROGRESS) and j["id"] in finished_ids)
+                                             or j["id"] in seen or seen.add(j["id"]))]
+        total = offset + len(page) if limit is None else max(total - (len(pairs) - len(page)), offset + len(page))
         return json_bytes({"jobs": page, "pagination": {
             "offset": offset, "limit": limit if limit is not None else max(total - offset, 0),
             "total": total, "has_more": offset + len(page) < total}})
