@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import runtime as runtime_module
+from ..jsonutil import dumps
 from ..nodes.registry import NodeRegistry
 from ..runtime import Runtime
 from .caching import OutputCache
@@ -110,8 +111,11 @@ class Engine:
         self._futures: dict[str, concurrent.futures.Future] = {}
         self._futures_lock = threading.Lock()
         # the newest finished entries, so that waiting for a prompt that has just finished
-        # (a sync API call, whose job often ends before its wait starts) reads no store
-        self._finished: collections.OrderedDict[str, dict] = collections.OrderedDict()
+        # (a sync API call, whose job often ends before its wait starts) reads no store:
+        # id -> (entry, its size as JSON), at most FINISHED_ENTRIES and FINISHED_BYTES of them
+        # (a bigger entry is not kept: its wait reads the store); released with history
+        self._finished: collections.OrderedDict[str, tuple[dict, int]] = collections.OrderedDict()
+        self._finished_bytes = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._current: tuple[QueueItem, threading.Event] | None = None
@@ -277,8 +281,7 @@ class Engine:
             item = QueueItem(number=number, prompt_id=prompt_id, prompt=prompt, extra_data=extra,
                              outputs=outputs, client_id=client_id, created_at=time.time())
             if reserved:  # a client's id may come again once its history is deleted
-                with self._futures_lock:
-                    self._finished.pop(prompt_id, None)
+                self._forget_finished([prompt_id])
             log_validation(outputs, node_errors)  # outputs that will not run, as ComfyUI logs them
             prompt_log.info("got prompt %s", prompt_id)
             # once handed to the queue the id is visible to contains(), so the reservation ends
@@ -291,10 +294,10 @@ class Engine:
     def wait(self, prompt_id: str) -> concurrent.futures.Future:
         """A future that resolves to the prompt's history entry once it has finished."""
         with self._futures_lock:
-            entry = self._finished.get(prompt_id)
-            if entry is not None:
+            kept = self._finished.get(prompt_id)
+            if kept is not None:
                 done: concurrent.futures.Future = concurrent.futures.Future()
-                done.set_result(entry)
+                done.set_result(kept[0])
                 return done
             future = self._futures.get(prompt_id)
             if future is None:
@@ -306,14 +309,39 @@ class Engine:
             self._resolve(prompt_id, entry)
         return future
 
+    FINISHED_ENTRIES = 256
+    FINISHED_BYTES = 32 * 1024 * 1024
+
     def _resolve(self, prompt_id: str, entry: dict) -> None:
+        try:
+            size = len(dumps(entry))
+        except Exception:  # noqa: BLE001 - an entry JSON cannot hold is not kept
+            size = self.FINISHED_BYTES + 1
         with self._futures_lock:
             future = self._futures.pop(prompt_id, None)
-            self._finished[prompt_id] = entry
-            if len(self._finished) > 256:
-                self._finished.popitem(last=False)
+            old = self._finished.pop(prompt_id, None)
+            if old is not None:
+                self._finished_bytes -= old[1]
+            if size <= self.FINISHED_BYTES // 4:
+                self._finished[prompt_id] = (entry, size)
+                self._finished_bytes += size
+            while self._finished and (len(self._finished) > self.FINISHED_ENTRIES
+                                      or self._finished_bytes > self.FINISHED_BYTES):
+                self._finished_bytes -= self._finished.popitem(last=False)[1][1]
         if future is not None and not future.done():
             future.set_result(entry)
+
+    def _forget_finished(self, prompt_ids=None) -> None:
+        """Drop kept finished entries (all of them: None), as their history goes."""
+        with self._futures_lock:
+            if prompt_ids is None:
+                self._finished.clear()
+                self._finished_bytes = 0
+                return
+            for prompt_id in prompt_ids:
+                old = self._finished.pop(prompt_id, None)
+                if old is not None:
+                    self._finished_bytes -= old[1]
 
     # ---- control ----
     def interrupt(self, prompt_id: str | None = None) -> bool:
@@ -391,10 +419,13 @@ class Engine:
         return self.queue.get_history(prompt_id=prompt_id).get(prompt_id)
 
     def delete_history(self, prompt_ids) -> None:
+        prompt_ids = list(prompt_ids)
         self.queue.delete_history(prompt_ids)
+        self._forget_finished(prompt_ids)
 
     def clear_history(self) -> None:
         self.queue.clear_history()
+        self._forget_finished()
 
     @property
     def running_prompt_id(self) -> str | None:
