@@ -46,6 +46,10 @@ def configure_process(cpu: bool = False) -> None:
     if _configured:
         return
     _configured = True
+    import faulthandler
+    import sys
+
+    faulthandler.enable(sys.stderr)  # a fatal signal (SIGBUS, SIGSEGV) leaves its tracebacks in the log
     if cpu and os.environ.get("COMFYUI_CPU_KEEP_HEAP", "1") != "0":
         _keep_freed_memory_in_heap()
 

@@ -2,6 +2,7 @@
 submits (each submit is acknowledged, stored and run, or refused with 503 and not stored; the
 store reconnects by itself), and SQLite files that cannot be written."""
 import errno
+import os
 import subprocess
 import threading
 import time
@@ -184,3 +185,28 @@ def test_sqlite_wal_is_truncated_after_a_burst_when_idle_and_at_shutdown(tmp_pat
     finally:
         server.stop()
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_truncated_shm_file_stops_the_server_with_a_reason_not_sigbus(tmp_path):
+    db = tmp_path / "jobs.db"
+    server = ServerProcess(str(tmp_path / "base"), f"sqlite:///{db}").start()
+    try:
+        client = server.client()
+        pid = client.submit(trivial_prompt("before"))
+        wait_until(lambda: pid in client.get("/api/history").json(), what="the prompt to run")
+        time.sleep(2)  # the writer is idle (its checkpoint done): no transaction is using the mapping
+        os.truncate(f"{db}-shm", 0)  # another process breaks the shared-memory file
+        try:
+            client.post("/api/prompt", {"prompt": trivial_prompt("after")})
+        except OSError:
+            pass
+        server.proc.wait(30)
+        assert server.proc.returncode == 70, (server.proc.returncode, server.log_tail())  # not -SIGBUS
+        assert "shared-memory file" in server.log_tail() and "truncated" in server.log_tail()
+    finally:
+        server.kill()
+    again = ServerProcess(str(tmp_path / "base"), f"sqlite:///{db}").start()
+    try:  # the committed job is still there after a restart
+        assert again.client().get(f"/api/jobs/{pid}").json()["status"] == "completed"
+    finally:
+        again.stop()

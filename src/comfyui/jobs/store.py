@@ -38,6 +38,7 @@ import collections
 import concurrent.futures
 import functools
 import logging
+import os
 import pathlib
 import sqlite3
 import threading
@@ -70,10 +71,13 @@ def make_engine(url: str) -> sa.Engine:
         # fresh connection (nothing is acknowledged before its commit), later reads reconnect
         return sa.create_engine(url, **codec)
     memory = url in ("sqlite://", "sqlite:///:memory:")
-    if not memory and url.split("sqlite:///", 1)[-1]:
-        pathlib.Path(url.split("sqlite:///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
+    path = url.split("sqlite:///", 1)[-1]
+    if not memory and path:
+        pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, connect_args={"check_same_thread": False},
                               poolclass=StaticPool if memory else None, **codec)
+    if not memory and path:
+        _guard_shm(engine, path + "-shm")
 
     @sa.event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection, _record):
@@ -85,6 +89,27 @@ def make_engine(url: str) -> sa.Engine:
         cursor.close()
 
     return engine
+
+
+def _guard_shm(engine: sa.Engine, shm: str) -> None:
+    """SQLite maps its ``-shm`` file into memory: once another process truncates it, the next
+    access of the mapping kills this process with SIGBUS, silently. Every checkout of a
+    connection first checks that the file still has its first 32 KiB region; if not, the
+    server logs why and exits (status 70) before touching it. Committed jobs are safe in the
+    database file and its log; a restart rebuilds the file."""
+
+    @sa.event.listens_for(engine, "checkout")
+    def _check(_dbapi_connection, _record, _proxy):
+        try:
+            size = os.stat(shm).st_size
+        except FileNotFoundError:  # (unlinked: our mapping is still whole)
+            return
+        if size < 32768:
+            log.critical("the job database's shared-memory file %s was truncated by another process "
+                         "(%d bytes); using it would crash this process (SIGBUS), so the server stops now. "
+                         "Committed jobs are safe; restart the server.", shm, size)
+            logging.shutdown()
+            os._exit(70)
 
 
 # Job writes, batched per kind: rows of the same kind in a batch are one executemany.
