@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from ..dit import (MLPEmbedder, QKNorm, RMSNorm, SelfAttention, attention, clamp_fp16, layer_norm, modulate,
+from ..dit import (DoubleStreamBlock, LastLayer, MLPEmbedder, RMSNorm, SingleStreamBlock,
                    rope_angles, timestep_embedding)
 
 
@@ -50,73 +50,6 @@ class Approximator(nn.Module):
 def _triple(mods: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(shift, scale, gate) [B, 1, dim] from slots offset .. offset+2 of ``mods`` [B, slots, dim]."""
     return mods[:, offset:offset + 1], mods[:, offset + 1:offset + 2], mods[:, offset + 2:offset + 3]
-
-
-class DoubleStreamBlock(nn.Module):
-    """Flux's double-stream block; the modulation comes from outside: ``mods`` =
-    ((img attention triple, img MLP triple), (txt attention triple, txt MLP triple))."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, qkv_bias: bool, device: Any = None):
-        super().__init__()
-        mlp_hidden = int(dim * mlp_ratio)
-        for stream in ("img", "txt"):
-            self.add_module(f"{stream}_norm1", layer_norm(dim))
-            self.add_module(f"{stream}_attn", SelfAttention(dim, heads, qkv_bias, device=device))
-            self.add_module(f"{stream}_norm2", layer_norm(dim))
-            self.add_module(f"{stream}_mlp", nn.Sequential(
-                ops.Linear(dim, mlp_hidden, device=device), nn.GELU(approximate="tanh"),
-                ops.Linear(mlp_hidden, dim, device=device)))
-
-    def forward(self, img: torch.Tensor, txt: torch.Tensor, mods: tuple, rope: tuple,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        ((img_shift1, img_scale1, img_gate1), (img_shift2, img_scale2, img_gate2)), \
-            ((txt_shift1, txt_scale1, txt_gate1), (txt_shift2, txt_scale2, txt_gate2)) = mods
-        img_q, img_k, img_v = self.img_attn.qkv_heads(modulate(self.img_norm1(img), img_shift1, img_scale1))
-        txt_q, txt_k, txt_v = self.txt_attn.qkv_heads(modulate(self.txt_norm1(txt), txt_shift1, txt_scale1))
-        attn = attention(torch.cat((txt_q, img_q), dim=2), torch.cat((txt_k, img_k), dim=2),
-                         torch.cat((txt_v, img_v), dim=2), rope, mask)
-        n_txt = txt.shape[1]
-        txt_attn, img_attn = attn[:, :n_txt], attn[:, n_txt:]
-        img = img + img_gate1 * self.img_attn.proj(img_attn)
-        img = img + img_gate2 * self.img_mlp(modulate(self.img_norm2(img), img_shift2, img_scale2))
-        txt = txt + txt_gate1 * self.txt_attn.proj(txt_attn)
-        txt = txt + txt_gate2 * self.txt_mlp(modulate(self.txt_norm2(txt), txt_shift2, txt_scale2))
-        return img, clamp_fp16(txt)
-
-
-class SingleStreamBlock(nn.Module):
-    """Flux's single-stream block (fused q/k/v + MLP input, fused output), modulated from outside."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, device: Any = None):
-        super().__init__()
-        self.dim = dim
-        self.heads = heads
-        self.mlp_hidden = int(dim * mlp_ratio)
-        self.linear1 = ops.Linear(dim, dim * 3 + self.mlp_hidden, device=device)
-        self.linear2 = ops.Linear(dim + self.mlp_hidden, dim, device=device)
-        self.norm = QKNorm(dim // heads, device=device)
-        self.pre_norm = layer_norm(dim)
-        self.mlp_act = nn.GELU(approximate="tanh")
-
-    def forward(self, x: torch.Tensor, mods: tuple, rope: tuple, mask: torch.Tensor | None = None) -> torch.Tensor:
-        shift, scale, gate = mods
-        projected = self.linear1(modulate(self.pre_norm(x), shift, scale))
-        q, k, v = projected[..., :3 * self.dim].unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
-        q, k, v = self.norm.query_norm(q), self.norm.key_norm(k), v.contiguous()
-        mlp = self.mlp_act(projected[..., 3 * self.dim:])
-        del projected
-        attn = attention(q, k, v, rope, mask)
-        return clamp_fp16(x + gate * self.linear2(torch.cat((attn, mlp), dim=-1)))
-
-
-class LastLayer(nn.Module):
-    def __init__(self, dim: int, out_features: int, device: Any = None):
-        super().__init__()
-        self.norm_final = layer_norm(dim)
-        self.linear = ops.Linear(dim, out_features, device=device)
-
-    def forward(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
 class Chroma(nn.Module):

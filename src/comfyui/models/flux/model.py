@@ -20,10 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import ops
-from ..dit import (MLPEmbedder, QKNorm, RMSNorm, SelfAttention, apply_rope, attention,  # noqa: F401
-                   clamp_fp16 as _clamp_fp16, layer_norm as _layer_norm, modulate as _modulate, rope_angles,
-                   timestep_embedding)
+from .. import dit, ops
+from ..dit import MLPEmbedder, clamp_fp16, rope_angles, timestep_embedding
 
 
 class Modulation(nn.Module):
@@ -39,78 +37,43 @@ class Modulation(nn.Module):
         return list(self.lin(F.silu(vec))[:, None, :].chunk(self.count, dim=-1))
 
 
-class DoubleStreamBlock(nn.Module):
-    """Image and text tokens keep their own weights and attend jointly (text first)."""
+class DoubleStreamBlock(dit.DoubleStreamBlock):
+    """Image and text tokens keep their own weights and attend jointly (text first); each
+    stream's modulation comes from the conditioning vector (``img_mod``, ``txt_mod``)."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, qkv_bias: bool, device: Any = None):
-        super().__init__()
-        mlp_hidden = int(dim * mlp_ratio)
-        for stream in ("img", "txt"):
-            self.add_module(f"{stream}_mod", Modulation(dim, double=True, device=device))
-            self.add_module(f"{stream}_norm1", _layer_norm(dim))
-            self.add_module(f"{stream}_attn", SelfAttention(dim, heads, qkv_bias, device=device))
-            self.add_module(f"{stream}_norm2", _layer_norm(dim))
-            self.add_module(f"{stream}_mlp", nn.Sequential(
-                ops.Linear(dim, mlp_hidden, device=device), nn.GELU(approximate="tanh"),
-                ops.Linear(mlp_hidden, dim, device=device)))
+        super().__init__(dim, heads, mlp_ratio, qkv_bias, device=device)
+        self.img_mod = Modulation(dim, double=True, device=device)
+        self.txt_mod = Modulation(dim, double=True, device=device)
 
     def forward(self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, rope: tuple,
                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        img_shift1, img_scale1, img_gate1, img_shift2, img_scale2, img_gate2 = self.img_mod(vec)
-        txt_shift1, txt_scale1, txt_gate1, txt_shift2, txt_scale2, txt_gate2 = self.txt_mod(vec)
-        img_q, img_k, img_v = self.img_attn.qkv_heads(_modulate(self.img_norm1(img), img_shift1, img_scale1))
-        txt_q, txt_k, txt_v = self.txt_attn.qkv_heads(_modulate(self.txt_norm1(txt), txt_shift1, txt_scale1))
-        attn = attention(torch.cat((txt_q, img_q), dim=2), torch.cat((txt_k, img_k), dim=2),
-                         torch.cat((txt_v, img_v), dim=2), rope, mask)
-        n_txt = txt.shape[1]
-        txt_attn, img_attn = attn[:, :n_txt], attn[:, n_txt:]
-
-        img = img + img_gate1 * self.img_attn.proj(img_attn)
-        img = img + img_gate2 * self.img_mlp(_modulate(self.img_norm2(img), img_shift2, img_scale2))
-        txt = txt + txt_gate1 * self.txt_attn.proj(txt_attn)
-        txt = txt + txt_gate2 * self.txt_mlp(_modulate(self.txt_norm2(txt), txt_shift2, txt_scale2))
-        return img, _clamp_fp16(txt)
+        img_mods, txt_mods = self.img_mod(vec), self.txt_mod(vec)
+        mods = ((img_mods[:3], img_mods[3:]), (txt_mods[:3], txt_mods[3:]))
+        return super().forward(img, txt, mods, rope, mask)
 
 
-class SingleStreamBlock(nn.Module):
+class SingleStreamBlock(dit.SingleStreamBlock):
     """One weight set over the joined sequence; attention and MLP run in parallel from one
     input projection (``linear1``: q, k, v, mlp) into one output projection (``linear2``)."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, device: Any = None):
-        super().__init__()
-        self.dim = dim
-        self.heads = heads
-        self.mlp_hidden = int(dim * mlp_ratio)
-        self.linear1 = ops.Linear(dim, dim * 3 + self.mlp_hidden, device=device)
-        self.linear2 = ops.Linear(dim + self.mlp_hidden, dim, device=device)
-        self.norm = QKNorm(dim // heads, device=device)
-        self.pre_norm = _layer_norm(dim)
-        self.mlp_act = nn.GELU(approximate="tanh")
+        super().__init__(dim, heads, mlp_ratio, device=device)
         self.modulation = Modulation(dim, double=False, device=device)
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor, rope: tuple,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
-        shift, scale, gate = self.modulation(vec)
-        projected = self.linear1(_modulate(self.pre_norm(x), shift, scale))
-        q, k, v = projected[..., :3 * self.dim].unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
-        q, k, v = self.norm.query_norm(q), self.norm.key_norm(k), v.contiguous()
-        mlp = self.mlp_act(projected[..., 3 * self.dim:])
-        del projected  # the widest activation: freed before attention and the output projection
-        attn = attention(q, k, v, rope, mask)
-        out = self.linear2(torch.cat((attn, mlp), dim=-1))
-        return _clamp_fp16(x + gate * out)
+        return super().forward(x, self.modulation(vec), rope, mask)
 
 
-class LastLayer(nn.Module):
+class LastLayer(dit.LastLayer):
     def __init__(self, dim: int, out_features: int, device: Any = None):
-        super().__init__()
-        self.norm_final = _layer_norm(dim)
-        self.linear = ops.Linear(dim, out_features, device=device)
+        super().__init__(dim, out_features, device=device)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), ops.Linear(dim, 2 * dim, device=device))
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(vec)[:, None, :].chunk(2, dim=-1)
-        return self.linear(_modulate(self.norm_final(x), shift, scale))
+        return super().forward(x, shift, scale)
 
 
 class Flux(nn.Module):
@@ -262,7 +225,7 @@ class Flux(nn.Module):
             if control is not None and i < len(control.get("input") or ()) and control["input"][i] is not None:
                 add = control["input"][i]
                 img[:, :add.shape[1]] += add
-        img = _clamp_fp16(img)
+        img = clamp_fp16(img)
 
         n_txt = txt.shape[1]
         x = torch.cat((txt, img), dim=1)
