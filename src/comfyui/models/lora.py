@@ -225,6 +225,8 @@ def calculate_weight(patches: list[tuple], weight: torch.Tensor, key: str,
     for strength, v, strength_model, offset, function in patches:
         if isinstance(v, torch.Tensor):
             v = ("diff", (v,))
+        elif isinstance(v, list):  # another model's weight with its own patches (model merging)
+            v = ("diff", (calculate_weight(v[1:], v[0][0].to(weight.device, torch.float32, copy=True), key),))
         kind, data = v
         target = weight if offset is None else weight.narrow(offset[0], offset[1], offset[2])
         if strength_model != 1.0:

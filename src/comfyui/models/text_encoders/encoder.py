@@ -179,6 +179,9 @@ class CLIP:
     def add_patches(self, patches: dict, strength_patch: float = 1.0, strength_model: float = 1.0) -> list:
         return self.patcher.add_patches(patches, strength_patch, strength_model)
 
+    def get_key_patches(self) -> dict[str, list]:
+        return self.patcher.get_key_patches()
+
     def clip_layer(self, layer_idx: int) -> None:
         self.layer_idx = layer_idx
 
