@@ -279,3 +279,31 @@ def test_workflow_merge_save_reload_same_image(ws):
     merged, reloaded, plain = img(out1), img(out2), img(out3)
     assert np.array_equal(merged, reloaded)
     assert np.abs(merged - plain).max() > 0  # the merge changed the image
+
+
+def test_sdxl_block_merge_and_model_save(workspace):
+    from comfyui.models import sd as sdm
+    m = os.path.join(workspace, "models", "checkpoints")
+    a, ca, _ = sdm.load_checkpoint_guess_config(fx.make_sdxl_checkpoint(os.path.join(m, "x1.safetensors"), seed=51))[:3]
+    b = sdm.load_checkpoint_guess_config(fx.make_sdxl_checkpoint(os.path.join(m, "x2.safetensors"), seed=52))[0]
+    args = {n: 1.0 for n in MM.ModelMergeSDXL.INPUT_TYPES()["required"] if n not in ("model1", "model2")}
+    args["label_emb."] = 0.0
+    args["middle_block.1"] = 0.5
+    (mx,) = MM.ModelMergeSDXL().merge(a, b, **args)
+    hit = set()
+    for k in _unet_keys(a):
+        u = k[len(UNET):]
+        r = 0.0 if u.startswith("label_emb.") else 0.5 if u.startswith("middle_block.1") else 1.0
+        hit.add(r)
+        assert torch.equal(mx.patched_weight(k).float(), _orig(a, k) * r + (1.0 - r) * _orig(b, k)), k
+    assert hit == {0.0, 0.5, 1.0}
+    MM.ModelSave().save(mx, "diffusion_models/xl", prompt={"9": {}})
+    f = os.path.join(workspace, "output", "diffusion_models", "xl_00001_.safetensors")
+    with safe_open(f, "pt") as fh:
+        meta = fh.metadata()
+        keys = list(fh.keys())
+    assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base" and meta["prompt"] == '{"9": {}}'
+    assert keys and all(k.startswith("model.diffusion_model.") for k in keys)
+    u = sdm.load_diffusion_model(f)
+    usd = u.model.diffusion_model.state_dict()
+    assert all(torch.equal(usd[k[len(UNET):]], mx.patched_weight(k)) for k in _unet_keys(a))

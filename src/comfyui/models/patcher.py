@@ -213,7 +213,8 @@ class ModelPatcher:
         of ``.model`` (or a tuple ``(key, offset)`` / ``(key, offset, function)``) and patch
         is a ``comfyui.models.lora`` patch (``("lora", (...))``, ``("diff", (tensor,))`` or
         a bare tensor = diff, or another model's ``[(weight,), *its patches]`` as
-        ``get_key_patches`` gives it, evaluated when patched: model merging). Weight becomes ``w*strength_model + strength_patch*delta``.
+        ``get_key_patches`` gives it, evaluated when patched: model merging). Weight
+        becomes ``w*strength_model + strength_patch*delta``.
         Returns the keys that exist in the model (others are ignored)."""
         sd = self.model.state_dict(keep_vars=True)
         added = []

@@ -258,14 +258,9 @@ class ModelSave(_Saver):
                 "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
     def save(self, model, filename_prefix, prompt=None, extra_pnginfo=None):
-        metadata = _metadata(prompt, extra_pnginfo)
-        if model.model.model_type == "v_prediction":
-            metadata["modelspec.predict_key"] = "v"
-        elif model.model.model_type == "eps":
-            metadata["modelspec.predict_key"] = "epsilon"
-        sd = sdm.checkpoint_state_dict(model, None, None)
-        _io.save_torch_file(sd, _out_path(filename_prefix, self._dir()), metadata=metadata)
-        return {}
+        # upstream writes it with its checkpoint writer, no CLIP / VAE: same metadata
+        from .loaders import CheckpointSave
+        return CheckpointSave.save(self, model, None, None, filename_prefix, prompt, extra_pnginfo)
 
 
 NODE_CLASS_MAPPINGS = {
