@@ -7,8 +7,8 @@
    as our loader does) vs diffusers' ``WanTransformer3DModel`` on the same random weights (drawn
    in the released layout, converted by diffusers' own ``convert_wan_transformer_to_diffusers``).
    Weights fp32 and bf16; ours with bf16 weights computes in the dtype our loader picks for the
-   device (``memory.unet_manual_cast``: bf16 on a GPU, fp32 on a CPU where bf16 matrix products
-   are emulated), diffusers computes in bf16. Reported: median seconds per step after a warm-up
+   device (``memory.unet_manual_cast``: bf16 on a GPU, fp32 on a CPU), diffusers computes in
+   bf16. Reported: median seconds per step after a warm-up
    step, the process's resident memory with the weights loaded and its peak during the steps
    (CPU: RSS sampled every 2 ms in a thread; CUDA: torch's peak allocation), max |ours - diffusers|.
 2. VAE decode: the Wan 2.1 VAE (dim 96, z 16, random weights, released layout) decoding T and 2T
@@ -28,7 +28,33 @@ Run:  python bench/video.py [--layers 2] [--frames 33] [--width 480] [--height 2
                             [--device cpu|cuda]
 (on a GPU use more steps and rounds: --steps 5 --rounds 2 --vae-width 480 --vae-height 272)
 
-Measured: (filled in below)
+Measured 2026-12-07, CPU (2-core AMD EPYC with avx512_bf16, shared: another helper's test suite
+ran alongside, load average 1.7 at the start, 3.6 at the end), defaults (one timed step per
+implementation, so the fp32 step times are noisy: a single fp32 run a minute earlier gave ours
+9.81 s, diffusers 8.01 s); the whole run took 8 min (about 2.5 min with --skip-vae):
+
+    torch 2.14.1+cu130, 2 threads, load average 1.70 1.27 2.01
+    Wan DiT dim 1536, 12 heads, ffn 8960, 2 layers (119 M parameters), 33 frames at 480x272 (latent [9, 34, 60], 4590 tokens), 512 text tokens, device cpu
+     weights       impl   s/step  resident MiB  peak MiB  max |diff|
+        fp32       ours    11.48          1003      1519    2.50e-06
+        fp32  diffusers    13.64          1294      2010    2.50e-06
+        fp32      ratio     0.84                    0.76
+        bf16       ours    16.70           776      1420    1.32e-02
+        bf16  diffusers     4.80          1068      1446    1.32e-02
+        bf16      ratio     3.47                    0.98
+    Wan 2.1 VAE decode (dim 96, z 16), latent 17x30 (240x136 pixels), fp32, device cpu
+    latent T  frames       impl  seconds  resident MiB  peak MiB  above MiB  max |diff|
+           5      17       ours    63.85          1001      1907        906    2.66e-06
+           5      17  diffusers    60.04          1297      2231        935    2.66e-06
+           9      33       ours   113.09          1001      1889        888    2.71e-06
+           9      33  diffusers   104.86          1297      2209        912    2.71e-06
+    growth of the peak above the weights, latent T 5 -> 9: ours 0.98x, diffusers 0.98x
+    load average at the end 3.64 3.17 2.65
+
+On this CPU ours with bf16 weights computes in fp32 (our loader's CPU policy), diffusers in bf16,
+which this CPU runs natively (avx512_bf16), hence ours 3.5x slower there. The VAE's peak on a CPU
+is the full-resolution conv3d workspace of one chunk; it does not grow with the frame count for
+either implementation (diffusers also decodes one latent frame at a time with caches).
 """
 from __future__ import annotations
 
