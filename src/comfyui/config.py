@@ -164,6 +164,9 @@ class Config:
     # slow clients
     header_timeout: float = 75.0
     body_timeout: float = 30.0
+    # production API (comfyui.api_server)
+    enable_api: bool = False
+    api_port: int = 3000
 
     def __repr__(self) -> str:  # never prints a credential (logs, tracebacks, debuggers)
         from .redact import redact_value
@@ -450,6 +453,10 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
     slow.add_argument("--body-timeout", metavar="SECONDS", type=_positive_float, default=30.0,
                       help="answer 408 and close a connection whose request body delivers under 1 KiB "
                            "in this many seconds while the server waits for it (default 30)")
+    api = p.add_argument_group("production API (docs/production-api.md)")
+    api.add_argument("--enable-api", action="store_true",
+                     help="also serve the stateless production API (comfyui-api's routes) on --api-port")
+    api.add_argument("--api-port", type=_port, default=3000, help="production API port (default 3000)")
     return p
 
 

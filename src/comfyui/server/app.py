@@ -316,6 +316,19 @@ async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None 
                 engine.stop()
             log.error("cannot listen on %s:%s: %s", addr, port, e)
             return 1
+    api_runner = None
+    if config_get(config, "enable_api", False):
+        from ..api_server.app import start_api
+        from ..api_server.settings import SettingsError
+
+        try:
+            api_runner = await start_api(engine, config, addresses, sslctx)
+        except (OSError, SettingsError) as e:
+            await runner.cleanup()
+            if own_engine:
+                engine.stop()
+            log.error("cannot start the production API: %s", e)
+            return 1
     engine.start()  # no-op when the caller started it already
     scheme = "https" if sslctx else "http"
     actual_port = port
@@ -348,6 +361,8 @@ async def serve(config: Any, engine: Any = None, *, ready: asyncio.Event | None 
     try:
         await stop.wait()
     finally:
+        if api_runner is not None:
+            await api_runner.cleanup()
         await runner.cleanup()
         if own_engine:
             engine.stop()

@@ -1,0 +1,195 @@
+"""The production API's aiohttp application and its listener.
+
+``create_api_app(engine, config, settings)`` builds the app; ``start_api(...)`` serves it on
+``--api-port`` next to the main server (``comfyui.server.app.serve`` calls it when
+``--enable-api`` / ``COMFYUI_ENABLE_API`` is on). Both listeners share the process, the engine
+and its queue: a prompt sent here is a job like any other (it shows in ``/queue``,
+``/history``, ``/api/jobs``).
+
+Routes: ``POST /prompt`` (:mod:`.service`), ``GET /health``, ``GET /ready``, ``GET /models``,
+``GET /openapi.json``, ``GET /docs`` (Swagger UI). With ``--api-key`` set every route but the
+probes needs ``Authorization: Bearer <key>``.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ..server.security import _key_ok, error_middleware
+from .service import ApiService, PromptFailed, rewrite_prefixes
+from .settings import ApiSettings
+from .system_events import SystemEvents
+
+log = logging.getLogger(__name__)
+
+STATE = web.AppKey("api_state", "ApiState")
+PROBES = ("/health", "/ready")
+
+
+def version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+class ApiState:
+    def __init__(self, engine: Any, config: Any, settings: ApiSettings):
+        self.engine, self.config, self.settings = engine, config, settings
+        self.session: aiohttp.ClientSession | None = None
+        self.service: ApiService | None = None
+        self.events: SystemEvents | None = None
+        self.warm = asyncio.Event()
+        self.warmup_failed: str | None = None
+        self.warmup_checkpoint: str | None = None
+        self.warmup_task: asyncio.Task | None = None
+
+    # ---- probes ----
+    def ready(self) -> bool:
+        depth = self.settings.max_queue_depth
+        return (self.warm.is_set() and self.engine.running
+                and (not depth or self.engine.queue_remaining() < depth))
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.warm.is_set():
+            return web.json_response({"version": version(), "status": "healthy"})
+        return web.json_response({"version": version(), "status": "not healthy"}, status=500)
+
+    async def ready_probe(self, request: web.Request) -> web.Response:
+        if self.ready():
+            return web.json_response({"version": version(), "status": "ready"})
+        return web.json_response({"version": version(), "status": "not ready"}, status=503)
+
+    async def models(self, request: web.Request) -> web.Response:
+        folders = self.engine.runtime.folders
+        names = [n for n in folders.folder_names_and_paths if n != "custom_nodes"]
+        lists = await asyncio.to_thread(lambda: {n: folders.get_filename_list(n) for n in names})
+        return web.json_response(lists)
+
+    async def prompt(self, request: web.Request) -> web.Response:
+        from ..server.context import read_json
+
+        body = await read_json(request, default=None, require_content_type=False)
+        return await self.service.handle(body)
+
+    # ---- warmup ----
+    async def run_warmup(self) -> None:
+        path = self.settings.warmup_prompt_file
+        try:
+            if path:
+                with open(path, encoding="utf-8") as f:
+                    data = json.load(f)
+                prompt = data.get("prompt", data) if isinstance(data, dict) else data
+                self.warmup_checkpoint = _checkpoint_of(prompt)
+                log.info("production API: running the warmup prompt %s", path)
+                prompt_id = str(uuid.uuid4())
+                prompt = rewrite_prefixes(prompt, prompt_id, "warmup")
+                from ..jobs.submission import PromptRequest
+
+                await self.service.submitter.submit(PromptRequest(prompt, prompt_id=prompt_id))
+                await self.service.run(prompt_id, None, {})
+                await self.service._remove_folder(prompt_id)
+            self.warm.set()
+        except (OSError, ValueError, PromptFailed) as e:
+            self.warmup_failed = f"{type(e).__name__}: {e}"
+            log.error("production API: warmup prompt %s failed; /ready stays 503: %s", path, self.warmup_failed)
+        except Exception as e:  # noqa: BLE001 - a PromptRejected etc.: stays not ready, said once
+            self.warmup_failed = f"{type(e).__name__}: {e}"
+            log.error("production API: warmup prompt %s refused; /ready stays 503: %s", path, e)
+
+
+def _checkpoint_of(prompt: Any) -> str | None:
+    """The warmup prompt's checkpoint (the default model of workflow endpoints)."""
+    if isinstance(prompt, dict):
+        for node in prompt.values():
+            if isinstance(node, dict) and isinstance(node.get("inputs"), dict):
+                name = node["inputs"].get("ckpt_name")
+                if isinstance(name, str):
+                    return name
+    return None
+
+
+def _auth_middleware(api_key: str | None):
+    @web.middleware
+    async def auth(request: web.Request, handler):
+        if api_key is not None and request.path not in PROBES:
+            auth_header = request.headers.get("Authorization", "")
+            given = auth_header[7:].strip() if auth_header[:7].lower() == "bearer " else None
+            if not _key_ok(given, api_key):
+                return web.json_response({"error": "Unauthorized"}, status=401,
+                                         headers={"WWW-Authenticate": 'Bearer realm="comfyui"'})
+        return await handler(request)
+
+    return auth
+
+
+def create_api_app(engine: Any, config: Any = None, settings: ApiSettings | None = None) -> web.Application:
+    from ..server.app import _api_key, _runtime_middleware
+    from .openapi import setup_docs
+
+    settings = settings or ApiSettings.from_env(config)
+    state = ApiState(engine, config, settings)
+    app = web.Application(client_max_size=settings.max_body_bytes,
+                          middlewares=[_runtime_middleware(engine), error_middleware,
+                                       _auth_middleware(_api_key(config))])
+    app[STATE] = state
+    app.router.add_post("/prompt", state.prompt)
+    app.router.add_get("/health", state.health)
+    app.router.add_get("/ready", state.ready_probe)
+    app.router.add_get("/models", state.models)
+    setup_docs(app)
+
+    async def on_startup(app: web.Application) -> None:
+        state.session = aiohttp.ClientSession()
+        state.service = ApiService(engine, settings, state.session)
+        if settings.system_webhook_url and settings.system_webhook_events:
+            state.events = SystemEvents(state.service.webhooks, settings, asyncio.get_running_loop())
+            engine.add_listener(state.events.listener)
+        state.warmup_task = asyncio.create_task(state.run_warmup())
+
+    async def on_cleanup(app: web.Application) -> None:
+        if state.warmup_task is not None and not state.warmup_task.done():
+            state.warmup_task.cancel()
+        if state.events is not None:
+            engine.remove_listener(state.events.listener)
+            await state.events.close()
+        if state.service is not None:
+            await state.service.close()
+        if state.session is not None:
+            await state.session.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+async def start_api(engine: Any, config: Any, addresses: list[str], ssl_context: Any = None) -> web.AppRunner:
+    """Serve the production API on ``--api-port`` at ``addresses``; -> its runner (clean it
+    up to stop). Raises OSError when the port cannot be bound."""
+    from ..server.app import runner_options
+
+    settings = ApiSettings.from_env(config)
+    runner = web.AppRunner(create_api_app(engine, config, settings), access_log=None, handle_signals=False,
+                           **runner_options(config))
+    await runner.setup()
+    try:
+        for addr in addresses:
+            site = web.TCPSite(runner, addr, settings.port, ssl_context=ssl_context, reuse_address=True)
+            try:
+                await site.start()
+            except OSError:
+                if addr == "::" and len(addresses) > 1:
+                    continue
+                raise
+    except BaseException:
+        await runner.cleanup()
+        raise
+    scheme = "https" if ssl_context else "http"
+    log.info("production API at %s://%s:%s (docs at /docs)", scheme, addresses[0], settings.port)
+    return runner
+

@@ -1,0 +1,146 @@
+"""The production API's OpenAPI 3.0 document (``GET /openapi.json``) and Swagger UI at
+``/docs``, served from the ``swagger-ui-bundle`` package (the ``api`` extra; no CDN: servers
+often have no internet). Without the package ``/docs`` says how to get it; the document is
+always served."""
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from aiohttp import web
+
+from .convert import JPEGOptions, WebPOptions
+
+
+def _options_schema(model) -> dict:
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    return schema
+
+
+NODE = {"type": "object", "required": ["class_type", "inputs"],
+        "properties": {"class_type": {"type": "string"}, "inputs": {"type": "object", "additionalProperties": True},
+                       "_meta": {"type": "object", "additionalProperties": True}}}
+
+ERROR_BODY = {"type": "object", "description": "ComfyUI's error shape",
+              "properties": {"error": {"type": "object", "properties": {
+                  "type": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "string"},
+                  "extra_info": {"type": "object", "additionalProperties": True}}},
+                  "node_errors": {"type": "object", "additionalProperties": True,
+                                  "description": "node id -> {errors, dependent_outputs, class_type}"},
+                  "id": {"type": "string", "nullable": True}}}
+
+
+def _probe(ok: str, bad: str, bad_code: str) -> dict:
+    def body(status: str) -> dict:
+        return {"application/json": {"schema": {"type": "object", "properties": {
+            "version": {"type": "string"}, "status": {"type": "string", "enum": [status]}}}}}
+    return {"200": {"description": ok, "content": body(ok)}, bad_code: {"description": bad, "content": body(bad)}}
+
+
+def document(server_url: str | None = None) -> dict[str, Any]:
+    from . import app as api_app
+
+    request_props = {
+        "id": {"type": "string", "description": "Your id for this request; a UUID when omitted. Echoed back "
+                                                "and used as the output file names' prefix."},
+        "prompt": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/ComfyNode"},
+                   "description": "A ComfyUI prompt in API format; it must contain a saving node "
+                                  "(a node with a filename_prefix input). File inputs may be http(s) URLs "
+                                  "or base64."},
+        "webhook": {"type": "string", "format": "uri",
+                    "description": "Answer 202 at once; send each output to this URL (output.complete) or the "
+                                   "failure (prompt.failed), signed per the Standard Webhooks spec."},
+        "convert_output": {"$ref": "#/components/schemas/OutputConversion"},
+        "s3": {"$ref": "#/components/schemas/S3Target"},
+    }
+    response_props = {**request_props,
+                      "images": {"type": "array", "items": {"type": "string"},
+                                 "description": "base64 of each output file, or its s3:// URL with 's3'"},
+                      "filenames": {"type": "array", "items": {"type": "string"}},
+                      "status": {"type": "string", "enum": ["ok"], "description": "202 answers only"},
+                      "stats": {"type": "object", "additionalProperties": {"type": "number"},
+                                "description": "milliseconds: preprocess_time, comfy_round_trip_time, "
+                                               "postprocess_time, total_time"}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "ComfyUI production API", "version": api_app.version(),
+                 "description": "A stateless request API in the style of comfyui-api, served by the engine "
+                                "itself (docs/production-api.md)."},
+        "servers": [{"url": server_url or "/"}],
+        "paths": {
+            "/prompt": {"post": {
+                "summary": "Submit Prompt", "operationId": "submitPrompt",
+                "description": "Run an API-format prompt. Without webhook or async s3 the answer waits for the "
+                               "outputs and carries them (base64, or s3:// URLs).",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/PromptRequest"}}}},
+                "responses": {
+                    "200": {"description": "The outputs", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/PromptResponse"}}}},
+                    "202": {"description": "Accepted; outputs go to the webhook / S3", "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/PromptResponse"}}}},
+                    "400": {"description": "Invalid request or prompt", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Error"}}}},
+                    "429": {"description": "Queue full", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Error"}}}},
+                    "500": {"description": "The prompt failed while running", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Error"}}}},
+                }}},
+            "/health": {"get": {"summary": "Health Probe", "operationId": "health",
+                                "responses": _probe("healthy", "not healthy", "500")}},
+            "/ready": {"get": {"summary": "Readiness Probe", "operationId": "ready",
+                               "description": "503 before the warmup prompt finished, when the engine is down "
+                                              "or the queue is at MAX_QUEUE_DEPTH.",
+                               "responses": _probe("ready", "not ready", "503")}},
+            "/models": {"get": {"summary": "List Models", "operationId": "listModels", "responses": {"200": {
+                "description": "model folder -> file names", "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}}}}}}}},
+        },
+        "components": {"schemas": {
+            "ComfyNode": NODE,
+            "PromptRequest": {"type": "object", "required": ["prompt"], "properties": request_props},
+            "PromptResponse": {"type": "object", "properties": response_props},
+            "OutputConversion": {"type": "object", "required": ["format"], "properties": {
+                "format": {"type": "string", "enum": ["jpeg", "jpg", "webp", "png"]},
+                "options": {"oneOf": [{"$ref": "#/components/schemas/JPEGOptions"},
+                                      {"$ref": "#/components/schemas/WebPOptions"}]}}},
+            "JPEGOptions": _options_schema(JPEGOptions),
+            "WebPOptions": _options_schema(WebPOptions),
+            "S3Target": {"type": "object", "required": ["bucket"], "properties": {
+                "bucket": {"type": "string"}, "prefix": {"type": "string", "default": ""},
+                "async": {"type": "boolean", "default": False,
+                          "description": "answer 202 at once and upload in the background"}}},
+            "Error": ERROR_BODY,
+        }},
+    }
+
+
+_DOCS_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>ComfyUI production API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});</script>
+</body></html>
+"""
+
+
+def setup_docs(app: web.Application) -> None:
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(document(f"{request.scheme}://{request.host}"))
+
+    async def docs(request: web.Request) -> web.Response:
+        if importlib.util.find_spec("swagger_ui_bundle") is None:
+            return web.Response(status=404, text="Swagger UI needs the swagger-ui-bundle package "
+                                                 "(pip install 'comfyui[api]'); the document is at /openapi.json")
+        return web.Response(text=_DOCS_PAGE, content_type="text/html")
+
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/docs", docs)
+    if importlib.util.find_spec("swagger_ui_bundle") is not None:
+        from swagger_ui_bundle import swagger_ui_path
+
+        app.router.add_static("/docs/static", str(swagger_ui_path), follow_symlinks=False)
