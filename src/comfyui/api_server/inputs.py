@@ -2,7 +2,8 @@
 
 Which inputs: file choices only, i.e. inputs whose node definition is a list of choices (COMBO:
 ``LoadImage.image``, ``LoadVideo.file``, ``LoadAudio.audio``, a custom loader's file list).
-Their value is fetched when it is an ``http(s)://`` URL, a ``data:<type>;base64,`` URL or
+Their value is fetched when it is an ``http(s)://`` URL, an ``s3://bucket/key`` URL (with the
+``api-s3`` extra; :mod:`.storage`), a ``data:<type>;base64,`` URL or
 bare base64 (at least 64 characters of the base64 alphabet that are not one of the choices).
 Free-text inputs are never touched, so a prompt text that happens to be a URL stays text.
 
@@ -79,7 +80,7 @@ def _kind(options: dict) -> str:
 
 def _is_remote(value: str, choices: list) -> bool:
     lowered = value[:8].lower()
-    if lowered.startswith(("http://", "https://")) or value.startswith("data:"):
+    if lowered.startswith(("http://", "https://", "s3://")) or value.startswith("data:"):
         return True
     return len(value) >= MIN_BARE_BASE64 and value not in choices and bool(_BASE64.match(value))
 
@@ -137,10 +138,29 @@ def _sniff_image(data: bytes) -> str:
 
 
 class InputFetcher:
-    def __init__(self, session: aiohttp.ClientSession, input_dir, *, max_bytes: int, timeout_s: float):
+    def __init__(self, session: aiohttp.ClientSession, input_dir, *, max_bytes: int, timeout_s: float, s3=None):
         self.session = session
         self.input_dir = input_dir  # a callable: the engine's input folder now
         self.max_bytes, self.timeout_s = max_bytes, timeout_s
+        self.s3 = s3  # a callable: the S3Storage
+
+    async def download_s3(self, url: str, kind: str) -> tuple[bytes, str]:
+        storage = self.s3()
+        try:
+            storage.check_available()
+        except PromptRejected as e:
+            raise InputFetchError("S3 is not available", e.error["details"]) from None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                data, content_type = await storage.download(url, self.max_bytes)
+        except TimeoutError:
+            raise InputFetchError("Download timed out", f"{url} took more than {self.timeout_s:g} s") from None
+        except ValueError as e:
+            raise InputFetchError("Input too large", str(e)) from None
+        except Exception as e:  # noqa: BLE001 - botocore's errors: missing bucket/key, access denied
+            raise InputFetchError("Download failed", f"{url}: {type(e).__name__}: {e}") from None
+        _check_type(content_type, kind)
+        return data, _EXTS.get(content_type) or os.path.splitext(url)[1].lower()
 
     async def download(self, url: str, kind: str) -> tuple[bytes, str]:
         limit = self.max_bytes
@@ -170,6 +190,8 @@ class InputFetcher:
         """Fetch one input; -> the file name the input now names."""
         if ref.value[:8].lower().startswith(("http://", "https://")):
             data, ext = await self.download(ref.value, ref.kind)
+        elif ref.value.startswith("s3://"):
+            data, ext = await self.download_s3(ref.value, ref.kind)
         else:
             if len(ref.value) > self.max_bytes * 4 // 3 + 64:
                 raise InputFetchError("Input too large", f"more than {self.max_bytes} bytes")

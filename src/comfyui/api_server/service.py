@@ -61,6 +61,10 @@ class PromptFailed(Exception):
         self.error = error
 
 
+class UploadFailed(Exception):
+    """An output could not be stored; the outputs stay in the request's output folder."""
+
+
 @dataclass
 class S3Target:
     bucket: str
@@ -184,7 +188,7 @@ class ApiService:
         folders = engine.runtime.folders
         self.folders = folders
         self.fetcher = InputFetcher(session, folders.get_input_directory, max_bytes=settings.input_max_bytes,
-                                    timeout_s=settings.input_timeout_s)
+                                    timeout_s=settings.input_timeout_s, s3=lambda: self.s3)
         self.webhooks = WebhookSender(session, secret=settings.webhook_secret, retries=settings.webhook_retries,
                                       backoff_s=settings.webhook_backoff_s, timeout_s=settings.webhook_timeout_s)
         self._s3 = None
@@ -226,6 +230,11 @@ class ApiService:
         except PromptFailed as e:
             await self._remove_folder(prompt_id)
             return _json({"error": e.error, "node_errors": {}, "id": request.id, "prompt_id": prompt_id}, 500)
+        except UploadFailed as e:
+            log.error("request %s: outputs kept in output/%s/%s (%s)", request.id, OUTPUT_SUBFOLDER, prompt_id, e)
+            error = {"type": "upload_failed", "message": "The outputs could not be uploaded", "details": str(e),
+                     "extra_info": {}}
+            return _json({"error": error, "node_errors": {}, "id": request.id, "prompt_id": prompt_id}, 502)
         await self._remove(outputs)
         stats["total_time"] = _ms(started)
         return _json({**request.body, "id": request.id, "prompt": prompt, "images": images,
@@ -266,8 +275,11 @@ class ApiService:
         target = request.s3
         keys = [f"{target.prefix.rstrip('/')}/{name}".lstrip("/") if target.prefix else name
                 for name in outputs.filenames]
-        await asyncio.gather(*(self.s3.upload(target.bucket, key, data, _content_type(key))
-                               for key, data in zip(keys, outputs.data)))
+        try:
+            await asyncio.gather(*(self.s3.upload(target.bucket, key, data, _content_type(key))
+                                   for key, data in zip(keys, outputs.data)))
+        except Exception as e:  # noqa: BLE001 - botocore's errors: no bucket, access denied, no network
+            raise UploadFailed(f"s3://{target.bucket}: {type(e).__name__}: {e}") from e
         return [f"s3://{target.bucket}/{key}" for key in keys]
 
     async def _deliver_in_background(self, request: ApiRequest, prompt: dict, prompt_id: str, stats: dict,
