@@ -10,7 +10,8 @@ nothing is cached) -> SaveImage. Both ways are driven by ``--clients`` concurren
 
 * ours: ``POST :api/prompt`` answers with the PNG as base64;
 * ComfyUI's: each client keeps a WebSocket open; per request ``POST /prompt`` with its
-  client id, wait for the ``executing`` ``node: null`` message of that prompt, ``GET /history/<id>``, ``GET /view`` of the image
+  client id, wait for the ``executing`` ``node: null`` message of that prompt,
+  ``GET /history/<id>``, ``GET /view`` of the image
   (the flow of ComfyUI's websockets_api_example.py).
 
 Then the same number of webhook requests (202 at once) whose ``output.complete`` messages are

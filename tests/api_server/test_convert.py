@@ -5,7 +5,7 @@ import io
 
 from PIL import Image
 
-from conftest import decode_image, image_prompt
+from api_helpers import decode_image, image_prompt
 
 
 async def test_jpeg_conversion_with_options(api):

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from conftest import decode_image
+from api_helpers import decode_image
 
 
 def png_bytes(color=(200, 10, 20), size=(5, 4)) -> bytes:

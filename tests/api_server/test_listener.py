@@ -6,7 +6,7 @@ import socket
 
 import aiohttp
 
-from conftest import image_prompt
+from api_helpers import image_prompt
 
 
 def _free_port() -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import image_prompt
+from api_helpers import image_prompt
 
 
 async def test_health_and_ready_when_idle(api):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from conftest import decode_image, image_prompt
+from api_helpers import decode_image, image_prompt
 
 
 async def test_sync_prompt_returns_base64_outputs_in_comfyui_api_shape(api):

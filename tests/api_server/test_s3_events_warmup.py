@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from conftest import decode_image, image_prompt
+from api_helpers import decode_image, image_prompt
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from conftest import decode_image, image_prompt
+from api_helpers import decode_image, image_prompt
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -47,7 +47,8 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.tries.append({"id": request.headers.get("webhook-id"), "valid": self.verify(SECRET, request.headers, body)})
+        valid = self.verify(SECRET, request.headers, body)
+        self.tries.append({"id": request.headers.get("webhook-id"), "valid": valid})
         if not self.tries[-1]["valid"]:
             return web.Response(status=401)
         if len(self.tries) <= self.fail_first:
@@ -142,3 +143,48 @@ async def test_outputs_are_kept_when_the_webhook_stays_down(api, receiver, caplo
     kept = list((api.workspace / "output" / "api").rglob("down_*.png"))
     assert len(kept) == 1
     assert "not delivered" in caplog.text and "outputs kept" in caplog.text
+
+
+async def test_the_seed_request_example_round_trips(api, receiver):
+    """comfyui-api's README example (LoadImage by URL with ``upload`` and ``_meta``, a webhook,
+    JPEG conversion), with a saving node added, as a client of that product sends it."""
+    import io
+
+    from PIL import Image
+
+    async def jpg(request):
+        buf = io.BytesIO()
+        Image.new("RGB", (12, 10), (90, 140, 200)).save(buf, "JPEG", quality=95)
+        return web.Response(body=buf.getvalue(), content_type="image/jpeg")
+
+    app = web.Application()
+    app.router.add_get("/coco/000000000009.jpg", jpg)
+    images = TestServer(app)
+    await images.start_server()
+    hook = await receiver()
+    try:
+        body = {
+            "id": "123e4567-e89b-12d3-a456-426614174000",
+            "prompt": {
+                "1": {"inputs": {"image": str(images.make_url("/coco/000000000009.jpg")), "upload": "image"},
+                      "class_type": "LoadImage", "_meta": {"title": "Load Image"}},
+                "9": {"inputs": {"filename_prefix": "ComfyUI", "images": ["1", 0]}, "class_type": "SaveImage",
+                      "_meta": {"title": "Save Image"}},
+            },
+            "webhook": hook.url,
+            "convert_output": {"format": "jpeg", "options": {"quality": 80, "progressive": True}},
+        }
+        status, out = await api.post(body)
+        assert status == 202
+        assert {k: out[k] for k in ("id", "webhook", "convert_output")} == \
+            {k: body[k] for k in ("id", "webhook", "convert_output")}
+        assert out["prompt"]["1"]["_meta"] == {"title": "Load Image"}
+        (event,) = await hook.wait_for(1)
+    finally:
+        await images.close()
+    assert set(event) >= {"event", "image", "id", "filename", "prompt"}
+    assert event["id"] == body["id"] and event["filename"] == f"{body['id']}_00001_.jpeg"
+    img = decode_image(event["image"])
+    assert img.format == "JPEG" and img.size == (12, 10)
+    r, g, b = img.convert("RGB").getpixel((6, 5))
+    assert abs(r - 90) < 8 and abs(g - 140) < 8 and abs(b - 200) < 8

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ..server.security import _key_ok, error_middleware
+from ..server.security import _key_ok, error_middleware, make_limits_middleware
 from .service import ApiService, PromptFailed, rewrite_prefixes
 from .settings import ApiSettings
 from .system_events import SystemEvents
@@ -134,8 +134,10 @@ def create_api_app(engine: Any, config: Any = None, settings: ApiSettings | None
 
     settings = settings or ApiSettings.from_env(config)
     state = ApiState(engine, config, settings)
+    body_timeout = float(getattr(config, "body_timeout", 30.0) or 0) or None  # --body-timeout, as the main port
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[_runtime_middleware(engine), error_middleware,
+                                       make_limits_middleware(settings.max_body_bytes, body_timeout),
                                        _auth_middleware(_api_key(config))])
     app[STATE] = state
     app.router.add_post("/prompt", state.prompt)

@@ -47,7 +47,7 @@ class WebPOptions(BaseModel):
     nearLossless: bool = Field(False, description="near-lossless compression (lossless with Pillow)")
     smartSubsample: bool = Field(False, description="accepted; no effect with Pillow")
     preset: str = Field("default", pattern=r"^(default|photo|picture|drawing|icon|text)$",
-                        description="one of default, photo, picture, drawing, icon, text; accepted, no effect with Pillow")
+                        description="default, photo, picture, drawing, icon or text; no effect with Pillow")
     effort: int = Field(4, ge=0, le=6, description="CPU effort, 0 (fastest) to 6 (slowest)")
 
 
