@@ -40,6 +40,18 @@ def _probe(ok: str, bad: str, bad_code: str) -> dict:
     return {"200": {"description": ok, "content": body(ok)}, bad_code: {"description": bad, "content": body(bad)}}
 
 
+_CONVERSIONS = {"jpeg": "JPEGConversion", "jpg": "JPEGConversion", "webp": "WebPConversion",
+                "png": "PNGConversion"}
+
+
+def _conversion(name: str) -> dict:
+    formats = sorted(fmt for fmt, n in _CONVERSIONS.items() if n == name)
+    properties: dict[str, Any] = {"format": {"type": "string", "enum": formats}}
+    if name != "PNGConversion":
+        properties["options"] = {"$ref": f"#/components/schemas/{name.replace('Conversion', 'Options')}"}
+    return {"type": "object", "required": ["format"], "properties": properties}
+
+
 def document(server_url: str | None = None) -> dict[str, Any]:
     from . import app as api_app
 
@@ -103,10 +115,13 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "ComfyNode": NODE,
             "PromptRequest": {"type": "object", "required": ["prompt"], "properties": request_props},
             "PromptResponse": {"type": "object", "properties": response_props},
-            "OutputConversion": {"type": "object", "required": ["format"], "properties": {
-                "format": {"type": "string", "enum": ["jpeg", "jpg", "webp", "png"]},
-                "options": {"oneOf": [{"$ref": "#/components/schemas/JPEGOptions"},
-                                      {"$ref": "#/components/schemas/WebPOptions"}]}}},
+            # one schema per format, told apart by "format", so that generated clients keep
+            # each format's options (an undiscriminated oneOf of the two option sets is not)
+            "OutputConversion": {
+                "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in _CONVERSIONS.values()],
+                "discriminator": {"propertyName": "format", "mapping": {
+                    fmt: f"#/components/schemas/{name}" for fmt, name in _CONVERSIONS.items()}}},
+            **{name: _conversion(name) for name in set(_CONVERSIONS.values())},
             "JPEGOptions": _options_schema(JPEGOptions),
             "WebPOptions": _options_schema(WebPOptions),
             "S3Target": {"type": "object", "required": ["bucket"], "properties": {
