@@ -68,7 +68,7 @@ def test_animated_images_and_non_images_pass_through():
     buf = io.BytesIO()
     frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:])
     conversion = parse_conversion({"format": "jpeg"})
-    assert convert_image(buf.getvalue(), conversion) == buf.getvalue()
+    assert convert_image(buf.getvalue(), conversion) is None
     assert not convertible("clip.mp4") and not convertible("sound.flac") and convertible("a.PNG")
 
 
@@ -90,3 +90,26 @@ def _noise_png() -> str:
 
 
 _NOISE_B64 = _noise_png()
+
+
+async def test_video_and_animated_outputs_come_back_as_files_unconverted(api):
+    import av
+
+    prompt = image_prompt(0x00FF00, 16, 16)
+    prompt["5"] = {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 2, "color": 0xFF}}
+    prompt["6"] = {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["5", 0]}}  # 3 frames
+    prompt["3"] = {"class_type": "SaveWEBM", "inputs": {"images": ["6", 0], "filename_prefix": "v", "codec": "vp9",
+                                                        "fps": 8.0, "crf": 32.0}}
+    prompt["4"] = {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["6", 0], "filename_prefix": "a",
+                                                                "fps": 6.0, "lossless": True, "quality": 80,
+                                                                "method": "default"}}
+    status, out = await api.post({"id": "vid", "prompt": prompt, "convert_output": {"format": "jpeg"}})
+    assert status == 200, out
+    by_ext = {name.rsplit(".", 1)[1]: b64 for name, b64 in zip(out["filenames"], out["images"])}
+    assert set(by_ext) == {"jpeg", "webm", "webp"}  # the still image converted, the rest as they came
+    import base64
+
+    with av.open(io.BytesIO(base64.b64decode(by_ext["webm"]))) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 3
+    animated = decode_image(by_ext["webp"])
+    assert animated.n_frames >= 2  # still animated (libwebp may merge the two equal frames)

@@ -81,13 +81,13 @@ def convertible(filename: str) -> bool:
     return os.path.splitext(filename)[1].lower() in STILL_IMAGE_EXTS
 
 
-def convert_image(data: bytes, conversion: OutputConversion) -> bytes:
-    """Re-encode one image file's bytes; animated images come back unchanged."""
+def convert_image(data: bytes, conversion: OutputConversion) -> bytes | None:
+    """One image file's bytes re-encoded; None for an animated image (kept as it is)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
         if getattr(img, "n_frames", 1) > 1:
-            return data
+            return None
         img.load()
         out = io.BytesIO()
         opts = conversion.encoder_options()

@@ -266,7 +266,12 @@ class ApiService:
                 log.warning("output %s/%s of prompt %s not readable: %s", subfolder, filename, prompt_id, e)
                 continue
             if conversion is not None and conversion.format != "png" and convertible(filename):
-                data, filename = convert_image(data, conversion), converted_name(filename, conversion)
+                try:
+                    converted = convert_image(data, conversion)
+                    if converted is not None:
+                        data, filename = converted, converted_name(filename, conversion)
+                except (OSError, ValueError) as e:  # as comfyui-api: the original file, and a warning
+                    log.warning("output %s not converted to %s: %s", filename, conversion.format, e)
             outputs.filenames.append(filename)
             outputs.data.append(data)
         return outputs
