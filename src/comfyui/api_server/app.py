@@ -21,8 +21,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from ..jobs.submission import PromptRequest
+from ..server.context import read_json
 from ..server.security import _key_ok, error_middleware, make_limits_middleware
-from .service import ApiService, PromptFailed, rewrite_prefixes
+from .service import ApiService, rewrite_prefixes
 from .settings import ApiSettings
 from .system_events import SystemEvents
 
@@ -72,8 +74,6 @@ class ApiState:
         return web.json_response(lists)
 
     async def prompt(self, request: web.Request) -> web.Response:
-        from ..server.context import read_json
-
         body = await read_json(request, default=None, require_content_type=False)
         return await self.service.handle(body)
 
@@ -89,18 +89,13 @@ class ApiState:
                 log.info("production API: running the warmup prompt %s", path)
                 prompt_id = str(uuid.uuid4())
                 prompt = rewrite_prefixes(prompt, prompt_id, "warmup")
-                from ..jobs.submission import PromptRequest
-
                 await self.service.submitter.submit(PromptRequest(prompt, prompt_id=prompt_id))
                 await self.service.run(prompt_id, None, {})
-                await self.service._remove_folder(prompt_id)
+                await self.service.remove_outputs(prompt_id)
             self.warm.set()
-        except (OSError, ValueError, PromptFailed) as e:
+        except Exception as e:  # noqa: BLE001 - unreadable, refused or failed: not ready, said once
             self.warmup_failed = f"{type(e).__name__}: {e}"
             log.error("production API: warmup prompt %s failed; /ready stays 503: %s", path, self.warmup_failed)
-        except Exception as e:  # noqa: BLE001 - a PromptRejected etc.: stays not ready, said once
-            self.warmup_failed = f"{type(e).__name__}: {e}"
-            log.error("production API: warmup prompt %s refused; /ready stays 503: %s", path, e)
 
 
 def _checkpoint_of(prompt: Any) -> str | None:

@@ -228,7 +228,7 @@ class ApiService:
             images = await self._upload(request, outputs) if request.s3 else \
                 [base64.b64encode(d).decode() for d in outputs.data]
         except PromptFailed as e:
-            await self._remove_folder(prompt_id)
+            await self.remove_outputs(prompt_id)
             return _json({"error": e.error, "node_errors": {}, "id": request.id, "prompt_id": prompt_id}, 500)
         except UploadFailed as e:
             log.error("request %s: outputs kept in output/%s/%s (%s)", request.id, OUTPUT_SUBFOLDER, prompt_id, e)
@@ -296,7 +296,7 @@ class ApiService:
             error = e.error["message"] if isinstance(e, PromptFailed) else f"{type(e).__name__}: {e}"
             log.warning("prompt %s (request %s) failed: %s", prompt_id, request.id, error)
             if isinstance(e, PromptFailed):
-                await self._remove_folder(prompt_id)
+                await self.remove_outputs(prompt_id)
             else:  # the outputs exist; the upload failed: keep them
                 log.error("request %s: outputs kept in output/%s/%s", request.id, OUTPUT_SUBFOLDER, prompt_id)
             if request.webhook:
@@ -323,7 +323,8 @@ class ApiService:
         if outputs.folder:
             await asyncio.to_thread(shutil.rmtree, outputs.folder, True)
 
-    async def _remove_folder(self, prompt_id: str) -> None:
+    async def remove_outputs(self, prompt_id: str) -> None:
+        """Delete the output folder of the request that ran as ``prompt_id``."""
         folder = safe_join(self.folders.get_output_directory(), OUTPUT_SUBFOLDER, prompt_id)
         await asyncio.to_thread(shutil.rmtree, folder, True)
 
