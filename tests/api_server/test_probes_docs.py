@@ -72,9 +72,18 @@ async def test_openapi_document_validates_and_docs_serve_swagger_ui(api):
     assert js.status == 200 and len(await js.read()) > 100_000
 
 
-async def test_api_key_guards_everything_but_the_probes(make_api):
+async def test_api_key_guards_everything_but_the_probes_and_docs(make_api):
+    from openapi_spec_validator import validate
+
     api = await make_api(api_key="sekrit")
     assert (await api.client.get("/ready")).status == 200
+    assert (await api.client.get("/docs")).status == 200
+    assert (await api.client.get("/docs/static/swagger-ui.css")).status == 200
+    doc = await (await api.client.get("/openapi.json")).json()
+    validate(doc)
+    assert doc["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert doc["paths"]["/prompt"]["post"]["security"] == [{"apiKey": []}]
+    assert "security" not in doc["paths"]["/ready"]["get"]
     assert (await api.client.get("/models")).status == 401
     assert (await api.client.post("/prompt", json={"prompt": image_prompt()})).status == 401
     resp = await api.client.post("/prompt", json={"prompt": image_prompt()},

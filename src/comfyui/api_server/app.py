@@ -8,7 +8,7 @@ and its queue: a prompt sent here is a job like any other (it shows in ``/queue`
 
 Routes: ``POST /prompt`` (:mod:`.service`), ``GET /health``, ``GET /ready``, ``GET /models``,
 ``GET /openapi.json``, ``GET /docs`` (Swagger UI). With ``--api-key`` set every route but the
-probes needs ``Authorization: Bearer <key>``.
+probes and the docs needs ``Authorization: Bearer <key>``.
 """
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ from .system_events import SystemEvents
 log = logging.getLogger(__name__)
 
 STATE = web.AppKey("api_state", "ApiState")
-PROBES = ("/health", "/ready")
+# open without the API key: the probes, and the docs (a browser cannot send a bearer token on
+# a page load; Swagger UI's Authorize button sends it on the calls it makes)
+PUBLIC = ("/health", "/ready", "/docs", "/openapi.json")
 
 
 def version() -> str:
@@ -112,7 +114,7 @@ def _checkpoint_of(prompt: Any) -> str | None:
 def _auth_middleware(api_key: str | None):
     @web.middleware
     async def auth(request: web.Request, handler):
-        if api_key is not None and request.path not in PROBES:
+        if api_key is not None and request.path not in PUBLIC and not request.path.startswith("/docs/"):
             auth_header = request.headers.get("Authorization", "")
             given = auth_header[7:].strip() if auth_header[:7].lower() == "bearer " else None
             if not _key_ok(given, api_key):
@@ -139,7 +141,7 @@ def create_api_app(engine: Any, config: Any = None, settings: ApiSettings | None
     app.router.add_get("/health", state.health)
     app.router.add_get("/ready", state.ready_probe)
     app.router.add_get("/models", state.models)
-    setup_docs(app)
+    setup_docs(app, bearer_auth=_api_key(config) is not None)
 
     async def on_startup(app: web.Application) -> None:
         state.session = aiohttp.ClientSession()

@@ -52,7 +52,8 @@ def _conversion(name: str) -> dict:
     return {"type": "object", "required": ["format"], "properties": properties}
 
 
-def document(server_url: str | None = None) -> dict[str, Any]:
+def document(server_url: str | None = None, bearer_auth: bool = False) -> dict[str, Any]:
+    """The OpenAPI document; ``bearer_auth``: the server has an API key (``--api-key``)."""
     from . import app as api_app
 
     request_props = {
@@ -76,7 +77,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                       "stats": {"type": "object", "additionalProperties": {"type": "number"},
                                 "description": "milliseconds: preprocess_time, comfy_round_trip_time, "
                                                "postprocess_time, total_time"}}
-    return {
+    doc = {
         "openapi": "3.0.3",
         "info": {"title": "ComfyUI production API", "version": api_app.version(),
                  "description": "A stateless request API in the style of comfyui-api, served by the engine "
@@ -131,6 +132,13 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "Error": ERROR_BODY,
         }},
     }
+    if bearer_auth:
+        doc["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+        for path, item in doc["paths"].items():
+            if path not in ("/health", "/ready"):
+                for operation in item.values():
+                    operation["security"] = [{"apiKey": []}]
+    return doc
 
 
 _DOCS_PAGE = """<!DOCTYPE html>
@@ -143,9 +151,9 @@ _DOCS_PAGE = """<!DOCTYPE html>
 """
 
 
-def setup_docs(app: web.Application) -> None:
+def setup_docs(app: web.Application, bearer_auth: bool = False) -> None:
     async def openapi_json(request: web.Request) -> web.Response:
-        return web.json_response(document(f"{request.scheme}://{request.host}"))
+        return web.json_response(document(f"{request.scheme}://{request.host}", bearer_auth))
 
     async def docs(request: web.Request) -> web.Response:
         if importlib.util.find_spec("swagger_ui_bundle") is None:
