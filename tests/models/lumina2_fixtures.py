@@ -66,6 +66,19 @@ def z_image_diffusers_to_native(sd: dict[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
+def diffusers_z_image_controlnet(seed: int = 0, dim: int = 64, heads: int = 2, places: tuple[int, ...] = (0, 1),
+                                 refiners: int = 1):
+    """A random diffusers ZImageControlNetModel (the Fun ControlNet Union 1.0 layout: 16 control
+    channels, plain control noise-refiner blocks) for :func:`diffusers_z_image` models of the
+    same width; ``places``: the main layers its hints follow. Its ``state_dict()`` is the
+    layout of ``Z-Image-Turbo-Fun-Controlnet-Union.safetensors``."""
+    from diffusers.models.controlnets.controlnet_z_image import ZImageControlNetModel
+    model = ZImageControlNetModel(control_layers_places=list(places), control_in_dim=16, all_patch_size=(2,),
+                                  all_f_patch_size=(1,), dim=dim, n_refiner_layers=refiners, n_heads=heads,
+                                  n_kv_heads=heads, norm_eps=1e-5, qk_norm=True)
+    return randomize(model, seed)
+
+
 # -------------------------------------------------------------------------------- Qwen3
 def hf_qwen3(seed: int = 0, hidden: int = 64, layers: int = 3, heads: int = 4, kv_heads: int = 2,
              head_dim: int = 32, intermediate: int = 96, vocab: int = 151936):

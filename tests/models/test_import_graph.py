@@ -11,8 +11,8 @@ import comfyui.models
 from comfyui.models import registry
 
 MODELS_DIR = Path(comfyui.models.__file__).parent
-# what sits above the shared layer: the table and the loaders
-TOP = {"comfyui.models.registry", "comfyui.models.sd"}
+# what sits above the shared layer: the table and the loaders (model files, model patches)
+TOP = {"comfyui.models.registry", "comfyui.models.sd", "comfyui.models.model_patch"}
 # built on one family's network (SD ControlNet / T2I adapters, GLIGEN): may import that family
 ADD_ONS = {"comfyui.models.controlnet", "comfyui.models.gligen"}
 # the ControlNet package's protocol module, which every family's ControlNet builds on

@@ -14,7 +14,8 @@ real file):
   layout (``transformer.<diffusers module>.lora_A/B.weight``).
 - SD3.5 large (``models/sd3_fixtures.py``): the all-in-one checkpoint, its MMDiT scaled fp8.
 - Z-Image Turbo and Lumina 2 (``models/lumina2_fixtures.py``): ``z_image_turbo_bf16``,
-  ``qwen_3_4b``, and NetaYume's all-in-one checkpoint (``model.diffusion_model.*`` NextDiT,
+  ``qwen_3_4b``, the Fun ControlNet Union model patch (diffusers' ``ZImageControlNetModel``
+  state dict, bf16), and NetaYume's all-in-one checkpoint (``model.diffusion_model.*`` NextDiT,
   ``text_encoders.gemma2_2b.transformer.*`` with ``text_encoders.spiece_model``, ``vae.*``).
 - Flux Redux (``models/redux_fixtures.py``): the SigLIP-384 vision tower and the redux
   projector into the Flux text width.
@@ -117,6 +118,10 @@ def write_template_files(base: str, input_names: list[str] = ()) -> dict[str, st
     out[name] = save(scaled_fp8(ckpt, "model.diffusion_model."), os.path.join(models, "checkpoints", name))
     name = "NetaYumev35_pretrained_all_in_one.safetensors"
     out[name] = save(lumina2_fixtures.lumina2_checkpoint_sd(seed=8), os.path.join(models, "checkpoints", name))
+    name = "Z-Image-Turbo-Fun-Controlnet-Union.safetensors"   # for z_image_turbo_bf16 (64 wide, 2 layers)
+    control = lumina2_fixtures.diffusers_z_image_controlnet(seed=9, places=(0, 1))
+    out[name] = save({k: v.to(torch.bfloat16) for k, v in control.state_dict().items()},
+                     os.path.join(models, "model_patches", name))
     for i, image in enumerate(sorted(set(input_names))):
         input_image(os.path.join(base, "input", image), seed=i)
     return out

@@ -10,7 +10,8 @@ PreviewImage) reports must exist with the size the graph implies.
 Test-size changes to the converted prompts (everything else -- wiring, samplers, schedulers,
 cfg, guidance, shifts, prompts, seeds -- as shipped): ``EmptySD3LatentImage`` 64x64 (the
 templates say 1024x1024), at most 2 sampling steps (``steps`` of KSampler / BasicScheduler),
-``ImagePadForOutpaint`` pads divided by 8, and after ``FluxKontextImageScale`` (which scales to
+``ImagePadForOutpaint`` pads divided by 8, ``ImageScaleToMaxDimension`` to the input images'
+size (64), and after ``FluxKontextImageScale`` (which scales to
 about a megapixel) an ``ImageScaleBy`` 1/8 node is inserted. Input images are 64x48 with a
 transparent rectangle (the LoadImage mask).
 
@@ -56,6 +57,9 @@ EXPECT = {  # template -> {output node class: (W, H) of each image it reports}
     "flux_redux_model_example": {"SaveImage": T2I},
     "image_chroma_text_to_image": {"SaveImage": T2I},
     "image_chroma1_radiance_text_to_image": {"SaveImage": T2I},
+    # the Canny edges of the input, previewed; the control image (64x48) is rescaled and
+    # centre-cropped to the 64x64 latent's size inside the patch
+    "image_z_image_turbo_fun_union_controlnet": {"SaveImage": T2I, "PreviewImage": (W, H)},
     "sd3.5_large_blur": {"SaveImage": T2I},
     "sd3.5_large_canny_controlnet_example": {"SaveImage": T2I},
 }
@@ -66,7 +70,6 @@ XFAIL = {  # template -> what it needs that this build lacks
     "image_z_image": "nodes ResolutionSelector, SaveImageAdvanced",
     "image_z_image_int8": "nodes ResolutionSelector, SaveImageAdvanced; int8 'convrot' weights",
     "image_z_image_turbo_int8": "int8 'convrot' diffusion-model weights, fp8-mixed Qwen3 (no fixture layout known)",
-    "image_z_image_turbo_fun_union_controlnet": "nodes ModelPatchLoader, QwenImageDiffsynthControlnet",
     "image_chroma1_radiance_text_to_image": "nodes T5TokenizerOptions, ChromaRadianceOptions, "
                                             "EmptyChromaRadianceLatentImage; Chroma Radiance (no fixture yet)",
 }
@@ -117,6 +120,8 @@ def shrink(prompt: dict) -> dict:
             i["width"], i["height"] = T2I
         if kind in ("KSampler", "BasicScheduler") and isinstance(i.get("steps"), int):
             i["steps"] = min(i["steps"], 2)
+        if kind == "ImageScaleToMaxDimension":
+            i["largest_size"] = max(W, H)
         if kind == "ImagePadForOutpaint":
             for side in ("left", "top", "right", "bottom"):
                 i[side] //= 8

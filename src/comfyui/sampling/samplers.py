@@ -115,13 +115,17 @@ def _looks_like_patcher(obj) -> bool:
 
 
 def prepare_sampling(patcher, noise_shape, conds, model_options=None):
-    """Load the model (and models the conds reference, e.g. ControlNets) on its device."""
+    """Load the model (and models the conds reference, e.g. ControlNets, and those of the
+    model's transformer patches, e.g. a model patch's network) on its device."""
     models = [patcher]
     for k in conds:
         for c in conds[k]:
             ctrl = c.get("control")
             if ctrl is not None and hasattr(ctrl, "get_models"):
                 models += list(ctrl.get_models())
+    options = model_options if model_options is not None else getattr(patcher, "model_options", {})
+    for patch_list in options.get("transformer_options", {}).get("patches", {}).values():
+        models += [m for p in patch_list if hasattr(p, "models") for m in p.models()]
     real = [m for m in models if _looks_like_patcher(m)]
     if real:
         from comfyui.models import memory

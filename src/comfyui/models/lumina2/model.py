@@ -10,7 +10,12 @@ Forward (one image, one caption):
 2. The latent is cut into 2x2 patches, embedded by ``x_embedder``, padded with
    ``x_pad_token`` (Z-Image) and refined by the ``noise_refiner`` blocks (modulated by t).
 3. Caption and image tokens form one sequence through the main ``layers``; ``final_layer``
-   projects the image tokens back to patches.
+   projects the image tokens back to patches. After each main layer the ``double_block``
+   patches of ``transformer_options["patches"]`` (e.g. the Z-Image Fun ControlNet) get
+   ``{"img": the joint sequence [caption, image], "img_input": the main layers' input,
+   "txt_len", "pe": (cos, sin), "vec": the modulation input, "x": the latent, "block_index",
+   "total_blocks", "diffusion_model", "transformer_options"}`` and return it with ``"img"``
+   updated.
 
 Positions (3-D rotary embedding over the head dimension, axes (sequence, row, column)): caption
 token i sits at (i + 1, 0, 0), image patch (r, c) at (caption length + 1, r, c), pad tokens at
@@ -213,8 +218,15 @@ class NextDiT(nn.Module):
 
         tokens = torch.cat((cap, img), dim=1)
         cos, sin = torch.cat((cap_cos, img_cos), dim=1), torch.cat((cap_sin, img_sin), dim=1)
-        for block in self.layers:
+        transformer_options = kwargs.get("transformer_options") or {}
+        patches = transformer_options.get("patches", {}).get("double_block", ())
+        start = tokens
+        for i, block in enumerate(self.layers):
             tokens = block(tokens, cos, sin, adaln)
+            for patch in patches:
+                tokens = patch({"img": tokens, "img_input": start, "txt_len": cap.shape[1], "pe": (cos, sin),
+                                "vec": adaln, "x": x[:, :, :h, :w], "block_index": i, "total_blocks": len(self.layers),
+                                "diffusion_model": self, "transformer_options": transformer_options})["img"]
         out = self.final_layer(tokens, adaln)[:, cap.shape[1]:cap.shape[1] + n_img]
         out = out.view(b, rows, cols, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, rows * p, cols * p)
         return -out[:, :, :h, :w]
