@@ -46,9 +46,10 @@ def diffusers_redux(seed: int = 0, redux_dim: int = 144, txt: int = 64):
     return m
 
 
-def write_redux_files(models_dir: str, txt: int = 64) -> dict[str, str]:
+def write_redux_files(models_dir: str, txt: int = 64, siglip_layers: int = 3) -> dict[str, str]:
     """The Redux files under ``models_dir`` (clip_vision/, style_models/); ``txt``: the T5 width
-    of the Flux model they go with. Returns name -> path."""
+    of the Flux model they go with; ``siglip_layers``: the vision tower's depth (USO reads
+    layer -20: 20 at least). Returns name -> path."""
     import os
 
     from safetensors.torch import save_file
@@ -60,7 +61,7 @@ def write_redux_files(models_dir: str, txt: int = 64) -> dict[str, str]:
         return path
 
     return {
-        "sigclip_vision_patch14_384.safetensors": save({k: v.half() for k, v in siglip_file_sd(hf_siglip(41)).items()},
+        "sigclip_vision_patch14_384.safetensors": save({k: v.half() for k, v in siglip_file_sd(hf_siglip(41, layers=siglip_layers)).items()},
                                                        "clip_vision", "sigclip_vision_patch14_384.safetensors"),
         "flux1-redux-dev.safetensors": save({k: v.bfloat16() for k, v in diffusers_redux(42, txt=txt).state_dict().items()},
                                             "style_models", "flux1-redux-dev.safetensors"),

@@ -19,6 +19,8 @@ real file):
   ``text_encoders.gemma2_2b.transformer.*`` with ``text_encoders.spiece_model``, ``vae.*``).
 - Flux Redux (``models/redux_fixtures.py``): the SigLIP-384 vision tower and the redux
   projector into the Flux text width.
+- Flux USO (``models/uso_fixtures.py``): the style projector (model_patches) and the DiT LoRA;
+  the SigLIP tower above is 20 layers deep for it.
 - Chroma (``models/chroma_fixtures.py``): ``Chroma1-HD-fp8mixed`` (scaled fp8) and its T5.
 
 Run as a script to fill a ComfyUI base directory (``models/...`` and ``input/...``)::
@@ -40,7 +42,7 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from models import chroma_fixtures, flux_fixtures, lumina2_fixtures, redux_fixtures, sd3_fixtures  # noqa: E402
+from models import chroma_fixtures, flux_fixtures, lumina2_fixtures, redux_fixtures, sd3_fixtures, uso_fixtures  # noqa: E402
 
 FP8_MAX = 448.0   # float8_e4m3fn
 INPUT_SIZE = (64, 48)   # (W, H) of every input image
@@ -100,7 +102,7 @@ def write_template_files(base: str, input_names: list[str] = ()) -> dict[str, st
     out = dict(lumina2_fixtures.write_default_workflow_models(models))   # Z-Image Turbo (+ its ae)
     out.update(chroma_fixtures.write_chroma_files(models))               # Chroma (T5 and ae 64 wide too)
     out.update(flux_fixtures.write_flux_files(models))                   # Flux.1 (its ae replaces both)
-    out.update(redux_fixtures.write_redux_files(models, txt=64))         # SigLIP + Redux into T5 width 64
+    out.update(redux_fixtures.write_redux_files(models, txt=64, siglip_layers=20))  # SigLIP (20 deep for USO) + Redux into T5 width 64
     te, dm = os.path.join(models, "text_encoders"), os.path.join(models, "diffusion_models")
     t5 = load_file(os.path.join(te, "t5xxl_fp16.safetensors"))
     dev = load_file(os.path.join(dm, "flux1-dev.safetensors"))
@@ -118,6 +120,11 @@ def write_template_files(base: str, input_names: list[str] = ()) -> dict[str, st
     out[name] = save(scaled_fp8(ckpt, "model.diffusion_model."), os.path.join(models, "checkpoints", name))
     name = "NetaYumev35_pretrained_all_in_one.safetensors"
     out[name] = save(lumina2_fixtures.lumina2_checkpoint_sd(seed=8), os.path.join(models, "checkpoints", name))
+    name = "uso-flux1-projector-v1.safetensors"   # SigLIP 144 wide -> Flux hidden 64
+    out[name] = save({k: v.to(torch.bfloat16) for k, v in uso_fixtures.projector_sd(seed=10).items()},
+                     os.path.join(models, "model_patches", name))
+    name = "uso-flux1-dit-lora-v1.safetensors"
+    out[name] = save(uso_fixtures.dit_lora_sd(dev, seed=11), os.path.join(models, "loras", name))
     name = "Z-Image-Turbo-Fun-Controlnet-Union.safetensors"   # for z_image_turbo_bf16 (64 wide, 2 layers)
     control = lumina2_fixtures.diffusers_z_image_controlnet(seed=9, places=(0, 1))
     out[name] = save({k: v.to(torch.bfloat16) for k, v in control.state_dict().items()},

@@ -8,7 +8,7 @@ random-weight files written under the exact names it asks for, in the real layou
 PreviewImage) reports must exist with the size the graph implies.
 
 Test-size changes to the converted prompts (everything else -- wiring, samplers, schedulers,
-cfg, guidance, shifts, prompts, seeds -- as shipped): ``EmptySD3LatentImage`` 64x64 (the
+cfg, guidance, shifts, prompts, seeds -- as shipped): ``EmptySD3LatentImage`` / ``EmptyLatentImage`` 64x64 (the
 templates say 1024x1024), at most 2 sampling steps (``steps`` of KSampler / BasicScheduler),
 ``ImagePadForOutpaint`` pads divided by 8, ``ImageScaleToMaxDimension`` to the input images'
 size (64), and after ``FluxKontextImageScale`` (which scales to
@@ -57,6 +57,7 @@ EXPECT = {  # template -> {output node class: (W, H) of each image it reports}
     "flux_redux_model_example": {"SaveImage": T2I},
     "image_chroma_text_to_image": {"SaveImage": T2I},
     "image_chroma1_radiance_text_to_image": {"SaveImage": T2I},
+    "flux1_dev_uso_reference_image_gen": {"SaveImage": T2I},
     # the Canny edges of the input, previewed; the control image (64x48) is rescaled and
     # centre-cropped to the 64x64 latent's size inside the patch
     "image_z_image_turbo_fun_union_controlnet": {"SaveImage": T2I, "PreviewImage": (W, H)},
@@ -64,7 +65,6 @@ EXPECT = {  # template -> {output node class: (W, H) of each image it reports}
     "sd3.5_large_canny_controlnet_example": {"SaveImage": T2I},
 }
 XFAIL = {  # template -> what it needs that this build lacks
-    "flux1_dev_uso_reference_image_gen": "nodes ModelPatchLoader, USOStyleReference (Flux USO)",
     "flux_depth_lora_example": "nodes LotusConditioning, SetFirstSigma (Lotus depth)",
     "sd3.5_large_depth": "nodes LotusConditioning, SetFirstSigma (Lotus depth)",
     "image_z_image": "nodes ResolutionSelector, SaveImageAdvanced",
@@ -116,7 +116,7 @@ def shrink(prompt: dict) -> dict:
     p = copy.deepcopy(prompt)
     for node_id, node in list(p.items()):
         i, kind = node["inputs"], node["class_type"]
-        if kind == "EmptySD3LatentImage":
+        if kind in ("EmptySD3LatentImage", "EmptyLatentImage"):
             i["width"], i["height"] = T2I
         if kind in ("KSampler", "BasicScheduler") and isinstance(i.get("steps"), int):
             i["steps"] = min(i["steps"], 2)

@@ -2,7 +2,9 @@
 that other nodes attach to a diffusion model. The file's keys say which:
 
 * the Z-Image Fun ControlNet (``control_all_x_embedder.2-1.weight``):
-  :mod:`comfyui.models.lumina2.controlnet`, applied by ``QwenImageDiffsynthControlnet``.
+  :mod:`comfyui.models.lumina2.controlnet`, applied by ``QwenImageDiffsynthControlnet``;
+* the Flux USO style projector (``feature_embedder.mid_layer_norm.bias``):
+  :mod:`comfyui.models.flux.uso`, applied by ``USOStyleReference``.
 
 The network keeps the file's dtype and casts its weights to the activations' dtype when it runs.
 """
@@ -14,6 +16,7 @@ import torch
 
 from . import memory, ops
 from .loading import ModelFileError, load_torch_file
+from .flux import uso
 from .lumina2 import controlnet as z_image_control
 from .patcher import ModelPatcher
 
@@ -27,12 +30,16 @@ def load_model_patch(path: str) -> ModelPatcher:
             sd = z_image_control.native_keys(sd)
             config = z_image_control.detect(sd)
             network_class = z_image_control.ZImageFunControlNet
+        elif uso.MARKER in sd:
+            sd = {k[len(uso.PREFIX):]: v for k, v in sd.items() if k.startswith(uso.PREFIX)}
+            config = uso.detect(sd)
+            network_class = uso.USOStyleProjector
         else:
             config = None
     except z_image_control.UnsupportedPatchError as exc:
         raise ModelFileError(f"{name}: {exc}") from exc
     if config is None:
-        raise ModelFileError(f"{name}: not a known model patch (expected a Z-Image Fun ControlNet)")
+        raise ModelFileError(f"{name}: not a known model patch (expected a Z-Image Fun ControlNet or a Flux USO projector)")
     with torch.device("meta"):
         network = network_class(config)
     missing, unexpected = ops.assign_state_dict(network, sd)

@@ -184,16 +184,20 @@ class Flux(nn.Module):
             img = torch.cat([img] + [t.to(img) for t in ref_tokens], dim=1)
             img_ids = torch.cat([img_ids] + ref_ids, dim=1)
         txt_ids = torch.zeros(b, context.shape[1], 3, device=x.device, dtype=torch.float32)
-        rope = rope_angles(torch.cat((txt_ids, img_ids), dim=1), self.axes_dim, self.theta)
-        out = self.forward_tokens(img, context, timestep, y, guidance, rope, control,
+        out = self.forward_tokens(img, context, timestep, y, guidance, (txt_ids, img_ids), control,
                                   transformer_options or {}, attention_mask)
         return self.unpatchify(out[:, :n_img], height, width)
 
     def forward_tokens(self, img: torch.Tensor, txt: torch.Tensor, timestep: torch.Tensor,
-                       y: torch.Tensor | None, guidance: torch.Tensor | None, rope: tuple,
+                       y: torch.Tensor | None, guidance: torch.Tensor | None, ids: tuple,
                        control: dict | None = None, transformer_options: dict | None = None,
                        mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The transformer on token sequences: img [B, L, C*p*p], txt [B, T, context_in_dim]."""
+        """The transformer on token sequences: img [B, L, C*p*p], txt [B, T, context_in_dim];
+        ``ids``: their position ids (txt_ids [B, T, 3], img_ids [B, L, 3]).
+
+        ``transformer_options["patches"]["post_input"]`` patches (e.g. USOStyleReference) get
+        ``{"img", "txt", "img_ids", "txt_ids"}`` after the input projections and return them,
+        possibly with tokens added; tokens put before the text are allowed by any attention mask."""
         dtype = img.dtype
         img = self.img_in(img)
         vec = self.time_in(timestep_embedding(timestep).to(dtype))
@@ -203,12 +207,21 @@ class Flux(nn.Module):
             y = torch.zeros(img.shape[0], self.vec_in_dim, device=img.device, dtype=dtype)
         vec = vec + self.vector_in(y[:, :self.vec_in_dim])
         txt = self.txt_in(txt)
+        txt_ids, img_ids = ids
+        n_txt = txt.shape[1]
+        for patch in (transformer_options or {}).get("patches", {}).get("post_input", ()):
+            out = patch({"img": img, "txt": txt, "img_ids": img_ids, "txt_ids": txt_ids})
+            img, txt, img_ids, txt_ids = out["img"], out["txt"], out["img_ids"], out["txt_ids"]
+        rope = rope_angles(torch.cat((txt_ids, img_ids), dim=1), self.axes_dim, self.theta)
         if mask is not None:
             mask = mask.to(img.device)
             if mask.dtype != torch.bool:
                 mask = mask.to(dtype)
             if mask.ndim == 3:
                 mask = mask[:, None]
+            added = txt.shape[1] - n_txt
+            if added:
+                mask = F.pad(mask, (added, 0, added, 0), value=True if mask.dtype == torch.bool else 0.0)
 
         replace = (transformer_options or {}).get("patches_replace", {}).get("dit", {})
         for i, block in enumerate(self.double_blocks):

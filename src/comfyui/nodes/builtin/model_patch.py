@@ -1,6 +1,7 @@
 """Model-patch nodes (ComfyUI's nodes_model_patch): ModelPatchLoader (a MODEL_PATCH from
-models/model_patches) and QwenImageDiffsynthControlnet, which attaches a ControlNet patch to a
-MODEL (here: the Z-Image Fun ControlNet on a Z-Image model)."""
+models/model_patches), QwenImageDiffsynthControlnet, which attaches a ControlNet patch to a
+MODEL (here: the Z-Image Fun ControlNet on a Z-Image model), and USOStyleReference (Flux USO
+style tokens from SigLIP features)."""
 from __future__ import annotations
 
 from comfyui import paths
@@ -9,6 +10,7 @@ from ._lazy import lazy
 
 mp = lazy("comfyui.models.model_patch")
 zc = lazy("comfyui.models.lumina2.controlnet")
+uso = lazy("comfyui.models.flux.uso")
 
 
 class ModelPatchLoader:
@@ -23,6 +25,34 @@ class ModelPatchLoader:
 
     def load_model_patch(self, name):
         return (mp.load_model_patch(paths.get_full_path_or_raise("model_patches", name)),)
+
+
+class USOStyleReference:
+    """Flux USO: the style tokens the projector makes from the SigLIP features of
+    ``clip_vision_output`` go before the text tokens at every step (a clone of ``model``)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",),
+                             "model_patch": ("MODEL_PATCH",),
+                             "clip_vision_output": ("CLIP_VISION_OUTPUT",)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "apply_patch"
+    EXPERIMENTAL = True
+    CATEGORY = "advanced/model_patches/flux"
+
+    def apply_patch(self, model, model_patch, clip_vision_output):
+        if not isinstance(model_patch.model, uso.USOStyleProjector):
+            raise ValueError(f"{type(model_patch.model).__name__} is not a USO projector; "
+                             "USOStyleReference takes uso-flux1-projector")
+        family = getattr(getattr(model.model, "family", None), "name", type(model.model).__name__)
+        if family not in ("flux", "flux_schnell"):
+            raise ValueError(f"the USO projector patches a Flux.1 model, not {family}")
+        patched = model.clone()
+        patched.set_model_patch(uso.USOStylePatch(model_patch, uso.siglip_features(clip_vision_output)),
+                                "post_input")
+        return (patched,)
 
 
 class QwenImageDiffsynthControlnet:
@@ -49,9 +79,9 @@ class QwenImageDiffsynthControlnet:
         if not isinstance(model_patch.model, zc.ZImageFunControlNet):
             raise ValueError(f"{type(model_patch.model).__name__} is not a ControlNet patch; "
                              "QwenImageDiffsynthControlnet takes a Z-Image Fun ControlNet")
-        if getattr(model.model, "family", None) is None or model.model.family.name != "z_image":
-            raise ValueError("the Z-Image Fun ControlNet patches a Z-Image model, not "
-                             f"{getattr(getattr(model.model, 'family', None), 'name', type(model.model).__name__)}")
+        family = getattr(getattr(model.model, "family", None), "name", type(model.model).__name__)
+        if family != "z_image":
+            raise ValueError(f"the Z-Image Fun ControlNet patches a Z-Image model, not {family}")
         patched = model.clone()
         patched.set_model_patch(zc.ZImageFunControlPatch(model_patch, vae, image[..., :3], strength,
                                                          model.model.latent_format.process_in), "double_block")
@@ -61,4 +91,5 @@ class QwenImageDiffsynthControlnet:
 NODE_CLASS_MAPPINGS = {
     "ModelPatchLoader": ModelPatchLoader,
     "QwenImageDiffsynthControlnet": QwenImageDiffsynthControlnet,
+    "USOStyleReference": USOStyleReference,
 }
