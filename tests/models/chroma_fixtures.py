@@ -13,14 +13,14 @@ FP8_MAX = 448.0  # float8_e4m3fn
 
 
 def diffusers_chroma(seed: int = 0, hidden: int = 64, heads: int = 2, depth: int = 2, depth_single: int = 2,
-                     context: int = 32, approx_hidden: int = 48, approx_layers: int = 2):
+                     context: int = 32, approx_hidden: int = 48, approx_layers: int = 2, in_channels: int = 64):
     """A random diffusers ChromaTransformer2DModel (every weight drawn, norms around 1)."""
     from diffusers import ChromaTransformer2DModel
 
     from comfyui.models.dit import rope_axes
     head_dim = hidden // heads
     torch.manual_seed(seed)
-    m = ChromaTransformer2DModel(patch_size=1, in_channels=64, num_layers=depth, num_single_layers=depth_single,
+    m = ChromaTransformer2DModel(patch_size=1, in_channels=in_channels, num_layers=depth, num_single_layers=depth_single,
                                  attention_head_dim=head_dim, num_attention_heads=heads,
                                  joint_attention_dim=context, axes_dims_rope=tuple(rope_axes(head_dim)),
                                  approximator_num_channels=64, approximator_hidden_dim=approx_hidden,
@@ -38,6 +38,41 @@ def diffusers_chroma(seed: int = 0, hidden: int = 64, heads: int = 2, depth: int
 def diffusers_to_bfl(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     from comfyui.models.chroma.convert import diffusers_to_native
     return diffusers_to_native(sd)
+
+
+def radiance(seed: int = 0, patch: int = 16, nerf_hidden: int = 16, nerf_depth: int = 2, max_freqs: int = 8,
+             mlp_ratio: int = 4, conv_head: bool = False, x0: bool = True, **kw):
+    """(diffusers ChromaTransformer2DModel, native Chroma Radiance state dict): the transformer
+    built by diffusers on channel-major RGB patches (its ``x_embedder`` is the native
+    ``img_in_patch`` convolution, reshaped), its final layer dropped, a random NeRF head (no
+    independent implementation exists) and, with ``x0``, the ``__x0__`` marker."""
+    m = diffusers_chroma(seed=seed, in_channels=3 * patch * patch, **kw)
+    sd = diffusers_to_bfl(m.state_dict())
+    hidden = sd["img_in.weight"].shape[0]
+    sd["img_in_patch.weight"] = sd.pop("img_in.weight").reshape(hidden, 3, patch, patch)
+    sd["img_in_patch.bias"] = sd.pop("img_in.bias")
+    for k in [k for k in sd if k.startswith("final_layer.")]:
+        del sd[k]
+    g = torch.Generator().manual_seed(seed + 1)
+    embed_in = 3 + max_freqs * max_freqs
+    sd["nerf_image_embedder.embedder.0.weight"] = torch.randn(nerf_hidden, embed_in, generator=g) / embed_in ** 0.5
+    sd["nerf_image_embedder.embedder.0.bias"] = 0.05 * torch.randn(nerf_hidden, generator=g)
+    for i in range(nerf_depth):
+        generated = 3 * nerf_hidden * nerf_hidden * mlp_ratio
+        sd[f"nerf_blocks.{i}.param_generator.weight"] = torch.randn(generated, hidden, generator=g) / hidden ** 0.5
+        sd[f"nerf_blocks.{i}.param_generator.bias"] = 0.05 * torch.randn(generated, generator=g)
+        sd[f"nerf_blocks.{i}.norm.scale"] = 1.0 + 0.1 * torch.randn(nerf_hidden, generator=g)
+    head = "nerf_final_layer_conv." if conv_head else "nerf_final_layer."
+    sd[head + "norm.scale"] = 1.0 + 0.1 * torch.randn(nerf_hidden, generator=g)
+    if conv_head:
+        sd[head + "conv.weight"] = torch.randn(3, nerf_hidden, 3, 3, generator=g) / (9 * nerf_hidden) ** 0.5
+        sd[head + "conv.bias"] = 0.05 * torch.randn(3, generator=g)
+    else:
+        sd[head + "linear.weight"] = torch.randn(3, nerf_hidden, generator=g) / nerf_hidden ** 0.5
+        sd[head + "linear.bias"] = 0.05 * torch.randn(3, generator=g)
+    if x0:
+        sd["__x0__"] = torch.empty(0)
+    return m, sd
 
 
 def scaled_fp8(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

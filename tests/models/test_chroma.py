@@ -13,7 +13,6 @@ import torch
 from PIL import Image
 
 from comfyui.models import memory
-from comfyui.models.family import UnknownModelError
 from comfyui.models.registry import detect_family
 
 from . import chroma_fixtures as cfx
@@ -143,14 +142,13 @@ def test_diffusers_layout_file_loads_and_denoises_like_diffusers(tmp_path):
     torch.testing.assert_close(denoised, x - sigma * velocity, atol=1e-4, rtol=1e-4)
 
 
-def test_flux_is_not_taken_for_chroma_and_radiance_is_refused(tiny):
+def test_flux_is_not_taken_for_chroma_nor_chroma_for_radiance(tiny):
     _, sd = tiny
     from comfyui.models.flux.detection import detect as flux_detect
     assert flux_detect(sd) is None
-    radiance = {k: v for k, v in sd.items() if not k.startswith("img_in.")}
-    radiance["nerf_blocks.0.norm.scale"] = torch.ones(4)
-    with pytest.raises(UnknownModelError, match="Chroma Radiance"):
-        detect_family(radiance)
+    _, radiance = cfx.radiance(seed=1)
+    assert detect_family(radiance)[0].name == "chroma_radiance"
+    assert detect_family(sd)[0].name == "chroma"
 
 
 # ----------------------------------------------------------------------- text encoder

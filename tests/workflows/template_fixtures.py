@@ -21,7 +21,8 @@ real file):
   projector into the Flux text width.
 - Flux USO (``models/uso_fixtures.py``): the style projector (model_patches) and the DiT LoRA;
   the SigLIP tower above is 20 layers deep for it.
-- Chroma (``models/chroma_fixtures.py``): ``Chroma1-HD-fp8mixed`` (scaled fp8) and its T5.
+- Chroma (``models/chroma_fixtures.py``): ``Chroma1-HD-fp8mixed`` (scaled fp8) and its T5;
+  ``chroma-radiance-x0`` (bf16, patch 16, the ``__x0__`` marker).
 
 Run as a script to fill a ComfyUI base directory (``models/...`` and ``input/...``)::
 
@@ -120,6 +121,9 @@ def write_template_files(base: str, input_names: list[str] = ()) -> dict[str, st
     out[name] = save(scaled_fp8(ckpt, "model.diffusion_model."), os.path.join(models, "checkpoints", name))
     name = "NetaYumev35_pretrained_all_in_one.safetensors"
     out[name] = save(lumina2_fixtures.lumina2_checkpoint_sd(seed=8), os.path.join(models, "checkpoints", name))
+    name = "chroma-radiance-x0.safetensors"   # T5 width 64, the x0 release's marker
+    out[name] = save({k: v.to(torch.bfloat16) for k, v in chroma_fixtures.radiance(seed=12, context=64)[1].items()},
+                     os.path.join(dm, name))
     name = "uso-flux1-projector-v1.safetensors"   # SigLIP 144 wide -> Flux hidden 64
     out[name] = save({k: v.to(torch.bfloat16) for k, v in uso_fixtures.projector_sd(seed=10).items()},
                      os.path.join(models, "model_patches", name))

@@ -8,8 +8,8 @@ random-weight files written under the exact names it asks for, in the real layou
 PreviewImage) reports must exist with the size the graph implies.
 
 Test-size changes to the converted prompts (everything else -- wiring, samplers, schedulers,
-cfg, guidance, shifts, prompts, seeds -- as shipped): ``EmptySD3LatentImage`` / ``EmptyLatentImage`` 64x64 (the
-templates say 1024x1024), at most 2 sampling steps (``steps`` of KSampler / BasicScheduler),
+cfg, guidance, shifts, prompts, seeds -- as shipped): ``EmptySD3LatentImage`` / ``EmptyLatentImage`` / ``EmptyChromaRadianceLatentImage`` 64x64 (the
+templates say 1024x1024), at most 2 sampling steps (``steps`` of KSampler / BasicScheduler / BetaSamplingScheduler),
 ``ImagePadForOutpaint`` pads divided by 8, ``ImageScaleToMaxDimension`` to the input images'
 size (64), and after ``FluxKontextImageScale`` (which scales to
 about a megapixel) an ``ImageScaleBy`` 1/8 node is inserted. Input images are 64x48 with a
@@ -70,8 +70,6 @@ XFAIL = {  # template -> what it needs that this build lacks
     "image_z_image": "nodes ResolutionSelector, SaveImageAdvanced",
     "image_z_image_int8": "nodes ResolutionSelector, SaveImageAdvanced; int8 'convrot' weights",
     "image_z_image_turbo_int8": "int8 'convrot' diffusion-model weights, fp8-mixed Qwen3 (no fixture layout known)",
-    "image_chroma1_radiance_text_to_image": "nodes T5TokenizerOptions, ChromaRadianceOptions, "
-                                            "EmptyChromaRadianceLatentImage; Chroma Radiance (no fixture yet)",
 }
 # templates that run end to end in another test, with fixtures of their own
 ELSEWHERE = {
@@ -116,9 +114,9 @@ def shrink(prompt: dict) -> dict:
     p = copy.deepcopy(prompt)
     for node_id, node in list(p.items()):
         i, kind = node["inputs"], node["class_type"]
-        if kind in ("EmptySD3LatentImage", "EmptyLatentImage"):
+        if kind in ("EmptySD3LatentImage", "EmptyLatentImage", "EmptyChromaRadianceLatentImage"):
             i["width"], i["height"] = T2I
-        if kind in ("KSampler", "BasicScheduler") and isinstance(i.get("steps"), int):
+        if kind in ("KSampler", "BasicScheduler", "BetaSamplingScheduler") and isinstance(i.get("steps"), int):
             i["steps"] = min(i["steps"], 2)
         if kind == "ImageScaleToMaxDimension":
             i["largest_size"] = max(W, H)

@@ -86,6 +86,12 @@ class Flux(LatentFormat):
     taesd_decoder_name = "taef1_decoder"
 
 
+class ChromaRadiance(LatentFormat):
+    """Pixel space (Chroma Radiance): the "latent" is the RGB image in [-1, 1], unscaled."""
+    latent_channels = 3
+    latent_rgb_factors = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+
+
 class _MeanStd3D(LatentFormat):
     """A video latent normalised per channel: ``process_in`` = (latent - mean) / std."""
     latent_dimensions = 3

@@ -392,3 +392,39 @@ class VAE:
         with torch.inference_mode():
             return tiled_scale(pixels, self._encode, tile_x, tile_y, overlap, 1.0 / self.downscale_ratio,
                                self.latent_channels, self.output_device)
+
+
+class PixelSpaceConversion(nn.Module):
+    """The pixel_space "VAE" network: no weights, the latent is the image itself."""
+    downscale = 1
+
+    def get_dtype(self) -> torch.dtype:
+        return torch.float32
+
+
+class PixelSpaceVAE(VAE):
+    """VAELoader's ``pixel_space`` entry (for pixel-space models such as Chroma Radiance): encode
+    maps an IMAGE [B,H,W,C] in [0, 1] to the latent [B,3,H,W] in [-1, 1], decode maps back
+    (clamped). Nothing to load or tile."""
+
+    def __init__(self):
+        self.first_stage_model = PixelSpaceConversion()
+        self.latent_channels = 3
+        self.downscale_ratio = self.upscale_ratio = 1
+        self.output_device = memory.intermediate_device()
+        self.device = memory.vae_device()
+        self.vae_dtype = torch.float32
+        self.patcher = ModelPatcher(self.first_stage_model, load_device=self.device,
+                                    offload_device=memory.vae_offload_device())
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels[..., :3].movedim(-1, 1).float() * 2.0 - 1.0).to(self.output_device)
+
+    def decode(self, samples: torch.Tensor) -> torch.Tensor:
+        return ((samples.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1).to(self.output_device)
+
+    def encode_tiled(self, pixels: torch.Tensor, *_: Any, **__: Any) -> torch.Tensor:
+        return self.encode(pixels)
+
+    def decode_tiled(self, samples: torch.Tensor, *_: Any, **__: Any) -> torch.Tensor:
+        return self.decode(samples)

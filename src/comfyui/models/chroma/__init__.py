@@ -6,22 +6,27 @@ modulation from one ``distilled_guidance_layer`` approximator (:mod:`.model`), i
 
 As upstream: Flux's 16-channel latent format, ComfyUI's ModelSamplingFlux schedule (shift
 1.15; the workflows patch it with ModelSamplingAuraFlow) with multiplier 1, T5-XXL alone as
-text encoder (CLIP type ``chroma``: no padding to a minimum length). Chroma Radiance (pixel
-space) is recognised but refused.
+text encoder (CLIP type ``chroma``: no padding to a minimum length). Chroma Radiance
+(:mod:`.radiance`): the same transformer on 16x16 RGB patches with a per-patch NeRF head, the
+pixel-space latent format (the ``pixel_space`` VAE), memory factor 0.038 as upstream.
 """
 from __future__ import annotations
 
 import torch
 
 from ..family import Family
+from ..latent_formats import ChromaRadiance as RadianceLatent
 from ..latent_formats import Flux as FluxLatent
-from .base import ChromaModel
+from .base import ChromaModel, ChromaRadianceModel
 from .convert import diffusers_to_native
-from .detection import describe, detect
+from .detection import describe, detect, detect_radiance
 
+_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 FAMILIES = (
     Family("chroma", detect, ChromaModel, FluxLatent, {"type": "flux", "shift": 1.15, "multiplier": 1.0},
-           clip_type="chroma", memory_usage_factor=3.2,
-           supported_dtypes=(torch.bfloat16, torch.float16, torch.float32), describe=describe,
+           clip_type="chroma", memory_usage_factor=3.2, supported_dtypes=_DTYPES,
            diffusers_to_native=diffusers_to_native),
+    Family("chroma_radiance", detect_radiance, ChromaRadianceModel, RadianceLatent,
+           {"type": "flux", "shift": 1.15, "multiplier": 1.0}, clip_type="chroma", memory_usage_factor=0.038,
+           supported_dtypes=_DTYPES, describe=describe),
 )

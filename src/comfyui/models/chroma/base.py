@@ -15,21 +15,24 @@ import torch
 from ..base import BaseModel
 from ..dit import upscale_dit_mask
 from .model import Chroma
+from .radiance import ChromaRadiance
 
 DEFAULT_GUIDANCE = 0.0
 
 
 class ChromaModel(BaseModel):
+    network = Chroma
+
     def __init__(self, config: dict[str, Any], family: Any, dtype: torch.dtype | None = None,
                  device: torch.device | None = None):
         super().__init__(config, family, dtype, device)
-        self.diffusion_model = Chroma(**config, device=device)
+        self.diffusion_model = self.network(**config, device=device)
 
     def apply_model(self, x: torch.Tensor, t: torch.Tensor, c_crossattn: torch.Tensor | None = None,
                     guidance: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                     control: dict | None = None, transformer_options: dict | None = None,
                     **kwargs: Any) -> torch.Tensor:
-        """Denoised estimate (float32) for the latent ``x`` [B,16,H,W] at sigmas ``t`` [B]."""
+        """Denoised estimate (float32) for the latent ``x`` [B,C,H,W] at sigmas ``t`` [B]."""
         if c_crossattn is None:
             raise ValueError("Chroma needs a text conditioning (T5 hidden states)")
         sigma = t
@@ -58,3 +61,9 @@ class ChromaModel(BaseModel):
         if guidance is not None:
             out["guidance"] = torch.tensor([float(guidance)])
         return out
+
+
+class ChromaRadianceModel(ChromaModel):
+    """Chroma Radiance: the same conditioning; the "latent" is the image itself (3 channels,
+    values in [-1, 1]: the pixel_space VAE)."""
+    network = ChromaRadiance

@@ -20,10 +20,15 @@ MARKER = "double_blocks.0.img_attn.norm.key_norm.scale"
 APPROXIMATOR = "distilled_guidance_layer."
 
 
+NERF = "nerf_blocks.0.norm.scale"
+SEQUENTIAL_MARKER = "__sequential__"
+
+
 def describe(sd: Mapping[str, torch.Tensor], prefix: str = "") -> str | None:
-    """Chroma Radiance (pixel space, ``nerf_blocks``) has this layout but is not supported yet."""
-    if prefix + APPROXIMATOR + "in_proj.weight" in sd and prefix + "nerf_blocks.0.norm.scale" in sd:
-        return "Chroma Radiance (pixel-space Chroma with nerf_blocks) is not supported yet"
+    """Why a Chroma Radiance file is refused: the ``__sequential__`` variant (text position ids
+    other than Chroma's zeros) is not supported."""
+    if prefix + NERF in sd and prefix + SEQUENTIAL_MARKER in sd:
+        return "Chroma Radiance with sequential text position ids (__sequential__) is not supported yet"
     return None
 
 
@@ -32,17 +37,39 @@ def detect(sd: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, Any] |
     (latent-space Chroma: ``img_in`` present, no ``nerf_blocks``)."""
     if prefix + MARKER not in sd or prefix + APPROXIMATOR + "norms.0.scale" not in sd:
         return None
-    if prefix + "img_in.weight" not in sd or prefix + "nerf_blocks.0.norm.scale" in sd:
+    if prefix + "img_in.weight" not in sd or prefix + NERF in sd:
         return None
     img_in = sd[prefix + "img_in.weight"]
-    hidden = img_in.shape[0]
+    return {**_transformer(sd, prefix, img_in.shape[0]), "image_model": "chroma", "in_channels": img_in.shape[1],
+            "out_channels": sd[prefix + "final_layer.linear.weight"].shape[0], "patch_size": 2}
+
+
+def detect_radiance(sd: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, Any] | None:
+    """The Chroma Radiance config (pixel space: ``img_in_patch`` convolution, ``nerf_*`` head),
+    or None. Upstream fixes the NeRF widths (64 wide, ratio 4, 4 blocks, 8 frequencies, patch
+    16); here they come from the shapes. The default tile size (32) is upstream's."""
+    if prefix + MARKER not in sd or prefix + NERF not in sd or prefix + "img_in_patch.weight" not in sd:
+        return None
+    if prefix + SEQUENTIAL_MARKER in sd:
+        return None
+    patch = sd[prefix + "img_in_patch.weight"]
+    hidden, channels, p, _ = patch.shape
+    nerf_hidden, embed_in = sd[prefix + "nerf_image_embedder.embedder.0.weight"].shape
+    generated = sd[prefix + "nerf_blocks.0.param_generator.weight"].shape[0]
+    return {**_transformer(sd, prefix, hidden), "image_model": "chroma_radiance", "in_channels": channels,
+            "out_channels": channels, "patch_size": p, "nerf_hidden_size": nerf_hidden,
+            "nerf_mlp_ratio": generated // (3 * nerf_hidden * nerf_hidden),
+            "nerf_depth": count_indexed(sd, prefix + "nerf_blocks.", "norm"),
+            "nerf_max_freqs": round((embed_in - channels) ** 0.5), "nerf_tile_size": 32,
+            "nerf_final_head_type": "conv" if prefix + "nerf_final_layer_conv.norm.scale" in sd else "linear",
+            "x0": prefix + "__x0__" in sd}
+
+
+def _transformer(sd: Mapping[str, torch.Tensor], prefix: str, hidden: int) -> dict[str, Any]:
+    """The transformer part both share."""
     head_dim = sd[prefix + MARKER].shape[0]
     approx_in = sd[prefix + APPROXIMATOR + "in_proj.weight"]
     return {
-        "image_model": "chroma",
-        "in_channels": img_in.shape[1],
-        "out_channels": sd[prefix + "final_layer.linear.weight"].shape[0],
-        "patch_size": 2,
         "context_in_dim": sd[prefix + "txt_in.weight"].shape[1],
         "hidden_size": hidden,
         "mlp_ratio": sd[prefix + "double_blocks.0.img_mlp.0.weight"].shape[0] / hidden,

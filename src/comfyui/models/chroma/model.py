@@ -74,14 +74,25 @@ class Chroma(nn.Module):
         self.depth, self.depth_single = depth, depth_single_blocks
         # approximator input: timestep (in_dim/4) ++ guidance (in_dim/4) ++ slot index (in_dim/2)
         self.embed_dim = in_dim // 4
-        self.img_in = ops.Linear(in_channels, hidden_size, device=device)
+        self.build_image_io(in_channels, out_channels, hidden_size, device)
         self.txt_in = ops.Linear(context_in_dim, hidden_size, device=device)
         self.distilled_guidance_layer = Approximator(in_dim, out_dim, hidden_dim, n_layers, device=device)
         self.double_blocks = nn.ModuleList(
             DoubleStreamBlock(hidden_size, num_heads, mlp_ratio, qkv_bias, device=device) for _ in range(depth))
         self.single_blocks = nn.ModuleList(
             SingleStreamBlock(hidden_size, num_heads, mlp_ratio, device=device) for _ in range(depth_single_blocks))
+
+    def build_image_io(self, in_channels: int, out_channels: int, hidden_size: int, device: Any) -> None:
+        """The image tokens' input projection and output head (Chroma Radiance has its own)."""
+        self.img_in = ops.Linear(in_channels, hidden_size, device=device)
         self.final_layer = LastLayer(hidden_size, out_channels, device=device)
+
+    def embed_image(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.img_in(tokens)
+
+    def image_head(self, tokens: torch.Tensor, mods: torch.Tensor) -> torch.Tensor:
+        """The transformer's image tokens -> patches (the last two modulation slots: shift, scale)."""
+        return self.final_layer(tokens, mods[:, -2:-1], mods[:, -1:])
 
     @property
     def mod_slots(self) -> int:
@@ -134,7 +145,7 @@ class Chroma(nn.Module):
                        transformer_options: dict | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The transformer on token sequences: img [B, L, in_channels], txt [B, T, context_in_dim]."""
         dtype = img.dtype
-        img = self.img_in(img)
+        img = self.embed_image(img)
         mods = self.modulations(timestep, guidance, dtype)
         txt = self.txt_in(txt)
         if mask is not None:
@@ -176,4 +187,4 @@ class Chroma(nn.Module):
                 x = block(x, block_mods, rope, mask)
             if control is not None and i < len(control.get("output") or ()) and control["output"][i] is not None:
                 x = torch.cat((x[:, :n_txt], x[:, n_txt:] + control["output"][i]), dim=1)
-        return self.final_layer(x[:, n_txt:], mods[:, -2:-1], mods[:, -1:])
+        return self.image_head(x[:, n_txt:], mods)

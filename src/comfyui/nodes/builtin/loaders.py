@@ -11,6 +11,7 @@ from ._lazy import lazy
 
 lora_mod = lazy("comfyui.models.lora")
 sdm = lazy("comfyui.models.sd")
+vae_module = lazy("comfyui.models.vae")
 _loading = lazy("comfyui.models.loading")
 _recipes = lazy("comfyui.models.text_encoders.recipes")
 
@@ -88,9 +89,11 @@ class DiffusersLoader:
 
 
 class VAELoader:
+    """``pixel_space``: not a file, the identity "VAE" of pixel-space models (Chroma Radiance)."""
+
     @staticmethod
     def vae_list():
-        return paths.get_filename_list("vae")
+        return paths.get_filename_list("vae") + ["pixel_space"]
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -101,6 +104,8 @@ class VAELoader:
     CATEGORY = "loaders"
 
     def load_vae(self, vae_name):
+        if vae_name == "pixel_space":
+            return (vae_module.PixelSpaceVAE(),)
         return (sdm.load_vae(paths.get_full_path_or_raise("vae", vae_name)),)
 
 
