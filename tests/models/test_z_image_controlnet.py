@@ -73,3 +73,38 @@ def test_loader_refuses_the_2x_layout_and_unknown_files(nets, tmp_path):
     save_file({"something.weight": torch.zeros(2, 2)}, tmp_path / "other.safetensors")
     with pytest.raises(ModelFileError, match="not a known model patch"):
         model_patch.load_model_patch(str(tmp_path / "other.safetensors"))
+
+
+def test_node_encodes_the_control_image_and_steers_the_model(nets):
+    """QwenImageDiffsynthControlnet on a loaded Z-Image model: the control image goes through the
+    VAE and the model's latent format at the sampled latent's size, and changes the prediction;
+    a non-Z-Image model is refused."""
+    from comfyui.models import memory
+    from comfyui.models.convert import diffusers_vae_to_ldm
+    from comfyui.models.sd import load_diffusion_model_state_dict, make_vae
+    from comfyui.nodes.builtin.model_patch import QwenImageDiffsynthControlnet
+    from . import flux_fixtures as fx
+
+    ref, _, _, patcher = nets
+    memory.configure(None, cpu=True)
+    try:
+        model = load_diffusion_model_state_dict(lf.z_image_diffusers_to_native(ref.state_dict()))
+        vae = make_vae(diffusers_vae_to_ldm(lf.diffusers_vae16_f8(seed=2).state_dict()))
+        image = torch.rand(1, 48, 64, 3, generator=torch.Generator().manual_seed(3))
+        patched = QwenImageDiffsynthControlnet().diffsynth_controlnet(model, patcher, vae, image, 0.8)[0]
+        patch = patched.model_options["transformer_options"]["patches"]["double_block"][0]
+        assert "patches" not in model.model_options["transformer_options"]   # the input model is untouched
+        x, text = torch.randn(1, 16, 6, 8), torch.randn(1, 9, 32)
+        sigma = torch.tensor([0.5])
+        with torch.no_grad():
+            plain = model.model.apply_model(x, sigma, c_crossattn=text)
+            steered = model.model.apply_model(x, sigma, c_crossattn=text,
+                                              transformer_options=patched.model_options["transformer_options"])
+        want = model.model.latent_format.process_in(vae.encode(image))
+        torch.testing.assert_close(patch.latent, want)   # 48x64 pixels = the 6x8 latent: no rescale
+        assert (steered - plain).abs().max() > 1e-2
+        flux = load_diffusion_model_state_dict(fx._flux_native(seed=1))
+        with pytest.raises(ValueError, match="patches a Z-Image model, not flux"):
+            QwenImageDiffsynthControlnet().diffsynth_controlnet(flux, patcher, vae, image, 1.0)
+    finally:
+        memory.configure(None)
