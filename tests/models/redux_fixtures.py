@@ -61,8 +61,9 @@ def write_redux_files(models_dir: str, txt: int = 64, siglip_layers: int = 3) ->
         return path
 
     return {
-        "sigclip_vision_patch14_384.safetensors": save({k: v.half() for k, v in siglip_file_sd(hf_siglip(41, layers=siglip_layers)).items()},
-                                                       "clip_vision", "sigclip_vision_patch14_384.safetensors"),
+        "sigclip_vision_patch14_384.safetensors": save(
+            {k: v.half() for k, v in siglip_file_sd(hf_siglip(41, layers=siglip_layers)).items()},
+            "clip_vision", "sigclip_vision_patch14_384.safetensors"),
         "flux1-redux-dev.safetensors": save({k: v.bfloat16() for k, v in diffusers_redux(42, txt=txt).state_dict().items()},
                                             "style_models", "flux1-redux-dev.safetensors"),
     }

@@ -103,7 +103,8 @@ def write_template_files(base: str, input_names: list[str] = ()) -> dict[str, st
     out = dict(lumina2_fixtures.write_default_workflow_models(models))   # Z-Image Turbo (+ its ae)
     out.update(chroma_fixtures.write_chroma_files(models))               # Chroma (T5 and ae 64 wide too)
     out.update(flux_fixtures.write_flux_files(models))                   # Flux.1 (its ae replaces both)
-    out.update(redux_fixtures.write_redux_files(models, txt=64, siglip_layers=20))  # SigLIP (20 deep for USO) + Redux into T5 width 64
+    # SigLIP (20 layers: USO reads layer -20) + Redux into T5 width 64
+    out.update(redux_fixtures.write_redux_files(models, txt=64, siglip_layers=20))
     te, dm = os.path.join(models, "text_encoders"), os.path.join(models, "diffusion_models")
     t5 = load_file(os.path.join(te, "t5xxl_fp16.safetensors"))
     dev = load_file(os.path.join(dm, "flux1-dev.safetensors"))

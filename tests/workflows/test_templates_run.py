@@ -8,11 +8,12 @@ random-weight files written under the exact names it asks for, in the real layou
 PreviewImage) reports must exist with the size the graph implies.
 
 Test-size changes to the converted prompts (everything else -- wiring, samplers, schedulers,
-cfg, guidance, shifts, prompts, seeds -- as shipped): ``EmptySD3LatentImage`` / ``EmptyLatentImage`` / ``EmptyChromaRadianceLatentImage`` 64x64 (the
-templates say 1024x1024), at most 2 sampling steps (``steps`` of KSampler / BasicScheduler / BetaSamplingScheduler),
+cfg, guidance, shifts, prompts, seeds -- as shipped): ``EmptySD3LatentImage`` /
+``EmptyLatentImage`` / ``EmptyChromaRadianceLatentImage`` 64x64 (the templates say 1024x1024),
+at most 2 sampling steps (``steps`` of KSampler / BasicScheduler / BetaSamplingScheduler),
 ``ImagePadForOutpaint`` pads divided by 8, ``ImageScaleToMaxDimension`` to the input images'
-size (64), and after ``FluxKontextImageScale`` (which scales to
-about a megapixel) an ``ImageScaleBy`` 1/8 node is inserted. Input images are 64x48 with a
+size (64), and after ``FluxKontextImageScale`` (which scales to about a megapixel) an
+``ImageScaleBy`` 1/8 node is inserted. Input images are 64x48 with a
 transparent rectangle (the LoadImage mask).
 
 Templates that need nodes or model formats this build does not have yet are strict expected
