@@ -52,7 +52,6 @@ INERT_FLAGS: dict[str, str] = {
     "--comfy-api-base": "there are no API (paid service) nodes",
     "--disable-api-nodes": "there are no API (paid service) nodes",
     "--block-runtime-package-installation": "nothing installs packages while the server runs",
-    "--disable-known-models": "no model is downloaded on demand yet",
 }
 
 
@@ -434,7 +433,9 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
     misc.add_argument("--log-stdout", action="store_true", help="log to stdout instead of stderr")
     misc.add_argument("--quick-test-for-ci", action="store_true",
                       help="quick start-up test: fail if nodes cannot be imported, then exit")
-    misc.add_argument("--disable-known-models", action="store_true", help="don't offer automatic model downloads")
+    misc.add_argument("--disable-known-models", action="store_true",
+                      help="known models (the files the templates and tutorials name) are neither offered in the "
+                           "loaders' lists nor downloaded when a prompt names one")
     from . import __version__
 
     misc.add_argument("--version", action="version", version=f"comfyui {__version__}", dest=argparse.SUPPRESS,

@@ -467,7 +467,12 @@ class Folders:
         return None
 
     def get_full_path_or_raise(self, folder_name: str, filename: str) -> str:
+        """The file's path; a known model that is missing is downloaded first (comfyui.known_models)."""
         full = self.get_full_path(folder_name, filename)
+        if full is None:
+            from .known_models import fetch_missing
+
+            full = fetch_missing(folder_name, filename)
         if full is None:
             raise FileNotFoundError(f"Model in folder '{folder_name}' with filename '{filename}' not found.")
         return full

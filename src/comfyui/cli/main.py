@@ -2,6 +2,7 @@
 
     comfyui [flags]                         start the server (the official frontend + API)
     comfyui --workflows FILE ... | -        run workflows, one JSON line of outputs each
+    comfyui model download|list ...         download model files, list the workspace's (cli/model.py)
 
 Flags, ``COMFYUI_*`` environment variables and config files are ComfyUI LTS's; see
 ``comfyui --help`` (the parser lives in :mod:`comfyui.config`).
@@ -98,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..process import configure_process
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["model"]:
+        from .model import main_model
+
+        return main_model(args[1:])
     config = load_config(args)
     setup_logging(config)
     workflows = getattr(config, "workflows", None)

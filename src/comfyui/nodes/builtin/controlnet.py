@@ -3,7 +3,7 @@ ControlNetApplyAdvanced, SetUnionControlNetType, ControlNetInpaintingAliMamaAppl
 all load through ControlNetLoader and chain on a conditioning's ``control`` entry."""
 from __future__ import annotations
 
-from comfyui import paths
+from comfyui import known_models, paths
 
 from ._lazy import lazy
 
@@ -24,7 +24,7 @@ UNION_CONTROLNET_TYPES = {
 class ControlNetLoader:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"control_net_name": (paths.get_filename_list("controlnet"),)}}
+        return {"required": {"control_net_name": (known_models.filename_list("controlnet"),)}}
 
     RETURN_TYPES = ("CONTROL_NET",)
     FUNCTION = "load_controlnet"
@@ -38,7 +38,7 @@ class DiffControlNetLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",),
-                             "control_net_name": (paths.get_filename_list("controlnet"),)}}
+                             "control_net_name": (known_models.filename_list("controlnet"),)}}
 
     RETURN_TYPES = ("CONTROL_NET",)
     FUNCTION = "load_controlnet"

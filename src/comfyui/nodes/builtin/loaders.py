@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from comfyui import paths
+from comfyui import known_models, paths
 
 from ._lazy import lazy
 
@@ -23,7 +23,7 @@ def _embeddings():
 class CheckpointLoaderSimple:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"ckpt_name": (paths.get_filename_list("checkpoints"),
+        return {"required": {"ckpt_name": (known_models.filename_list("checkpoints"),
                                            {"tooltip": "The name of the checkpoint (model) to load."})}}
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
@@ -45,7 +45,7 @@ class CheckpointLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"config_name": (paths.get_filename_list("configs"),),
-                             "ckpt_name": (paths.get_filename_list("checkpoints"),)}}
+                             "ckpt_name": (known_models.filename_list("checkpoints"),)}}
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load_checkpoint"
@@ -93,7 +93,7 @@ class VAELoader:
 
     @staticmethod
     def vae_list():
-        return paths.get_filename_list("vae") + ["pixel_space"]
+        return known_models.filename_list("vae") + ["pixel_space"]
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -128,7 +128,7 @@ def _file_refusal(name: str | None, clip_type: str) -> str | bool:
     using it as ``clip_type``, e.g. a Gemma file without its tokenizer; True if nothing."""
     if not isinstance(name, str):
         return True  # a linked input: checked when it runs
-    names = paths.get_filename_list("text_encoders")
+    names = known_models.filename_list("text_encoders")
     if name not in names:  # asking for clip_name takes over the list check (as in ComfyUI)
         return f"Value not in list: clip_name: '{name}' not in {names[:20]}"
     path = paths.get_full_path("text_encoders", name)
@@ -155,7 +155,7 @@ def _load_text_encoders(names: list[str], clip_type: str, device: str):
 class CLIPLoader:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"clip_name": (paths.get_filename_list("text_encoders"),),
+        return {"required": {"clip_name": (known_models.filename_list("text_encoders"),),
                              "type": (CLIP_TYPES,)},
                 "optional": {"device": (["default", "cpu"], {"advanced": True})}}
 
@@ -178,7 +178,7 @@ class CLIPLoader:
 class DualCLIPLoader:
     @classmethod
     def INPUT_TYPES(cls):
-        names = paths.get_filename_list("text_encoders")
+        names = known_models.filename_list("text_encoders")
         return {"required": {"clip_name1": (names,), "clip_name2": (names,), "type": (DUAL_CLIP_TYPES,)},
                 "optional": {"device": (["default", "cpu"], {"advanced": True})}}
 
@@ -200,7 +200,7 @@ class DualCLIPLoader:
 class TripleCLIPLoader:
     @classmethod
     def INPUT_TYPES(cls):
-        names = paths.get_filename_list("text_encoders")
+        names = known_models.filename_list("text_encoders")
         return {"required": {"clip_name1": (names,), "clip_name2": (names,), "clip_name3": (names,)}}
 
     RETURN_TYPES = ("CLIP",)
@@ -219,7 +219,7 @@ class TripleCLIPLoader:
 class UNETLoader:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"unet_name": (paths.get_filename_list("diffusion_models"),),
+        return {"required": {"unet_name": (known_models.filename_list("diffusion_models"),),
                              "weight_dtype": (["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],
                                               {"advanced": True})}}
 
@@ -241,7 +241,7 @@ class LoraLoader:
         return {"required": {
             "model": ("MODEL", {"tooltip": "The diffusion model the LoRA will be applied to."}),
             "clip": ("CLIP", {"tooltip": "The CLIP model the LoRA will be applied to."}),
-            "lora_name": (paths.get_filename_list("loras"), {"tooltip": "The name of the LoRA."}),
+            "lora_name": (known_models.filename_list("loras"), {"tooltip": "The name of the LoRA."}),
             "strength_model": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01,
                                          "tooltip": "How strongly to modify the diffusion model. This value can be negative."}),
             "strength_clip": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01,
@@ -275,7 +275,7 @@ class LoraLoaderModelOnly(LoraLoader):
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",),
-                             "lora_name": (paths.get_filename_list("loras"),),
+                             "lora_name": (known_models.filename_list("loras"),),
                              "strength_model": ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01})}}
 
     RETURN_TYPES = ("MODEL",)

@@ -1,7 +1,7 @@
 """Upscale-model nodes: UpscaleModelLoader, ImageUpscaleWithModel (spandrel, tiled)."""
 from __future__ import annotations
 
-from comfyui import paths
+from comfyui import known_models, paths
 
 from ._lazy import lazy
 
@@ -11,7 +11,7 @@ up = lazy("comfyui.models.upscale")
 class UpscaleModelLoader:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model_name": (paths.get_filename_list("upscale_models"),)}}
+        return {"required": {"model_name": (known_models.filename_list("upscale_models"),)}}
 
     RETURN_TYPES = ("UPSCALE_MODEL",)
     FUNCTION = "load_model"

@@ -3,7 +3,7 @@ unCLIPConditioning, StyleModelLoader, StyleModelApply, GLIGENLoader, GLIGENTextB
 loaded from models/hypernetworks)."""
 from __future__ import annotations
 
-from comfyui import paths
+from comfyui import known_models, paths
 
 from ._lazy import lazy
 
@@ -18,7 +18,7 @@ sdm = lazy("comfyui.models.sd")
 class CLIPVisionLoader:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"clip_name": (paths.get_filename_list("clip_vision"),)}}
+        return {"required": {"clip_name": (known_models.filename_list("clip_vision"),)}}
 
     RETURN_TYPES = ("CLIP_VISION",)
     FUNCTION = "load_clip"
@@ -46,7 +46,7 @@ class CLIPVisionEncode:
 class unCLIPCheckpointLoader:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"ckpt_name": (paths.get_filename_list("checkpoints"),)}}
+        return {"required": {"ckpt_name": (known_models.filename_list("checkpoints"),)}}
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE", "CLIP_VISION")
     FUNCTION = "load_checkpoint"
@@ -85,7 +85,7 @@ class unCLIPConditioning:
 class StyleModelLoader:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"style_model_name": (paths.get_filename_list("style_models"),)}}
+        return {"required": {"style_model_name": (known_models.filename_list("style_models"),)}}
 
     RETURN_TYPES = ("STYLE_MODEL",)
     FUNCTION = "load_style_model"
@@ -134,7 +134,7 @@ MAX_RESOLUTION = 16384
 class GLIGENLoader:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"gligen_name": (paths.get_filename_list("gligen"),)}}
+        return {"required": {"gligen_name": (known_models.filename_list("gligen"),)}}
 
     RETURN_TYPES = ("GLIGEN",)
     FUNCTION = "load_gligen"
@@ -176,7 +176,7 @@ class HypernetworkLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",),
-                             "hypernetwork_name": (paths.get_filename_list("hypernetworks"),),
+                             "hypernetwork_name": (known_models.filename_list("hypernetworks"),),
                              "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01})}}
 
     RETURN_TYPES = ("MODEL",)
