@@ -17,10 +17,21 @@ def test_setup_section_is_two_commands():
     assert blocks[0].strip().endswith(".venv/bin/comfyui") and "pytest" in blocks[1]
 
 
+def model_subcommands():
+    """The parsers of ``comfyui model download|list`` (their flags are the README's too)."""
+    import argparse
+
+    from comfyui.cli.model import _parser
+
+    action = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return list(action.choices.values())
+
+
 def test_named_examples_and_flags_exist():
     for path in set(re.findall(r"`(examples/[^`\s]+)`", README)) | set(re.findall(r"comfyui --workflows (examples/[^`\s]+)", README)):
         assert (ROOT / path.rstrip("/")).exists(), path
     options = {o for a in build_parser()._actions for o in a.option_strings}
+    options |= {o for sub in model_subcommands() for a in sub._actions for o in a.option_strings}
     pip_options = {"--index-url"}
     for flag in set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9_-]+)", README)) - pip_options:
         assert flag in options, flag

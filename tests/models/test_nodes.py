@@ -38,9 +38,15 @@ def ws(workspace):
 
 
 def test_node_inputs_list_files(ws):
-    assert L.CheckpointLoaderSimple.INPUT_TYPES()["required"]["ckpt_name"][0] == \
+    from comfyui import known_models
+
+    def on_disk(names, folder):  # the lists also offer the known models (comfyui.known_models)
+        assert names == sorted(names)
+        return [n for n in names if known_models.find(n, folder) is None]
+
+    assert on_disk(L.CheckpointLoaderSimple.INPUT_TYPES()["required"]["ckpt_name"][0], "checkpoints") == \
         ["inpaint.safetensors", "sd1.safetensors", "xl/sdxl.safetensors"]
-    assert L.LoraLoader.INPUT_TYPES()["required"]["lora_name"][0] == ["style.safetensors"]
+    assert on_disk(L.LoraLoader.INPUT_TYPES()["required"]["lora_name"][0], "loras") == ["style.safetensors"]
     assert L.CLIPSetLastLayer.INPUT_TYPES()["required"]["stop_at_clip_layer"][1] == \
         {"default": -1, "min": -24, "max": -1, "step": 1}
 
