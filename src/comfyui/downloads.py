@@ -191,7 +191,7 @@ def _origin(url: str) -> tuple[str, str | None, int | None]:
     return split.scheme, split.hostname, split.port
 
 
-def _hf_download(source: Source, name: str, expected_sha256: str | None) -> str:
+def _hf_download(source: Source, name: str, expected_sha256: str | None, tqdm_class=None) -> str:
     """Download a Hub file to its partial file (resumed where an earlier run stopped) through
     huggingface_hub (endpoint, login token, redirects, retries); -> the verified partial file."""
     import huggingface_hub
@@ -231,7 +231,7 @@ def _hf_download(source: Source, name: str, expected_sha256: str | None) -> str:
     try:
         with open(part, "ab") as f:
             http_get(meta.location, f, resume_size=have, headers=headers, expected_size=meta.size,
-                     displayed_filename=name)
+                     displayed_filename=name, tqdm_class=tqdm_class)
     except (hf_errors.HfHubHTTPError, OSError, ValueError) as exc:
         raise DownloadError(f"{source}: the download stopped ({exc}); run it again to resume") from exc
     _check(part, expected, str(source))
@@ -303,7 +303,7 @@ def _partial_path(url: str, name: str) -> str:
     return os.path.join(paths.active_folders().get_temp_directory(), "downloads", f"{key}-{name}.part")
 
 
-def _url_download(url: str, name: str, expected_sha256: str | None, progress: bool) -> str:
+def _url_download(url: str, name: str, expected_sha256: str | None, progress: bool, tqdm_class=None) -> str:
     """Stream ``url`` to its partial file, resuming what an earlier try left; -> the complete,
     verified partial file."""
     part = _partial_path(url, name)
@@ -333,7 +333,7 @@ def _url_download(url: str, name: str, expected_sha256: str | None, progress: bo
                 have, mode = 0, "wb"  # no Range support: start over
             length = resp.headers.get("Content-Length")
             total = have + int(length) if length and length.isdigit() else None
-            _stream(resp, part, mode, have, total, name, progress)
+            _stream(resp, part, mode, have, total, name, progress, tqdm_class)
             if total is not None and os.path.getsize(part) != total:
                 raise DownloadError(f"{url}: the connection ended at {os.path.getsize(part)} of {total} bytes; "
                                     "run the download again to resume")
@@ -341,12 +341,13 @@ def _url_download(url: str, name: str, expected_sha256: str | None, progress: bo
     return part
 
 
-def _stream(resp, part: str, mode: str, have: int, total: int | None, name: str, progress: bool) -> None:
+def _stream(resp, part: str, mode: str, have: int, total: int | None, name: str, progress: bool,
+            tqdm_class=None) -> None:
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=name)
+    if progress or tqdm_class is not None:
+        if tqdm_class is None:
+            from tqdm.auto import tqdm as tqdm_class
+        bar = tqdm_class(total=total, initial=have, unit="B", unit_scale=True, desc=name)
     try:
         with open(part, mode) as f:
             while chunk := resp.read(CHUNK):
@@ -358,6 +359,33 @@ def _stream(resp, part: str, mode: str, have: int, total: int | None, name: str,
     finally:
         if bar is not None:
             bar.close()
+
+
+def node_progress_class():
+    """A tqdm progress bar (on stderr) that is also the running node's progress in the UI and
+    stops the download when the prompt is interrupted (the partial file stays for a resume)."""
+    from tqdm.auto import tqdm
+
+    from .engine.progress import ProgressBar
+
+    class NodeProgress(tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._done = int(kwargs.get("initial") or 0)
+            self._node_bar = ProgressBar(int(kwargs.get("total") or 0) or 1)
+            self._shown = -1
+
+        def update(self, n=1):
+            result = super().update(n)
+            self._done += n
+            total = self.total or 0
+            percent = int(100 * self._done / total) if total else 0
+            if percent != self._shown:  # one UI message per percent
+                self._shown = percent
+                self._node_bar.update_absolute(min(self._done, total), total or None)
+            return result
+
+    return NodeProgress
 
 
 def _move_into(part: str, target: str) -> None:
@@ -388,9 +416,10 @@ class Downloaded:
 
 
 def download(source: Source, folder: str | None = None, name: str | None = None, *,
-             sha256: str | None = None, force: bool = False, progress: bool = True) -> Downloaded:
+             sha256: str | None = None, force: bool = False, progress: bool = True, tqdm_class=None) -> Downloaded:
     """Download ``source`` into ``models/<folder>/<name>`` (folder inferred when None, name the
-    source's); a file already there is kept unless ``force``."""
+    source's); a file already there is kept unless ``force``. ``tqdm_class``: the progress bar's
+    class (a tqdm subclass; :func:`node_progress_class` for a running node)."""
     from . import known_models
 
     if sha256 and not _SHA256.match(sha256.lower()):
@@ -414,9 +443,9 @@ def download(source: Source, folder: str | None = None, name: str | None = None,
         sha256 = entry.sha256
     log.info("downloading %s into models/%s/%s", source, paths.map_legacy(folder), name)
     if source.is_hf:
-        part = _hf_download(source, name, sha256)
+        part = _hf_download(source, name, sha256, tqdm_class)
     else:
-        part = _url_download(source.url, name, sha256, progress)
+        part = _url_download(source.url, name, sha256, progress, tqdm_class)
     _move_into(part, target)
     paths.active_folders().invalidate_cache(folder)
     return Downloaded(target, paths.map_legacy(folder), name, source)

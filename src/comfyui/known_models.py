@@ -80,7 +80,7 @@ def fetch_missing(folder: str, name: str) -> str | None:
         existing = paths.get_full_path(entry.folder, name)
         if existing is not None:
             return existing
-        from .downloads import download
+        from .downloads import download, node_progress_class
 
         log.info("%s is a known model that is not in models/%s: downloading it from %s", name, entry.folder, entry.url)
-        return download(entry.source, entry.folder, name, sha256=entry.sha256).path
+        return download(entry.source, entry.folder, name, sha256=entry.sha256, tqdm_class=node_progress_class()).path

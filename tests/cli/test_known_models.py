@@ -69,11 +69,15 @@ def test_prompt_downloads_a_missing_known_model_then_runs(tmp_path, hub):
     async def go():
         async with Comfy(Config(base_directory=str(tmp_path / "ws"))) as client:
             choices = ckpt_choices(client)
-            outputs = await client.queue_prompt(decode_prompt(SD15))
-            return choices, outputs
+            events = [ev async for ev in client.queue_with_progress(decode_prompt(SD15))]
+            return choices, events
 
-    choices, outputs = asyncio.run(go())
+    choices, events = asyncio.run(go())
     assert SD15 in choices  # offered before it is on disk
+    outputs = events[-1].data["outputs"]
+    # the download is the loader node's progress in the UI, up to the file's size
+    progress = [(ev.data["value"], ev.data["max"]) for ev in events if ev.event == "progress" and ev.data["node"] == "1"]
+    assert progress and progress[-1] == (len(data), len(data))
     target = tmp_path / "ws" / "models" / "checkpoints" / SD15
     assert target.read_bytes() == data
     assert Path(outputs["4"]["images"][0]["abs_path"]).is_file()
