@@ -11,7 +11,7 @@ import pytest
 
 # Known models (comfyui.known_models) download on demand: no test may reach huggingface.co, so a
 # prompt naming a known file that a test did not write fails at once (connection refused); the
-# download tests point HF_ENDPOINT at their own local Hub (tests/cli/fake_hub.py).
+# download tests point HF_ENDPOINT at their own local Hub (tests/fake_hub.py).
 os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Known models: the shipped table is what scripts/build_known_models.py builds from the installed
 templates and the tutorials; a prompt that names a known model that is missing downloads it
-(from a local Hugging Face Hub, tests/cli/fake_hub.py) before its loader runs and then runs;
+(from a local Hugging Face Hub, tests/fake_hub.py) before its loader runs and then runs;
 ``--disable-known-models`` refuses the same prompt with a validation error naming the file; the
 loaders list known-but-missing files unless that flag is given."""
 from __future__ import annotations
@@ -27,7 +27,7 @@ def decode_prompt(ckpt: str) -> dict:
 
 
 def test_shipped_table_is_the_generators_output():
-    pytest.importorskip("comfyui_workflow_templates_json", reason="pip install comfyui-workflow-templates-json (dev extra)")
+    pytest.importorskip("comfyui_workflow_templates_json", reason="pip install comfyui-workflow-templates-json (a dependency)")
     spec = importlib.util.spec_from_file_location("build_known_models", ROOT / "scripts" / "build_known_models.py")
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)

@@ -1,5 +1,5 @@
 """``comfyui model download|list`` on real processes against local servers: a Hugging Face Hub
-(``HF_ENDPOINT``, tests/cli/fake_hub.py: the HEAD/GET/redirect/header protocol
+(``HF_ENDPOINT``, tests/fake_hub.py: the HEAD/GET/redirect/header protocol
 ``huggingface_hub`` speaks) and plain URLs with ``Range``. Covers: each source form and the
 folder it lands in, an interrupted download resumed by the next run (byte offset asked, bytes
 identical), a checksum mismatch (clear error, nothing in models/), a gated repository with and

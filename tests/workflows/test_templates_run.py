@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("comfyui_workflow_templates_json", reason="pip install comfyui-workflow-templates-json (dev extra)")
+pytest.importorskip("comfyui_workflow_templates_json", reason="pip install comfyui-workflow-templates-json (a dependency)")
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
