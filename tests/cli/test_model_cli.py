@@ -7,6 +7,7 @@ without the login token, and ``model list``."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -135,6 +136,14 @@ def test_civitai_model_page_resolves_to_its_download(tmp_path, hub):
             extra_env={"CIVITAI_ENDPOINT": f"{hub.url}/files/civitai", "CIVITAI_API_TOKEN": "civ_token"})
     assert r.returncode == 0, r.stderr
     assert (models(tmp_path) / "loras" / "styleLora_v1.safetensors").read_bytes() == data
+    # a model page without a version: its newest version, from CivitAI's API
+    hub.files["civitai/api/v1/models/77"] = Blob(json.dumps({"modelVersions": [{"id": 4243}, {"id": 100}]}).encode())
+    newest = payload(MB, 11)
+    hub.files["civitai/api/download/models/4243"] = Blob(newest, disposition="styleLora_v2.safetensors")
+    r = run(tmp_path, hub, "download", "https://civitai.com/models/77/some-style", "--type", "loras",
+            extra_env={"CIVITAI_ENDPOINT": f"{hub.url}/files/civitai"})
+    assert r.returncode == 0, r.stderr
+    assert (models(tmp_path) / "loras" / "styleLora_v2.safetensors").read_bytes() == newest
 
 
 def _wait(predicate, timeout=60.0):
