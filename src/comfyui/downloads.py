@@ -117,11 +117,9 @@ def parse_source(spec: str, file: str | None = None) -> Source:
 
 # ---- where a file goes ----
 
-# Hugging Face / template path parts and CivitAI model types -> model folder
-_FOLDER_HINTS = {"checkpoint": "checkpoints", "lora": "loras", "locon": "loras", "lycoris": "loras",
-                 "textualinversion": "embeddings", "hypernetwork": "hypernetworks", "controlnet": "controlnet",
-                 "upscaler": "upscale_models", "vae": "vae", "clip": "text_encoders", "unet": "diffusion_models",
-                 "t2i_adapter": "controlnet"}
+# other names a repository path uses for a model folder (singular, older)
+_FOLDER_HINTS = {"checkpoint": "checkpoints", "ckpt": "checkpoints", "lora": "loras", "embedding": "embeddings",
+                 "hypernetwork": "hypernetworks", "upscaler": "upscale_models", "upscale": "upscale_models"}
 
 
 def model_folders() -> list[str]:

@@ -14,7 +14,6 @@ The folder comes from ``--type``, else from the known-models table or the reposi
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from typing import Sequence
