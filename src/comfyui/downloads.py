@@ -22,6 +22,7 @@ download and raises :class:`ChecksumMismatch`. Nothing partial is ever in ``mode
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -189,7 +190,7 @@ def _origin(url: str) -> tuple[str, str | None, int | None]:
     return split.scheme, split.hostname, split.port
 
 
-def _hf_download(source: Source, name: str, expected_sha256: str | None, tqdm_class=None) -> str:
+def _hf_download(source: Source, name: str, expected_sha256: str | None, bar_class) -> str:
     """Download a Hub file to its partial file (resumed where an earlier run stopped) through
     huggingface_hub (endpoint, login token, redirects, retries); -> the verified partial file."""
     import huggingface_hub
@@ -229,7 +230,7 @@ def _hf_download(source: Source, name: str, expected_sha256: str | None, tqdm_cl
     try:
         with open(part, "ab") as f:
             http_get(meta.location, f, resume_size=have, headers=headers, expected_size=meta.size,
-                     displayed_filename=name, tqdm_class=tqdm_class)
+                     displayed_filename=name, tqdm_class=bar_class)
     except (hf_errors.HfHubHTTPError, OSError, ValueError) as exc:
         raise DownloadError(f"{source}: the download stopped ({exc}); run it again to resume") from exc
     _check(part, expected, str(source))
@@ -301,7 +302,7 @@ def _partial_path(url: str, name: str) -> str:
     return os.path.join(paths.active_folders().get_temp_directory(), "downloads", f"{key}-{name}.part")
 
 
-def _url_download(url: str, name: str, expected_sha256: str | None, progress: bool, tqdm_class=None) -> str:
+def _url_download(url: str, name: str, expected_sha256: str | None, bar_class) -> str:
     """Stream ``url`` to its partial file, resuming what an earlier try left; -> the complete,
     verified partial file."""
     part = _partial_path(url, name)
@@ -331,7 +332,7 @@ def _url_download(url: str, name: str, expected_sha256: str | None, progress: bo
                 have, mode = 0, "wb"  # no Range support: start over
             length = resp.headers.get("Content-Length")
             total = have + int(length) if length and length.isdigit() else None
-            _stream(resp, part, mode, have, total, name, progress, tqdm_class)
+            _stream(resp, part, mode, have, total, name, bar_class)
             if total is not None and os.path.getsize(part) != total:
                 raise DownloadError(f"{url}: the connection ended at {os.path.getsize(part)} of {total} bytes; "
                                     "run the download again to resume")
@@ -339,24 +340,17 @@ def _url_download(url: str, name: str, expected_sha256: str | None, progress: bo
     return part
 
 
-def _stream(resp, part: str, mode: str, have: int, total: int | None, name: str, progress: bool,
-            tqdm_class=None) -> None:
-    bar = None
-    if progress or tqdm_class is not None:
-        if tqdm_class is None:
-            from tqdm.auto import tqdm as tqdm_class
-        bar = tqdm_class(total=total, initial=have, unit="B", unit_scale=True, desc=name)
+def _stream(resp, part: str, mode: str, have: int, total: int | None, name: str, bar_class) -> None:
+    bar = bar_class(total=total, initial=have, unit="B", unit_scale=True, desc=name)
     try:
         with open(part, mode) as f:
             while chunk := resp.read(CHUNK):
                 f.write(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
+                bar.update(len(chunk))
     except (OSError, urllib.error.URLError) as exc:
         raise DownloadError(f"{name}: the download stopped ({exc}); run it again to resume") from exc
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def node_progress_class():
@@ -440,10 +434,15 @@ def download(source: Source, folder: str | None = None, name: str | None = None,
     if sha256 is None and entry is not None and entry.source == source:
         sha256 = entry.sha256
     log.info("downloading %s into models/%s/%s", source, paths.map_legacy(folder), name)
+    bar_class = tqdm_class
+    if bar_class is None:
+        from tqdm.auto import tqdm
+
+        bar_class = tqdm if progress else functools.partial(tqdm, disable=True)
     if source.is_hf:
-        part = _hf_download(source, name, sha256, tqdm_class)
+        part = _hf_download(source, name, sha256, bar_class)
     else:
-        part = _url_download(source.url, name, sha256, progress, tqdm_class)
+        part = _url_download(source.url, name, sha256, bar_class)
     _move_into(part, target)
     paths.active_folders().invalidate_cache(folder)
     return Downloaded(target, paths.map_legacy(folder), name, source)

@@ -66,6 +66,7 @@ def test_download_hf_repo_file_into_the_folder_of_its_type(tmp_path, hub):
     target = models(tmp_path) / "checkpoints" / "flux1-schnell-fp8.safetensors"
     assert r.stdout.strip() == str(target)
     assert target.read_bytes() == data
+    assert "100%" in r.stderr and "flux1-schnell-fp8.safetensors" in r.stderr  # the progress bar
     assert ("HEAD", "/Comfy-Org/flux1-schnell/resolve/main/flux1-schnell-fp8.safetensors", None) in hub.requests
 
 
@@ -122,6 +123,7 @@ def test_plain_url_with_content_disposition_name(tmp_path, hub):
     r = run(tmp_path, hub, "download", f"{hub.url}/files/dl/123", "--type", "upscale_models", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert (models(tmp_path) / "upscale_models" / "upscaler_x4.pth").read_bytes() == data
+    assert "%|" not in r.stderr  # --no-progress
     assert all_files(models(tmp_path)) == ["upscale_models/upscaler_x4.pth"]
     # already there: kept, not downloaded again
     before = len(hub.requests)

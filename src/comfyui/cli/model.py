@@ -57,8 +57,6 @@ def _size(n: int) -> str:
 def cmd_download(opts: argparse.Namespace) -> int:
     from .. import downloads
 
-    if opts.no_progress:
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     source = downloads.parse_source(opts.source, opts.file)
     done = downloads.download(source, opts.folder, opts.name, sha256=opts.sha256, force=opts.force,
                               progress=not opts.no_progress)
