@@ -2,8 +2,8 @@
 ``huggingface_hub.hf_hub_download`` uses (point ``HF_ENDPOINT`` at it), plus plain file URLs.
 
 Hub: ``HEAD|GET /{owner}/{repo}/resolve/{revision}/{path}`` answers as huggingface.co does for an
-LFS file: ``302`` to ``/cdn/{sha256}`` on a second port (another origin, as the Hub's CDN) with ``X-Repo-Commit``, ``X-Linked-Etag``
-(the file's SHA-256, quoted), ``X-Linked-Size`` and ``ETag``; a gated repository answers ``401``
+LFS file: ``302`` to ``/cdn/{sha256}`` on a second port (another origin, as the Hub's CDN) with
+``X-Repo-Commit``, ``X-Linked-Etag`` (the file's SHA-256, quoted), ``X-Linked-Size`` and ``ETag``; a gated repository answers ``401``
 with ``X-Error-Code: GatedRepo`` unless the request carries its token; unknown repositories and
 files answer ``404`` with ``X-Error-Code: RepoNotFound`` / ``EntryNotFound``.
 Files: ``GET /files/{name}`` (and ``/cdn/{sha256}``) with ``Range: bytes=N-`` (``206`` +

@@ -430,7 +430,7 @@ def download(source: Source, folder: str | None = None, name: str | None = None,
     if os.path.exists(target) and not force:
         log.info("%s is already in models/%s", name, folder)
         return Downloaded(target, paths.map_legacy(folder), name, source)
-    entry = known_models.find(name)
+    entry = known_models.find(name, folder)
     if sha256 is None and entry is not None and entry.source == source:
         sha256 = entry.sha256
     log.info("downloading %s into models/%s/%s", source, paths.map_legacy(folder), name)
