@@ -13,9 +13,10 @@ real file):
   marker) and the OneReward Fill transformer in plain fp8, with its LoRA in the diffusers/PEFT
   layout (``transformer.<diffusers module>.lora_A/B.weight``).
 - SD3.5 large (``models/sd3_fixtures.py``): the all-in-one checkpoint, its MMDiT scaled fp8.
-- Z-Image Turbo and Lumina 2 (``models/lumina2_fixtures.py``): ``z_image_turbo_bf16``,
-  ``qwen_3_4b``, the Fun ControlNet Union model patch (diffusers' ``ZImageControlNetModel``
-  state dict, bf16), and NetaYume's all-in-one checkpoint (``model.diffusion_model.*`` NextDiT,
+- Z-Image Turbo and Lumina 2 (``models/lumina2_fixtures.py``): ``z_image_turbo_bf16`` (also
+  as the base model ``z_image_bf16``, the same layout), ``qwen_3_4b``, the Fun ControlNet Union
+  model patch (diffusers' ``ZImageControlNetModel`` state dict, bf16), and NetaYume's all-in-one
+  checkpoint (``model.diffusion_model.*`` NextDiT,
   ``text_encoders.gemma2_2b.transformer.*`` with ``text_encoders.spiece_model``, ``vae.*``).
 - Flux Redux (``models/redux_fixtures.py``): the SigLIP-384 vision tower and the redux
   projector into the Flux text width.
@@ -106,6 +107,8 @@ def write_template_files(base: str, input_names: list[str] = ()) -> dict[str, st
     # SigLIP (20 layers: USO reads layer -20) + Redux into T5 width 64
     out.update(redux_fixtures.write_redux_files(models, txt=64, siglip_layers=20))
     te, dm = os.path.join(models, "text_encoders"), os.path.join(models, "diffusion_models")
+    z_image = load_file(os.path.join(dm, "z_image_turbo_bf16.safetensors"))
+    out["z_image_bf16.safetensors"] = save(z_image, os.path.join(dm, "z_image_bf16.safetensors"))  # same layout
     t5 = load_file(os.path.join(te, "t5xxl_fp16.safetensors"))
     dev = load_file(os.path.join(dm, "flux1-dev.safetensors"))
     fill = load_file(os.path.join(dm, "flux1-fill-dev.safetensors"))

@@ -401,3 +401,27 @@ def test_pass_through_carries_links_only(object_info):
     assert api["2"]["inputs"] == {"value": "fallback"}
     assert api["5"]["inputs"] == {"value": "behind bypass"}
     assert api["7"]["inputs"] == {"value": "from primitive"}
+
+
+def test_dynamic_combo_widgets_follow_the_selected_option():
+    """A COMFY_DYNAMICCOMBO_V3 input: the frontend puts the selected option's widgets right
+    after the combo, named ``<combo>.<input>``; the next widgets come after them."""
+    option = {"required": {"depth": ["COMBO", {"options": ["8", "16"]}], "gamma": ["FLOAT", {"default": 2.2}]}}
+    info = {"Saver": {"input": {"required": {
+        "prefix": ["STRING", {"default": "x"}],
+        "format": ["COMFY_DYNAMICCOMBO_V3", {"options": [{"key": "png", "inputs": option},
+                                                         {"key": "raw", "inputs": {"required": {}}}]}],
+        "quality": ["INT", {"default": 90}]}}, "output": [], "output_node": True}}
+    workflow = {"nodes": [{"id": 1, "type": "Saver", "mode": 0, "inputs": [], "outputs": [],
+                           "widgets_values": ["a", "png", "16", 1.8, 75]},
+                          {"id": 2, "type": "Saver", "mode": 0, "inputs": [], "outputs": [],
+                           "widgets_values": ["b", "raw", 60]},
+                          {"id": 3, "type": "Saver", "mode": 0, "inputs": [], "outputs": [],
+                           "widgets_values": {"prefix": "c", "format": "png", "format.depth": "8"}}],
+                "links": []}
+    prompt = convert_ui_to_api(workflow, info)
+    assert prompt["1"]["inputs"] == {"prefix": "a", "format": "png", "format.depth": "16", "format.gamma": 1.8,
+                                     "quality": 75}
+    assert prompt["2"]["inputs"] == {"prefix": "b", "format": "raw", "quality": 60}
+    assert prompt["3"]["inputs"] == {"prefix": "c", "format": "png", "format.depth": "8", "format.gamma": 2.2,
+                                     "quality": 90}

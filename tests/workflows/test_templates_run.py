@@ -5,7 +5,7 @@ Each template is converted to API format with our converter (``comfyui.workflows
 checked against the frontend's own conversion in test_templates_browser.py) and run on tiny
 random-weight files written under the exact names it asks for, in the real layouts
 (``template_fixtures.py``, also a script). Every image an output node (SaveImage,
-PreviewImage) reports must exist with the size the graph implies.
+SaveImageAdvanced, PreviewImage) reports must exist with the size the graph implies.
 
 Test-size changes to the converted prompts (everything else -- wiring, samplers, schedulers,
 cfg, guidance, shifts, prompts, seeds -- as shipped): ``EmptySD3LatentImage`` /
@@ -54,6 +54,7 @@ EXPECT = {  # template -> {output node class: (W, H) of each image it reports}
     "image_flux.1_fill_dev_OneReward": {"PreviewImage": (W, H)},   # the result and the input, previewed
     "sd3.5_simple_example": {"SaveImage": T2I},
     "image_z_image_turbo": {"SaveImage": T2I},
+    "image_z_image": {"SaveImageAdvanced": T2I},
     "image_netayume_lumina_t2i": {"SaveImage": T2I},
     "flux_redux_model_example": {"SaveImage": T2I},
     "image_chroma_text_to_image": {"SaveImage": T2I},
@@ -68,8 +69,7 @@ EXPECT = {  # template -> {output node class: (W, H) of each image it reports}
 XFAIL = {  # template -> what it needs that this build lacks
     "flux_depth_lora_example": "nodes LotusConditioning, SetFirstSigma (Lotus depth)",
     "sd3.5_large_depth": "nodes LotusConditioning, SetFirstSigma (Lotus depth)",
-    "image_z_image": "nodes ResolutionSelector, SaveImageAdvanced",
-    "image_z_image_int8": "nodes ResolutionSelector, SaveImageAdvanced; int8 'convrot' weights",
+    "image_z_image_int8": "int8 'convrot' weights",
     "image_z_image_turbo_int8": "int8 'convrot' diffusion-model weights, fp8-mixed Qwen3 (no fixture layout known)",
 }
 # templates that run end to end in another test, with fixtures of their own

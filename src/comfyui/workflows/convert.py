@@ -288,6 +288,18 @@ class _WidgetSpec:
     control: bool = False
     dynamic_prompts: bool = False  # a STRING widget whose text the frontend expands ({a|b}, comments)
     curve: bool = False  # a CURVE widget: sent as {"__type__": "CURVE", "__value__": ...}
+    # a dynamic combo (COMFY_DYNAMICCOMBO_V3): option key -> the inputs that option adds; the
+    # frontend puts the selected option's widgets right after the combo, named "<combo>.<input>"
+    options: dict | None = None
+
+    def option_specs(self, key: Any, node: "_Node") -> list["_WidgetSpec"]:
+        inputs = (self.options or {}).get(key) if isinstance(key, str) else None
+        if not isinstance(inputs, dict):
+            return []
+        specs = _widget_specs({"input": inputs}, node)
+        for spec in specs:
+            spec.name = f"{self.name}.{spec.name}"
+        return specs
 
 
 def _widget_specs(nodedef: dict, node: _Node) -> list[_WidgetSpec]:
@@ -299,6 +311,12 @@ def _widget_specs(nodedef: dict, node: _Node) -> list[_WidgetSpec]:
     for section, name in _input_order(nodedef):
         typ, opts = _spec_parts(inputs[section][name])
         upload = upload or any(opts.get(k) for k in UPLOAD_OPTIONS)
+        if typ == "COMFY_DYNAMICCOMBO_V3":
+            options = {o.get("key"): o.get("inputs") for o in opts.get("options") or [] if isinstance(o, dict)}
+            keys = list(options)
+            specs.append(_WidgetSpec(name, opts.get("default", keys[0] if keys else None), bool(keys), options=options))
+            required_widgets += section == "required"
+            continue
         is_combo = isinstance(typ, list) or typ == "COMBO"
         if opts.get("forceInput") or not (is_combo or typ in WIDGET_TYPES or name in marked):
             continue
@@ -354,13 +372,17 @@ class _Converter:
         out: dict = {}
         if isinstance(values, dict):  # some extensions save widgets by name
             if nodedef is not None:
-                for spec in _widget_specs(nodedef, node):
+                pending = _widget_specs(nodedef, node)
+                while pending:
+                    spec = pending.pop(0)
                     if spec.name is None:
                         continue
                     if spec.name in values:
                         out[spec.name] = values[spec.name]
                     elif spec.has_default:
                         out[spec.name] = spec.default
+                    if spec.options is not None:
+                        pending[:0] = spec.option_specs(out.get(spec.name), node)
             else:
                 out = {k: v for k, v in values.items() if isinstance(k, str)}
         elif nodedef is not None:
@@ -368,7 +390,8 @@ class _Converter:
             specs = _widget_specs(nodedef, node)
             real_left = sum(1 for spec in specs if spec.name is not None)
             i = 0
-            for spec in specs:
+            while specs:
+                spec = specs.pop(0)
                 if spec.name is None:  # upload button value, when the list has room for it
                     if len(values) - i > real_left:
                         i += 1
@@ -381,6 +404,10 @@ class _Converter:
                         i += 1
                 elif spec.has_default:
                     out[spec.name] = spec.default
+                if spec.options is not None:
+                    added = spec.option_specs(out.get(spec.name), node)
+                    real_left += len(added)
+                    specs[:0] = added
         else:
             # Unknown class: best effort from the inputs the workflow marks as widgets.
             names = [inp["name"] for inp in node.inputs if inp.get("widget") and "name" in inp]
