@@ -14,9 +14,11 @@ real file):
   layout (``transformer.<diffusers module>.lora_A/B.weight``).
 - SD3.5 large (``models/sd3_fixtures.py``): the all-in-one checkpoint, its MMDiT scaled fp8.
 - Z-Image Turbo and Lumina 2 (``models/lumina2_fixtures.py``): ``z_image_turbo_bf16`` (also
-  as the base model ``z_image_bf16``, the same layout), ``qwen_3_4b``, the Fun ControlNet Union
-  model patch (diffusers' ``ZImageControlNetModel`` state dict, bf16), and NetaYume's all-in-one
-  checkpoint (``model.diffusion_model.*`` NextDiT,
+  as the base model ``z_image_bf16``, the same layout, and as ``*_int8_convrot``: ComfyUI's
+  per-layer ``comfy_quant`` int8 with ConvRot rotation, ``models/quant_fixtures.py``),
+  ``qwen_3_4b`` (also as ``qwen_3_4b_fp8_mixed``: per-layer fp8 but the embedding), the Fun
+  ControlNet Union model patch (diffusers' ``ZImageControlNetModel`` state dict, bf16), and
+  NetaYume's all-in-one checkpoint (``model.diffusion_model.*`` NextDiT,
   ``text_encoders.gemma2_2b.transformer.*`` with ``text_encoders.spiece_model``, ``vae.*``).
 - Flux Redux (``models/redux_fixtures.py``): the SigLIP-384 vision tower and the redux
   projector into the Flux text width.
@@ -44,7 +46,8 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from models import chroma_fixtures, flux_fixtures, lumina2_fixtures, redux_fixtures, sd3_fixtures, uso_fixtures  # noqa: E402
+from models import (chroma_fixtures, flux_fixtures, lumina2_fixtures, quant_fixtures, redux_fixtures,  # noqa: E402
+                    sd3_fixtures, uso_fixtures)
 
 FP8_MAX = 448.0   # float8_e4m3fn
 INPUT_SIZE = (64, 48)   # (W, H) of every input image
@@ -109,6 +112,12 @@ def write_template_files(base: str, input_names: list[str] = ()) -> dict[str, st
     te, dm = os.path.join(models, "text_encoders"), os.path.join(models, "diffusion_models")
     z_image = load_file(os.path.join(dm, "z_image_turbo_bf16.safetensors"))
     out["z_image_bf16.safetensors"] = save(z_image, os.path.join(dm, "z_image_bf16.safetensors"))  # same layout
+    for name in ("z_image_int8_convrot.safetensors", "z_image_turbo_int8_convrot.safetensors"):
+        out[name] = save(quant_fixtures.int8_convrot_file(z_image, group=16), os.path.join(dm, name))
+    qwen = load_file(os.path.join(te, "qwen_3_4b.safetensors"))
+    out["qwen_3_4b_fp8_mixed.safetensors"] = save(
+        quant_fixtures.fp8_mixed_file(qwen, keep=lambda k: "embed_tokens" in k),
+        os.path.join(te, "qwen_3_4b_fp8_mixed.safetensors"))
     t5 = load_file(os.path.join(te, "t5xxl_fp16.safetensors"))
     dev = load_file(os.path.join(dm, "flux1-dev.safetensors"))
     fill = load_file(os.path.join(dm, "flux1-fill-dev.safetensors"))

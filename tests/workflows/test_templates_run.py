@@ -55,6 +55,8 @@ EXPECT = {  # template -> {output node class: (W, H) of each image it reports}
     "sd3.5_simple_example": {"SaveImage": T2I},
     "image_z_image_turbo": {"SaveImage": T2I},
     "image_z_image": {"SaveImageAdvanced": T2I},
+    "image_z_image_int8": {"SaveImageAdvanced": T2I},
+    "image_z_image_turbo_int8": {"SaveImage": T2I},
     "image_netayume_lumina_t2i": {"SaveImage": T2I},
     "flux_redux_model_example": {"SaveImage": T2I},
     "image_chroma_text_to_image": {"SaveImage": T2I},
@@ -69,8 +71,6 @@ EXPECT = {  # template -> {output node class: (W, H) of each image it reports}
 XFAIL = {  # template -> what it needs that this build lacks
     "flux_depth_lora_example": "nodes LotusConditioning, SetFirstSigma (Lotus depth)",
     "sd3.5_large_depth": "nodes LotusConditioning, SetFirstSigma (Lotus depth)",
-    "image_z_image_int8": "int8 'convrot' weights",
-    "image_z_image_turbo_int8": "int8 'convrot' diffusion-model weights, fp8-mixed Qwen3 (no fixture layout known)",
 }
 # templates that run end to end in another test, with fixtures of their own
 ELSEWHERE = {

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from . import memory
+from . import memory, ops
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,11 @@ def load_torch_file(path: str, safe_load: bool = True, device: torch.device | st
                 # keep tensors only (epoch/global_step counters etc. are dropped)
                 if all(isinstance(k, str) for k in sd) and any(isinstance(v, torch.Tensor) for v in sd.values()):
                     sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    if isinstance(sd, dict) and ops.has_comfy_quant(sd):
+        try:
+            sd = ops.from_comfy_quant(sd)
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: {exc}") from exc
     if return_metadata:
         return sd, metadata
     if metadata and isinstance(sd, dict):

@@ -13,9 +13,22 @@ convention) carry a ``scaled_fp8`` marker tensor (its dtype is the fp8 type) and
 ``scale_weight`` scalar (real weight = stored fp8 weight * scale_weight) and optionally a
 ``scale_input`` (for fp8 matrix multiplication kernels; kept, not needed for the cast path).
 :func:`assign_state_dict` recognises them from the state dict alone.
+
+ComfyUI's newer per-layer convention ("mixed precision" files such as ``*_fp8_mixed`` and
+``*_int8_convrot``): a quantized layer ``<l>`` has a ``<l>.comfy_quant`` tensor (uint8, the bytes
+of a JSON object: ``format``, and for int8 ``convrot`` / ``convrot_groupsize``, at the top level
+or under ``params``) and ``<l>.weight_scale`` (``<l>.input_scale`` optional).
+:func:`from_comfy_quant` (called by the file loader) rewrites such a state dict into the forms
+above: fp8 layers become scaled-fp8 layers (their own marker ``<l>.scaled_fp8``), int8 layers
+(``int8_tensorwise``; real weight = stored int8 * weight_scale, a scalar or one per output row;
+with ``convrot`` the stored weight is the real one rotated, per group of ``convrot_groupsize``
+input features, by a normalized regular Hadamard matrix H: stored ~ W_group @ H^T) are
+dequantized: W_group = (q * scale)_group @ H.
 """
 from __future__ import annotations
 
+import json
+from collections import Counter
 from typing import Callable
 
 import torch
@@ -23,6 +36,8 @@ import torch.nn.functional as F
 
 
 SCALED_FP8_MARKER = "scaled_fp8"
+COMFY_QUANT = "comfy_quant"
+FP8_FORMATS = {"float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2}
 
 
 class CastWeightBias:
@@ -236,3 +251,82 @@ def assign_state_dict(module: torch.nn.Module, sd: dict[str, torch.Tensor], dtyp
                 owner._buffers[parts[-1]] = real
     unexpected = [k for k in res.unexpected_keys if k not in used and not k.endswith(SCALED_FP8_MARKER)]
     return missing, unexpected
+
+
+# ------------------------------------------------------------------ ComfyUI per-layer quantization
+def regular_hadamard(size: int) -> torch.Tensor:
+    """The normalized regular Hadamard matrix ConvRot uses (float32, symmetric, orthogonal):
+    Kronecker powers of [[1,1,1,-1],[1,1,-1,1],[1,-1,1,1],[-1,1,1,1]], divided by sqrt(size);
+    ``size`` must be a power of 4."""
+    h4 = torch.tensor([[1, 1, 1, -1], [1, 1, -1, 1], [1, -1, 1, 1], [-1, 1, 1, 1]], dtype=torch.float32)
+    h, n = h4, 4
+    while n < size:
+        h, n = torch.kron(h, h4), n * 4
+    if n != size:
+        raise ValueError(f"convrot group size must be a power of 4 (>= 4), got {size}")
+    return h / size ** 0.5
+
+
+def dequantize_int8(q: torch.Tensor, scale: torch.Tensor, convrot_groupsize: int | None = None) -> torch.Tensor:
+    """The real values (float32) of an int8 weight [out, in] with its scale (a scalar or one per
+    output row), rotated back when it was stored ConvRot-rotated in groups of ``convrot_groupsize``."""
+    scale = scale.float()
+    if scale.numel() == q.shape[0] and q.ndim == 2 and scale.numel() > 1:
+        scale = scale.reshape(-1, 1)
+    w = q.float() * scale
+    if convrot_groupsize:
+        out_f, in_f = w.shape
+        if in_f % convrot_groupsize:
+            raise ValueError(f"in_features {in_f} is not a multiple of the convrot group size {convrot_groupsize}")
+        h = regular_hadamard(convrot_groupsize)
+        w = (w.reshape(out_f, in_f // convrot_groupsize, convrot_groupsize) @ h).reshape(out_f, in_f)
+    return w
+
+
+def has_comfy_quant(sd) -> bool:
+    return any(k.endswith("." + COMFY_QUANT) or k == COMFY_QUANT for k in sd)
+
+
+def _layer_conf(t: torch.Tensor, layer: str) -> dict:
+    try:
+        conf = json.loads(bytes(t.to(torch.uint8).flatten().tolist()).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"layer {layer!r}: unreadable {COMFY_QUANT} tensor ({exc})") from exc
+    if not isinstance(conf, dict) or "format" not in conf:
+        raise ValueError(f"layer {layer!r}: {COMFY_QUANT} names no format: {conf!r}")
+    params = conf.get("params")
+    return {**(params if isinstance(params, dict) else {}), **conf}
+
+
+def from_comfy_quant(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``sd`` with its ``comfy_quant`` layers rewritten (see the module docstring): fp8 layers
+    as scaled fp8, int8 layers dequantized into the file's unquantized float dtype (the most
+    common one among its other floating tensors; bfloat16 when there is none)."""
+    layers = [k[:-len(COMFY_QUANT)] for k in sd if k.endswith("." + COMFY_QUANT) or k == COMFY_QUANT]
+    quant_keys = {p + s for p in layers for s in ("weight", "weight_scale", "input_scale", COMFY_QUANT)}
+    plain = Counter(v.dtype for k, v in sd.items() if k not in quant_keys and v.is_floating_point()
+                    and v.dtype not in FP8_FORMATS.values())
+    int8_dtype = plain.most_common(1)[0][0] if plain else torch.bfloat16
+    out = {k: v for k, v in sd.items() if k not in quant_keys}
+    for p in layers:
+        conf = _layer_conf(sd[p + COMFY_QUANT], p.rstrip("."))
+        fmt, weight, scale = conf["format"], sd.get(p + "weight"), sd.get(p + "weight_scale")
+        if weight is None:
+            raise ValueError(f"layer {p.rstrip('.')!r}: {COMFY_QUANT} without a weight")
+        if fmt in FP8_FORMATS:
+            fp8 = FP8_FORMATS[fmt]
+            out[p + "weight"] = weight.view(fp8) if weight.dtype in (torch.uint8, torch.int8) else weight
+            out[p + SCALED_FP8_MARKER] = torch.empty(0, dtype=fp8)
+            if scale is not None:
+                out[p + "scale_weight"] = scale.float()
+            if p + "input_scale" in sd:
+                out[p + "scale_input"] = sd[p + "input_scale"].float()
+        elif fmt == "int8_tensorwise":
+            if scale is None:
+                raise ValueError(f"layer {p.rstrip('.')!r}: int8 weight without weight_scale")
+            group = int(conf.get("convrot_groupsize", 256)) if conf.get("convrot") else None
+            out[p + "weight"] = dequantize_int8(weight, scale, group).to(int8_dtype)
+        else:
+            raise ValueError(f"layer {p.rstrip('.')!r}: quantization format {fmt!r} is not supported "
+                             f"(supported: {', '.join([*FP8_FORMATS, 'int8_tensorwise'])})")
+    return out
