@@ -318,7 +318,8 @@ def test_controlnet_nodes_schema():
 def test_official_sd35_controlnet_templates_run(workspace, template, control_type):
     """The official templates (comfyui-workflow-templates), converted to API format by our
     converter, run on tiny files with the names they ask for (1024 px and 20-32 steps made
-    64 px and 2 steps). The depth template is left out: its depth map comes from a Lotus model."""
+    64 px and 2 steps). The depth template (its depth map comes from a Lotus model) runs in
+    tests/workflows/test_templates_run.py."""
     import numpy as np
     from PIL import Image
 

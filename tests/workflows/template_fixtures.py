@@ -26,6 +26,9 @@ real file):
   the SigLIP tower above is 20 layers deep for it.
 - Chroma (``models/chroma_fixtures.py``): ``Chroma1-HD-fp8mixed`` (scaled fp8) and its T5;
   ``chroma-radiance-x0`` (bf16, patch 16, the ``__x0__`` marker).
+- Lotus depth (``models/lotus_fixtures.py``): ``lotus-depth-d-v1-1`` (a diffusers-layout UNet,
+  fp16) and the SD1.x VAE ``vae-ft-mse-840000-ema-pruned``; the SD3.5 large depth ControlNet
+  (``models/sd3_cn_fixtures.py``, control type 2).
 
 Run as a script to fill a ComfyUI base directory (``models/...`` and ``input/...``)::
 
@@ -46,8 +49,8 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from models import (chroma_fixtures, flux_fixtures, lumina2_fixtures, quant_fixtures, redux_fixtures,  # noqa: E402
-                    sd3_fixtures, uso_fixtures)
+from models import (chroma_fixtures, flux_fixtures, lotus_fixtures, lumina2_fixtures, quant_fixtures,  # noqa: E402
+                    redux_fixtures, sd3_cn_fixtures, sd3_fixtures, uso_fixtures)
 
 FP8_MAX = 448.0   # float8_e4m3fn
 INPUT_SIZE = (64, 48)   # (W, H) of every input image
@@ -124,6 +127,9 @@ def write_template_files(base: str, input_names: list[str] = ()) -> dict[str, st
     out["t5xxl_fp8_e4m3fn_scaled.safetensors"] = save(scaled_fp8(t5), os.path.join(te, "t5xxl_fp8_e4m3fn_scaled.safetensors"))
     for name in ("flux1-krea-dev_fp8_scaled.safetensors", "flux1-dev-kontext_fp8_scaled.safetensors"):
         out[name] = save(scaled_fp8(dev), os.path.join(dm, name))
+    # the depth LoRA template loads the all-in-one fp8 checkpoint with UNETLoader
+    name = "flux1-dev-fp8.safetensors"
+    save(load_file(os.path.join(models, "checkpoints", name)), os.path.join(dm, name))
     name = "flux.1-fill-dev-OneReward-transformer_fp8.safetensors"
     out[name] = save({k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in fill.items()},
                      os.path.join(dm, name))
@@ -132,6 +138,14 @@ def write_template_files(base: str, input_names: list[str] = ()) -> dict[str, st
     name = "sd3.5_large_fp8_scaled.safetensors"
     ckpt = sd3_fixtures.checkpoint_sd(seed=7, medium=False)
     out[name] = save(scaled_fp8(ckpt, "model.diffusion_model."), os.path.join(models, "checkpoints", name))
+    name = "sd3.5_large_controlnet_depth.safetensors"
+    widths = sd3_fixtures.CKPT_WIDTHS
+    depth_cn = sd3_cn_fixtures.diffusers_sd35_controlnet(2, layers=1, pooled=widths["clip_l"] + widths["clip_g"], seed=9)
+    out[name] = save(sd3_cn_fixtures.sd35_file(depth_cn, control_type=2), os.path.join(models, "controlnet", name))
+    name = "lotus-depth-d-v1-1.safetensors"
+    out[name] = save({k: v.half() for k, v in lotus_fixtures.lotus_file_sd(seed=10).items()}, os.path.join(dm, name))
+    name = "vae-ft-mse-840000-ema-pruned.safetensors"
+    out[name] = save(lotus_fixtures.sd1_vae_file_sd(seed=11), os.path.join(models, "vae", name))
     name = "NetaYumev35_pretrained_all_in_one.safetensors"
     out[name] = save(lumina2_fixtures.lumina2_checkpoint_sd(seed=8), os.path.join(models, "checkpoints", name))
     name = "chroma-radiance-x0.safetensors"   # T5 width 64, the x0 release's marker

@@ -12,8 +12,9 @@ cfg, guidance, shifts, prompts, seeds -- as shipped): ``EmptySD3LatentImage`` /
 ``EmptyLatentImage`` / ``EmptyChromaRadianceLatentImage`` 64x64 (the templates say 1024x1024),
 at most 2 sampling steps (``steps`` of KSampler / BasicScheduler / BetaSamplingScheduler),
 ``ImagePadForOutpaint`` pads divided by 8, ``ImageScaleToMaxDimension`` to the input images'
-size (64), and after ``FluxKontextImageScale`` (which scales to about a megapixel) an
-``ImageScaleBy`` 1/8 node is inserted. Input images are 64x48 with a
+size (64), ``ImageScaleToTotalPixels`` 0.01 megapixels, and after ``FluxKontextImageScale``
+(which scales to about a megapixel) an ``ImageScaleBy`` 1/8 node is inserted. Input images are
+64x48 with a
 transparent rectangle (the LoadImage mask).
 
 Templates that need nodes or model formats this build does not have yet are strict expected
@@ -67,10 +68,12 @@ EXPECT = {  # template -> {output node class: (W, H) of each image it reports}
     "image_z_image_turbo_fun_union_controlnet": {"SaveImage": T2I, "PreviewImage": (W, H)},
     "sd3.5_large_blur": {"SaveImage": T2I},
     "sd3.5_large_canny_controlnet_example": {"SaveImage": T2I},
+    # ImageScaleToTotalPixels 0.01 MP: 64x48 -> 118x89, VAE-encoded at 112x88 (the Lotus depth map,
+    # and the latent both samplers start from)
+    "flux_depth_lora_example": {"SaveImage": (112, 88)},
+    "sd3.5_large_depth": {"SaveImage": (112, 88), "PreviewImage": (112, 88)},
 }
 XFAIL = {  # template -> what it needs that this build lacks
-    "flux_depth_lora_example": "nodes LotusConditioning, SetFirstSigma (Lotus depth)",
-    "sd3.5_large_depth": "nodes LotusConditioning, SetFirstSigma (Lotus depth)",
 }
 # templates that run end to end in another test, with fixtures of their own
 ELSEWHERE = {
@@ -121,6 +124,8 @@ def shrink(prompt: dict) -> dict:
             i["steps"] = min(i["steps"], 2)
         if kind == "ImageScaleToMaxDimension":
             i["largest_size"] = max(W, H)
+        if kind == "ImageScaleToTotalPixels":
+            i["megapixels"] = 0.01
         if kind == "ImagePadForOutpaint":
             for side in ("left", "top", "right", "bottom"):
                 i[side] //= 8

@@ -149,9 +149,10 @@ def unet_to_diffusers(unet_config: dict[str, Any]) -> dict[str, str]:
         "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
         "time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
     }
-    if unet_config.get("adm_in_channels") is not None:
-        basic["add_embedding.linear_1"] = "label_emb.0.0"
-        basic["add_embedding.linear_2"] = "label_emb.0.2"
+    if unet_config.get("adm_in_channels") is not None:  # SDXL's add_embedding, Lotus' class_embedding
+        for name in ("add_embedding", "class_embedding"):
+            basic[f"{name}.linear_1"] = "label_emb.0.0"
+            basic[f"{name}.linear_2"] = "label_emb.0.2"
     for a, b in basic.items():
         for s in ("weight", "bias"):
             m[f"{a}.{s}"] = f"{b}.{s}"
@@ -195,7 +196,7 @@ def unet_config_from_diffusers(cfg: dict[str, Any]) -> dict[str, Any]:
     else:
         out["num_heads"] = -1
         out["num_head_channels"] = 64
-    if cfg.get("addition_embed_type") == "text_time":
+    if cfg.get("addition_embed_type") == "text_time" or cfg.get("class_embed_type") == "projection":
         out["adm_in_channels"] = cfg["projection_class_embeddings_input_dim"]
     return out
 

@@ -120,6 +120,22 @@ def _is_refiner(cfg: dict[str, Any], hint: str | None) -> bool:
     return cfg["adm_in_channels"] - REFINER_ADM_FIELDS * ADM_FEATURE == cfg["context_dim"]
 
 
+# Lotus-D's class embedding: sin and cos of its task code (depth = [1, 0])
+LOTUS_TASK_FEATURES = 4
+
+
+def detect_lotus(sd, prefix):
+    """Lotus-D (an SD2 UNet fine-tuned into a depth/normal estimator): its class embedding
+    takes the 4-number task embedding. Heads as upstream configures it: 8 per block."""
+    cfg = _cross_attention_unet(sd, prefix)
+    hint = text_encoder_hint(sd)
+    if cfg is None or cfg.get("adm_in_channels") != LOTUS_TASK_FEATURES or hint not in (None, "sd2"):
+        return None
+    if not cfg["use_linear_in_transformer"] or cfg["in_channels"] != 4:
+        return None
+    return _with_heads(cfg, 8, -1)
+
+
 def detect_sd15(sd, prefix):
     cfg = _cross_attention_unet(sd, prefix)
     hint = text_encoder_hint(sd)

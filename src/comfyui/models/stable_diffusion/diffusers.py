@@ -51,4 +51,7 @@ def infer_diffusers_unet_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
         cfg["addition_embed_type"] = "text_time"
         cfg["projection_class_embeddings_input_dim"] = sd["add_embedding.linear_1.weight"].shape[1]
         cfg["attention_head_dim"] = [64]
+    elif "class_embedding.linear_1.weight" in sd:  # a projected class embedding (Lotus' task embedding)
+        cfg["class_embed_type"] = "projection"
+        cfg["projection_class_embeddings_input_dim"] = sd["class_embedding.linear_1.weight"].shape[1]
     return cfg

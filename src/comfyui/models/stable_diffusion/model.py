@@ -98,3 +98,12 @@ class SD21UNCLIPModel(UNetBaseModel):
         seed = kwargs.get("seed")
         return unclip_adm(unclip, device, self.noise_augmentor, kwargs.get("unclip_noise_augment_merge", 0.05),
                           None if seed is None else seed - 10)
+
+
+class LotusModel(UNetBaseModel):
+    """Lotus-D: the UNet predicts the depth latent (x0) straight from the image latent given
+    as the input (sampling type "img_to_img"); ``y`` is its fixed task embedding."""
+
+    def encode_adm(self, **kwargs: Any) -> torch.Tensor:
+        task = torch.tensor([1.0, 0.0])  # depth
+        return torch.cat([torch.sin(task), torch.cos(task)]).unsqueeze(0)
