@@ -5,6 +5,11 @@ diffusers splits the fused projections (q, k, v of each stream; q, k, v and the 
 the single-stream blocks) and names the approximator's MLPs as PixArt projections; norms keep
 their weights as ``weight`` where the native file says ``scale``. The final norm has no weights
 in either layout. Every width is taken from the tensors.
+
+:func:`lora_key_map`: the LoRA names Chroma LoRAs use beyond the native ones (BFL
+``diffusion_model.*`` and kohya ``lora_unet_*`` are every model's): diffusers/PEFT
+``transformer.<diffusers module>``, OneTrainer / kohya-diffusers ``lora_transformer_*`` and
+LyCORIS ``lycoris_*`` -- Flux's map for the blocks Chroma shares with it, plus the approximator.
 """
 from __future__ import annotations
 
@@ -65,3 +70,24 @@ def diffusers_to_native(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
         out[d + "norm.query_norm.scale"] = sd[s + "attn.norm_q.weight"]
         out[d + "norm.key_norm.scale"] = sd[s + "attn.norm_k.weight"]
     return out
+
+
+def lora_key_map(model) -> dict:
+    """{LoRA name: target} for a Chroma BaseModel (see :mod:`comfyui.models.lora`): the Flux
+    names of the shared blocks (q/k/v and the single blocks' MLP input as slices of the fused
+    native weights; the modulation layers Flux has and Chroma lacks are absent), and the
+    approximator's diffusers names (``distilled_guidance_layer.in_proj`` / ``out_proj``,
+    ``layers.N.linear_1`` / ``linear_2`` = the native ``in_layer`` / ``out_layer``)."""
+    from ..flux.convert import lora_key_map as flux_lora_key_map
+    from ..lora import add_names
+    key_map = flux_lora_key_map(model)
+    keys = set(model.state_dict())
+    p = "diffusion_model.distilled_guidance_layer."
+    names = {f"distilled_guidance_layer.{n}": f"{p}{n}.weight" for n in ("in_proj", "out_proj")}
+    i = 0
+    while f"{p}layers.{i}.in_layer.weight" in keys:
+        names[f"distilled_guidance_layer.layers.{i}.linear_1"] = f"{p}layers.{i}.in_layer.weight"
+        names[f"distilled_guidance_layer.layers.{i}.linear_2"] = f"{p}layers.{i}.out_layer.weight"
+        i += 1
+    names = {k: v for k, v in names.items() if v in keys}
+    return add_names(key_map, names, dotted=("transformer.",), underscored=("lycoris_", "lora_transformer_"))
