@@ -149,10 +149,9 @@ def unet_to_diffusers(unet_config: dict[str, Any]) -> dict[str, str]:
         "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
         "time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
     }
-    if unet_config.get("adm_in_channels") is not None:  # SDXL's add_embedding, Lotus' class_embedding
-        for name in ("add_embedding", "class_embedding"):
-            basic[f"{name}.linear_1"] = "label_emb.0.0"
-            basic[f"{name}.linear_2"] = "label_emb.0.2"
+    if unet_config.get("adm_in_channels") is not None:
+        basic["add_embedding.linear_1"] = "label_emb.0.0"
+        basic["add_embedding.linear_2"] = "label_emb.0.2"
     for a, b in basic.items():
         for s in ("weight", "bias"):
             m[f"{a}.{s}"] = f"{b}.{s}"
@@ -161,6 +160,8 @@ def unet_to_diffusers(unet_config: dict[str, Any]) -> dict[str, str]:
 
 def diffusers_unet_to_ldm(sd: dict[str, torch.Tensor], unet_config: dict[str, Any]) -> dict[str, torch.Tensor]:
     mapping = unet_to_diffusers(unet_config)
+    # a projected class embedding (Lotus' task input) is the same label_emb as SDXL's add_embedding
+    sd = {("add_" + k[len("class_"):] if k.startswith("class_embedding.") else k): v for k, v in sd.items()}
     return {mapping[k]: v for k, v in sd.items() if k in mapping}
 
 
