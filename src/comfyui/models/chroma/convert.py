@@ -9,7 +9,7 @@ in either layout. Every width is taken from the tensors.
 :func:`lora_key_map`: the LoRA names Chroma LoRAs use beyond the native ones (BFL
 ``diffusion_model.*`` and kohya ``lora_unet_*`` are every model's): diffusers/PEFT
 ``transformer.<diffusers module>``, OneTrainer / kohya-diffusers ``lora_transformer_*`` and
-LyCORIS ``lycoris_*`` -- Flux's map for the blocks Chroma shares with it, plus the approximator.
+LyCORIS ``lycoris_*``.
 """
 from __future__ import annotations
 
@@ -72,22 +72,52 @@ def diffusers_to_native(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
+
 def lora_key_map(model) -> dict:
-    """{LoRA name: target} for a Chroma BaseModel (see :mod:`comfyui.models.lora`): the Flux
-    names of the shared blocks (q/k/v and the single blocks' MLP input as slices of the fused
-    native weights; the modulation layers Flux has and Chroma lacks are absent), and the
-    approximator's diffusers names (``distilled_guidance_layer.in_proj`` / ``out_proj``,
-    ``layers.N.linear_1`` / ``linear_2`` = the native ``in_layer`` / ``out_layer``)."""
-    from ..flux.convert import lora_key_map as flux_lora_key_map
+    """{LoRA name: target} for a Chroma BaseModel (see :mod:`comfyui.models.lora`): each
+    diffusers module name (:func:`diffusers_to_native`'s map read backwards) under the
+    ``transformer.`` / ``lycoris_`` / ``lora_transformer_`` prefixes; the separate q/k/v (and
+    the single blocks' MLP input) are row slices of the fused native weights."""
     from ..lora import add_names
-    key_map = flux_lora_key_map(model)
-    keys = set(model.state_dict())
-    p = "diffusion_model.distilled_guidance_layer."
-    names = {f"distilled_guidance_layer.{n}": f"{p}{n}.weight" for n in ("in_proj", "out_proj")}
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    p = "diffusion_model."
+    if p + "img_in.weight" not in shapes:
+        return {}
+    hidden = shapes[p + "img_in.weight"][0]
+    names: dict = {}
+
+    def plain(old: str, new: str) -> None:
+        if f"{p}{new}.weight" in shapes:
+            names[old] = f"{p}{new}.weight"
+
+    def fused(parts: list[str], new: str, widths: list[int]) -> None:
+        start = 0
+        for part, width in zip(parts, widths):
+            names[part] = (f"{p}{new}.weight", (0, start, width), None)
+            start += width
+
+    for old, new in (("x_embedder", "img_in"), ("context_embedder", "txt_in"), ("proj_out", "final_layer.linear"),
+                     ("distilled_guidance_layer.in_proj", "distilled_guidance_layer.in_proj"),
+                     ("distilled_guidance_layer.out_proj", "distilled_guidance_layer.out_proj")):
+        plain(old, new)
     i = 0
-    while f"{p}layers.{i}.in_layer.weight" in keys:
-        names[f"distilled_guidance_layer.layers.{i}.linear_1"] = f"{p}layers.{i}.in_layer.weight"
-        names[f"distilled_guidance_layer.layers.{i}.linear_2"] = f"{p}layers.{i}.out_layer.weight"
+    while f"{p}distilled_guidance_layer.layers.{i}.in_layer.weight" in shapes:
+        for old, new in (("linear_1", "in_layer"), ("linear_2", "out_layer")):
+            plain(f"distilled_guidance_layer.layers.{i}.{old}", f"distilled_guidance_layer.layers.{i}.{new}")
         i += 1
-    names = {k: v for k, v in names.items() if v in keys}
-    return add_names(key_map, names, dotted=("transformer.",), underscored=("lycoris_", "lora_transformer_"))
+    i = 0
+    while f"{p}double_blocks.{i}.img_attn.qkv.weight" in shapes:
+        s, d = f"transformer_blocks.{i}.", f"double_blocks.{i}."
+        for old, new in _DOUBLE:
+            plain(s + old, d + new)
+        fused([s + f"attn.to_{x}" for x in "qkv"], d + "img_attn.qkv", [hidden] * 3)
+        fused([s + f"attn.add_{x}_proj" for x in "qkv"], d + "txt_attn.qkv", [hidden] * 3)
+        i += 1
+    i = 0
+    while f"{p}single_blocks.{i}.linear1.weight" in shapes:
+        s, d = f"single_transformer_blocks.{i}.", f"single_blocks.{i}."
+        plain(s + "proj_out", d + "linear2")
+        mlp = shapes[f"{p}{d}linear1.weight"][0] - 3 * hidden
+        fused([s + f"attn.to_{x}" for x in "qkv"] + [s + "proj_mlp"], d + "linear1", [hidden] * 3 + [mlp])
+        i += 1
+    return add_names({}, names, dotted=("transformer.",), underscored=("lycoris_", "lora_transformer_"))
