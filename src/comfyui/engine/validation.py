@@ -39,8 +39,12 @@ def _error(type_: str, message: str, details: str = "", extra_info: dict | None 
     return {"type": type_, "message": message, "details": details, "extra_info": extra_info or {}}
 
 
+MATCH_TYPE = "COMFY_MATCHTYPE_V3"
+
+
 def types_compatible(received_type: Any, input_type: Any) -> bool:
-    """ComfyUI's link type check: equal, '*' on either side, or overlapping comma unions.
+    """ComfyUI's link type check: equal, '*' or a schema MatchType (whose type the frontend
+    resolves) on either side, or overlapping comma unions.
 
     Uses ``!=`` so str subclasses that override ``__ne__`` (the AnyType trick) match anything.
     """
@@ -50,7 +54,7 @@ def types_compatible(received_type: Any, input_type: Any) -> bool:
         return True
     if not isinstance(received_type, str) or not isinstance(input_type, str):
         return False
-    if received_type == "*" or input_type == "*":
+    if received_type in ("*", MATCH_TYPE) or input_type in ("*", MATCH_TYPE):
         return True
     received = {t.strip() for t in received_type.split(",")}
     expected = {t.strip() for t in input_type.split(",")}
