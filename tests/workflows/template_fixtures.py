@@ -170,8 +170,9 @@ def write_template_files(base: str, input_names: list[str] = ()) -> dict[str, st
 TEMPLATE_PREFIXES = ("flux_", "flux1_", "image_flux.1_", "sd3.5_", "image_z_image", "image_netayume_", "image_chroma")
 
 
-def family_templates() -> dict[str, dict]:
-    """{template name: UI workflow} of the installed ``comfyui-workflow-templates-json``."""
+def family_templates(prefixes: tuple[str, ...] = TEMPLATE_PREFIXES) -> dict[str, dict]:
+    """{template name: UI workflow} of the installed ``comfyui-workflow-templates-json`` whose
+    names start with one of ``prefixes``."""
     import importlib.resources
     import json
 
@@ -179,7 +180,7 @@ def family_templates() -> dict[str, dict]:
     folder = Path(str(importlib.resources.files(pkg)), "templates")
     out = {}
     for path in sorted(folder.glob("*.json")):
-        if path.stem.startswith(TEMPLATE_PREFIXES) and not path.stem.endswith(".app"):
+        if path.stem.startswith(prefixes) and not path.stem.endswith(".app"):
             workflow = json.loads(path.read_text())
             if isinstance(workflow, dict) and isinstance(workflow.get("nodes"), list):
                 out[path.stem] = workflow

@@ -156,12 +156,15 @@ class BaseModel(torch.nn.Module):
             self.model_sampling = build_model_sampling(sampling)
         self.memory_usage_factor = family.memory_usage_factor
         self.manual_cast_dtype: torch.dtype | None = None
+        self.weight_dtype = dtype   # the storage dtype it was built with
         self.model_config = ModelConfig(family.variant_name(config), config, family.latent_format, sampling,
                                         family.memory_usage_factor, family.supported_dtypes)
 
     # ---------------------------------------------------------------- dtypes / placement
     def get_dtype(self) -> torch.dtype:
-        return next(self.diffusion_model.parameters()).dtype
+        """The storage dtype of the weights: the one the model was built with (a scaled-fp8 file
+        also holds layers in other dtypes, whichever comes first), else the first parameter's."""
+        return self.weight_dtype or next(self.diffusion_model.parameters()).dtype
 
     def compute_dtype(self) -> torch.dtype:
         return self.manual_cast_dtype or self.get_dtype()
