@@ -1,7 +1,9 @@
 """LTX-Video text-to-video and image-to-video (the ltxv templates' node graph in API form) end to
 end through the engine on tiny random-weight files in the real layouts: an all-in-one
 checkpoint (DiT under ``model.diffusion_model.``, VAE under ``vae.`` with its block config in
-the safetensors metadata, no text encoder) and a T5-XXL file loaded with CLIPLoader type ltxv."""
+the safetensors metadata, no text encoder) and a T5-XXL file loaded with CLIPLoader type ltxv;
+and the examples (examples/ltxv/*.api.json, the official ltxv templates in API form) at
+96x64, 17 frames and 2 steps."""
 from __future__ import annotations
 
 import json
@@ -36,14 +38,16 @@ def env(tmp_path_factory):
     ckpt = fx.to_native(fx.diffusers_ltxv(seed=11).state_dict(), "model.diffusion_model.")
     ckpt.update({"vae." + k: v for k, v in _tiny(seed=12).state_dict().items()})
     os.makedirs(os.path.join(base, "models", "checkpoints"), exist_ok=True)
-    safetensors.torch.save_file({k: v.contiguous() for k, v in ckpt.items()},
-                                os.path.join(base, "models", "checkpoints", "ltx-video-2b-v0.9.safetensors"),
-                                metadata={"config": json.dumps({"vae": TINY_090})})
+    for name in ("ltx-video-2b-v0.9.safetensors", "ltx-video-2b-v0.9.5.safetensors"):   # t2v / i2v examples
+        safetensors.torch.save_file({k: v.contiguous() for k, v in ckpt.items()},
+                                    os.path.join(base, "models", "checkpoints", name),
+                                    metadata={"config": json.dumps({"vae": TINY_090})})
     os.makedirs(os.path.join(base, "models", "text_encoders"), exist_ok=True)
     safetensors.torch.save_file(t5_sd(hf_t5(seed=13)), os.path.join(base, "models", "text_encoders",
                                                                    "t5xxl_fp16.safetensors"))
     rng = np.random.default_rng(0)
-    Image.fromarray((rng.random((48, 80, 3)) * 255).astype(np.uint8)).save(os.path.join(base, "input", "start.png"))
+    for name in ("start.png", "ltxv_image_to_video_input_image.jpg"):
+        Image.fromarray((rng.random((48, 80, 3)) * 255).astype(np.uint8)).save(os.path.join(base, "input", name))
     paths.invalidate_cache()
     engine = Engine(NodeRegistry.with_builtins())
     engine.start()
@@ -90,6 +94,28 @@ def _prompt(image_to_video: bool = False, seed: int = 1) -> dict:
         p["7"]["inputs"]["latent"] = ["15", 2]
         p["9"]["inputs"]["latent_image"] = ["15", 2]
     return p
+
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "examples", "ltxv")
+
+
+@pytest.mark.parametrize("name", ["ltxv_t2v", "ltxv_i2v"])
+def test_example_runs_to_a_video(env, name):
+    import av
+    prompt = json.load(open(os.path.join(EXAMPLES, name + ".api.json")))
+    for node in prompt.values():
+        i = node["inputs"]
+        if "width" in i and "length" in i:
+            i.update(width=96, height=64, length=17)
+        if node["class_type"] == "LTXVScheduler":
+            i["steps"] = 2
+    h = _run(env, prompt)
+    (video,) = [item for node_id, out in h["outputs"].items() for item in out.get("images", [])
+                if prompt[node_id]["class_type"] == "SaveVideo"]
+    with av.open(os.path.join(env["base"], "output", video["subfolder"], video["filename"])) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 17 and frames[0].shape == (64, 96, 3)
 
 
 def _run(env, prompt):
