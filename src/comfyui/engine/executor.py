@@ -27,6 +27,16 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+PREVIEW_METHODS = ("none", "auto", "latent2rgb", "taesd")
+
+
+def prompt_preview_method(extra_data: dict) -> str | None:
+    """The preview method a prompt asks for (upstream's ``set_preview_method``): a known method
+    in ``extra_data["preview_method"]``; None ("default", absent or unknown) keeps the server's."""
+    method = str(extra_data.get("preview_method") or "").lower()
+    return method if method in PREVIEW_METHODS else None
+
+
 class NodeError(Exception):
     """A node failed; carries the execution_error payload."""
 
@@ -458,7 +468,8 @@ class PromptRun:
             display_node_id=self.dynprompt.get_display_node_id(node_id),
             real_node_id=self.dynprompt.get_real_node_id(node_id),
             parent_node_id=self.dynprompt.get_parent_node_id(node_id),
-            on_progress=on_progress, on_text=on_text, interrupt_flag=self.interrupt_flag)
+            on_progress=on_progress, on_text=on_text, interrupt_flag=self.interrupt_flag,
+            preview_method=prompt_preview_method(self.extra_data))
 
     def _call(self, node_id: str, node_def: NodeDef, instance: Any, inputs: dict) -> list:
         results = []

@@ -28,6 +28,9 @@ class NodeContext:
     on_progress: Callable[[float, float, Any], None] | None = None
     on_text: Callable[[str], None] | None = None
     interrupt_flag: threading.Event = field(default_factory=threading.Event)
+    # the prompt's own latent preview method (the frontend's "Live preview method" setting,
+    # extra_data.preview_method); None: the server's --preview-method
+    preview_method: str | None = None
 
 
 _current: contextvars.ContextVar[NodeContext | None] = contextvars.ContextVar("comfyui_node_context", default=None)

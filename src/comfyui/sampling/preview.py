@@ -3,7 +3,10 @@
 ``--preview-method`` (``comfyui.config.current().preview_method``, or
 ``comfyui.models.memory.args["preview_method"]``): ``none`` (default), ``latent2rgb``,
 ``taesd`` / ``auto`` (TAESD when ``models/vae_approx`` holds the format's decoder, e.g.
-``taesd_decoder.safetensors`` / ``taesdxl_decoder.pth``; latent2rgb otherwise).
+``taesd_decoder.safetensors`` / ``taesdxl_decoder.pth``; latent2rgb otherwise). A prompt may
+ask for its own method (``extra_data.preview_method``, the frontend's "Live preview method"
+setting), as upstream's ``set_preview_method`` allows. Video latents preview their first frame,
+as upstream's previewers do.
 Previews go to ``ProgressBar.update_absolute`` as ``("JPEG", PIL.Image, max_size)``.
 """
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any, Callable
 
 import torch
 
-from comfyui.engine.progress import ProgressBar, throw_if_interrupted
+from comfyui.engine.progress import ProgressBar, current_context, throw_if_interrupted
 
 MAX_PREVIEW_RESOLUTION = 512
 
@@ -33,6 +36,9 @@ def _preview_settings() -> tuple[str, int]:
             method = str(override)
     except Exception:
         pass
+    ctx = current_context()
+    if ctx is not None and ctx.preview_method is not None:
+        method = ctx.preview_method
     return method.lower(), size
 
 
