@@ -105,3 +105,70 @@ def test_fp8_text_encoder_storage():
     b = clip8.encode_from_tokens(toks)
     assert b.dtype == torch.float32 and torch.isfinite(b).all()
     assert (a - b).norm() / a.norm() < 0.1
+
+
+X86_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx f16c avx2 fma\n"
+X86_AVX512_BF16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+X86_AMX = "processor\t: 0\nflags\t\t: avx2 avx512f amx_bf16 amx_tile amx_int8\n"
+ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+ARM = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes\n"
+
+
+def test_native_bf16_from_cpuinfo():
+    assert not memory.cpuinfo_has_native_bf16(X86_AVX2)
+    assert memory.cpuinfo_has_native_bf16(X86_AVX512_BF16)
+    assert memory.cpuinfo_has_native_bf16(X86_AMX)
+    assert memory.cpuinfo_has_native_bf16(ARM_BF16)
+    assert not memory.cpuinfo_has_native_bf16(ARM)
+    assert not memory.cpuinfo_has_native_bf16("")
+
+
+def test_native_bf16_detection_agrees_with_this_cpu():
+    import os
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("no /proc/cpuinfo")
+    with open("/proc/cpuinfo") as f:
+        assert memory.cpu_has_native_bf16() == memory.cpuinfo_has_native_bf16(f.read())
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_cpu_bf16_policy(monkeypatch, native):
+    """bf16 weights compute in bf16 only on a CPU that does bf16 natively; bf16 files keep bf16
+    storage there; every other dtype keeps upstream's CPU choices (fp32)."""
+    monkeypatch.setattr(memory, "cpu_has_native_bf16", lambda: native)
+    families = (torch.bfloat16, torch.float16, torch.float32)
+    assert memory.cpu_computes_bf16() is native
+    assert memory.unet_manual_cast(torch.bfloat16, None, families) == (None if native else torch.float32)
+    assert memory.unet_manual_cast(torch.float16, None, families) == torch.float32
+    assert memory.unet_manual_cast(torch.float8_e4m3fn, None, families) == torch.float32
+    assert memory.unet_manual_cast(torch.float32, None, families) is None
+    assert memory.unet_dtype(None, families, file_dtype=torch.bfloat16) == (torch.bfloat16 if native else torch.float32)
+    assert memory.unet_dtype(None, families, file_dtype=torch.float16) == torch.float32
+    assert memory.unet_dtype(None, families, file_dtype=torch.float32) == torch.float32
+    assert memory.unet_dtype(None, (torch.float16, torch.float32), file_dtype=torch.bfloat16) == torch.float32
+    memory.configure(None, cpu=True, force_fp32=True)
+    assert memory.unet_manual_cast(torch.bfloat16, None, families) == torch.float32
+    assert memory.unet_dtype(None, families, file_dtype=torch.bfloat16) == torch.float32
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_file_loads_for_the_cpu_policy(monkeypatch, native):
+    """A bf16 Wan file through the loader: bf16 weights computing in bf16 on a native-bf16 CPU,
+    upcast to fp32 elsewhere (upstream's CPU choice); the predictions agree within bf16
+    rounding."""
+    pytest.importorskip("diffusers")
+    from . import wan_fixtures
+    monkeypatch.setattr(memory, "cpu_has_native_bf16", lambda: native)
+    sd = {k: v.to(torch.bfloat16) for k, v in wan_fixtures.native_sd(wan_fixtures.diffusers_wan(seed=3)).items()}
+    patcher = sdm.load_diffusion_model_state_dict(sd)
+    model = patcher.model
+    assert model.get_dtype() == (torch.bfloat16 if native else torch.float32)
+    assert model.manual_cast_dtype is None
+    assert next(model.diffusion_model.parameters()).dtype == model.get_dtype()
+    g = torch.Generator().manual_seed(0)
+    x, context = torch.randn(1, 16, 2, 4, 4, generator=g), torch.randn(1, 8, 64, generator=g)
+    out = model.apply_model(x, torch.tensor([0.5]), c_crossattn=context)
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    monkeypatch.setattr(memory, "cpu_has_native_bf16", lambda: False)
+    reference = sdm.load_diffusion_model_state_dict(sd).model.apply_model(x, torch.tensor([0.5]), c_crossattn=context)
+    torch.testing.assert_close(out, reference, atol=0.1, rtol=0.05)

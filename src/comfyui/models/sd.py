@@ -102,6 +102,15 @@ def _dtype_option(weight_dtype: str | None) -> torch.dtype | None:
             "fp32": torch.float32}.get(weight_dtype)
 
 
+def _main_dtype(sd: dict[str, torch.Tensor]) -> torch.dtype | None:
+    """The dtype of most of the floating-point weights (by element count)."""
+    counts: dict[torch.dtype, int] = {}
+    for v in sd.values():
+        if v.is_floating_point():
+            counts[v.dtype] = counts.get(v.dtype, 0) + v.nelement()
+    return max(counts, key=counts.get) if counts else None
+
+
 def build_model(family: Family, config: dict[str, Any], sd: dict[str, torch.Tensor], prefix: str = "",
                 dtype: torch.dtype | None = None) -> ModelPatcher:
     """Instantiate ``family``'s BaseModel for ``config``, assign the weights under ``prefix``
@@ -110,7 +119,8 @@ def build_model(family: Family, config: dict[str, Any], sd: dict[str, torch.Tens
     offload_device = memory.unet_offload_device()
     ksd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     # a scaled-fp8 file keeps its storage dtypes whatever was asked for
-    weight_dtype = ops.scaled_fp8_dtype(ksd) or dtype or memory.unet_dtype(load_device, family.supported_dtypes)
+    weight_dtype = (ops.scaled_fp8_dtype(ksd) or dtype
+                    or memory.unet_dtype(load_device, family.supported_dtypes, file_dtype=_main_dtype(ksd)))
     manual_cast = memory.unet_manual_cast(weight_dtype, load_device, family.supported_dtypes)
     with torch.device("meta"):
         model = family.model_class(config, family, dtype=weight_dtype)
