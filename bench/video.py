@@ -7,8 +7,8 @@
    as our loader does) vs diffusers' ``WanTransformer3DModel`` on the same random weights (drawn
    in the released layout, converted by diffusers' own ``convert_wan_transformer_to_diffusers``).
    Weights fp32 and bf16; ours with bf16 weights computes in the dtype our loader picks for the
-   device (``memory.unet_manual_cast``: bf16 on a GPU, fp32 on a CPU), diffusers computes in
-   bf16. Reported: median seconds per step after a warm-up
+   device (``memory.unet_manual_cast``: bf16 on a GPU and on a CPU with native bf16 --
+   avx512_bf16 / amx_bf16 --, fp32 on other CPUs), diffusers computes in bf16. Reported: median seconds per step after a warm-up
    step, the process's resident memory with the weights loaded and its peak during the steps
    (CPU: RSS sampled every 2 ms in a thread; CUDA: torch's peak allocation), max |ours - diffusers|.
 2. VAE decode: the Wan 2.1 VAE (dim 96, z 16, random weights, released layout) decoding T and 2T
@@ -51,8 +51,22 @@ implementation, so the fp32 step times are noisy: a single fp32 run a minute ear
     growth of the peak above the weights, latent T 5 -> 9: ours 0.98x, diffusers 0.98x
     load average at the end 3.64 3.17 2.65
 
-On this CPU ours with bf16 weights computes in fp32 (our loader's CPU policy), diffusers in bf16,
-which this CPU runs natively (avx512_bf16), hence ours 3.5x slower there. The VAE's peak on a CPU
+On this CPU ours with bf16 weights computed in fp32 (our loader's CPU policy then: fp32 on every
+CPU, as upstream), diffusers in bf16, which this CPU runs natively (avx512_bf16), hence ours 3.5x
+slower there. Since then ours computes bf16 weights in bf16 on such CPUs (``memory.
+cpu_computes_bf16``) and keeps fp32 on the others, where bf16 is emulated and slow. Measured
+2026-12-07 20:30-20:50 on the same kind of machine after a restart onto a 2-core AMD EPYC
+*without* avx512 (flags up to avx2; torch.cpu.get_capabilities() avx512_bf16 False), heavily
+shared (load average 9-14), ``--skip-vae --dtypes bf16 --frames 9`` (latent [3, 34, 60], 1530
+tokens), before and after the policy change, once each:
+
+     before: bf16 ours 36.47 s/step (fp32 compute)  diffusers 192.82  ratio 0.19  peak ratio 0.85
+     after:  bf16 ours 29.36 s/step (fp32 compute)  diffusers 131.63  ratio 0.22  peak ratio 0.86
+
+On this CPU both runs take the same path (no native bf16: fp32 compute), so the difference is
+load noise; a bf16 matmul here is 9x slower than fp32 (4590x1536 @ 1536x8960: 3.0 vs 26.4
+GFLOP/s), which is why the policy keys on the CPU flags. The avx512_bf16 case (the figures
+above: diffusers' bf16 step 2.8x faster than its fp32 one) could not be re-measured. The VAE's peak on a CPU
 is the full-resolution conv3d workspace of one chunk; it does not grow with the frame count for
 either implementation (diffusers also decodes one latent frame at a time with caches).
 """
