@@ -68,6 +68,7 @@ def test_template_expressions(expression):
     ("sqrt(-a)", "math domain error"),
     ("max(a, key=abs)", "positional arguments only"),
     ("a " * 3000, "longer than"),
+    ("-" * 2000 + "a", "too deeply nested"),
 ])
 def test_refused(expression, message):
     names = {"a": 5.0, "b": 16, "c": 3}

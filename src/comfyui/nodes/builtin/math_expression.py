@@ -161,10 +161,14 @@ def evaluate(expression: str, names: dict):
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as e:
         raise ValueError(f"Invalid math expression {expression!r}: {e.msg}") from None
+    except RecursionError:
+        raise ValueError("Math expression is too deeply nested") from None
     try:
         return _Evaluator(names).eval(tree)
     except (ArithmeticError, TypeError) as e:   # 1/0, log(-1), min() of nothing ...
         raise ValueError(f"Math expression {expression!r} failed: {e}") from None
+    except RecursionError:
+        raise ValueError("Math expression is too deeply nested") from None
 
 
 class MathExpression(io.ComfyNode):
