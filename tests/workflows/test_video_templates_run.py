@@ -60,9 +60,11 @@ EXPECT = {  # template -> (W, H, frames) of every video its SaveVideo / SaveAnim
     "ltxv_image_to_video": LTXV,
 }
 XFAIL = {
-    "video_wan2.1_fun_camera_v1.1_1.3B": "nodes WanCameraEmbedding, WanCameraImageToVideo (Wan Fun Camera)",
-    "video_wan2.1_fun_camera_v1.1_14B": "nodes WanCameraEmbedding, WanCameraImageToVideo (Wan Fun Camera)",
-    "video_wan2_2_5B_fun_control": "node Wan22FunControlToVideo",
+    "video_wan2.1_fun_camera_v1.1_1.3B": "nodes WanCameraEmbedding, WanCameraImageToVideo; the Fun Camera "
+                                         "transformer (control adapter)",
+    "video_wan2.1_fun_camera_v1.1_14B": "nodes WanCameraEmbedding, WanCameraImageToVideo; the Fun Camera "
+                                        "transformer (control adapter)",
+    "video_wan2_2_5B_fun_control": "node Wan22FunControlToVideo; the Fun 2.2 reference-image transformer (ref_conv)",
     "video_wan21_scail2_character_replacement": "nodes WanSCAILToVideo, SCAIL2ColoredMask, SAM3_VideoTrack, "
                                                 "ColorTransfer, BatchImagesNode, ResizeImageMaskNode",
     "video_wan21_scail2_character_replacement_int8": "the SCAIL nodes above; int8 weights",
@@ -79,8 +81,9 @@ XFAIL = {
     "video_wan_vace_inpainting": "nodes SAM3_Detect, ResizeImageMaskNode",
     "video_wanmove_480p": "nodes WanMoveTrackToVideo, WanMoveConcatTrack, WanMoveTracksFromCoords, "
                           "WanMoveVisualizeTracks, GenerateTracks",
-    "video_wan2_2_14B_fun_camera": "nodes WanCameraEmbedding, WanCameraImageToVideo (Wan Fun Camera)",
-    "video_wan2_2_14B_fun_control": "node Wan22FunControlToVideo",
+    "video_wan2_2_14B_fun_camera": "nodes WanCameraEmbedding, WanCameraImageToVideo; the Fun Camera "
+                                   "transformer (control adapter)",
+    "video_wan2_2_14B_fun_control": "node Wan22FunControlToVideo; the Fun 2.2 reference-image transformer (ref_conv)",
     "video_wan2_2_14B_s2v": "nodes LoadAudio, AudioEncoderLoader, AudioEncoderEncode, WanSoundImageToVideo, "
                             "WanSoundImageToVideoExtend (Wan S2V, audio encoders)",
 }
