@@ -34,7 +34,7 @@ def _power(base, exponent):
         raise ValueError(f"Exponent {exponent} exceeds the maximum allowed ({MAX_EXPONENT})")
     if isinstance(base, int) and isinstance(exponent, int) and exponent > 0 \
             and base.bit_length() * exponent > MAX_INT_BITS:
-        raise ValueError(f"{base} ** {exponent} is too large")
+        raise ValueError(f"Power too large (more than {MAX_INT_BITS} bits)")
     return base ** exponent
 
 
