@@ -100,6 +100,7 @@ class Config:
     blacklist_custom_nodes: list[str] = field(default_factory=list)
     disable_api_nodes: bool = False
     enable_manager: bool = False
+    registry_url: str = "https://api.comfy.org"
     block_runtime_package_installation: bool = False
     workflows: list[str] = field(default_factory=list)
     database_url: str | None = None
@@ -345,7 +346,11 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
     ex.add_argument("--blacklist-custom-nodes", nargs="+", action=_AppendExtend, default=[],
                     help="custom node packs never to load (shell globs)")
     ex.add_argument("--disable-api-nodes", action="store_true", help="don't load API nodes")
-    ex.add_argument("--enable-manager", action="store_true", help="enable ComfyUI-Manager integration")
+    ex.add_argument("--enable-manager", action="store_true",
+                    help="serve the frontend's Manager dialog (list, install, update, disable custom node packs)")
+    ex.add_argument("--registry-url", default="https://api.comfy.org",
+                    help="Comfy registry that `comfyui node install ID` and the Manager install packs from "
+                         "(default https://api.comfy.org)")
     ex.add_argument("--block-runtime-package-installation", action="store_true",
                     help="stop custom nodes from installing packages at runtime")
     ex.add_argument("--workflows", metavar="FILE", nargs="+", action=_AppendExtend, default=[],

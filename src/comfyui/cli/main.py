@@ -3,6 +3,7 @@
     comfyui [flags]                         start the server (the official frontend + API)
     comfyui --workflows FILE ... | -        run workflows, one JSON line of outputs each
     comfyui model download|list ...         download model files, list the workspace's (cli/model.py)
+    comfyui node install|uninstall|update|disable|enable|list ...   manage custom node packs
 
 Flags, ``COMFYUI_*`` environment variables and config files are ComfyUI LTS's; see
 ``comfyui --help`` (the parser lives in :mod:`comfyui.config`).
@@ -103,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .model import main_model
 
         return main_model(args[1:])
+    if args and args[0] == "node":
+        from .node import main_node
+
+        return main_node(args[1:])
     config = load_config(args)
     setup_logging(config)
     workflows = getattr(config, "workflows", None)
