@@ -51,7 +51,6 @@ INERT_FLAGS: dict[str, str] = {
     "--fast": "no optional fast paths are implemented",
     "--comfy-api-base": "there are no API (paid service) nodes",
     "--disable-api-nodes": "there are no API (paid service) nodes",
-    "--block-runtime-package-installation": "nothing installs packages while the server runs",
 }
 
 
@@ -352,7 +351,7 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
                     help="Comfy registry that `comfyui node install ID` and the Manager install packs from "
                          "(default https://api.comfy.org)")
     ex.add_argument("--block-runtime-package-installation", action="store_true",
-                    help="stop custom nodes from installing packages at runtime")
+                    help="the Manager (--enable-manager) never pip installs a pack's requirements")
     ex.add_argument("--workflows", metavar="FILE", nargs="+", action=_AppendExtend, default=[],
                     help="run these API-format workflow files and exit ('-' = stdin)")
     ex.add_argument("--database-url", default=None,

@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .model import main_model
 
         return main_model(args[1:])
-    if args and args[0] == "node":
+    if args[:1] == ["node"]:
         from .node import main_node
 
         return main_node(args[1:])

@@ -149,10 +149,12 @@ class Engine:
                 if custom_nodes:
                     from ..nodes.custom_nodes import load_custom_nodes
 
-                    load_custom_nodes(registry,
-                                      disable_all=bool(getattr(config, "disable_all_custom_nodes", False)),
-                                      whitelist=getattr(config, "whitelist_custom_nodes", None) or None,
-                                      blacklist=getattr(config, "blacklist_custom_nodes", None) or None)
+                    # kept for the Manager's import-failure answers (server/routes_manager.py)
+                    registry.custom_node_results = load_custom_nodes(
+                        registry,
+                        disable_all=bool(getattr(config, "disable_all_custom_nodes", False)),
+                        whitelist=getattr(config, "whitelist_custom_nodes", None) or None,
+                        blacklist=getattr(config, "blacklist_custom_nodes", None) or None)
         return cls(registry, cache=policy, cache_size=size, queue=queue,
                    max_queue_size=int(getattr(config, "max_queue_size", 0) or 0),
                    preview_size=int(getattr(config, "preview_size", 512) or 512), runtime=rt,

@@ -21,6 +21,7 @@ class NodeRegistry:
         self.nodes: dict[str, NodeDef] = {}
         # Pack name -> absolute path of its WEB_DIRECTORY (served at /extensions/<pack>/).
         self.web_directories: dict[str, str] = {}
+        self.custom_node_results: list = []  # custom_nodes.LoadResult of each pack loaded
         # Bumped on every change so consumers (object_info JSON cache) can invalidate.
         self.version = 0
         # (version, paths.listing_generation(), object_info, its JSON)

@@ -32,7 +32,8 @@ from .ws import ClientRegistry
 log = logging.getLogger(__name__)
 
 ROUTE_MODULES = ("comfyui.server.ws", "comfyui.server.routes_prompt", "comfyui.server.routes_queue",
-                 "comfyui.server.routes_jobs", "comfyui.server.routes_info", "comfyui.server.routes_v1")
+                 "comfyui.server.routes_jobs", "comfyui.server.routes_info", "comfyui.server.routes_v1",
+                 "comfyui.server.routes_manager")
 # Owned by the file/user routes area; each is optional (a module without ``setup`` is skipped).
 LATE_ROUTE_MODULES = ("comfyui.server.openapi", "comfyui.server.logs", "comfyui.server.routes_user",
                       "comfyui.server.routes_files", "comfyui.server.frontend")
@@ -74,7 +75,8 @@ def server_feature_flags(config: Any) -> dict:
         "max_upload_size": max_upload,
     }
     if config_get(config, "enable_manager", False):
-        flags["extension"] = {"manager": {"supports_v4": True}}
+        # the frontend shows its Manager dialog for a v4 Manager that takes POSTs for changes
+        flags["extension"] = {"manager": {"supports_v4": True, "supports_csrf_post": True}}
     return flags
 
 

@@ -27,6 +27,14 @@ class InfoRoutes:
         self._versions_cache: dict | None = None
         self._gpu_cache: tuple[float, list] | None = None
 
+    def _argv(self) -> list[str]:
+        """sys.argv, plus --enable-manager when the manager was enabled by the environment or a
+        config file: the frontend shows its Manager only when argv names the flag."""
+        argv = redacted_argv(sys.argv)
+        if getattr(self.ctx.config, "enable_manager", False) and "--enable-manager" not in argv:
+            argv.append("--enable-manager")
+        return argv
+
     # ------------------------------------------------------------------ object_info
     async def get_object_info(self, request: web.Request) -> web.Response:
         return web.Response(body=self.engine.registry.object_info_json(), content_type="application/json")
@@ -84,7 +92,7 @@ class InfoRoutes:
                 "python_version": sys.version,
                 "pytorch_version": versions["torch"],
                 "embedded_python": os.path.split(os.path.split(sys.executable)[0])[1] == "python_embeded",
-                "argv": redacted_argv(sys.argv),
+                "argv": self._argv(),
                 "comfy_package_versions": versions["packages"],
             },
             "devices": self._devices(),
