@@ -99,6 +99,8 @@ class Config:
     blacklist_custom_nodes: list[str] = field(default_factory=list)
     disable_api_nodes: bool = False
     enable_manager: bool = False
+    enable_manager_legacy_ui: bool = False
+    disable_manager_ui: bool = False
     registry_url: str = "https://api.comfy.org"
     block_runtime_package_installation: bool = False
     workflows: list[str] = field(default_factory=list)
@@ -347,6 +349,10 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
     ex.add_argument("--disable-api-nodes", action="store_true", help="don't load API nodes")
     ex.add_argument("--enable-manager", action="store_true",
                     help="serve the frontend's Manager dialog (list, install, update, disable custom node packs)")
+    ex.add_argument("--enable-manager-legacy-ui", action="store_true",
+                    help="with the comfyui-manager package: its legacy UI instead of the frontend's dialog")
+    ex.add_argument("--disable-manager-ui", action="store_true",
+                    help="with the comfyui-manager package: its background features only, no UI")
     ex.add_argument("--registry-url", default="https://api.comfy.org",
                     help="Comfy registry that `comfyui node install ID` and the Manager install packs from "
                          "(default https://api.comfy.org)")

@@ -1,4 +1,5 @@
-"""The frontend's Manager dialog in headless Chromium (``--enable-manager``): it opens, lists a
+"""The frontend's Manager dialog in headless Chromium (``--enable-manager``), served by the
+built-in routes and by the comfyui-manager package (when installed): it opens, lists a
 pack of a loopback registry, installs it into the workspace's custom_nodes/, and its "Apply
 Changes" restarts the server, which then has the pack's node. The frontend
 asks ``https://api.comfy.org`` for the registry (a URL built into it), so the page's requests
@@ -9,6 +10,7 @@ Debian's ``chromium`` and ``playwright`` like ``test_browser.py``; the screensho
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import json
 import shutil
@@ -27,10 +29,21 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @pytest.mark.timeout(150)
-def test_manager_dialog_installs_a_pack_from_the_registry(frontend_server):
+@pytest.mark.parametrize("manager", ["builtin", "package"])
+def test_manager_dialog_installs_a_pack_from_the_registry(frontend_server, manager, tmp_path, monkeypatch):
     if not os.path.exists(CHROMIUM):
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     pw_api = pytest.importorskip("playwright.async_api", reason="pip install playwright")
+    if manager == "package":
+        if importlib.util.find_spec("comfyui_manager") is None:
+            pytest.skip("pip install 'comfyui[manager]'")
+        expected = "--enable-manager: running the comfyui-manager package"
+    else:  # the server process cannot import the package: the built-in routes serve the dialog
+        hide = tmp_path / "hide" / "comfyui_manager"
+        hide.mkdir(parents=True)
+        (hide / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hide.parent), os.environ.get("PYTHONPATH")])))
+        expected = "[Manager] installed hello-pack 1.0.0"
     registry = LocalRegistry()
     registry.add("hello-pack", "1.0.0", node_pack_files("HelloNode", "1.0.0"))
     registry.start()
@@ -39,7 +52,7 @@ def test_manager_dialog_installs_a_pack_from_the_registry(frontend_server):
                                               "--whitelist-custom-nodes", "hello-pack")
         asyncio.run(_run(pw_api, url, registry, base))
         log = log_path.read_text()
-        assert "[Manager] installed hello-pack 1.0.0" in log and "[Manager] restarting" in log, log[-3000:]
+        assert expected in log, log[-3000:]
     finally:
         registry.stop()
 

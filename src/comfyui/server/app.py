@@ -265,6 +265,9 @@ def build_engine(config: Any, runtime: Any = None):
     may register routes on ``PromptServer.instance.routes`` while they import)."""
     from comfyui.engine.engine import Engine
 
+    from .routes_manager import start_comfyui_manager
+
+    start_comfyui_manager(config, runtime)
     return Engine.from_config(config, durable=True, runtime=runtime)
 
 

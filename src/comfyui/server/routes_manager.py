@@ -1,4 +1,6 @@
-"""The Manager routes the frontend's Manager dialog calls (``--enable-manager``), served over
+"""``--enable-manager``: the ``comfyui-manager`` package when it is installed (the ``manager``
+extra; :func:`start_comfyui_manager` starts it as ComfyUI does), otherwise the built-in routes
+below, which the frontend's Manager dialog calls, served over
 :class:`comfyui.nodes.packs.PackManager` (the code behind ``comfyui node``).
 
 The dialog lists packs from the registry itself (the frontend asks ``api.comfy.org``); the
@@ -301,8 +303,44 @@ async def _json_object(request: web.Request) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
+def start_comfyui_manager(config: Any, runtime: Any = None) -> bool:
+    """With ``--enable-manager`` and the ``comfyui-manager`` package installed, start it as
+    ComfyUI does (prestartup before the custom nodes load, then start: it declares its /v2 routes
+    on ``PromptServer.instance.routes``); -> whether it runs. It installs from ``--registry-url``.
+    Without the package, or when it fails to start, :func:`setup` serves the built-in routes."""
+    global _PACKAGE_RUNS
+    if not config_get(config, "enable_manager", False):
+        return False
+    from contextlib import nullcontext
+
+    from .. import compat
+
+    with runtime.active() if runtime is not None else nullcontext():
+        compat.install()
+        try:
+            import comfyui_manager
+            from comfyui_manager.common import cnr_utils
+        except ImportError as e:
+            log.info("--enable-manager: the comfyui-manager package is not installed (%s); serving the built-in "
+                     "Manager routes (pip install 'comfyui[manager]' for the full ComfyUI-Manager)", e)
+            return False
+        try:
+            cnr_utils.base_url = config_get(config, "registry_url", None) or cnr_utils.base_url
+            comfyui_manager.prestartup()
+            comfyui_manager.start()
+        except Exception:  # noqa: BLE001 - a broken Manager must not stop the server
+            log.exception("--enable-manager: comfyui-manager failed to start; serving the built-in Manager routes")
+            return False
+    _PACKAGE_RUNS = True
+    log.info("--enable-manager: running the comfyui-manager package")
+    return True
+
+
+_PACKAGE_RUNS = False  # the package's routes are declared: the built-in ones stay off
+
+
 def setup(app: web.Application, ctx: ServerContext) -> None:
-    if not config_get(ctx.config, "enable_manager", False):
+    if not config_get(ctx.config, "enable_manager", False) or _PACKAGE_RUNS:
         return
     routes = ManagerRoutes(ctx)
     ctx.extra["manager"] = routes
