@@ -3,6 +3,7 @@ and every ``--flag`` it names exists, and the model folders it names are the wor
 import pathlib
 import re
 
+from comfyui.cli.node import build_node_parser
 from comfyui.config import build_parser
 from comfyui.paths import _STANDARD_FOLDERS
 
@@ -32,6 +33,10 @@ def test_named_examples_and_flags_exist():
         assert (ROOT / path.rstrip("/")).exists(), path
     options = {o for a in build_parser()._actions for o in a.option_strings}
     options |= {o for sub in model_subcommands() for a in sub._actions for o in a.option_strings}
+    node_parser = build_node_parser()  # `comfyui node ...` and its subcommands' flags
+    parsers = [node_parser] + [sub for a in node_parser._actions if a.choices and isinstance(a.choices, dict)
+                               for sub in a.choices.values()]
+    options |= {o for p in parsers for a in p._actions for o in a.option_strings}
     pip_options = {"--index-url"}
     for flag in set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9_-]+)", README)) - pip_options:
         assert flag in options, flag
