@@ -31,7 +31,7 @@ def node_pack_files(node_class: str, version: str, requirements: str | None = No
             f"    def run(self):\n"
             f"        return ({version!r},)\n"
             f"NODE_CLASS_MAPPINGS = {{{node_class!r}: {node_class}}}\n")
-    files = {"__init__.py": init, "pyproject.toml": f"[project]\nname = 'x'\nversion = '{version}'\n"}
+    files = {"__init__.py": init, "pyproject.toml": f"[project]\nname = 'PACK-ID'\nversion = '{version}'\n"}
     if requirements is not None:
         files["requirements.txt"] = requirements
     return files
@@ -47,6 +47,7 @@ class LocalRegistry:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def add(self, node_id: str, version: str, files: dict[str, str]) -> None:
+        files = {k: v.replace("PACK-ID", node_id) for k, v in files.items()}  # [project] name = the id
         self.packs.setdefault(node_id, {})[version] = pack_zip(files)
 
     def _latest(self, node_id: str) -> str:

@@ -64,6 +64,8 @@ def test_registry_install_list_update_disable_enable_uninstall(tmp_path, registr
     assert load_pack_nodes(os.path.join(ws, "custom_nodes")) == {"hello-pack": ["HelloNode"]}
     assert listed(ws)["hello-pack"] == {"name": "hello-pack", "source": "registry", "enabled": True,
                                         "version": "1.0.0", "id": "hello-pack", "url": None, "path": pack}
+    # ComfyUI-Manager knows a registry pack by its .tracking file list (and pyproject.toml)
+    assert {"__init__.py", "pyproject.toml"} <= set(open(os.path.join(pack, ".tracking")).read().split())
     text = ok(run_node("-w", ws, "list")).stdout
     assert "hello-pack" in text and "registry:hello-pack" in text and "1.0.0" in text
 
@@ -95,6 +97,19 @@ def test_registry_install_list_update_disable_enable_uninstall(tmp_path, registr
     for cmd in ("enable", "disable", "update"):
         proc = run_node("-w", ws, *reg, cmd, "hello-pack")
         assert proc.returncode == 1 and "not installed" in proc.stderr, cmd
+
+
+def test_packs_installed_by_comfyui_manager_are_recognised(tmp_path, registry):
+    ws = tmp_path / "ws"
+    pack = ws / "custom_nodes" / "hello-pack"  # as ComfyUI-Manager leaves a registry pack
+    pack.mkdir(parents=True)
+    for name, text in node_pack_files("HelloNode", "1.0.0").items():
+        (pack / name).write_text(text.replace("PACK-ID", "hello-pack"))
+    (pack / ".tracking").write_text("__init__.py\npyproject.toml\n")
+    got = listed(str(ws))["hello-pack"]
+    assert (got["source"], got["id"], got["version"]) == ("registry", "hello-pack", "1.0.0")
+    ok(run_node("-w", str(ws), "--registry-url", registry.url, "update", "hello-pack"))
+    assert listed(str(ws))["hello-pack"]["version"] == "1.1.0"
 
 
 def test_registry_failures_are_clear(tmp_path, registry):

@@ -13,7 +13,9 @@ A pack comes from one of three sources:
   ``comfyui.custom_nodes`` entry point, installed into the target interpreter's environment.
 
 Folder packs record where they came from in ``.comfyui-pack.json`` (source, id/url, version),
-which ``update`` and ``list`` read. A pack's ``requirements.txt`` is installed with pip into the
+which ``update`` and ``list`` read; registry packs also get ComfyUI-Manager's ``.tracking``, and
+packs the Manager or comfy-cli installed (``.tracking`` + ``pyproject.toml``, or ``.git``) are
+recognised without the marker, so both tools manage the same folders. A pack's ``requirements.txt`` is installed with pip into the
 target interpreter's environment unless ``no_deps``. Disabling moves a pack to
 ``custom_nodes/.disabled/`` (as ComfyUI-Manager does); enabling moves it back.
 """
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 DEFAULT_REGISTRY_URL = "https://api.comfy.org"
 ENTRY_POINT_GROUP = "comfyui.custom_nodes"
 MARKER = ".comfyui-pack.json"
+TRACKING = ".tracking"
 DISABLED_DIR = ".disabled"
 _GIT_URL = re.compile(r"^(https?://|git@|ssh://|file://|git://)|\.git/?$")
 _PACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -169,7 +172,7 @@ class PackManager:
                 path = os.path.join(folder, entry)
                 if entry.startswith((".", "__")) or not os.path.isdir(path):
                     continue
-                marker = _read_marker(path)
+                marker = _read_marker(path) or _foreign_marker(path)
                 out.append(PackInfo(name=entry, source=marker.get("source", "folder"), enabled=enabled,
                                     version=marker.get("version"), id=marker.get("id"), url=marker.get("url"),
                                     path=path))
@@ -213,6 +216,7 @@ class PackManager:
         target = self._enabled_path(node_id)
         self._unpack_registry_zip(info["downloadUrl"], target, node_id)
         _write_marker(target, {"source": "registry", "id": node_id, "version": got_version or None})
+        _write_tracking(target)
         self.echo(f"installed {node_id} {got_version} into {target}")
         self._install_requirements(target, no_deps)
         return PackInfo(name=node_id, source="registry", enabled=True, version=got_version or None,
@@ -347,6 +351,7 @@ class PackManager:
             self._unpack_registry_zip(wanted["downloadUrl"], tmp_target, info.name)
             _write_marker(tmp_target, {"source": "registry", "id": info.id or info.name,
                                        "version": new_version or None})
+            _write_tracking(tmp_target)
             shutil.rmtree(path)
             os.replace(tmp_target, path)
             self.echo(f"updated {info.name} {info.version} -> {new_version}")
@@ -420,6 +425,42 @@ def _read_marker(path: str) -> dict:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def _foreign_marker(path: str) -> dict:
+    """What a pack installed by ComfyUI-Manager or comfy-cli says about itself: a registry pack
+    has ``.tracking`` (its file list) and ``pyproject.toml`` ([project] name = the registry id);
+    a git pack has ``.git``."""
+    if os.path.isfile(os.path.join(path, TRACKING)):
+        try:
+            import tomllib
+
+            with open(os.path.join(path, "pyproject.toml"), "rb") as f:
+                project = tomllib.load(f).get("project", {})
+            if project.get("name"):
+                return {"source": "registry", "id": str(project["name"]),
+                        "version": str(project["version"]) if project.get("version") else None}
+        except (OSError, ValueError):
+            pass
+    if os.path.exists(os.path.join(path, ".git")):
+        def git(*args: str) -> str | None:
+            proc = subprocess.run(["git", "-C", path, *args], capture_output=True, text=True)
+            return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+        return {"source": "git", "url": git("config", "--get", "remote.origin.url"),
+                "version": git("rev-parse", "--short", "HEAD")}
+    return {}
+
+
+def _write_tracking(path: str) -> None:
+    """ComfyUI-Manager's ``.tracking``: the pack's files, so the Manager knows it as a registry
+    pack (and which files an update may replace)."""
+    files = []
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            files.append(os.path.relpath(os.path.join(root, name), path).replace(os.sep, "/"))
+    with open(os.path.join(path, TRACKING), "w", encoding="utf-8") as f:
+        f.write("\n".join(sorted(files)) + "\n")
 
 
 def _write_marker(path: str, data: dict) -> None:
