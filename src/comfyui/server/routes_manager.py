@@ -323,6 +323,9 @@ def start_comfyui_manager(config: Any, runtime: Any = None) -> bool:
         except ImportError as e:
             log.info("--enable-manager: the comfyui-manager package is not installed (%s); serving the built-in "
                      "Manager routes (pip install 'comfyui[manager]' for the full ComfyUI-Manager)", e)
+            for flag in ("enable_manager_legacy_ui", "disable_manager_ui"):
+                if config_get(config, flag, False):
+                    log.warning("--%s has no effect without the comfyui-manager package", flag.replace("_", "-"))
             return False
         try:
             cnr_utils.base_url = config_get(config, "registry_url", None) or cnr_utils.base_url
