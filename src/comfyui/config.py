@@ -288,7 +288,8 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
         prog=prog,
         description="ComfyUI: node graph engine and server.",
         epilog="Every --flag can also be set with a COMFYUI_<FLAG> environment variable or in a "
-               "YAML/JSON config file (-c). Command line > environment > config file > defaults.",
+               "YAML/JSON config file (-c). Command line > environment > config file > defaults. "
+               "Custom node packs: `comfyui node --help`.",
     )
     p.add_argument("-c", "--config", metavar="CONFIG_FILE", default=None, help="config file path (YAML or JSON)")
 

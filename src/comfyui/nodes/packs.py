@@ -148,7 +148,7 @@ class PackManager:
 
     def _find(self, name: str) -> tuple[str, bool] | None:
         """(path, enabled) of the folder pack ``name`` (folder name or registry id)."""
-        for pack in self._folder_packs():
+        for pack in self.folder_packs():
             if name in (pack.name, pack.id):
                 return pack.path, pack.enabled
         return None
@@ -161,7 +161,7 @@ class PackManager:
             raise PackError(f"{name} is already installed{'' if enabled else ' (disabled)'} at {path}; use {hint}")
 
     # -- listing ---------------------------------------------------------------------------
-    def _folder_packs(self) -> list[PackInfo]:
+    def folder_packs(self) -> list[PackInfo]:
         out = []
         for folder, enabled in ((self.root, True), (self.disabled_root, False)):
             try:
@@ -192,7 +192,7 @@ class PackManager:
                 for n, v in sorted(json.loads(proc.stdout).items())]
 
     def list(self) -> list[PackInfo]:
-        return self._folder_packs() + self._pip_packs()
+        return self.folder_packs() + self._pip_packs()
 
     # -- install ---------------------------------------------------------------------------
     def install(self, spec: str, *, version: str | None = None, no_deps: bool = False,
@@ -311,7 +311,7 @@ class PackManager:
         found = self._find(name)
         if found:
             path, enabled = found
-            info = next(p for p in self._folder_packs() if p.path == path)
+            info = next(p for p in self.folder_packs() if p.path == path)
             shutil.rmtree(path)
             self.echo(f"removed {info.name} ({path})")
             return info
@@ -340,7 +340,7 @@ class PackManager:
             now = self._pip_pack(name) or pip_pack
             return now, (pip_pack.version if now.version != pip_pack.version else None)
         path, enabled = found
-        info = next(p for p in self._folder_packs() if p.path == path)
+        info = next(p for p in self.folder_packs() if p.path == path)
         if info.source == "registry":
             wanted = self.registry.install_info(info.id or info.name, version)
             new_version = str(wanted.get("version") or "")
@@ -371,7 +371,7 @@ class PackManager:
             raise PackError(f"{info.name} was not installed by comfyui node (no {MARKER}), so its source is "
                             f"unknown; update it by hand")
         self._install_requirements(path, no_deps)
-        now = next(p for p in self._folder_packs() if p.name == info.name)
+        now = next(p for p in self.folder_packs() if p.name == info.name)
         return now, info.version
 
     def disable(self, name: str) -> PackInfo:
@@ -390,7 +390,7 @@ class PackManager:
         os.makedirs(self.disabled_root, exist_ok=True)
         os.replace(path, target)
         self.echo(f"disabled {name} (moved to {target})")
-        return next(p for p in self._folder_packs() if p.path == target)
+        return next(p for p in self.folder_packs() if p.path == target)
 
     def enable(self, name: str) -> PackInfo:
         found = self._find(name)
@@ -404,7 +404,7 @@ class PackManager:
             raise PackError(f"cannot enable {name}: {target} exists; remove one of the two copies")
         os.replace(path, target)
         self.echo(f"enabled {name} (moved to {target})")
-        return next(p for p in self._folder_packs() if p.path == target)
+        return next(p for p in self.folder_packs() if p.path == target)
 
 
 def _norm(name: str) -> str:

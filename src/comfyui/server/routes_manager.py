@@ -63,9 +63,7 @@ class ManagerRoutes:
 
     def installed(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
-        for p in self._manager().list():
-            if p.source == "pip":
-                continue  # not a folder the dialog can manage
+        for p in self._manager().folder_packs():  # pip packs are not folders the dialog can manage
             key = p.id or p.name
             if key in out and out[key]["enabled"]:
                 continue  # an enabled copy wins over a disabled one
@@ -131,7 +129,7 @@ class ManagerRoutes:
             return now.name
         if kind == "update_all":
             failed = []
-            for pack in manager.list():
+            for pack in manager.folder_packs():
                 if pack.enabled and pack.source in ("registry", "git"):
                     try:
                         manager.update(pack.name, no_deps=no_deps)
