@@ -33,6 +33,7 @@ COMPLETED = [
     "comfy_extras/nodes_pag.py",
     "comfy_extras/nodes_attention_multiply.py",
     "comfy_extras/nodes_model_merging.py",
+    "comfy_extras/nodes_train.py",
 ]
 
 

@@ -1,0 +1,191 @@
+"""LoRA training nodes on a tiny random SD1 checkpoint: training lowers the denoising loss,
+reports progress per step and stops on interrupt; the saved LoRA loads in LoraLoader, gives
+the same image as the trained model and changes it; the loss graph is a picture."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from comfyui import runtime
+from comfyui.models import memory
+
+from models import fixtures as fx
+
+
+@pytest.fixture(autouse=True)
+def _cpu():
+    memory.configure(None, cpu=True)
+    runtime.current().model_files.clear()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a busy shared CPU makes multi-threaded backward passes crawl
+    yield
+    torch.set_num_threads(threads)
+    memory.unload_all_models()
+    memory.configure(None)
+    runtime.current().model_files.clear()
+
+
+@pytest.fixture
+def ws(workspace):
+    from comfyui import paths
+    fx.make_sd1_checkpoint(os.path.join(workspace, "models", "checkpoints", "a.safetensors"), seed=41)
+    data = workspace / "input" / "dataset"
+    data.mkdir(parents=True)
+    yy, xx = np.mgrid[0:64, 0:64]
+    for i in range(2):
+        img = np.stack([(xx * 4 + i * 60) % 256, (yy * 4) % 256, ((xx + yy) * 2) % 256], -1).astype(np.uint8)
+        Image.fromarray(img).save(data / f"img{i}.png")
+        (data / f"img{i}.txt").write_text(f"a striped pattern number {i}")
+    paths.invalidate_cache()
+    return workspace
+
+
+def _engine():
+    from comfyui.engine.engine import Engine
+    from comfyui.nodes.registry import NodeRegistry
+    eng = Engine(NodeRegistry.with_builtins())
+    eng.start()
+    return eng
+
+
+def _train_prompt(steps: int) -> dict:
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "a.safetensors"}},
+        "2": {"class_type": "LoadImageTextSetFromFolderNode", "inputs": {"folder": "dataset", "clip": ["1", 1]}},
+        "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
+        "4": {"class_type": "TrainLoraNode", "inputs": {
+            "model": ["1", 0], "latents": ["3", 0], "positive": ["2", 1], "batch_size": 2,
+            "grad_accumulation_steps": 1, "steps": steps, "learning_rate": 0.01, "rank": 4, "optimizer": "AdamW",
+            "loss_function": "MSE", "seed": 3, "training_dtype": "fp32", "lora_dtype": "fp32", "algorithm": "LoRA",
+            "gradient_checkpointing": True, "existing_lora": "[None]"}},
+    }
+
+
+def _sample(model: list, clip: list, vae: list, prefix: str) -> dict:
+    return {
+        "20": {"class_type": "CLIPTextEncode", "inputs": {"clip": clip, "text": "a striped pattern number 0"}},
+        "22": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "23": {"class_type": "KSampler", "inputs": {
+            "model": model, "seed": 7, "steps": 2, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal",
+            "positive": ["20", 0], "negative": ["20", 0], "latent_image": ["22", 0], "denoise": 1.0}},
+        "24": {"class_type": "VAEDecode", "inputs": {"samples": ["23", 0], "vae": vae}},
+        "25": {"class_type": "SaveImage", "inputs": {"images": ["24", 0], "filename_prefix": prefix}},
+    }
+
+
+def _run(eng, prompt) -> tuple[dict, dict]:
+    sub = eng.submit(prompt)
+    assert sub.node_errors == {}, sub.node_errors
+    h = eng.wait(sub.prompt_id).result(300)
+    return h, h["outputs"]
+
+
+def _image(ws, outputs) -> np.ndarray:
+    im = outputs["25"]["images"][0]
+    with Image.open(os.path.join(ws, "output", im["subfolder"], im["filename"])) as f:
+        return np.asarray(f.convert("RGB")).astype(np.int16)
+
+
+def test_train_save_load_with_lora_loader_and_plot(ws):
+    from comfyui import paths
+    steps = 6
+    events = []
+    eng = _engine()
+    eng.add_listener(lambda ev, data, cid: events.append(data) if ev == "progress" else None)
+    try:
+        p = _train_prompt(steps)
+        p["5"] = {"class_type": "SaveLoRANode", "inputs": {"lora": ["4", 1], "prefix": "loras/trained", "steps": ["4", 3]}}
+        p["6"] = {"class_type": "LossGraphNode", "inputs": {"loss": ["4", 2], "filename_prefix": "loss_graph"}}
+        p.update(_sample(["4", 0], ["1", 1], ["1", 2], "trained"))
+        h, out = _run(eng, p)
+        assert h["status"]["status_str"] == "success", h["status"]
+        trained = _image(ws, out)
+
+        saved = os.path.join(ws, "output", "loras", f"trained_{steps}_steps_00001_.safetensors")
+        assert os.path.isfile(saved)
+        shutil.copy(saved, os.path.join(ws, "models", "loras", "trained.safetensors"))
+        paths.invalidate_cache()
+        p2 = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "a.safetensors"}},
+              "2": {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_name": "trained.safetensors",
+                                                           "strength_model": 1.0, "strength_clip": 1.0}}}
+        p2.update(_sample(["2", 0], ["2", 1], ["1", 2], "loaded"))
+        _, out2 = _run(eng, p2)
+        p3 = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "a.safetensors"}}}
+        p3.update(_sample(["1", 0], ["1", 1], ["1", 2], "plain"))
+        _, out3 = _run(eng, p3)
+    finally:
+        eng.stop()
+
+    loaded, plain = _image(ws, out2), _image(ws, out3)
+    assert np.abs(trained - loaded).max() <= 1  # the file holds what was trained
+    assert np.abs(loaded - plain).max() > 0  # and the LoRA changes the image
+    progress = [(e["value"], e["max"]) for e in events if e.get("node") == "4"]
+    assert progress == [(i, steps) for i in range(1, steps + 1)]
+
+    graph = out["6"]["images"][0]
+    assert graph["type"] == "temp" and graph["filename"].startswith("loss_graph_")
+    with Image.open(os.path.join(ws, "temp", graph["filename"])) as g:
+        assert g.size == (840, 520)
+        blue = np.asarray(g.convert("RGB"))
+        assert ((blue[..., 2] > 200) & (blue[..., 0] < 60)).sum() > 50  # the loss curve is drawn
+
+
+def test_training_lowers_the_denoising_loss(ws):
+    """The x0 loss at fixed noise and sigmas, before and after training on the same latents."""
+    from comfyui.models import lora as lora_mod
+    from comfyui.models import lora_train
+    from comfyui.models import sd as sdm
+    model, clip, vae = sdm.load_checkpoint_guess_config(os.path.join(ws, "models", "checkpoints", "a.safetensors"))[:3]
+    cond = clip.encode_from_tokens_scheduled(clip.tokenize("a striped pattern"))
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, 4, 8, 8, generator=g) * 0.5
+
+    def eval_loss(patcher) -> float:
+        memory.load_models_gpu([patcher])
+        base = patcher.model
+        x0 = base.process_latent_in(latents)
+        total = 0.0
+        for pct in (0.3, 0.5, 0.7, 0.9):
+            sigma = torch.full((2,), base.model_sampling.percent_to_sigma(pct))
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(int(pct * 10)))
+            xt = base.model_sampling.noise_scaling(sigma, noise, x0, False)
+            with torch.no_grad():
+                pred = base.apply_model(xt, sigma, c_crossattn=cond[0][0].repeat(2, 1, 1))
+            total += torch.nn.functional.mse_loss(pred, x0).item()
+        return total
+
+    before = eval_loss(model)
+    with torch.inference_mode():  # as the executor runs nodes
+        sd, losses = lora_train.train_lora(model, latents, cond * 2, steps=25, batch_size=2, learning_rate=0.01,
+                                           rank=4, seed=1, gradient_checkpointing=False)
+    assert len(losses) == 25
+    assert any(k.endswith(".lora_up.weight") for k in sd) and any(k.endswith(".diff_b") for k in sd)
+    after = eval_loss(lora_mod.load_lora_for_models(model, None, sd, 1.0, 0.0)[0])
+    assert after < 0.8 * before, (before, after)
+    # training left the shared model untouched
+    assert eval_loss(model) == pytest.approx(before, rel=1e-6)
+
+
+def test_training_stops_on_interrupt(ws):
+    eng = _engine()
+    interrupted = []
+
+    def on_event(ev, data, cid):
+        if ev == "progress" and data.get("node") == "4" and data["value"] == 2 and not interrupted:
+            interrupted.append(eng.interrupt(data["prompt_id"]))
+
+    eng.add_listener(on_event)
+    try:
+        p = _train_prompt(200)
+        p["6"] = {"class_type": "LossGraphNode", "inputs": {"loss": ["4", 2], "filename_prefix": "loss_graph"}}
+        h, _ = _run(eng, p)
+    finally:
+        eng.stop()
+    assert interrupted == [True]
+    assert h["status"]["status_str"] == "error"
+    assert any(m[0] == "execution_interrupted" for m in h["status"]["messages"])
