@@ -34,6 +34,7 @@ COMPLETED = [
     "comfy_extras/nodes_attention_multiply.py",
     "comfy_extras/nodes_model_merging.py",
     "comfy_extras/nodes_train.py",
+    "comfy_extras/nodes_load_3d.py",
 ]
 
 
