@@ -189,3 +189,54 @@ def test_training_stops_on_interrupt(ws):
     assert interrupted == [True]
     assert h["status"]["status_str"] == "error"
     assert any(m[0] == "execution_interrupted" for m in h["status"]["messages"])
+
+
+def test_image_dataset_folder_and_resize(ws):
+    from comfyui.nodes.builtin import train as T
+    assert "dataset" in T.LoadImageSetFromFolderNode.INPUT_TYPES()["required"]["folder"][0]
+    Image.new("RGB", (32, 48), (255, 0, 0)).save(ws / "input" / "dataset" / "img2.png")
+    with pytest.raises(ValueError, match="does not match the first image"):
+        T.LoadImageSetFromFolderNode().load_images("dataset", "None")
+    (images,) = T.LoadImageSetFromFolderNode().load_images("dataset", "Stretch")
+    assert images.shape == (3, 64, 64, 3)
+    assert images[2].mean(dim=(0, 1)).tolist() == pytest.approx([1.0, 0.0, 0.0], abs=1e-3)
+    (cropped,) = T.LoadImageSetFromFolderNode().load_images("dataset", "Crop")
+    assert cropped.shape == (3, 64, 64, 3)
+    with pytest.raises(ValueError, match="no values"):
+        T.LossGraphNode().plot_loss({"loss": []}, "loss_graph")
+
+
+def test_sdxl_defaults_bf16_and_continuing_an_existing_lora(workspace):
+    """Upstream's defaults (bf16 training and LoRA, gradient checkpointing) on a tiny SDXL
+    model; a second run starts from the saved file and counts its steps on."""
+    from comfyui import paths
+    from comfyui.models import sd as sdm
+    from comfyui.models.loading import load_torch_file
+    from comfyui.nodes.builtin import train as T
+    path = fx.make_sdxl_checkpoint(os.path.join(workspace, "models", "checkpoints", "xl.safetensors"), seed=5)
+    model, clip = sdm.load_checkpoint_guess_config(path)[:2]
+    cond = clip.encode_from_tokens_scheduled(clip.tokenize("a house"))
+    latents = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))}
+    defaults = {k: v[1]["default"] for k, v in T.TrainLoraNode.INPUT_TYPES()["required"].items()
+                if isinstance(v[1], dict) and "default" in v[1]}
+    defaults.update(steps=2)
+    with torch.inference_mode():
+        trained, lora, loss, steps = T.TrainLoraNode().train(model, latents, cond, **defaults)
+    assert steps == 2 and len(loss["loss"]) == 2 and all(np.isfinite(loss["loss"]))
+    assert {t.dtype for t in lora.values()} == {torch.bfloat16}
+    assert trained.patches and not model.patches  # the input model is left as it was
+    T.SaveLoRA().save(lora, "loras/xl", steps=steps)
+    saved = os.path.join(workspace, "output", "loras", "xl_2_steps_00001_.safetensors")
+    shutil.copy(saved, os.path.join(workspace, "models", "loras", "xl_2_steps_00001_.safetensors"))
+    paths.invalidate_cache()
+    assert "xl_2_steps_00001_.safetensors" in T.TrainLoraNode.INPUT_TYPES()["required"]["existing_lora"][0]
+
+    defaults.update(steps=1, existing_lora="xl_2_steps_00001_.safetensors", learning_rate=1e-7)
+    with torch.inference_mode():
+        _, lora2, _, steps2 = T.TrainLoraNode().train(model, latents, cond, **defaults)
+    assert steps2 == 3
+    first = load_torch_file(saved)
+    assert lora2.keys() == first.keys()
+    key = next(k for k in first if k.endswith(".lora_down.weight") and first[k].abs().max() > 0)
+    # a tiny learning rate: the second run continued from the saved values
+    assert torch.allclose(lora2[key].float(), first[key].float(), atol=1e-3)

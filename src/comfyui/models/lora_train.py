@@ -58,7 +58,8 @@ def build_adapters(base_model: torch.nn.Module, rank: int, dtype: torch.dtype, g
     """{LoRA-file name of the module (``diffusion_model.x.y``): (adapter, "weight"|"bias")} for
     every castable layer of ``base_model.diffusion_model``; adapters found in ``existing`` (an
     earlier LoRA of the same layout) continue from its values."""
-    existing = existing or {}
+    # copies: tensors loaded under inference mode cannot become trainable parameters
+    existing = {k: v.clone() for k, v in (existing or {}).items()}
     out: dict[str, tuple[torch.nn.Module, str]] = {}
     for name, m in ops.castable_modules(base_model.diffusion_model):
         key = f"diffusion_model.{name}"
