@@ -117,6 +117,7 @@ def _checkpointed_blocks(module: torch.nn.Module) -> list[torch.nn.Module]:
 
 def _checkpoint_forward(m: torch.nn.Module) -> None:
     original = m.forward
+    m._forward_before_checkpointing = m.__dict__.get("forward")
 
     def forward(*args, **kwargs):
         return torch.utils.checkpoint.checkpoint(original, *args, use_reentrant=False, **kwargs)
@@ -206,7 +207,11 @@ def train_lora(patcher, latents: torch.Tensor, positive: list, *, steps: int, ba
                     on_step(step + 1, total, losses[-1])
         finally:
             for m in wrapped:
-                del m.forward  # back to the class's forward
+                before = m.__dict__.pop("_forward_before_checkpointing")
+                if before is None:
+                    del m.forward  # back to the class's forward
+                else:
+                    m.forward = before
             for key, (adapter, kind) in adapters.items():
                 m = modules[key[len("diffusion_model."):].removesuffix(".__bias")]
                 fns = m.bias_function if kind == "bias" else m.weight_function
