@@ -240,3 +240,21 @@ def test_sdxl_defaults_bf16_and_continuing_an_existing_lora(workspace):
     key = next(k for k in first if k.endswith(".lora_down.weight") and first[k].abs().max() > 0)
     # a tiny learning rate: the second run continued from the saved values
     assert torch.allclose(lora2[key].float(), first[key].float(), atol=1e-3)
+
+
+def test_node_specs_match_upstream():
+    from comfyui.nodes.builtin import train as T
+    req = T.TrainLoraNode.INPUT_TYPES()["required"]
+    assert list(req) == ["model", "latents", "positive", "batch_size", "grad_accumulation_steps", "steps",
+                         "learning_rate", "rank", "optimizer", "loss_function", "seed", "training_dtype",
+                         "lora_dtype", "algorithm", "gradient_checkpointing", "existing_lora"]
+    assert req["steps"][1]["default"] == 16 and req["learning_rate"][1]["default"] == 0.0005
+    assert req["rank"][1]["default"] == 8 and req["optimizer"][0] == ["AdamW", "Adam", "SGD", "RMSprop"]
+    assert req["loss_function"][0] == ["MSE", "L1", "Huber", "SmoothL1"]
+    assert req["existing_lora"][0][-1] == "[None]" and req["existing_lora"][1]["default"] == "[None]"
+    assert T.TrainLoraNode.RETURN_TYPES == ("MODEL", "LORA_MODEL", "LOSS_MAP", "INT")
+    assert T.TrainLoraNode.RETURN_NAMES == ("model_with_lora", "lora", "loss", "steps")
+    assert T.SaveLoRA.INPUT_TYPES()["required"]["prefix"][1]["default"] == "loras/ComfyUI_trained_lora"
+    assert T.SaveLoRA.INPUT_TYPES()["optional"]["steps"][1]["forceInput"] is True
+    assert list(T.LoadImageTextSetFromFolderNode.INPUT_TYPES()["optional"]) == ["resize_method", "width", "height"]
+    assert T.NODE_CLASS_MAPPINGS["SaveLoRANode"] is T.SaveLoRA
