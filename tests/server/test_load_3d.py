@@ -100,3 +100,34 @@ async def test_preview3d_ui_output_without_camera(server):
     prompt = {"1": {"class_type": "Preview3D", "inputs": {"model_file": "mesh/out.glb"}}}
     h = await server.wait_history((await server.submit(prompt))["prompt_id"])
     assert h["outputs"]["1"] == {"result": ["mesh/out.glb", None]}
+
+
+async def test_load3d_animation_returns_the_widget_recording(server):
+    from fractions import Fraction
+
+    import torch
+
+    from comfyui.nodes.schema.video import VideoComponents, VideoFromComponents
+    await upload(server, tiny_glb(), "walk.glb", "model/gltf-binary", subfolder="3d")
+    frames = torch.linspace(0, 1, 3)[:, None, None, None].expand(3, 16, 32, 3).contiguous()
+    buf = io.BytesIO()
+    VideoFromComponents(VideoComponents(images=frames, frame_rate=Fraction(10))).save_to(buf, format="mp4")
+    names = {}
+    for kind, data, ctype in (("scene", png((10, 20, 30)), "image/png"), ("scene_mask", png((0, 0, 0, 255), "RGBA"), "image/png"),
+                              ("scene_normal", png((128, 128, 255)), "image/png"), ("recording", buf.getvalue(), "video/mp4")):
+        ext = "mp4" if kind == "recording" else "png"
+        names[kind] = (await upload(server, data, f"{kind}_1.{ext}", ctype, subfolder="threed", type="temp"))["name"]
+    value = {"image": f"threed/{names['scene']} [temp]", "mask": f"threed/{names['scene_mask']} [temp]",
+             "normal": f"threed/{names['scene_normal']} [temp]", "camera_info": CAMERA,
+             "recording": f"threed/{names['recording']} [temp]"}
+    prompt = {
+        "1": {"class_type": "Load3DAnimation", "inputs": {"model_file": "3d/walk.glb", "image": value,
+                                                          "width": 512, "height": 512}},
+        "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 5]}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+        "4": {"class_type": "Preview3DAnimation", "inputs": {"model_file": ["1", 2], "camera_info": ["1", 4]}},
+    }
+    h = await server.wait_history((await server.submit(prompt))["prompt_id"])
+    assert h["status"]["status_str"] == "success", h["status"]
+    assert len(h["outputs"]["3"]["images"]) == 3  # the recording's frames
+    assert h["outputs"]["4"] == {"result": ["3d/walk.glb", CAMERA]}
