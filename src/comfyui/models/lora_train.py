@@ -16,7 +16,7 @@ parameters form a LoRA state dict in ComfyUI's layout (``diffusion_model.<module
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
