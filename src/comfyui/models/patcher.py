@@ -83,6 +83,10 @@ class ModelPatcher:
         self.model_options: dict[str, Any] = {"transformer_options": {}}
         self.patches_uuid = uuid.uuid4()
         self.parent: ModelPatcher | None = None
+        # hooks (comfyui.models.hooks): {hook_ref: (target, {key: [(patch, offset, function)]})},
+        # and for a CLIP the hooks its text is always encoded with (SetClipHooks)
+        self.hook_patches: dict[Any, tuple[Any, dict[str, list[tuple]]]] = {}
+        self.forced_hooks = None
         if not hasattr(model, "_patcher_state"):
             model._patcher_state = {"applied_by": None, "applied_uuid": None, "device": None,
                                     "lowvram": False, "loaded_bytes": 0}
@@ -134,6 +138,7 @@ class ModelPatcher:
         n.model_options = _copy_options(self.model_options)
         n.patches_uuid = self.patches_uuid
         n.parent = self
+        n.hook_patches = dict(getattr(self, "hook_patches", {}))
         for k, v in self.__dict__.items():
             if k not in n.__dict__:
                 n.__dict__[k] = v
@@ -262,6 +267,64 @@ class ModelPatcher:
             w = w / scale.to(dev, torch.float32)
         return w.to(out_dtype)
 
+    # --------------------------------------------------------------------------- hooks
+    def register_hooks(self, group: Any, target: Any) -> None:
+        """Record the weight patches of ``group``'s hooks for this module (``target``: the
+        ``EnumWeightTarget`` that picks each hook's model or CLIP strength); they apply only
+        while :meth:`apply_hooks` selects their hook."""
+        sd = None
+        for hook in group.hooks:
+            if hook.hook_ref in self.hook_patches:
+                continue
+            sd = sd if sd is not None else self.model.state_dict(keep_vars=True)
+            entries: dict[str, list[tuple]] = {}
+            for k, patch in hook.patches_for(self, target).items():
+                key, offset, function = (k + (None, None))[:3] if isinstance(k, tuple) else (k, None, None)
+                if key in sd:
+                    entries.setdefault(key, []).append((patch, offset, function))
+            self.hook_patches[hook.hook_ref] = (target, entries)
+
+    def clear_hooks(self) -> None:
+        self.apply_hooks(None)
+        self.hook_patches = {}
+
+    def apply_hooks(self, group: Any) -> None:
+        """Make the loaded module's weights those of ``group``'s registered hooks at their
+        current strengths (None: no hooks). Hooked weights are the loaded (patched) weights plus
+        each hook's delta; the loaded ones are kept aside and come back for another group."""
+        wanted = []
+        for hook in (group.hooks if group is not None else []):
+            if hook.hook_ref in self.hook_patches:
+                target = self.hook_patches[hook.hook_ref][0]
+                wanted.append((hook.hook_ref, hook.base_strength(target) * hook.strength))
+        wanted = tuple(wanted)
+        st = self._state
+        if st.get("hooks_applied", ()) == wanted:
+            return
+        self._restore_hooked_weights()
+        from .lora import calculate_weight
+        by_key: dict[str, list[tuple]] = {}
+        for ref, strength in wanted:
+            for key, entries in self.hook_patches[ref][1].items():
+                for patch, offset, function in entries:
+                    by_key.setdefault(key, []).append((strength, patch, 1.0, offset, function))
+        backup = st.setdefault("hook_backup", {})
+        for key, patches in by_key.items():
+            current = _get_attr(self.model, key)
+            backup[key] = current
+            original = self.backup.get(key, current)
+            patches = [(s, _resolve_model_as_lora(p, original), sm, o, f) for s, p, sm, o, f in patches]
+            new = calculate_weight(patches, current.detach().to(torch.float32, copy=True), key)
+            _set_attr_param(self.model, key, new.to(current.dtype))
+        st["hooks_applied"] = wanted
+
+    def _restore_hooked_weights(self) -> None:
+        st = self._state
+        for key, w in st.get("hook_backup", {}).items():
+            _set_attr_param(self.model, key, w)
+        st["hook_backup"] = {}
+        st["hooks_applied"] = ()
+
     # --------------------------------------------------------------- load / unload
     def patch_model(self, device_to: torch.device | None = None, lowvram_budget: int | None = None,
                     load_weights: bool = True) -> torch.nn.Module:
@@ -362,6 +425,7 @@ class ModelPatcher:
         if st["applied_by"] is not self and st["applied_by"] is not None:
             st["applied_by"].unpatch_model(device_to)
             return
+        self._restore_hooked_weights()
         for key, orig in list(self.backup.items()):
             _set_attr_param(self.model, key, orig)
         self.backup.clear()
@@ -385,6 +449,15 @@ class ModelPatcher:
 
     def detach(self) -> None:
         self.unpatch_model(self.offload_device)
+
+
+def _resolve_model_as_lora(patch: Any, original: torch.Tensor) -> Any:
+    """A ``("model_as_lora", (weight,))`` patch is the difference of that weight from the
+    hooked module's own unpatched one."""
+    if isinstance(patch, tuple) and patch and patch[0] == "model_as_lora":
+        other = patch[1][0]
+        return ("diff", (other.to(original.device, torch.float32) - original.detach().to(torch.float32),))
+    return patch
 
 
 class _LazyPatch:

@@ -227,8 +227,12 @@ def resolve_areas_and_cond_masks(conditions: list[dict], dims: tuple, device) ->
 def calculate_start_end_timesteps(model_sampling, conds: list[dict]) -> None:
     for t in range(len(conds)):
         x = conds[t]
-        start = model_sampling.percent_to_sigma(x["start_percent"]) if "start_percent" in x else None
-        end = model_sampling.percent_to_sigma(x["end_percent"]) if "end_percent" in x else None
+        if "clip_start_percent" in x:  # text encoded for one range of a CLIP hook schedule
+            start = model_sampling.percent_to_sigma(max(x["clip_start_percent"], x.get("start_percent", 0.0)))
+            end = model_sampling.percent_to_sigma(min(x["clip_end_percent"], x.get("end_percent", 1.0)))
+        else:
+            start = model_sampling.percent_to_sigma(x["start_percent"]) if "start_percent" in x else None
+            end = model_sampling.percent_to_sigma(x["end_percent"]) if "end_percent" in x else None
         if start is not None or end is not None:
             n = dict(x)
             if start is not None:
@@ -349,6 +353,10 @@ def process_conds(model, noise, conds: dict[str, list], device, latent_image=Non
                     create_cond_with_same_area_if_none(conds[kk], c)
     for k in conds:
         for c in conds[k]:
+            for hook in (c["hooks"].hooks if c.get("hooks") is not None else []):
+                hook.initialize_timesteps(model.model_sampling)
+    for k in conds:
+        for c in conds[k]:
             control = c.get("control")
             if control is not None and hasattr(control, "pre_run"):
                 control.pre_run(model, lambda a: model.model_sampling.percent_to_sigma(a))
@@ -373,6 +381,7 @@ class CondObj(NamedTuple):
     control: Any
     patches: Any
     uuid: Any
+    hooks: Any = None
 
 
 def get_area_and_mult(conds: dict, x_in: torch.Tensor, timestep_in: torch.Tensor) -> CondObj | None:
@@ -431,7 +440,8 @@ def get_area_and_mult(conds: dict, x_in: torch.Tensor, timestep_in: torch.Tensor
         else:
             fn = gm.set_empty(tuple(input_x.shape), input_x.device)
         patches = {"middle_patch": [fn]}
-    return CondObj(input_x, mult, conditioning, area, conds.get("control"), patches, conds.get("uuid"))
+    return CondObj(input_x, mult, conditioning, area, conds.get("control"), patches, conds.get("uuid"),
+                   conds.get("hooks"))
 
 
 def can_concat_cond(c1: CondObj, c2: CondObj) -> bool:
@@ -476,16 +486,74 @@ def calc_cond_batch(model, conds: list, x_in: torch.Tensor, timestep: torch.Tens
     return one blended prediction per list (zeros where a list is None)."""
     out_conds = []
     out_counts = []
-    to_run = []
+    all_to_run = []
+    default_conds = []
     for i, cond in enumerate(conds):
         out_conds.append(torch.zeros_like(x_in))
         out_counts.append(torch.ones_like(x_in) * 1e-37)
-        if cond is not None:
-            for x in cond:
-                p = get_area_and_mult(x, x_in, timestep)
-                if p is None:
-                    continue
-                to_run.append((p, i))
+        defaults = []
+        for x in cond or []:
+            if "default" in x:
+                defaults.append(x)
+                continue
+            p = get_area_and_mult(x, x_in, timestep)
+            if p is None:
+                continue
+            all_to_run.append((p, i))
+        default_conds.append(defaults)
+    if any(default_conds):
+        all_to_run += _default_conds_to_run(all_to_run, default_conds, x_in, timestep)
+    # conds with different hooks run with different weights: one group per HookGroup
+    patcher = getattr(model, "current_patcher", None)
+    use_hooks = patcher is not None and bool(getattr(patcher, "hook_patches", None))
+    groups: dict[int, tuple[Any, list]] = {}
+    for item in all_to_run:
+        groups.setdefault(id(item[0].hooks), (item[0].hooks, []))[1].append(item)
+    max_sigma = None
+    for hooks, to_run in groups.values():
+        if use_hooks:
+            if hooks is not None:
+                if max_sigma is None:
+                    sample_sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
+                    max_sigma = float(sample_sigmas.max()) if sample_sigmas is not None else float(timestep.max())
+                for hook in hooks.hooks:
+                    hook.hook_keyframe.prepare_current_keyframe(float(timestep[0]), max_sigma)
+            patcher.apply_hooks(hooks)
+        _run_batches(model, to_run, x_in, timestep, model_options, out_conds, out_counts)
+    for i in range(len(out_conds)):
+        out_conds[i] = out_conds[i] / out_counts[i]
+    return out_conds
+
+
+def _default_conds_to_run(to_run: list, default_conds: list[list[dict]], x_in: torch.Tensor, timestep) -> list:
+    """Default conds (ConditioningSetDefaultCombine) fill what the other conds' masks and
+    areas leave uncovered: their mult is 1 - the others' mults, clamped at 0."""
+    remaining = [torch.ones_like(x_in) for _ in default_conds]
+    for p, i in to_run:
+        if not default_conds[i]:
+            continue
+        target = remaining[i]
+        if p.area is not None:
+            dims = len(p.area) // 2
+            for d in range(dims):
+                target = target.narrow(d + 2, p.area[d + dims], p.area[d])
+        target -= p.mult
+    out = []
+    for i, defaults in enumerate(default_conds):
+        if not defaults:
+            continue
+        mult = torch.relu(remaining[i])
+        if torch.max(mult) == 0.0:
+            continue
+        for x in defaults:
+            p = get_area_and_mult(x, x_in, timestep)
+            if p is not None:
+                out.append((p._replace(mult=mult), i))
+    return out
+
+
+def _run_batches(model, to_run: list, x_in: torch.Tensor, timestep, model_options: dict, out_conds: list,
+                 out_counts: list) -> None:
     while to_run:
         first = to_run[0]
         first_shape = first[0].input_x.shape
@@ -543,9 +611,6 @@ def calc_cond_batch(model, conds: list, x_in: torch.Tensor, timestep: torch.Tens
                     out_cts = out_cts.narrow(i + 2, a[i + dims], a[i])
                 out_c += output[o] * mult[o]
                 out_cts += mult[o]
-    for i in range(len(out_conds)):
-        out_conds[i] = out_conds[i] / out_counts[i]
-    return out_conds
 
 
 def cfg_function(model, cond_pred, uncond_pred, cond_scale, x, timestep, model_options=None, cond=None, uncond=None):

@@ -138,6 +138,20 @@ def prepare_sampling(patcher, noise_shape, conds, model_options=None):
     return real
 
 
+def _register_cond_hooks(patcher, conds: dict) -> bool:
+    """Register the weight hooks attached to the conds on the (loaded) model patcher, which
+    ``calc_cond_batch`` then reaches as ``model.current_patcher``. False when there are none."""
+    from comfyui.models import hooks as hooks_mod
+    group = hooks_mod.hooks_in_conds(conds)
+    if len(group) == 0:
+        return False
+    if not hasattr(patcher, "register_hooks"):
+        raise ValueError("conditioning hooks need a model loaded by a checkpoint or model loader")
+    patcher.register_hooks(group, hooks_mod.EnumWeightTarget.Model)
+    patcher.model.current_patcher = patcher
+    return True
+
+
 @contextlib.contextmanager
 def _object_patches_applied(patcher):
     """Make sure the BaseModel uses the patcher's ``model_sampling`` object patch while
@@ -329,6 +343,7 @@ class CFGGuider:
                      disable_pbar=False, seed=None):
         prepare_sampling(self.model_patcher, noise.shape, self.conds, self.model_options)
         self.inner_model = self.model_patcher.model
+        hooked = _register_cond_hooks(self.model_patcher, self.conds)
         device = getattr(self.model_patcher, "load_device", None) or torch.device("cpu")
         if denoise_mask is not None:
             denoise_mask = prepare_mask(denoise_mask, noise.shape, device)
@@ -345,6 +360,9 @@ class CFGGuider:
                     ctrl = c.get("control")
                     if ctrl is not None and hasattr(ctrl, "cleanup"):
                         ctrl.cleanup()
+            if hooked:
+                self.model_patcher.clear_hooks()
+                self.inner_model.current_patcher = None
             self.inner_model = None
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,

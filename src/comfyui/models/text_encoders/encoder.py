@@ -118,6 +118,9 @@ class CLIP:
         self.tokenizer = Tokenizers(clip_type, configs, embedding_directory)
         self.tokenizer_options: dict[str, Any] = {}  # T5TokenizerOptions: "t5xxl_min_length" ...
         self.layer_idx: int | None = None
+        # SetClipHooks: the hooks the conds get, and whether text is encoded once per keyframe range
+        self.apply_hooks_to_conds = None
+        self.use_clip_schedule = False
         if _cond_stage_model is not None:
             self.cond_stage_model = _cond_stage_model
             self.patcher = _patcher
@@ -174,6 +177,8 @@ class CLIP:
         n.layer_idx = self.layer_idx
         n.tokenizer_options = dict(self.tokenizer_options)
         n.dtype = getattr(self, "dtype", None)
+        n.apply_hooks_to_conds = self.apply_hooks_to_conds
+        n.use_clip_schedule = self.use_clip_schedule
         return n
 
     def add_patches(self, patches: dict, strength_patch: float = 1.0, strength_model: float = 1.0) -> list:
@@ -198,25 +203,59 @@ class CLIP:
 
     def encode_from_tokens(self, tokens: dict[str, list], return_pooled: bool | str = False,
                            return_dict: bool = False) -> Any:
-        self.cond_stage_model.clip_layer(self.layer_idx)
-        self.load_model()
-        with torch.inference_mode():
-            cond, pooled, extra = self.cond_stage_model.encode_token_weights(tokens)
-        cond = cond.clone()
-        pooled = pooled.clone() if pooled is not None else None
+        cond, pooled, extra = self._encode(tokens, self.patcher.forced_hooks)
         if return_dict:
-            return {"cond": cond, "pooled_output": pooled, **extra}
+            out = {"cond": cond, "pooled_output": pooled, **extra}
+            if self.apply_hooks_to_conds is not None:
+                out["hooks"] = self.apply_hooks_to_conds
+            return out
         if return_pooled:
             return cond, pooled
         return cond
 
+    def _encode(self, tokens: dict[str, list], hooks: Any) -> tuple:
+        """Encode with the weights of ``hooks`` (SetClipHooks) at their current strengths."""
+        self.cond_stage_model.clip_layer(self.layer_idx)
+        self.load_model()
+        try:
+            if hooks is not None:
+                self.patcher.apply_hooks(hooks)
+            with torch.inference_mode():
+                cond, pooled, extra = self.cond_stage_model.encode_token_weights(tokens)
+        finally:
+            if hooks is not None:
+                self.patcher.apply_hooks(None)  # the module is shared with unhooked clones
+        return cond.clone(), (pooled.clone() if pooled is not None else None), extra
+
     def encode_from_tokens_scheduled(self, tokens: dict[str, list], add_dict: dict | None = None) -> list:
-        out = self.encode_from_tokens(tokens, return_dict=True)
-        cond = out.pop("cond")
-        if out.get("pooled_output") is None:
-            out.pop("pooled_output")
-        out.update(add_dict or {})
-        return [[cond, out]]
+        add_dict = add_dict or {}
+        hooks = self.patcher.forced_hooks
+        if hooks is None or not self.use_clip_schedule:
+            out = self.encode_from_tokens(tokens, return_dict=True)
+            cond = out.pop("cond")
+            if out.get("pooled_output") is None:
+                out.pop("pooled_output")
+            out.update(add_dict)
+            return [[cond, out]]
+        # one encoding per range of steps over which the hooks keep their keyframes
+        result = []
+        for (start, end), chosen in hooks.clip_schedule():
+            if "start_percent" in add_dict and end < add_dict["start_percent"]:
+                continue
+            if "end_percent" in add_dict and start > add_dict["end_percent"]:
+                continue
+            for hook, keyframe in chosen:
+                hook.hook_keyframe._current = keyframe
+            cond, pooled, extra = self._encode(tokens, hooks)
+            out = {**extra, "clip_start_percent": start, "clip_end_percent": end}
+            if pooled is not None:
+                out["pooled_output"] = pooled
+            out.update(add_dict)
+            if self.apply_hooks_to_conds is not None:
+                out["hooks"] = self.apply_hooks_to_conds
+            result.append([cond, out])
+        hooks.reset()
+        return result
 
     def encode(self, text: str) -> torch.Tensor:
         return self.encode_from_tokens(self.tokenize(text))
