@@ -35,6 +35,7 @@ COMPLETED = [
     "comfy_extras/nodes_model_merging.py",
     "comfy_extras/nodes_train.py",
     "comfy_extras/nodes_load_3d.py",
+    "comfy_extras/nodes_hooks.py",
 ]
 
 
