@@ -452,8 +452,8 @@ def test_packs_write_comfyuis_module_level_dicts(tmp_path, registry, write_pack,
 
 
 def test_upstream_classes_packs_subclass_or_check_against(tmp_path, write_pack):
-    """AnimateDiff subclasses ``comfy_extras.nodes_hooks.CreateHookModelAsLora`` at import (a node
-    we lack: importable, fails when built); Inspire asks ``isinstance(clip.tokenizer,
+    """AnimateDiff subclasses ``comfy_extras.nodes_hooks.CreateHookModelAsLora`` at import (our
+    built-in node, so the subclass builds and keeps its inputs); Inspire asks ``isinstance(clip.tokenizer,
     sdxl_clip.SDXLTokenizer)`` of our CLIP objects."""
     cn = tmp_path / "custom_nodes"
     write_pack(cn, "subclasses", {
@@ -469,16 +469,14 @@ def test_upstream_classes_packs_subclass_or_check_against(tmp_path, write_pack):
         import sys
         from comfyui.models.text_encoders.encoder import Tokenizers as MultiTokenizer
         pack = sys.modules["custom_nodes.subclasses"]
-        try:
-            pack.MaskableLoader()
-        except NotImplementedError as e:
-            out["built"] = str(e)
+        out["built"] = list(pack.MaskableLoader.INPUT_TYPES()["required"])
+        pack.MaskableLoader()
         sdxl = MultiTokenizer.__new__(MultiTokenizer); sdxl.family = "sdxl"
         sd1 = MultiTokenizer.__new__(MultiTokenizer); sd1.family = "sd1"
         out["sdxl"] = [isinstance(t, pack.sdxl_clip.SDXLTokenizer) for t in (sdxl, sd1, "text")]
     """)
     assert out["errors"] == []
-    assert "comfyui has no built-in node 'CreateHookModelAsLora'" in out["built"]
+    assert out["built"] == ["ckpt_name", "strength_model", "strength_clip"]
     assert out["sdxl"] == [True, False, False]
 
 

@@ -9,4 +9,8 @@ __getattr__ = node_classes(__name__, [
     'PairConditioningSetPropertiesAndCombine', 'ConditioningSetDefaultCombine',
     'PairConditioningSetDefaultCombine', 'PairConditioningCombine', 'SetClipHooks',
     'ConditioningTimestepsRange',
-])
+], {  # upstream's class names where they differ from the node ids
+    'CombineHooks': 'CombineHooks2', 'CombineHooksFour': 'CombineHooks4', 'CombineHooksEight': 'CombineHooks8',
+    'ConditioningSetDefaultAndCombine': 'ConditioningSetDefaultCombine',
+    'PairConditioningSetDefaultAndCombine': 'PairConditioningSetDefaultCombine',
+})
