@@ -202,3 +202,27 @@ def test_keyframe_nodes_and_combine():
     assert H.CombineHooksFour().combine_hooks()[0] is None
     both = H.CombineHooksEight().combine_hooks(hooks_B=a, hooks_H=b, hooks_D=a)[0]
     assert len(both) == 2 and both.contains(a.hooks[0]) and both.contains(b.hooks[0])
+
+
+def test_object_info_has_upstreams_inputs_and_outputs():
+    """Every node of nodes_hooks in /object_info with upstream's inputs (names, sections,
+    types, options, in order) and outputs, recorded from upstream's module."""
+    import json
+    from pathlib import Path
+
+    from comfyui.nodes.registry import NodeRegistry
+
+    spec = json.loads((Path(__file__).parent / "upstream_nodes_hooks_spec.json").read_text())["nodes"]
+    info = NodeRegistry.with_builtins().object_info()
+    for name, want in spec.items():
+        node = info[name]
+        got = {}
+        for sec in ("required", "optional"):
+            for inp, s in node["input"].get(sec, {}).items():
+                kind = "FILES" if isinstance(s[0], list) and name.startswith("CreateHook") and \
+                    inp in ("lora_name", "ckpt_name") else s[0]
+                got[inp] = [sec[0], kind, s[1]] if len(s) > 1 and s[1] else [sec[0], kind]
+        assert list(got) == list(want["in"]), name
+        assert got == want["in"], name
+        assert node["output"] == want["out"] and node["output_name"] == want["names"], name
+        assert node["experimental"] is True
