@@ -226,3 +226,52 @@ def test_object_info_has_upstreams_inputs_and_outputs():
         assert got == want["in"], name
         assert node["output"] == want["out"] and node["output_name"] == want["names"], name
         assert node["experimental"] is True
+
+
+def test_scheduled_hook_workflow_through_the_engine(ws):
+    """The usual graph as a queued prompt: LoRA hook + keyframes on CLIP and conds, KSampler."""
+    from comfyui.engine.engine import Engine
+    from comfyui.nodes.registry import NodeRegistry
+
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "base.safetensors"}},
+        "2": {"class_type": "CreateHookLora", "inputs": {"lora_name": "a.safetensors", "strength_model": 0.8,
+                                                         "strength_clip": 1.0}},
+        "3": {"class_type": "CreateHookKeyframe", "inputs": {"strength_mult": 0.0, "start_percent": 0.0}},
+        "4": {"class_type": "CreateHookKeyframe", "inputs": {"strength_mult": 1.0, "start_percent": 0.5,
+                                                             "prev_hook_kf": ["3", 0]}},
+        "5": {"class_type": "SetHookKeyframes", "inputs": {"hooks": ["2", 0], "hook_kf": ["4", 0]}},
+        "6": {"class_type": "SetClipHooks", "inputs": {"clip": ["1", 1], "apply_to_conds": True,
+                                                       "schedule_clip": False, "hooks": ["5", 0]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["6", 0], "text": "a red cat"}},
+        "8": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["6", 0], "text": ""}},
+        "9": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "10": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["7", 0], "negative": ["8", 0], "latent_image": ["9", 0], "seed": 7,
+            "steps": STEPS, "cfg": 4.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "11": {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": "hooked"}},
+    }
+    eng = Engine(NodeRegistry.with_builtins())
+    eng.start()
+    try:
+        sub = eng.submit(prompt)
+        assert sub.node_errors == {}
+        history = eng.wait(sub.prompt_id).result(300)
+    finally:
+        eng.stop()
+    assert history["status"]["status_str"] == "success", history["status"]
+
+    # the same graph by hand: CLIP with the LoRA, first half plain model, second half LoRA'd
+    from safetensors.torch import load_file
+
+    from comfyui import paths
+    saved = load_file(os.path.join(paths.get_output_directory(), "hooked_00001_.latent"))
+    model, clip, _ = L.CheckpointLoaderSimple().load_checkpoint("base.safetensors")
+    lora_model, lora_clip = L.LoraLoader().load_lora(model, clip, "a.safetensors", 0.8, 1.0)
+    pos, neg = _encode(lora_clip, "a red cat"), _encode(lora_clip, "")
+    adv = S.KSamplerAdvanced()
+    half = adv.sample(model, "enable", 7, STEPS, 4.0, "euler", "normal", pos, neg, _latent(), 0, STEPS // 2,
+                      "enable")[0]
+    split = adv.sample(lora_model, "disable", 7, STEPS, 4.0, "euler", "normal", pos, neg, half, STEPS // 2, 10000,
+                       "disable")[0]["samples"]
+    torch.testing.assert_close(saved["latent_tensor"].float(), split, rtol=1e-4, atol=1e-4)
