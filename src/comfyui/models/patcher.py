@@ -296,7 +296,9 @@ class ModelPatcher:
         for hook in (group.hooks if group is not None else []):
             if hook.hook_ref in self.hook_patches:
                 target = self.hook_patches[hook.hook_ref][0]
-                wanted.append((hook.hook_ref, hook.base_strength(target) * hook.strength))
+                strength = hook.base_strength(target) * hook.strength
+                if strength != 0.0:  # e.g. a CLIP-only LoRA hook on the model: nothing to compute
+                    wanted.append((hook.hook_ref, strength))
         wanted = tuple(wanted)
         st = self._state
         if st.get("hooks_applied", ()) == wanted:
