@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from models import fixtures as fx
 
 from comfyui import runtime
 from comfyui.models import memory
@@ -15,8 +16,6 @@ from comfyui.nodes.builtin import hooks as H
 from comfyui.nodes.builtin import loaders as L
 from comfyui.nodes.builtin import sampling as S
 from comfyui.nodes.builtin import text as T
-
-from models import fixtures as fx
 
 # the first LoRA target of fx.SD1_LORA_UNET_TARGETS, in the native UNet layout
 LORA_KEY = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"

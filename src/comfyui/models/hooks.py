@@ -42,7 +42,7 @@ class HookKeyframe:
         # a keyframe that starts before this sampling's first step guarantees nothing
         return 0 if self.start_t > max_sigma else self.guarantee_steps
 
-    def clone(self) -> "HookKeyframe":
+    def clone(self) -> HookKeyframe:
         c = HookKeyframe(self.strength, self.start_percent, self.guarantee_steps)
         c.start_t = self.start_t
         return c
@@ -70,7 +70,7 @@ class HookKeyframeGroup:
     def is_empty(self) -> bool:
         return not self.keyframes
 
-    def clone(self) -> "HookKeyframeGroup":
+    def clone(self) -> HookKeyframeGroup:
         c = HookKeyframeGroup()
         c.keyframes = [k.clone() for k in self.keyframes]
         c._current = c.keyframes[0] if c.keyframes else None
@@ -156,7 +156,7 @@ class WeightHook:
             key_map = lora_mod.model_lora_keys_unet(patcher.model, {})
         return lora_mod.load_lora(lora_mod.convert_lora(self.weights), key_map, log_missing=False)
 
-    def clone(self) -> "WeightHook":
+    def clone(self) -> WeightHook:
         c = WeightHook(self._strength_model, self._strength_clip)
         c.hook_ref = self.hook_ref
         c.hook_keyframe = self.hook_keyframe
@@ -188,13 +188,13 @@ class HookGroup:
     def contains(self, hook: WeightHook) -> bool:
         return hook in self.hooks
 
-    def clone(self) -> "HookGroup":
+    def clone(self) -> HookGroup:
         c = HookGroup()
         for h in self.hooks:
             c.add(h.clone())
         return c
 
-    def clone_and_combine(self, other: "HookGroup | None") -> "HookGroup":
+    def clone_and_combine(self, other: HookGroup | None) -> HookGroup:
         c = self.clone()
         if other is not None:
             for h in other.hooks:
@@ -212,7 +212,7 @@ class HookGroup:
             h.reset()
 
     @staticmethod
-    def combine_all_hooks(groups: list["HookGroup | None"]) -> "HookGroup | None":
+    def combine_all_hooks(groups: list[HookGroup | None]) -> HookGroup | None:
         present = [g for g in groups if g is not None]
         if not present:
             return None
@@ -246,7 +246,7 @@ class HookGroup:
             per_hook[hook] = ranges
         bounds = sorted(set(itertools.chain.from_iterable(r for rs in per_hook.values() for r, _ in rs)) | {0.0})
         out = []
-        for lo, hi in zip(bounds, bounds[1:]):
+        for lo, hi in itertools.pairwise(bounds):
             chosen = []
             for hook, rs in per_hook.items():
                 kf = next((k for (a, b), k in rs if a < hi and b > lo), None)

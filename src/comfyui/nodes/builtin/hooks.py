@@ -355,7 +355,8 @@ class CreateHookKeyframesFromFloats(_HookNode):
         if isinstance(floats_strength, (float, int)):
             floats_strength = [float(floats_strength)]
         elif not isinstance(floats_strength, Iterable):
-            raise ValueError(f"floats_strength must be a float or a list of floats, not {type(floats_strength).__name__}")
+            raise TypeError("floats_strength must be a float or a list of floats, "
+                            f"not {type(floats_strength).__name__}")
         floats_strength = list(floats_strength)
         im = hooks_mod.InterpolationMethod
         percents = im.get_weights(start_percent, end_percent, len(floats_strength), im.LINEAR)
