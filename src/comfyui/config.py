@@ -106,6 +106,12 @@ class Config:
     workflows: list[str] = field(default_factory=list)
     database_url: str | None = None
     requeue_interrupted: bool = False
+    # distributed (comfyui.distributed; docs/distributed.md)
+    distributed_queue_connection_uri: str | None = None
+    distributed_queue_frontend: bool = False
+    distributed_queue_name: str = "comfyui"
+    worker_concurrency: int = 1
+    distributed_delivery_limit: int = 3
     output_retention_days: float = 0.0
     output_max_size_gb: float = 0.0
     output_retention_interval: float = 600.0
@@ -365,6 +371,19 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
                     help="SQLAlchemy database URL (default: sqlite file in the user directory)")
     ex.add_argument("--requeue-interrupted", action="store_true",
                     help="on start, requeue prompts that were running when the server stopped")
+    dq = p.add_argument_group("distributed (RabbitMQ; docs/distributed.md)")
+    dq.add_argument("--distributed-queue-connection-uri", default=None, metavar="AMQP_URI",
+                    help="AMQP broker URI (amqp://user:password@host:5672/vhost): comfyui-worker consumes "
+                         "prompts from it; with --distributed-queue-frontend the server submits to it")
+    dq.add_argument("--distributed-queue-frontend", action="store_true",
+                    help="serve the HTTP/WebSocket API and submit prompts to the broker instead of running them")
+    dq.add_argument("--distributed-queue-name", default="comfyui",
+                    help="prefix of the broker's queues and exchanges (one cluster per name)")
+    dq.add_argument("--worker-concurrency", type=int, default=1,
+                    help="prompts a worker takes from the broker at a time (its prefetch)")
+    dq.add_argument("--distributed-delivery-limit", type=int, default=3,
+                    help="deliveries of a prompt before it is dead-lettered and reported failed "
+                         "(a prompt that keeps killing workers)")
     ex.add_argument("--output-retention-days", type=float, default=0.0,
                     help="delete output files older than this many days (0 = keep)")
     ex.add_argument("--output-max-size-gb", type=float, default=0.0,

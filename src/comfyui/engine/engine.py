@@ -124,12 +124,14 @@ class Engine:
 
     @classmethod
     def from_config(cls, config: Any, *, durable: bool = False, custom_nodes: bool = True,
-                    registry: NodeRegistry | None = None, runtime: Runtime | None = None) -> "Engine":
+                    registry: NodeRegistry | None = None, runtime: Runtime | None = None,
+                    queue: Any = None) -> "Engine":
         """An Engine for a ``comfyui.config.Config`` with a runtime of its own (see
         :mod:`comfyui.runtime`; ``runtime`` if given, made for this config): the config's folders and device flags, built-in nodes plus the
         custom nodes the config allows (imported with that runtime active, so what they
         register at import lands in it), its cache policy, and a durable job store (SQLite in
-        the user directory, or ``--database-url``) when ``durable`` or a database URL is given."""
+        the user directory, or ``--database-url``) when ``durable`` or a database URL is given,
+        unless a ``queue`` is given (a cluster's processes: :mod:`comfyui.distributed`)."""
         rt = runtime if runtime is not None else Runtime(config)
         if getattr(config, "cache_none", False):
             policy, size = "none", 0
@@ -138,8 +140,7 @@ class Engine:
         else:
             policy, size = "classic", 0
         with rt.active():
-            queue = None
-            if durable or getattr(config, "database_url", None):
+            if queue is None and (durable or getattr(config, "database_url", None)):
                 from ..jobs import DurableQueue
 
                 queue = DurableQueue(config.resolved_database_url(),

@@ -1,0 +1,116 @@
+"""The cluster's broker topology (RabbitMQ, AMQP 0-9-1 through aio-pika) and its connection.
+
+Names start with ``--distributed-queue-name`` (``comfyui``):
+
+* ``<name>.prompts``: a durable quorum queue of prompt messages. Workers consume it with
+  manual acks and a prefetch of ``--worker-concurrency``; a message is acked only once its
+  job is recorded in the shared store. A message whose consumer goes away unacked (a killed
+  worker, a lost connection) is delivered again; after ``--distributed-delivery-limit``
+  deliveries (``x-delivery-limit``) RabbitMQ dead-letters it (reason ``delivery_limit``).
+* ``<name>.dead`` (fanout exchange) -> queues ``<name>.dead`` (kept for operators) and
+  ``<name>.dead.report`` (workers record each dead prompt as failed). Messages that do not
+  parse or validate are published there by the worker that got them, with the reason in the
+  ``x-comfyui-reason`` header, and acked.
+* ``<name>.events`` (topic exchange, routing key = the event's name): events and results of
+  running prompts; every frontend binds a queue of its own and relays them to its clients.
+* ``<name>.control`` (fanout): interrupt / cancel, to every worker.
+* ``<name>.workers`` (fanout): workers' states, to every frontend.
+
+All queues are declared with the same arguments by every process; a cluster whose processes
+disagree on the delivery limit fails to start with RabbitMQ's PRECONDITION_FAILED.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, ExchangeType
+
+from ..redact import redact_url
+
+log = logging.getLogger(__name__)
+
+REASON_HEADER = "x-comfyui-reason"
+QUORUM = {"x-queue-type": "quorum"}
+
+
+@dataclass
+class Topology:
+    name: str = "comfyui"
+    delivery_limit: int = 3
+
+    @property
+    def prompts(self) -> str:
+        return f"{self.name}.prompts"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.name}.dead"
+
+    @property
+    def dead_report(self) -> str:
+        return f"{self.name}.dead.report"
+
+    @property
+    def events(self) -> str:
+        return f"{self.name}.events"
+
+    @property
+    def control(self) -> str:
+        return f"{self.name}.control"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.name}.workers"
+
+    async def declare(self, channel: AbstractChannel) -> None:
+        dead = await channel.declare_exchange(self.dead, ExchangeType.FANOUT, durable=True)
+        for queue_name in (self.dead, self.dead_report):
+            queue = await channel.declare_queue(queue_name, durable=True, arguments=QUORUM)
+            await queue.bind(dead)
+        await channel.declare_queue(self.prompts, durable=True, arguments={
+            **QUORUM, "x-delivery-limit": self.delivery_limit, "x-dead-letter-exchange": self.dead,
+            # dead-lettering is itself at-least-once (needs reject-publish on overflow)
+            "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
+        await channel.declare_exchange(self.events, ExchangeType.TOPIC, durable=True)
+        await channel.declare_exchange(self.control, ExchangeType.FANOUT, durable=True)
+        await channel.declare_exchange(self.workers, ExchangeType.FANOUT, durable=True)
+
+
+def topology_of(config) -> Topology:
+    return Topology(getattr(config, "distributed_queue_name", None) or "comfyui",
+                    int(getattr(config, "distributed_delivery_limit", 3) or 3))
+
+
+class Backoff:
+    """Waits between reconnection attempts: 0.1 s doubling to ``cap`` s, with jitter."""
+
+    def __init__(self, first: float = 0.1, cap: float = 5.0):
+        self.first, self.cap, self.next = first, cap, first
+
+    def reset(self) -> None:
+        self.next = self.first
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.next * random.uniform(0.8, 1.2))
+        self.next = min(self.next * 2, self.cap)
+
+
+async def connect(uri: str, topology: Topology, name: str) -> AbstractConnection:
+    """A connection with the topology declared (raises when the broker cannot be reached)."""
+    connection = await aio_pika.connect(uri, client_properties={"connection_name": name}, timeout=10)
+    try:
+        channel = await connection.channel()
+        await topology.declare(channel)
+        await channel.close()
+    except BaseException:
+        await connection.close()
+        raise
+    return connection
+
+
+def describe(uri: str) -> str:
+    return redact_url(uri)

@@ -1,0 +1,410 @@
+"""``comfyui-worker``: runs prompts from the broker's prompts queue (see
+:mod:`comfyui.distributed.broker`) and records them in the shared store.
+
+One prompt's path through a worker:
+
+1. the message is decoded (:mod:`.messages`); one that does not parse or validate goes to the
+   dead-letter exchange with the reason, and is acked (it never reaches the engine);
+2. the job is claimed in the store; a job that is finished already (a redelivered message
+   whose result was recorded, a cancelled job) is acked without running;
+3. the engine (the same :class:`~comfyui.engine.engine.Engine` as a single process, in-memory
+   queue) runs it; its events go to the events exchange as they happen;
+4. the history entry is written to the store, then ``executing {node: None}`` and the result
+   are published, then the message is acked. A worker killed anywhere before the ack leaves
+   the message unacked: RabbitMQ delivers it again (to another worker), up to the delivery
+   limit, after which the dead-letter report records the job as failed.
+
+SIGTERM (or SIGINT): stop consuming, finish and ack the prompts in hand, tell the frontends,
+exit 0. A lost broker connection is re-established with backoff; prompts that were running
+finish and are recorded, and their redelivered messages are then acked without running.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import io
+import logging
+import os
+import signal
+import socket
+import sys
+import uuid
+from typing import Any, Sequence
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from ..engine.queue import QueueItem
+from ..engine.validation import PromptError
+from .broker import REASON_HEADER, Backoff, Topology, connect, describe, topology_of
+from .messages import (BadMessage, ControlMessage, EventMessage, PromptMessage, ResultMessage, WorkerMessage,
+                       decode, encode)
+from .store import ClusterStore, failed_entry
+
+log = logging.getLogger("comfyui.worker")
+
+OUTBOX_LIMIT = 10000  # events kept while the broker is away (the oldest go first)
+
+
+class Outbox:
+    """Messages waiting for the broker, in order; kept while it is away (the oldest dropped
+    past ``limit``), sent once a connection drains them."""
+
+    def __init__(self, limit: int):
+        self.items: collections.deque = collections.deque(maxlen=limit)
+        self.ready = asyncio.Event()
+
+    def put(self, entry: Any) -> None:
+        self.items.append(entry)
+        self.ready.set()
+
+    async def drain(self, publish, lost) -> None:
+        """Publish until cancelled; on a lost channel the message stays first and this returns."""
+        while True:
+            while not self.items:
+                self.ready.clear()
+                await self.ready.wait()
+            try:
+                await publish(self.items[0])
+            except Exception:  # noqa: BLE001
+                if lost():
+                    return
+                log.exception("could not publish %s; dropped", self.items[0][1])
+            self.items.popleft()
+
+    async def empty(self, timeout: float = 5.0) -> None:
+        for _ in range(int(timeout / 0.01)):
+            if not self.items:
+                return
+            await asyncio.sleep(0.01)
+
+
+def item_of_message(msg: PromptMessage) -> QueueItem:
+    prompt = {node_id: node.model_dump() for node_id, node in msg.prompt.items()}
+    return QueueItem(number=msg.number, prompt_id=msg.prompt_id, prompt=prompt, extra_data=dict(msg.extra_data),
+                     outputs=list(msg.outputs), client_id=msg.client_id, created_at=msg.submitted_at)
+
+
+def encode_preview(data: dict) -> dict | None:
+    """A preview_image event's data as JSON: the image encoded (JPEG/PNG, at most max_size) in base64."""
+    image, fmt = data.get("image"), str(data.get("format") or "JPEG").upper()
+    if isinstance(image, (bytes, bytearray)):
+        raw = bytes(image)
+    elif hasattr(image, "save"):
+        max_size = data.get("max_size")
+        if max_size:
+            image = image.copy()
+            image.thumbnail((int(max_size), int(max_size)))
+        buf = io.BytesIO()
+        if fmt == "PNG":
+            image.save(buf, format="PNG", compress_level=1)
+        else:
+            fmt = "JPEG"
+            image.convert("RGB").save(buf, format="JPEG", quality=95)
+        raw = buf.getvalue()
+    else:
+        return None
+    return {"format": fmt, "image_b64": base64.b64encode(raw).decode("ascii"),
+            "metadata": dict(data.get("metadata") or {})}
+
+
+class Worker:
+    def __init__(self, config: Any, engine: Any, store: ClusterStore, *, worker_id: str | None = None):
+        self.config, self.engine, self.store = config, engine, store
+        self.uri = config.distributed_queue_connection_uri
+        self.topology: Topology = topology_of(config)
+        self.concurrency = max(1, int(getattr(config, "worker_concurrency", 1) or 1))
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.connected = False
+        self.stopping = False
+        self.running: dict[str, asyncio.Task] = {}  # prompt id -> its handler
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.outbox: Outbox | None = None
+
+    # ---- lifecycle ----
+    async def run(self, stop: asyncio.Event) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.outbox = Outbox(OUTBOX_LIMIT)
+        self.engine.add_listener(self._on_engine_event)
+        self.engine.start()
+        backoff = Backoff()
+        try:
+            while not stop.is_set():
+                try:
+                    connection = await connect(self.uri, self.topology, f"comfyui-worker {self.worker_id}")
+                except Exception as e:  # noqa: BLE001 - retried with backoff
+                    log.warning("broker %s unreachable (%s: %s); retrying", describe(self.uri), type(e).__name__, e)
+                    await _wait_or(stop, backoff.wait())
+                    continue
+                backoff.reset()
+                try:
+                    await self._serve(connection, stop)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("broker connection lost (%s: %s); reconnecting", type(e).__name__, e)
+                finally:
+                    self.connected = False
+                    if not connection.is_closed:
+                        await connection.close()
+                if not stop.is_set():
+                    await _wait_or(stop, backoff.wait())
+        finally:
+            self.engine.stop()
+            self.engine.remove_listener(self._on_engine_event)
+
+    async def _serve(self, connection: Any, stop: asyncio.Event) -> None:
+        work = await connection.channel(publisher_confirms=True)
+        await work.set_qos(prefetch_count=self.concurrency)
+        self.dead_exchange = await work.get_exchange(self.topology.dead)
+        prompts = await work.get_queue(self.topology.prompts, ensure=False)
+        events = await connection.channel(publisher_confirms=False)  # best effort, in order
+        publisher = asyncio.create_task(self._publish_outbox(events))
+        control = await connection.channel()
+        control_queue = await control.declare_queue(exclusive=True, auto_delete=True)
+        await control_queue.bind(self.topology.control)
+        await control_queue.consume(self._on_control, no_ack=True)
+        reports = await connection.channel()
+        await reports.set_qos(prefetch_count=1)
+        await (await reports.get_queue(self.topology.dead_report, ensure=False)).consume(self._on_dead_letter)
+        tag = await prompts.consume(self._on_prompt)
+        self.connected = True
+        self._state("ready")
+        log.info("worker %s consuming %s on %s (concurrency %d)", self.worker_id, self.topology.prompts,
+                 describe(self.uri), self.concurrency)
+        stopping = asyncio.create_task(stop.wait())
+        closed = asyncio.ensure_future(connection.closed())
+        try:
+            await asyncio.wait([stopping, closed], return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set() and not connection.is_closed:
+                self.stopping = True
+                await prompts.cancel(tag)  # nothing new; unstarted prefetched ones go back
+                self._state("stopping")
+                if self.running:
+                    log.info("stopping: finishing %d prompt(s)", len(self.running))
+                    await asyncio.wait(list(self.running.values()))
+                self._state("gone")
+                await self.outbox.empty()
+        finally:
+            stopping.cancel()
+            closed.cancel()
+            publisher.cancel()
+
+    # ---- prompts ----
+    async def _on_prompt(self, message: AbstractIncomingMessage) -> None:
+        try:
+            msg = decode(message.body)
+            if not isinstance(msg, PromptMessage):
+                raise BadMessage(f"a {msg.kind} message in the prompts queue")
+        except BadMessage as e:
+            await self._dead_letter(message, e.reason)
+            return
+        if self.stopping:
+            await _settle(message.nack(requeue=True))
+            return
+        task = asyncio.current_task()
+        self.running[msg.prompt_id] = task
+        try:
+            await self._run_prompt(msg, message)
+        finally:
+            if self.running.get(msg.prompt_id) is task:
+                del self.running[msg.prompt_id]
+            self._state("ready")
+
+    async def _run_prompt(self, msg: PromptMessage, message: AbstractIncomingMessage) -> None:
+        item = item_of_message(msg)
+        if not await self._db(self.store.claim, item):
+            log.info("prompt %s is finished already (delivery %s): acked without running", msg.prompt_id,
+                     (message.headers or {}).get("x-delivery-count", 0))
+            await _settle(message.ack())
+            return
+        self._state("ready")
+        try:
+            await self.engine.submit_async(item.prompt, prompt_id=item.prompt_id, client_id=item.client_id,
+                                           extra_data=item.extra_data, number=item.number)
+            entry = await asyncio.wrap_future(self.engine.wait(item.prompt_id))
+        except PromptError as e:  # valid at the frontend, not here (e.g. a model file this worker lacks)
+            entry = failed_entry(item.prompt_id, "PromptValidationError", str(e))
+            self._emit(item.prompt_id, item.client_id, "execution_error", entry["status"]["messages"][0][1])
+        entry = {"prompt": item.as_list(), **entry} if "prompt" not in entry else entry
+        recorded = await self._db(self.store.finish, item, entry)
+        self.engine.delete_history([item.prompt_id])
+        if recorded:
+            self._finished(item.prompt_id, item.client_id, entry)
+        await _settle(message.ack())
+
+    def _finished(self, prompt_id: str, client_id: str | None, entry: dict) -> None:
+        from ..jobs.listing import finished_status
+
+        self._emit(prompt_id, client_id, "executing", {"node": None, "prompt_id": prompt_id})
+        self._send(self.topology.events, "result", ResultMessage(
+            prompt_id=prompt_id, client_id=client_id, status=finished_status(entry), worker_id=self.worker_id))
+
+    async def _db(self, fn, *args):
+        """A store call, retried with backoff while the database is away."""
+        backoff = Backoff(0.2, 5.0)
+        while True:
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except Exception as e:  # noqa: BLE001 - the message stays unacked meanwhile
+                log.warning("job store: %s: %s; retrying", type(e).__name__, e)
+                await backoff.wait()
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        log.error("dead-lettering a message from %s: %s", self.topology.prompts, reason)
+        headers = dict(message.headers or {})
+        headers[REASON_HEADER] = reason
+        headers["x-comfyui-worker"] = self.worker_id
+        await self.dead_exchange.publish(aio_pika.Message(message.body, headers=headers,
+                                                          content_type=message.content_type,
+                                                          delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                                         routing_key=self.topology.prompts, mandatory=False)
+        await _settle(message.ack())
+
+    async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
+        """A dead prompt: recorded as failed (once), its client told."""
+        headers = message.headers or {}
+        reason = headers.get(REASON_HEADER)
+        if reason is None:
+            deaths = headers.get("x-death") or [{}]
+            why = deaths[0].get("reason", "rejected") if isinstance(deaths[0], dict) else "rejected"
+            reason = (f"the prompt was delivered {self.topology.delivery_limit} times without finishing "
+                      f"(its workers stopped or were killed each time); it was dead-lettered"
+                      if str(why) == "delivery_limit" else f"dead-lettered by the broker ({why})")
+        try:
+            msg = decode(message.body)
+        except BadMessage:
+            await _settle(message.ack())  # kept in the operators' dead queue with its reason
+            return
+        if isinstance(msg, PromptMessage):
+            item = item_of_message(msg)
+            entry = {"prompt": item.as_list(), **failed_entry(item.prompt_id, "DeadLettered", reason)}
+            if await self._db(self.store.finish, item, entry):
+                log.error("prompt %s failed: %s", item.prompt_id, reason)
+                self._emit(item.prompt_id, item.client_id, "execution_error", entry["status"]["messages"][0][1])
+                self._finished(item.prompt_id, item.client_id, entry)
+        await _settle(message.ack())
+
+    # ---- control ----
+    async def _on_control(self, message: AbstractIncomingMessage) -> None:
+        try:
+            msg = decode(message.body)
+        except BadMessage as e:
+            log.warning("ignored a control message: %s", e.reason)
+            return
+        if not isinstance(msg, ControlMessage):
+            return
+        if msg.action == "cancel" and msg.prompt_id is not None:
+            await asyncio.to_thread(self.engine.cancel, msg.prompt_id)
+        else:
+            self.engine.interrupt(msg.prompt_id)
+
+    # ---- outgoing ----
+    def _state(self, state: str) -> None:
+        self._send(self.topology.workers, state, WorkerMessage(
+            worker_id=self.worker_id, state=state, running=list(self.running), concurrency=self.concurrency,
+            checkpoints=loaded_checkpoints(self.engine)))
+
+    def _emit(self, prompt_id: str, client_id: str | None, event: str, data: dict) -> None:
+        self._send(self.topology.events, f"event.{event}", EventMessage(
+            prompt_id=prompt_id, client_id=client_id, event=event, data=data, worker_id=self.worker_id))
+
+    def _send(self, exchange: str, routing_key: str, msg: Any) -> None:
+        """Queue a message for the publisher (from the loop's thread)."""
+        self.outbox.put((exchange, routing_key, msg))
+
+    async def _publish_outbox(self, channel: Any) -> None:
+        exchanges: dict[str, Any] = {}
+
+        async def publish(entry: tuple) -> None:
+            exchange, routing_key, msg = entry
+            if exchange not in exchanges:
+                exchanges[exchange] = await channel.get_exchange(exchange, ensure=False)
+            await exchanges[exchange].publish(aio_pika.Message(encode(msg), content_type="application/json"),
+                                              routing_key=routing_key, mandatory=False)
+
+        await self.outbox.drain(publish, lambda: channel.is_closed)
+
+    def _on_engine_event(self, event: str, data: dict, client_id: str | None) -> None:
+        """The engine's listener (its worker thread): events of the running prompt go out."""
+        if event == "status" or (event == "executing" and data.get("node") is None):
+            return  # the cluster's status is the frontends'; the end is sent once recorded
+        prompt_id = data.get("prompt_id") or (data.get("metadata") or {}).get("prompt_id") \
+            or self.engine.running_prompt_id
+        if prompt_id is None:
+            return
+        if event == "preview_image":
+            data = encode_preview(data)
+            if data is None:
+                return
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._emit, prompt_id, client_id, event, data)
+
+    def health(self) -> dict:
+        return {"worker_id": self.worker_id, "broker": "connected" if self.connected else "disconnected",
+                "running": list(self.running), "stopping": self.stopping}
+
+
+def loaded_checkpoints(engine: Any) -> list[str]:
+    """The checkpoint files this worker's engine holds loaded (for model-aware routing)."""
+    return []
+
+
+async def _settle(ack) -> None:
+    """ack/nack on a channel that may be gone (the broker then delivers the message again)."""
+    try:
+        await ack
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not settle a message (%s); the broker will deliver it again", e)
+
+
+async def _wait_or(stop: asyncio.Event, waiting) -> None:
+    waiter = asyncio.create_task(stop.wait())
+    sleeper = asyncio.ensure_future(waiting)
+    await asyncio.wait([waiter, sleeper], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    sleeper.cancel()
+
+
+async def run_worker(config: Any, stop: asyncio.Event | None = None) -> int:
+    from ..engine.engine import Engine
+    from ..engine.queue import PromptQueue
+    from ..runtime import Runtime, make_default
+
+    rt = Runtime(config)
+    make_default(rt)
+    engine = await asyncio.to_thread(Engine.from_config, config, runtime=rt,
+                                   queue=PromptQueue(max_history=256))  # the store keeps history
+    store = await asyncio.to_thread(ClusterStore, config.resolved_database_url())
+    worker = Worker(config, engine, store)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await worker.run(stop)
+    finally:
+        store.close()
+    log.info("worker %s stopped", worker.worker_id)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ..cli.main import setup_logging
+    from ..config import load_config
+    from ..process import configure_process
+
+    config = load_config(list(sys.argv[1:] if argv is None else argv))
+    setup_logging(config)
+    if not config.distributed_queue_connection_uri:
+        logging.getLogger("comfyui").error("comfyui-worker needs --distributed-queue-connection-uri amqp://...")
+        return 2
+    if not config.database_url:
+        log.warning("no --database-url: using %s; frontends and workers must share one database "
+                    "(PostgreSQL for a cluster of machines)", config.resolved_database_url())
+    configure_process(cpu=bool(getattr(config, "cpu", False)))
+    return asyncio.run(run_worker(config))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
