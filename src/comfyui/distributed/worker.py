@@ -44,6 +44,7 @@ from .store import ClusterStore, failed_entry
 
 log = logging.getLogger("comfyui.worker")
 
+HEARTBEAT_S = 5.0
 OUTBOX_LIMIT = 10000  # events kept while the broker is away (the oldest go first)
 
 
@@ -171,6 +172,7 @@ class Worker:
         self._state("ready")
         log.info("worker %s consuming %s on %s (concurrency %d)", self.worker_id, self.topology.prompts,
                  describe(self.uri), self.concurrency)
+        heartbeat = asyncio.create_task(self._heartbeat())
         stopping = asyncio.create_task(stop.wait())
         closed = asyncio.ensure_future(connection.closed())
         try:
@@ -185,9 +187,18 @@ class Worker:
                 self._state("gone")
                 await self.outbox.empty()
         finally:
+            heartbeat.cancel()
             stopping.cancel()
             closed.cancel()
             publisher.cancel()
+
+    async def _heartbeat(self) -> None:
+        """The state again every HEARTBEAT_S: frontends that started later learn of this worker,
+        and forget one that stops sending."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            if not self.stopping:
+                self._state("ready")
 
     # ---- prompts ----
     async def _on_prompt(self, message: AbstractIncomingMessage) -> None:

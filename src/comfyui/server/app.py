@@ -268,6 +268,12 @@ def build_engine(config: Any, runtime: Any = None):
     from .routes_manager import start_comfyui_manager
 
     start_comfyui_manager(config, runtime)
+    if config_get(config, "distributed_queue_frontend", False):
+        if not config_get(config, "distributed_queue_connection_uri"):
+            raise ValueError("--distributed-queue-frontend needs --distributed-queue-connection-uri amqp://...")
+        from comfyui.distributed.frontend import FrontendEngine
+
+        return FrontendEngine.for_cluster(config, runtime=runtime)
     return Engine.from_config(config, durable=True, runtime=runtime)
 
 

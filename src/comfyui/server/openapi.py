@@ -69,6 +69,12 @@ _ROUTES: list[tuple[str, str, str, str, dict]] = [
     ("GET", "/prompt", "queue", "Queue counter", {"responses": {"200": _json(
         {"type": "object", "properties": {"exec_info": {"type": "object", "properties": {
             "queue_remaining": {"type": "integer"}}}}})}}),
+    ("GET", "/health", "queue", "Liveness (a cluster frontend adds its broker connection and workers)",
+     {"responses": {"200": _json({"type": "object", "properties": {"status": {"type": "string"},
+                                                                   "broker": {"type": "string"}}})}}),
+    ("GET", "/ready", "queue", "Whether prompts are taken now (a cluster frontend: broker connected)",
+     {"responses": {"200": _json({"type": "object", "properties": {"ready": {"type": "boolean"}}}),
+                    "503": _json({"type": "object", "properties": {"ready": {"type": "boolean"}}}, "Not ready")}}),
     ("POST", "/prompt", "queue", "Queue a prompt (API-format graph)", {
         "description": "Body `{prompt, client_id?, prompt_id?, number?, front?, extra_data?, "
                        "partial_execution_targets?}`. Secrets in extra_data (`api_key_comfy_org`, "

@@ -78,9 +78,24 @@ class PromptRoutes:
         return web.Response(status=200)
 
 
+    async def get_health(self, request: web.Request) -> web.Response:
+        """Liveness, plus what the engine says of itself (a cluster frontend: its broker
+        connection and the workers it hears from)."""
+        health = getattr(self.engine, "health", None)
+        return json_response({"status": "ok", **(health() if health is not None else {})})
+
+    async def get_ready(self, request: web.Request) -> web.Response:
+        """200 when prompts can be taken now (a cluster frontend: connected to its broker), else 503."""
+        ready = getattr(self.engine, "ready", None)
+        ok = ready() if ready is not None else self.engine.running
+        return json_response({"ready": bool(ok)}, status=200 if ok else 503)
+
+
 def setup(app: web.Application, ctx: ServerContext) -> None:
     r = PromptRoutes(ctx)
     add_route(app, "GET", "/prompt", r.get_prompt)
     add_route(app, "POST", "/prompt", r.post_prompt)
     add_route(app, "POST", "/interrupt", r.post_interrupt)
     add_route(app, "POST", "/free", r.post_free)
+    add_route(app, "GET", "/health", r.get_health)
+    add_route(app, "GET", "/ready", r.get_ready)

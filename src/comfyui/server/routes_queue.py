@@ -66,7 +66,10 @@ class QueueRoutes:
         self.queue = ctx.engine.queue
 
     async def get_queue(self, request: web.Request) -> web.Response:
-        running, pending = self.engine.get_queue()  # in memory
+        if getattr(self.queue, "queue_in_database", False):  # a cluster frontend's (comfyui.distributed)
+            running, pending = await self.queue.call(self.engine.get_queue)
+        else:
+            running, pending = self.engine.get_queue()  # in memory
         return json_body(json_bytes({"queue_running": [_shown(i) for i in running],
                                      "queue_pending": [_shown(i) for i in pending]}))
 
