@@ -382,8 +382,8 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
     dq.add_argument("--worker-concurrency", type=int, default=1,
                     help="prompts a worker takes from the broker at a time (its prefetch)")
     dq.add_argument("--distributed-delivery-limit", type=int, default=3,
-                    help="deliveries of a prompt before it is dead-lettered and reported failed "
-                         "(a prompt that keeps killing workers)")
+                    help="redeliveries of a prompt (its worker died or lost the broker) before it is "
+                         "dead-lettered and reported failed (a prompt that keeps killing workers)")
     ex.add_argument("--output-retention-days", type=float, default=0.0,
                     help="delete output files older than this many days (0 = keep)")
     ex.add_argument("--output-max-size-gb", type=float, default=0.0,

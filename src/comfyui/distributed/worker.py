@@ -278,7 +278,7 @@ class Worker:
         if reason is None:
             deaths = headers.get("x-death") or [{}]
             why = deaths[0].get("reason", "rejected") if isinstance(deaths[0], dict) else "rejected"
-            reason = (f"the prompt was delivered {self.topology.delivery_limit} times without finishing "
+            reason = (f"the prompt was delivered {self.topology.delivery_limit + 1} times without finishing "
                       f"(its workers stopped or were killed each time); it was dead-lettered"
                       if str(why) == "delivery_limit" else f"dead-lettered by the broker ({why})")
         try:
