@@ -146,3 +146,85 @@ async def test_every_acknowledged_prompt_finishes_exactly_once_while_workers_are
                 assert (await r.json())["exec_info"]["queue_remaining"] == 0
         for client in clients:
             await client.close()
+
+
+async def publish_raw(queue: str, *bodies: bytes) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URI)
+    channel = await connection.channel(publisher_confirms=True)
+    for body in bodies:
+        await channel.default_exchange.publish(aio_pika.Message(body, delivery_mode=2), routing_key=queue)
+    await connection.close()
+
+
+async def dead_letters(queue: str) -> list:
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URI)
+    channel = await connection.channel()
+    q = await channel.get_queue(queue, ensure=False)
+    found = []
+    while (message := await q.get(no_ack=True, fail=False)) is not None:
+        found.append((message.body, dict(message.headers or {})))
+    await connection.close()
+    return found
+
+
+async def test_poison_messages_are_dead_lettered_and_control_reaches_the_workers(cluster):
+    """Malformed messages are dead-lettered with their reason and harm no worker; a prompt that
+    kills every worker that runs it is dead-lettered after the delivery limit and reported
+    failed to its client; cancel and interrupt reach the workers; SIGTERM lets a worker finish
+    its prompt and stop."""
+    c = cluster(delivery_limit=1)  # two deliveries, then the dead-letter exchange
+    (server,), workers = await start(c, frontends=1, workers=3)
+    base = f"http://127.0.0.1:{server.port}"
+    async with aiohttp.ClientSession() as session:
+        client = await WsClient(session, server.port, "poison-client").connect()
+        await publish_raw(f"{c.name}.prompts", b"\x80 not json",
+                          json.dumps({"v": 1, "kind": "prompt", "prompt_id": "x", "number": 1,
+                                      "prompt": {"1": {"inputs": {}}}}).encode(),
+                          json.dumps({"v": 99, "kind": "prompt"}).encode())
+        crash = await client.submit(crash_prompt("boom"))
+        await client.wait_finished([crash], 60)
+        error = client.of(crash, "execution_error")
+        assert error and error[0]["exception_type"] == "DeadLettered", client.messages[-5:]
+        assert "delivered 2 times" in error[0]["exception_message"]
+        survivors = [w for w in workers if w.alive()]
+        assert len(survivors) == 1  # the crash prompt took down two of them; the bad messages none
+        async with session.get(f"{base}/api/jobs/{crash}") as r:
+            job = await r.json()
+            assert job["status"] == "failed" and job["execution_error"]["exception_type"] == "DeadLettered"
+
+        dead = await dead_letters(f"{c.name}.dead")
+        reasons = sorted(h.get("x-comfyui-reason", "") for _b, h in dead if "x-comfyui-reason" in h)
+        assert len(reasons) == 3, dead
+        assert reasons[0].startswith("invalid prompt: prompt.prompt.1.class_type")
+        assert reasons[1].startswith("not JSON") and reasons[2].startswith("unsupported message version 99")
+        assert [h["x-death"][0]["reason"] for b, h in dead if "x-death" in h] == ["delivery_limit"]
+
+        # one worker left: a long prompt runs, a second one waits; cancel the waiting one,
+        # interrupt the running one
+        running = await client.submit(step_prompt("long", steps=200, seconds=0.05))
+        waiting = await client.submit(step_prompt("waiting", steps=1, seconds=0.0))
+        await asyncio.to_thread(lambda: __import__("_cluster").wait_until(lambda: c.runs("long"), 30))
+        async with session.post(f"{base}/api/jobs/{waiting}/cancel") as r:
+            assert (await r.json())["result"] == "cancelled"
+        async with session.post(f"{base}/interrupt", json={"prompt_id": running}) as r:
+            assert r.status == 200
+        await client.wait_finished([running], 30)
+        assert client.of(running, "execution_interrupted")
+        statuses = job_rows(c.database_url)
+        assert statuses[running] == "cancelled" and statuses[waiting] == "cancelled"
+
+        # graceful stop: SIGTERM while a prompt runs -> it finishes, is recorded, the worker exits 0
+        last = await client.submit(step_prompt("last", steps=20, seconds=0.05))
+        await asyncio.to_thread(lambda: __import__("_cluster").wait_until(lambda: c.runs("last"), 30))
+        assert await asyncio.to_thread(survivors[0].terminate) == 0
+        await client.wait_finished([last], 10)
+        assert job_rows(c.database_url)[last] == "completed"
+        assert c.runs("waiting") == [] and len(c.runs("last")) == 1
+        async with session.get(f"{base}/health") as r:
+            listed = (await r.json())["workers"]  # (killed ones stay listed until silent for 15 s)
+            assert not [w for w in listed if f":{survivors[0].pid}:" in w], listed  # it said goodbye
+        await client.close()
