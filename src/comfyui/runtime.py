@@ -75,6 +75,11 @@ class Runtime:
                     self._model_files = LoadedFileCache()
         return self._model_files
 
+    def loaded_model_paths(self) -> set[str]:
+        """Real paths of the model files this runtime holds loaded (none before any loader ran;
+        torch is not imported for the answer)."""
+        return set() if self._model_files is None else self._model_files.loaded_paths()
+
     def free_models(self, unload_models: bool, free_memory: bool) -> None:
         """``/free``: offload loaded models, and with ``free_memory`` forget loaded files and
         give cached device memory back. Does nothing when no model code ever ran."""

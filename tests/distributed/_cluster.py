@@ -33,13 +33,14 @@ NODE_PACK = textwrap.dedent('''
         def INPUT_TYPES(cls):
             return {"required": {"value": ("STRING", {"default": ""}),
                                  "steps": ("INT", {"default": 1, "min": 1, "max": 1000}),
-                                 "seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 60.0})}}
+                                 "seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 60.0})},
+                    "optional": {"model": ("MODEL",)}}
 
         RETURN_TYPES = ("STRING",)
         FUNCTION = "run"
         CATEGORY = "testing"
 
-        def run(self, value, steps, seconds):
+        def run(self, value, steps, seconds, model=None):
             runs = os.path.join(os.environ["CLUSTER_RUNS_DIR"], value)
             with open(runs, "a") as f:
                 f.write(f"{os.getpid()}\\n")
@@ -79,6 +80,13 @@ NODE_PACK = textwrap.dedent('''
 def step_prompt(value: str, steps: int = 3, seconds: float = 0.05) -> dict:
     return {"1": {"class_type": "ClusterStep", "inputs": {"value": value, "steps": steps, "seconds": seconds}},
             "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+
+
+def checkpoint_prompt(value: str, ckpt_name: str) -> dict:
+    return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt_name}},
+            "2": {"class_type": "ClusterStep", "inputs": {"value": value, "steps": 1, "seconds": 0.0,
+                                                          "model": ["1", 0]}},
+            "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
 
 
 def crash_prompt(value: str) -> dict:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import os
+import urllib.request
 
 import aiohttp
 import sqlalchemy as sa
 
-from _cluster import AMQP_URI, crash_prompt, step_prompt, wait_ready
+from _cluster import AMQP_URI, crash_prompt, step_prompt, wait_ready, wait_until
 
 
 async def start(cluster, frontends: int, workers: int):
@@ -207,7 +209,7 @@ async def test_poison_messages_are_dead_lettered_and_control_reaches_the_workers
         # interrupt the running one
         running = await client.submit(step_prompt("long", steps=200, seconds=0.05))
         waiting = await client.submit(step_prompt("waiting", steps=1, seconds=0.0))
-        await asyncio.to_thread(lambda: __import__("_cluster").wait_until(lambda: c.runs("long"), 30))
+        await asyncio.to_thread(lambda: wait_until(lambda: c.runs("long"), 30))
         async with session.post(f"{base}/api/jobs/{waiting}/cancel") as r:
             assert (await r.json())["result"] == "cancelled"
         async with session.post(f"{base}/interrupt", json={"prompt_id": running}) as r:
@@ -219,7 +221,7 @@ async def test_poison_messages_are_dead_lettered_and_control_reaches_the_workers
 
         # graceful stop: SIGTERM while a prompt runs -> it finishes, is recorded, the worker exits 0
         last = await client.submit(step_prompt("last", steps=20, seconds=0.05))
-        await asyncio.to_thread(lambda: __import__("_cluster").wait_until(lambda: c.runs("last"), 30))
+        await asyncio.to_thread(lambda: wait_until(lambda: c.runs("last"), 30))
         assert await asyncio.to_thread(survivors[0].terminate) == 0
         await client.wait_finished([last], 10)
         assert job_rows(c.database_url)[last] == "completed"
@@ -227,4 +229,45 @@ async def test_poison_messages_are_dead_lettered_and_control_reaches_the_workers
         async with session.get(f"{base}/health") as r:
             listed = (await r.json())["workers"]  # (killed ones stay listed until silent for 15 s)
             assert not [w for w in listed if f":{survivors[0].pid}:" in w], listed  # it said goodbye
+        await client.close()
+
+
+async def test_prompts_go_to_the_worker_that_holds_their_checkpoint(cluster):
+    """Two workers, each holding a different checkpoint: every prompt runs on the one that has
+    its checkpoint loaded (random dispatch would miss about half the time)."""
+    from models import fixtures as fx
+
+    from _cluster import checkpoint_prompt
+
+    c = cluster()
+    checkpoints = os.path.join(c.base, "models", "checkpoints")
+    os.makedirs(checkpoints, exist_ok=True)
+    fx.make_sd1_checkpoint(os.path.join(checkpoints, "a.safetensors"), seed=0)
+    fx.make_sd1_checkpoint(os.path.join(checkpoints, "b.safetensors"), seed=1)
+    (server,), (first,) = await start(c, frontends=1, workers=1)
+    async with aiohttp.ClientSession() as session:
+        client = await WsClient(session, server.port, "routing").connect()
+        warm_a = await client.submit(checkpoint_prompt("warm-a", "a.safetensors"))
+        await client.wait_finished([warm_a], 60)
+        hold = await client.submit(step_prompt("hold", steps=1, seconds=60))  # keeps the first worker busy
+        await asyncio.to_thread(lambda: wait_until(lambda: c.runs("hold"), 30))
+        second = await asyncio.to_thread(c.worker().start)
+        warm_b = await client.submit(checkpoint_prompt("warm-b", "b.safetensors"))  # -> the free one
+        await client.wait_finished([warm_b], 60)
+        async with session.post(f"http://127.0.0.1:{server.port}/interrupt", json={"prompt_id": hold}):
+            await client.wait_finished([hold], 30)
+        assert c.runs("warm-a") == [first.pid] and c.runs("warm-b") == [second.pid]
+
+        def advertised() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health") as r:
+                workers = json.load(r)["workers"]
+            held = {w.split(":")[1]: state["checkpoints"] for w, state in workers.items()}
+            return held == {str(first.pid): ["a.safetensors"], str(second.pid): ["b.safetensors"]}
+
+        await asyncio.to_thread(lambda: wait_until(advertised, 30, 0.1, "both workers to advertise"))
+        for k in range(8):
+            name = "ab"[k % 2]
+            prompt_id = await client.submit(checkpoint_prompt(f"routed-{k}", f"{name}.safetensors"))
+            await client.wait_finished([prompt_id], 30)
+            assert c.runs(f"routed-{k}") == [(first if name == "a" else second).pid], k
         await client.close()

@@ -11,6 +11,9 @@ Names start with ``--distributed-queue-name`` (``comfyui``):
   ``<name>.dead.report`` (workers record each dead prompt as failed). Messages that do not
   parse or validate are published there by the worker that got them, with the reason in the
   ``x-comfyui-reason`` header, and acked.
+* ``<name>.worker.<worker id>``: each worker's own queue, for prompts routed to it because it
+  holds their checkpoint (:mod:`.routing`); one it does not take within ``ROUTED_TTL_MS`` is
+  dead-lettered into ``<name>.prompts``; the queue is deleted a minute after its worker.
 * ``<name>.events`` (topic exchange, routing key = the event's name): events and results of
   running prompts; every frontend binds a queue of its own and relays them to its clients.
 * ``<name>.control`` (fanout): interrupt / cancel, to every worker.
@@ -25,6 +28,7 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, ExchangeType
@@ -34,6 +38,8 @@ from ..redact import redact_url
 log = logging.getLogger(__name__)
 
 REASON_HEADER = "x-comfyui-reason"
+ROUTED_TTL_MS = 2000  # a prompt routed to one worker waits this long for it, then goes to any
+WORKER_QUEUE_EXPIRES_MS = 60000  # a worker's own queue goes this long after its worker
 QUORUM = {"x-queue-type": "quorum"}
 
 
@@ -65,6 +71,18 @@ class Topology:
     @property
     def workers(self) -> str:
         return f"{self.name}.workers"
+
+    def worker_queue(self, worker_id: str) -> str:
+        return f"{self.name}.worker.{worker_id}"
+
+    async def declare_worker_queue(self, channel: AbstractChannel, worker_id: str) -> Any:
+        """A worker's own queue (model-aware routing): what it does not take within
+        ROUTED_TTL_MS is dead-lettered into the prompts queue."""
+        return await channel.declare_queue(self.worker_queue(worker_id), durable=True, arguments={
+            **QUORUM, "x-message-ttl": ROUTED_TTL_MS, "x-expires": WORKER_QUEUE_EXPIRES_MS,
+            "x-delivery-limit": self.delivery_limit, "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.prompts, "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish"})
 
     async def declare(self, channel: AbstractChannel) -> None:
         dead = await channel.declare_exchange(self.dead, ExchangeType.FANOUT, durable=True)

@@ -36,7 +36,7 @@ from ..jobs.store import DurableQueue, _count_finished
 from .broker import Backoff, connect, describe, topology_of
 from .messages import (BadMessage, ControlMessage, EventMessage, PromptMessage, ResultMessage, WorkerMessage,
                        decode, encode)
-from .routing import checkpoints_of
+from .routing import checkpoints_of, pick_worker
 from .store import ClusterStore
 
 log = logging.getLogger("comfyui.frontend")
@@ -221,7 +221,8 @@ class FrontendBroker:
             await backoff.wait()
 
     async def _serve(self, connection: Any) -> None:
-        publisher = await connection.channel(publisher_confirms=True)
+        # an unroutable prompt (its queue is gone) raises instead of vanishing
+        publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
         listen = await connection.channel()
         events = await listen.declare_queue(exclusive=True, auto_delete=True)
         await events.bind(self.topology.events, routing_key="#")
@@ -249,11 +250,20 @@ class FrontendBroker:
                                 checkpoints=checkpoints_of(item.prompt), submitted_at=item.created_at or time.time())
         if not await asyncio.to_thread(self.store.insert_pending, item):
             return  # the same id submitted at the same moment elsewhere: that submission stands
+        body = aio_pika.Message(encode(message), content_type="application/json", message_id=item.prompt_id,
+                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
         try:
-            await publisher.default_exchange.publish(
-                aio_pika.Message(encode(message), content_type="application/json", message_id=item.prompt_id,
-                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                routing_key=self.topology.prompts, mandatory=True, timeout=10)
+            worker = pick_worker(self.workers, message.checkpoints, WORKER_STALE_S)
+            if worker is not None:  # it holds the prompt's checkpoint and has a free slot
+                self.workers[worker.worker_id] = worker.model_copy(update={"running": [*worker.running, item.prompt_id]})
+                try:
+                    await publisher.default_exchange.publish(
+                        body, routing_key=self.topology.worker_queue(worker.worker_id), mandatory=True, timeout=10)
+                    return
+                except aio_pika.exceptions.DeliveryError:  # its queue is gone: any worker then
+                    pass
+            await publisher.default_exchange.publish(body, routing_key=self.topology.prompts, mandatory=True,
+                                                     timeout=10)
         except Exception as e:  # noqa: BLE001 - not confirmed: not queued
             await asyncio.to_thread(self.store.forget_pending, item.prompt_id)
             raise StoreUnavailable(f"the message broker did not take the prompt ({type(e).__name__}: {e}); "

@@ -40,6 +40,7 @@ from ..engine.validation import PromptError
 from .broker import REASON_HEADER, Backoff, Topology, connect, describe, topology_of
 from .messages import (BadMessage, ControlMessage, EventMessage, PromptMessage, ResultMessage, WorkerMessage,
                        decode, encode)
+from .routing import loaded_checkpoints, model_folders
 from .store import ClusterStore, failed_entry
 
 log = logging.getLogger("comfyui.worker")
@@ -122,6 +123,7 @@ class Worker:
         self.running: dict[str, asyncio.Task] = {}  # prompt id -> its handler
         self.loop: asyncio.AbstractEventLoop | None = None
         self.outbox: Outbox | None = None
+        self.model_files: dict[str, str] = {}  # model files of prompts it ran: name -> folder
 
     # ---- lifecycle ----
     async def run(self, stop: asyncio.Event) -> None:
@@ -167,7 +169,8 @@ class Worker:
         reports = await connection.channel()
         await reports.set_qos(prefetch_count=1)
         await (await reports.get_queue(self.topology.dead_report, ensure=False)).consume(self._on_dead_letter)
-        tag = await prompts.consume(self._on_prompt)
+        own = await self.topology.declare_worker_queue(work, self.worker_id)  # prompts routed here
+        consumers = [(prompts, await prompts.consume(self._on_prompt)), (own, await own.consume(self._on_prompt))]
         self.connected = True
         self._state("ready")
         log.info("worker %s consuming %s on %s (concurrency %d)", self.worker_id, self.topology.prompts,
@@ -179,7 +182,8 @@ class Worker:
             await asyncio.wait([stopping, closed], return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set() and not connection.is_closed:
                 self.stopping = True
-                await prompts.cancel(tag)  # nothing new; unstarted prefetched ones go back
+                for queue, tag in consumers:  # nothing new; unstarted prefetched ones go back
+                    await queue.cancel(tag)
                 self._state("stopping")
                 if self.running:
                     log.info("stopping: finishing %d prompt(s)", len(self.running))
@@ -239,6 +243,9 @@ class Worker:
         entry = {"prompt": item.as_list(), **entry} if "prompt" not in entry else entry
         recorded = await self._db(self.store.finish, item, entry)
         self.engine.delete_history([item.prompt_id])
+        self.model_files.update(model_folders(item.prompt))
+        while len(self.model_files) > 32:
+            self.model_files.pop(next(iter(self.model_files)))
         if recorded:
             self._finished(item.prompt_id, item.client_id, entry)
         await _settle(message.ack())
@@ -313,7 +320,7 @@ class Worker:
     def _state(self, state: str) -> None:
         self._send(self.topology.workers, state, WorkerMessage(
             worker_id=self.worker_id, state=state, running=list(self.running), concurrency=self.concurrency,
-            checkpoints=loaded_checkpoints(self.engine)))
+            checkpoints=loaded_checkpoints(self.engine.runtime, self.model_files)))
 
     def _emit(self, prompt_id: str, client_id: str | None, event: str, data: dict) -> None:
         self._send(self.topology.events, f"event.{event}", EventMessage(
@@ -354,11 +361,6 @@ class Worker:
     def health(self) -> dict:
         return {"worker_id": self.worker_id, "broker": "connected" if self.connected else "disconnected",
                 "running": list(self.running), "stopping": self.stopping}
-
-
-def loaded_checkpoints(engine: Any) -> list[str]:
-    """The checkpoint files this worker's engine holds loaded (for model-aware routing)."""
-    return []
 
 
 async def _settle(ack) -> None:

@@ -82,6 +82,12 @@ class LoadedFileCache:
             self.weak.clear()
             self.strong.clear()
 
+    def loaded_paths(self) -> set[str]:
+        """Real paths of the files whose load results are still in memory."""
+        with self.lock:
+            keys = list(self.strong) + [k for k in self.weak if k not in self.strong]
+        return {key[0] for key in keys if self.get(key) is not None}
+
 
 def _cached(path: str, options: tuple, loader: Callable[[], tuple]) -> tuple:
     cache = runtime.current().model_files
