@@ -111,7 +111,7 @@ async def test_every_acknowledged_prompt_finishes_exactly_once_while_workers_are
                         killed.append(value)
                         c.worker().start(wait=False)  # a replacement
                         break
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.3)
 
         killer = asyncio.create_task(kill_mid_job())
         await asyncio.gather(*(queue_prompts(client) for client in clients))

@@ -15,8 +15,10 @@ Names start with ``--distributed-queue-name`` (``comfyui``):
   holds their checkpoint (:mod:`.routing`); one it does not take within ``ROUTED_TTL_MS`` is
   dead-lettered into ``<name>.prompts``; the queue is deleted a minute after its worker.
 * ``<name>.events`` (topic exchange, routing key = the event's name): events and results of
-  running prompts; every frontend binds a queue of its own and relays them to its clients.
-* ``<name>.control`` (fanout): interrupt / cancel, to every worker.
+  running prompts, published with confirms and numbered per worker; every frontend binds a
+  queue of its own (``<name>.events.<frontend id>``, kept a minute after it disconnects, so a
+  reconnection loses nothing) and relays them to its clients, dropping repeats by number.
+* ``<name>.control`` (fanout): interrupt / cancel, to every worker (``<name>.control.<id>``).
 * ``<name>.workers`` (fanout): workers' states, to every frontend.
 
 All queues are declared with the same arguments by every process; a cluster whose processes
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 REASON_HEADER = "x-comfyui-reason"
 ROUTED_TTL_MS = 2000  # a prompt routed to one worker waits this long for it, then goes to any
 WORKER_QUEUE_EXPIRES_MS = 60000  # a worker's own queue goes this long after its worker
+LISTENER_EXPIRES_MS = 60000  # a process's events/control queue outlives a broker outage this long
 QUORUM = {"x-queue-type": "quorum"}
 
 
@@ -83,6 +86,15 @@ class Topology:
             "x-delivery-limit": self.delivery_limit, "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": self.prompts, "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish"})
+
+    async def declare_listener(self, channel: AbstractChannel, exchange: str, owner: str,
+                               routing_key: str = "#") -> Any:
+        """A process's own queue on a broadcast exchange: named, so that a reconnection finds
+        what arrived meanwhile; deleted by the broker once unused for LISTENER_EXPIRES_MS."""
+        queue = await channel.declare_queue(f"{exchange}.{owner}", durable=False, auto_delete=False,
+                                            arguments={"x-expires": LISTENER_EXPIRES_MS})
+        await queue.bind(exchange, routing_key=routing_key)
+        return queue
 
     async def declare(self, channel: AbstractChannel) -> None:
         dead = await channel.declare_exchange(self.dead, ExchangeType.FANOUT, durable=True)

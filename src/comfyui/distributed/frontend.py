@@ -185,6 +185,7 @@ class FrontendBroker:
         self.connected = False
         self.publisher: Any = None  # the confirming channel
         self.workers: dict[str, WorkerMessage] = {}
+        self.last_seq: dict[str, int] = {}  # worker id -> the number of its last event relayed
         self._stop = asyncio.Event()
         self._refreshing = self._again = False
 
@@ -224,9 +225,9 @@ class FrontendBroker:
         # an unroutable prompt (its queue is gone) raises instead of vanishing
         publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
         listen = await connection.channel()
-        events = await listen.declare_queue(exclusive=True, auto_delete=True)
-        await events.bind(self.topology.events, routing_key="#")
-        await events.consume(self._on_event, no_ack=True)
+        await listen.set_qos(prefetch_count=256)
+        events = await self.topology.declare_listener(listen, self.topology.events, self.frontend_id)
+        await events.consume(self._on_event)  # acked once relayed: a reconnection gets the rest
         workers = await listen.declare_queue(exclusive=True, auto_delete=True)
         await workers.bind(self.topology.workers)
         await workers.consume(self._on_worker, no_ack=True)
@@ -283,10 +284,24 @@ class FrontendBroker:
     # ---- incoming ----
     async def _on_event(self, message: AbstractIncomingMessage) -> None:
         try:
+            await self._relay(message)
+        finally:
+            try:
+                await message.ack()
+            except Exception:  # noqa: BLE001 - the connection went: delivered again, dropped by number
+                pass
+
+    async def _relay(self, message: AbstractIncomingMessage) -> None:
+        try:
             msg = decode(message.body)
         except BadMessage as e:
             log.warning("ignored an event message: %s", e.reason)
             return
+        if not isinstance(msg, (EventMessage, ResultMessage)):
+            return
+        if msg.seq <= self.last_seq.get(msg.worker_id, 0):
+            return  # sent again after a reconnection: relayed already
+        self.last_seq[msg.worker_id] = msg.seq
         if isinstance(msg, EventMessage):
             data = msg.data
             if msg.event == "preview_image":

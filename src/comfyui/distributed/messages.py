@@ -75,6 +75,7 @@ class EventMessage(_Message):
     event: Annotated[str, Field(min_length=1, max_length=128)]
     data: dict[str, Any]
     worker_id: str
+    seq: int = 0  # per worker, increasing: a frontend drops what it has seen (resent after a reconnect)
 
 
 class ResultMessage(_Message):
@@ -83,6 +84,7 @@ class ResultMessage(_Message):
     client_id: str | None = None
     status: Literal["completed", "failed", "cancelled"]
     worker_id: str
+    seq: int = 0
 
 
 class ControlMessage(_Message):

@@ -123,6 +123,7 @@ class Worker:
         self.running: dict[str, asyncio.Task] = {}  # prompt id -> its handler
         self.loop: asyncio.AbstractEventLoop | None = None
         self.outbox: Outbox | None = None
+        self.seq = 0  # of the events and results it sent
         self.model_files: dict[str, str] = {}  # model files of prompts it ran: name -> folder
 
     # ---- lifecycle ----
@@ -160,11 +161,10 @@ class Worker:
         await work.set_qos(prefetch_count=self.concurrency)
         self.dead_exchange = await work.get_exchange(self.topology.dead)
         prompts = await work.get_queue(self.topology.prompts, ensure=False)
-        events = await connection.channel(publisher_confirms=False)  # best effort, in order
+        events = await connection.channel(publisher_confirms=True)  # in order, each confirmed
         publisher = asyncio.create_task(self._publish_outbox(events))
         control = await connection.channel()
-        control_queue = await control.declare_queue(exclusive=True, auto_delete=True)
-        await control_queue.bind(self.topology.control)
+        control_queue = await self.topology.declare_listener(control, self.topology.control, self.worker_id, "")
         await control_queue.consume(self._on_control, no_ack=True)
         reports = await connection.channel()
         await reports.set_qos(prefetch_count=1)
@@ -255,7 +255,8 @@ class Worker:
 
         self._emit(prompt_id, client_id, "executing", {"node": None, "prompt_id": prompt_id})
         self._send(self.topology.events, "result", ResultMessage(
-            prompt_id=prompt_id, client_id=client_id, status=finished_status(entry), worker_id=self.worker_id))
+            prompt_id=prompt_id, client_id=client_id, status=finished_status(entry), worker_id=self.worker_id,
+            seq=self._next_seq()))
 
     async def _db(self, fn, *args):
         """A store call, retried with backoff while the database is away."""
@@ -324,7 +325,12 @@ class Worker:
 
     def _emit(self, prompt_id: str, client_id: str | None, event: str, data: dict) -> None:
         self._send(self.topology.events, f"event.{event}", EventMessage(
-            prompt_id=prompt_id, client_id=client_id, event=event, data=data, worker_id=self.worker_id))
+            prompt_id=prompt_id, client_id=client_id, event=event, data=data, worker_id=self.worker_id,
+            seq=self._next_seq()))
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
 
     def _send(self, exchange: str, routing_key: str, msg: Any) -> None:
         """Queue a message for the publisher (from the loop's thread)."""
