@@ -107,7 +107,9 @@ def make_workspace(base: str) -> str:
 class Cluster:
     """Frontends and workers of one cluster (its own queue names) on one database."""
 
-    def __init__(self, base: str, database_url: str, *, delivery_limit: int = 3, name: str | None = None):
+    def __init__(self, base: str, database_url: str, *, delivery_limit: int = 3, name: str | None = None,
+                 amqp_uri: str = AMQP_URI):
+        self.amqp_uri = amqp_uri
         self.base = make_workspace(base)
         self.database_url = database_url
         self.name = name or f"comfyui-test-{uuid.uuid4().hex[:8]}"
@@ -118,7 +120,7 @@ class Cluster:
         self.workers: list[WorkerProcess] = []
 
     def flags(self) -> list[str]:
-        return ["--distributed-queue-connection-uri", AMQP_URI, "--distributed-queue-name", self.name,
+        return ["--distributed-queue-connection-uri", self.amqp_uri, "--distributed-queue-name", self.name,
                 "--distributed-delivery-limit", str(self.delivery_limit)]
 
     def frontend(self) -> ServerProcess:
@@ -159,6 +161,69 @@ class Cluster:
             await connection.close()
 
         asyncio.run(drop())
+
+
+class BrokerProxy:
+    """A TCP proxy to RabbitMQ on this test's event loop: ``drop()`` cuts every connection
+    through it (both ends reset) and refuses new ones for a while, as a network fault would."""
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5672)):
+        self.target = target
+        self.links: set = set()
+        self.refuse_until = 0.0
+        self.drops = 0
+
+    async def start(self) -> "BrokerProxy":
+        import asyncio
+
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def uri(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    async def _link(self, reader, writer) -> None:
+        import asyncio
+        import time
+
+        if time.monotonic() < self.refuse_until:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        link = (writer, up_writer)
+        self.links.add(link)
+
+        async def pipe(src, dst) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.links.discard(link)
+
+    def drop(self, refuse_for: float = 1.0) -> None:
+        import time
+
+        self.drops += 1
+        self.refuse_until = time.monotonic() + refuse_for
+        for client, upstream in list(self.links):
+            client.transport.abort()
+            upstream.transport.abort()
+
+    async def close(self) -> None:
+        self.drop(0)
+        self.server.close()
 
 
 class WorkerProcess:

@@ -271,3 +271,46 @@ async def test_prompts_go_to_the_worker_that_holds_their_checkpoint(cluster):
             await client.wait_finished([prompt_id], 30)
             assert c.runs(f"routed-{k}") == [(first if name == "a" else second).pid], k
         await client.close()
+
+
+async def test_acknowledged_prompts_survive_broker_connection_drops(cluster):
+    """Every process reaches RabbitMQ through a TCP proxy that cuts all connections twice while
+    prompts are submitted and run. Submissions during an outage are refused (503, nothing
+    queued) and retried with the same prompt id; every acknowledged prompt completes exactly
+    once and its client hears its end once, events sent during the outage included."""
+    from _cluster import BrokerProxy
+
+    proxy = await BrokerProxy().start()
+    c = cluster(amqp_uri=proxy.uri)
+    (server,), workers = await start(c, frontends=1, workers=2)
+    refused = 0
+    async with aiohttp.ClientSession() as session:
+        client = await WsClient(session, server.port, "through-proxy").connect()
+        acknowledged = []
+        for k in range(40):
+            if k in (10, 25):
+                proxy.drop(refuse_for=1.0)
+            body = {"prompt": step_prompt(f"p{k}", steps=2, seconds=0.05), "client_id": client.client_id,
+                    "prompt_id": f"proxy-{k}"}
+            while True:  # a client retries a refused submission with the same id
+                async with session.post(f"http://127.0.0.1:{server.port}/prompt", json=body) as r:
+                    if r.status == 200:
+                        acknowledged.append(body["prompt_id"])
+                        break
+                    assert r.status == 503, await r.text()
+                    refused += 1
+                await asyncio.sleep(0.1)
+        await client.wait_finished(acknowledged, 60)
+        await asyncio.sleep(0.5)
+        rows = job_rows(c.database_url)
+        assert rows == {prompt_id: "completed" for prompt_id in acknowledged}
+        for prompt_id in acknowledged:
+            assert client.finished[prompt_id] == 1, prompt_id
+            assert len(client.of(prompt_id, "execution_success")) == 1, prompt_id
+        assert refused > 0  # the outages were seen by the submitters
+        assert all(w.alive() for w in workers)
+        assert sum("reconnecting" in w.log_tail(100000) for w in workers) >= 1
+        async with session.get(f"http://127.0.0.1:{server.port}/ready") as r:
+            assert r.status == 200
+        await client.close()
+    await proxy.close()

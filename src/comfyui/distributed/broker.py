@@ -142,5 +142,20 @@ async def connect(uri: str, topology: Topology, name: str) -> AbstractConnection
     return connection
 
 
+def lost(connection: AbstractConnection) -> asyncio.Future:
+    """A future that resolves when the connection closes, for whatever reason (aio-pika's
+    ``closed()`` resolves on ``close()`` only)."""
+    future = asyncio.get_running_loop().create_future()
+
+    def closed(*_args: Any) -> None:
+        if not future.done():
+            future.set_result(True)
+
+    connection.close_callbacks.add(closed)
+    if connection.is_closed:
+        closed()
+    return future
+
+
 def describe(uri: str) -> str:
     return redact_url(uri)

@@ -33,7 +33,7 @@ from ..engine.engine import Engine
 from ..engine.queue import QueueItem, StoreUnavailable
 from ..jobs.schema import IN_PROGRESS
 from ..jobs.store import DurableQueue, _count_finished
-from .broker import Backoff, connect, describe, topology_of
+from .broker import Backoff, connect, describe, lost, topology_of
 from .messages import (BadMessage, ControlMessage, EventMessage, PromptMessage, ResultMessage, WorkerMessage,
                        decode, encode)
 from .routing import checkpoints_of, pick_worker
@@ -235,7 +235,8 @@ class FrontendBroker:
         self.publisher = publisher
         self.connected = True
         log.info("frontend %s submitting to %s on %s", self.frontend_id, self.topology.prompts, describe(self.uri))
-        await connection.closed()
+        await lost(connection)
+        log.warning("broker connection lost; reconnecting (submissions are refused meanwhile)")
 
     # ---- submissions ----
     def submit_threadsafe(self, item: QueueItem) -> concurrent.futures.Future:

@@ -37,7 +37,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from ..engine.queue import QueueItem
 from ..engine.validation import PromptError
-from .broker import REASON_HEADER, Backoff, Topology, connect, describe, topology_of
+from .broker import REASON_HEADER, Backoff, Topology, connect, describe, lost, topology_of
 from .messages import (BadMessage, ControlMessage, EventMessage, PromptMessage, ResultMessage, WorkerMessage,
                        decode, encode)
 from .routing import loaded_checkpoints, model_folders
@@ -177,9 +177,11 @@ class Worker:
                  describe(self.uri), self.concurrency)
         heartbeat = asyncio.create_task(self._heartbeat())
         stopping = asyncio.create_task(stop.wait())
-        closed = asyncio.ensure_future(connection.closed())
+        closed = lost(connection)
         try:
             await asyncio.wait([stopping, closed], return_when=asyncio.FIRST_COMPLETED)
+            if closed.done() and not stop.is_set():
+                log.warning("broker connection lost; reconnecting (running prompts finish and are recorded)")
             if stop.is_set() and not connection.is_closed:
                 self.stopping = True
                 for queue, tag in consumers:  # nothing new; unstarted prefetched ones go back
@@ -216,14 +218,18 @@ class Worker:
         if self.stopping:
             await _settle(message.nack(requeue=True))
             return
-        task = asyncio.current_task()
-        self.running[msg.prompt_id] = task
-        try:
-            await self._run_prompt(msg, message)
-        finally:
-            if self.running.get(msg.prompt_id) is task:
-                del self.running[msg.prompt_id]
-            self._state("ready")
+        # a task of its own: aio-pika cancels its consumer callbacks when the connection goes,
+        # and a prompt that is running must still be recorded (its redelivery is then skipped)
+        task = self.running.get(msg.prompt_id)
+        if task is None:
+            task = self.running[msg.prompt_id] = asyncio.create_task(self._run_prompt(msg, message))
+            task.add_done_callback(lambda _t: self._done(msg.prompt_id, task))
+        await asyncio.shield(task)
+
+    def _done(self, prompt_id: str, task: asyncio.Task) -> None:
+        if self.running.get(prompt_id) is task:
+            del self.running[prompt_id]
+        self._state("ready")
 
     async def _run_prompt(self, msg: PromptMessage, message: AbstractIncomingMessage) -> None:
         item = item_of_message(msg)
