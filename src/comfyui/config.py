@@ -111,6 +111,7 @@ class Config:
     distributed_queue_frontend: bool = False
     distributed_queue_name: str = "comfyui"
     worker_concurrency: int = 1
+    worker_health_port: int = 0
     distributed_delivery_limit: int = 3
     output_retention_days: float = 0.0
     output_max_size_gb: float = 0.0
@@ -381,6 +382,8 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
                     help="prefix of the broker's queues and exchanges (one cluster per name)")
     dq.add_argument("--worker-concurrency", type=int, default=1,
                     help="prompts a worker takes from the broker at a time (its prefetch)")
+    dq.add_argument("--worker-health-port", type=int, default=0, metavar="PORT",
+                    help="comfyui-worker: serve GET /health and /ready on this port (on --listen; 0 = none)")
     dq.add_argument("--distributed-delivery-limit", type=int, default=3,
                     help="redeliveries of a prompt (its worker died or lost the broker) before it is "
                          "dead-lettered and reported failed (a prompt that keeps killing workers)")

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from _cluster import AMQP_URI, crash_prompt, step_prompt, wait_ready, wait_until
 
 
-async def start(cluster, frontends: int, workers: int):
+async def start(cluster, frontends: int, workers: int, *worker_args: str):
     servers = [cluster.frontend() for _ in range(frontends)]
-    procs = [cluster.worker() for _ in range(workers)]
+    procs = [cluster.worker(*worker_args) for _ in range(workers)]
     await asyncio.gather(*(asyncio.to_thread(s.start) for s in servers),
                          *(asyncio.to_thread(w.start) for w in procs))
     await asyncio.gather(*(asyncio.to_thread(wait_ready, s) for s in servers))
@@ -280,16 +280,36 @@ async def test_acknowledged_prompts_survive_broker_connection_drops(cluster):
     once and its client hears its end once, events sent during the outage included."""
     from _cluster import BrokerProxy
 
+    from _proc import free_port
+
     proxy = await BrokerProxy().start()
     c = cluster(amqp_uri=proxy.uri)
-    (server,), workers = await start(c, frontends=1, workers=2)
+    health_port = free_port()
+    (server,), workers = await start(c, 1, 1)
+    workers.append(await asyncio.to_thread(c.worker("--worker-health-port", str(health_port)).start))
     refused = 0
     async with aiohttp.ClientSession() as session:
+        health = f"http://127.0.0.1:{health_port}"
+        async with session.get(f"{health}/health") as r:
+            assert (await r.json())["broker"] == "connected"
+        async with session.get(f"{health}/ready") as r:
+            assert r.status == 200
+
+        async def not_ready_seen() -> bool:
+            for _ in range(200):
+                async with session.get(f"{health}/ready") as r:
+                    if r.status == 503:
+                        return True
+                await asyncio.sleep(0.01)
+            return False
+
         client = await WsClient(session, server.port, "through-proxy").connect()
         acknowledged = []
         for k in range(40):
             if k in (10, 25):
                 proxy.drop(refuse_for=1.0)
+                if k == 10:  # the worker reports the lost broker on /ready
+                    assert await not_ready_seen()
             body = {"prompt": step_prompt(f"p{k}", steps=2, seconds=0.05), "client_id": client.client_id,
                     "prompt_id": f"proxy-{k}"}
             while True:  # a client retries a refused submission with the same id
@@ -311,6 +331,8 @@ async def test_acknowledged_prompts_survive_broker_connection_drops(cluster):
         assert all(w.alive() for w in workers)
         assert sum("reconnecting" in w.log_tail(100000) for w in workers) >= 1
         async with session.get(f"http://127.0.0.1:{server.port}/ready") as r:
+            assert r.status == 200
+        async with session.get(f"{health}/ready") as r:
             assert r.status == 200
         await client.close()
     await proxy.close()

@@ -371,8 +371,30 @@ class Worker:
             loop.call_soon_threadsafe(self._emit, prompt_id, client_id, event, data)
 
     def health(self) -> dict:
-        return {"worker_id": self.worker_id, "broker": "connected" if self.connected else "disconnected",
+        return {"status": "ok", "role": "worker", "worker_id": self.worker_id,
+                "broker": "connected" if self.connected else "disconnected",
                 "running": list(self.running), "stopping": self.stopping}
+
+    async def serve_health(self, host: str, port: int) -> Any:
+        """``GET /health`` (always 200, with the broker connection) and ``GET /ready`` (200 while
+        connected and taking prompts, else 503) for orchestrators; -> the runner to clean up."""
+        from aiohttp import web
+
+        async def health(_request: web.Request) -> web.Response:
+            return web.json_response(self.health())
+
+        async def ready(_request: web.Request) -> web.Response:
+            ok = self.connected and not self.stopping
+            return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+        app = web.Application()
+        app.router.add_get("/health", health)
+        app.router.add_get("/ready", ready)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        log.info("worker health on http://%s:%d/health", host, port)
+        return runner
 
 
 async def _settle(ack) -> None:
@@ -406,9 +428,15 @@ async def run_worker(config: Any, stop: asyncio.Event | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    health = None
+    if config.worker_health_port:
+        host = (config.listen or "127.0.0.1").split(",")[0].strip()
+        health = await worker.serve_health(host, int(config.worker_health_port))
     try:
         await worker.run(stop)
     finally:
+        if health is not None:
+            await health.cleanup()
         store.close()
     log.info("worker %s stopped", worker.worker_id)
     return 0
