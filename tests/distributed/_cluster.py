@@ -234,7 +234,8 @@ class WorkerProcess:
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "comfyui.distributed.worker", "--base-directory", self.cluster.base,
-                "--database-url", self.cluster.database_url, "--logging-level", "INFO",
+                "--database-url", self.cluster.database_url, "--logging-level",
+                os.environ.get("CLUSTER_WORKER_LOG_LEVEL", "INFO"),
                 *self.cluster.flags(), *self.args]
 
     def start(self, wait: bool = True, timeout: float = 90) -> "WorkerProcess":

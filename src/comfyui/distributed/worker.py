@@ -29,6 +29,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import uuid
 from typing import Any, Sequence
 
@@ -61,19 +62,21 @@ class Outbox:
         self.items.append(entry)
         self.ready.set()
 
-    async def drain(self, publish, lost) -> None:
-        """Publish until cancelled; on a lost channel the message stays first and this returns."""
+    async def drain(self, publish, lost, batch: int = 64) -> None:
+        """Publish until cancelled, up to ``batch`` messages at once (in order, their confirms
+        awaited together); on a lost channel the unconfirmed ones stay first and this returns."""
         while True:
             while not self.items:
                 self.ready.clear()
                 await self.ready.wait()
-            try:
-                await publish(self.items[0])
-            except Exception:  # noqa: BLE001
-                if lost():
-                    return
-                log.exception("could not publish %s; dropped", self.items[0][1])
-            self.items.popleft()
+            entries = [self.items[i] for i in range(min(batch, len(self.items)))]
+            results = await asyncio.gather(*(publish(e) for e in entries), return_exceptions=True)
+            for entry, result in zip(entries, results):
+                if isinstance(result, Exception):
+                    if lost():
+                        return
+                    log.error("could not publish %s (%s); dropped", entry[1], result)
+                self.items.popleft()
 
     async def empty(self, timeout: float = 5.0) -> None:
         for _ in range(int(timeout / 0.01)):
@@ -232,12 +235,14 @@ class Worker:
         self._state("ready")
 
     async def _run_prompt(self, msg: PromptMessage, message: AbstractIncomingMessage) -> None:
+        t0 = time.perf_counter()
         item = item_of_message(msg)
         if not await self._db(self.store.claim, item):
             log.info("prompt %s is finished already (delivery %s): acked without running", msg.prompt_id,
                      (message.headers or {}).get("x-delivery-count", 0))
             await _settle(message.ack())
             return
+        t1 = time.perf_counter()
         self._state("ready")
         try:
             await self.engine.submit_async(item.prompt, prompt_id=item.prompt_id, client_id=item.client_id,
@@ -247,7 +252,9 @@ class Worker:
             entry = failed_entry(item.prompt_id, "PromptValidationError", str(e))
             self._emit(item.prompt_id, item.client_id, "execution_error", entry["status"]["messages"][0][1])
         entry = {"prompt": item.as_list(), **entry} if "prompt" not in entry else entry
+        t2 = time.perf_counter()
         recorded = await self._db(self.store.finish, item, entry)
+        t3 = time.perf_counter()
         self.engine.delete_history([item.prompt_id])
         self.model_files.update(model_folders(item.prompt))
         while len(self.model_files) > 32:
@@ -255,6 +262,9 @@ class Worker:
         if recorded:
             self._finished(item.prompt_id, item.client_id, entry)
         await _settle(message.ack())
+        log.debug("prompt %s: claim %.1f ms, run %.1f ms, record %.1f ms, in the queue %.1f ms before", item.prompt_id,
+                  (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, (time.time() - msg.submitted_at) * 1e3
+                  - (t3 - t0) * 1e3)
 
     def _finished(self, prompt_id: str, client_id: str | None, entry: dict) -> None:
         from ..jobs.listing import finished_status
