@@ -244,6 +244,7 @@ class FrontendBroker:
 
     async def submit(self, item: QueueItem) -> None:
         """Store the job, then publish it with a confirm; undone (503) if either fails."""
+        self.engine._secrets.pop(item.prompt_id, None)  # API keys stay here (no worker gets them)
         publisher = self.publisher
         if publisher is None:
             raise StoreUnavailable("the message broker is unavailable; the prompt was not queued")
