@@ -27,7 +27,6 @@ disagree on the delivery limit fails to start with RabbitMQ's PRECONDITION_FAILE
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +35,6 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, ExchangeType
 
 from ..redact import redact_url
-
-log = logging.getLogger(__name__)
 
 REASON_HEADER = "x-comfyui-reason"
 ROUTED_TTL_MS = 2000  # a prompt routed to one worker waits this long for it, then goes to any

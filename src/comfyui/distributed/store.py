@@ -16,7 +16,6 @@ A job's row is the truth about it; the broker only carries work:
 """
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -26,8 +25,6 @@ from ..engine.queue import QueueItem
 from ..jobs.listing import create_time_of, finished_status, workflow_id_of
 from ..jobs.schema import CANCELLED, FINISHED_CLAUSE, IN_PROGRESS, PENDING, jobs, migrate
 from ..jobs.store import _number, _stored, make_engine
-
-log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK = 0x636F6D6679  # pg_advisory lock id: one process migrates a fresh database at a time
 
