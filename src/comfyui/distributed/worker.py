@@ -156,6 +156,8 @@ class Worker:
                 if not stop.is_set():
                     await _wait_or(stop, backoff.wait())
         finally:
+            if self.running:  # stopped while away from the broker: still finish and record them
+                await asyncio.wait(list(self.running.values()))
             self.engine.stop()
             self.engine.remove_listener(self._on_engine_event)
 
@@ -227,7 +229,10 @@ class Worker:
         if task is None:
             task = self.running[msg.prompt_id] = asyncio.create_task(self._run_prompt(msg, message))
             task.add_done_callback(lambda _t: self._done(msg.prompt_id, task))
-        await asyncio.shield(task)
+            await asyncio.shield(task)
+        else:  # delivered again after a reconnection while it still runs here: one run, both acked
+            await asyncio.shield(task)
+            await _settle(message.ack())
 
     def _done(self, prompt_id: str, task: asyncio.Task) -> None:
         if self.running.get(prompt_id) is task:
