@@ -188,6 +188,14 @@ async def test_poison_messages_are_dead_lettered_and_control_reaches_the_workers
     async with RemoteComfy(base) as comfy:  # the remote client works against a frontend as against a server
         outputs = await comfy.queue_prompt(step_prompt("remote", steps=2, seconds=0.01))
         assert outputs["2"] == {"text": ["remote"]}
+    from comfyui import Comfy
+
+    async with Comfy(base_directory=c.base, database_url=c.database_url, distributed_queue_frontend=True,
+                     distributed_queue_connection_uri=c.amqp_uri, distributed_queue_name=c.name,
+                     distributed_delivery_limit=c.delivery_limit) as comfy:  # the embedded client too
+        events = [e.event async for e in comfy.queue_with_progress(step_prompt("embedded", steps=3, seconds=0.01))]
+        assert "progress" in events and events[-1] == "result"
+        assert c.runs("embedded") and c.runs("embedded")[0] in {w.pid for w in workers}
     async with aiohttp.ClientSession() as session:
         client = await WsClient(session, server.port, "poison-client").connect()
         await publish_raw(f"{c.name}.prompts", b"\x80 not json",

@@ -61,9 +61,15 @@ def build_config(config: Any = None, **overrides: Any) -> Any:
 
 def build_engine(config: Any) -> Any:
     """An Engine for ``config``: its paths, built-in nodes plus the custom nodes the config
-    allows, its cache policy (an in-memory queue unless ``--database-url`` is given)."""
+    allows, its cache policy (an in-memory queue unless ``--database-url`` is given); with
+    ``distributed_queue_frontend`` a cluster frontend's engine, whose prompts run on the
+    cluster's workers (docs/distributed.md)."""
     from ..engine.engine import Engine
 
+    if getattr(config, "distributed_queue_frontend", False):
+        from ..distributed.frontend import FrontendEngine
+
+        return FrontendEngine.for_cluster(config)
     return Engine.from_config(config)
 
 

@@ -22,6 +22,7 @@ import concurrent.futures
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from typing import Any
@@ -128,8 +129,25 @@ class FrontendEngine(Engine):
         engine.broker = queue.broker = FrontendBroker(engine, config)
         return engine
 
-    def start(self) -> None:
-        self.broker.start(asyncio.get_running_loop())
+    _own_loop: threading.Thread | None = None
+
+    def start(self, connect_timeout: float = 10) -> None:
+        """Connect on the running loop (the server's), or, started from a thread without one (the
+        embedded client), on a loop of its own; then wait up to ``connect_timeout`` seconds
+        for the broker, so that the first submission is taken."""
+        try:
+            self.broker.start(asyncio.get_running_loop())
+            return
+        except RuntimeError:
+            pass
+        if self._own_loop is None:
+            loop = asyncio.new_event_loop()
+            self._own_loop = threading.Thread(target=loop.run_forever, name="comfyui-frontend-broker", daemon=True)
+            self._own_loop.start()
+            self.broker.start(loop)
+        deadline = time.monotonic() + connect_timeout
+        while not self.broker.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     @property
     def running(self) -> bool:
@@ -137,6 +155,11 @@ class FrontendEngine(Engine):
 
     def stop(self, timeout: float = 10) -> None:
         self.broker.stop()
+        if self._own_loop is not None:
+            loop = self.broker.loop
+            loop.call_soon_threadsafe(loop.stop)
+            self._own_loop.join(timeout)
+            self._own_loop = None
 
     def _status(self) -> None:
         self.broker.refresh_status()
@@ -181,7 +204,7 @@ class FrontendBroker:
         self.topology = topology_of(config)
         self.frontend_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.task: asyncio.Task | None = None
+        self.task: concurrent.futures.Future | None = None
         self.connected = False
         self.publisher: Any = None  # the confirming channel
         self.workers: dict[str, WorkerMessage] = {}
@@ -193,7 +216,7 @@ class FrontendBroker:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.task is None:
             self.loop = loop
-            self.task = loop.create_task(self.run())
+            self.task = asyncio.run_coroutine_threadsafe(self.run(), loop)  # (from any thread)
             self.refresh_status()
 
     def stop(self) -> None:
