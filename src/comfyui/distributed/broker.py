@@ -133,6 +133,10 @@ async def connect(uri: str, topology: Topology, name: str) -> AbstractConnection
         channel = await connection.channel()
         await topology.declare(channel)
         await channel.close()
+    except aio_pika.exceptions.ChannelPreconditionFailed as e:
+        await connection.close()
+        raise RuntimeError(f"the broker's {topology.name}.* queues were declared with other settings "
+                           f"(--distributed-delivery-limit must be the same in every process): {e}") from e
     except BaseException:
         await connection.close()
         raise
