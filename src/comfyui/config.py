@@ -98,6 +98,8 @@ class Config:
     whitelist_custom_nodes: list[str] = field(default_factory=list)
     blacklist_custom_nodes: list[str] = field(default_factory=list)
     disable_api_nodes: bool = False
+    comfy_api_base: str | None = None  # None: $COMFY_API_BASE, else https://api.comfy.org
+    api_node_keys: str | None = None  # JSON file of per-vendor direct keys / base URLs (docs/api-nodes.md)
     enable_manager: bool = False
     enable_manager_legacy_ui: bool = False
     disable_manager_ui: bool = False
@@ -355,6 +357,10 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
     ex.add_argument("--blacklist-custom-nodes", nargs="+", action=_AppendExtend, default=[],
                     help="custom node packs never to load (shell globs)")
     ex.add_argument("--disable-api-nodes", action="store_true", help="don't load API nodes")
+    ex.add_argument("--comfy-api-base", metavar="URL", default=None,
+                    help="base URL of the Comfy API proxy the API nodes call (default https://api.comfy.org)")
+    ex.add_argument("--api-node-keys", metavar="FILE", default=None,
+                    help="JSON file of per-vendor API keys: API nodes of those vendors call them directly")
     ex.add_argument("--enable-manager", action="store_true",
                     help="serve the frontend's Manager dialog (list, install, update, disable custom node packs)")
     ex.add_argument("--enable-manager-legacy-ui", action="store_true",

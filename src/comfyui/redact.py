@@ -24,7 +24,7 @@ MASK = "***"
 # option / setting names whose values are secrets (matched on the dest: api_key, database_url)
 _SECRET_NAME = re.compile(r"(key|secret|token|passw|credential|database_url|db_url|dsn)", re.I)
 # flags whose value is a *path* to a secret, not the secret itself
-_NOT_SECRET = frozenset({"api_key_file", "tls_keyfile", "tls_certfile"})
+_NOT_SECRET = frozenset({"api_key_file", "api_node_keys", "tls_keyfile", "tls_certfile"})
 
 _URL_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/:@'\"]*:)(?P<pw>[^\s@'\"/]+)(?P<at>@)")
 _QUERY_SECRET = re.compile(

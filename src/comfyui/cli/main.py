@@ -79,7 +79,7 @@ def quick_test(config: Any) -> int:
     log = logging.getLogger("comfyui")
     rt = Runtime(config)
     with rt.active():
-        registry = NodeRegistry.with_builtins()
+        registry = NodeRegistry.with_builtins(api_nodes=not getattr(config, "disable_api_nodes", False))
         results = load_custom_nodes(registry,
                                     disable_all=bool(getattr(config, "disable_all_custom_nodes", False)),
                                     whitelist=getattr(config, "whitelist_custom_nodes", None) or None,

@@ -146,7 +146,7 @@ class Engine:
                 queue = DurableQueue(config.resolved_database_url(),
                                      requeue_interrupted=bool(getattr(config, "requeue_interrupted", False)))
             if registry is None:
-                registry = NodeRegistry.with_builtins()
+                registry = NodeRegistry.with_builtins(api_nodes=not getattr(config, "disable_api_nodes", False))
                 if custom_nodes:
                     from ..nodes.custom_nodes import load_custom_nodes
 

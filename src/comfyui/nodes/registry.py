@@ -84,6 +84,13 @@ class NodeRegistry:
             module = importlib.import_module(f"{builtin.__name__}.{info.name}")
             self.register_module(module, "nodes")
 
+    def load_api_nodes(self) -> None:
+        """Register the API nodes (comfyui.api_nodes): their own group, left out by --disable-api-nodes."""
+        from ..api_nodes import node_classes
+
+        for cls in node_classes():
+            self.register_schema_node(cls, "comfy_api_nodes")
+
     # ---- queries ----
     def get(self, class_type: str) -> NodeDef | None:
         return self.nodes.get(class_type)
@@ -147,9 +154,11 @@ class NodeRegistry:
         return cached[2], cached[3]
 
     @classmethod
-    def with_builtins(cls) -> "NodeRegistry":
+    def with_builtins(cls, api_nodes: bool = True) -> "NodeRegistry":
         registry = cls()
         registry.load_builtins()
+        if api_nodes:
+            registry.load_api_nodes()
         return registry
 
     def names(self) -> Iterable[str]:

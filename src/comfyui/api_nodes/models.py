@@ -1,0 +1,142 @@
+"""Request and response models of the Comfy API proxy routes the API nodes call, written
+against the proxy's OpenAPI document (field names, bounds and enums as the vendors define them).
+The contract server in the tests validates every request with these same models."""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Optional
+
+from pydantic import BaseModel, Field
+
+# ---- Black Forest Labs (/proxy/bfl/...) ----
+
+
+class BFLOutputFormat(str, Enum):
+    png = "png"
+    jpeg = "jpeg"
+
+
+class BFLFluxProUltraGenerateRequest(BaseModel):
+    prompt: str
+    prompt_upsampling: Optional[bool] = None
+    seed: Optional[int] = None
+    aspect_ratio: Optional[str] = None
+    safety_tolerance: Optional[int] = Field(None, ge=0, le=6)
+    output_format: Optional[BFLOutputFormat] = None
+    raw: Optional[bool] = None
+    image_prompt: Optional[str] = None  # base64 PNG
+    image_prompt_strength: Optional[float] = Field(None, ge=0.0, le=1.0)
+
+
+class BFLFluxProGenerateRequest(BaseModel):
+    prompt: str
+    prompt_upsampling: Optional[bool] = None
+    seed: Optional[int] = None
+    width: int = Field(1024, ge=256, le=1440, multiple_of=32)
+    height: int = Field(768, ge=256, le=1440, multiple_of=32)
+    safety_tolerance: Optional[int] = Field(None, ge=0, le=6)
+    output_format: Optional[BFLOutputFormat] = None
+    image_prompt: Optional[str] = None
+
+
+class BFLFluxKontextProGenerateRequest(BaseModel):
+    prompt: str
+    input_image: Optional[str] = None
+    seed: Optional[int] = None
+    guidance: float = Field(..., ge=0.1, le=99.0)
+    steps: int = Field(..., ge=1, le=150)
+    safety_tolerance: Optional[int] = Field(None, ge=0, le=2)
+    output_format: Optional[BFLOutputFormat] = None
+    aspect_ratio: Optional[str] = None
+    prompt_upsampling: Optional[bool] = None
+
+
+class BFLFluxProGenerateResponse(BaseModel):
+    id: str
+    polling_url: str
+
+
+class BFLStatus(str, Enum):
+    task_not_found = "Task not found"
+    pending = "Pending"
+    request_moderated = "Request Moderated"
+    content_moderated = "Content Moderated"
+    ready = "Ready"
+    error = "Error"
+
+
+class BFLFluxProStatusResponse(BaseModel):
+    id: str
+    status: BFLStatus
+    result: Optional[dict[str, Any]] = None  # {"sample": url} once Ready
+    progress: Optional[float] = Field(None, ge=0.0, le=1.0)
+    details: Optional[dict[str, Any]] = None
+
+
+# ---- OpenAI (/proxy/openai/images/...) ----
+
+
+class OpenAIImageGenerationRequest(BaseModel):
+    model: str
+    prompt: str
+    n: Optional[int] = Field(None, ge=1, le=10)
+    size: Optional[str] = None
+    quality: Optional[str] = None
+    style: Optional[str] = None
+    background: Optional[str] = None
+    moderation: Optional[str] = None
+    output_format: Optional[str] = None
+    response_format: Optional[str] = None
+    user: Optional[str] = None
+    seed: Optional[int] = None  # accepted by the proxy, ignored by OpenAI
+
+
+class OpenAIImageEditRequest(BaseModel):
+    """The form fields of a multipart ``images/edits`` request (images travel as file parts)."""
+    model: str
+    prompt: str
+    n: Optional[int] = Field(None, ge=1, le=10)
+    size: Optional[str] = None
+    quality: Optional[str] = None
+    background: Optional[str] = None
+    moderation: Optional[str] = None
+
+
+class OpenAIImageData(BaseModel):
+    b64_json: Optional[str] = None
+    url: Optional[str] = None
+    revised_prompt: Optional[str] = None
+
+
+class OpenAIImageGenerationResponse(BaseModel):
+    created: Optional[int] = None
+    data: list[OpenAIImageData] = Field(default_factory=list)
+
+
+# ---- Stability AI (/proxy/stability/v2beta/stable-image/generate/ultra) ----
+
+
+class StabilityStableUltraRequest(BaseModel):
+    """Form fields of the multipart Stable Image Ultra request."""
+    prompt: str = Field(..., min_length=1, max_length=10000)
+    negative_prompt: Optional[str] = None
+    aspect_ratio: Optional[str] = None
+    seed: Optional[int] = Field(None, ge=0, le=4294967294)
+    strength: Optional[float] = Field(None, ge=0.0, le=1.0)
+    style_preset: Optional[str] = None
+
+
+class StabilityStableUltraResponse(BaseModel):
+    image: Optional[str] = None  # base64
+    finish_reason: Optional[str] = None  # SUCCESS | CONTENT_FILTERED
+    seed: Optional[int] = None
+
+
+class ProxyError(BaseModel):
+    """The error body of the proxy (and OpenAI's): ``{"error": {"message", "type", "code"}}``."""
+    class Detail(BaseModel):
+        message: str = ""
+        type: Optional[str] = None
+        code: Optional[str] = None
+
+    error: Detail
