@@ -97,6 +97,7 @@ class ApiClient:
 
     max_retries = 3
     retry_delay = 1.0  # seconds, doubled on each retry
+    poll_interval = 1.0  # seconds between two status requests of a task
     timeout = aiohttp.ClientTimeout(total=600, sock_connect=30, sock_read=300)
 
     def __init__(self, auth_token: str | None, api_key: str | None):
@@ -194,10 +195,10 @@ class ApiClient:
 
     # ---- tasks ----
     async def poll(self, fetch: Callable[[], Any], *, state: Callable[[Any], str], progress: Callable[[Any], float | None],
-                   interval: float = 1.0, timeout: float = 900.0) -> Any:
-        """Ask for a task's status until ``state(status)`` is "done" (returns the status) or
-        "failed" (ApiNodeError from ``fetch``'s caller); reports progress and elapsed time to
-        the UI and stops on interrupt."""
+                   timeout: float = 900.0) -> Any:
+        """Ask for a task's status until ``state(status)`` is "done" (returns that status);
+        ``fetch`` raises ApiNodeError for a failed task. Reports progress and elapsed time to the
+        UI between polls and stops on interrupt."""
         started = time.monotonic()
         while True:
             status = await fetch()
@@ -211,7 +212,7 @@ class ApiClient:
             report_text(f"Generating ({elapsed:.0f}s)")
             if elapsed > timeout:
                 raise ApiNodeError(f"The task did not finish within {timeout:.0f} seconds.")
-            await interruptible_sleep(interval)
+            await interruptible_sleep(self.poll_interval)
 
 
 def throw_if_interrupted() -> None:

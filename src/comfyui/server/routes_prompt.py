@@ -8,6 +8,8 @@ request or an invalid prompt, 429 ``queue_full`` with ``Retry-After`` when
 ``--max-queue-size`` prompts are queued. A client-chosen ``prompt_id`` that is already known
 answers 200 with that id and queues nothing (safe retries). Custom nodes'
 ``PromptServer.instance.add_on_prompt_handler`` hooks may rewrite the body first (as upstream).
+A prompt with API nodes (paid services, the user's Comfy login) is refused over plain HTTP
+unless the client is on loopback (docs/api-nodes.md): the login must not cross a network in clear.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from ..jobs.submission import PromptRejected, PromptRequest, PromptSubmitter
+from .security import _is_loopback
 from .context import ServerContext, add_route, error_response, json_response, read_json
 
 log = logging.getLogger(__name__)
@@ -54,12 +57,35 @@ class PromptRoutes:
 
     async def post_prompt(self, request: web.Request) -> web.Response:
         body = await read_json(request, default=None)
+        refusal = self.api_nodes_refusal(request, body)
+        if refusal is not None:
+            return rejected_response(refusal)
         try:
             result = await self.submitter.submit(PromptRequest.from_body(on_prompt_hooks(body)))
         except PromptRejected as e:
             return rejected_response(e)
         return json_response({"prompt_id": result.prompt_id, "number": result.number,
                               "node_errors": result.node_errors or {}})
+
+    def api_nodes_refusal(self, request: web.Request, body: Any) -> PromptRejected | None:
+        """The refusal of a prompt with API nodes sent over plain HTTP from another machine."""
+        if request.secure or _is_loopback(request.remote or ""):
+            return None
+        prompt = body.get("prompt") if isinstance(body, dict) else None
+        if not isinstance(prompt, dict):
+            return None
+        api_nodes = {}
+        for node_id, node in prompt.items():
+            node_def = self.engine.registry.get(node.get("class_type")) if isinstance(node, dict) else None
+            if node_def is not None and node_def.api_node:
+                api_nodes[str(node_id)] = node_def.name
+        if not api_nodes:
+            return None
+        message = "API nodes need a secure connection: use HTTPS, or run the browser on this machine (localhost)"
+        error = {"type": "api_nodes_need_secure_context", "message": message, "details": "", "extra_info": {}}
+        node_errors = {node_id: {"errors": [dict(error)], "dependent_outputs": [], "class_type": class_type}
+                       for node_id, class_type in api_nodes.items()}
+        return PromptRejected(error, node_errors)
 
     async def post_interrupt(self, request: web.Request) -> web.Response:
         body = await read_json(request, default={})

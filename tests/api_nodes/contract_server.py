@@ -1,0 +1,203 @@
+"""A stand-in for the Comfy API proxy (and OpenAI's own API) on loopback: it implements the
+routes the API nodes call, validates every request against the same pydantic models, checks
+credentials, and simulates tasks (queued -> running with progress -> Ready / moderated /
+failed), transient failures (a queue of statuses to answer first) and slow answers."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import itertools
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pydantic import BaseModel, ValidationError
+
+from comfyui.api_nodes import models as m
+
+RESULT_SIZE = (64, 48)  # width, height of every image the server returns
+RESULT_COLOR = (200, 30, 90)
+
+BFL_MODELS = {
+    "flux-pro-1.1-ultra": m.BFLFluxProUltraGenerateRequest,
+    "flux-pro-1.1": m.BFLFluxProGenerateRequest,
+    "flux-kontext-pro": m.BFLFluxKontextProGenerateRequest,
+    "flux-kontext-max": m.BFLFluxKontextProGenerateRequest,
+}
+
+
+def result_png(size=RESULT_SIZE, color=RESULT_COLOR) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class Task:
+    id: str
+    steps: int  # polls answered Pending before the outcome
+    outcome: str  # Ready | Request Moderated | Content Moderated | Error
+    polls: int = 0
+
+
+@dataclass
+class ContractServer:
+    token: str | None = None  # the Comfy account token the proxy accepts
+    api_key: str | None = None  # the Comfy API key it accepts
+    openai_key: str | None = None  # the key OpenAI's own API (/v1) accepts
+    task_steps: int = 3
+    task_outcome: str = "Ready"
+    answer_first: dict[str, list[int]] = field(default_factory=dict)  # path -> statuses to answer first
+    delay: float = 0.0  # seconds before each answer
+    requests: list[dict] = field(default_factory=list)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    url: str = ""
+
+    def __post_init__(self):
+        self._ids = itertools.count(1)
+        self._server: TestServer | None = None
+
+    async def start(self) -> "ContractServer":
+        app = web.Application(middlewares=[self._record])
+        app.router.add_post("/proxy/bfl/{model}/generate", self.bfl_generate)
+        app.router.add_get("/proxy/bfl/get_result", self.bfl_result)
+        app.router.add_post("/proxy/openai/images/generations", self.openai_generations)
+        app.router.add_post("/proxy/openai/images/edits", self.openai_edits)
+        app.router.add_post("/v1/images/generations", self.openai_generations)
+        app.router.add_post("/proxy/stability/v2beta/stable-image/generate/ultra", self.stability_ultra)
+        app.router.add_get("/files/{name}", self.file)
+        self._server = TestServer(app, host="127.0.0.1")
+        await self._server.start_server()
+        self.url = str(self._server.make_url("")).rstrip("/")
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self._server.close()
+
+    def paths(self) -> list[str]:
+        return [r["path"] for r in self.requests]
+
+    # ---- plumbing ----
+    @web.middleware
+    async def _record(self, request: web.Request, handler):
+        self.requests.append({"method": request.method, "path": request.path, "headers": dict(request.headers)})
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        queued = self.answer_first.get(request.path)
+        if queued:
+            status = queued.pop(0)
+            return web.json_response({"error": {"message": f"simulated {status}", "type": "server_error"}},
+                                     status=status)
+        if not request.path.startswith("/files/") and not self._authorized(request):
+            return web.json_response({"error": {"message": "Unauthorized", "type": "auth"}}, status=401)
+        return await handler(request)
+
+    def _authorized(self, request: web.Request) -> bool:
+        auth = request.headers.get("Authorization", "")
+        if request.path.startswith("/v1/"):
+            return self.openai_key is not None and auth == f"Bearer {self.openai_key}"
+        return ((self.token is not None and auth == f"Bearer {self.token}")
+                or (self.api_key is not None and request.headers.get("X-API-KEY") == self.api_key))
+
+    @staticmethod
+    def _invalid(e: ValidationError) -> web.Response:
+        return web.json_response({"error": {"message": str(e.errors()[0]["msg"]), "type": "invalid_request_error"}},
+                                 status=422)
+
+    @staticmethod
+    async def _form(request: web.Request) -> tuple[dict, dict[str, list[bytes]]]:
+        fields, files = {}, {}
+        async for part in await request.multipart():
+            if part.filename is not None:
+                files.setdefault(part.name, []).append(await part.read())
+            else:
+                fields[part.name] = await part.text()
+        return fields, files
+
+    def _validate(self, model: type[BaseModel], data) -> BaseModel:
+        body = model.model_validate(data)
+        self.requests[-1]["body"] = body
+        return body
+
+    # ---- BFL ----
+    async def bfl_generate(self, request: web.Request) -> web.Response:
+        model = BFL_MODELS.get(request.match_info["model"])
+        if model is None:
+            raise web.HTTPNotFound()
+        try:
+            self._validate(model, await request.json())
+        except ValidationError as e:
+            return self._invalid(e)
+        task = Task(f"task-{next(self._ids)}", self.task_steps, self.task_outcome)
+        self.tasks[task.id] = task
+        answer = m.BFLFluxProGenerateResponse(id=task.id, polling_url=f"{self.url}/proxy/bfl/get_result?id={task.id}")
+        return web.json_response(answer.model_dump())
+
+    async def bfl_result(self, request: web.Request) -> web.Response:
+        task = self.tasks.get(request.query.get("id", ""))
+        if task is None:
+            return web.json_response(m.BFLFluxProStatusResponse(id="", status=m.BFLStatus.task_not_found)
+                                     .model_dump(mode="json"))
+        task.polls += 1
+        if task.polls <= task.steps:
+            status = m.BFLFluxProStatusResponse(id=task.id, status=m.BFLStatus.pending,
+                                                progress=round(task.polls / (task.steps + 1), 3))
+        elif task.outcome == "Ready":
+            status = m.BFLFluxProStatusResponse(id=task.id, status=m.BFLStatus.ready, progress=1.0,
+                                                result={"sample": f"{self.url}/files/{task.id}.png"})
+        else:
+            status = m.BFLFluxProStatusResponse(id=task.id, status=m.BFLStatus(task.outcome),
+                                                details={"reason": "simulated"})
+        return web.json_response(status.model_dump(mode="json"))
+
+    async def file(self, request: web.Request) -> web.Response:
+        return web.Response(body=result_png(), content_type="image/png")
+
+    # ---- OpenAI ----
+    def _openai_answer(self, body) -> web.Response:
+        if "forbidden" in body.prompt:
+            return web.json_response({"error": {"message": "Your request was rejected by the safety system.",
+                                                "type": "image_generation_user_error", "code": "moderation_blocked"}},
+                                     status=400)
+        if body.model == "dall-e-3":  # DALL-E 3 answers with URLs, the others inline
+            data = [m.OpenAIImageData(url=f"{self.url}/files/openai.png", revised_prompt=body.prompt)]
+        else:
+            data = [m.OpenAIImageData(b64_json=base64.b64encode(result_png()).decode()) for _ in range(body.n or 1)]
+        return web.json_response(m.OpenAIImageGenerationResponse(created=1, data=data).model_dump(exclude_none=True))
+
+    async def openai_generations(self, request: web.Request) -> web.Response:
+        try:
+            body = self._validate(m.OpenAIImageGenerationRequest, await request.json())
+        except ValidationError as e:
+            return self._invalid(e)
+        return self._openai_answer(body)
+
+    async def openai_edits(self, request: web.Request) -> web.Response:
+        fields, files = await self._form(request)
+        try:
+            body = self._validate(m.OpenAIImageEditRequest, fields)
+        except ValidationError as e:
+            return self._invalid(e)
+        if not (files.get("image") or files.get("image[]")):
+            return web.json_response({"error": {"message": "image is required"}}, status=400)
+        self.requests[-1]["files"] = files
+        return self._openai_answer(body)
+
+    # ---- Stability ----
+    async def stability_ultra(self, request: web.Request) -> web.Response:
+        fields, files = await self._form(request)
+        try:
+            body = self._validate(m.StabilityStableUltraRequest, fields)
+        except ValidationError as e:
+            return self._invalid(e)
+        self.requests[-1]["files"] = files
+        if "forbidden" in body.prompt:
+            answer = m.StabilityStableUltraResponse(finish_reason="CONTENT_FILTERED", seed=body.seed)
+        else:
+            answer = m.StabilityStableUltraResponse(image=base64.b64encode(result_png()).decode(),
+                                                    finish_reason="SUCCESS", seed=body.seed)
+        return web.json_response(answer.model_dump(exclude_none=True))

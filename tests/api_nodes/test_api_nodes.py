@@ -1,0 +1,188 @@
+"""API nodes end to end: each node runs through the engine against the contract server
+(tests/api_nodes/contract_server.py), with polling, progress, interrupt, retries and errors."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import pytest
+from PIL import Image
+
+from conftest import TOKEN, error_of, run_prompt, with_preview
+from contract_server import RESULT_COLOR, RESULT_SIZE
+
+NODES = {
+    "FluxProUltraImageNode": {"prompt": "a lighthouse", "prompt_upsampling": False, "seed": 5, "aspect_ratio": "16:9",
+                              "raw": False},
+    "FluxKontextProImageNode": {"prompt": "make it night", "aspect_ratio": "1:1", "guidance": 3.0, "steps": 50,
+                                "seed": 1, "prompt_upsampling": False},
+    "FluxKontextMaxImageNode": {"prompt": "make it night", "aspect_ratio": "4:3", "guidance": 2.5, "steps": 28,
+                                "seed": 1, "prompt_upsampling": False},
+    "FluxProImageNode": {"prompt": "a cat", "prompt_upsampling": False, "width": 1024, "height": 768, "seed": 3},
+    "OpenAIDalle2": {"prompt": "a fox", "seed": 0, "size": "512x512", "n": 2},
+    "OpenAIDalle3": {"prompt": "a fox", "seed": 0, "quality": "hd", "style": "vivid", "size": "1024x1792"},
+    "OpenAIGPTImage1": {"prompt": "a fox", "seed": 0, "quality": "low", "background": "opaque", "size": "auto", "n": 1},
+    "StabilityStableImageUltraNode": {"prompt": "a fox", "aspect_ratio": "3:2", "style_preset": "anime", "seed": 9},
+}
+ROUTES = {
+    "FluxProUltraImageNode": "/proxy/bfl/flux-pro-1.1-ultra/generate",
+    "FluxKontextProImageNode": "/proxy/bfl/flux-kontext-pro/generate",
+    "FluxKontextMaxImageNode": "/proxy/bfl/flux-kontext-max/generate",
+    "FluxProImageNode": "/proxy/bfl/flux-pro-1.1/generate",
+    "OpenAIDalle2": "/proxy/openai/images/generations",
+    "OpenAIDalle3": "/proxy/openai/images/generations",
+    "OpenAIGPTImage1": "/proxy/openai/images/generations",
+    "StabilityStableImageUltraNode": "/proxy/stability/v2beta/stable-image/generate/ultra",
+}
+
+
+def saved_images(workspace, entry: dict) -> list[Image.Image]:
+    return [Image.open(os.path.join(workspace, "temp", i["subfolder"], i["filename"]))
+            for i in entry["outputs"]["2"]["images"]]
+
+
+@pytest.mark.parametrize("class_type", list(NODES))
+async def test_node_runs_end_to_end(class_type, make_engine, contract, workspace):
+    engine = make_engine()
+    entry = await run_prompt(engine, with_preview({"class_type": class_type, "inputs": NODES[class_type]}))
+    assert entry["status"]["status_str"] == "success", error_of(entry)
+    images = saved_images(workspace, entry)
+    assert len(images) == NODES[class_type].get("n", 1)
+    assert images[0].size == RESULT_SIZE and images[0].convert("RGB").getpixel((3, 3)) == RESULT_COLOR
+    call = next(r for r in contract.requests if r["path"] == ROUTES[class_type])
+    assert call["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    sent = call["body"].model_dump(exclude_none=True)  # validated by the server with the route's model
+    for key in ("prompt", "seed", "aspect_ratio", "steps", "width", "size", "quality", "style_preset"):
+        if key in NODES[class_type] and key in sent:
+            assert sent[key] == NODES[class_type][key]
+
+
+async def test_image_inputs_travel(make_engine, contract):
+    """Kontext sends its input image as base64 PNG; GPT Image 1 with an image goes to the
+    multipart edits route; a wrong aspect ratio is refused before any request."""
+    engine = make_engine()
+    image = {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 24, "batch_size": 1, "color": 0xFF0000}}
+    prompt = with_preview({"class_type": "FluxKontextProImageNode",
+                           "inputs": {**NODES["FluxKontextProImageNode"], "input_image": ["3", 0]}})
+    prompt["3"] = image
+    assert (await run_prompt(engine, prompt))["status"]["status_str"] == "success"
+    sent = next(r for r in contract.requests if r["path"].endswith("flux-kontext-pro/generate"))["body"]
+    import base64
+    import io
+    assert Image.open(io.BytesIO(base64.b64decode(sent.input_image))).size == (40, 24)
+
+    prompt = with_preview({"class_type": "OpenAIGPTImage1", "inputs": {**NODES["OpenAIGPTImage1"], "image": ["3", 0]}})
+    prompt["3"] = image
+    assert (await run_prompt(engine, prompt))["status"]["status_str"] == "success"
+    edit = next(r for r in contract.requests if r["path"] == "/proxy/openai/images/edits")
+    assert edit["body"].model == "gpt-image-1" and len(edit["files"]["image"]) == 1
+
+    bad = with_preview({"class_type": "FluxProUltraImageNode", "inputs": {**NODES["FluxProUltraImageNode"],
+                                                                        "aspect_ratio": "9:1"}})
+    entry = await run_prompt(engine, bad)
+    assert "between 1:4 and 4:1" in error_of(entry)["exception_message"]
+
+
+async def test_polling_reports_progress(make_engine, contract):
+    contract.task_steps = 4
+    engine = make_engine()
+    events = []
+    engine.add_listener(lambda event, data, sid: events.append((event, data)))
+    entry = await run_prompt(engine, with_preview({"class_type": "FluxProImageNode",
+                                                   "inputs": NODES["FluxProImageNode"]}))
+    assert entry["status"]["status_str"] == "success"
+    values = [d["value"] for e, d in events if e == "progress" and d.get("node") == "1"]
+    assert values == [20.0, 40.0, 60.0, 80.0, 100]  # each poll's progress, then done
+    assert any(e == "progress_text" and d["text"].startswith("Generating (") for e, d in events)
+    assert contract.paths().count("/proxy/bfl/get_result") == 5
+
+
+async def test_interrupt_stops_polling(make_engine, contract):
+    contract.task_steps = 10_000
+    engine = make_engine()
+    result = engine.submit(with_preview({"class_type": "FluxProUltraImageNode", "inputs": NODES["FluxProUltraImageNode"]}),
+                           extra_data={"auth_token_comfy_org": TOKEN})
+    for _ in range(200):
+        if contract.paths().count("/proxy/bfl/get_result") >= 3:
+            break
+        await asyncio.sleep(0.02)
+    engine.interrupt(result.prompt_id)
+    entry = await asyncio.wait_for(asyncio.wrap_future(engine.wait(result.prompt_id)), 10)
+    assert any(kind == "execution_interrupted" for kind, _ in entry["status"]["messages"])
+    polls = contract.paths().count("/proxy/bfl/get_result")
+    await asyncio.sleep(0.3)
+    assert contract.paths().count("/proxy/bfl/get_result") == polls  # nothing polls any more
+
+
+async def test_transient_errors_are_retried(make_engine, contract):
+    route = ROUTES["OpenAIDalle3"]
+    contract.answer_first[route] = [503, 429]
+    engine = make_engine()
+    entry = await run_prompt(engine, with_preview({"class_type": "OpenAIDalle3", "inputs": NODES["OpenAIDalle3"]}))
+    assert entry["status"]["status_str"] == "success"
+    assert contract.paths().count(route) == 3
+
+    contract.answer_first[route] = [503] * 10  # never recovers: the node fails after 3 retries
+    entry = await run_prompt(engine, with_preview({"class_type": "OpenAIDalle3",
+                                                   "inputs": {**NODES["OpenAIDalle3"], "prompt": "again"}}))
+    error = error_of(entry)
+    assert error["node_id"] == "1" and "503" in error["exception_message"] and "after 3 retries" in error["exception_message"]
+
+
+@pytest.mark.parametrize("outcome", ["Content Moderated", "Request Moderated"])
+async def test_bfl_moderation_is_shown_on_the_node(outcome, make_engine, contract):
+    contract.task_outcome = outcome
+    engine = make_engine()
+    entry = await run_prompt(engine, with_preview({"class_type": "FluxKontextProImageNode",
+                                                   "inputs": NODES["FluxKontextProImageNode"]}))
+    error = error_of(entry)
+    assert error["node_id"] == "1" and error["node_type"] == "FluxKontextProImageNode"
+    assert error["exception_message"] == f"BFL API did not return an image due to: {outcome}."
+
+
+async def test_vendor_refusals_are_worded_for_the_user(make_engine, contract):
+    engine = make_engine()
+    entry = await run_prompt(engine, with_preview({"class_type": "OpenAIGPTImage1",
+                                                   "inputs": {**NODES["OpenAIGPTImage1"], "prompt": "forbidden"}}))
+    assert "content moderation: Your request was rejected by the safety system." in error_of(entry)["exception_message"]
+
+    entry = await run_prompt(engine, with_preview({"class_type": "StabilityStableImageUltraNode",
+                                                   "inputs": {**NODES["StabilityStableImageUltraNode"],
+                                                              "prompt": "forbidden"}}))
+    assert error_of(entry)["exception_message"] == "Stable Image Ultra generation failed: CONTENT_FILTERED."
+
+    contract.answer_first[ROUTES["OpenAIDalle2"]] = [402]
+    entry = await run_prompt(engine, with_preview({"class_type": "OpenAIDalle2", "inputs": NODES["OpenAIDalle2"]}))
+    assert error_of(entry)["exception_message"].startswith("Payment Required")
+
+    entry = await run_prompt(engine, with_preview({"class_type": "OpenAIDalle2", "inputs": NODES["OpenAIDalle2"]}),
+                             extra_data={})  # not logged in, no key of its own
+    assert error_of(entry)["exception_message"] == "Unauthorized: Please login first to use this node."
+
+    entry = await run_prompt(engine, with_preview({"class_type": "OpenAIDalle2", "inputs": NODES["OpenAIDalle2"]}),
+                             extra_data={"auth_token_comfy_org": "someone-elses-token"})
+    assert error_of(entry)["exception_message"] == "Unauthorized: Please login first to use this node."
+
+
+async def test_comfy_api_key_is_sent_as_x_api_key(make_engine, contract):
+    contract.api_key = "comfyui-key-0123456789"
+    engine = make_engine()
+    entry = await run_prompt(engine, with_preview({"class_type": "OpenAIDalle2", "inputs": NODES["OpenAIDalle2"]}),
+                             extra_data={"api_key_comfy_org": contract.api_key})
+    assert entry["status"]["status_str"] == "success"
+    assert contract.requests[-1]["headers"]["X-API-KEY"] == contract.api_key
+
+
+async def test_openai_direct_with_own_key(make_engine, contract, tmp_path):
+    """With an OpenAI key in --api-node-keys the node calls OpenAI's API (here the contract
+    server's /v1) with that key and needs no Comfy login."""
+    contract.openai_key = "sk-own-key-4d2c"
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"openai": {"api_key": contract.openai_key, "base_url": contract.url + "/v1"}}))
+    engine = make_engine(api_node_keys=str(keys))
+    entry = await run_prompt(engine, with_preview({"class_type": "OpenAIDalle2", "inputs": NODES["OpenAIDalle2"]}),
+                             extra_data={})
+    assert entry["status"]["status_str"] == "success", error_of(entry)
+    assert contract.paths() == ["/v1/images/generations"]
+    assert contract.requests[0]["headers"]["Authorization"] == f"Bearer {contract.openai_key}"
