@@ -49,8 +49,6 @@ INERT_FLAGS: dict[str, str] = {
     "--mmap-torch-files": ".ckpt/.pt files are read with torch.load(weights_only=True)",
     "--deterministic": "torch's default algorithms are used",
     "--fast": "no optional fast paths are implemented",
-    "--comfy-api-base": "there are no API (paid service) nodes",
-    "--disable-api-nodes": "there are no API (paid service) nodes",
 }
 
 
@@ -98,7 +96,6 @@ class Config:
     whitelist_custom_nodes: list[str] = field(default_factory=list)
     blacklist_custom_nodes: list[str] = field(default_factory=list)
     disable_api_nodes: bool = False
-    comfy_api_base: str | None = None  # None: $COMFY_API_BASE, else https://api.comfy.org
     api_node_keys: str | None = None  # JSON file of per-vendor direct keys / base URLs (docs/api-nodes.md)
     enable_manager: bool = False
     enable_manager_legacy_ui: bool = False
@@ -326,7 +323,8 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
                      help="read the API key (see --api-key) from this file (its first line)")
     net.add_argument("--external-address", default=None, help="base URL used for external addresses in the API")
     net.add_argument("--enable-compress-response-body", action="store_true", help="gzip response bodies")
-    net.add_argument("--comfy-api-base", default="https://api.comfy.org", help="base URL of the Comfy API")
+    net.add_argument("--comfy-api-base", default="https://api.comfy.org",
+                     help="base URL of the Comfy API proxy that API nodes call")
     launch = net.add_mutually_exclusive_group()
     launch.add_argument("--auto-launch", action="store_true", help="open the browser on start")
     launch.add_argument("--disable-auto-launch", action="store_true", help="don't open the browser")
@@ -357,8 +355,6 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
     ex.add_argument("--blacklist-custom-nodes", nargs="+", action=_AppendExtend, default=[],
                     help="custom node packs never to load (shell globs)")
     ex.add_argument("--disable-api-nodes", action="store_true", help="don't load API nodes")
-    ex.add_argument("--comfy-api-base", metavar="URL", default=None,
-                    help="base URL of the Comfy API proxy the API nodes call (default https://api.comfy.org)")
     ex.add_argument("--api-node-keys", metavar="FILE", default=None,
                     help="JSON file of per-vendor API keys: API nodes of those vendors call them directly")
     ex.add_argument("--enable-manager", action="store_true",

@@ -21,7 +21,7 @@ def fast_client(monkeypatch):
 
     monkeypatch.setattr(ApiClient, "retry_delay", 0.01)
     monkeypatch.setattr(ApiClient, "poll_interval", 0.02)
-    for name in ("OPENAI_API_KEY", "STABILITY_API_KEY", "COMFY_API_BASE", "OPENAI_BASE_URL"):
+    for name in ("OPENAI_API_KEY", "STABILITY_API_KEY", "OPENAI_BASE_URL", "STABILITY_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
 
 

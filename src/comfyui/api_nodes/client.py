@@ -63,8 +63,8 @@ def _config():
 
 
 def api_base() -> str:
-    """The proxy's base URL: --comfy-api-base, else $COMFY_API_BASE, else api.comfy.org."""
-    return (getattr(_config(), "comfy_api_base", None) or os.environ.get("COMFY_API_BASE") or DEFAULT_API_BASE).rstrip("/")
+    """The proxy's base URL (--comfy-api-base)."""
+    return (getattr(_config(), "comfy_api_base", None) or DEFAULT_API_BASE).rstrip("/")
 
 
 def direct_key(vendor: Vendor) -> tuple[str, str] | None:
