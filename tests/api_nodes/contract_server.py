@@ -24,6 +24,10 @@ BFL_MODELS = {
     "flux-pro-1.1": m.BFLFluxProGenerateRequest,
     "flux-kontext-pro": m.BFLFluxKontextProGenerateRequest,
     "flux-kontext-max": m.BFLFluxKontextProGenerateRequest,
+    "flux-pro-1.0-expand": m.BFLFluxExpandImageRequest,
+    "flux-pro-1.0-fill": m.BFLFluxFillImageRequest,
+    "flux-pro-1.0-canny": m.BFLFluxControlImageRequest,
+    "flux-pro-1.0-depth": m.BFLFluxControlImageRequest,
 }
 
 

@@ -24,7 +24,18 @@ NODES = {
     "OpenAIDalle3": {"prompt": "a fox", "seed": 0, "quality": "hd", "style": "vivid", "size": "1024x1792"},
     "OpenAIGPTImage1": {"prompt": "a fox", "seed": 0, "quality": "low", "background": "opaque", "size": "auto", "n": 1},
     "StabilityStableImageUltraNode": {"prompt": "a fox", "aspect_ratio": "3:2", "style_preset": "anime", "seed": 9},
+    "FluxProExpandNode": {"image": ["3", 0], "prompt": "more sky", "prompt_upsampling": False, "top": 64, "bottom": 0,
+                          "left": 0, "right": 32, "guidance": 60, "steps": 50, "seed": 2},
+    "FluxProFillNode": {"image": ["3", 0], "mask": ["4", 0], "prompt": "a window", "prompt_upsampling": False,
+                        "guidance": 60, "steps": 30, "seed": 2},
+    "FluxProCannyNode": {"control_image": ["3", 0], "prompt": "a house", "prompt_upsampling": False,
+                         "canny_low_threshold": 0.1, "canny_high_threshold": 0.4, "skip_preprocessing": False,
+                         "guidance": 30, "steps": 50, "seed": 2},
+    "FluxProDepthNode": {"control_image": ["3", 0], "prompt": "a house", "prompt_upsampling": False,
+                         "skip_preprocessing": True, "guidance": 15, "steps": 50, "seed": 2},
 }
+IMAGE = {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 24, "batch_size": 1, "color": 0xFF0000}}
+MASK = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 20, "height": 12}}
 ROUTES = {
     "FluxProUltraImageNode": "/proxy/bfl/flux-pro-1.1-ultra/generate",
     "FluxKontextProImageNode": "/proxy/bfl/flux-kontext-pro/generate",
@@ -34,6 +45,10 @@ ROUTES = {
     "OpenAIDalle3": "/proxy/openai/images/generations",
     "OpenAIGPTImage1": "/proxy/openai/images/generations",
     "StabilityStableImageUltraNode": "/proxy/stability/v2beta/stable-image/generate/ultra",
+    "FluxProExpandNode": "/proxy/bfl/flux-pro-1.0-expand/generate",
+    "FluxProFillNode": "/proxy/bfl/flux-pro-1.0-fill/generate",
+    "FluxProCannyNode": "/proxy/bfl/flux-pro-1.0-canny/generate",
+    "FluxProDepthNode": "/proxy/bfl/flux-pro-1.0-depth/generate",
 }
 
 
@@ -45,7 +60,9 @@ def saved_images(workspace, entry: dict) -> list[Image.Image]:
 @pytest.mark.parametrize("class_type", list(NODES))
 async def test_node_runs_end_to_end(class_type, make_engine, contract, workspace):
     engine = make_engine()
-    entry = await run_prompt(engine, with_preview({"class_type": class_type, "inputs": NODES[class_type]}))
+    prompt = with_preview({"class_type": class_type, "inputs": NODES[class_type]})
+    prompt.update({"3": IMAGE, "4": MASK})
+    entry = await run_prompt(engine, prompt)
     assert entry["status"]["status_str"] == "success", error_of(entry)
     images = saved_images(workspace, entry)
     assert len(images) == NODES[class_type].get("n", 1)
@@ -53,9 +70,32 @@ async def test_node_runs_end_to_end(class_type, make_engine, contract, workspace
     call = next(r for r in contract.requests if r["path"] == ROUTES[class_type])
     assert call["headers"]["Authorization"] == f"Bearer {TOKEN}"
     sent = call["body"].model_dump(exclude_none=True)  # validated by the server with the route's model
-    for key in ("prompt", "seed", "aspect_ratio", "steps", "width", "size", "quality", "style_preset"):
+    for key in ("prompt", "seed", "aspect_ratio", "steps", "width", "size", "quality", "style_preset", "top", "right"):
         if key in NODES[class_type] and key in sent:
             assert sent[key] == NODES[class_type][key]
+
+
+def _png(b64: str) -> Image.Image:
+    import base64
+    import io
+
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+async def test_bfl_image_and_mask_encoding(make_engine, contract):
+    """Fill sends the mask resized to the image as white-on-black PNG; Canny scales thresholds
+    to BFL's 0..500; skip_preprocessing sends the image as preprocessed_image instead."""
+    engine = make_engine()
+    for class_type in ("FluxProFillNode", "FluxProCannyNode", "FluxProDepthNode"):
+        prompt = with_preview({"class_type": class_type, "inputs": NODES[class_type]})
+        prompt.update({"3": IMAGE, "4": MASK})
+        assert (await run_prompt(engine, prompt))["status"]["status_str"] == "success"
+    fill, canny, depth = (next(r["body"] for r in contract.requests if r["path"] == ROUTES[c])
+                          for c in ("FluxProFillNode", "FluxProCannyNode", "FluxProDepthNode"))
+    assert _png(fill.image).size == (40, 24) and _png(fill.image).getpixel((0, 0)) == (255, 0, 0)
+    assert _png(fill.mask).size == (40, 24) and _png(fill.mask).convert("L").getpixel((5, 5)) == 255
+    assert (canny.canny_low_threshold, canny.canny_high_threshold) == (50, 200) and canny.preprocessed_image is None
+    assert depth.control_image is None and _png(depth.preprocessed_image).size == (40, 24)
 
 
 async def test_image_inputs_travel(make_engine, contract):

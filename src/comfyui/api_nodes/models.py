@@ -51,6 +51,48 @@ class BFLFluxKontextProGenerateRequest(BaseModel):
     prompt_upsampling: Optional[bool] = None
 
 
+class BFLFluxExpandImageRequest(BaseModel):
+    prompt: str
+    prompt_upsampling: Optional[bool] = None
+    seed: Optional[int] = None
+    top: int = Field(..., ge=0, le=2048)
+    bottom: int = Field(..., ge=0, le=2048)
+    left: int = Field(..., ge=0, le=2048)
+    right: int = Field(..., ge=0, le=2048)
+    steps: int = Field(..., ge=15, le=50)
+    guidance: float = Field(..., ge=1.5, le=100)
+    safety_tolerance: Optional[int] = Field(None, ge=0, le=6)
+    output_format: Optional[BFLOutputFormat] = None
+    image: str  # base64 PNG
+
+
+class BFLFluxFillImageRequest(BaseModel):
+    prompt: str
+    prompt_upsampling: Optional[bool] = None
+    seed: Optional[int] = None
+    steps: int = Field(..., ge=15, le=50)
+    guidance: float = Field(..., ge=1.5, le=100)
+    safety_tolerance: Optional[int] = Field(None, ge=0, le=6)
+    output_format: Optional[BFLOutputFormat] = None
+    image: str  # base64 PNG
+    mask: str  # base64 PNG, white = repaint
+
+
+class BFLFluxControlImageRequest(BaseModel):
+    """Canny and depth control: ``control_image`` (BFL preprocesses it) or ``preprocessed_image``."""
+    prompt: str
+    prompt_upsampling: Optional[bool] = None
+    canny_low_threshold: Optional[int] = Field(None, ge=0, le=500)  # canny only
+    canny_high_threshold: Optional[int] = Field(None, ge=0, le=500)
+    seed: Optional[int] = None
+    steps: int = Field(..., ge=15, le=50)
+    guidance: float = Field(..., ge=1, le=100)
+    safety_tolerance: Optional[int] = Field(None, ge=0, le=6)
+    output_format: Optional[BFLOutputFormat] = None
+    control_image: Optional[str] = None
+    preprocessed_image: Optional[str] = None
+
+
 class BFLFluxProGenerateResponse(BaseModel):
     id: str
     polling_url: str

@@ -162,4 +162,134 @@ class FluxProImageNode(io.ComfyNode):
         return await run_bfl(cls, "/proxy/bfl/flux-pro-1.1/generate", request)
 
 
-NODES = [FluxProUltraImageNode, FluxKontextProImageNode, FluxKontextMaxImageNode, FluxProImageNode]
+def _steps(default=50):
+    return io.Int.Input("steps", default=default, min=15, max=50, tooltip="Number of steps for the image generation process")
+
+
+def _seed():
+    return io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
+                        tooltip="The random seed used for creating the noise.")
+
+
+def _prompt():
+    return io.String.Input("prompt", multiline=True, default="", tooltip="Prompt for the image generation")
+
+
+def _guidance(default, low):
+    return io.Float.Input("guidance", default=default, min=low, max=100,
+                          tooltip="Guidance strength for the image generation process")
+
+
+def mask_png_base64(mask, image) -> str:
+    """A MASK resized to the image's size, as a greyscale-in-RGB PNG (white = repaint)."""
+    import torch
+
+    mask = mask.reshape(-1, *mask.shape[-2:])[:1].float()
+    if mask.shape[-2:] != image.shape[1:3]:
+        mask = torch.nn.functional.interpolate(mask.unsqueeze(1), size=image.shape[1:3], mode="bilinear").squeeze(1)
+    return png_base64(mask.unsqueeze(-1).expand(-1, -1, -1, 3))
+
+
+class FluxProExpandNode(io.ComfyNode):
+    """Outpaints image based on prompt."""
+
+    @classmethod
+    def define_schema(cls):
+        sides = [io.Int.Input(side, default=0, min=0, max=2048, tooltip=f"Number of pixels to expand at the {side} of the image")
+                 for side in ("top", "bottom", "left", "right")]
+        return io.Schema(
+            node_id="FluxProExpandNode", display_name="Flux.1 Expand Image", category=CATEGORY, description=cls.__doc__,
+            inputs=[io.Image.Input("image"), _prompt(),
+                    io.Boolean.Input("prompt_upsampling", default=False, tooltip=UPSAMPLING_TIP),
+                    *sides, _guidance(60, 1.5), _steps(), _seed()],
+            outputs=[io.Image.Output()], hidden=HIDDEN, is_api_node=True, price_badge=_usd(0.05))
+
+    @classmethod
+    async def execute(cls, image, prompt, prompt_upsampling, top, bottom, left, right, steps, guidance, seed=0):
+        request = m.BFLFluxExpandImageRequest(
+            prompt=prompt, prompt_upsampling=prompt_upsampling, top=top, bottom=bottom, left=left, right=right,
+            steps=steps, guidance=guidance, seed=seed, image=png_base64(image[..., :3]))
+        return await run_bfl(cls, "/proxy/bfl/flux-pro-1.0-expand/generate", request)
+
+
+class FluxProFillNode(io.ComfyNode):
+    """Inpaints image based on mask and prompt."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FluxProFillNode", display_name="Flux.1 Fill Image", category=CATEGORY, description=cls.__doc__,
+            inputs=[io.Image.Input("image"), io.Mask.Input("mask"), _prompt(),
+                    io.Boolean.Input("prompt_upsampling", default=False, tooltip=UPSAMPLING_TIP),
+                    _guidance(60, 1.5), _steps(), _seed()],
+            outputs=[io.Image.Output()], hidden=HIDDEN, is_api_node=True, price_badge=_usd(0.05))
+
+    @classmethod
+    async def execute(cls, image, mask, prompt, prompt_upsampling, steps, guidance, seed=0):
+        request = m.BFLFluxFillImageRequest(
+            prompt=prompt, prompt_upsampling=prompt_upsampling, steps=steps, guidance=guidance, seed=seed,
+            image=png_base64(image[..., :3]), mask=mask_png_base64(mask, image))
+        return await run_bfl(cls, "/proxy/bfl/flux-pro-1.0-fill/generate", request)
+
+
+class FluxProCannyNode(io.ComfyNode):
+    """Generate image using a control image (canny)."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FluxProCannyNode", display_name="Flux.1 Canny Control Image", category=CATEGORY,
+            description=cls.__doc__,
+            inputs=[io.Image.Input("control_image"), _prompt(),
+                    io.Boolean.Input("prompt_upsampling", default=False, tooltip=UPSAMPLING_TIP),
+                    io.Float.Input("canny_low_threshold", default=0.1, min=0.01, max=0.99, step=0.01,
+                                   tooltip="Low threshold for Canny edge detection; ignored if skip_processing is True"),
+                    io.Float.Input("canny_high_threshold", default=0.4, min=0.01, max=0.99, step=0.01,
+                                   tooltip="High threshold for Canny edge detection; ignored if skip_processing is True"),
+                    io.Boolean.Input("skip_preprocessing", default=False,
+                                     tooltip="Whether to skip preprocessing; set to True if control_image already is "
+                                             "canny-fied, False if it is a raw image."),
+                    _guidance(30, 1), _steps(), _seed()],
+            outputs=[io.Image.Output()], hidden=HIDDEN, is_api_node=True, price_badge=_usd(0.05))
+
+    @classmethod
+    async def execute(cls, control_image, prompt, prompt_upsampling, canny_low_threshold, canny_high_threshold,
+                      skip_preprocessing, steps, guidance, seed=0):
+        encoded = png_base64(control_image[..., :3])
+        thresholds = {} if skip_preprocessing else {  # BFL's thresholds run 0..500
+            "canny_low_threshold": round(canny_low_threshold * 500), "canny_high_threshold": round(canny_high_threshold * 500)}
+        request = m.BFLFluxControlImageRequest(
+            prompt=prompt, prompt_upsampling=prompt_upsampling, steps=steps, guidance=guidance, seed=seed,
+            control_image=None if skip_preprocessing else encoded,
+            preprocessed_image=encoded if skip_preprocessing else None, **thresholds)
+        return await run_bfl(cls, "/proxy/bfl/flux-pro-1.0-canny/generate", request)
+
+
+class FluxProDepthNode(io.ComfyNode):
+    """Generate image using a control image (depth)."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FluxProDepthNode", display_name="Flux.1 Depth Control Image", category=CATEGORY,
+            description=cls.__doc__,
+            inputs=[io.Image.Input("control_image"), _prompt(),
+                    io.Boolean.Input("prompt_upsampling", default=False, tooltip=UPSAMPLING_TIP),
+                    io.Boolean.Input("skip_preprocessing", default=False,
+                                     tooltip="Whether to skip preprocessing; set to True if control_image already is "
+                                             "depth-ified, False if it is a raw image."),
+                    _guidance(15, 1), _steps(), _seed()],
+            outputs=[io.Image.Output()], hidden=HIDDEN, is_api_node=True, price_badge=_usd(0.05))
+
+    @classmethod
+    async def execute(cls, control_image, prompt, prompt_upsampling, skip_preprocessing, steps, guidance, seed=0):
+        encoded = png_base64(control_image[..., :3])
+        request = m.BFLFluxControlImageRequest(
+            prompt=prompt, prompt_upsampling=prompt_upsampling, steps=steps, guidance=guidance, seed=seed,
+            control_image=None if skip_preprocessing else encoded,
+            preprocessed_image=encoded if skip_preprocessing else None)
+        return await run_bfl(cls, "/proxy/bfl/flux-pro-1.0-depth/generate", request)
+
+
+NODES = [FluxProUltraImageNode, FluxKontextProImageNode, FluxKontextMaxImageNode, FluxProImageNode, FluxProExpandNode,
+         FluxProFillNode, FluxProCannyNode, FluxProDepthNode]
