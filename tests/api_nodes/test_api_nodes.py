@@ -170,6 +170,25 @@ async def test_transient_errors_are_retried(make_engine, contract):
     assert error["node_id"] == "1" and "503" in error["exception_message"] and "after 3 retries" in error["exception_message"]
 
 
+async def test_slow_answers_time_out_and_are_retried(make_engine, contract, monkeypatch):
+    import aiohttp
+
+    from comfyui.api_nodes.client import ApiClient
+
+    monkeypatch.setattr(ApiClient, "timeout", aiohttp.ClientTimeout(total=0.3))
+    engine = make_engine()
+    contract.delay = 0.15  # slow, but within the timeout
+    entry = await run_prompt(engine, with_preview({"class_type": "OpenAIDalle3", "inputs": NODES["OpenAIDalle3"]}))
+    assert entry["status"]["status_str"] == "success"
+    contract.delay = 1.0  # every answer later than the timeout
+    contract.requests.clear()
+    entry = await run_prompt(engine, with_preview({"class_type": "OpenAIDalle3",
+                                                   "inputs": {**NODES["OpenAIDalle3"], "prompt": "slow"}}))
+    message = error_of(entry)["exception_message"]
+    assert message.startswith(f"Could not reach {contract.url}") and message.endswith("(after 3 retries)")
+    assert len(contract.requests) == 4
+
+
 @pytest.mark.parametrize("outcome", ["Content Moderated", "Request Moderated"])
 async def test_bfl_moderation_is_shown_on_the_node(outcome, make_engine, contract):
     contract.task_outcome = outcome

@@ -82,26 +82,27 @@ async def test_token_is_stored_and_shown_nowhere(http_server, contract, tmp_path
     assert leaks == []
 
 
-def _request_from(peer: str, secure: bool = False):
+def _request_from(peer: str):
     transport = mock.Mock()
     transport.get_extra_info.side_effect = lambda key, default=None: (peer, 50000) if key == "peername" else default
-    return make_mocked_request("POST", "/prompt", transport=transport,
-                               headers={"X-Forwarded-Proto": "https"} if secure else {})
+    return make_mocked_request("POST", "/prompt", transport=transport)
 
 
 async def test_api_nodes_need_loopback_or_https(http_server):
+    """The rule POST /prompt and POST /api/v1/prompts apply (the clients here are all on loopback,
+    so the remote address is set on a mocked request; the loopback case runs for real above)."""
     client, engine = http_server
-    from comfyui.server.routes_prompt import PromptRoutes
+    from comfyui.server.routes_prompt import api_nodes_refusal
 
-    routes = PromptRoutes(client.server.app["ctx"])
-    refusal = routes.api_nodes_refusal(_request_from("192.168.1.20"), {"prompt": PROMPT})
+    registry = engine.registry
+    refusal = api_nodes_refusal(_request_from("192.168.1.20"), PROMPT, registry)
     assert refusal is not None and refusal.status == 400
     assert refusal.error["type"] == "api_nodes_need_secure_context"
     assert refusal.node_errors["1"]["class_type"] == "FluxProImageNode" and "2" not in refusal.node_errors
-    text_only = {"prompt": {"1": {"class_type": "PrimitiveString", "inputs": {"value": "x"}}}}
-    assert routes.api_nodes_refusal(_request_from("192.168.1.20"), text_only) is None
-    assert routes.api_nodes_refusal(_request_from("127.0.0.1"), {"prompt": PROMPT}) is None
-    assert routes.api_nodes_refusal(_request_from("::1"), {"prompt": PROMPT}) is None
+    text_only = {"1": {"class_type": "PrimitiveString", "inputs": {"value": "x"}}}
+    assert api_nodes_refusal(_request_from("192.168.1.20"), text_only, registry) is None
+    assert api_nodes_refusal(_request_from("127.0.0.1"), PROMPT, registry) is None
+    assert api_nodes_refusal(_request_from("::1"), PROMPT, registry) is None
 
 
 async def test_price_badges_in_object_info(http_server):

@@ -47,6 +47,24 @@ def on_prompt_hooks(body: Any) -> Any:
     return body
 
 
+def api_nodes_refusal(request: web.Request, prompt: Any, registry: Any) -> PromptRejected | None:
+    """The refusal of a prompt with API nodes sent over plain HTTP from another machine."""
+    if request.secure or _is_loopback(request.remote or "") or not isinstance(prompt, dict):
+        return None
+    api_nodes = {}
+    for node_id, node in prompt.items():
+        node_def = registry.get(node.get("class_type")) if isinstance(node, dict) else None
+        if node_def is not None and node_def.api_node:
+            api_nodes[str(node_id)] = node_def.name
+    if not api_nodes:
+        return None
+    message = "API nodes need a secure connection: use HTTPS, or run the browser on this machine (localhost)"
+    error = {"type": "api_nodes_need_secure_context", "message": message, "details": "", "extra_info": {}}
+    node_errors = {node_id: {"errors": [dict(error)], "dependent_outputs": [], "class_type": class_type}
+                   for node_id, class_type in api_nodes.items()}
+    return PromptRejected(error, node_errors)
+
+
 class PromptRoutes:
     def __init__(self, ctx: ServerContext):
         self.engine = ctx.engine
@@ -57,7 +75,8 @@ class PromptRoutes:
 
     async def post_prompt(self, request: web.Request) -> web.Response:
         body = await read_json(request, default=None)
-        refusal = self.api_nodes_refusal(request, body)
+        refusal = api_nodes_refusal(request, body.get("prompt") if isinstance(body, dict) else None,
+                                    self.engine.registry)
         if refusal is not None:
             return rejected_response(refusal)
         try:
@@ -66,26 +85,6 @@ class PromptRoutes:
             return rejected_response(e)
         return json_response({"prompt_id": result.prompt_id, "number": result.number,
                               "node_errors": result.node_errors or {}})
-
-    def api_nodes_refusal(self, request: web.Request, body: Any) -> PromptRejected | None:
-        """The refusal of a prompt with API nodes sent over plain HTTP from another machine."""
-        if request.secure or _is_loopback(request.remote or ""):
-            return None
-        prompt = body.get("prompt") if isinstance(body, dict) else None
-        if not isinstance(prompt, dict):
-            return None
-        api_nodes = {}
-        for node_id, node in prompt.items():
-            node_def = self.engine.registry.get(node.get("class_type")) if isinstance(node, dict) else None
-            if node_def is not None and node_def.api_node:
-                api_nodes[str(node_id)] = node_def.name
-        if not api_nodes:
-            return None
-        message = "API nodes need a secure connection: use HTTPS, or run the browser on this machine (localhost)"
-        error = {"type": "api_nodes_need_secure_context", "message": message, "details": "", "extra_info": {}}
-        node_errors = {node_id: {"errors": [dict(error)], "dependent_outputs": [], "class_type": class_type}
-                       for node_id, class_type in api_nodes.items()}
-        return PromptRejected(error, node_errors)
 
     async def post_interrupt(self, request: web.Request) -> web.Response:
         body = await read_json(request, default={})

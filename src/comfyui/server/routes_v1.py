@@ -84,7 +84,7 @@ from aiohttp import web
 from ..jobs.submission import PromptRejected, PromptRequest, PromptSubmitter
 from .context import (JSONBodyError, ServerContext, add_route, dumps, error_response, json_response,
                       parse_json_body)
-from .routes_prompt import rejected_response
+from .routes_prompt import api_nodes_refusal, rejected_response
 
 log = logging.getLogger(__name__)
 
@@ -470,6 +470,9 @@ class V1Routes:
             submission = PromptRequest(prompt, prompt_id=prompt_id, extra_data=options.get("extra_data"))
         except PromptRejected as e:
             return rejected_response(e)
+        refusal = api_nodes_refusal(request, prompt, self.engine.registry)
+        if refusal is not None:
+            return rejected_response(refusal)
         if prompt_id is not None and await self.submitter.known(prompt_id):
             return await self._respond(request, prompt_id, prompt, kind, respond_async)
 
