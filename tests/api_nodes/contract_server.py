@@ -19,6 +19,13 @@ from comfyui.api_nodes import models as m
 RESULT_SIZE = (64, 48)  # width, height of every image the server returns
 RESULT_COLOR = (200, 30, 90)
 
+STABILITY_MODELS = {
+    ("generate", "ultra"): m.StabilityStableUltraRequest,
+    ("generate", "sd3"): m.StabilityStable3_5Request,
+    ("upscale", "conservative"): m.StabilityUpscaleConservativeRequest,
+    ("upscale", "creative"): m.StabilityUpscaleCreativeRequest,
+    ("upscale", "fast"): m.StabilityUpscaleFastRequest,
+}
 BFL_MODELS = {
     "flux-pro-1.1-ultra": m.BFLFluxProUltraGenerateRequest,
     "flux-pro-1.1": m.BFLFluxProGenerateRequest,
@@ -71,7 +78,8 @@ class ContractServer:
         app.router.add_post("/proxy/openai/images/generations", self.openai_generations)
         app.router.add_post("/proxy/openai/images/edits", self.openai_edits)
         app.router.add_post("/v1/images/generations", self.openai_generations)
-        app.router.add_post("/proxy/stability/v2beta/stable-image/generate/ultra", self.stability_ultra)
+        app.router.add_post("/proxy/stability/v2beta/stable-image/{kind}/{model}", self.stability)
+        app.router.add_get("/proxy/stability/v2beta/results/{id}", self.stability_result)
         app.router.add_get("/files/{name}", self.file)
         self._server = TestServer(app, host="127.0.0.1")
         await self._server.start_server()
@@ -192,16 +200,41 @@ class ContractServer:
         return self._openai_answer(body)
 
     # ---- Stability ----
-    async def stability_ultra(self, request: web.Request) -> web.Response:
+    async def stability(self, request: web.Request) -> web.Response:
+        model = STABILITY_MODELS.get((request.match_info["kind"], request.match_info["model"]))
+        if model is None:
+            raise web.HTTPNotFound()
         fields, files = await self._form(request)
         try:
-            body = self._validate(m.StabilityStableUltraRequest, fields)
+            body = self._validate(model, fields)
         except ValidationError as e:
             return self._invalid(e)
         self.requests[-1]["files"] = files
-        if "forbidden" in body.prompt:
-            answer = m.StabilityStableUltraResponse(finish_reason="CONTENT_FILTERED", seed=body.seed)
+        if request.match_info["model"] in ("conservative", "creative", "fast") and not files.get("image"):
+            return web.json_response({"name": "bad_request", "errors": ["image: required"]}, status=400)
+        if request.match_info["model"] == "creative":  # a task: poll /v2beta/results/{id}
+            task = Task(f"stab-{next(self._ids)}", self.task_steps, self.task_outcome)
+            self.tasks[task.id] = task
+            return web.json_response(m.StabilityAsyncResponse(id=task.id).model_dump())
+        if "forbidden" in getattr(body, "prompt", ""):
+            answer = m.StabilityStableUltraResponse(finish_reason="CONTENT_FILTERED", seed=getattr(body, "seed", None))
         else:
             answer = m.StabilityStableUltraResponse(image=base64.b64encode(result_png()).decode(),
-                                                    finish_reason="SUCCESS", seed=body.seed)
+                                                    finish_reason="SUCCESS", seed=getattr(body, "seed", None))
+        return web.json_response(answer.model_dump(exclude_none=True))
+
+    async def stability_result(self, request: web.Request) -> web.Response:
+        task = self.tasks.get(request.match_info["id"])
+        if task is None:
+            return web.json_response({"name": "not_found", "errors": ["no such generation"]}, status=404)
+        task.polls += 1
+        if task.polls <= task.steps:
+            answer = m.StabilityResultsGetResponse(id=task.id, status="in-progress")
+            return web.json_response(answer.model_dump(exclude_none=True), status=202)
+        if task.outcome != "Ready":
+            answer = m.StabilityResultsGetResponse(id=task.id, name="content_moderation",
+                                                   errors=["Your request was flagged by our content moderation system"])
+        else:
+            answer = m.StabilityResultsGetResponse(id=task.id, finish_reason="SUCCESS",
+                                                   result=base64.b64encode(result_png()).decode())
         return web.json_response(answer.model_dump(exclude_none=True))

@@ -33,6 +33,12 @@ NODES = {
                          "guidance": 30, "steps": 50, "seed": 2},
     "FluxProDepthNode": {"control_image": ["3", 0], "prompt": "a house", "prompt_upsampling": False,
                          "skip_preprocessing": True, "guidance": 15, "steps": 50, "seed": 2},
+    "StabilityStableImageSD_3_5Node": {"prompt": "a fox", "model": "sd3.5-medium", "aspect_ratio": "16:9",
+                                       "style_preset": "None", "cfg_scale": 4.0, "seed": 4},
+    "StabilityUpscaleConservativeNode": {"image": ["3", 0], "prompt": "sharp", "creativity": 0.35, "seed": 1},
+    "StabilityUpscaleCreativeNode": {"image": ["3", 0], "prompt": "sharp", "creativity": 0.3, "style_preset": "None",
+                                     "seed": 1},
+    "StabilityUpscaleFastNode": {"image": ["3", 0]},
 }
 IMAGE = {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 24, "batch_size": 1, "color": 0xFF0000}}
 MASK = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 20, "height": 12}}
@@ -49,6 +55,10 @@ ROUTES = {
     "FluxProFillNode": "/proxy/bfl/flux-pro-1.0-fill/generate",
     "FluxProCannyNode": "/proxy/bfl/flux-pro-1.0-canny/generate",
     "FluxProDepthNode": "/proxy/bfl/flux-pro-1.0-depth/generate",
+    "StabilityStableImageSD_3_5Node": "/proxy/stability/v2beta/stable-image/generate/sd3",
+    "StabilityUpscaleConservativeNode": "/proxy/stability/v2beta/stable-image/upscale/conservative",
+    "StabilityUpscaleCreativeNode": "/proxy/stability/v2beta/stable-image/upscale/creative",
+    "StabilityUpscaleFastNode": "/proxy/stability/v2beta/stable-image/upscale/fast",
 }
 
 
@@ -245,3 +255,21 @@ async def test_openai_direct_with_own_key(make_engine, contract, tmp_path):
     assert entry["status"]["status_str"] == "success", error_of(entry)
     assert contract.paths() == ["/v1/images/generations"]
     assert contract.requests[0]["headers"]["Authorization"] == f"Bearer {contract.openai_key}"
+
+
+async def test_stability_creative_upscale_is_a_polled_task(make_engine, contract):
+    contract.task_steps = 2
+    engine = make_engine()
+    prompt = with_preview({"class_type": "StabilityUpscaleCreativeNode", "inputs": NODES["StabilityUpscaleCreativeNode"]})
+    prompt["3"] = IMAGE
+    assert (await run_prompt(engine, prompt))["status"]["status_str"] == "success"
+    submit = next(r for r in contract.requests if r["path"] == ROUTES["StabilityUpscaleCreativeNode"])
+    assert Image.open(__import__("io").BytesIO(submit["files"]["image"][0])).size == (40, 24)
+    assert submit["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    polls = [r for r in contract.requests if r["path"].startswith("/proxy/stability/v2beta/results/")]
+    assert len(polls) == 3 and all(r["headers"]["Authorization"] == f"Bearer {TOKEN}" for r in polls)
+
+    contract.task_outcome = "Content Moderated"
+    entry = await run_prompt(engine, {**prompt, "1": {**prompt["1"], "inputs": {**prompt["1"]["inputs"], "seed": 2}}})
+    assert error_of(entry)["exception_message"] == ("Stability Upscale Creative failed: content_moderation "
+                                                    "Your request was flagged by our content moderation system")

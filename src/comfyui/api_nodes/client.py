@@ -157,7 +157,9 @@ class ApiClient:
             throw_if_interrupted()
             try:
                 async with aiohttp.ClientSession(timeout=self.timeout) as session:
-                    kwargs: dict[str, Any] = {"headers": headers}
+                    # JSON answers (Stability's own API sends raw image bytes without this)
+                    kwargs: dict[str, Any] = {"headers": headers if response_model is None
+                                              else {**headers, "Accept": "application/json"}}
                     if files is not None:
                         form = aiohttp.FormData()
                         for k, v in (fields or {}).items():

@@ -168,6 +168,56 @@ class StabilityStableUltraRequest(BaseModel):
     style_preset: Optional[str] = None
 
 
+class StabilityStable3_5Request(BaseModel):
+    model: str
+    mode: str  # text-to-image | image-to-image
+    prompt: str = Field(..., min_length=1, max_length=10000)
+    negative_prompt: Optional[str] = None
+    aspect_ratio: Optional[str] = None
+    seed: Optional[int] = Field(None, ge=0, le=4294967294)
+    output_format: Optional[str] = "png"
+    style_preset: Optional[str] = None
+    cfg_scale: float = Field(..., ge=1.0, le=10.0)
+    strength: Optional[float] = Field(None, ge=0.0, le=1.0)
+
+
+class StabilityUpscaleConservativeRequest(BaseModel):
+    prompt: str = Field(..., min_length=1, max_length=10000)
+    negative_prompt: Optional[str] = None
+    seed: Optional[int] = Field(None, ge=0, le=4294967294)
+    output_format: Optional[str] = "png"
+    creativity: Optional[float] = Field(None, ge=0.2, le=0.5)
+
+
+class StabilityUpscaleCreativeRequest(BaseModel):
+    prompt: str = Field(..., min_length=1, max_length=10000)
+    negative_prompt: Optional[str] = None
+    seed: Optional[int] = Field(None, ge=0, le=4294967294)
+    output_format: Optional[str] = "png"
+    creativity: Optional[float] = Field(None, ge=0.1, le=0.5)
+    style_preset: Optional[str] = None
+
+
+class StabilityUpscaleFastRequest(BaseModel):
+    output_format: Optional[str] = "png"
+
+
+class StabilityAsyncResponse(BaseModel):
+    id: str
+
+
+class StabilityResultsGetResponse(BaseModel):
+    """``GET /v2beta/results/{id}``: ``status`` in-progress until ``finish_reason`` and
+    ``result`` (base64) arrive; ``name``/``errors`` on failure."""
+    id: Optional[str] = None
+    status: Optional[str] = None
+    finish_reason: Optional[str] = None
+    result: Optional[str] = None
+    seed: Optional[int] = None
+    name: Optional[str] = None
+    errors: Optional[list[str]] = None
+
+
 class StabilityStableUltraResponse(BaseModel):
     image: Optional[str] = None  # base64
     finish_reason: Optional[str] = None  # SUCCESS | CONTENT_FILTERED
