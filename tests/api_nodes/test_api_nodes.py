@@ -110,7 +110,7 @@ async def test_bfl_image_and_mask_encoding(make_engine, contract):
 
 async def test_image_inputs_travel(make_engine, contract):
     """Kontext sends its input image as base64 PNG; GPT Image 1 with an image goes to the
-    multipart edits route; a wrong aspect ratio is refused before any request."""
+    multipart edits route; a wrong aspect ratio is refused when queued (node_errors)."""
     engine = make_engine()
     image = {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 24, "batch_size": 1, "color": 0xFF0000}}
     prompt = with_preview({"class_type": "FluxKontextProImageNode",
@@ -130,8 +130,12 @@ async def test_image_inputs_travel(make_engine, contract):
 
     bad = with_preview({"class_type": "FluxProUltraImageNode", "inputs": {**NODES["FluxProUltraImageNode"],
                                                                         "aspect_ratio": "9:1"}})
-    entry = await run_prompt(engine, bad)
-    assert "between 1:4 and 4:1" in error_of(entry)["exception_message"]
+    from comfyui.engine.validation import PromptError
+
+    with pytest.raises(PromptError) as refused:
+        engine.submit(bad, extra_data={"auth_token_comfy_org": TOKEN})
+    error = refused.value.node_errors["1"]["errors"][0]
+    assert error["type"] == "custom_validation_failed" and "between 1:4 and 4:1" in error["details"]
 
 
 async def test_polling_reports_progress(make_engine, contract):

@@ -79,6 +79,15 @@ class FluxProUltraImageNode(io.ComfyNode):
             outputs=[io.Image.Output()], hidden=HIDDEN, is_api_node=True, price_badge=_usd(0.06))
 
     @classmethod
+    def validate_inputs(cls, aspect_ratio):
+        """A bad aspect ratio is refused when the prompt is queued (a link's value is checked at run time)."""
+        try:
+            checked_aspect_ratio(aspect_ratio) if isinstance(aspect_ratio, str) else None
+        except ApiNodeError as e:
+            return str(e)
+        return True
+
+    @classmethod
     async def execute(cls, prompt, aspect_ratio, prompt_upsampling=False, raw=False, seed=0, image_prompt=None,
                       image_prompt_strength=0.1):
         if image_prompt is None and not prompt:
@@ -115,6 +124,15 @@ class FluxKontextProImageNode(io.ComfyNode):
                 io.Image.Input("input_image", optional=True),
             ],
             outputs=[io.Image.Output()], hidden=HIDDEN, is_api_node=True, price_badge=_usd(cls.PRICE))
+
+    @classmethod
+    def validate_inputs(cls, aspect_ratio):
+        """A bad aspect ratio is refused when the prompt is queued (a link's value is checked at run time)."""
+        try:
+            checked_aspect_ratio(aspect_ratio) if isinstance(aspect_ratio, str) else None
+        except ApiNodeError as e:
+            return str(e)
+        return True
 
     @classmethod
     async def execute(cls, prompt, aspect_ratio, guidance, steps, input_image=None, seed=0, prompt_upsampling=False):
