@@ -80,6 +80,7 @@ class ContractServer:
         app.router.add_post("/v1/images/generations", self.openai_generations)
         app.router.add_post("/proxy/stability/v2beta/stable-image/{kind}/{model}", self.stability)
         app.router.add_get("/proxy/stability/v2beta/results/{id}", self.stability_result)
+        app.router.add_post("/proxy/ideogram/generate", self.ideogram)
         app.router.add_get("/files/{name}", self.file)
         self._server = TestServer(app, host="127.0.0.1")
         await self._server.start_server()
@@ -198,6 +199,20 @@ class ContractServer:
             return web.json_response({"error": {"message": "image is required"}}, status=400)
         self.requests[-1]["files"] = files
         return self._openai_answer(body)
+
+    # ---- Ideogram ----
+    async def ideogram(self, request: web.Request) -> web.Response:
+        try:
+            body = self._validate(m.IdeogramGenerateRequest, await request.json()).image_request
+        except ValidationError as e:
+            return self._invalid(e)
+        if "forbidden" in body.prompt:
+            data = [m.IdeogramImage(is_image_safe=False, seed=body.seed)]
+        else:
+            data = [m.IdeogramImage(url=f"{self.url}/files/ideogram-{i}.png", is_image_safe=True, seed=body.seed,
+                                    prompt=body.prompt) for i in range(body.num_images or 1)]
+        answer = m.IdeogramGenerateResponse(created="2025-01-01T00:00:00Z", data=data)
+        return web.json_response(answer.model_dump(exclude_none=True))
 
     # ---- Stability ----
     async def stability(self, request: web.Request) -> web.Response:

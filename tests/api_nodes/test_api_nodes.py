@@ -39,6 +39,11 @@ NODES = {
     "StabilityUpscaleCreativeNode": {"image": ["3", 0], "prompt": "sharp", "creativity": 0.3, "style_preset": "None",
                                      "seed": 1},
     "StabilityUpscaleFastNode": {"image": ["3", 0]},
+    "IdeogramV1": {"prompt": "a poster", "turbo": True, "aspect_ratio": "16:9", "magic_prompt_option": "OFF",
+                   "seed": 7, "negative_prompt": "", "num_images": 2},
+    "IdeogramV2": {"prompt": "a poster", "turbo": False, "aspect_ratio": "1:1", "resolution": "1280 x 720",
+                   "magic_prompt_option": "AUTO", "seed": 7, "style_type": "DESIGN", "negative_prompt": "blur",
+                   "num_images": 1},
 }
 IMAGE = {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 24, "batch_size": 1, "color": 0xFF0000}}
 MASK = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 20, "height": 12}}
@@ -59,6 +64,8 @@ ROUTES = {
     "StabilityUpscaleConservativeNode": "/proxy/stability/v2beta/stable-image/upscale/conservative",
     "StabilityUpscaleCreativeNode": "/proxy/stability/v2beta/stable-image/upscale/creative",
     "StabilityUpscaleFastNode": "/proxy/stability/v2beta/stable-image/upscale/fast",
+    "IdeogramV1": "/proxy/ideogram/generate",
+    "IdeogramV2": "/proxy/ideogram/generate",
 }
 
 
@@ -75,7 +82,7 @@ async def test_node_runs_end_to_end(class_type, make_engine, contract, workspace
     entry = await run_prompt(engine, prompt)
     assert entry["status"]["status_str"] == "success", error_of(entry)
     images = saved_images(workspace, entry)
-    assert len(images) == NODES[class_type].get("n", 1)
+    assert len(images) == NODES[class_type].get("n", NODES[class_type].get("num_images", 1))
     assert images[0].size == RESULT_SIZE and images[0].convert("RGB").getpixel((3, 3)) == RESULT_COLOR
     call = next(r for r in contract.requests if r["path"] == ROUTES[class_type])
     assert call["headers"]["Authorization"] == f"Bearer {TOKEN}"
@@ -277,3 +284,17 @@ async def test_stability_creative_upscale_is_a_polled_task(make_engine, contract
     entry = await run_prompt(engine, {**prompt, "1": {**prompt["1"], "inputs": {**prompt["1"]["inputs"], "seed": 2}}})
     assert error_of(entry)["exception_message"] == ("Stability Upscale Creative failed: content_moderation "
                                                     "Your request was flagged by our content moderation system")
+
+
+async def test_ideogram_request_mapping_and_unsafe_images(make_engine, contract):
+    engine = make_engine()
+    for class_type in ("IdeogramV1", "IdeogramV2"):
+        entry = await run_prompt(engine, with_preview({"class_type": class_type, "inputs": NODES[class_type]}))
+        assert entry["status"]["status_str"] == "success", error_of(entry)
+    v1, v2 = (r["body"].image_request for r in contract.requests if r["path"] == "/proxy/ideogram/generate")
+    assert (v1.model, v1.aspect_ratio, v1.magic_prompt_option, v1.resolution) == ("V_1_TURBO", "ASPECT_16_9", "OFF", None)
+    assert (v2.model, v2.resolution, v2.aspect_ratio, v2.style_type, v2.negative_prompt, v2.magic_prompt_option) == (
+        "V_2", "RESOLUTION_1280_720", None, "DESIGN", "blur", None)
+    entry = await run_prompt(engine, with_preview({"class_type": "IdeogramV1",
+                                                   "inputs": {**NODES["IdeogramV1"], "prompt": "forbidden"}}))
+    assert error_of(entry)["exception_message"] == "Ideogram withheld the images: they were flagged as unsafe."

@@ -224,6 +224,40 @@ class StabilityStableUltraResponse(BaseModel):
     seed: Optional[int] = None
 
 
+# ---- Ideogram (/proxy/ideogram/generate, V1 and V2 models) ----
+
+
+class IdeogramImageRequest(BaseModel):
+    prompt: str
+    model: str  # V_1 | V_1_TURBO | V_2 | V_2_TURBO
+    aspect_ratio: Optional[str] = None  # ASPECT_16_9 ...
+    resolution: Optional[str] = None  # RESOLUTION_1024_768 ... (V2)
+    magic_prompt_option: Optional[str] = None  # ON | OFF
+    negative_prompt: Optional[str] = None
+    num_images: Optional[int] = Field(None, ge=1, le=8)
+    seed: Optional[int] = Field(None, ge=0, le=2147483647)
+    style_type: Optional[str] = None  # V2
+    color_palette: Optional[dict[str, Any]] = None
+
+
+class IdeogramGenerateRequest(BaseModel):
+    image_request: IdeogramImageRequest
+
+
+class IdeogramImage(BaseModel):
+    url: Optional[str] = None
+    is_image_safe: Optional[bool] = None
+    prompt: Optional[str] = None
+    resolution: Optional[str] = None
+    seed: Optional[int] = None
+    style_type: Optional[str] = None
+
+
+class IdeogramGenerateResponse(BaseModel):
+    created: Optional[str] = None
+    data: list[IdeogramImage] = Field(default_factory=list)
+
+
 class ProxyError(BaseModel):
     """The error body of the proxy (and OpenAI's): ``{"error": {"message", "type", "code"}}``."""
     class Detail(BaseModel):
