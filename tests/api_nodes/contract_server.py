@@ -81,6 +81,7 @@ class ContractServer:
         app.router.add_post("/proxy/stability/v2beta/stable-image/{kind}/{model}", self.stability)
         app.router.add_get("/proxy/stability/v2beta/results/{id}", self.stability_result)
         app.router.add_post("/proxy/ideogram/generate", self.ideogram)
+        app.router.add_post("/proxy/ideogram/ideogram-v3/{mode}", self.ideogram_v3)
         app.router.add_get("/files/{name}", self.file)
         self._server = TestServer(app, host="127.0.0.1")
         await self._server.start_server()
@@ -206,6 +207,23 @@ class ContractServer:
             body = self._validate(m.IdeogramGenerateRequest, await request.json()).image_request
         except ValidationError as e:
             return self._invalid(e)
+        return self._ideogram_answer(body)
+
+    async def ideogram_v3(self, request: web.Request) -> web.Response:
+        mode = request.match_info["mode"]
+        if request.content_type != "multipart/form-data" or mode not in ("generate", "edit"):
+            return web.json_response({"error": {"message": "multipart/form-data expected"}}, status=400)
+        fields, files = await self._form(request)
+        try:
+            body = self._validate(m.IdeogramV3Request if mode == "generate" else m.IdeogramV3EditRequest, fields)
+        except ValidationError as e:
+            return self._invalid(e)
+        if mode == "edit" and not (files.get("image") and files.get("mask")):
+            return web.json_response({"error": {"message": "image and mask are required"}}, status=400)
+        self.requests[-1]["files"] = files
+        return self._ideogram_answer(body)
+
+    def _ideogram_answer(self, body) -> web.Response:
         if "forbidden" in body.prompt:
             data = [m.IdeogramImage(is_image_safe=False, seed=body.seed)]
         else:

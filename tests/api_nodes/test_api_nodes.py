@@ -44,6 +44,8 @@ NODES = {
     "IdeogramV2": {"prompt": "a poster", "turbo": False, "aspect_ratio": "1:1", "resolution": "1280 x 720",
                    "magic_prompt_option": "AUTO", "seed": 7, "style_type": "DESIGN", "negative_prompt": "blur",
                    "num_images": 1},
+    "IdeogramV3": {"prompt": "a poster", "aspect_ratio": "1:1", "resolution": "Auto", "magic_prompt_option": "ON",
+                   "seed": 0, "num_images": 3, "rendering_speed": "TURBO"},
 }
 IMAGE = {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 24, "batch_size": 1, "color": 0xFF0000}}
 MASK = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 20, "height": 12}}
@@ -66,6 +68,7 @@ ROUTES = {
     "StabilityUpscaleFastNode": "/proxy/stability/v2beta/stable-image/upscale/fast",
     "IdeogramV1": "/proxy/ideogram/generate",
     "IdeogramV2": "/proxy/ideogram/generate",
+    "IdeogramV3": "/proxy/ideogram/ideogram-v3/generate",
 }
 
 
@@ -295,6 +298,33 @@ async def test_ideogram_request_mapping_and_unsafe_images(make_engine, contract)
     assert (v1.model, v1.aspect_ratio, v1.magic_prompt_option, v1.resolution) == ("V_1_TURBO", "ASPECT_16_9", "OFF", None)
     assert (v2.model, v2.resolution, v2.aspect_ratio, v2.style_type, v2.negative_prompt, v2.magic_prompt_option) == (
         "V_2", "RESOLUTION_1280_720", None, "DESIGN", "blur", None)
+    entry = await run_prompt(engine, with_preview({"class_type": "IdeogramV3",
+                                                   "inputs": {**NODES["IdeogramV3"], "aspect_ratio": "16:10"}}))
+    assert entry["status"]["status_str"] == "success", error_of(entry)
+    v3 = contract.requests[-4]["body"]  # then the three downloads
+    assert (v3.aspect_ratio, v3.resolution, v3.num_images, v3.seed, v3.style_type) == ("16x10", None, 3, None, None)
     entry = await run_prompt(engine, with_preview({"class_type": "IdeogramV1",
                                                    "inputs": {**NODES["IdeogramV1"], "prompt": "forbidden"}}))
     assert error_of(entry)["exception_message"] == "Ideogram withheld the images: they were flagged as unsafe."
+
+
+async def test_ideogram_v3_edit_sends_image_and_inverted_mask(make_engine, contract):
+    import io
+
+    engine = make_engine()
+    half = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 20, "height": 12}}  # white = replace
+    prompt = with_preview({"class_type": "IdeogramV3", "inputs": {
+        **NODES["IdeogramV3"], "num_images": 1, "image": ["3", 0], "mask": ["4", 0], "character_image": ["3", 0]}})
+    prompt.update({"3": IMAGE, "4": half})
+    entry = await run_prompt(engine, prompt)
+    assert entry["status"]["status_str"] == "success", error_of(entry)
+    call = next(r for r in contract.requests if r["path"] == "/proxy/ideogram/ideogram-v3/edit")
+    assert (call["body"].rendering_speed, call["body"].magic_prompt, call["body"].num_images) == ("TURBO", "ON", None)
+    mask = Image.open(io.BytesIO(call["files"]["mask"][0])).convert("L")
+    assert mask.size == (40, 24) and mask.getpixel((5, 5)) == 0  # Ideogram edits the black areas
+    assert Image.open(io.BytesIO(call["files"]["image"][0])).size == (40, 24)
+    assert len(call["files"]["character_reference_images"]) == 1
+
+    del prompt["1"]["inputs"]["mask"]
+    entry = await run_prompt(engine, prompt)
+    assert error_of(entry)["exception_message"] == "Ideogram V3 image editing requires both an image AND a mask"

@@ -18,7 +18,7 @@ from conftest import TOKEN, with_preview
 
 PROMPT = with_preview({"class_type": "FluxProImageNode",
                        "inputs": {"prompt": "a cat", "prompt_upsampling": False, "width": 512, "height": 512, "seed": 3}})
-API_NODE_COUNT = 18
+API_NODE_COUNT = 19
 
 
 @pytest.fixture

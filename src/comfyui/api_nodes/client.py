@@ -161,7 +161,7 @@ class ApiClient:
                     kwargs: dict[str, Any] = {"headers": headers if response_model is None
                                               else {**headers, "Accept": "application/json"}}
                     if files is not None:
-                        form = aiohttp.FormData()
+                        form = aiohttp.FormData(default_to_multipart=True)
                         for k, v in (fields or {}).items():
                             form.add_field(k, str(v).lower() if isinstance(v, bool) else str(v))
                         for name, filename, data, content_type in files:

@@ -244,6 +244,28 @@ class IdeogramGenerateRequest(BaseModel):
     image_request: IdeogramImageRequest
 
 
+class IdeogramV3Request(BaseModel):
+    """Form fields of the multipart ``/proxy/ideogram/ideogram-v3/generate`` request."""
+    prompt: str
+    rendering_speed: str  # TURBO | DEFAULT | QUALITY
+    aspect_ratio: Optional[str] = None  # 16x9 ...
+    resolution: Optional[str] = None  # 1280x720 ...
+    magic_prompt: Optional[str] = None  # ON | OFF
+    negative_prompt: Optional[str] = None
+    num_images: Optional[int] = Field(None, ge=1, le=8)
+    seed: Optional[int] = Field(None, ge=0, le=2147483647)
+    style_type: Optional[str] = None
+
+
+class IdeogramV3EditRequest(BaseModel):
+    """Form fields of ``/proxy/ideogram/ideogram-v3/edit`` (image and mask travel as files)."""
+    prompt: str
+    rendering_speed: str
+    magic_prompt: Optional[str] = None
+    num_images: Optional[int] = Field(None, ge=1, le=8)
+    seed: Optional[int] = Field(None, ge=0, le=2147483647)
+
+
 class IdeogramImage(BaseModel):
     url: Optional[str] = None
     is_image_safe: Optional[bool] = None
