@@ -9,7 +9,7 @@ import os
 import pytest
 from PIL import Image
 
-from conftest import TOKEN, error_of, run_prompt, with_preview
+from apinode_helpers import TOKEN, error_of, run_prompt, with_preview
 from contract_server import RESULT_COLOR, RESULT_SIZE
 
 NODES = {

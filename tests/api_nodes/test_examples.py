@@ -9,7 +9,7 @@ import os
 import pytest
 from PIL import Image
 
-from conftest import error_of, run_prompt
+from apinode_helpers import error_of, run_prompt
 from contract_server import RESULT_SIZE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-from conftest import TOKEN, with_preview
+from apinode_helpers import TOKEN, with_preview
 
 PROMPT = with_preview({"class_type": "FluxProImageNode",
                        "inputs": {"prompt": "a cat", "prompt_upsampling": False, "width": 512, "height": 512, "seed": 3}})
