@@ -179,6 +179,21 @@ async def test_interrupt_stops_polling(make_engine, contract):
     assert contract.paths().count("/proxy/bfl/get_result") == polls  # nothing polls any more
 
 
+async def test_interrupt_abandons_a_slow_request(make_engine, contract):
+    contract.delay = 30  # the proxy takes its time to answer
+    engine = make_engine()
+    result = engine.submit(with_preview({"class_type": "OpenAIDalle3", "inputs": NODES["OpenAIDalle3"]}),
+                           extra_data={"auth_token_comfy_org": TOKEN})
+    for _ in range(200):
+        if contract.requests:
+            break
+        await asyncio.sleep(0.02)
+    engine.interrupt(result.prompt_id)
+    entry = await asyncio.wait_for(asyncio.wrap_future(engine.wait(result.prompt_id)), 3)
+    assert any(kind == "execution_interrupted" for kind, _ in entry["status"]["messages"])
+    assert len(contract.requests) == 1  # not retried
+
+
 async def test_transient_errors_are_retried(make_engine, contract):
     route = ROUTES["OpenAIDalle3"]
     contract.answer_first[route] = [503, 429]

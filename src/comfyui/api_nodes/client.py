@@ -156,23 +156,8 @@ class ApiClient:
         while True:
             throw_if_interrupted()
             try:
-                async with aiohttp.ClientSession(timeout=self.timeout) as session:
-                    # JSON answers (Stability's own API sends raw image bytes without this)
-                    kwargs: dict[str, Any] = {"headers": headers if response_model is None
-                                              else {**headers, "Accept": "application/json"}}
-                    if files is not None:
-                        form = aiohttp.FormData(default_to_multipart=True)
-                        for k, v in (fields or {}).items():
-                            form.add_field(k, str(v).lower() if isinstance(v, bool) else str(v))
-                        for name, filename, data, content_type in files:
-                            form.add_field(name, data, filename=filename, content_type=content_type)
-                        kwargs["data"] = form
-                    elif fields is not None:
-                        kwargs["json"] = fields
-                    log.debug("API node request %s %s", method, url)
-                    async with session.request(method, url, **kwargs) as resp:
-                        payload = await resp.read()
-                        status, retry_after = resp.status, resp.headers.get("Retry-After")
+                status, payload, retry_after = await until_interrupted(
+                    self._request_once(method, url, headers, response_model, fields, files))
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
                 if attempt >= self.max_retries:
                     raise ApiNodeError(f"Could not reach {_origin(url)}: {e or type(e).__name__} "
@@ -194,6 +179,24 @@ class ApiClient:
             log.warning("API node: %s from %s, retry %d/%d in %.1fs", status or "connection error",
                         _origin(url), attempt, self.max_retries, delay)
             await interruptible_sleep(delay)
+
+    async def _request_once(self, method, url, headers, response_model, fields, files) -> tuple[int, bytes, str | None]:
+        async with aiohttp.ClientSession(timeout=self.timeout) as session:
+            # JSON answers (Stability's own API sends raw image bytes without this)
+            kwargs: dict[str, Any] = {"headers": headers if response_model is None
+                                      else {**headers, "Accept": "application/json"}}
+            if files is not None:
+                form = aiohttp.FormData(default_to_multipart=True)
+                for k, v in (fields or {}).items():
+                    form.add_field(k, str(v).lower() if isinstance(v, bool) else str(v))
+                for name, filename, data, content_type in files:
+                    form.add_field(name, data, filename=filename, content_type=content_type)
+                kwargs["data"] = form
+            elif fields is not None:
+                kwargs["json"] = fields
+            log.debug("API node request %s %s", method, url)
+            async with session.request(method, url, **kwargs) as resp:
+                return resp.status, await resp.read(), resp.headers.get("Retry-After")
 
     # ---- tasks ----
     async def poll(self, fetch: Callable[[], Any], *, state: Callable[[Any], str], progress: Callable[[Any], float | None],
@@ -220,6 +223,19 @@ class ApiClient:
 def throw_if_interrupted() -> None:
     if interrupt_requested():
         raise InterruptProcessingException()
+
+
+async def until_interrupted(coro):
+    """Await ``coro``, abandoning it (and its connection) as soon as the user interrupts."""
+    task = asyncio.ensure_future(coro)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.1)
+            if done:
+                return task.result()
+            throw_if_interrupted()
+    finally:
+        task.cancel()
 
 
 async def interruptible_sleep(seconds: float) -> None:
