@@ -64,6 +64,7 @@ class ContractServer:
     answer_first: dict[str, list[int]] = field(default_factory=dict)  # path -> statuses to answer first
     delay: float = 0.0  # seconds before each answer
     requests: list[dict] = field(default_factory=list)
+    stored: dict[str, bytes] = field(default_factory=dict)  # uploads: key -> bytes
     tasks: dict[str, Task] = field(default_factory=dict)
     url: str = ""
 
@@ -82,6 +83,10 @@ class ContractServer:
         app.router.add_get("/proxy/stability/v2beta/results/{id}", self.stability_result)
         app.router.add_post("/proxy/ideogram/generate", self.ideogram)
         app.router.add_post("/proxy/ideogram/ideogram-v3/{mode}", self.ideogram_v3)
+        app.router.add_post("/proxy/luma/generations/image", self.luma_generate)
+        app.router.add_get("/proxy/luma/generations/{id}", self.luma_generation)
+        app.router.add_post("/customers/storage", self.storage_slot)
+        app.router.add_put("/storage/{key}", self.storage_put)
         app.router.add_get("/files/{name}", self.file)
         self._server = TestServer(app, host="127.0.0.1")
         await self._server.start_server()
@@ -106,7 +111,8 @@ class ContractServer:
             status = queued.pop(0)
             return web.json_response({"error": {"message": f"simulated {status}", "type": "server_error"}},
                                      status=status)
-        if not request.path.startswith("/files/") and not self._authorized(request):
+        signed = request.path.startswith(("/files/", "/storage/"))  # signed URLs need no login
+        if not signed and not self._authorized(request):
             return web.json_response({"error": {"message": "Unauthorized", "type": "auth"}}, status=401)
         return await handler(request)
 
@@ -200,6 +206,53 @@ class ContractServer:
             return web.json_response({"error": {"message": "image is required"}}, status=400)
         self.requests[-1]["files"] = files
         return self._openai_answer(body)
+
+    # ---- storage and Luma ----
+    async def storage_slot(self, request: web.Request) -> web.Response:
+        try:
+            slot = self._validate(m.UploadRequest, await request.json())
+        except ValidationError as e:
+            return self._invalid(e)
+        key = f"upload-{next(self._ids)}-{slot.file_name}"
+        return web.json_response(m.UploadResponse(upload_url=f"{self.url}/storage/{key}",
+                                                  download_url=f"{self.url}/files/{key}").model_dump())
+
+    async def storage_put(self, request: web.Request) -> web.Response:
+        self.stored[request.match_info["key"]] = await request.read()
+        return web.Response(status=200)
+
+    def stored_url_ok(self, url: str) -> bool:
+        return url.startswith(f"{self.url}/files/") and url.rsplit("/", 1)[1] in self.stored
+
+    async def luma_generate(self, request: web.Request) -> web.Response:
+        try:
+            body = self._validate(m.LumaImageGenerationRequest, await request.json())
+        except ValidationError as e:
+            return self._invalid(e)
+        refs = [r.url for r in (body.image_ref or []) + (body.style_ref or [])]
+        refs += body.character_ref.identity0.images if body.character_ref else []
+        refs += [body.modify_image_ref.url] if body.modify_image_ref else []
+        if not all(self.stored_url_ok(u) for u in refs):
+            return web.json_response({"detail": "image URL not found"}, status=400)
+        task = Task(f"luma-{next(self._ids)}", self.task_steps, self.task_outcome)
+        self.tasks[task.id] = task
+        return web.json_response(m.LumaGeneration(id=task.id, state=m.LumaState.queued,
+                                                  model=body.model).model_dump(mode="json"), status=201)
+
+    async def luma_generation(self, request: web.Request) -> web.Response:
+        task = self.tasks.get(request.match_info["id"])
+        if task is None:
+            return web.json_response({"detail": "Generation not found"}, status=404)
+        task.polls += 1
+        if task.polls <= task.steps:
+            state = m.LumaState.queued if task.polls == 1 else m.LumaState.dreaming
+            answer = m.LumaGeneration(id=task.id, state=state)
+        elif task.outcome == "Ready":
+            answer = m.LumaGeneration(id=task.id, state=m.LumaState.completed,
+                                      assets=m.LumaAssets(image=f"{self.url}/files/{task.id}.png"))
+        else:
+            answer = m.LumaGeneration(id=task.id, state=m.LumaState.failed, failure_reason="prompt not allowed")
+        return web.json_response(answer.model_dump(mode="json", exclude_none=True))
 
     # ---- Ideogram ----
     async def ideogram(self, request: web.Request) -> web.Response:

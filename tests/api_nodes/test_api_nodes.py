@@ -46,6 +46,10 @@ NODES = {
                    "num_images": 1},
     "IdeogramV3": {"prompt": "a poster", "aspect_ratio": "1:1", "resolution": "Auto", "magic_prompt_option": "ON",
                    "seed": 0, "num_images": 3, "rendering_speed": "TURBO"},
+    "LumaImageNode": {"prompt": "a lighthouse", "model": "photon-1", "aspect_ratio": "21:9", "seed": 0,
+                      "style_image_weight": 0.5, "style_image": ["3", 0]},
+    "LumaImageModifyNode": {"image": ["3", 0], "prompt": "at night", "image_weight": 0.3, "model": "photon-flash-1",
+                            "seed": 0},
 }
 IMAGE = {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 24, "batch_size": 1, "color": 0xFF0000}}
 MASK = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 20, "height": 12}}
@@ -69,6 +73,8 @@ ROUTES = {
     "IdeogramV1": "/proxy/ideogram/generate",
     "IdeogramV2": "/proxy/ideogram/generate",
     "IdeogramV3": "/proxy/ideogram/ideogram-v3/generate",
+    "LumaImageNode": "/proxy/luma/generations/image",
+    "LumaImageModifyNode": "/proxy/luma/generations/image",
 }
 
 
@@ -343,3 +349,37 @@ async def test_ideogram_v3_edit_sends_image_and_inverted_mask(make_engine, contr
     del prompt["1"]["inputs"]["mask"]
     entry = await run_prompt(engine, prompt)
     assert error_of(entry)["exception_message"] == "Ideogram V3 image editing requires both an image AND a mask"
+
+
+async def test_luma_uploads_inputs_and_polls_states(make_engine, contract):
+    """Input images go to the Comfy storage first (a signed PUT, no login attached) and reach
+    Luma as URLs; a LUMA_REF chain carries (image, weight) pairs; a failed generation shows
+    its reason on the node."""
+    import io
+
+    engine = make_engine()
+    prompt = with_preview({"class_type": "LumaImageNode", "inputs": {
+        **NODES["LumaImageNode"], "image_luma_ref": ["6", 0], "character_image": ["3", 0]}})
+    prompt.update({"3": IMAGE,
+                   "5": {"class_type": "LumaReferenceNode", "inputs": {"image": ["3", 0], "weight": 0.25}},
+                   "6": {"class_type": "LumaReferenceNode", "inputs": {"image": ["3", 0], "weight": 0.75,
+                                                                        "luma_ref": ["5", 0]}}})
+    entry = await run_prompt(engine, prompt)
+    assert entry["status"]["status_str"] == "success", error_of(entry)
+    body = next(r["body"] for r in contract.requests if r["path"] == "/proxy/luma/generations/image")
+    assert [r.weight for r in body.image_ref] == [0.25, 0.75] and body.style_ref[0].weight == 0.5
+    assert len(body.character_ref.identity0.images) == 1 and body.aspect_ratio == "21:9"
+    assert len(contract.stored) == 4
+    assert all(Image.open(io.BytesIO(b)).size == (40, 24) for b in contract.stored.values())
+    puts = [r for r in contract.requests if r["method"] == "PUT"]
+    assert puts and all("Authorization" not in r["headers"] for r in puts)
+    polls = [r for r in contract.requests if r["path"].startswith("/proxy/luma/generations/luma-")]
+    assert len(polls) == contract.task_steps + 1
+
+    modify = with_preview({"class_type": "LumaImageModifyNode", "inputs": NODES["LumaImageModifyNode"]})
+    modify["3"] = IMAGE
+    contract.task_outcome = "failed"
+    entry = await run_prompt(engine, modify)
+    assert error_of(entry)["exception_message"] == "Luma generation failed: prompt not allowed"
+    body = [r["body"] for r in contract.requests if r["path"] == "/proxy/luma/generations/image"][-1]
+    assert body.modify_image_ref.weight == 0.7 and body.model == "photon-flash-1"

@@ -18,7 +18,7 @@ from apinode_helpers import TOKEN, with_preview
 
 PROMPT = with_preview({"class_type": "FluxProImageNode",
                        "inputs": {"prompt": "a cat", "prompt_upsampling": False, "width": 512, "height": 512, "seed": 3}})
-API_NODE_COUNT = 19
+API_NODE_COUNT = 22
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ async def test_price_badges_in_object_info(http_server):
     client, _ = http_server
     info = await (await client.get("/api/object_info")).json()
     api = {name: node for name, node in info.items() if node.get("api_node")}
-    assert len(api) == API_NODE_COUNT
+    assert len(api) == API_NODE_COUNT - 1  # LumaReferenceNode is a helper of the group, not a paid call
     for name, node in api.items():
         assert node["category"].startswith("api node/image/"), name
         assert node["price_badge"]["engine"] == "jsonata" and node["price_badge"]["expr"], name
@@ -129,6 +129,7 @@ def test_disable_api_nodes_removes_them(workspace):
     assert config.disable_api_nodes
     engine = Engine.from_config(config, custom_nodes=False, runtime=runtime.Runtime(config))
     assert not [n for n in engine.registry.nodes.values() if n.api_node]
+    assert "LumaReferenceNode" not in engine.registry
     assert "PreviewImage" in engine.registry
     config = load_config(["--comfy-api-base", "http://127.0.0.1:9/", "--api-node-keys", "/k.json"], env={})
     assert (config.comfy_api_base, config.api_node_keys) == ("http://127.0.0.1:9/", "/k.json")

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 BUILTIN_NODE_COUNT = 293  # every built-in node (a pack that adds nodes adds to it)
-API_NODE_COUNT = 19  # comfyui.api_nodes: their own registry group (--disable-api-nodes leaves them out)
+API_NODE_COUNT = 22  # comfyui.api_nodes: their own registry group (--disable-api-nodes leaves them out)
 
 CHECK = (
     "import json, sys\n"

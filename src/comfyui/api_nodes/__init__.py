@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 
-NODE_MODULES = ("nodes_bfl", "nodes_ideogram", "nodes_openai", "nodes_stability")
+NODE_MODULES = ("nodes_bfl", "nodes_ideogram", "nodes_luma", "nodes_openai", "nodes_stability")
 
 
 def node_classes() -> list[type]:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from .. import redact
 from ..engine.progress import InterruptProcessingException, interrupt_requested, report_progress, report_text
+from .models import UploadRequest, UploadResponse
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +151,23 @@ class ApiClient:
     async def download(self, url: str) -> bytes:
         return await self._send("GET", url, self._headers_for_url(url), None, None, None)
 
-    async def _send(self, method, url, headers, response_model, body, files):
+    async def upload(self, data: bytes, file_name: str, content_type: str) -> str:
+        """Store ``data`` in the Comfy API's storage (for vendors that take input files by URL):
+        ask ``/customers/storage`` for a signed upload URL, PUT the bytes; -> the download URL."""
+        slot = await self.call("/customers/storage", UploadResponse,
+                               body=UploadRequest(file_name=file_name, content_type=content_type))
+        # the signed URL is its own authorisation: the login is not sent along
+        await self._send("PUT", slot.upload_url, {"Content-Type": content_type}, None, None, None, raw=data)
+        return slot.download_url
+
+    async def _send(self, method, url, headers, response_model, body, files, raw: bytes | None = None):
         fields = body.model_dump(mode="json", exclude_none=True) if body is not None else None
         attempt = 0
         while True:
             throw_if_interrupted()
             try:
                 status, payload, retry_after = await until_interrupted(
-                    self._request_once(method, url, headers, response_model, fields, files))
+                    self._request_once(method, url, headers, response_model, fields, files, raw))
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
                 if attempt >= self.max_retries:
                     raise ApiNodeError(f"Could not reach {_origin(url)}: {e or type(e).__name__} "
@@ -180,7 +190,8 @@ class ApiClient:
                         _origin(url), attempt, self.max_retries, delay)
             await interruptible_sleep(delay)
 
-    async def _request_once(self, method, url, headers, response_model, fields, files) -> tuple[int, bytes, str | None]:
+    async def _request_once(self, method, url, headers, response_model, fields, files,
+                            raw) -> tuple[int, bytes, str | None]:
         async with aiohttp.ClientSession(timeout=self.timeout) as session:
             # JSON answers (Stability's own API sends raw image bytes without this)
             kwargs: dict[str, Any] = {"headers": headers if response_model is None
@@ -194,6 +205,8 @@ class ApiClient:
                 kwargs["data"] = form
             elif fields is not None:
                 kwargs["json"] = fields
+            elif raw is not None:
+                kwargs["data"] = raw
             log.debug("API node request %s %s", method, url)
             async with session.request(method, url, **kwargs) as resp:
                 return resp.status, await resp.read(), resp.headers.get("Retry-After")

@@ -8,6 +8,19 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, Field
 
+# ---- Comfy API storage (/customers/storage): input files for vendors that take URLs ----
+
+
+class UploadRequest(BaseModel):
+    file_name: str
+    content_type: Optional[str] = None
+
+
+class UploadResponse(BaseModel):
+    upload_url: str  # signed: PUT the bytes here
+    download_url: str  # what the vendor is given
+
+
 # ---- Black Forest Labs (/proxy/bfl/...) ----
 
 
@@ -280,11 +293,48 @@ class IdeogramGenerateResponse(BaseModel):
     data: list[IdeogramImage] = Field(default_factory=list)
 
 
-class ProxyError(BaseModel):
-    """The error body of the proxy (and OpenAI's): ``{"error": {"message", "type", "code"}}``."""
-    class Detail(BaseModel):
-        message: str = ""
-        type: Optional[str] = None
-        code: Optional[str] = None
+# ---- Luma (/proxy/luma/generations/...) ----
 
-    error: Detail
+
+class LumaState(str, Enum):
+    queued = "queued"
+    dreaming = "dreaming"
+    completed = "completed"
+    failed = "failed"
+
+
+class LumaImageRef(BaseModel):
+    url: str
+    weight: float = Field(..., ge=0.0, le=1.0)
+
+
+class LumaImageIdentity(BaseModel):
+    images: list[str]
+
+
+class LumaCharacterRef(BaseModel):
+    identity0: LumaImageIdentity
+
+
+class LumaImageGenerationRequest(BaseModel):
+    prompt: str
+    model: str = "photon-1"  # photon-1 | photon-flash-1
+    aspect_ratio: Optional[str] = "16:9"
+    image_ref: Optional[list[LumaImageRef]] = None
+    style_ref: Optional[list[LumaImageRef]] = None
+    character_ref: Optional[LumaCharacterRef] = None
+    modify_image_ref: Optional[LumaImageRef] = Field(None)
+
+
+class LumaAssets(BaseModel):
+    image: Optional[str] = None
+    video: Optional[str] = None
+
+
+class LumaGeneration(BaseModel):
+    id: str
+    state: LumaState
+    failure_reason: Optional[str] = None
+    created_at: Optional[str] = None
+    assets: Optional[LumaAssets] = None
+    model: Optional[str] = None
