@@ -12,10 +12,9 @@ history.
 """
 from __future__ import annotations
 
-import operator
 from typing import Any, Callable
 
-from .schema import CANCELLED, COMPLETED, FAILED, FINISHED, IN_PROGRESS, PENDING, QUEUED, STATUSES
+from .schema import CANCELLED, COMPLETED, FAILED, STATUSES
 
 SORTS = ("created_at", "execution_duration")
 SECRET_KEYS = ("api_key_comfy_org", "auth_token_comfy_org")  # extra_data keys never shown or stored
@@ -142,14 +141,6 @@ def sort_key(sort_by: str) -> Callable[[dict], tuple]:
     return lambda job: (duration(job), job["create_time"], job["priority"])
 
 
-def first_queued(items: list, sort_by: str, descending: bool, count: int | None) -> list:
-    """The first ``count`` (all: None) queue items in Jobs API order, found without making
-    every item's list entry (a queued job has no duration: -1, so both orders are by
-    ``QueueItem.list_key`` then)."""
-    # (queue items arrive almost in this order: sorting them is close to linear)
-    return sorted(items, key=operator.attrgetter("list_key"), reverse=descending)[:count]
-
-
 Page = tuple[list[tuple[tuple, dict]], int]  # (sort key, job) pairs in order, and the total
 
 
@@ -187,6 +178,3 @@ def parse_statuses(raw: str | None) -> set[str] | None:
         raise ValueError(f"Invalid status value(s): {', '.join(sorted(bad))}; allowed: {', '.join(STATUSES)}")
     return statuses or None
 
-
-__all__ = ["FINISHED", "QUEUED", "PENDING", "IN_PROGRESS", "SORTS", "merge_page", "finished_job", "queued_job",
-           "job_detail", "parse_statuses", "sort_key", "without_secrets"]

@@ -32,6 +32,7 @@ Invariants:
 from __future__ import annotations
 
 import atexit
+import collections
 import concurrent.futures
 import functools
 import logging
@@ -79,6 +80,7 @@ def _read(fn: Callable) -> Callable:
 
 class DurableQueue(PromptQueue):
     durable = True
+    LISTED = 4096  # finished jobs whose Jobs API items are kept (a finished row does not change)
 
     def __init__(self, url: str, *, requeue_interrupted: bool = False, max_history: int = MAX_HISTORY):
         super().__init__(max_history)
@@ -98,6 +100,7 @@ class DurableQueue(PromptQueue):
         self._started: dict[str, float] = {}  # running job -> when it started
         # finished jobs whose finish has not committed yet: id -> (sort key, list item, entry)
         self._finishing: dict[str, tuple[tuple, dict, dict]] = {}
+        self._listed: dict[str, dict] = {}  # committed finished jobs' list items, oldest first
         with self.db.connect() as conn:
             self._counts = count_finished(conn)
         self._pruning = False  # a prune is submitted and not committed yet
@@ -172,7 +175,7 @@ class DurableQueue(PromptQueue):
                             item=item.prompt_id, wait=False)
         self._prune_if_over()
 
-    def _committed(self, done: list[tuple[Any, Any]], counts: Any = None) -> None:
+    def _committed(self, done: list[tuple[Any, Any]], counts: collections.Counter | None = None) -> None:
         """The writer's report, each item with its result (an exception: not committed): a
         new job's insert (its QueueItem), a job's finish (its id), or an edit of history
         (``_EDIT``, ``_PRUNE``: the counts after it). ``counts``: read again at the end of
@@ -186,13 +189,15 @@ class DurableQueue(PromptQueue):
                     if ok:
                         runnable.append(item)
                 elif item is _EDIT or item is _PRUNE:
-                    self._pruning = self._pruning and item is not _PRUNE
+                    if item is _PRUNE:
+                        self._pruning = False
                     if ok:
                         self._counts = result
                 else:  # a finish: the history row is written (or, failing, logged): reads find it there
                     finished = self._finishing.pop(item, None)
                     if ok and finished is not None:
                         self._counts[finished[1]["status"]] += 1
+                        self._keep_listed(item, finished[1])
             if counts is not None:
                 self._counts = counts
         if runnable:
@@ -234,6 +239,8 @@ class DurableQueue(PromptQueue):
                     create_time=create_time_of(extra, now), workflow_id=workflow_id_of(extra), **values))
 
         self._edit(write)
+        with self._cond:
+            self._listed.pop(prompt_id, None)
         self._prune_if_over()
 
     def delete_history(self, prompt_ids) -> None:
@@ -350,18 +357,38 @@ class DurableQueue(PromptQueue):
         key = [c.create_time, c.number]
         if sort_by == "execution_duration":
             key.insert(0, sa.func.coalesce(c.ended_at - c.started_at, -1))
-        page = (sa.select(*key, c.prompt_id, c.workflow_id, c.history).where(*where)
-                .order_by(*(k.desc() if descending else k for k in key)))
+        page = sa.select(c.prompt_id, *key).where(*where).order_by(*(k.desc() if descending else k for k in key))
 
         def written(offset: int, limit: int | None) -> tuple[list, int]:
             with self.db.connect() as conn:
                 rows = conn.execute(page.offset(offset).limit(limit)).all()
                 total = counted if workflow_id is None else conn.execute(
                     sa.select(sa.func.count()).select_from(jobs).where(*where)).scalar()
-            return [(tuple(row[:len(key)]), finished_job(row.prompt_id, _number(row.number), _number(row.create_time),
-                                                         row.workflow_id, row.history or {})) for row in rows], total
+                listed = self._listed_jobs(conn, [row.prompt_id for row in rows])
+            # (a job deleted between the two queries is left out)
+            return [(tuple(row[1:]), listed[row.prompt_id]) for row in rows if row.prompt_id in listed], total
 
         return merge_page(wanted, written, descending, offset, limit)
+
+    def _listed_jobs(self, conn: sa.Connection, ids: list[str]) -> dict[str, dict]:
+        """The list items of these finished jobs, each made from its history once and kept."""
+        with self._cond:
+            found = {pid: dict(self._listed[pid]) for pid in ids if pid in self._listed}
+        missing = [pid for pid in ids if pid not in found]
+        if missing:
+            c = jobs.c
+            for row in conn.execute(sa.select(c.prompt_id, c.number, c.create_time, c.workflow_id, c.history)
+                                    .where(c.prompt_id.in_(missing))):
+                found[row.prompt_id] = finished_job(row.prompt_id, _number(row.number), _number(row.create_time),
+                                                    row.workflow_id, row.history or {})
+                self._keep_listed(row.prompt_id, found[row.prompt_id])
+        return found
+
+    def _keep_listed(self, prompt_id: str, job: dict) -> None:
+        with self._cond:
+            self._listed[prompt_id] = job
+            while len(self._listed) > self.LISTED:
+                self._listed.pop(next(iter(self._listed)))
 
     @_read
     def finished_job(self, prompt_id: str) -> dict | None:

@@ -1,28 +1,24 @@
-"""The job store's one commit path: a thread that makes every write to the job database.
+"""The job store's one commit path: the thread that makes every write to the job database.
 
-An operation is a job write (``insert``, ``start``, ``finish``, with a row dict) or a
+An operation is a job write (``insert``, ``start``, ``finish`` with a row dict) or a
 ``call`` of a function of the connection. Invariants:
 
-* **In order, grouped.** Operations apply in submission order; whatever waits when a
-  transaction starts goes into it (group commit), consecutive job writes of one kind as one
-  executemany.
-* **Reported after the commit.** Each operation's result (its value, or the exception that
-  kept it from committing) goes to ``on_commit`` with the operation's ``item`` first, then to
-  its submitter's future: a submitter never hears of a write that did not commit.
-* **A failure is its operation's own.** When a batch fails with an operation's own error
-  (a constraint it breaks), the batch is applied again one operation per transaction, so
-  only that operation's submitter sees the error.
-* **Faults of the database** (:func:`comfyui.jobs.database.unavailable_error`): an operation
-  nobody waits for (a job's start or finish, a prune) goes back to the front of the queue
-  and is retried, with a pause growing to 1 s, until it commits. One somebody waits for fails
-  with :class:`StoreUnavailable` at once (disk full, read-only), or after ``RETRY_S`` of
-  retries when the connection was lost.
-* **A lost connection leaves the batch's fate unknown** (its COMMIT may have committed). The
-  next transaction first deletes the still-pending rows of inserts whose submitters were
-  refused (``doubtful``: they are no jobs), skips the retried inserts whose rows are there,
-  and reads the counts of finished jobs by status again (``on_commit``'s ``counts``).
-* When nothing has been written for ``IDLE_S`` after a write, ``idle`` runs (SQLite's
-  checkpoint), with the write lock held; it runs again later when it returns False.
+* Operations apply in submission order. Whatever waits when a transaction starts goes into
+  it (group commit); consecutive job writes of one kind are one executemany.
+* An operation's result (its value, or the exception that kept it from committing) goes to
+  ``on_commit`` with its ``item`` first, then to its submitter: nobody hears of a write that
+  did not commit.
+* A batch that fails with an operation's own error (a constraint it breaks) is applied again
+  one operation per transaction: only that operation's submitter sees the error.
+* On a fault of the database (:func:`~comfyui.jobs.database.unavailable_error`) an operation
+  nobody waits for (a job's start or finish, a prune) is retried, pausing up to 1 s, until it
+  commits; one somebody waits for fails with ``StoreUnavailable`` at once, or after
+  ``RETRY_S`` of retries when the connection was lost.
+* After a lost connection (the COMMIT may have committed) the next transaction deletes the
+  pending rows of inserts whose submitters were refused (``doubtful``), skips retried inserts
+  whose rows are there, and reads the counts by status again (``on_commit``'s ``counts``).
+* ``IDLE_S`` after the last write, ``idle`` runs (SQLite's checkpoint) with the write lock
+  held; again later while it returns False.
 """
 from __future__ import annotations
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..jobs.listing import (FINISHED, IN_PROGRESS, PENDING, SORTS, first_queued, job_detail, merge_page,
-                            parse_statuses, queued_job, sort_key, workflow_id_of)
-from ..jobs.schema import STATUSES
+from ..jobs.listing import SORTS, job_detail, merge_page, parse_statuses, queued_job, sort_key, workflow_id_of
+from ..jobs.schema import FINISHED, IN_PROGRESS, PENDING, STATUSES
 from .context import ServerContext, add_route, error_response, json_response, read_json
 from .routes_queue import id_list, int_param, json_body, json_bytes
 
@@ -54,7 +53,8 @@ class JobRoutes:
         if workflow_id is not None:
             items = [i for i in items if workflow_id_of(i.extra_data) == workflow_id]
         running_ids = {i.prompt_id for i in running}
-        first = first_queued(items, sort_by, descending, None if limit is None else offset + limit)
+        # a queued job has no duration (-1): both orders are by QueueItem.list_key
+        first = sorted(items, key=lambda i: i.list_key, reverse=descending)[:None if limit is None else offset + limit]
         key = sort_key(sort_by)
         queued = [(key(job), job) for job in (queued_job(i, IN_PROGRESS if i.prompt_id in running_ids else PENDING)
                                               for i in first)]
