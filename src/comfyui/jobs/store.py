@@ -279,6 +279,10 @@ class DurableQueue(PromptQueue):
         a thread share one run."""
         return await self._readers.call(fn, *args, key=key)
 
+    def _connection(self) -> sa.Connection:
+        """A connection to read with."""
+        return self.db.connect()
+
     def _flush(self) -> None:
         """Wait for the writes submitted so far (StoreUnavailable while the database is down)."""
         if not self._writer.flush(timeout=RETRY_S):
@@ -287,7 +291,7 @@ class DurableQueue(PromptQueue):
     @_read
     def last_number(self) -> int:
         self._flush()
-        with self.db.connect() as conn:
+        with self._connection() as conn:
             return int(conn.execute(sa.select(sa.func.max(sa.func.abs(jobs.c.number)))).scalar() or 0)
 
     def contains(self, prompt_id: str) -> bool:
@@ -304,7 +308,7 @@ class DurableQueue(PromptQueue):
                 return IN_PROGRESS
             if prompt_id in self._inserting or any(i.prompt_id == prompt_id for i in self._heap):
                 return PENDING
-        with self.db.connect() as conn:
+        with self._connection() as conn:
             return conn.execute(sa.select(jobs.c.status).where(jobs.c.prompt_id == prompt_id)).scalar()
 
     def history_len(self) -> int:
@@ -331,7 +335,7 @@ class DurableQueue(PromptQueue):
                 query = sa.select(newest).order_by(newest.c.ended_at, newest.c.seq)
             else:
                 query = query.order_by(c.ended_at, c.seq).offset(max(offset, 0)).limit(max_items)
-        with self.db.connect() as conn:
+        with self._connection() as conn:
             rows = conn.execute(query).all()
         return {row.prompt_id: _history_entry(row) for row in rows}
 
@@ -360,7 +364,7 @@ class DurableQueue(PromptQueue):
         page = sa.select(c.prompt_id, *key).where(*where).order_by(*(k.desc() if descending else k for k in key))
 
         def written(offset: int, limit: int | None) -> tuple[list, int]:
-            with self.db.connect() as conn:
+            with self._connection() as conn:
                 rows = conn.execute(page.offset(offset).limit(limit)).all()
                 total = counted if workflow_id is None else conn.execute(
                     sa.select(sa.func.count()).select_from(jobs).where(*where)).scalar()
@@ -398,7 +402,7 @@ class DurableQueue(PromptQueue):
             _key, job, entry = finishing
             return job_detail(dict(job), entry["prompt"][2], entry["prompt"][3], entry)
         c = jobs.c
-        with self.db.connect() as conn:
+        with self._connection() as conn:
             row = conn.execute(sa.select(c.number, c.prompt, c.extra_data, c.history, c.create_time, c.workflow_id)
                                .where(c.prompt_id == prompt_id, FINISHED_CLAUSE, c.history.is_not(None))).first()
         if row is None:
