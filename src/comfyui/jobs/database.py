@@ -1,20 +1,17 @@
-"""The job database's connection: opening it, keeping an SQLite file healthy, and what a
-database error means for the store.
+"""The job database's connection: opening it, keeping an SQLite file healthy, and what an
+error of the database means for the store.
 
-* PostgreSQL (``postgresql://``, driven by psycopg): every connection is pinged when it is
-  taken from the pool, so a connection the server dropped is replaced before it is used.
-* SQLite runs in WAL mode with ``synchronous=NORMAL``: a committed transaction survives a
-  killed process (kill -9), and readers never block the writer. :func:`checkpoint` copies the
-  log into the database and truncates it (it never shrinks otherwise).
-* SQLite maps its ``-shm`` file into memory; once another process truncates that file, the
-  next access kills this process with SIGBUS, silently. Every checkout of a connection first
-  checks the file's size and, when it is cut short, logs why and exits with status 70.
-  Committed jobs are safe in the database file and its log; a restart rebuilds the file.
-* :func:`check_writable` writes once, so that a read-only database fails at start-up.
+* PostgreSQL (psycopg): a pooled connection is pinged when taken, so one the server dropped
+  is replaced before use.
+* SQLite: WAL with ``synchronous=NORMAL`` (a commit survives kill -9; readers never block
+  the writer). :func:`checkpoint` truncates the log, which never shrinks otherwise.
+  SQLite maps its ``-shm`` file: once another process truncates it, the next access kills
+  this process with SIGBUS. Every checkout first checks the file's size and, when it is
+  cut short, logs why and exits with status 70 (committed jobs are safe; a restart
+  rebuilds the file). :func:`check_writable` makes a read-only database fail at start-up.
 * :func:`unavailable_error` tells faults of the database (lost connection, disk full,
-  read-only, I/O error: :class:`StoreUnavailable`, 503) from an operation's own error (a
-  constraint it breaks); :func:`connection_lost` marks the faults after which a COMMIT may
-  or may not have committed.
+  read-only: ``StoreUnavailable``, 503) from an operation's own error (a constraint it
+  breaks); after :func:`connection_lost` faults a COMMIT may or may not have committed.
 """
 from __future__ import annotations
 

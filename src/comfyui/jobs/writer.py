@@ -42,11 +42,8 @@ log = logging.getLogger(__name__)
 RETRY_S = 5.0  # how long a write someone waits for is retried after a lost connection
 IDLE_S = 1.0
 
-JOB_WRITES = {
-    "insert": jobs.insert(),
-    "start": jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid")),  # status, started_at
-    "finish": jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid")),  # status, ended_at, history, error
-}
+_UPDATE = jobs.update().where(jobs.c.prompt_id == sa.bindparam("pid"))
+JOB_WRITES = {"insert": jobs.insert(), "start": _UPDATE, "finish": _UPDATE}  # kinds differ in their columns
 
 Op = collections.namedtuple("Op", "kind value item future deadline")
 _RETRY = object()  # the result of an operation that goes back to the queue
@@ -193,14 +190,12 @@ class Writer:
         if self.fault is None:
             log.error("%s; writes are retried until it is back", unavailable_error(e))
         self.fault = str(unavailable_error(e))
-        now, results = time.monotonic(), []
+        results, now = [], time.monotonic()
         for op in batch:
-            if op.future is None or (lost and now < op.deadline):
-                results.append(_RETRY)
-            else:
-                if op.kind == "insert" and self._lost:
-                    self.doubtful.add(op.value["prompt_id"])
-                results.append(unavailable_error(e))
+            retry = op.future is None or (lost and now < op.deadline)
+            if not retry and op.kind == "insert" and self._lost:
+                self.doubtful.add(op.value["prompt_id"])
+            results.append(_RETRY if retry else unavailable_error(e))
         return results, None
 
     def _reconcile(self, conn: sa.Connection, batch: list[Op]) -> set[int]:
