@@ -1,8 +1,8 @@
 """The job database's connection: opening it, keeping an SQLite file healthy, and what an
 error of the database means for the store.
 
-* PostgreSQL (psycopg): a pooled connection is pinged when taken, so one the server dropped
-  is replaced before use.
+* PostgreSQL (psycopg): a dropped connection fails the one statement that meets it and
+  empties the pool; the writer retries on a fresh connection, a read runs once more.
 * SQLite: WAL with ``synchronous=NORMAL`` (a commit survives kill -9; readers never block
   the writer). :func:`checkpoint` truncates the log, which never shrinks otherwise.
   SQLite maps its ``-shm`` file: once another process truncates it, the next access kills
@@ -37,7 +37,7 @@ def make_engine(url: str) -> sa.Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True, **codec)
+        return sa.create_engine(url, **codec)
     path = url.split("sqlite:///", 1)[-1] if url not in ("sqlite://", "sqlite:///:memory:") else ""
     if path:
         pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -280,8 +280,9 @@ class DurableQueue(PromptQueue):
         return await self._readers.call(fn, *args, key=key)
 
     def _connection(self) -> sa.Connection:
-        """A connection to read with."""
-        return self.db.connect()
+        """A connection to read with; on PostgreSQL outside a transaction (a read is one round trip)."""
+        conn = self.db.connect()
+        return conn.execution_options(isolation_level="AUTOCOMMIT") if self.db.dialect.name == "postgresql" else conn
 
     def _flush(self) -> None:
         """Wait for the writes submitted so far (StoreUnavailable while the database is down)."""
