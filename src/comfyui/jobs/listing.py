@@ -24,8 +24,6 @@ _3D_EXT = (".obj", ".fbx", ".gltf", ".glb", ".usdz", ".ply", ".stl", ".spz", ".s
 def without_secrets(extra_data: Any) -> dict:
     if not isinstance(extra_data, dict):
         return {}
-    if not any(k in extra_data for k in SECRET_KEYS):
-        return extra_data
     return {k: v for k, v in extra_data.items() if k not in SECRET_KEYS}
 
 

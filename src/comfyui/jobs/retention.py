@@ -37,20 +37,11 @@ log = logging.getLogger(__name__)
 
 OUTPUT_TYPES = ("output", "temp")
 FILE_TYPES = ("output", "temp", "input")
-HASH_CHUNK = 1 << 20
 
-
-# ------------------------------------------------------------------------------ helpers
 
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while True:
-            chunk = f.read(HASH_CHUNK)
-            if not chunk:
-                break
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def iter_file_refs(outputs: Any) -> Iterator[dict]:
@@ -86,8 +77,6 @@ def resolve_ref(folder_type: str, subfolder: str, filename: str) -> str | None:
 def _key(folder_type: str, subfolder: str, filename: str) -> tuple[str, str, str]:
     return folder_type, subfolder or "", filename
 
-
-# ------------------------------------------------------------------------------ the index
 
 class FileIndex:
     """Content-hash index of job files (table ``job_files``). Thread-safe."""
@@ -214,16 +203,11 @@ class FileIndex:
         return result
 
 
-# ------------------------------------------------------------------------------ per-job deletion
-
 @dataclass
 class DeleteReport:
     deleted: list[dict] = field(default_factory=list)
     kept: list[dict] = field(default_factory=list)     # still used by another job
     missing: list[dict] = field(default_factory=list)  # already gone
-
-    def as_dict(self) -> dict:
-        return {"deleted": self.deleted, "kept": self.kept, "missing": self.missing}
 
 
 def delete_job_files(index: FileIndex, prompt_id: str, history_entry: dict | None) -> DeleteReport:
@@ -265,8 +249,6 @@ def delete_job_files(index: FileIndex, prompt_id: str, history_entry: dict | Non
     index.forget(gone)
     return report
 
-
-# ------------------------------------------------------------------------------ age/size policy
 
 @dataclass
 class RetentionPolicy:

@@ -65,6 +65,7 @@ folder is larger than G GiB, at start-up and every ``--output-retention-interval
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -629,7 +630,7 @@ class V1Routes:
             return _error(409, f"the job is {status}; cancel it first (POST /api/jobs/{prompt_id}/cancel)")
         entry = await queue.call(self.engine.get_history_item, prompt_id)
         report = await asyncio.to_thread(delete_job_files, self.index, prompt_id, entry)
-        body = {"prompt_id": prompt_id, **report.as_dict()}
+        body = {"prompt_id": prompt_id, **dataclasses.asdict(report)}
         if drop_history:
             await queue.call(self.engine.delete_history, [prompt_id])
             body["history_deleted"] = True
