@@ -3,8 +3,10 @@
 An operation is a job write (``insert``, ``start``, ``finish`` with a row dict) or a
 ``call`` of a function of the connection. Invariants:
 
-* Operations apply in submission order. Whatever waits when a transaction starts goes into
-  it (group commit); consecutive job writes of one kind are one executemany.
+* Operations apply in submission order, except that a run of job writes with no ``call``
+  between them is one statement per kind: inserts, then starts, then finishes (a job's
+  insert precedes its start, its start its finish, so each job's own order holds). Whatever
+  waits when a transaction starts goes into it (group commit).
 * An operation's result (its value, or the exception that kept it from committing) goes to
   ``on_commit`` with its ``item`` first, then to its submitter: nobody hears of a write that
   did not commit.
@@ -26,7 +28,6 @@ import collections
 import concurrent.futures
 import itertools
 import logging
-import operator
 import threading
 import time
 from typing import Any, Callable
@@ -213,11 +214,14 @@ class Writer:
     @staticmethod
     def _apply(conn: sa.Connection, ops: list[Op]) -> list:
         results: list = []
-        for kind, group in itertools.groupby(ops, key=operator.attrgetter("kind")):
+        for is_call, group in itertools.groupby(ops, key=lambda op: op.kind == "call"):
             group = list(group)
-            if kind == "call":
+            if is_call:
                 results += [op.value(conn) for op in group]
-            else:
-                conn.execute(JOB_WRITES[kind], [op.value for op in group])
-                results += [None] * len(group)
+                continue
+            for kind, statement in JOB_WRITES.items():  # inserts, then starts, then finishes
+                rows = [op.value for op in group if op.kind == kind]
+                if rows:
+                    conn.execute(statement, rows)
+            results += [None] * len(group)
         return results
