@@ -33,7 +33,8 @@ from aio_pika.abc import AbstractIncomingMessage
 from ..engine.engine import Engine
 from ..engine.queue import QueueItem, StoreUnavailable
 from ..jobs.schema import IN_PROGRESS
-from ..jobs.store import DurableQueue, _count_finished
+from ..jobs.store import DurableQueue
+from ..jobs.writer import count_finished
 from .broker import Backoff, connect, describe, lost, topology_of
 from .messages import (BadMessage, ControlMessage, EventMessage, PromptMessage, ResultMessage, WorkerMessage,
                        decode, encode)
@@ -100,7 +101,7 @@ class ClusterQueue(DurableQueue):
     def _recount(self) -> None:
         """Workers finish jobs in other processes: the counts by status are read again."""
         with self._connection() as conn:
-            counts = _count_finished(conn)
+            counts = count_finished(conn)
         with self._cond:
             self._counts = counts
 
