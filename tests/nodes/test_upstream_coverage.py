@@ -36,6 +36,11 @@ COMPLETED = [
     "comfy_extras/nodes_train.py",
     "comfy_extras/nodes_load_3d.py",
     "comfy_extras/nodes_hooks.py",
+    "comfy_extras/nodes_sag.py",
+    "comfy_extras/nodes_tomesd.py",
+    "comfy_extras/nodes_hypertile.py",
+    "comfy_extras/nodes_model_downscale.py",
+    "comfy_extras/nodes_differential_diffusion.py",
 ]
 
 

@@ -31,6 +31,7 @@ import torch
 
 from ..sampling.model_sampling import model_sampling_from_settings as build_model_sampling
 from . import memory
+from .wrappers import DIFFUSION_MODEL, call_wrapped
 
 
 # ---------------------------------------------------------------------------- latent formats
@@ -200,9 +201,15 @@ class BaseModel(torch.nn.Module):
         transformer_options = transformer_options or {}
         if cross_attn_bias is not None:  # broadcast over heads and queries: [B,1,1,L]
             transformer_options = {**transformer_options, "cross_attn_bias": cross_attn_bias.to(dtype)[:, None, None, :]}
-        out = self.diffusion_model(xc, timestep, context=context, y=y, control=control,
+        out = self.run_diffusion_model(xc, timestep, context=context, y=y, control=control,
                                    transformer_options=transformer_options).float()
         return self.model_sampling.calculate_denoised(sigma, out, x)
+
+    def run_diffusion_model(self, *args: Any, transformer_options: dict, **kwargs: Any) -> torch.Tensor:
+        """The network's forward through the ``diffusion_model`` wrappers (e.g. EasyCache)."""
+        net = self.diffusion_model
+        return call_wrapped(DIFFUSION_MODEL, transformer_options, net, net, *args,
+                            transformer_options=transformer_options, **kwargs)
 
     # ---------------------------------------------------------------------- conditioning
     def extra_conds(self, **kwargs: Any) -> dict[str, torch.Tensor]:

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import torch
 
 from . import ops
+from .wrappers import copy_wrappers
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,19 @@ class ModelPatcher:
         key = (block_name, number) if transformer_index is None else (block_name, number, transformer_index)
         to["patches_replace"][name][key] = patch
 
+    def set_model_attn1_replace(self, patch: Any, block_name: str, number: int,
+                                transformer_index: int | None = None) -> None:
+        self.set_model_patch_replace(patch, "attn1", block_name, number, transformer_index)
+
+    def set_model_input_block_patch(self, patch: Any) -> None:
+        self.set_model_patch(patch, "input_block_patch")
+
+    def set_model_input_block_patch_after_skip(self, patch: Any) -> None:
+        self.set_model_patch(patch, "input_block_patch_after_skip")
+
+    def set_model_output_block_patch(self, patch: Any) -> None:
+        self.set_model_patch(patch, "output_block_patch")
+
     def set_model_attn1_patch(self, patch: Any) -> None:
         self.set_model_patch(patch, "attn1_patch")
 
@@ -189,6 +203,18 @@ class ModelPatcher:
 
     def set_model_attn2_output_patch(self, patch: Any) -> None:
         self.set_model_patch(patch, "attn2_output_patch")
+
+    def add_wrapper_with_key(self, kind: str, key: str, wrapper: Callable) -> None:
+        """Run ``wrapper`` around a sampling stage (see :mod:`comfyui.models.wrappers`)."""
+        wrappers = self.model_options["transformer_options"].setdefault("wrappers", {})
+        wrappers.setdefault(kind, {}).setdefault(key, []).append(wrapper)
+
+    def remove_wrappers_with_key(self, kind: str, key: str) -> None:
+        self.model_options["transformer_options"].get("wrappers", {}).get(kind, {}).pop(key, None)
+
+    def set_model_compute_dtype(self, dtype: torch.dtype | None) -> None:
+        """Compute in ``dtype`` (weights cast per layer); None: in the weights' dtype."""
+        self.add_object_patch("manual_cast_dtype", dtype)
 
     def add_object_patch(self, name: str, obj: Any) -> None:
         """Replace attribute ``name`` (dotted path inside ``.model``) while this patcher is loaded."""
@@ -482,5 +508,7 @@ def _copy_options(options: dict) -> dict:
         to["patches"] = {k: list(v) for k, v in to["patches"].items()}
     if "patches_replace" in to:
         to["patches_replace"] = {k: dict(v) for k, v in to["patches_replace"].items()}
+    if "wrappers" in to:
+        to["wrappers"] = copy_wrappers(to["wrappers"])
     out["transformer_options"] = to
     return out

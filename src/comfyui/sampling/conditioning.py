@@ -19,6 +19,8 @@ from typing import Any, Callable, NamedTuple
 
 import torch
 
+from comfyui.models.wrappers import APPLY_MODEL, CALC_COND_BATCH, call_wrapped
+
 
 # ----------------------------------------------------------------------------------------
 # COND wrappers (ComfyUI's comfy.conds)
@@ -484,6 +486,11 @@ def _batch_limit(model, first_shape, n: int, device) -> int:
 def calc_cond_batch(model, conds: list, x_in: torch.Tensor, timestep: torch.Tensor, model_options: dict) -> list:
     """Evaluate the model for each list of cond entries in ``conds`` (None = skip) and
     return one blended prediction per list (zeros where a list is None)."""
+    return call_wrapped(CALC_COND_BATCH, model_options.get("transformer_options"), _calc_cond_batch, None,
+                        model, conds, x_in, timestep, model_options)
+
+
+def _calc_cond_batch(model, conds: list, x_in: torch.Tensor, timestep: torch.Tensor, model_options: dict) -> list:
     out_conds = []
     out_counts = []
     all_to_run = []
@@ -594,7 +601,7 @@ def _run_batches(model, to_run: list, x_in: torch.Tensor, timestep, model_option
             output = model_options["model_function_wrapper"](
                 model.apply_model, {"input": input_x, "timestep": timestep_, "c": c, "cond_or_uncond": cond_or_uncond})
         else:
-            output = model.apply_model(input_x, timestep_, **c)
+            output = call_wrapped(APPLY_MODEL, transformer_options, model.apply_model, model, input_x, timestep_, **c)
         output = output.chunk(batch_chunks)
         for o in range(batch_chunks):
             ci = cond_or_uncond[o]

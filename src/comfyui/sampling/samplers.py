@@ -19,6 +19,7 @@ from typing import Any, Callable
 import torch
 
 from comfyui.engine.progress import throw_if_interrupted
+from comfyui.models.wrappers import OUTER_SAMPLE, PREDICT_NOISE, call_wrapped
 
 from . import k_diffusion as kd
 from .conditioning import (calc_cond_batch, cfg_function, convert_cond, process_conds, repeat_to_batch_size,
@@ -320,8 +321,9 @@ class CFGGuider:
         for k, v in conds.items():
             self.original_conds[k] = convert_cond(v)
 
-    def __call__(self, *args, **kwargs):
-        return self.predict_noise(*args, **kwargs)
+    def __call__(self, x, timestep, model_options=None, seed=None):
+        to = (model_options or {}).get("transformer_options")
+        return call_wrapped(PREDICT_NOISE, to, self.predict_noise, self, x, timestep, model_options, seed)
 
     def predict_noise(self, x, timestep, model_options=None, seed=None):
         return sampling_function(self.inner_model, x, timestep, self.conds.get("negative"),
@@ -371,7 +373,8 @@ class CFGGuider:
             return latent_image
         self.conds = {k: [dict(c) for c in v] for k, v in self.original_conds.items()}
         try:
-            return self.outer_sample(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
+            return call_wrapped(OUTER_SAMPLE, self.model_options.get("transformer_options"), self.outer_sample, self,
+                                noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed)
         finally:
             self.conds = {}
 

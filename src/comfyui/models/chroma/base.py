@@ -39,7 +39,7 @@ class ChromaModel(BaseModel):
         xc = self.model_sampling.calculate_input(sigma, x)
         dtype = self.compute_dtype()
         timestep = self.model_sampling.timestep(sigma).float()
-        out = self.diffusion_model(
+        out = self.run_diffusion_model(
             xc.to(dtype), timestep, c_crossattn.to(dtype),
             guidance=None if guidance is None else guidance.float(), control=control,
             transformer_options=transformer_options or {}, attention_mask=attention_mask).float()

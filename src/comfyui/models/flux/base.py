@@ -58,7 +58,7 @@ class FluxModel(BaseModel):
             xc = torch.cat([xc, c_concat.to(xc)], dim=1)
         dtype = self.compute_dtype()
         timestep = self.model_sampling.timestep(sigma).float()
-        out = self.diffusion_model(
+        out = self.run_diffusion_model(
             xc.to(dtype), timestep, c_crossattn.to(dtype), y=None if y is None else y.to(dtype),
             guidance=None if guidance is None else guidance.float(),
             ref_latents=None if ref_latents is None else [r.to(dtype) for r in ref_latents],

@@ -44,7 +44,7 @@ class LTXV(BaseModel):
         timestep = self.process_timestep(self.model_sampling.timestep(sigma).float(), denoise_mask)
         if isinstance(frame_rate, torch.Tensor):
             frame_rate = float(frame_rate.flatten()[0])
-        out = self.diffusion_model(xc.to(dtype), timestep, c_crossattn.to(dtype), attention_mask=attention_mask,
+        out = self.run_diffusion_model(xc.to(dtype), timestep, c_crossattn.to(dtype), attention_mask=attention_mask,
                                    frame_rate=frame_rate, keyframe_idxs=keyframe_idxs,
                                    transformer_options=transformer_options or {}).float()
         return self.model_sampling.calculate_denoised(sigma, out, x)

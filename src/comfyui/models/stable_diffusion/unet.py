@@ -124,6 +124,7 @@ class CrossAttention(nn.Module):
         inner = heads * dim_head
         context_dim = context_dim or query_dim
         self.heads = heads
+        self.dim_head = dim_head
         self.to_q = ops.Linear(query_dim, inner, bias=False)
         self.to_k = ops.Linear(context_dim, inner, bias=False)
         self.to_v = ops.Linear(context_dim, inner, bias=False)
@@ -204,29 +205,37 @@ class BasicTransformerBlock(nn.Module):
         n = self.norm1(x)
         patches = transformer_options.get("patches", {})
         replace = _attn_replace(transformer_options, "attn1")  # e.g. PAG: (q, k, v, options) -> output
-        if "attn1_patch" in patches or replace is not None:
+        # the patches see (hidden, key source, value source) before the projections (ToMe and
+        # HyperTile regroup the tokens) and the attention output after to_out (they undo it)
+        if "attn1_patch" in patches or "attn1_output_patch" in patches or replace is not None:
+            extra = {**transformer_options, "n_heads": self.attn1.heads, "dim_head": self.attn1.dim_head,
+                     "attn_precision": None}
             q = k = v = n
             for p in patches.get("attn1_patch", ()):
-                q, k, v = p(q, k, v, transformer_options)
+                q, k, v = p(q, k, v, extra)
             q, k, v = self.attn1.to_q(q), self.attn1.to_k(k), self.attn1.to_v(v)
-            if replace is not None:
-                a = replace(q, k, v, {**transformer_options, "n_heads": self.attn1.heads,
-                                      "dim_head": q.shape[-1] // self.attn1.heads})
-            else:
-                a = attention(q, k, v, self.attn1.heads)
-            x = add(self.attn1.to_out(a), x)
+            a = replace(q, k, v, extra) if replace is not None else attention(q, k, v, self.attn1.heads)
+            a = self.attn1.to_out(a)
+            for p in patches.get("attn1_output_patch", ()):
+                a = p(a, extra)
+            x = add(a, x)
         else:
             x = add(self.attn1(n), x)
         for p in patches.get("middle_patch", ()):  # e.g. GLIGEN's gated self-attention
             x = p(x, transformer_options)
         n = self.norm2(x)
         bias = transformer_options.get("cross_attn_bias")  # per context token, e.g. style strength
-        if "attn2_patch" in patches:
+        if "attn2_patch" in patches or "attn2_output_patch" in patches:
+            extra = {**transformer_options, "n_heads": self.attn2.heads, "dim_head": self.attn2.dim_head,
+                     "attn_precision": None}
             q, k, v = n, context, context
-            for p in patches["attn2_patch"]:
-                q, k, v = p(q, k, v, transformer_options)
+            for p in patches.get("attn2_patch", ()):
+                q, k, v = p(q, k, v, extra)
             a = attention(self.attn2.to_q(q), self.attn2.to_k(k), self.attn2.to_v(v), self.attn2.heads, bias)
-            x = add(self.attn2.to_out(a), x)
+            a = self.attn2.to_out(a)
+            for p in patches.get("attn2_output_patch", ()):
+                a = p(a, extra)
+            x = add(a, x)
         else:
             x = add(self.attn2(n, context, bias), x)
         return add(self.ff(self.norm3(x)), x)
@@ -383,6 +392,7 @@ class UNetModel(nn.Module):
                 y: torch.Tensor | None = None, control: dict | None = None,
                 transformer_options: dict | None = None, **kwargs: Any) -> torch.Tensor:
         transformer_options = dict(transformer_options or {})
+        transformer_options["original_shape"] = list(x.shape)
         transformer_options["transformer_index"] = 0
         if control is not None:
             control = {k: list(v) for k, v in control.items()}
@@ -394,6 +404,7 @@ class UNetModel(nn.Module):
             if y is None:
                 raise ValueError("this model needs a 'y' (pooled/size) conditioning input")
             emb = emb + self.label_emb(y.to(emb.dtype))
+        patches = transformer_options.get("patches", {})
         hs = []
         h = x
         if x.device.type == "cpu" and self.input_blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last):
@@ -402,14 +413,18 @@ class UNetModel(nn.Module):
             transformer_options["block"] = ("input", i)
             h = block(h, emb, context, transformer_options)
             h = _apply_control(h, control, "input")
+            for p in patches.get("input_block_patch", ()):
+                h = p(h, transformer_options)
             hs.append(h)
+            for p in patches.get("input_block_patch_after_skip", ()):  # e.g. Deep Shrink
+                h = p(h, transformer_options)
         transformer_options["block"] = ("middle", 0)
         h = self.middle_block(h, emb, context, transformer_options)
         h = _apply_control(h, control, "middle")
         for i, block in enumerate(self.output_blocks):
             transformer_options["block"] = ("output", i)
             skip = _apply_control(hs.pop(), control, "output")
-            for p in transformer_options.get("patches", {}).get("output_block_patch", ()):  # e.g. FreeU
+            for p in patches.get("output_block_patch", ()):  # e.g. FreeU, Deep Shrink
                 h, skip = p(h, skip, transformer_options)
             h = torch.cat([h, skip], dim=1)
             out_shape = hs[-1].shape if hs else None

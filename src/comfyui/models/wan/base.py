@@ -68,7 +68,7 @@ class WanBaseModel(BaseModel):
             # one timestep per latent frame: the frame's mean mask times the timestep
             frame_mask = denoise_mask.float().mean(dim=(1, 3, 4)).to(timestep.device)
             timestep = (resize_to_batch_size(frame_mask, x.shape[0]) * timestep[:, None])
-        out = self.diffusion_model(
+        out = self.run_diffusion_model(
             xc.to(dtype), timestep, c_crossattn.to(dtype),
             clip_fea=None if clip_fea is None else clip_fea.to(dtype),
             vace_context=None if vace_context is None else vace_context.to(dtype), vace_strength=vace_strength,

@@ -1,8 +1,9 @@
 """UNet patches: FreeU / FreeU_V2 (ComfyUI's nodes_freelunch; Si et al. 2023), Perturbed-
-Attention Guidance (nodes_pag; Ahn et al. 2024) and the attention weight multipliers
-(nodes_attention_multiply; its UNetTemporalAttentionMultiply lives in ``wan``). They use
-the UNet's ``output_block_patch`` and ``patches_replace["attn1"]`` hooks and ModelPatcher
-weight patches."""
+Attention Guidance (nodes_pag; Ahn et al. 2024), Kohya's Deep Shrink (nodes_model_downscale)
+and the attention weight multipliers (nodes_attention_multiply; its
+UNetTemporalAttentionMultiply lives in ``wan``). They use the UNet's ``input_block_patch
+(_after_skip)``, ``output_block_patch`` and ``patches_replace["attn1"]`` hooks and
+ModelPatcher weight patches."""
 from __future__ import annotations
 
 import logging
@@ -11,6 +12,8 @@ from ._lazy import lazy
 
 torch = lazy("torch")
 fft = lazy("torch.fft")
+F = lazy("torch.nn.functional")
+latent = lazy("comfyui.nodes.builtin.latent")
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +141,65 @@ class PerturbedAttentionGuidance:
         return (m,)
 
 
+DOWNSCALE_METHODS = ["bicubic", "nearest-exact", "bilinear", "area", "bislerp"]
+
+
+def _resize(h, width: int, height: int, method: str):
+    if method == "bislerp":
+        return latent.bislerp(h, width, height)
+    return F.interpolate(h, size=(height, width), mode=method)
+
+
+class PatchModelAddDownscale:
+    """Kohya's Deep Shrink: while sigma is in [start_percent, end_percent] of the schedule, the
+    activations after input block ``block_number`` are downscaled by ``downscale_factor``
+    (before or after its skip connection is taken); the decoder scales them back up to each
+    skip connection's size."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL",),
+            "block_number": ("INT", {"default": 3, "min": 1, "max": 32, "step": 1}),
+            "downscale_factor": ("FLOAT", {"default": 2.0, "min": 0.1, "max": 9.0, "step": 0.001}),
+            "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001}),
+            "end_percent": ("FLOAT", {"default": 0.35, "min": 0.0, "max": 1.0, "step": 0.001}),
+            "downscale_after_skip": ("BOOLEAN", {"default": True}),
+            "downscale_method": (DOWNSCALE_METHODS,),
+            "upscale_method": (DOWNSCALE_METHODS,)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "model_patches/unet"
+
+    def patch(self, model, block_number, downscale_factor, start_percent, end_percent, downscale_after_skip,
+              downscale_method, upscale_method):
+        sampling = model.get_model_object("model_sampling")
+        sigma_start = sampling.percent_to_sigma(start_percent)
+        sigma_end = sampling.percent_to_sigma(end_percent)
+
+        def input_block_patch(h, transformer_options):
+            if transformer_options["block"][1] == block_number:
+                sigma = transformer_options["sigmas"][0].item()
+                if sigma_end <= sigma <= sigma_start:
+                    h = _resize(h, round(h.shape[-1] / downscale_factor), round(h.shape[-2] / downscale_factor),
+                                downscale_method)
+            return h
+
+        def output_block_patch(h, hsp, transformer_options):
+            if h.shape[2] != hsp.shape[2]:
+                h = _resize(h, hsp.shape[-1], hsp.shape[-2], upscale_method)
+            return h, hsp
+
+        m = model.clone()
+        if downscale_after_skip:
+            m.set_model_input_block_patch_after_skip(input_block_patch)
+        else:
+            m.set_model_input_block_patch(input_block_patch)
+        m.set_model_output_block_patch(output_block_patch)
+        return (m,)
+
+
 # ----------------------------------------------------------------------------------------
 # attention multipliers
 # ----------------------------------------------------------------------------------------
@@ -205,7 +267,9 @@ NODE_CLASS_MAPPINGS = {
     "FreeU": FreeU,
     "FreeU_V2": FreeU_V2,
     "PerturbedAttentionGuidance": PerturbedAttentionGuidance,
+    "PatchModelAddDownscale": PatchModelAddDownscale,
     "UNetSelfAttentionMultiply": UNetSelfAttentionMultiply,
     "UNetCrossAttentionMultiply": UNetCrossAttentionMultiply,
     "CLIPAttentionMultiply": CLIPAttentionMultiply,
 }
+NODE_DISPLAY_NAME_MAPPINGS = {"PatchModelAddDownscale": "PatchModelAddDownscale (Kohya Deep Shrink)"}

@@ -1,0 +1,66 @@
+"""Records reference outputs of upstream ComfyUI's own functions for tests/sampling/
+test_attention_patches.py: SAG's blur map, ToMe's merge/unmerge, HyperTile's tile choice.
+
+    python record_upstream_patch_refs.py /path/to/ComfyUI > upstream_patch_refs.json
+
+Only the module-level functions are taken from each upstream file (its ComfyUI imports are
+not needed); the inputs are deterministic formulas, ToMe's and HyperTile's random draws
+come from torch.manual_seed."""
+import ast
+import json
+import math
+import subprocess
+import sys
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+
+
+def functions_of(path: str) -> dict:
+    tree = ast.parse(open(path).read())
+    body = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    ns = {"torch": torch, "F": F, "math": math, "rearrange": rearrange, "repeat": repeat,
+          "einsum": torch.einsum, "randint": torch.randint}
+    from typing import Callable, Optional, Tuple
+    ns.update(Tuple=Tuple, Callable=Callable, Optional=Optional)
+    exec(compile(ast.Module(body=body, type_ignores=[]), path, "exec"), ns)
+    return ns
+
+
+def pattern(*shape, k=0.37):
+    n = math.prod(shape)
+    return torch.sin(torch.arange(n, dtype=torch.float32) * k + 0.1).reshape(shape)
+
+
+def flat(t):
+    return [round(float(v), 6) for v in t.flatten()]
+
+
+def main(root: str) -> dict:
+    out = {"upstream_commit": subprocess.check_output(["git", "-C", root, "rev-parse", "HEAD"], text=True).strip()}
+    sag = functions_of(f"{root}/comfy_extras/nodes_sag.py")
+    # 2 heads, 16 tokens (4x4 map under an 8x8 latent), batch 1
+    q, k, v = pattern(1, 16, 8, k=0.31) * 3, pattern(1, 16, 8, k=0.17) * 3, pattern(1, 16, 8, k=0.23)
+    attn_out, sim = sag["attention_basic_with_sim"](q, k, v, heads=2, attn_precision=torch.float32)
+    out["sag_attention_out"] = flat(attn_out)
+    out["sag_scores"] = flat(sim)
+    x0 = pattern(1, 2, 8, 8, k=0.53)
+    out["sag_blur_map"] = flat(sag["create_blur_map"](x0, sim, 2.0, 1.0))
+    out["sag_gaussian_blur"] = flat(sag["gaussian_blur_2d"](x0, 9, 1.5))
+    tome = functions_of(f"{root}/comfy_extras/nodes_tomesd.py")
+    x = pattern(2, 36, 4, k=0.71)  # a 6x6 token map
+    torch.manual_seed(7)
+    merge, unmerge = tome["bipartite_soft_matching_random2d"](x, 6, 6, 2, 2, 10)
+    merged = merge(x)
+    out["tome_merged"] = flat(merged)
+    out["tome_unmerged"] = flat(unmerge(merged * 2.0))
+    hyper = functions_of(f"{root}/comfy_extras/nodes_hypertile.py")
+    torch.manual_seed(3)
+    out["hypertile_divisors"] = [hyper["random_divisor"](v, m, s) for v, m, s in
+                                 [(64, 32, 2), (96, 16, 4), (96, 16, 1), (7, 32, 2), (128, 8, 3), (128, 8, 3)]]
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1])))
