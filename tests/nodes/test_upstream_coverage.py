@@ -41,6 +41,8 @@ COMPLETED = [
     "comfy_extras/nodes_hypertile.py",
     "comfy_extras/nodes_model_downscale.py",
     "comfy_extras/nodes_differential_diffusion.py",
+    "comfy_extras/nodes_torch_compile.py",
+    "comfy_extras/nodes_easycache.py",
 ]
 
 

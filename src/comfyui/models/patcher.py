@@ -136,7 +136,7 @@ class ModelPatcher:
         n.backup = self.backup  # shared: backups belong to the shared module
         n.object_patches = dict(self.object_patches)
         n.object_patches_backup = self.object_patches_backup
-        n.model_options = _copy_options(self.model_options)
+        n.model_options = copy_model_options(self.model_options)
         n.patches_uuid = self.patches_uuid
         n.parent = self
         n.hook_patches = dict(getattr(self, "hook_patches", {}))
@@ -501,7 +501,8 @@ class _LazyPatch:
         return out.to(w.dtype)
 
 
-def _copy_options(options: dict) -> dict:
+def copy_model_options(options: dict) -> dict:
+    """A copy a clone may change: its lists, transformer_options, patches and wrappers are new."""
     out = {k: (list(v) if isinstance(v, list) else v) for k, v in options.items()}
     to = dict(options.get("transformer_options", {}))
     if "patches" in to:

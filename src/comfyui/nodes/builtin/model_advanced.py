@@ -1,11 +1,12 @@
-"""Continuous-time model sampling patches of ComfyUI's nodes_model_advanced
-(ModelSamplingContinuousEDM, ModelSamplingContinuousV; the discrete / flow ones live in
-``sampling``): the model is re-timed on a log-spaced sigma range with a chosen prediction
+"""ModelComputeDtype and the continuous-time model sampling patches of ComfyUI's
+nodes_model_advanced (ModelSamplingContinuousEDM, ModelSamplingContinuousV; the discrete / flow
+ones live in ``sampling``): the model is re-timed on a log-spaced sigma range with a chosen prediction
 type (EDM models such as Playground v2.5, v-prediction continuous-time models)."""
 from __future__ import annotations
 
 from ._lazy import lazy
 
+torch = lazy("torch")
 msmod = lazy("comfyui.sampling.model_sampling")
 latent_formats = lazy("comfyui.models.latent_formats")
 
@@ -61,7 +62,27 @@ class ModelSamplingContinuousV:
         return (m,)
 
 
+class ModelComputeDtype:
+    """The model computes in ``dtype`` (its weights are cast per layer as they are used);
+    "default": in the dtype the loader chose."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "dtype": (["default", "fp32", "fp16", "bf16"],)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "advanced/debug/model"
+
+    def patch(self, model, dtype):
+        m = model.clone()
+        if dtype != "default":
+            m.set_model_compute_dtype({"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype])
+        return (m,)
+
+
 NODE_CLASS_MAPPINGS = {
+    "ModelComputeDtype": ModelComputeDtype,
     "ModelSamplingContinuousEDM": ModelSamplingContinuousEDM,
     "ModelSamplingContinuousV": ModelSamplingContinuousV,
 }
