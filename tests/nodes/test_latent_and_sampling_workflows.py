@@ -175,3 +175,32 @@ def test_guidance_patches_chained_on_one_model(env):
     q["19"] = {"class_type": "SaveImage", "inputs": {"images": ["18", 0], "filename_prefix": "unguided"}}
     plain = _images(env, _run(env, q), "19")
     assert np.abs(plain[0].astype(int) - guided[0].astype(int)).mean() > 0.5
+
+
+def test_freeu_pag_sag_chained_through_ksampler(env):
+    """FreeU -> PAG -> Self-Attention Guidance -> Deep Shrink on one model through KSampler;
+    each patch changes the image, and the chain runs the way users wire it."""
+    p = _base()
+    p.update({
+        "5": {"class_type": "FreeU", "inputs": {"model": ["1", 0], "b1": 1.1, "b2": 1.2, "s1": 0.9, "s2": 0.2}},
+        "6": {"class_type": "PerturbedAttentionGuidance", "inputs": {"model": ["5", 0], "scale": 3.0}},
+        "7": {"class_type": "SelfAttentionGuidance", "inputs": {"model": ["6", 0], "scale": 0.5, "blur_sigma": 2.0}},
+        "8": {"class_type": "PatchModelAddDownscale", "inputs": {
+            "model": ["7", 0], "block_number": 1, "downscale_factor": 2.0, "start_percent": 0.0, "end_percent": 0.35,
+            "downscale_after_skip": True, "downscale_method": "bicubic", "upscale_method": "bicubic"}},
+        "9": {"class_type": "KSampler", "inputs": {
+            "model": ["8", 0], "seed": 4, "steps": 3, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
+            "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "denoise": 1.0}},
+        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
+        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "sag_chain"}},
+    })
+    chained = _images(env, _run(env, p), "11")
+    assert len(chained) == 2 and all(im.std() > 0 for im in chained)
+    for dropped, source in (("8", ["7", 0]), ("7", ["6", 0])):  # without Deep Shrink, without SAG
+        q = {k: dict(v) for k, v in p.items()}
+        q["9"] = {"class_type": "KSampler", "inputs": {**p["9"]["inputs"], "model": source}}
+        q["11"] = {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": f"no{dropped}"}}
+        if dropped == "7":
+            del q["8"]
+        other = _images(env, _run(env, q), "11")
+        assert np.abs(other[0].astype(int) - chained[0].astype(int)).mean() > 0.2, dropped
