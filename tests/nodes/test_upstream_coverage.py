@@ -43,6 +43,7 @@ COMPLETED = [
     "comfy_extras/nodes_differential_diffusion.py",
     "comfy_extras/nodes_torch_compile.py",
     "comfy_extras/nodes_easycache.py",
+    "comfy_extras/nodes_lora_extract.py",
 ]
 
 

@@ -1,5 +1,6 @@
 """Records reference outputs of upstream ComfyUI's own functions for tests/sampling/
-test_attention_patches.py: SAG's blur map, ToMe's merge/unmerge, HyperTile's tile choice.
+test_attention_patches.py (SAG's blur map, ToMe's merge/unmerge, HyperTile's tile choice) and
+tests/nodes/test_lora_extract.py (nodes_lora_extract's SVD extraction).
 
     python record_upstream_patch_refs.py /path/to/ComfyUI > upstream_patch_refs.json
 
@@ -26,6 +27,11 @@ def functions_of(path: str) -> dict:
     ns.update(Tuple=Tuple, Callable=Callable, Optional=Optional)
     exec(compile(ast.Module(body=body, type_ignores=[]), path, "exec"), ns)
     return ns
+
+
+def full_rank_pattern(*shape):  # a quadratic phase: no low-rank structure
+    n = math.prod(shape)
+    return torch.sin(torch.arange(n, dtype=torch.float32) ** 2 * 0.37 + 0.1).reshape(shape)
 
 
 def pattern(*shape, k=0.37):
@@ -59,6 +65,12 @@ def main(root: str) -> dict:
     torch.manual_seed(3)
     out["hypertile_divisors"] = [hyper["random_divisor"](v, m, s) for v, m, s in
                                  [(64, 32, 2), (96, 16, 4), (96, 16, 1), (7, 32, 2), (128, 8, 3), (128, 8, 3)]]
+    extract = functions_of(f"{root}/comfy_extras/nodes_lora_extract.py")
+    extract["CLAMP_QUANTILE"] = 0.99
+    for name, shape, rank in [("linear", (12, 10), 4), ("conv3x3", (6, 4, 3, 3), 3), ("conv1x1", (8, 6, 1, 1), 8)]:
+        up, down = extract["extract_lora"](full_rank_pattern(*shape), rank)
+        out[f"lora_extract_{name}"] = {"up": flat(up), "down": flat(down), "up_shape": list(up.shape),
+                                       "down_shape": list(down.shape)}
     return out
 
 
