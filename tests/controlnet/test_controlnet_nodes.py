@@ -118,3 +118,25 @@ def test_set_union_type_copies(files):
     (typed,) = nodes.SetUnionControlNetType().set_controlnet_type(net, "depth")
     assert typed is not net and typed.union_type == [1] and net.union_type == []
     assert nodes.SetUnionControlNetType().set_controlnet_type(typed, "auto")[0].union_type == []
+
+
+def test_clip_text_encode_controlnet_gives_the_controlnet_its_own_text(files, model):
+    from comfyui.nodes.builtin.text import CLIPTextEncode
+    from comfyui.nodes.builtin.text_options import CLIPTextEncodeControlnet
+    m, clip, _ = model
+    pos = CLIPTextEncode().encode(clip, "a house")[0]
+    neg = CLIPTextEncode().encode(clip, "blurry")[0]
+    net = cn.load_controlnet(str(files / "control_v11p_sd15_scribble.safetensors"))
+    image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(8))
+    adv_pos, adv_neg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, net, image, 0.9, 0.0, 1.0)
+    base = _sample(m, clip, adv_pos, adv_neg)
+    (same,) = CLIPTextEncodeControlnet().encode(clip, adv_pos, "a house")
+    assert "cross_attn_controlnet" not in adv_pos[0][1]  # the input is not modified
+    torch.testing.assert_close(same[0][1]["cross_attn_controlnet"], pos[0][0])
+    assert same[0][1]["pooled_output_controlnet"].shape == pos[0][1]["pooled_output"].shape
+    # the prompt's own text: the same up to float noise (the positive now runs in its own batch,
+    # its conditioning no longer matching the negative's)
+    same_diff = (_sample(m, clip, same, adv_neg) - base).abs().mean()
+    (other,) = CLIPTextEncodeControlnet().encode(clip, adv_pos, "a red dog on the beach")
+    other_diff = (_sample(m, clip, other, adv_neg) - base).abs().mean()
+    assert same_diff < 1e-3 and other_diff > 10 * same_diff, (same_diff, other_diff)

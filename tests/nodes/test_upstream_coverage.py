@@ -44,6 +44,7 @@ COMPLETED = [
     "comfy_extras/nodes_torch_compile.py",
     "comfy_extras/nodes_easycache.py",
     "comfy_extras/nodes_lora_extract.py",
+    "comfy_extras/nodes_cond.py",
 ]
 
 

@@ -220,7 +220,8 @@ class BaseModel(torch.nn.Module):
         ``aesthetic_score``, ``prompt_type`` ("positive"/"negative"), ``noise`` (the latent
         being sampled, for shapes), ``device``, ``latent_image`` (model space),
         ``denoise_mask``, ``concat_latent_image`` (raw VAE latent), ``concat_mask``,
-        ``attention_mask``/``attention_mask_img_shape`` (StyleModelApply's "attn_bias").
+        ``attention_mask``/``attention_mask_img_shape`` (StyleModelApply's "attn_bias"),
+        ``cross_attn_controlnet`` (the ControlNets' own text embedding).
         Returns plain tensors keyed by :meth:`apply_model` argument names; batch them along
         dim 0 (``c_crossattn`` of different lengths: repeat each to the lcm of lengths).
         """
@@ -233,6 +234,9 @@ class BaseModel(torch.nn.Module):
             if mask is not None:
                 bias = cross_attn_bias_from_mask(mask, cross.shape[1], kwargs.get("attention_mask_img_shape"))
                 out["cross_attn_bias"] = bias if device is None else bias.to(device)
+        cross_cnet = kwargs.get("cross_attn_controlnet")  # CLIPTextEncodeControlnet: the ControlNets' text
+        if cross_cnet is not None:
+            out["crossattn_controlnet"] = cross_cnet if device is None else cross_cnet.to(device)
         concat = self.concat_cond(**kwargs)
         if concat is not None:
             out["c_concat"] = concat

@@ -137,7 +137,7 @@ def wrap_model_cond(name: str, value: Any):
         return CONDList(value)
     if not isinstance(value, torch.Tensor):
         return CONDConstant(value)
-    if name in ("c_crossattn", "cross_attn_bias"):
+    if name in ("c_crossattn", "cross_attn_bias", "crossattn_controlnet"):
         return CONDCrossAttn(value)
     if name == "c_concat":
         return CONDNoiseShape(value)

@@ -1,5 +1,6 @@
-"""T5TokenizerOptions (ComfyUI's nodes_cond): padding options for the T5-family tokenizers of a
-CLIP, used by the Chroma and PixArt workflows."""
+"""ComfyUI's nodes_cond: T5TokenizerOptions (padding options for the T5-family tokenizers of a
+CLIP, used by the Chroma and PixArt workflows) and CLIPTextEncodeControlnet (a separate text
+for the ControlNets of a conditioning)."""
 from __future__ import annotations
 
 T5_KEYS = ("t5xxl", "pile_t5xl", "t5base", "mt5xl", "umt5xxl")
@@ -27,4 +28,24 @@ class T5TokenizerOptions:
         return (clip,)
 
 
-NODE_CLASS_MAPPINGS = {"T5TokenizerOptions": T5TokenizerOptions}
+class CLIPTextEncodeControlnet:
+    """The ControlNets applied to ``conditioning`` see this text's embedding instead of the
+    prompt's (``cross_attn_controlnet``; its pooled output rides along)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"clip": ("CLIP",), "conditioning": ("CONDITIONING",),
+                             "text": ("STRING", {"multiline": True, "dynamicPrompts": True})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "_for_testing/conditioning"
+    EXPERIMENTAL = True
+
+    def encode(self, clip, conditioning, text):
+        cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+        return ([[t[0], {**t[1], "cross_attn_controlnet": cond, "pooled_output_controlnet": pooled}]
+                 for t in conditioning],)
+
+
+NODE_CLASS_MAPPINGS = {"T5TokenizerOptions": T5TokenizerOptions, "CLIPTextEncodeControlnet": CLIPTextEncodeControlnet}
