@@ -45,6 +45,7 @@ COMPLETED = [
     "comfy_extras/nodes_easycache.py",
     "comfy_extras/nodes_lora_extract.py",
     "comfy_extras/nodes_cond.py",
+    "comfy_extras/nodes_images.py",
 ]
 
 
