@@ -46,6 +46,7 @@ COMPLETED = [
     "comfy_extras/nodes_lora_extract.py",
     "comfy_extras/nodes_cond.py",
     "comfy_extras/nodes_images.py",
+    "comfy_extras/nodes_sdupscale.py",
 ]
 
 
