@@ -47,6 +47,7 @@ COMPLETED = [
     "comfy_extras/nodes_cond.py",
     "comfy_extras/nodes_images.py",
     "comfy_extras/nodes_sdupscale.py",
+    "comfy_extras/nodes_context_windows.py",
 ]
 
 

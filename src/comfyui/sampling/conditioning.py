@@ -485,7 +485,15 @@ def _batch_limit(model, first_shape, n: int, device) -> int:
 
 def calc_cond_batch(model, conds: list, x_in: torch.Tensor, timestep: torch.Tensor, model_options: dict) -> list:
     """Evaluate the model for each list of cond entries in ``conds`` (None = skip) and
-    return one blended prediction per list (zeros where a list is None)."""
+    return one blended prediction per list (zeros where a list is None). With a context handler
+    (ContextWindowsManual) on a long enough input, per window, blended."""
+    handler = model_options.get("context_handler")
+    if handler is not None and handler.should_use_context(x_in):
+        return handler.execute(_calc_cond_batch_wrapped, model, conds, x_in, timestep, model_options)
+    return _calc_cond_batch_wrapped(model, conds, x_in, timestep, model_options)
+
+
+def _calc_cond_batch_wrapped(model, conds: list, x_in: torch.Tensor, timestep: torch.Tensor, model_options: dict):
     return call_wrapped(CALC_COND_BATCH, model_options.get("transformer_options"), _calc_cond_batch, None,
                         model, conds, x_in, timestep, model_options)
 

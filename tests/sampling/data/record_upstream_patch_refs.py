@@ -1,6 +1,7 @@
 """Records reference outputs of upstream ComfyUI's own functions for tests/sampling/
 test_attention_patches.py (SAG's blur map, ToMe's merge/unmerge, HyperTile's tile choice) and
-tests/nodes/test_lora_extract.py (nodes_lora_extract's SVD extraction).
+tests/nodes/test_lora_extract.py (nodes_lora_extract's SVD extraction) and
+tests/sampling/test_context_windows.py (comfy/context_windows.py's window schedules and weights).
 
     python record_upstream_patch_refs.py /path/to/ComfyUI > upstream_patch_refs.json
 
@@ -21,11 +22,13 @@ from einops import rearrange, repeat
 def functions_of(path: str) -> dict:
     tree = ast.parse(open(path).read())
     body = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
-    ns = {"torch": torch, "F": F, "math": math, "rearrange": rearrange, "repeat": repeat,
+    import numpy as np
+    ns = {"np": np, "torch": torch, "F": F, "math": math, "rearrange": rearrange, "repeat": repeat,
           "einsum": torch.einsum, "randint": torch.randint}
     from typing import Callable, Optional, Tuple
     ns.update(Tuple=Tuple, Callable=Callable, Optional=Optional)
-    exec(compile(ast.Module(body=body, type_ignores=[]), path, "exec"), ns)
+    import __future__
+    exec(compile(ast.Module(body=body, type_ignores=[]), path, "exec", flags=__future__.annotations.compiler_flag), ns)
     return ns
 
 
@@ -71,6 +74,23 @@ def main(root: str) -> dict:
         up, down = extract["extract_lora"](full_rank_pattern(*shape), rank)
         out[f"lora_extract_{name}"] = {"up": flat(up), "down": flat(down), "up_shape": list(up.shape),
                                        "down_shape": list(down.shape)}
+    from types import SimpleNamespace
+    ctx = functions_of(f"{root}/comfy/context_windows.py")
+    windows = {}
+    for name in ("create_windows_uniform_looped", "create_windows_uniform_standard", "create_windows_static_standard",
+                 "create_windows_batched"):
+        for frames, length, overlap, stride, closed in [(20, 8, 2, 1, False), (20, 8, 2, 3, True), (13, 5, 1, 2, False),
+                                                       (16, 16, 4, 1, False), (40, 12, 4, 2, False)]:
+            for step in (0, 1, 3, 6):
+                h = SimpleNamespace(context_length=length, context_overlap=overlap, context_stride=stride,
+                                    closed_loop=closed, _step=step)
+                windows[f"{name}/{frames}/{length}/{overlap}/{stride}/{closed}/{step}"] = ctx[name](frames, h, {})
+    out["context_windows"] = windows
+    out["context_weights"] = {
+        "pyramid": [ctx["create_weights_pyramid"](n) for n in (1, 4, 5, 8)],
+        "overlap_linear": [ctx["create_weights_overlap_linear"](
+            6, full_length=20, idxs=idxs, handler=SimpleNamespace(context_overlap=2)).tolist()
+            for idxs in (list(range(0, 6)), list(range(7, 13)), list(range(14, 20)))]}
     return out
 
 
