@@ -351,3 +351,39 @@ async def test_acknowledged_prompts_survive_broker_connection_drops(cluster):
             assert r.status == 200
         await client.close()
     await proxy.close()
+
+
+async def test_a_job_stored_by_a_frontend_that_died_before_publishing_runs_once(cluster, monkeypatch):
+    """A frontend killed between storing a job and publishing it (-9 at that point): another
+    frontend publishes it again; it runs exactly once and is marked published."""
+    monkeypatch.setenv("COMFYUI_DISTRIBUTED_REPUBLISH_AFTER_S", "2")
+    c = cluster()
+    monkeypatch.setenv("COMFYUI_TEST_FRONTEND_EXIT_AFTER_STORE", "1")
+    dying = c.frontend()
+    await asyncio.to_thread(dying.start)
+    monkeypatch.delenv("COMFYUI_TEST_FRONTEND_EXIT_AFTER_STORE")
+    await asyncio.to_thread(wait_ready, dying)
+    (survivor,), (worker,) = await start(c, frontends=1, workers=1)
+    async with aiohttp.ClientSession() as session:
+        client = await WsClient(session, survivor.port, "orphan").connect()
+        lost = "orphan-job"
+        try:
+            async with session.post(f"http://127.0.0.1:{dying.port}/prompt",
+                                    json={"prompt": step_prompt("orphan"), "client_id": "orphan",
+                                          "prompt_id": lost}) as r:
+                raise AssertionError(f"the frontend answered {r.status}")
+        except aiohttp.ClientError:
+            pass  # it died before answering
+        assert dying.proc.wait(10) == 137
+        assert job_rows(c.database_url)[lost] == "pending"
+        await client.wait_finished([lost], 30)  # its client hears of it through the other frontend
+        await asyncio.sleep(3)  # more rounds of the republisher: nothing runs it again
+        assert job_rows(c.database_url)[lost] == "completed"
+        assert c.runs("orphan") == [worker.pid]
+        db = sa.create_engine(c.database_url.replace("postgresql://", "postgresql+psycopg://"))
+        with db.connect() as conn:
+            assert conn.execute(sa.text("SELECT published_at FROM jobs WHERE prompt_id = :p"), {"p": lost}).scalar()
+        db.dispose()
+        normal = await client.submit(step_prompt("normal"))  # the usual path marks the job published at once
+        await client.wait_finished([normal], 30)
+        await client.close()

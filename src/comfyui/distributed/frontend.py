@@ -6,9 +6,10 @@ frontend, /prompt, /queue, /history, the Jobs API, /api/v1) whose prompts run on
   them through :class:`ClusterQueue` and runs nothing itself.
 * :class:`ClusterQueue` is the job store for the routes: the shared database's ``jobs``
   table (history, the Jobs API and the queue listing are the whole cluster's, whichever
-  frontend answers); ``put`` inserts the job ``pending`` and publishes it to the broker with
-  a publisher confirm, and the client is answered only once both happened (503 otherwise:
-  nothing is left queued).
+  frontend answers); ``put`` inserts the job ``pending``, publishes it to the broker with
+  a publisher confirm and marks it published; the client is answered only once that happened
+  (503 otherwise: nothing is left queued). Every frontend publishes again the pending jobs
+  left unmarked for ``REPUBLISH_AFTER_S`` (their frontend died in between).
 * :class:`FrontendBroker` holds the broker connection (reconnected with backoff): it relays
   the workers' events to this frontend's WebSocket clients (each event goes to the client
   that queued its prompt; the hub drops clients connected elsewhere), resolves waits on
@@ -44,6 +45,10 @@ from .store import ClusterStore
 log = logging.getLogger("comfyui.frontend")
 
 WORKER_STALE_S = 15.0  # a worker not heard of for this long is no longer listed (heartbeat: 5 s)
+# a pending job not marked published this long after it was created is published again; more
+# than a publish's confirm timeout (10 s) plus clock differences between frontends
+REPUBLISH_AFTER_S = float(os.environ.get("COMFYUI_DISTRIBUTED_REPUBLISH_AFTER_S", "30"))
+EXIT_AFTER_STORE_ENV = "COMFYUI_TEST_FRONTEND_EXIT_AFTER_STORE"
 
 
 class ClusterQueue(DurableQueue):
@@ -259,7 +264,11 @@ class FrontendBroker:
         self.publisher = publisher
         self.connected = True
         log.info("frontend %s submitting to %s on %s", self.frontend_id, self.topology.prompts, describe(self.uri))
-        await lost(connection)
+        republisher = asyncio.create_task(self._republish_unpublished())
+        try:
+            await lost(connection)
+        finally:
+            republisher.cancel()
         log.warning("broker connection lost; reconnecting (submissions are refused meanwhile)")
 
     # ---- submissions ----
@@ -267,34 +276,67 @@ class FrontendBroker:
         return asyncio.run_coroutine_threadsafe(self.submit(item), self.loop)
 
     async def submit(self, item: QueueItem) -> None:
-        """Store the job, then publish it with a confirm; undone (503) if either fails."""
+        """Store the job, publish it with a confirm, mark it published; undone (503) if the
+        store or the publish fails."""
         self.engine._secrets.pop(item.prompt_id, None)  # API keys stay here (no worker gets them)
-        publisher = self.publisher
-        if publisher is None:
+        if self.publisher is None:
             raise StoreUnavailable("the message broker is unavailable; the prompt was not queued")
-        message = PromptMessage(prompt_id=item.prompt_id, prompt=item.prompt, number=item.number,
-                                client_id=item.client_id, extra_data=item.extra_data, outputs=list(item.outputs),
-                                checkpoints=checkpoints_of(item.prompt), submitted_at=item.created_at or time.time())
         if not await asyncio.to_thread(self.store.insert_pending, item):
             return  # the same id submitted at the same moment elsewhere: that submission stands
-        body = aio_pika.Message(encode(message), content_type="application/json", message_id=item.prompt_id,
-                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        if os.environ.get(EXIT_AFTER_STORE_ENV):  # tests: this frontend dies before publishing
+            os._exit(137)
         try:
-            worker = pick_worker(self.workers, message.checkpoints, WORKER_STALE_S)
-            if worker is not None:  # it holds the prompt's checkpoint and has a free slot
-                self.workers[worker.worker_id] = worker.model_copy(update={"running": [*worker.running, item.prompt_id]})
-                try:
-                    await publisher.default_exchange.publish(
-                        body, routing_key=self.topology.worker_queue(worker.worker_id), mandatory=True, timeout=10)
-                    return
-                except aio_pika.exceptions.DeliveryError:  # its queue is gone: any worker then
-                    pass
-            await publisher.default_exchange.publish(body, routing_key=self.topology.prompts, mandatory=True,
-                                                     timeout=10)
+            await self._publish(item, route=True)
         except Exception as e:  # noqa: BLE001 - not confirmed: not queued
             await asyncio.to_thread(self.store.forget_pending, item.prompt_id)
             raise StoreUnavailable(f"the message broker did not take the prompt ({type(e).__name__}: {e}); "
                                    "it was not queued") from e
+        try:
+            await asyncio.to_thread(self.store.mark_published, item.prompt_id)
+        except Exception as e:  # noqa: BLE001 - queued all the same; a frontend publishes it again later
+            log.warning("could not mark %s published (%s); it will be published again", item.prompt_id, e)
+
+    async def _publish(self, item: QueueItem, route: bool) -> None:
+        """Publish the prompt and wait for the broker's confirm: to a free worker that holds its
+        checkpoint when ``route`` and there is one, else to the shared queue."""
+        publisher = self.publisher
+        if publisher is None:
+            raise ConnectionError("not connected to the broker")
+        message = PromptMessage(prompt_id=item.prompt_id, prompt=item.prompt, number=item.number,
+                                client_id=item.client_id, extra_data=item.extra_data, outputs=list(item.outputs),
+                                checkpoints=checkpoints_of(item.prompt), submitted_at=item.created_at or time.time())
+        body = aio_pika.Message(encode(message), content_type="application/json", message_id=item.prompt_id,
+                                delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        worker = pick_worker(self.workers, message.checkpoints, WORKER_STALE_S) if route else None
+        if worker is not None:  # it holds the prompt's checkpoint and has a free slot
+            self.workers[worker.worker_id] = worker.model_copy(update={"running": [*worker.running, item.prompt_id]})
+            try:
+                await publisher.default_exchange.publish(
+                    body, routing_key=self.topology.worker_queue(worker.worker_id), mandatory=True, timeout=10)
+                return
+            except aio_pika.exceptions.DeliveryError:  # its queue is gone: any worker then
+                pass
+        await publisher.default_exchange.publish(body, routing_key=self.topology.prompts, mandatory=True, timeout=10)
+
+    async def _republish_unpublished(self) -> None:
+        """Every few seconds: publish again the pending jobs whose frontend (any) stored them
+        and died before the broker confirmed them."""
+        while True:
+            await asyncio.sleep(max(0.5, REPUBLISH_AFTER_S / 4))
+            loop = self.loop
+
+            def publish(item: QueueItem) -> None:
+                asyncio.run_coroutine_threadsafe(self._publish(item, route=False), loop).result(30)
+
+            try:
+                done = await asyncio.to_thread(self.store.republish_unpublished,
+                                               time.time() - REPUBLISH_AFTER_S, publish)
+            except Exception as e:  # noqa: BLE001 - the next round tries again
+                log.warning("could not look for unpublished jobs: %s", e)
+                continue
+            if done:
+                log.warning("published again %d job(s) whose frontend died before publishing: %s",
+                            len(done), ", ".join(done))
 
     def control(self, action: str, prompt_id: str | None) -> None:
         """Broadcast interrupt / cancel to every worker (from any thread; not waited for)."""

@@ -4,7 +4,9 @@ database (PostgreSQL for a cluster) that every frontend and worker writes to dir
 A job's row is the truth about it; the broker only carries work:
 
 * a frontend inserts the row ``pending`` before it publishes the prompt (so a worker always
-  finds it) and acknowledges the client only once both happened;
+  finds it), marks it ``published_at`` once the broker confirmed, and acknowledges the client
+  only then; a pending row left unmarked (its frontend died in between) is published again
+  by any frontend after a while (:meth:`ClusterStore.republish_unpublished`);
 * a worker *claims* the row before running (``in_progress``); a row that is finished already
   (a redelivery of a job that was recorded, or a job cancelled while it waited) is not run
   again: the worker just acknowledges the message;
@@ -17,7 +19,7 @@ A job's row is the truth about it; the broker only carries work:
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
 
@@ -109,6 +111,35 @@ class ClusterStore:
         with self.db.begin() as conn:
             self._not_flushed(conn)
             return self._insert_new(conn, job_row(item))
+
+    def mark_published(self, prompt_id: str) -> None:
+        """The broker confirmed the job's prompt message: no frontend publishes it again."""
+        with self.db.begin() as conn:
+            self._not_flushed(conn)  # lost in a database crash: the prompt is published twice (harmless)
+            conn.execute(jobs.update().where(jobs.c.prompt_id == prompt_id).values(published_at=time.time()))
+
+    def republish_unpublished(self, older_than: float, publish: Callable[[QueueItem], None],
+                              limit: int = 100) -> list[str]:
+        """Publish again the pending jobs created before ``older_than`` whose publication was
+        never confirmed (their frontend died between storing and publishing); -> their ids.
+        ``publish`` blocks until the broker confirms. On PostgreSQL the rows stay locked
+        (``SKIP LOCKED``) meanwhile, so two frontends never republish the same job; a frontend
+        that dies here leaves them unmarked for the next one."""
+        c = jobs.c
+        done: list[str] = []
+        with self.db.begin() as conn:
+            rows = conn.execute(sa.select(jobs).where(c.status == PENDING, c.published_at.is_(None),
+                                                      c.created_at < older_than)
+                                .order_by(c.number, c.seq).limit(limit).with_for_update(skip_locked=True)).all()
+            for row in rows:
+                try:
+                    publish(item_of(row))
+                except Exception:  # noqa: BLE001 - the rest wait for the next round
+                    break
+                done.append(row.prompt_id)
+            if done:
+                conn.execute(jobs.update().where(c.prompt_id.in_(done)).values(published_at=time.time()))
+        return done
 
     def forget_pending(self, prompt_id: str) -> None:
         """Remove a job whose submission failed (its prompt never reached the broker)."""

@@ -51,6 +51,8 @@ jobs = sa.Table(
     sa.Column("error", sa.JSON(none_as_null=True)),  # the execution_error message's data, when it failed
     sa.Column("create_time", sa.Float),  # milliseconds: the Jobs API's create_time (revision 0004)
     sa.Column("workflow_id", sa.String),  # extra_data.extra_pnginfo.workflow.id (revision 0004)
+    # a cluster's job: when the broker confirmed its prompt message (revision 0005)
+    sa.Column("published_at", sa.Float),
 )
 sa.Index("ix_jobs_history", jobs.c.ended_at, jobs.c.seq, jobs.c.status,
          sqlite_where=sa.text(FINISHED_PREDICATE), postgresql_where=sa.text(FINISHED_PREDICATE))
