@@ -154,7 +154,7 @@ class Cluster:
         async def drop() -> None:
             connection = await aio_pika.connect(AMQP_URI)
             channel = await connection.channel()
-            for queue in ("prompts", "dead", "dead.report"):
+            for queue in ("prompts", "prompts.front", "dead", "dead.report"):
                 await channel.queue_delete(f"{self.name}.{queue}")
             for exchange in ("dead", "events", "control", "workers"):
                 await channel.exchange_delete(f"{self.name}.{exchange}")

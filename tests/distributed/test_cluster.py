@@ -387,3 +387,29 @@ async def test_a_job_stored_by_a_frontend_that_died_before_publishing_runs_once(
         normal = await client.submit(step_prompt("normal"))  # the usual path marks the job published at once
         await client.wait_finished([normal], 30)
         await client.close()
+
+
+async def test_a_front_prompt_runs_before_the_prompts_queued_ahead_of_it(cluster):
+    """``front: true`` across the cluster: behind a running prompt and 4 queued ones, a front
+    prompt is the next to run (quorum queues have no priorities: it goes through a front queue)."""
+    c = cluster()
+    (server,), (worker,) = await start(c, frontends=1, workers=1)
+    async with aiohttp.ClientSession() as session:
+        client = await WsClient(session, server.port, "front").connect()
+        hold = await client.submit(step_prompt("hold", steps=40, seconds=0.05))
+        await asyncio.to_thread(lambda: wait_until(lambda: c.runs("hold"), 30))
+        queued = [await client.submit(step_prompt(f"queued-{k}", steps=1, seconds=0.0)) for k in range(4)]
+        async with session.post(f"http://127.0.0.1:{server.port}/prompt",
+                                json={"prompt": step_prompt("front", steps=1, seconds=0.0), "client_id": "front",
+                                      "front": True}) as r:
+            assert r.status == 200
+            front = (await r.json())["prompt_id"]
+        await client.wait_finished([hold, front, *queued], 60)
+        db = sa.create_engine(c.database_url.replace("postgresql://", "postgresql+psycopg://"))
+        with db.connect() as conn:
+            started = dict(conn.execute(sa.text("SELECT prompt_id, started_at FROM jobs")).all())
+        db.dispose()
+        order = sorted(started, key=started.get)
+        assert order == [hold, front, *queued], order
+        assert all(c.runs(v) == [worker.pid] for v in ("hold", "front", "queued-0", "queued-3"))
+        await client.close()

@@ -7,6 +7,11 @@ Names start with ``--distributed-queue-name`` (``comfyui``):
   job is recorded in the shared store. A message whose consumer goes away unacked (a killed
   worker, a lost connection) is delivered again; after ``--distributed-delivery-limit``
   deliveries (``x-delivery-limit``) RabbitMQ dead-letters it (reason ``delivery_limit``).
+* ``<name>.prompts.front``: the same, for prompts submitted with ``front: true`` (quorum
+  queues have no message priorities). Workers consume it beside ``<name>.prompts``, with a
+  prefetch of its own: a front prompt is taken at once by a worker, even a busy one (one
+  beyond its concurrency), and its engine runs it before any prompt it has not started
+  (engines run the lowest number first; front prompts have negative numbers).
 * ``<name>.dead`` (fanout exchange) -> queues ``<name>.dead`` (kept for operators) and
   ``<name>.dead.report`` (workers record each dead prompt as failed). Messages that do not
   parse or validate are published there by the worker that got them, with the reason in the
@@ -51,6 +56,10 @@ class Topology:
     @property
     def prompts(self) -> str:
         return f"{self.name}.prompts"
+
+    @property
+    def front_prompts(self) -> str:
+        return f"{self.name}.prompts.front"
 
     @property
     def dead(self) -> str:
@@ -98,10 +107,11 @@ class Topology:
         for queue_name in (self.dead, self.dead_report):
             queue = await channel.declare_queue(queue_name, durable=True, arguments=QUORUM)
             await queue.bind(dead)
-        await channel.declare_queue(self.prompts, durable=True, arguments={
-            **QUORUM, "x-delivery-limit": self.delivery_limit, "x-dead-letter-exchange": self.dead,
-            # dead-lettering is itself at-least-once (needs reject-publish on overflow)
-            "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
+        for queue_name in (self.prompts, self.front_prompts):
+            await channel.declare_queue(queue_name, durable=True, arguments={
+                **QUORUM, "x-delivery-limit": self.delivery_limit, "x-dead-letter-exchange": self.dead,
+                # dead-lettering is itself at-least-once (needs reject-publish on overflow)
+                "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"})
         await channel.declare_exchange(self.events, ExchangeType.TOPIC, durable=True)
         await channel.declare_exchange(self.control, ExchangeType.FANOUT, durable=True)
         await channel.declare_exchange(self.workers, ExchangeType.FANOUT, durable=True)

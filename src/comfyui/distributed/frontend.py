@@ -298,16 +298,20 @@ class FrontendBroker:
 
     async def _publish(self, item: QueueItem, route: bool) -> None:
         """Publish the prompt and wait for the broker's confirm: to a free worker that holds its
-        checkpoint when ``route`` and there is one, else to the shared queue."""
+        checkpoint when ``route`` and there is one, else to the shared queue (front prompts to
+        the front queue)."""
         publisher = self.publisher
         if publisher is None:
             raise ConnectionError("not connected to the broker")
+        front = item.number < 0  # submitted with front: true
         message = PromptMessage(prompt_id=item.prompt_id, prompt=item.prompt, number=item.number,
                                 client_id=item.client_id, extra_data=item.extra_data, outputs=list(item.outputs),
-                                checkpoints=checkpoints_of(item.prompt), submitted_at=item.created_at or time.time())
+                                checkpoints=checkpoints_of(item.prompt), front=front,
+                                submitted_at=item.created_at or time.time())
         body = aio_pika.Message(encode(message), content_type="application/json", message_id=item.prompt_id,
                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
-        worker = pick_worker(self.workers, message.checkpoints, WORKER_STALE_S) if route else None
+        # (a front prompt is not routed: an untaken routed prompt falls back to the plain queue)
+        worker = pick_worker(self.workers, message.checkpoints, WORKER_STALE_S) if route and not front else None
         if worker is not None:  # it holds the prompt's checkpoint and has a free slot
             self.workers[worker.worker_id] = worker.model_copy(update={"running": [*worker.running, item.prompt_id]})
             try:
@@ -316,7 +320,8 @@ class FrontendBroker:
                 return
             except aio_pika.exceptions.DeliveryError:  # its queue is gone: any worker then
                 pass
-        await publisher.default_exchange.publish(body, routing_key=self.topology.prompts, mandatory=True, timeout=10)
+        queue = self.topology.front_prompts if front else self.topology.prompts
+        await publisher.default_exchange.publish(body, routing_key=queue, mandatory=True, timeout=10)
 
     async def _republish_unpublished(self) -> None:
         """Every few seconds: publish again the pending jobs whose frontend (any) stored them

@@ -166,6 +166,7 @@ class Worker:
         await work.set_qos(prefetch_count=self.concurrency)
         self.dead_exchange = await work.get_exchange(self.topology.dead)
         prompts = await work.get_queue(self.topology.prompts, ensure=False)
+        front = await work.get_queue(self.topology.front_prompts, ensure=False)
         events = await connection.channel(publisher_confirms=True)  # in order, each confirmed
         publisher = asyncio.create_task(self._publish_outbox(events))
         control = await connection.channel()
@@ -175,7 +176,7 @@ class Worker:
         await reports.set_qos(prefetch_count=1)
         await (await reports.get_queue(self.topology.dead_report, ensure=False)).consume(self._on_dead_letter)
         own = await self.topology.declare_worker_queue(work, self.worker_id)  # prompts routed here
-        consumers = [(prompts, await prompts.consume(self._on_prompt)), (own, await own.consume(self._on_prompt))]
+        consumers = [(queue, await queue.consume(self._on_prompt)) for queue in (front, prompts, own)]
         self.connected = True
         self._state("ready")
         log.info("worker %s consuming %s on %s (concurrency %d)", self.worker_id, self.topology.prompts,
