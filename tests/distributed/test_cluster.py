@@ -249,7 +249,8 @@ async def test_poison_messages_are_dead_lettered_and_control_reaches_the_workers
 
 async def test_prompts_go_to_the_worker_that_holds_their_checkpoint(cluster):
     """Two workers, each holding a different checkpoint: every prompt runs on the one that has
-    its checkpoint loaded (random dispatch would miss about half the time)."""
+    its checkpoint loaded (random dispatch would miss about half the time). Then ``/free``
+    through the frontend reaches both: neither holds a checkpoint afterwards."""
     from models import fixtures as fx
 
     from _cluster import checkpoint_prompt
@@ -285,6 +286,17 @@ async def test_prompts_go_to_the_worker_that_holds_their_checkpoint(cluster):
             prompt_id = await client.submit(checkpoint_prompt(f"routed-{k}", f"{name}.safetensors"))
             await client.wait_finished([prompt_id], 30)
             assert c.runs(f"routed-{k}") == [(first if name == "a" else second).pid], k
+
+        async with session.post(f"http://127.0.0.1:{server.port}/free",
+                                json={"unload_models": True, "free_memory": True}) as r:
+            assert r.status == 200
+
+        def freed() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health") as r:
+                workers = json.load(r)["workers"]
+            return len(workers) == 2 and all(state["checkpoints"] == [] for state in workers.values())
+
+        await asyncio.to_thread(lambda: wait_until(freed, 20, 0.2, "both workers to free their checkpoints"))
         await client.close()
 
 

@@ -189,7 +189,8 @@ class FrontendEngine(Engine):
         return None
 
     def free(self, unload_models: bool = False, free_memory: bool = False) -> None:
-        log.info("/free is not sent to workers (each manages its own memory)")
+        """``/free``: every worker unloads its models / frees its memory once idle."""
+        self.broker.control("free", None, unload_models=unload_models, free_memory=free_memory)
 
     @property
     def running_prompt_id(self) -> str | None:
@@ -343,14 +344,15 @@ class FrontendBroker:
                 log.warning("published again %d job(s) whose frontend died before publishing: %s",
                             len(done), ", ".join(done))
 
-    def control(self, action: str, prompt_id: str | None) -> None:
-        """Broadcast interrupt / cancel to every worker (from any thread; not waited for)."""
+    def control(self, action: str, prompt_id: str | None, **options: bool) -> None:
+        """Broadcast interrupt / cancel / free to every worker (from any thread; not waited for)."""
         async def send() -> None:
             if self.publisher is None:
                 log.warning("%s of %s not sent: the broker is unavailable", action, prompt_id or "all prompts")
                 return
             await self.control_exchange.publish(
-                aio_pika.Message(encode(ControlMessage(action=action, prompt_id=prompt_id))), routing_key="")
+                aio_pika.Message(encode(ControlMessage(action=action, prompt_id=prompt_id, **options))),
+                routing_key="")
 
         asyncio.run_coroutine_threadsafe(send(), self.loop)
 

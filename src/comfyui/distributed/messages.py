@@ -9,7 +9,8 @@ Every message is a JSON object with ``v`` (the schema version, 1) and ``kind``:
   progress, executed, execution_error, previews as base64, ...), for the frontend whose
   WebSocket client queued it;
 * ``result``: a prompt finished and its history entry is in the shared store;
-* ``control``: interrupt or cancel, broadcast to every worker;
+* ``control``: interrupt, cancel or free (``/free``: unload models, free memory), broadcast
+  to every worker;
 * ``worker``: a worker's state (what it runs, which checkpoints it holds), broadcast.
 
 :func:`decode` raises :class:`BadMessage` with a reason for anything that is not one of these
@@ -89,8 +90,10 @@ class ResultMessage(_Message):
 
 class ControlMessage(_Message):
     kind: Literal["control"] = "control"
-    action: Literal["interrupt", "cancel"]
+    action: Literal["interrupt", "cancel", "free"]
     prompt_id: PromptId | None = None  # None: every running prompt (interrupt only)
+    unload_models: bool = False  # free: /free's two options
+    free_memory: bool = False
 
 
 class WorkerMessage(_Message):

@@ -336,6 +336,8 @@ class Worker:
             return
         if msg.action == "cancel" and msg.prompt_id is not None:
             await asyncio.to_thread(self.engine.cancel, msg.prompt_id)
+        elif msg.action == "free":  # done by the engine between prompts; the heartbeat then tells
+            self.engine.free(unload_models=msg.unload_models, free_memory=msg.free_memory)
         else:
             self.engine.interrupt(msg.prompt_id)
 
