@@ -203,6 +203,13 @@ class FrontendEngine(Engine):
         return self.broker.connected
 
 
+def prompt_message(item: QueueItem) -> PromptMessage:
+    return PromptMessage(prompt_id=item.prompt_id, prompt=item.prompt, number=item.number, client_id=item.client_id,
+                         extra_data=item.extra_data, outputs=list(item.outputs), checkpoints=checkpoints_of(item.prompt),
+                         front=item.number < 0,  # submitted with front: true
+                         submitted_at=item.created_at or time.time())
+
+
 class FrontendBroker:
     def __init__(self, engine: FrontendEngine, config: Any):
         self.engine = engine
@@ -282,12 +289,13 @@ class FrontendBroker:
         self.engine._secrets.pop(item.prompt_id, None)  # API keys stay here (no worker gets them)
         if self.publisher is None:
             raise StoreUnavailable("the message broker is unavailable; the prompt was not queued")
+        message = prompt_message(item)  # (one that cannot be sent is refused before it is stored)
         if not await asyncio.to_thread(self.store.insert_pending, item):
             return  # the same id submitted at the same moment elsewhere: that submission stands
         if os.environ.get(EXIT_AFTER_STORE_ENV):  # tests: this frontend dies before publishing
             os._exit(137)
         try:
-            await self._publish(item, route=True)
+            await self._publish(message, route=True)
         except Exception as e:  # noqa: BLE001 - not confirmed: not queued
             await asyncio.to_thread(self.store.forget_pending, item.prompt_id)
             raise StoreUnavailable(f"the message broker did not take the prompt ({type(e).__name__}: {e}); "
@@ -297,24 +305,20 @@ class FrontendBroker:
         except Exception as e:  # noqa: BLE001 - queued all the same; a frontend publishes it again later
             log.warning("could not mark %s published (%s); it will be published again", item.prompt_id, e)
 
-    async def _publish(self, item: QueueItem, route: bool) -> None:
+    async def _publish(self, message: PromptMessage, route: bool) -> None:
         """Publish the prompt and wait for the broker's confirm: to a free worker that holds its
         checkpoint when ``route`` and there is one, else to the shared queue (front prompts to
         the front queue)."""
         publisher = self.publisher
         if publisher is None:
             raise ConnectionError("not connected to the broker")
-        front = item.number < 0  # submitted with front: true
-        message = PromptMessage(prompt_id=item.prompt_id, prompt=item.prompt, number=item.number,
-                                client_id=item.client_id, extra_data=item.extra_data, outputs=list(item.outputs),
-                                checkpoints=checkpoints_of(item.prompt), front=front,
-                                submitted_at=item.created_at or time.time())
-        body = aio_pika.Message(encode(message), content_type="application/json", message_id=item.prompt_id,
+        front = message.front
+        body = aio_pika.Message(encode(message), content_type="application/json", message_id=message.prompt_id,
                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
         # (a front prompt is not routed: an untaken routed prompt falls back to the plain queue)
         worker = pick_worker(self.workers, message.checkpoints, WORKER_STALE_S) if route and not front else None
         if worker is not None:  # it holds the prompt's checkpoint and has a free slot
-            self.workers[worker.worker_id] = worker.model_copy(update={"running": [*worker.running, item.prompt_id]})
+            self.workers[worker.worker_id] = worker.model_copy(update={"running": [*worker.running, message.prompt_id]})
             try:
                 await publisher.default_exchange.publish(
                     body, routing_key=self.topology.worker_queue(worker.worker_id), mandatory=True, timeout=10)
@@ -327,13 +331,13 @@ class FrontendBroker:
     async def _republish_unpublished(self) -> None:
         """Every few seconds: publish again the pending jobs whose frontend (any) stored them
         and died before the broker confirmed them."""
+        loop = self.loop
+
+        def publish(item: QueueItem) -> None:  # (from the store's thread)
+            asyncio.run_coroutine_threadsafe(self._publish(prompt_message(item), route=False), loop).result(30)
+
         while True:
             await asyncio.sleep(max(0.5, REPUBLISH_AFTER_S / 4))
-            loop = self.loop
-
-            def publish(item: QueueItem) -> None:
-                asyncio.run_coroutine_threadsafe(self._publish(item, route=False), loop).result(30)
-
             try:
                 done = await asyncio.to_thread(self.store.republish_unpublished,
                                                time.time() - REPUBLISH_AFTER_S, publish)
