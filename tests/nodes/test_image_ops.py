@@ -22,7 +22,14 @@ from comfyui.nodes.builtin.image_transform import (
     ResizeAndPadImage,
 )
 from comfyui.nodes.builtin.mask import ImageCompositeMasked
-from comfyui.nodes.builtin.postprocessing import Blend, Blur, ImageScaleToTotalPixels, Quantize, Sharpen
+from comfyui.nodes.builtin.postprocessing import (
+    BatchImagesNode,
+    Blend,
+    Blur,
+    ImageScaleToTotalPixels,
+    Quantize,
+    Sharpen,
+)
 
 
 def run(node_cls, **kwargs):
@@ -75,6 +82,16 @@ def test_image_batch_resizes_second_image(gradient_image):
     rgba = torch.zeros(1, 4, 6, 4)
     (mixed,) = run(ImageBatch, image1=gradient_image, image2=rgba)
     assert mixed.shape == (2, 4, 6, 4) and mixed[0, ..., 3].min() == 1.0
+
+
+def test_batch_images_node_batches_any_number_like_the_first(gradient_image):
+    images = {"image0": gradient_image, "image1": torch.ones(2, 8, 12, 3), "image2": torch.zeros(1, 4, 6, 4)}
+    (out,) = BatchImagesNode.execute(images=images).result
+    assert out.shape == (4, 4, 6, 4)   # resized to the first, RGB given an opaque alpha
+    assert torch.equal(out[0, ..., :3], gradient_image[0]) and out[:3, ..., 3].min() == 1.0
+    assert out[1:3, ..., :3].min() == 1.0 and out[3].max() == 0.0
+    with pytest.raises(ValueError, match="image1"):
+        BatchImagesNode.execute(images={"image0": gradient_image, "image1": torch.ones(8, 12, 3)})
 
 
 def test_pad_for_outpaint_feathering():

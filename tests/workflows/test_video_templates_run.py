@@ -1,6 +1,7 @@
 """The official Wan and LTX-Video templates (``comfyui-workflow-templates-json``, as shipped) run
 end to end through the engine, like the image families in test_templates_run.py: Wan 2.1
-(t2v, i2v, first-last frame, Fun Control / InP, VACE, Alpha), Wan 2.2 (5B ti2v / Fun InP, 14B
+(t2v, i2v, first-last frame, Fun Control / InP, VACE with its reference-image and first-last
+frame variants, Alpha), Wan 2.2 (5B ti2v / Fun InP, 14B
 t2v / i2v / first-last frame / Fun InP), LTX-Video 0.9 (t2v, i2v).
 
 Each template is converted to API format with our converter and run on tiny random-weight files
@@ -15,7 +16,8 @@ T5-XXL file. Input images are 64x48, input videos 9 frames of 48x40.
 Test-size changes (everything else -- wiring, switches, formulas, samplers, shifts, prompts,
 seeds -- as shipped): 32x32 pixels and 5 frames for Wan (widget values or the Primitive nodes
 feeding them; the 14B t2v/i2v templates compute their length as ``floor(seconds * fps) + 1``:
-their seconds become 0.25 so the formula gives 5), 96x64 and 17 frames for LTX-Video, 2
+their seconds become 0.25 so the formula gives 5; VACE first-last frame's ``16 * seconds + 1``
+takes a whole number of seconds: 1, so 17 frames), 96x64 and 17 frames for LTX-Video, 2
 sampling steps (the two-expert split after step 1).
 The Wan t2v/i2v templates also run with their LoRA switch on (the lightx2v branch: LoRAs,
 4 steps, cfg 1); with it off that branch never runs, though its files are validated.
@@ -49,6 +51,8 @@ EXPECT = {  # template -> (W, H, frames) of every video its SaveVideo / SaveAnim
     "video_wan_vace_14B_t2v": WAN,
     "video_wan_vace_14B_v2v": WAN,
     "video_wan_vace_outpainting": WAN,
+    "video_wan_vace_14B_ref2v": WAN,
+    "video_wan_vace_flf2v": (32, 32, 17),   # its length is 16 * seconds + 1
     "video_wan2.1_alpha_t2v_14B": WAN,
     "video_wan2_2_5B_ti2v": WAN,
     "video_wan2_2_5B_fun_inpaint": WAN,
@@ -76,8 +80,6 @@ XFAIL = {
     "video_wan_ati": "node WanTrackToVideo",
     "video_wan_dancer": "nodes WanDancerVideo, WanDancerEncodeAudio, WanDancerPadKeyframesList, audio nodes, "
                         "CustomCombo, LatentCutToBatch, SkipLayerGuidanceDiTSimple, ResizeImageMaskNode",
-    "video_wan_vace_14B_ref2v": "node BatchImagesNode",
-    "video_wan_vace_flf2v": "node BatchImagesNode",
     "video_wan_vace_inpainting": "nodes SAM3_Detect, ResizeImageMaskNode",
     "video_wanmove_480p": "nodes WanMoveTrackToVideo, WanMoveConcatTrack, WanMoveTracksFromCoords, "
                           "WanMoveVisualizeTracks, GenerateTracks",
@@ -262,6 +264,13 @@ def _set(prompt: dict, inputs: dict, key: str, value) -> None:
         inputs[key] = value
 
 
+def _formula(prompt: dict, value) -> dict | None:
+    """The ComfyMathExpression node a link reads, if it does."""
+    if isinstance(value, list) and prompt[value[0]]["class_type"] == "ComfyMathExpression":
+        return prompt[value[0]]
+    return None
+
+
 def shrink(prompt: dict, lora_switch: bool = False) -> dict:
     """The test-size changes listed in the module docstring."""
     p = copy.deepcopy(prompt)
@@ -269,11 +278,14 @@ def shrink(prompt: dict, lora_switch: bool = False) -> dict:
         i, kind = node["inputs"], node["class_type"]
         if "width" in i and "length" in i:
             w, h, frames = LTXV if "LTXV" in kind else WAN
-            _set(p, i, "width", w)
-            _set(p, i, "height", h)
-            length = i["length"]
-            if isinstance(length, list) and p[length[0]]["class_type"] == "ComfyMathExpression":
-                _set(p, p[length[0]]["inputs"], "values.a", 0.25)   # floor(seconds * fps) + 1 = 5
+            for key, size in (("width", w), ("height", h)):
+                formula = _formula(p, i[key])   # a multiple-of-16 rounding: size in, size out
+                _set(p, formula["inputs"] if formula else i, "values.a" if formula else key, size)
+            formula = _formula(p, i["length"])
+            if formula and formula["inputs"]["expression"] == "a * 16 + 1":
+                _set(p, formula["inputs"], "values.a", 1)   # seconds at 16 fps: 17 frames
+            elif formula:
+                _set(p, formula["inputs"], "values.a", 0.25)   # floor(seconds * fps) + 1 = 5
             else:
                 _set(p, i, "length", frames)
         if kind in ("LTXVScheduler", "KSampler"):

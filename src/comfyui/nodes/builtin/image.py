@@ -574,15 +574,23 @@ class ImageBatch:
     def batch(self, image1, image2):
         check_image(image1, "image1")
         check_image(image2, "image2")
-        if image1.shape[-1] != image2.shape[-1]:
-            # RGB + RGBA: give the RGB one an opaque alpha channel
-            if image1.shape[-1] < image2.shape[-1]:
-                image1 = torch.cat([image1, torch.ones_like(image1[..., :1]).expand(*image1.shape[:-1], image2.shape[-1] - image1.shape[-1])], dim=-1)
-            else:
-                image2 = torch.cat([image2, torch.ones_like(image2[..., :1]).expand(*image2.shape[:-1], image1.shape[-1] - image2.shape[-1])], dim=-1)
-        if image1.shape[1:] != image2.shape[1:]:
-            image2 = common_upscale(image2.movedim(-1, 1), image1.shape[2], image1.shape[1], "bilinear", "center").movedim(1, -1)
-        return (torch.cat((image1, image2.to(image1)), dim=0),)
+        return (batch_images([image1, image2]),)
+
+
+def batch_images(images: list) -> torch.Tensor:
+    """One batch of ``images``: an RGB image next to an RGBA one gets an opaque alpha channel,
+    and every image is resized (bilinear, centre crop) to the first one's size."""
+    channels = max(image.shape[-1] for image in images)
+    first = images[0]
+    out = []
+    for image in images:
+        if image.shape[-1] < channels:
+            alpha = torch.ones_like(image[..., :1]).expand(*image.shape[:-1], channels - image.shape[-1])
+            image = torch.cat([image, alpha], dim=-1)
+        if image.shape[1:3] != first.shape[1:3]:
+            image = common_upscale(image.movedim(-1, 1), first.shape[2], first.shape[1], "bilinear", "center").movedim(1, -1)
+        out.append(image.to(first))
+    return torch.cat(out, dim=0)
 
 
 class EmptyImage:

@@ -5,8 +5,11 @@ import math
 
 from PIL import Image
 
+from comfyui.nodes.io import io
+
 from ._image_utils import UPSCALE_METHODS, check_image, common_upscale, filter2d_same, gaussian_kernel
 from ._lazy import lazy
+from .image import batch_images
 
 np = lazy("numpy")
 torch = lazy("torch")
@@ -205,12 +208,32 @@ class ImageScaleToTotalPixels:
         return (s.movedim(1, -1),)
 
 
+class BatchImagesNode(io.ComfyNode):
+    """Any number (2 to 50) of images in one batch, sized like the first."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="BatchImagesNode", display_name="Batch Images", category="image",
+            search_aliases=["batch", "image batch", "batch images", "combine images", "merge images", "stack images"],
+            inputs=[io.Autogrow.Input("images", template=io.Autogrow.TemplatePrefix(
+                io.Image.Input("image"), prefix="image", min=2, max=50))],
+            outputs=[io.Image.Output()])
+
+    @classmethod
+    def execute(cls, images: dict) -> io.NodeOutput:
+        for name, image in images.items():
+            check_image(image, name)
+        return io.NodeOutput(batch_images(list(images.values())))
+
+
 NODE_CLASS_MAPPINGS = {
     "ImageBlend": Blend,
     "ImageBlur": Blur,
     "ImageQuantize": Quantize,
     "ImageSharpen": Sharpen,
     "ImageScaleToTotalPixels": ImageScaleToTotalPixels,
+    "BatchImagesNode": BatchImagesNode,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
