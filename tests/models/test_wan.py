@@ -119,6 +119,39 @@ def test_registry_sampling_and_latent_format():
     assert torch.allclose(lf.process_out(lf.process_in(z)), z, atol=1e-6)
 
 
+@pytest.mark.parametrize("in_channels, out_channels", [(52, 16), (148, 48)])   # Fun 2.2 A14B / 5B Control
+def test_fun_reference_image_is_a_frame_before_the_video(in_channels, out_channels):
+    """Fun 2.2's ``ref_conv``: the reference latent's tokens come before the video's as frame 0
+    (RoPE), the video's frames shifted by one, and are dropped after the head. So, with a
+    ref_conv equal to the patch embedding's weights on the first channels, the model with a
+    reference R equals diffusers on the video with R (zero elsewhere) as an extra first frame."""
+    dm = fx.diffusers_wan(seed=7, in_channels=in_channels, out_channels=out_channels)
+    native = fx.native_sd(dm)
+    native.update(fx.fun_ref_conv(native, out_channels, seed=8))
+    config = detect(native, "")
+    assert config["in_dim_ref_conv"] == out_channels and config["in_dim"] == in_channels
+    ours = _ours(native)
+    with torch.no_grad():
+        ours.ref_conv.weight.copy_(ours.patch_embedding.weight[:, :out_channels, 0])
+        ours.ref_conv.bias.copy_(ours.patch_embedding.bias)
+    g = torch.Generator().manual_seed(0)
+    x, ctx = torch.randn(1, in_channels, 2, 4, 6, generator=g), torch.randn(1, 512, 64, generator=g)
+    reference = torch.randn(1, out_channels, 4, 6, generator=g)
+    first = torch.zeros(1, in_channels, 1, 4, 6)
+    first[:, :out_channels, 0] = reference
+    t = torch.tensor([600.0])
+    with torch.no_grad():
+        expected = dm(hidden_states=torch.cat((first, x), dim=2), timestep=t, encoder_hidden_states=ctx,
+                      return_dict=False)[0][:, :, 1:]
+        out = ours(x, t, ctx, reference_latent=reference)
+        plain = ours(x, t, ctx)
+    assert out.shape == plain.shape == (1, out_channels, 2, 4, 6)
+    assert (out - expected).abs().max() < 2e-5 * max(1.0, expected.abs().max().item())
+    assert (out - plain).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="size of the video latent"):
+        ours(x, t, ctx, reference_latent=reference[..., :2, :])
+
+
 def test_vace_matches_diffusers():
     """VACE: control blocks over the control video's tokens add hints after blocks 0 and 2."""
     dm = fx.diffusers_vace(seed=6)

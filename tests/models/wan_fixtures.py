@@ -104,6 +104,15 @@ def native_sd(dm) -> dict[str, torch.Tensor]:
     return {native_key(k): v.detach().clone() for k, v in dm.state_dict().items()}
 
 
+def fun_ref_conv(native: dict[str, torch.Tensor], channels: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The Fun 2.2 reference-image patchifier (``ref_conv``: Conv2d, kernel = stride = 2) of
+    ``channels`` latent channels, for the transformer whose native weights are ``native``."""
+    dim = native["patch_embedding.weight"].shape[0]
+    g = torch.Generator().manual_seed(seed)
+    return {"ref_conv.weight": torch.randn(dim, channels, 2, 2, generator=g) * (0.5 / (channels * 4) ** 0.5),
+            "ref_conv.bias": torch.randn(dim, generator=g) * 0.05}
+
+
 # ----------------------------------------------------------------------------------- VAE
 def wan_vae_sd(seed: int = 0, dim: int = 16, z_dim: int = 16) -> dict[str, torch.Tensor]:
     """Random weights of a tiny Wan 2.1 VAE in the released layout (gammas around 1)."""

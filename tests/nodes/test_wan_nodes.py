@@ -173,3 +173,36 @@ def test_vace_control_split_mask_folding_and_reference_frame():
     assert pos[0][1]["vace_strength"] == [0.8]
     pos2, _, _, _ = wan.WanVaceToVideo.execute(pos, neg, RecordingVAE(), 32, 32, 5, 1, 0.5).args
     assert len(pos2[0][1]["vace_frames"]) == 2 and pos2[0][1]["vace_strength"] == [0.8, 0.5]
+
+
+def test_wan22_fun_control_conditioning_reaches_the_reference_model():
+    """Wan22FunControlToVideo: control latents, a 4-channel "generate everything" mask at
+    channel 16, an empty start-image half, and the reference image's latent; a ref_conv model
+    gets them as c_concat (control | mask 0 | zero image) and the normalised reference frame."""
+    from comfyui.models.latent_formats import Wan21
+    from comfyui.models.registry import detect_family
+    from models import wan_fixtures as fx
+
+    vae = RecordingVAE()
+    pos, neg, latent = wan.Wan22FunControlToVideo.execute(
+        TEXT, TEXT, vae, 32, 32, 5, 1, ref_image=torch.rand(2, 48, 40, 3), control_video=torch.rand(5, 48, 40, 3)).args
+    cond = pos[0][1]
+    assert latent["samples"].shape == (1, 16, 2, 4, 4) and cond["concat_latent_image"].shape == (1, 32, 2, 4, 4)
+    assert torch.all(cond["concat_latent_image"][:, :16] == 1.0)     # the control video, encoded first
+    empty = Wan21().process_in(cond["concat_latent_image"][:, 16:])
+    assert torch.allclose(empty, torch.zeros_like(empty), atol=1e-6)
+    assert cond["concat_mask_index"] == 16 and torch.all(cond["concat_mask"] == 1.0)
+    (reference,) = cond["reference_latents"]
+    assert torch.all(reference == 2.0) and vae.encoded[1].shape == (1, 32, 32, 3)   # first picture, resized
+    assert neg[0][1]["reference_latents"][0] is reference
+
+    native = fx.native_sd(fx.diffusers_wan(seed=3, in_channels=52))
+    native.update(fx.fun_ref_conv(native, 16))
+    family, config = detect_family(native, "")
+    model = family.model_class(config, family)
+    noise = torch.zeros(1, 16, 2, 4, 4)
+    conds = model.extra_conds(noise=noise, **cond)
+    concat = conds["c_concat"].cond
+    assert concat.shape == (1, 36, 2, 4, 4) and torch.all(concat[:, 16:20] == 0.0)
+    assert torch.allclose(concat[:, :16], Wan21().process_in(torch.ones(1, 16, 2, 4, 4)))
+    assert torch.allclose(conds["reference_latent"].cond, Wan21().process_in(reference)[:, :, 0])

@@ -4,8 +4,10 @@ Conditioning entries it reads: the UMT5 hidden states (``cross_attn``, 512 token
 CLIP-vision output (``clip_vision_output``: its ``penultimate_hidden_states`` -> ``clip_fea``),
 ``concat_latent_image`` / ``concat_mask`` (``concat_mask_index``) for the models whose patch
 embedding takes more channels than the latent has (i2v, Fun-InP, first-last frame: 4 mask +
-16 image channels; Fun-Control: 16 control + 16 image channels, no mask) and, for Wan 2.2 5B,
-the ``denoise_mask`` that gives each latent frame its own timestep (0 for a given frame).
+16 image channels; Fun-Control: 16 control + 16 image channels, no mask; Fun 2.2 Control:
+control, mask at ``concat_mask_index``, start image), ``reference_latents`` (Fun 2.2's
+reference image, for the models with ``ref_conv``) and, for Wan 2.2 5B, the ``denoise_mask``
+that gives each latent frame its own timestep (0 for a given frame).
 """
 from __future__ import annotations
 
@@ -52,7 +54,8 @@ class WanBaseModel(BaseModel):
     def apply_model(self, x: torch.Tensor, t: torch.Tensor, c_crossattn: torch.Tensor | None = None,
                     c_concat: torch.Tensor | None = None, clip_fea: torch.Tensor | None = None,
                     denoise_mask: torch.Tensor | None = None, vace_context: torch.Tensor | None = None,
-                    vace_strength: list[float] | None = None, control: dict | None = None,
+                    vace_strength: list[float] | None = None, reference_latent: torch.Tensor | None = None,
+                    control: dict | None = None,
                     transformer_options: dict | None = None, **kwargs: Any) -> torch.Tensor:
         """Denoised estimate (float32) of the latent video ``x`` [B, C, T, H, W] (model space)
         at sigmas ``t`` [B]: ``x - sigma * v`` for the network's velocity v."""
@@ -72,6 +75,7 @@ class WanBaseModel(BaseModel):
             xc.to(dtype), timestep, c_crossattn.to(dtype),
             clip_fea=None if clip_fea is None else clip_fea.to(dtype),
             vace_context=None if vace_context is None else vace_context.to(dtype), vace_strength=vace_strength,
+            reference_latent=None if reference_latent is None else reference_latent.to(dtype),
             transformer_options=transformer_options or {}).float()
         return self.model_sampling.calculate_denoised(sigma, out, x)
 
@@ -91,6 +95,11 @@ class WanBaseModel(BaseModel):
         mask = kwargs.get("denoise_mask")
         if mask is not None and self.per_frame_timesteps:
             out["denoise_mask"] = CONDRegular(mask)
+        refs = kwargs.get("reference_latents")
+        if refs is not None and self.config.get("in_dim_ref_conv"):
+            # the last reference image's first latent frame, normalised (Wan22FunControlToVideo)
+            ref = self.process_latent_in(refs[-1].to(kwargs["noise"].device))[:, :, 0]
+            out["reference_latent"] = CONDRegular(ref)
         if self.config["model_type"] == "vace":
             out.update(self.vace_conds(kwargs["noise"], kwargs.get("vace_frames"), kwargs.get("vace_mask"),
                                        kwargs.get("vace_strength")))

@@ -5,7 +5,8 @@ Read from shapes: ``dim`` (``head.modulation``), ``out_dim`` (``head.head`` / 4 
 ``ffn_dim``, ``num_layers``, ``in_dim`` (``patch_embedding``: 16 t2v, 36 i2v / Fun-InP /
 first-last frame, 48 Fun-Control or Wan 2.2 5B), ``text_dim`` and ``freq_dim`` (the text and
 time embeddings: 4096 and 256 in every released file), the image model (``img_emb``: i2v, with
-its CLIP width ``image_dim``), VACE (``vace_patch_embedding``, ``vace_blocks``) and first-last frame's ``emb_pos`` token count (514).
+its CLIP width ``image_dim``), VACE (``vace_patch_embedding``, ``vace_blocks``), first-last frame's ``emb_pos`` token count (514)
+and the Fun reference-image input (``ref_conv``: its latent channels).
 
 Fixed by the architecture (upstream's values): heads = dim / 128, patch (1, 2, 2), qk norm,
 cross-attention norm, eps 1e-6, global attention (window (-1, -1)).
@@ -24,7 +25,6 @@ UNSUPPORTED = {
     "casual_audio_encoder.encoder.final_linear.weight": "Wan 2.2 S2V",
     "audio_proj.audio_proj_glob_1.layer.bias": "Wan HuMo",
     "face_adapter.fuser_blocks.0.k_norm.weight": "Wan 2.2 Animate",
-    "ref_conv.weight": "Wan Fun reference-image (v1.1 ref_conv)",
 }
 
 
@@ -58,6 +58,9 @@ def detect(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, Any] | None
         config["vace_layers"] = count_indexed(sd, prefix + "vace_blocks.")
     if config["model_type"] == "i2v":
         config["image_dim"] = sd[prefix + "img_emb.proj.0.weight"].shape[0]
+    ref_conv = sd.get(prefix + "ref_conv.weight")
+    if ref_conv is not None:
+        config["in_dim_ref_conv"] = ref_conv.shape[1]
     emb_pos = sd.get(prefix + "img_emb.emb_pos")
     if emb_pos is not None:
         config["flf_pos_embed_token_number"] = emb_pos.shape[1]

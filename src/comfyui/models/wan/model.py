@@ -210,7 +210,7 @@ class WanModel(nn.Module):
                  num_heads: int = 12, num_layers: int = 30, window_size=(-1, -1), qk_norm: bool = True,
                  cross_attn_norm: bool = True, eps: float = 1e-6, flf_pos_embed_token_number: int | None = None,
                  image_dim: int = 1280, vace_layers: int | None = None, vace_in_dim: int | None = None,
-                 **_: Any):
+                 in_dim_ref_conv: int | None = None, **_: Any):
         super().__init__()
         if model_type not in ("t2v", "i2v", "vace"):
             raise ValueError(f"Wan model type {model_type!r} is not supported")
@@ -227,6 +227,9 @@ class WanModel(nn.Module):
                                     for _ in range(num_layers))
         self.head = Head(dim, math.prod(self.patch_size) * out_dim, eps)
         self.img_emb = ImageProjection(image_dim, dim, flf_pos_embed_token_number) if image else None
+        # Fun 2.2 reference image: its latent, patchified by a Conv2d, as tokens before the video's
+        self.ref_conv = (ops.Conv2d(in_dim_ref_conv, dim, kernel_size=self.patch_size[1:], stride=self.patch_size[1:])
+                         if in_dim_ref_conv else None)
         self.vace_map: dict[int, int] = {}
         if vace_layers:  # VACE: control blocks after every (num_layers / vace_layers)-th block
             self.vace_blocks = nn.ModuleList(VaceBlock(i, dim, ffn_dim, num_heads, eps, cross_attn_norm)
@@ -237,10 +240,13 @@ class WanModel(nn.Module):
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                 clip_fea: torch.Tensor | None = None, transformer_options: dict | None = None,
                 vace_context: torch.Tensor | None = None, vace_strength: list[float] | None = None,
-                **kwargs: Any) -> torch.Tensor:
+                reference_latent: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         """``x`` [B, in_dim, T, H, W]; ``timestep`` [B] or [B, T] (per latent frame);
         ``context`` [B, L, text_dim]; ``clip_fea`` [B, 257 * images, image_dim]; VACE:
-        ``vace_context`` [B, n, vace_in_dim, T, H, W] (n control inputs), ``vace_strength`` (n)."""
+        ``vace_context`` [B, n, vace_in_dim, T, H, W] (n control inputs), ``vace_strength`` (n);
+        Fun 2.2 (``ref_conv``): ``reference_latent`` [B, in_dim_ref_conv, H, W], attended to as
+        a frame before the video (RoPE frame 0, the video's frames shifted by one), dropped
+        after the head."""
         transformer_options = transformer_options or {}
         b, _, t, h, w = x.shape
         pt, ph, pw = self.patch_size
@@ -248,9 +254,20 @@ class WanModel(nn.Module):
         x = self.patch_embedding(x)
         frames, rows, cols = x.shape[2:]
         x = x.flatten(2).transpose(1, 2)
-        rope = rope_cos_sin(frames, rows, cols, self.dim // self.num_heads, x.device)
-
         ts = timestep.reshape(b, -1)
+        n_ref = 0
+        if reference_latent is not None and self.ref_conv is not None:
+            ref = F.pad(reference_latent.to(x.dtype), (0, (-w) % pw, 0, (-h) % ph))
+            ref = self.ref_conv(ref).flatten(2).transpose(1, 2)
+            n_ref = ref.shape[1]
+            if n_ref != rows * cols:
+                raise ValueError(f"the reference latent ({tuple(reference_latent.shape[-2:])}) must be the size of "
+                                 f"the video latent ({h}, {w})")
+            x = torch.cat((ref, x), dim=1)
+            if ts.shape[1] > 1:   # per-frame timesteps: the reference frame takes the first one's
+                ts = torch.cat((ts[:, :1], ts), dim=1)
+        rope = rope_cos_sin(frames + (1 if n_ref else 0), rows, cols, self.dim // self.num_heads, x.device)
+
         e = self.time_embedding(sinusoidal_embedding(ts.flatten(), self.freq_dim).to(x.dtype))
         e = e.reshape(b, ts.shape[1], -1)                                    # [B, F, dim]
         e0 = self.time_projection(e).unflatten(2, (6, self.dim))             # [B, F, 6, dim]
@@ -286,7 +303,7 @@ class WanModel(nn.Module):
                     hint, controls[j] = self.vace_blocks[n](c, x_orig, e0, rope, context, context_img_len)
                     x = x + hint * strengths[j]
 
-        x = self.head(x, e)
+        x = self.head(x, e)[:, n_ref:]
         x = x.view(b, frames, rows, cols, pt, ph, pw, self.out_dim)
         x = torch.einsum("bfhwpqrc->bcfphqwr", x).reshape(b, self.out_dim, frames * pt, rows * ph, cols * pw)
         return x[:, :, :t, :h, :w]

@@ -178,6 +178,40 @@ class WanFunControlToVideo(io.ComfyNode):
         return io.NodeOutput(positive, negative, {"samples": latent})
 
 
+class Wan22FunControlToVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="Wan22FunControlToVideo", category="conditioning/video_models",
+            inputs=_video_inputs() + [io.Image.Input("ref_image", optional=True),
+                                      io.Image.Input("control_video", optional=True)],
+            outputs=_video_outputs())
+
+    @classmethod
+    def execute(cls, positive, negative, vae, width, height, length, batch_size, ref_image=None,
+                control_video=None) -> io.NodeOutput:
+        """Wan 2.2 Fun Control: beside the noise, the control video's latents, a 4-channel mask
+        (at ``concat_mask_index``: every frame to generate) and an empty start-image part
+        (latents that normalise to zero); the reference image's latent goes in as
+        ``reference_latents`` (the model's ``ref_conv`` tokens). Works with the Wan 2.1 VAE
+        (14B) and the Wan 2.2 one (5B, 48 channels)."""
+        latent = _empty_latent(vae, width, height, length, batch_size)
+        channels = latent.shape[1]
+        latent_format = latent_formats.Wan22() if channels == 48 else latent_formats.Wan21()
+        concat = latent_format.process_out(torch.zeros_like(latent)).repeat(1, 2, 1, 1, 1)
+        if control_video is not None:
+            encoded = vae.encode(_fit(control_video[:length], width, height)[:, :, :, :3])
+            concat[:, :channels, :encoded.shape[2]] = encoded[:, :, :concat.shape[2]]
+        mask = torch.ones((1, 4, latent.shape[2], latent.shape[-2], latent.shape[-1]))
+        values = {"concat_latent_image": concat, "concat_mask": mask, "concat_mask_index": channels}
+        positive, negative = _set_both(positive, negative, values)
+        if ref_image is not None:
+            reference = {"reference_latents": [vae.encode(_fit(ref_image[:1], width, height)[:, :, :, :3])]}
+            positive = conditioning_set_values(positive, reference, append=True)
+            negative = conditioning_set_values(negative, reference, append=True)
+        return io.NodeOutput(positive, negative, {"samples": latent})
+
+
 class WanVaceToVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -387,6 +421,7 @@ NODE_CLASS_MAPPINGS = {
     "WanFirstLastFrameToVideo": WanFirstLastFrameToVideo,
     "WanFunInpaintToVideo": WanFunInpaintToVideo,
     "WanFunControlToVideo": WanFunControlToVideo,
+    "Wan22FunControlToVideo": Wan22FunControlToVideo,
     "Wan22ImageToVideoLatent": Wan22ImageToVideoLatent,
     "WanVaceToVideo": WanVaceToVideo,
     "CFGZeroStar": CFGZeroStar,
