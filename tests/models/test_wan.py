@@ -152,6 +152,51 @@ def test_fun_reference_image_is_a_frame_before_the_video(in_channels, out_channe
         ours(x, t, ctx, reference_latent=reference[..., :2, :])
 
 
+def test_fun_camera_adapter_adds_to_the_patch_embedding():
+    """Fun Camera's control adapter: per latent frame, the 24-channel Plücker embedding at
+    pixel size, unshuffled by 8 (channel c, offset (dy, dx) at 64c + 8dy + dx), patchified by
+    a 2x2 stride-2 conv and refined by a residual block (x + conv2(relu(conv1 x))), is added
+    to the patch tokens. Checked against that formula written out, and the whole model
+    against diffusers with the adapter's output folded into the patch embedding's bias."""
+    import torch.nn.functional as F
+    dm = fx.diffusers_wan(seed=9, i2v=True, in_channels=36)
+    native = fx.native_sd(dm)
+    native.update(fx.fun_camera_adapter(native, 24, seed=10))
+    config = detect(native, "")
+    assert config["in_dim_control_adapter"] == 24 and config["model_type"] == "i2v"
+    ours = _ours(native)
+    g = torch.Generator().manual_seed(0)
+    camera = torch.randn(1, 24, 2, 32, 48, generator=g)
+    with torch.no_grad():
+        a = ours.control_adapter
+        w = a.conv.weight.reshape(-1, 24, 8, 8, 2, 2)                           # o c dy dx ky kx
+        patches = camera.reshape(1, 24, 2, 2, 2, 8, 3, 2, 8)                    # b c f r ky dy q kx dx
+        conv = torch.einsum("bcfriyqjx,ocyxij->bofrq", patches, w) + a.conv.bias.view(1, -1, 1, 1, 1)
+        flat = conv.transpose(1, 2).flatten(0, 1)
+        block = a.residual_blocks[0]
+        hidden = F.relu(F.conv2d(flat, block.conv1.weight, block.conv1.bias, padding=1))
+        expected = (flat + F.conv2d(hidden, block.conv2.weight, block.conv2.bias, padding=1)).unflatten(0, (1, 2))
+        assert torch.allclose(a(camera), expected.transpose(1, 2), atol=1e-5)
+
+        # a constant adapter output b equals diffusers with b added to the patch embedding's bias
+        bias = torch.randn(a.conv.bias.shape, generator=g) * 0.2
+        a.conv.weight.zero_()
+        a.conv.bias.copy_(bias)
+        for conv_layer in (block.conv1, block.conv2):
+            conv_layer.weight.zero_()
+            conv_layer.bias.zero_()
+        x, ctx = torch.randn(1, 36, 2, 4, 6, generator=g), torch.randn(1, 512, 64, generator=g)
+        fea = torch.randn(1, 257, 96, generator=g)
+        t = torch.tensor([500.0])
+        out = ours(x, t, ctx, clip_fea=fea, camera_conditions=camera)
+        dm.patch_embedding.bias.add_(bias)
+        expected = dm(hidden_states=x, timestep=t, encoder_hidden_states=ctx, encoder_hidden_states_image=fea,
+                      return_dict=False)[0]
+        plain = ours(x, t, ctx, clip_fea=fea)
+    assert (out - expected).abs().max() < 2e-5 * max(1.0, expected.abs().max().item())
+    assert (out - plain).abs().max() > 1e-3
+
+
 def test_vace_matches_diffusers():
     """VACE: control blocks over the control video's tokens add hints after blocks 0 and 2."""
     dm = fx.diffusers_vace(seed=6)

@@ -113,6 +113,21 @@ def fun_ref_conv(native: dict[str, torch.Tensor], channels: int, seed: int = 0) 
             "ref_conv.bias": torch.randn(dim, generator=g) * 0.05}
 
 
+def fun_camera_adapter(native: dict[str, torch.Tensor], channels: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Fun Camera's ``control_adapter``: a Conv2d (kernel = stride = 2) over the 8x
+    pixel-unshuffled ``channels`` Plücker channels and one residual block of two 3x3 convs."""
+    dim = native["patch_embedding.weight"].shape[0]
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"conv": (dim, channels * 64, 2, 2), "residual_blocks.0.conv1": (dim, dim, 3, 3),
+              "residual_blocks.0.conv2": (dim, dim, 3, 3)}
+    out = {}
+    for name, shape in shapes.items():
+        fan_in = shape[1] * shape[2] * shape[3]
+        out[f"control_adapter.{name}.weight"] = torch.randn(shape, generator=g) * (0.5 / fan_in ** 0.5)
+        out[f"control_adapter.{name}.bias"] = torch.randn(dim, generator=g) * 0.05
+    return out
+
+
 # ----------------------------------------------------------------------------------- VAE
 def wan_vae_sd(seed: int = 0, dim: int = 16, z_dim: int = 16) -> dict[str, torch.Tensor]:
     """Random weights of a tiny Wan 2.1 VAE in the released layout (gammas around 1)."""

@@ -2,7 +2,7 @@
 end to end through the engine, like the image families in test_templates_run.py: Wan 2.1
 (t2v, i2v, first-last frame, Fun Control / InP, VACE with its reference-image and first-last
 frame variants, Alpha), Wan 2.2 (5B ti2v / Fun InP, 14B
-t2v / i2v / first-last frame / Fun InP; Fun Control 5B and 14B with the reference image), LTX-Video 0.9 (t2v, i2v).
+t2v / i2v / first-last frame / Fun InP; Fun Control 5B and 14B with the reference image, Fun Camera; Wan 2.1 Fun Camera), LTX-Video 0.9 (t2v, i2v).
 
 Each template is converted to API format with our converter and run on tiny random-weight files
 written under the exact names it asks for, in the real layouts: the Wan transformers (VACE
@@ -62,36 +62,34 @@ EXPECT = {  # template -> (W, H, frames) of every video its SaveVideo / SaveAnim
     "video_wan2_2_14B_fun_inpaint": WAN,
     "video_wan2_2_5B_fun_control": WAN,
     "video_wan2_2_14B_fun_control": WAN,
+    "video_wan2.1_fun_camera_v1.1_1.3B": WAN,
+    "video_wan2.1_fun_camera_v1.1_14B": WAN,
+    "video_wan2_2_14B_fun_camera": WAN,
     "ltxv_text_to_video": LTXV,
     "ltxv_image_to_video": LTXV,
 }
 XFAIL = {
-    "video_wan2.1_fun_camera_v1.1_1.3B": "nodes WanCameraEmbedding, WanCameraImageToVideo; the Fun Camera "
-                                         "transformer (control adapter)",
-    "video_wan2.1_fun_camera_v1.1_14B": "nodes WanCameraEmbedding, WanCameraImageToVideo; the Fun Camera "
-                                        "transformer (control adapter)",
     "video_wan21_scail2_character_replacement": "nodes WanSCAILToVideo, SCAIL2ColoredMask, SAM3_VideoTrack, "
-                                                "ColorTransfer, BatchImagesNode, ResizeImageMaskNode",
+                                                "ColorTransfer, ResizeImageMaskNode",
     "video_wan21_scail2_character_replacement_int8": "the SCAIL nodes above; int8 weights",
     "video_wan2_1_infinitetalk": "nodes WanInfiniteTalkToVideo, audio encoders, LoadAudio, AudioConcat, "
-                                 "ModelPatchLoader, Painter, BatchImagesNode",
+                                 "ModelPatchLoader, Painter",
     "video_wan_animate2": "nodes WanAnimate2ToVideo, WanAnimate2Cache, ContextWindowsManual, loops, lists",
     "video_wan_animate2_distilled": "nodes WanAnimate2ToVideo, WanAnimate2Cache, ContextWindowsManual, "
-                                    "BatchImagesNode, ResizeImageMaskNode",
+                                    "ResizeImageMaskNode",
     "video_wan_ati": "node WanTrackToVideo",
     "video_wan_dancer": "nodes WanDancerVideo, WanDancerEncodeAudio, WanDancerPadKeyframesList, audio nodes, "
                         "CustomCombo, LatentCutToBatch, SkipLayerGuidanceDiTSimple, ResizeImageMaskNode",
     "video_wan_vace_inpainting": "nodes SAM3_Detect, ResizeImageMaskNode",
     "video_wanmove_480p": "nodes WanMoveTrackToVideo, WanMoveConcatTrack, WanMoveTracksFromCoords, "
                           "WanMoveVisualizeTracks, GenerateTracks",
-    "video_wan2_2_14B_fun_camera": "nodes WanCameraEmbedding, WanCameraImageToVideo; the Fun Camera "
-                                   "transformer (control adapter)",
     "video_wan2_2_14B_s2v": "nodes LoadAudio, AudioEncoderLoader, AudioEncoderEncode, WanSoundImageToVideo, "
                             "WanSoundImageToVideoExtend (Wan S2V, audio encoders)",
 }
 LORA_SWITCH = ("video_wan2_2_14B_t2v", "video_wan2_2_14B_i2v")
 TEXT_DIM, VISION_DIM = 32, 64
-WAN_DIFFUSION = {  # file -> diffusers WanTransformer3DModel variant (+ ref_conv: Fun 2.2's reference input)
+WAN_DIFFUSION = {  # file -> diffusers WanTransformer3DModel variant (+ ref_conv: Fun 2.2's reference
+    # input; camera: Fun Camera's control adapter)
     "wan2.1_t2v_1.3B_fp16.safetensors": dict(),
     "wan2.1_t2v_14B_fp8_scaled.safetensors": dict(),
     "wan2.1_i2v_480p_14B_fp16.safetensors": dict(i2v=True, in_channels=36),
@@ -110,6 +108,11 @@ WAN_DIFFUSION = {  # file -> diffusers WanTransformer3DModel variant (+ ref_conv
     "wan2.2_fun_control_5B_bf16.safetensors": dict(in_channels=148, out_channels=48, ref_conv=48),
     "wan2.2_fun_control_high_noise_14B_fp8_scaled.safetensors": dict(in_channels=52, ref_conv=16),
     "wan2.2_fun_control_low_noise_14B_fp8_scaled.safetensors": dict(in_channels=52, ref_conv=16),
+    # Fun Camera: i2v channels and the control adapter of 24 Plücker channels (6 x 4 pictures)
+    "wan2.1_fun_camera_v1.1_1.3B_bf16.safetensors": dict(i2v=True, in_channels=36, camera=24),
+    "wan2.1_fun_camera_v1.1_14B_bf16.safetensors": dict(i2v=True, in_channels=36, camera=24),
+    "wan2.2_fun_camera_high_noise_14B_fp8_scaled.safetensors": dict(in_channels=36, camera=24),
+    "wan2.2_fun_camera_low_noise_14B_fp8_scaled.safetensors": dict(in_channels=36, camera=24),
 }
 OTHER_LORAS = {"Wan21_CausVid_14B_T2V_lora_rank32.safetensors": "wan2.1_vace_14B_fp16.safetensors",
                "wan_alpha_2.1_rgba_lora.safetensors": "wan2.1_t2v_14B_fp8_scaled.safetensors"}
@@ -182,11 +185,13 @@ def write_video_template_files(base: str, images: list[str], videos: list[str]) 
     natives = {}
     for seed, (name, variant) in enumerate(WAN_DIFFUSION.items()):
         variant = dict(variant)
-        ref_channels = variant.pop("ref_conv", None)
+        ref_channels, camera_channels = variant.pop("ref_conv", None), variant.pop("camera", None)
         native = wan_fixtures.native_sd(wan_fixtures.diffusers_wan(seed=seed, text_dim=TEXT_DIM,
                                                                    image_dim=VISION_DIM, **variant))
         if ref_channels:
             native.update(wan_fixtures.fun_ref_conv(native, ref_channels, seed=seed))
+        if camera_channels:
+            native.update(wan_fixtures.fun_camera_adapter(native, camera_channels, seed=seed))
         natives[name] = native
         tf.save(tf.scaled_fp8(native) if "fp8_scaled" in name else native, os.path.join(folder("diffusion_models"), name))
         if name.startswith(("wan2.2_t2v", "wan2.2_i2v")):

@@ -6,7 +6,8 @@ CLIP-vision output (``clip_vision_output``: its ``penultimate_hidden_states`` ->
 embedding takes more channels than the latent has (i2v, Fun-InP, first-last frame: 4 mask +
 16 image channels; Fun-Control: 16 control + 16 image channels, no mask; Fun 2.2 Control:
 control, mask at ``concat_mask_index``, start image), ``reference_latents`` (Fun 2.2's
-reference image, for the models with ``ref_conv``) and, for Wan 2.2 5B, the ``denoise_mask``
+reference image, for the models with ``ref_conv``), ``camera_conditions`` (Fun Camera's
+Plücker embedding, for the models with ``control_adapter``) and, for Wan 2.2 5B, the ``denoise_mask``
 that gives each latent frame its own timestep (0 for a given frame).
 """
 from __future__ import annotations
@@ -55,7 +56,7 @@ class WanBaseModel(BaseModel):
                     c_concat: torch.Tensor | None = None, clip_fea: torch.Tensor | None = None,
                     denoise_mask: torch.Tensor | None = None, vace_context: torch.Tensor | None = None,
                     vace_strength: list[float] | None = None, reference_latent: torch.Tensor | None = None,
-                    control: dict | None = None,
+                    camera_conditions: torch.Tensor | None = None, control: dict | None = None,
                     transformer_options: dict | None = None, **kwargs: Any) -> torch.Tensor:
         """Denoised estimate (float32) of the latent video ``x`` [B, C, T, H, W] (model space)
         at sigmas ``t`` [B]: ``x - sigma * v`` for the network's velocity v."""
@@ -76,6 +77,7 @@ class WanBaseModel(BaseModel):
             clip_fea=None if clip_fea is None else clip_fea.to(dtype),
             vace_context=None if vace_context is None else vace_context.to(dtype), vace_strength=vace_strength,
             reference_latent=None if reference_latent is None else reference_latent.to(dtype),
+            camera_conditions=None if camera_conditions is None else camera_conditions.to(dtype),
             transformer_options=transformer_options or {}).float()
         return self.model_sampling.calculate_denoised(sigma, out, x)
 
@@ -100,6 +102,9 @@ class WanBaseModel(BaseModel):
             # the last reference image's first latent frame, normalised (Wan22FunControlToVideo)
             ref = self.process_latent_in(refs[-1].to(kwargs["noise"].device))[:, :, 0]
             out["reference_latent"] = CONDRegular(ref)
+        camera = kwargs.get("camera_conditions")
+        if camera is not None and self.config.get("in_dim_control_adapter"):
+            out["camera_conditions"] = CONDRegular(camera)
         if self.config["model_type"] == "vace":
             out.update(self.vace_conds(kwargs["noise"], kwargs.get("vace_frames"), kwargs.get("vace_mask"),
                                        kwargs.get("vace_strength")))

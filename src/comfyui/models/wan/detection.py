@@ -6,7 +6,8 @@ Read from shapes: ``dim`` (``head.modulation``), ``out_dim`` (``head.head`` / 4 
 first-last frame, 48 Fun-Control or Wan 2.2 5B), ``text_dim`` and ``freq_dim`` (the text and
 time embeddings: 4096 and 256 in every released file), the image model (``img_emb``: i2v, with
 its CLIP width ``image_dim``), VACE (``vace_patch_embedding``, ``vace_blocks``), first-last frame's ``emb_pos`` token count (514)
-and the Fun reference-image input (``ref_conv``: its latent channels).
+the Fun reference-image input (``ref_conv``: its latent channels) and Fun Camera's control
+adapter (``control_adapter.conv``: 64 x its Plücker channels).
 
 Fixed by the architecture (upstream's values): heads = dim / 128, patch (1, 2, 2), qk norm,
 cross-attention norm, eps 1e-6, global attention (window (-1, -1)).
@@ -21,7 +22,6 @@ from ..family import count_indexed
 from .model import HEAD_DIM
 
 UNSUPPORTED = {
-    "control_adapter.conv.weight": "Wan camera control",
     "casual_audio_encoder.encoder.final_linear.weight": "Wan 2.2 S2V",
     "audio_proj.audio_proj_glob_1.layer.bias": "Wan HuMo",
     "face_adapter.fuser_blocks.0.k_norm.weight": "Wan 2.2 Animate",
@@ -58,6 +58,9 @@ def detect(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, Any] | None
         config["vace_layers"] = count_indexed(sd, prefix + "vace_blocks.")
     if config["model_type"] == "i2v":
         config["image_dim"] = sd[prefix + "img_emb.proj.0.weight"].shape[0]
+    adapter = sd.get(prefix + "control_adapter.conv.weight")
+    if adapter is not None:   # Fun Camera: pixel-unshuffled (x64) Plücker channels
+        config["in_dim_control_adapter"] = adapter.shape[1] // 64
     ref_conv = sd.get(prefix + "ref_conv.weight")
     if ref_conv is not None:
         config["in_dim_ref_conv"] = ref_conv.shape[1]

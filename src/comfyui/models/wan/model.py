@@ -204,13 +204,41 @@ class ImageProjection(nn.Module):
         return self.proj(x)
 
 
+class CameraAdapter(nn.Module):
+    """Fun Camera's control adapter: per latent frame, the camera's Plücker embedding
+    [B, C, F, H, W] (pixel resolution, C = 6 x 4 frames) is pixel-unshuffled by 8, patchified
+    by a Conv2d like the video (kernel = stride = 2) and refined by residual 3x3-conv blocks;
+    the result, [B, dim, F, H/16, W/16], is added to the patch embedding."""
+
+    def __init__(self, in_dim: int, dim: int, patch: tuple[int, int], residual_blocks: int = 1):
+        super().__init__()
+        self.conv = ops.Conv2d(in_dim * 64, dim, kernel_size=patch, stride=patch)
+        self.residual_blocks = nn.Sequential(*(CameraResidualBlock(dim) for _ in range(residual_blocks)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, f, h, w = x.shape
+        x = F.pixel_unshuffle(x.transpose(1, 2).reshape(b * f, c, h, w), 8)
+        x = self.residual_blocks(self.conv(x))
+        return x.unflatten(0, (b, f)).transpose(1, 2)
+
+
+class CameraResidualBlock(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv1 = ops.Conv2d(dim, dim, kernel_size=3, padding=1)
+        self.conv2 = ops.Conv2d(dim, dim, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
 class WanModel(nn.Module):
     def __init__(self, model_type: str = "t2v", patch_size=(1, 2, 2), in_dim: int = 16, dim: int = 1536,
                  ffn_dim: int = 8960, freq_dim: int = 256, text_dim: int = 4096, out_dim: int = 16,
                  num_heads: int = 12, num_layers: int = 30, window_size=(-1, -1), qk_norm: bool = True,
                  cross_attn_norm: bool = True, eps: float = 1e-6, flf_pos_embed_token_number: int | None = None,
                  image_dim: int = 1280, vace_layers: int | None = None, vace_in_dim: int | None = None,
-                 in_dim_ref_conv: int | None = None, **_: Any):
+                 in_dim_ref_conv: int | None = None, in_dim_control_adapter: int | None = None, **_: Any):
         super().__init__()
         if model_type not in ("t2v", "i2v", "vace"):
             raise ValueError(f"Wan model type {model_type!r} is not supported")
@@ -230,6 +258,8 @@ class WanModel(nn.Module):
         # Fun 2.2 reference image: its latent, patchified by a Conv2d, as tokens before the video's
         self.ref_conv = (ops.Conv2d(in_dim_ref_conv, dim, kernel_size=self.patch_size[1:], stride=self.patch_size[1:])
                          if in_dim_ref_conv else None)
+        self.control_adapter = (CameraAdapter(in_dim_control_adapter, dim, self.patch_size[1:])
+                                if in_dim_control_adapter else None)
         self.vace_map: dict[int, int] = {}
         if vace_layers:  # VACE: control blocks after every (num_layers / vace_layers)-th block
             self.vace_blocks = nn.ModuleList(VaceBlock(i, dim, ffn_dim, num_heads, eps, cross_attn_norm)
@@ -240,18 +270,22 @@ class WanModel(nn.Module):
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                 clip_fea: torch.Tensor | None = None, transformer_options: dict | None = None,
                 vace_context: torch.Tensor | None = None, vace_strength: list[float] | None = None,
-                reference_latent: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+                reference_latent: torch.Tensor | None = None, camera_conditions: torch.Tensor | None = None,
+                **kwargs: Any) -> torch.Tensor:
         """``x`` [B, in_dim, T, H, W]; ``timestep`` [B] or [B, T] (per latent frame);
         ``context`` [B, L, text_dim]; ``clip_fea`` [B, 257 * images, image_dim]; VACE:
         ``vace_context`` [B, n, vace_in_dim, T, H, W] (n control inputs), ``vace_strength`` (n);
         Fun 2.2 (``ref_conv``): ``reference_latent`` [B, in_dim_ref_conv, H, W], attended to as
         a frame before the video (RoPE frame 0, the video's frames shifted by one), dropped
-        after the head."""
+        after the head; Fun Camera (``control_adapter``): ``camera_conditions`` [B, 24, T, 8H, 8W]
+        (WanCameraEmbedding), added to the patch embedding."""
         transformer_options = transformer_options or {}
         b, _, t, h, w = x.shape
         pt, ph, pw = self.patch_size
         x = F.pad(x, (0, (-w) % pw, 0, (-h) % ph, 0, (-t) % pt))
         x = self.patch_embedding(x)
+        if camera_conditions is not None and self.control_adapter is not None:
+            x = x + self.control_adapter(camera_conditions.to(x.dtype))
         frames, rows, cols = x.shape[2:]
         x = x.flatten(2).transpose(1, 2)
         ts = timestep.reshape(b, -1)

@@ -178,6 +178,39 @@ class WanFunControlToVideo(io.ComfyNode):
         return io.NodeOutput(positive, negative, {"samples": latent})
 
 
+class WanCameraImageToVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="WanCameraImageToVideo", category="conditioning/video_models",
+            inputs=_video_inputs() + [io.ClipVisionOutput.Input("clip_vision_output", optional=True),
+                                      io.Image.Input("start_image", optional=True),
+                                      io.WanCameraEmbedding.Input("camera_conditions", optional=True)],
+            outputs=_video_outputs())
+
+    @classmethod
+    def execute(cls, positive, negative, vae, width, height, length, batch_size, start_image=None,
+                clip_vision_output=None, camera_conditions=None) -> io.NodeOutput:
+        """Wan Fun Camera: the start image's latents beside the noise (the rest latents that
+        normalise to zero) with a mask keeping its pictures, and the camera's Plücker embedding
+        (WanCameraEmbedding) as ``camera_conditions`` for the model's control adapter."""
+        latent = _empty_latent(vae, width, height, length, batch_size, 16)
+        if start_image is not None:
+            concat = latent_formats.Wan21().process_out(torch.zeros_like(latent))
+            pictures = _fit(start_image[:length], width, height)
+            encoded = vae.encode(pictures[:, :, :, :3])
+            concat[:, :, :encoded.shape[2]] = encoded[:, :, :concat.shape[2]]
+            mask = torch.ones((1, 1, latent.shape[2] * 4, latent.shape[-2], latent.shape[-1]))
+            mask[:, :, :pictures.shape[0] + 3] = 0.0   # the first latent frame holds 1 picture, as 4
+            mask = mask.view(1, latent.shape[2], 4, latent.shape[-2], latent.shape[-1]).transpose(1, 2)
+            positive, negative = _set_both(positive, negative, {"concat_latent_image": concat, "concat_mask": mask})
+        if camera_conditions is not None:
+            positive, negative = _set_both(positive, negative, {"camera_conditions": camera_conditions})
+        if clip_vision_output is not None:
+            positive, negative = _set_both(positive, negative, {"clip_vision_output": clip_vision_output})
+        return io.NodeOutput(positive, negative, {"samples": latent})
+
+
 class Wan22FunControlToVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -422,6 +455,7 @@ NODE_CLASS_MAPPINGS = {
     "WanFunInpaintToVideo": WanFunInpaintToVideo,
     "WanFunControlToVideo": WanFunControlToVideo,
     "Wan22FunControlToVideo": Wan22FunControlToVideo,
+    "WanCameraImageToVideo": WanCameraImageToVideo,
     "Wan22ImageToVideoLatent": Wan22ImageToVideoLatent,
     "WanVaceToVideo": WanVaceToVideo,
     "CFGZeroStar": CFGZeroStar,
