@@ -206,3 +206,66 @@ def test_wan22_fun_control_conditioning_reaches_the_reference_model():
     assert concat.shape == (1, 36, 2, 4, 4) and torch.all(concat[:, 16:20] == 0.0)
     assert torch.allclose(concat[:, :16], Wan21().process_in(torch.ones(1, 16, 2, 4, 4)))
     assert torch.allclose(conds["reference_latent"].cond, Wan21().process_in(reference)[:, :, 0])
+
+
+def _rays(pose, width=32, height=32, length=5, **kw):
+    from comfyui.nodes.builtin.camera_trajectory import WanCameraEmbedding
+    embedding, w, h, n = WanCameraEmbedding.execute(pose, width, height, length, **kw).args
+    assert (w, h, n) == (width, height, length)
+    assert embedding.shape == (1, 24, (length - 1) // 4 + 1, height, width)
+    # channel c of picture k of latent frame g at 4c + k; picture 0 alone (x4) in frame 0
+    pictures = [embedding[0, k::4, g] for g in range(embedding.shape[2]) for k in range(4)]
+    return torch.stack(pictures[3:]).permute(0, 2, 3, 1)   # [length, H, W, 6]
+
+
+def test_camera_embedding_is_the_plucker_rays_of_the_move():
+    static = _rays("Static")
+    assert torch.all(static[..., :3] == 0) and torch.allclose(static, static[:1].expand_as(static))
+    # the pinhole: 32x32 is narrower than the 1280x720 poses, so fx becomes 0.5 * 32 * 16/9 / 32
+    fx, fy = 0.5 * 32 * 16 / 9, 0.5 * 32
+    centres = torch.arange(32) + 0.5
+    y, x = torch.meshgrid((centres - 16) / fy, (centres - 16) / fx, indexing="ij")
+    d = torch.stack((x, y, torch.ones_like(x)), dim=-1)
+    d = d / d.norm(dim=-1, keepdim=True)
+    assert torch.allclose(static[0, ..., 3:], d, atol=1e-6)
+
+    pan = _rays("Pan Right", speed=2.0)   # picture i at x = i / 5 * 2 * 1.5, same directions
+    for i in range(5):
+        o = torch.tensor([i / 5 * 3.0, 0.0, 0.0])
+        assert torch.allclose(pan[i, ..., 3:], d, atol=1e-6)
+        assert torch.allclose(pan[i, ..., :3], torch.linalg.cross(o.expand_as(d), d, dim=-1), atol=1e-6)
+
+    cw = _rays("ClockWise (CW)")   # picture i rotated about z by i / 5 * 60 degrees
+    a = torch.tensor(4 / 5 * torch.pi / 3)
+    rz = torch.tensor([[a.cos(), -a.sin(), 0], [a.sin(), a.cos(), 0], [0, 0, 1]])
+    assert torch.allclose(cw[4, ..., 3:], d @ rz.T, atol=1e-6) and torch.all(cw[..., :3] == 0)
+    with pytest.raises(ValueError, match="4n \\+ 1"):
+        _rays("Static", length=6)
+
+
+def test_camera_image_to_video_conditioning():
+    from comfyui.models.latent_formats import Wan21
+    from comfyui.models.registry import detect_family
+    from models import wan_fixtures as fx
+
+    vae = RecordingVAE()
+    camera = torch.rand(1, 24, 2, 32, 32)
+    pos, neg, latent = wan.WanCameraImageToVideo.execute(
+        TEXT, TEXT, vae, 32, 32, 5, 1, start_image=torch.rand(1, 48, 40, 3), clip_vision_output=_cv(2, 1.0),
+        camera_conditions=camera).args
+    cond = pos[0][1]
+    assert latent["samples"].shape == (1, 16, 2, 4, 4) and cond["camera_conditions"] is camera
+    assert torch.all(cond["concat_latent_image"][:, :, 0] == 1.0)          # the start image
+    rest = Wan21().process_in(cond["concat_latent_image"][:, :, 1:])
+    assert torch.allclose(rest, torch.zeros_like(rest), atol=1e-6)
+    mask = cond["concat_mask"]
+    assert mask.shape == (1, 4, 2, 4, 4) and torch.all(mask[:, :, 0] == 0) and torch.all(mask[:, :, 1] == 1)
+    assert "clip_vision_output" in neg[0][1] and neg[0][1]["camera_conditions"] is camera
+
+    native = fx.native_sd(fx.diffusers_wan(seed=3, i2v=True, in_channels=36))
+    plain_family, plain_config = detect_family(native, "")
+    native.update(fx.fun_camera_adapter(native, 24))
+    family, config = detect_family(native, "")
+    noise = torch.zeros(1, 16, 2, 4, 4)
+    assert family.model_class(config, family).extra_conds(noise=noise, **cond)["camera_conditions"].cond is camera
+    assert "camera_conditions" not in plain_family.model_class(plain_config, plain_family).extra_conds(noise=noise, **cond)
