@@ -269,3 +269,53 @@ def test_camera_image_to_video_conditioning():
     noise = torch.zeros(1, 16, 2, 4, 4)
     assert family.model_class(config, family).extra_conds(noise=noise, **cond)["camera_conditions"].cond is camera
     assert "camera_conditions" not in plain_family.model_class(plain_config, plain_family).extra_conds(noise=noise, **cond)
+
+
+def test_tracks_are_resampled_to_the_frames():
+    from comfyui.nodes.builtin._wan_tracks import parse_tracks, track_tensor
+    track = [{"x": float(i), "y": 8.0} for i in range(130)]          # cut to 121 points
+    (batch,) = parse_tracks(str([track]).replace('"', "'"))
+    t = track_tensor(batch + [track[:3]], width=64, height=32, frames=4)
+    assert t.shape == (5, 2, 4)
+    picked = torch.tensor([0, 2, 32, 62, 92])   # the first, then every 30th of the other 120, from the 2nd
+    assert torch.allclose(t[:, 0, 0], torch.linspace(-1, 1, 121)[picked])
+    assert torch.allclose(t[:, 0, 1], (picked.float() - 32) / 32 * 2) and torch.all(t[:, 0, 2] == (8 - 16) / 32 * 2)
+    assert torch.all(t[:2, 1, 3] == 1) and torch.all(t[2:, 1, 3] == -1)   # a 3-point track: points 0 and 2 seen
+    assert parse_tracks("[]") == [] and len(parse_tracks(str([[track], [track]]))) == 2
+    with pytest.raises(ValueError, match="not valid JSON"):
+        parse_tracks("[{x: 1}")
+
+
+def test_patch_motion_paints_the_start_features_along_a_track():
+    from comfyui.nodes.builtin._wan_tracks import patch_motion
+    g = torch.Generator().manual_seed(0)
+    video = torch.randn(3, 2, 4, 4, generator=g)                      # [C, T, H, W] latents
+    colour = torch.tensor([0.5, -1.0, 2.0])
+    video[:, 0] = colour.view(3, 1, 1)                                # a uniform start frame
+    point = torch.tensor([1 / 3, -1 / 3])                             # the grid position (row 1, column 2)
+    tracks = torch.zeros(5, 1, 4)
+    tracks[:, 0, 1:3], tracks[:, 0, 3] = point, 1.0
+    mask, features = patch_motion(tracks, video, temperature=1.0, topk=1)
+    assert mask.shape == (4, 2, 4, 4) and features.shape == (3, 2, 4, 4)
+    assert torch.all(mask[:, 0] == 1) and torch.equal(features[:, 0], video[:, 0])
+    grid = torch.linspace(-1, 1, 4)
+    for row in range(4):
+        for col in range(4):
+            weight = torch.exp(-((grid[col] - point[0]) ** 2 + (grid[row] - point[1]) ** 2))
+            assert torch.allclose(mask[:, 1, row, col], weight.expand(4), atol=1e-5)
+            expected = colour * weight + video[:, 1, row, col] * (1 - weight)
+            assert torch.allclose(features[:, 1, row, col], expected, atol=1e-5)
+    assert torch.allclose(features[:, 1, 1, 2], colour, atol=1e-5)
+
+
+def test_track_to_video_without_tracks_is_image_to_video():
+    start = torch.rand(1, 32, 32, 3)
+    plain = wan.WanImageToVideo.execute(TEXT, TEXT, RecordingVAE(), 32, 32, 5, 1, start_image=start).args
+    tracked = wan.WanTrackToVideo.execute(TEXT, TEXT, RecordingVAE(), "[]", 32, 32, 5, 1, 220.0, 2,
+                                          start_image=start).args
+    assert torch.equal(plain[0][0][1]["concat_latent_image"], tracked[0][0][1]["concat_latent_image"])
+    track = str([{"x": 16, "y": 16}] * 121)
+    pos, _, latent = wan.WanTrackToVideo.execute(TEXT, TEXT, RecordingVAE(), track, 32, 32, 5, 1, 220.0, 2,
+                                                 start_image=start).args
+    assert pos[0][1]["concat_mask"].shape == (1, 4, 2, 4, 4) and torch.all(pos[0][1]["concat_mask"][:, :, 0] == 0)
+    assert latent["samples"].shape == (1, 16, 2, 4, 4)

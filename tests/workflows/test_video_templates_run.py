@@ -65,6 +65,7 @@ EXPECT = {  # template -> (W, H, frames) of every video its SaveVideo / SaveAnim
     "video_wan2.1_fun_camera_v1.1_1.3B": WAN,
     "video_wan2.1_fun_camera_v1.1_14B": WAN,
     "video_wan2_2_14B_fun_camera": WAN,
+    "video_wan_ati": WAN,
     "ltxv_text_to_video": LTXV,
     "ltxv_image_to_video": LTXV,
 }
@@ -77,7 +78,6 @@ XFAIL = {
     "video_wan_animate2": "nodes WanAnimate2ToVideo, WanAnimate2Cache, ContextWindowsManual, loops, lists",
     "video_wan_animate2_distilled": "nodes WanAnimate2ToVideo, WanAnimate2Cache, ContextWindowsManual, "
                                     "ResizeImageMaskNode",
-    "video_wan_ati": "node WanTrackToVideo",
     "video_wan_dancer": "nodes WanDancerVideo, WanDancerEncodeAudio, WanDancerPadKeyframesList, audio nodes, "
                         "CustomCombo, LatentCutToBatch, SkipLayerGuidanceDiTSimple, ResizeImageMaskNode",
     "video_wan_vace_inpainting": "nodes SAM3_Detect, ResizeImageMaskNode",
@@ -109,6 +109,7 @@ WAN_DIFFUSION = {  # file -> diffusers WanTransformer3DModel variant (+ ref_conv
     "wan2.2_fun_control_high_noise_14B_fp8_scaled.safetensors": dict(in_channels=52, ref_conv=16),
     "wan2.2_fun_control_low_noise_14B_fp8_scaled.safetensors": dict(in_channels=52, ref_conv=16),
     # Fun Camera: i2v channels and the control adapter of 24 Plücker channels (6 x 4 pictures)
+    "Wan2_1-I2V-ATI-14B_fp8_e4m3fn.safetensors": dict(i2v=True, in_channels=36),   # ATI: a plain i2v model
     "wan2.1_fun_camera_v1.1_1.3B_bf16.safetensors": dict(i2v=True, in_channels=36, camera=24),
     "wan2.1_fun_camera_v1.1_14B_bf16.safetensors": dict(i2v=True, in_channels=36, camera=24),
     "wan2.2_fun_camera_high_noise_14B_fp8_scaled.safetensors": dict(in_channels=36, camera=24),

@@ -15,6 +15,7 @@ import re
 from comfyui.nodes.io import io
 
 from ._image_utils import MAX_RESOLUTION, common_upscale
+from ._wan_tracks import parse_tracks, patch_motion, track_tensor
 from ._lazy import lazy
 from .conditioning import conditioning_set_values
 
@@ -206,6 +207,56 @@ class WanCameraImageToVideo(io.ComfyNode):
             positive, negative = _set_both(positive, negative, {"concat_latent_image": concat, "concat_mask": mask})
         if camera_conditions is not None:
             positive, negative = _set_both(positive, negative, {"camera_conditions": camera_conditions})
+        if clip_vision_output is not None:
+            positive, negative = _set_both(positive, negative, {"clip_vision_output": clip_vision_output})
+        return io.NodeOutput(positive, negative, {"samples": latent})
+
+
+class WanTrackToVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="WanTrackToVideo", category="conditioning/video_models",
+            inputs=[io.Conditioning.Input("positive"), io.Conditioning.Input("negative"), io.Vae.Input("vae"),
+                    io.String.Input("tracks", multiline=True, default="[]"),
+                    io.Int.Input("width", default=832, min=16, max=MAX_RESOLUTION, step=16),
+                    io.Int.Input("height", default=480, min=16, max=MAX_RESOLUTION, step=16),
+                    io.Int.Input("length", default=81, min=1, max=MAX_RESOLUTION, step=4),
+                    io.Int.Input("batch_size", default=1, min=1, max=4096),
+                    io.Float.Input("temperature", default=220.0, min=1.0, max=1000.0, step=0.1),
+                    io.Int.Input("topk", default=2, min=1, max=10),
+                    io.Image.Input("start_image"),
+                    io.ClipVisionOutput.Input("clip_vision_output", optional=True)],
+            outputs=_video_outputs())
+
+    @classmethod
+    def execute(cls, positive, negative, vae, tracks, width, height, length, batch_size, temperature, topk,
+                start_image=None, clip_vision_output=None) -> io.NodeOutput:
+        """Wan ATI: WanImageToVideo's start picture (then mid-grey), with the start frame's
+        latent features painted along the point tracks into the later frames and the mask
+        set to how strongly each position was painted (see _wan_tracks). No tracks: plain
+        WanImageToVideo."""
+        batches = parse_tracks(tracks)
+        if not batches or start_image is None:
+            return WanImageToVideo.execute(positive, negative, vae, width, height, length, batch_size,
+                                           start_image=start_image, clip_vision_output=clip_vision_output)
+        if (length - 1) % 4:
+            raise ValueError(f"WanTrackToVideo: length must be 4n + 1 (1, 5, 9, ...), got {length}")
+        latent = _empty_latent(vae, width, height, length, batch_size, 16)
+        pictures = _fit(start_image[:batch_size], width, height)[..., :3]
+        videos = torch.ones((pictures.shape[0], length, height, width, 3), dtype=pictures.dtype) * 0.5
+        videos[:, 0] = pictures
+        videos = videos[torch.arange(batch_size) % videos.shape[0]]   # pictures and track sets repeat
+        encoded = latent_formats.Wan21().process_in(torch.cat([vae.encode(v) for v in videos], dim=0))
+        masks, features = [], []
+        for i in range(batch_size):
+            mask, feature = patch_motion(track_tensor(batches[i % len(batches)], width, height, length - 1),
+                                         encoded[i], temperature, topk)
+            masks.append(mask)
+            features.append(feature)
+        values = {"concat_mask": 1.0 - torch.stack(masks),
+                  "concat_latent_image": latent_formats.Wan21().process_out(torch.stack(features))}
+        positive, negative = _set_both(positive, negative, values)
         if clip_vision_output is not None:
             positive, negative = _set_both(positive, negative, {"clip_vision_output": clip_vision_output})
         return io.NodeOutput(positive, negative, {"samples": latent})
@@ -456,6 +507,7 @@ NODE_CLASS_MAPPINGS = {
     "WanFunControlToVideo": WanFunControlToVideo,
     "Wan22FunControlToVideo": Wan22FunControlToVideo,
     "WanCameraImageToVideo": WanCameraImageToVideo,
+    "WanTrackToVideo": WanTrackToVideo,
     "Wan22ImageToVideoLatent": Wan22ImageToVideoLatent,
     "WanVaceToVideo": WanVaceToVideo,
     "CFGZeroStar": CFGZeroStar,
