@@ -48,6 +48,7 @@ COMPLETED = [
     "comfy_extras/nodes_images.py",
     "comfy_extras/nodes_sdupscale.py",
     "comfy_extras/nodes_context_windows.py",
+    "comfy_extras/nodes_camera_trajectory.py",
 ]
 
 
