@@ -1,6 +1,7 @@
 """Wan nodes (ComfyUI's comfy_extras/nodes_wan.py, nodes_cfg.py, nodes_slg.py,
 nodes_attention_multiply.py): the image-to-video conditionings that put an encoded start (and
-end) image and a mask beside the noise latent, Fun-Control's control video, CFG-Zero*, the
+end) image and a mask beside the noise latent, Fun-Control's control video (Wan 2.2 Fun Control
+with its reference image), Fun Camera's camera embedding, ATI's point tracks, CFG-Zero*, the
 generic DiT skip-layer guidance and UNetTemporalAttentionMultiply.
 
 The conditionings set ``concat_latent_image`` (raw VAE latents [B, 16*k, T, h, w]),
@@ -15,8 +16,8 @@ import re
 from comfyui.nodes.io import io
 
 from ._image_utils import MAX_RESOLUTION, common_upscale
-from ._wan_tracks import parse_tracks, patch_motion, track_tensor
 from ._lazy import lazy
+from ._wan_tracks import parse_tracks, patch_motion, track_tensor
 from .conditioning import conditioning_set_values
 
 torch = lazy("torch")
