@@ -174,6 +174,7 @@ class Config:
     # production API (comfyui.api_server)
     enable_api: bool = False
     api_port: int = 3000
+    workflow_dir: str | None = None
 
     def __repr__(self) -> str:  # never prints a credential (logs, tracebacks, debuggers)
         from .redact import redact_value
@@ -493,6 +494,9 @@ def build_parser(prog: str = "comfyui") -> argparse.ArgumentParser:
     api.add_argument("--enable-api", action="store_true",
                      help="also serve the stateless production API (comfyui-api's routes) on --api-port")
     api.add_argument("--api-port", type=_port, default=3000, help="production API port (default 3000)")
+    api.add_argument("--workflow-dir", default=None, metavar="DIR",
+                     help="mount each Python workflow module under DIR as POST /workflow/<path> "
+                          "(env WORKFLOW_DIR; see docs/production-api.md)")
     return p
 
 

@@ -6,7 +6,7 @@
 and its queue: a prompt sent here is a job like any other (it shows in ``/queue``,
 ``/history``, ``/api/jobs``).
 
-Routes: ``POST /prompt`` (:mod:`.service`), ``GET /health``, ``GET /ready``, ``GET /models``,
+Routes: ``POST /prompt`` (:mod:`.service`), ``POST /workflow/<path>`` (:mod:`.workflow_endpoints`), ``GET /health``, ``GET /ready``, ``GET /models``,
 ``GET /openapi.json``, ``GET /docs`` (Swagger UI). With ``--api-key`` set every route but the
 probes and the docs needs ``Authorization: Bearer <key>``.
 """
@@ -21,12 +21,16 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from pydantic import ValidationError
+
 from ..jobs.submission import PromptRequest
+from ..jsonutil import dumps
 from ..server.context import read_json
 from ..server.security import _key_ok, error_middleware, make_limits_middleware
 from .service import ApiService, rewrite_prefixes
 from .settings import ApiSettings
 from .system_events import SystemEvents
+from .workflow_endpoints import WorkflowEndpoint, input_errors, load_workflows, warmup_checkpoint_of
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,36 @@ class ApiState:
         body = await read_json(request, default=None, require_content_type=False)
         return await self.service.handle(body)
 
+    def workflow_handler(self, endpoint: WorkflowEndpoint):
+        """``POST /workflow/<path>``: ``input`` checked against the module's RequestSchema, its
+        prompt built, the rest of the body run as ``POST /prompt``; the answer adds ``input``."""
+        async def handle(request: web.Request) -> web.Response:
+            body = await read_json(request, default=None, require_content_type=False)
+            request_id = body.get("id") if isinstance(body, dict) else None
+            if not isinstance(body, dict):
+                return _refusal("invalid_request", "Invalid request", "The request body must be a JSON object",
+                                request_id)
+            try:
+                data = endpoint.parse(body.get("input", {}))
+            except ValidationError as e:
+                errors = input_errors(e)
+                details = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in errors)
+                return _refusal("invalid_input", "Invalid workflow input", details, request_id, {"errors": errors})
+            try:
+                prompt = await endpoint.build_prompt(data)
+            except Exception as e:  # noqa: BLE001 - the module's code: its failure is the request's
+                log.warning("workflow %s could not build its prompt", endpoint.path, exc_info=True)
+                return _refusal("workflow_failed", "Failed to generate workflow prompt", f"{type(e).__name__}: {e}",
+                                request_id)
+            rest = {k: v for k, v in body.items() if k != "input"}
+            status, answer, headers = await self.service.respond({**rest, "prompt": prompt})
+            if status in (200, 202):
+                answer["input"] = data.model_dump(mode="json")
+            return web.Response(text=dumps(answer), status=status, content_type="application/json",
+                                headers=headers or None)
+
+        return handle
+
     # ---- warmup ----
     async def run_warmup(self) -> None:
         path = self.settings.warmup_prompt_file
@@ -111,6 +145,12 @@ def _checkpoint_of(prompt: Any) -> str | None:
     return None
 
 
+def _refusal(type_: str, message: str, details: str, request_id: Any, extra_info: dict | None = None) -> web.Response:
+    error = {"type": type_, "message": message, "details": details, "extra_info": extra_info or {}}
+    return web.Response(text=dumps({"error": error, "node_errors": {}, "id": request_id}), status=400,
+                        content_type="application/json")
+
+
 def _auth_middleware(api_key: str | None):
     @web.middleware
     async def auth(request: web.Request, handler):
@@ -141,7 +181,10 @@ def create_api_app(engine: Any, config: Any = None, settings: ApiSettings | None
     app.router.add_get("/health", state.health)
     app.router.add_get("/ready", state.ready_probe)
     app.router.add_get("/models", state.models)
-    setup_docs(app, bearer_auth=_api_key(config) is not None)
+    workflows = load_workflows(settings.workflow_dir, warmup_checkpoint_of(settings.warmup_prompt_file))
+    for endpoint in workflows:
+        app.router.add_post(endpoint.route, state.workflow_handler(endpoint))
+    setup_docs(app, bearer_auth=_api_key(config) is not None, workflows=workflows)
 
     async def on_startup(app: web.Application) -> None:
         state.session = aiohttp.ClientSession()

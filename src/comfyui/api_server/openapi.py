@@ -52,8 +52,57 @@ def _conversion(name: str) -> dict:
     return {"type": "object", "required": ["format"], "properties": properties}
 
 
-def document(server_url: str | None = None, bearer_auth: bool = False) -> dict[str, Any]:
-    """The OpenAPI document; ``bearer_auth``: the server has an API key (``--api-key``)."""
+def openapi_30(schema: Any) -> Any:
+    """pydantic's JSON schema in OpenAPI 3.0's dialect: ``const`` -> a one-value ``enum``,
+    ``anyOf [X, null]`` -> X with ``nullable``, ``$defs`` refs -> components."""
+    if isinstance(schema, list):
+        return [openapi_30(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: openapi_30(v) for k, v in schema.items() if k != "$defs"}
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    options = out.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        out.pop("anyOf")
+        out.update(rest[0] if len(rest) == 1 and "$ref" not in rest[0] else {"anyOf": rest})
+        out["nullable"] = True
+    return out
+
+
+def workflow_schemas(endpoint) -> dict[str, Any]:
+    """The components of a workflow endpoint's input: its model and the models it nests."""
+    schema = endpoint.schema.model_json_schema(ref_template="#/components/schemas/{model}")
+    nested = schema.pop("$defs", {})
+    return {endpoint.schema_name: openapi_30(schema), **{name: openapi_30(s) for name, s in nested.items()}}
+
+
+def _workflow_path(endpoint, request_props: dict, response_props: dict) -> dict:
+    ref = {"$ref": f"#/components/schemas/{endpoint.schema_name}"}
+    body = {"type": "object", "required": ["input"],
+            "properties": {**{k: v for k, v in request_props.items() if k != "prompt"}, "input": ref}}
+    answer = {"type": "object", "properties": {**response_props, "input": ref}}
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    return {"post": {
+        "summary": endpoint.summary, "description": endpoint.description,
+        "operationId": "workflow_" + endpoint.schema_name[len("Workflow_"):-len("_Input")],
+        "tags": ["workflows"],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {
+            "200": {"description": "The outputs", "content": {"application/json": {"schema": answer}}},
+            "202": {"description": "Accepted; outputs go to the webhook / S3",
+                    "content": {"application/json": {"schema": answer}}},
+            "400": {"description": "Invalid input (pydantic's errors in error.extra_info.errors) or prompt",
+                    "content": error},
+            "429": {"description": "Queue full", "content": error},
+            "500": {"description": "The prompt failed while running", "content": error},
+        }}}
+
+
+def document(server_url: str | None = None, bearer_auth: bool = False, workflows=()) -> dict[str, Any]:
+    """The OpenAPI document; ``bearer_auth``: the server has an API key (``--api-key``);
+    ``workflows``: the mounted :class:`~.workflow_endpoints.WorkflowEndpoint` s."""
     from . import app as api_app
 
     request_props = {
@@ -132,6 +181,9 @@ def document(server_url: str | None = None, bearer_auth: bool = False) -> dict[s
             "Error": ERROR_BODY,
         }},
     }
+    for endpoint in workflows:
+        doc["paths"][endpoint.route] = _workflow_path(endpoint, request_props, response_props)
+        doc["components"]["schemas"].update(workflow_schemas(endpoint))
     if bearer_auth:
         doc["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
         for path, item in doc["paths"].items():
@@ -151,9 +203,9 @@ _DOCS_PAGE = """<!DOCTYPE html>
 """
 
 
-def setup_docs(app: web.Application, bearer_auth: bool = False) -> None:
+def setup_docs(app: web.Application, bearer_auth: bool = False, workflows=()) -> None:
     async def openapi_json(request: web.Request) -> web.Response:
-        return web.json_response(document(f"{request.scheme}://{request.host}", bearer_auth))
+        return web.json_response(document(f"{request.scheme}://{request.host}", bearer_auth, workflows))
 
     async def docs(request: web.Request) -> web.Response:
         if importlib.util.find_spec("swagger_ui_bundle") is None:

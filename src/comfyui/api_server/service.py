@@ -204,6 +204,11 @@ class ApiService:
 
     # ---- the route ----
     async def handle(self, body: Any) -> web.Response:
+        status, data, headers = await self.respond(body)
+        return _json(data, status, headers)
+
+    async def respond(self, body: Any) -> tuple[int, dict, dict | None]:
+        """The answer to a request body: ``(status, JSON body, headers)``."""
         started = time.perf_counter()
         try:
             request = ApiRequest.from_body(body)
@@ -215,30 +220,29 @@ class ApiService:
             await self.submitter.submit(PromptRequest(prompt, prompt_id=prompt_id,
                                                       extra_data={"api_request_id": request.id}))
         except PromptRejected as e:
-            return _json(e.body() | {"id": body.get("id") if isinstance(body, dict) else None},
-                         e.status, e.headers)
+            return e.status, e.body() | {"id": body.get("id") if isinstance(body, dict) else None}, e.headers
         stats = {"preprocess_time": _ms(started)}
         if request.in_background:
             task = asyncio.create_task(self._deliver_in_background(request, prompt, prompt_id, stats, started))
             self.background.add(task)
             task.add_done_callback(self.background.discard)
-            return _json({**request.body, "id": request.id, "prompt": prompt, "status": "ok"}, 202)
+            return 202, {**request.body, "id": request.id, "prompt": prompt, "status": "ok"}, None
         try:
             outputs = await self.run(prompt_id, request.conversion, stats)
             images = await self._upload(request, outputs) if request.s3 else \
                 [base64.b64encode(d).decode() for d in outputs.data]
         except PromptFailed as e:
             await self.remove_outputs(prompt_id)
-            return _json({"error": e.error, "node_errors": {}, "id": request.id, "prompt_id": prompt_id}, 500)
+            return 500, {"error": e.error, "node_errors": {}, "id": request.id, "prompt_id": prompt_id}, None
         except UploadFailed as e:
             log.error("request %s: outputs kept in output/%s/%s (%s)", request.id, OUTPUT_SUBFOLDER, prompt_id, e)
             error = {"type": "upload_failed", "message": "The outputs could not be uploaded", "details": str(e),
                      "extra_info": {}}
-            return _json({"error": error, "node_errors": {}, "id": request.id, "prompt_id": prompt_id}, 502)
+            return 502, {"error": error, "node_errors": {}, "id": request.id, "prompt_id": prompt_id}, None
         await self._remove(outputs)
         stats["total_time"] = _ms(started)
-        return _json({**request.body, "id": request.id, "prompt": prompt, "images": images,
-                      "filenames": outputs.filenames, "stats": stats}, 200)
+        return 200, {**request.body, "id": request.id, "prompt": prompt, "images": images,
+                     "filenames": outputs.filenames, "stats": stats}, None
 
     # ---- steps ----
     async def run(self, prompt_id: str, conversion: OutputConversion | None, stats: dict) -> Outputs:

@@ -58,6 +58,7 @@ class ApiSettings:
     warmup_prompt_file: str | None = None             # WARMUP_PROMPT_FILE
     input_max_bytes: int = 100 * 1024 * 1024          # INPUT_MAX_SIZE_MB: one downloaded input
     input_timeout_s: float = 60.0                     # INPUT_TIMEOUT_S: one download, start to end
+    workflow_dir: str | None = None                   # --workflow-dir, else WORKFLOW_DIR
 
     @classmethod
     def from_env(cls, config: Any = None, env: Mapping[str, str] | None = None) -> "ApiSettings":
@@ -90,4 +91,5 @@ class ApiSettings:
             warmup_prompt_file=env.get("WARMUP_PROMPT_FILE") or None,
             input_max_bytes=int(_float(env, "INPUT_MAX_SIZE_MB", 100.0) * 1024 * 1024),
             input_timeout_s=_float(env, "INPUT_TIMEOUT_S", 60.0),
+            workflow_dir=getattr(config, "workflow_dir", None) or env.get("WORKFLOW_DIR") or None,
         )

@@ -108,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .node import main_node
 
         return main_node(args[1:])
+    if args[:1] == ["api"]:
+        from .api import main_api
+
+        return main_api(args[1:])
     config = load_config(args)
     setup_logging(config)
     workflows = getattr(config, "workflows", None)
