@@ -38,4 +38,27 @@ class ApiTestSlowImage:
         return (images,)
 
 
-NODE_CLASS_MAPPINGS = {"ApiTestFailImage": ApiTestFailImage, "ApiTestSlowImage": ApiTestSlowImage}
+class ApiTestStepsImage:
+    """Reports ``steps`` progress steps (``step_seconds`` apart), then passes the image through."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "steps": ("INT", {"default": 4, "min": 1, "max": 100}),
+                             "step_seconds": ("FLOAT", {"default": 0.02, "min": 0, "max": 5})}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+    CATEGORY = "testing"
+
+    def run(self, images, steps, step_seconds):
+        from comfyui.engine.progress import ProgressBar
+
+        bar = ProgressBar(steps)
+        for _ in range(steps):
+            time.sleep(step_seconds)
+            bar.update(1)
+        return (images,)
+
+
+NODE_CLASS_MAPPINGS = {"ApiTestFailImage": ApiTestFailImage, "ApiTestSlowImage": ApiTestSlowImage,
+                       "ApiTestStepsImage": ApiTestStepsImage}

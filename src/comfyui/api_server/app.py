@@ -6,7 +6,7 @@
 and its queue: a prompt sent here is a job like any other (it shows in ``/queue``,
 ``/history``, ``/api/jobs``).
 
-Routes: ``POST /prompt`` (:mod:`.service`), ``POST /workflow/<path>`` (:mod:`.workflow_endpoints`), ``GET /health``, ``GET /ready``, ``GET /models``,
+Routes: ``POST /prompt`` (:mod:`.service`), ``GET /prompt/{id}/events`` (:mod:`.progress`), ``POST /workflow/<path>`` (:mod:`.workflow_endpoints`), ``GET /health``, ``GET /ready``, ``GET /models``,
 ``GET /openapi.json``, ``GET /docs`` (Swagger UI). With ``--api-key`` set every route but the
 probes and the docs needs ``Authorization: Bearer <key>``.
 """
@@ -27,6 +27,7 @@ from ..jobs.submission import PromptRequest
 from ..jsonutil import dumps
 from ..server.context import read_json
 from ..server.security import _key_ok, error_middleware, make_limits_middleware
+from .progress import ProgressStreams
 from .service import ApiService, rewrite_prefixes
 from .settings import ApiSettings
 from .system_events import SystemEvents
@@ -52,6 +53,7 @@ class ApiState:
         self.session: aiohttp.ClientSession | None = None
         self.service: ApiService | None = None
         self.events: SystemEvents | None = None
+        self.progress: ProgressStreams | None = None
         self.warm = asyncio.Event()
         self.warmup_failed: str | None = None
         self.warmup_checkpoint: str | None = None
@@ -82,6 +84,9 @@ class ApiState:
     async def prompt(self, request: web.Request) -> web.Response:
         body = await read_json(request, default=None, require_content_type=False)
         return await self.service.handle(body)
+
+    async def prompt_events(self, request: web.Request) -> web.StreamResponse:
+        return await self.progress.stream(request)
 
     def workflow_handler(self, endpoint: WorkflowEndpoint):
         """``POST /workflow/<path>``: ``input`` checked against the module's RequestSchema, its
@@ -178,6 +183,7 @@ def create_api_app(engine: Any, config: Any = None, settings: ApiSettings | None
                                        _auth_middleware(_api_key(config))])
     app[STATE] = state
     app.router.add_post("/prompt", state.prompt)
+    app.router.add_get("/prompt/{id}/events", state.prompt_events)
     app.router.add_get("/health", state.health)
     app.router.add_get("/ready", state.ready_probe)
     app.router.add_get("/models", state.models)
@@ -189,6 +195,8 @@ def create_api_app(engine: Any, config: Any = None, settings: ApiSettings | None
     async def on_startup(app: web.Application) -> None:
         state.session = aiohttp.ClientSession()
         state.service = ApiService(engine, settings, state.session)
+        state.progress = state.service.progress = ProgressStreams(engine, asyncio.get_running_loop())
+        engine.add_listener(state.progress.listener)
         if settings.system_webhook_url and settings.system_webhook_events:
             state.events = SystemEvents(state.service.webhooks, settings, asyncio.get_running_loop())
             engine.add_listener(state.events.listener)
@@ -197,6 +205,8 @@ def create_api_app(engine: Any, config: Any = None, settings: ApiSettings | None
     async def on_cleanup(app: web.Application) -> None:
         if state.warmup_task is not None and not state.warmup_task.done():
             state.warmup_task.cancel()
+        if state.progress is not None:
+            engine.remove_listener(state.progress.listener)
         if state.events is not None:
             engine.remove_listener(state.events.listener)
             await state.events.close()

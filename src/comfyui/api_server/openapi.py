@@ -123,6 +123,8 @@ def document(server_url: str | None = None, bearer_auth: bool = False, workflows
                                  "description": "base64 of each output file, or its s3:// URL with 's3'"},
                       "filenames": {"type": "array", "items": {"type": "string"}},
                       "status": {"type": "string", "enum": ["ok"], "description": "202 answers only"},
+                      "prompt_id": {"type": "string", "description": "the job's id (main port's /history); "
+                                                                      "follow it at /prompt/{id}/events"},
                       "stats": {"type": "object", "additionalProperties": {"type": "number"},
                                 "description": "milliseconds: preprocess_time, comfy_round_trip_time, "
                                                "postprocess_time, total_time"}}
@@ -149,6 +151,18 @@ def document(server_url: str | None = None, bearer_auth: bool = False, workflows
                     "429": {"description": "Queue full", "content": {"application/json": {
                         "schema": {"$ref": "#/components/schemas/Error"}}}},
                     "500": {"description": "The prompt failed while running", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Error"}}}},
+                }}},
+            "/prompt/{id}/events": {"get": {
+                "summary": "Follow Prompt", "operationId": "promptEvents",
+                "description": "Server-Sent Events of one request (by its id or prompt_id): status, the engine's "
+                               "events for it (progress, executing, executed ...), then complete or failed; "
+                               "the stream ends with the job.",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "the event stream", "content": {"text/event-stream": {
+                        "schema": {"type": "string"}}}},
+                    "404": {"description": "No such request on this server", "content": {"application/json": {
                         "schema": {"$ref": "#/components/schemas/Error"}}}},
                 }}},
             "/health": {"get": {"summary": "Health Probe", "operationId": "health",

@@ -193,6 +193,7 @@ class ApiService:
                                       backoff_s=settings.webhook_backoff_s, timeout_s=settings.webhook_timeout_s)
         self._s3 = None
         self.background: set[asyncio.Task] = set()
+        self.progress = None  # the ProgressStreams that learn each request's prompt id
 
     @property
     def s3(self):
@@ -221,12 +222,15 @@ class ApiService:
                                                       extra_data={"api_request_id": request.id}))
         except PromptRejected as e:
             return e.status, e.body() | {"id": body.get("id") if isinstance(body, dict) else None}, e.headers
+        if self.progress is not None:
+            self.progress.remember(request.id, prompt_id)
         stats = {"preprocess_time": _ms(started)}
         if request.in_background:
             task = asyncio.create_task(self._deliver_in_background(request, prompt, prompt_id, stats, started))
             self.background.add(task)
             task.add_done_callback(self.background.discard)
-            return 202, {**request.body, "id": request.id, "prompt": prompt, "status": "ok"}, None
+            return 202, {**request.body, "id": request.id, "prompt": prompt, "status": "ok",
+                         "prompt_id": prompt_id}, None
         try:
             outputs = await self.run(prompt_id, request.conversion, stats)
             images = await self._upload(request, outputs) if request.s3 else \
@@ -242,7 +246,7 @@ class ApiService:
         await self._remove(outputs)
         stats["total_time"] = _ms(started)
         return 200, {**request.body, "id": request.id, "prompt": prompt, "images": images,
-                     "filenames": outputs.filenames, "stats": stats}, None
+                     "filenames": outputs.filenames, "stats": stats, "prompt_id": prompt_id}, None
 
     # ---- steps ----
     async def run(self, prompt_id: str, conversion: OutputConversion | None, stats: dict) -> Outputs:
