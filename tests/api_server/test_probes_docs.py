@@ -62,7 +62,7 @@ async def test_openapi_document_validates_and_docs_serve_swagger_ui(api):
     resp = await api.client.get("/openapi.json")
     doc = await resp.json()
     validate(doc)
-    assert set(doc["paths"]) == {"/prompt", "/prompt/{id}/events", "/health", "/ready", "/models"}
+    assert set(doc["paths"]) == {"/prompt", "/prompt/{id}/events", "/undelivered", "/health", "/ready", "/models"}
     request = doc["components"]["schemas"]["PromptRequest"]
     assert set(request["properties"]) == {"id", "prompt", "webhook", "convert_output", "s3"}
     assert doc["components"]["schemas"]["JPEGOptions"]["properties"]["quality"]["default"] == 80

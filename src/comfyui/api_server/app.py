@@ -6,7 +6,7 @@
 and its queue: a prompt sent here is a job like any other (it shows in ``/queue``,
 ``/history``, ``/api/jobs``).
 
-Routes: ``POST /prompt`` (:mod:`.service`), ``GET /prompt/{id}/events`` (:mod:`.progress`), ``POST /workflow/<path>`` (:mod:`.workflow_endpoints`), ``GET /health``, ``GET /ready``, ``GET /models``,
+Routes: ``POST /prompt`` (:mod:`.service`), ``GET /prompt/{id}/events`` (:mod:`.progress`), ``GET /undelivered`` (:mod:`.undelivered`), ``POST /workflow/<path>`` (:mod:`.workflow_endpoints`), ``GET /health``, ``GET /ready``, ``GET /models``,
 ``GET /openapi.json``, ``GET /docs`` (Swagger UI). With ``--api-key`` set every route but the
 probes and the docs needs ``Authorization: Bearer <key>``.
 """
@@ -28,6 +28,7 @@ from ..jsonutil import dumps
 from ..server.context import read_json
 from ..server.security import _key_ok, error_middleware, make_limits_middleware
 from .progress import ProgressStreams
+from .undelivered import public
 from .service import ApiService, rewrite_prefixes
 from .settings import ApiSettings
 from .system_events import SystemEvents
@@ -84,6 +85,13 @@ class ApiState:
     async def prompt(self, request: web.Request) -> web.Response:
         body = await read_json(request, default=None, require_content_type=False)
         return await self.service.handle(body)
+
+    async def undelivered(self, request: web.Request) -> web.Response:
+        """``GET /undelivered[?id=]``: webhook messages not delivered after their retries."""
+        records = await asyncio.to_thread(self.service.undelivered.load)
+        wanted = request.query.get("id")
+        listed = [public(r) for r in records if wanted in (None, r.get("id"), r.get("prompt_id"))]
+        return web.json_response({"undelivered": listed})
 
     async def prompt_events(self, request: web.Request) -> web.StreamResponse:
         return await self.progress.stream(request)
@@ -187,6 +195,7 @@ def create_api_app(engine: Any, config: Any = None, settings: ApiSettings | None
     app.router.add_get("/health", state.health)
     app.router.add_get("/ready", state.ready_probe)
     app.router.add_get("/models", state.models)
+    app.router.add_get("/undelivered", state.undelivered)
     workflows = load_workflows(settings.workflow_dir, warmup_checkpoint_of(settings.warmup_prompt_file))
     for endpoint in workflows:
         app.router.add_post(endpoint.route, state.workflow_handler(endpoint))
@@ -201,6 +210,9 @@ def create_api_app(engine: Any, config: Any = None, settings: ApiSettings | None
             state.events = SystemEvents(state.service.webhooks, settings, asyncio.get_running_loop())
             engine.add_listener(state.events.listener)
         state.warmup_task = asyncio.create_task(state.run_warmup())
+        redelivery = asyncio.create_task(state.service.redeliver())
+        state.service.background.add(redelivery)
+        redelivery.add_done_callback(state.service.background.discard)
 
     async def on_cleanup(app: web.Application) -> None:
         if state.warmup_task is not None and not state.warmup_task.done():

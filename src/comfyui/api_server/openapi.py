@@ -165,6 +165,15 @@ def document(server_url: str | None = None, bearer_auth: bool = False, workflows
                     "404": {"description": "No such request on this server", "content": {"application/json": {
                         "schema": {"$ref": "#/components/schemas/Error"}}}},
                 }}},
+            "/undelivered": {"get": {
+                "summary": "Undelivered Webhooks", "operationId": "listUndelivered",
+                "description": "Webhook messages of this server not delivered after their retries; their outputs "
+                               "are kept and resent when the server starts.",
+                "parameters": [{"name": "id", "in": "query", "required": False, "schema": {"type": "string"},
+                                "description": "only this request id or prompt_id"}],
+                "responses": {"200": {"description": "the records", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"undelivered": {"type": "array", "items": {
+                        "$ref": "#/components/schemas/UndeliveredRecord"}}}}}}}}}},
             "/health": {"get": {"summary": "Health Probe", "operationId": "health",
                                 "responses": _probe("healthy", "not healthy", "500")}},
             "/ready": {"get": {"summary": "Readiness Probe", "operationId": "ready",
@@ -193,6 +202,14 @@ def document(server_url: str | None = None, bearer_auth: bool = False, workflows
                 "async": {"type": "boolean", "default": False,
                           "description": "answer 202 at once and upload in the background"}}},
             "Error": ERROR_BODY,
+            "UndeliveredRecord": {"type": "object", "properties": {
+                "id": {"type": "string"}, "prompt_id": {"type": "string"}, "webhook": {"type": "string"},
+                "event": {"type": "string", "enum": ["output.complete", "prompt.failed"]},
+                "filenames": {"type": "array", "items": {"type": "string"}, "description": "outputs still owed"},
+                "urls": {"type": "object", "additionalProperties": {"type": "string"}},
+                "error": {"type": "string", "description": "prompt.failed only"},
+                "delivered": {"type": "integer", "description": "outputs of the request delivered so far"},
+                "attempts": {"type": "integer"}, "failed_at": {"type": "string", "format": "date-time"}}},
         }},
     }
     for endpoint in workflows:

@@ -16,8 +16,9 @@
 6. Delivery: base64 in the answer (default); uploaded to S3 (``s3``; the answer lists
    ``s3://`` URLs); ``webhook`` (one ``output.complete`` per output, ``prompt.failed`` on
    failure) and ``s3.async`` answer 202 at once and deliver in the background.
-7. The request's output folder is removed once delivered. When a webhook or upload is not
-   delivered after its retries, the files stay (the log names the folder).
+7. The request's output folder is removed once delivered. When an upload is not delivered
+   after its retries, the files stay (the log names the folder); undelivered webhook messages
+   are recorded (:mod:`.undelivered`), listed at ``GET /undelivered`` and resent at the next start.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ from ..paths import safe_join
 from .convert import OutputConversion, convert_image, convertible, converted_name, parse_conversion
 from .inputs import InputFetcher
 from .settings import ApiSettings
+from .undelivered import UndeliveredStore, payloads
 from .webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -194,6 +196,7 @@ class ApiService:
         self._s3 = None
         self.background: set[asyncio.Task] = set()
         self.progress = None  # the ProgressStreams that learn each request's prompt id
+        self.undelivered = UndeliveredStore(lambda: safe_join(folders.get_output_directory(), OUTPUT_SUBFOLDER))
 
     @property
     def s3(self):
@@ -307,9 +310,11 @@ class ApiService:
                 await self.remove_outputs(prompt_id)
             else:  # the outputs exist; the upload failed: keep them
                 log.error("request %s: outputs kept in output/%s/%s", request.id, OUTPUT_SUBFOLDER, prompt_id)
-            if request.webhook:
-                await self.webhooks.send(request.webhook, {"event": "prompt.failed", "error": error,
-                                                           "id": request.id, "prompt": prompt})
+            if request.webhook and not await self.webhooks.send(
+                    request.webhook, {"event": "prompt.failed", "error": error, "id": request.id, "prompt": prompt}):
+                await asyncio.to_thread(self.undelivered.save, {
+                    "id": request.id, "prompt_id": prompt_id, "webhook": request.webhook, "event": "prompt.failed",
+                    "error": error, "prompt": prompt, "attempts": self.settings.webhook_retries + 1})
             return
         stats["total_time"] = _ms(started)
         delivered = True
@@ -321,11 +326,45 @@ class ApiService:
                 if urls:
                     payload["url"] = urls[i]
                 sends.append(self.webhooks.send(request.webhook, payload))
-            delivered = all(await asyncio.gather(*sends))
+            results = await asyncio.gather(*sends)
+            missed = [i for i, ok in enumerate(results) if not ok]
+            if missed:
+                delivered = False
+                names = [outputs.filenames[i] for i in missed]
+                await asyncio.to_thread(self.undelivered.save, {
+                    "id": request.id, "prompt_id": prompt_id, "webhook": request.webhook,
+                    "event": "output.complete", "filenames": names,
+                    "urls": {outputs.filenames[i]: urls[i] for i in missed} if urls else {},
+                    "delivered": len(results) - len(missed), "attempts": self.settings.webhook_retries + 1,
+                    "prompt": prompt, "stats": stats}, {name: outputs.data[i] for name, i in zip(names, missed)})
+                await asyncio.to_thread(self.undelivered.drop_originals, prompt_id)
         if delivered:
             await self._remove(outputs)
         else:
-            log.error("request %s: outputs kept in %s (webhook not delivered)", request.id, outputs.folder)
+            log.error("request %s: outputs kept in %s (webhook not delivered; listed at GET /undelivered, "
+                      "retried at the next start)", request.id, outputs.folder)
+
+    async def redeliver(self) -> None:
+        """Send the webhook messages that earlier runs could not deliver (records on disk)."""
+        for record in await asyncio.to_thread(self.undelivered.load):
+            try:
+                messages = await asyncio.to_thread(payloads, self.undelivered, record)
+            except (OSError, KeyError) as e:
+                log.error("undelivered request %s of prompt %s cannot be resent: %s", record.get("id"),
+                          record.get("prompt_id"), e)
+                continue
+            results = await asyncio.gather(*(self.webhooks.send(record["webhook"], payload)
+                                             for _, payload in messages))
+            left = [filename for (filename, _), ok in zip(messages, results) if not ok]
+            if not left:
+                log.info("request %s: undelivered webhooks delivered", record["id"])
+                await asyncio.to_thread(self.undelivered.remove, record["prompt_id"])
+                continue
+            record = {**record, "attempts": record.get("attempts", 0) + self.settings.webhook_retries + 1}
+            if record["event"] == "output.complete":
+                record["delivered"] = record.get("delivered", 0) + len(messages) - len(left)
+                record["filenames"] = left
+            await asyncio.to_thread(self.undelivered.save, record)
 
     async def _remove(self, outputs: Outputs) -> None:
         if outputs.folder:
