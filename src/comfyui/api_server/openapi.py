@@ -117,10 +117,12 @@ def document(server_url: str | None = None, bearer_auth: bool = False, workflows
                                    "failure (prompt.failed), signed per the Standard Webhooks spec."},
         "convert_output": {"$ref": "#/components/schemas/OutputConversion"},
         "s3": {"$ref": "#/components/schemas/S3Target"},
+        "azureBlobUpload": {"$ref": "#/components/schemas/AzureBlobTarget"},
     }
     response_props = {**request_props,
                       "images": {"type": "array", "items": {"type": "string"},
-                                 "description": "base64 of each output file, or its s3:// URL with 's3'"},
+                                 "description": "base64 of each output file, or its s3:// URL with 's3', "
+                                                "its blob URL with 'azureBlobUpload'"},
                       "filenames": {"type": "array", "items": {"type": "string"}},
                       "status": {"type": "string", "enum": ["ok"], "description": "202 answers only"},
                       "prompt_id": {"type": "string", "description": "the job's id (main port's /history); "
@@ -199,6 +201,11 @@ def document(server_url: str | None = None, bearer_auth: bool = False, workflows
             "WebPOptions": _options_schema(WebPOptions),
             "S3Target": {"type": "object", "required": ["bucket"], "properties": {
                 "bucket": {"type": "string"}, "prefix": {"type": "string", "default": ""},
+                "async": {"type": "boolean", "default": False,
+                          "description": "answer 202 at once and upload in the background"}}},
+            "AzureBlobTarget": {"type": "object", "required": ["container"], "properties": {
+                "container": {"type": "string", "description": "Azure Blob Storage container name"},
+                "blobPrefix": {"type": "string", "default": "", "description": "path in the container"},
                 "async": {"type": "boolean", "default": False,
                           "description": "answer 202 at once and upload in the background"}}},
             "Error": ERROR_BODY,

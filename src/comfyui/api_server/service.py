@@ -75,6 +75,13 @@ class S3Target:
 
 
 @dataclass
+class AzureTarget:
+    container: str
+    prefix: str = ""
+    is_async: bool = False
+
+
+@dataclass
 class ApiRequest:
     body: dict
     id: str
@@ -82,6 +89,7 @@ class ApiRequest:
     webhook: str | None = None
     conversion: OutputConversion | None = None
     s3: S3Target | None = None
+    azure: AzureTarget | None = None
 
     @classmethod
     def from_body(cls, body: Any) -> "ApiRequest":
@@ -117,11 +125,29 @@ class ApiRequest:
             if not isinstance(prefix, str) or not isinstance(raw.get("async", False), bool):
                 raise bad_request("Invalid s3", "'s3.prefix' must be a string and 's3.async' a boolean")
             s3 = S3Target(raw["bucket"], prefix, raw.get("async", False))
-        return cls(body, request_id, prompt, webhook, conversion, s3)
+        azure = None
+        if body.get("azureBlobUpload") is not None:  # comfyui-api's key and fields
+            raw = body["azureBlobUpload"]
+            if not isinstance(raw, dict) or not isinstance(raw.get("container"), str) or not raw["container"]:
+                raise bad_request("Invalid azureBlobUpload", "'azureBlobUpload' must be an object with a "
+                                                             "'container' string")
+            prefix = raw.get("blobPrefix", "")
+            if not isinstance(prefix, str) or not isinstance(raw.get("async", False), bool):
+                raise bad_request("Invalid azureBlobUpload", "'azureBlobUpload.blobPrefix' must be a string and "
+                                                             "'azureBlobUpload.async' a boolean")
+            azure = AzureTarget(raw["container"], prefix, raw.get("async", False))
+        if s3 is not None and azure is not None:
+            raise bad_request("Invalid request", "give one of 's3' and 'azureBlobUpload'")
+        return cls(body, request_id, prompt, webhook, conversion, s3, azure)
 
     @property
     def in_background(self) -> bool:
-        return self.webhook is not None or (self.s3 is not None and self.s3.is_async)
+        target = self.s3 or self.azure
+        return self.webhook is not None or (target is not None and target.is_async)
+
+    @property
+    def uploads(self) -> bool:
+        return self.s3 is not None or self.azure is not None
 
 
 def _http_url(value: Any) -> bool:
@@ -194,6 +220,7 @@ class ApiService:
         self.webhooks = WebhookSender(session, secret=settings.webhook_secret, retries=settings.webhook_retries,
                                       backoff_s=settings.webhook_backoff_s, timeout_s=settings.webhook_timeout_s)
         self._s3 = None
+        self._azure = None
         self.background: set[asyncio.Task] = set()
         self.progress = None  # the ProgressStreams that learn each request's prompt id
         self.undelivered = UndeliveredStore(lambda: safe_join(folders.get_output_directory(), OUTPUT_SUBFOLDER))
@@ -205,6 +232,14 @@ class ApiService:
 
             self._s3 = S3Storage()
         return self._s3
+
+    @property
+    def azure(self):
+        if self._azure is None:
+            from .storage import AzureBlobStorage
+
+            self._azure = AzureBlobStorage()
+        return self._azure
 
     # ---- the route ----
     async def handle(self, body: Any) -> web.Response:
@@ -218,6 +253,8 @@ class ApiService:
             request = ApiRequest.from_body(body)
             if request.s3 is not None:
                 self.s3.check_available()
+            if request.azure is not None:
+                self.azure.check_available()
             prompt_id = str(uuid.uuid4())
             prompt = rewrite_prefixes(request.prompt, prompt_id, request.id)
             await self.fetcher.resolve(prompt, self.engine.object_info())
@@ -236,7 +273,7 @@ class ApiService:
                          "prompt_id": prompt_id}, None
         try:
             outputs = await self.run(prompt_id, request.conversion, stats)
-            images = await self._upload(request, outputs) if request.s3 else \
+            images = await self._upload(request, outputs) if request.uploads else \
                 [base64.b64encode(d).decode() for d in outputs.data]
         except PromptFailed as e:
             await self.remove_outputs(prompt_id)
@@ -288,21 +325,26 @@ class ApiService:
         return outputs
 
     async def _upload(self, request: ApiRequest, outputs: Outputs) -> list[str]:
-        target = request.s3
-        keys = [f"{target.prefix.rstrip('/')}/{name}".lstrip("/") if target.prefix else name
+        """Upload each output to S3 or Azure Blob; -> their URLs."""
+        target = request.s3 or request.azure
+        keys = [f"{target.prefix.strip('/')}/{name}".lstrip("/") if target.prefix else name
                 for name in outputs.filenames]
         try:
-            await asyncio.gather(*(self.s3.upload(target.bucket, key, data, _content_type(key))
-                                   for key, data in zip(keys, outputs.data)))
-        except Exception as e:  # noqa: BLE001 - botocore's errors: no bucket, access denied, no network
-            raise UploadFailed(f"s3://{target.bucket}: {type(e).__name__}: {e}") from e
-        return [f"s3://{target.bucket}/{key}" for key in keys]
+            if request.s3 is not None:
+                await asyncio.gather(*(self.s3.upload(target.bucket, key, data, _content_type(key))
+                                       for key, data in zip(keys, outputs.data)))
+                return [f"s3://{target.bucket}/{key}" for key in keys]
+            return list(await asyncio.gather(*(self.azure.upload(target.container, key, data, _content_type(key))
+                                               for key, data in zip(keys, outputs.data))))
+        except Exception as e:  # noqa: BLE001 - the SDKs' errors: no bucket/container, access denied, no network
+            where = f"s3://{target.bucket}" if request.s3 is not None else f"azure container {target.container}"
+            raise UploadFailed(f"{where}: {type(e).__name__}: {e}") from e
 
     async def _deliver_in_background(self, request: ApiRequest, prompt: dict, prompt_id: str, stats: dict,
                                      started: float) -> None:
         try:
             outputs = await self.run(prompt_id, request.conversion, stats)
-            urls = await self._upload(request, outputs) if request.s3 else None
+            urls = await self._upload(request, outputs) if request.uploads else None
         except Exception as e:  # noqa: BLE001 - every failure is reported to the webhook
             error = e.error["message"] if isinstance(e, PromptFailed) else f"{type(e).__name__}: {e}"
             log.warning("prompt %s (request %s) failed: %s", prompt_id, request.id, error)

@@ -1,4 +1,5 @@
-"""S3 upload with boto3 (the ``api-s3`` extra), run in worker threads.
+"""S3 upload with boto3 (the ``api-s3`` extra) and Azure Blob upload (``api-azure``), run in
+worker threads.
 
 Credentials, region and endpoint come from boto3's standard sources: ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``/``AWS_DEFAULT_REGION``,
@@ -49,3 +50,58 @@ class S3Storage:
         """``s3://bucket/key`` -> (bytes, content type)."""
         bucket, _, key = url[len("s3://"):].partition("/")
         return await asyncio.to_thread(self._get, bucket, key, max_bytes)
+
+
+class AzureBlobStorage:
+    """Azure Blob upload with azure-storage-blob (the ``api-azure`` extra), in worker threads.
+
+    The account comes from ``AZURE_STORAGE_CONNECTION_STRING`` (the SDK's and the az CLI's
+    variable; Azurite's too), else ``AZURE_STORAGE_ACCOUNT`` with azure-identity's
+    ``DefaultAzureCredential`` (environment, managed identity, az login), as comfyui-api.
+    """
+
+    def __init__(self, env=None) -> None:
+        import os
+
+        self.env = os.environ if env is None else env
+        self._client = None
+        self._lock = threading.Lock()
+
+    def check_available(self) -> None:
+        if importlib.util.find_spec("azure.storage.blob") is None:
+            raise PromptRejected.of("invalid_request", "Azure Blob storage is not available on this server",
+                                    "install the api-azure extra (azure-storage-blob) to use 'azureBlobUpload'")
+        if not (self.env.get("AZURE_STORAGE_CONNECTION_STRING") or self.env.get("AZURE_STORAGE_ACCOUNT")):
+            raise PromptRejected.of("invalid_request", "Azure Blob storage is not configured on this server",
+                                    "set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT with credentials "
+                                    "DefaultAzureCredential finds")
+
+    def client(self):
+        with self._lock:
+            if self._client is None:
+                from azure.storage.blob import BlobServiceClient
+
+                connection = self.env.get("AZURE_STORAGE_CONNECTION_STRING")
+                if connection:
+                    self._client = BlobServiceClient.from_connection_string(connection)
+                else:
+                    from azure.identity import DefaultAzureCredential
+
+                    account = self.env["AZURE_STORAGE_ACCOUNT"]
+                    self._client = BlobServiceClient(f"https://{account}.blob.core.windows.net",
+                                                     credential=DefaultAzureCredential())
+            return self._client
+
+    def url(self, container: str, blob: str) -> str:
+        return f"{self.client().url.rstrip('/')}/{container}/{blob}"
+
+    def _put(self, container: str, blob: str, data: bytes, content_type: str) -> None:
+        from azure.storage.blob import ContentSettings
+
+        self.client().get_blob_client(container, blob).upload_blob(
+            data, overwrite=True, content_settings=ContentSettings(content_type=content_type))
+
+    async def upload(self, container: str, blob: str, data: bytes, content_type: str) -> str:
+        """Upload; -> the blob's URL."""
+        await asyncio.to_thread(self._put, container, blob, data, content_type)
+        return self.url(container, blob)
