@@ -129,3 +129,12 @@ async def test_warmup_checkpoint_is_the_default_model(tmp_path, make_api):
     doc = await (await api.client.get("/openapi.json")).json()
     assert doc["components"]["schemas"]["Workflow_ckpt_Input"]["properties"]["ckpt_name"]["default"] == \
         "warm.safetensors"
+
+
+def test_workflow_dir_from_the_flag_or_the_seed_variable(tmp_path):
+    from comfyui.config import load_config
+
+    assert ApiSettings.from_env(None, {"WORKFLOW_DIR": "/srv/wf"}).workflow_dir == "/srv/wf"
+    assert ApiSettings.from_env(None, {}).workflow_dir is None
+    config = load_config(["--workflow-dir", str(tmp_path), "--base-directory", str(tmp_path)])
+    assert ApiSettings.from_env(config, {"WORKFLOW_DIR": "/srv/wf"}).workflow_dir == str(tmp_path)
