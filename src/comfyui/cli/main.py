@@ -4,6 +4,7 @@
     comfyui --workflows FILE ... | -        run workflows, one JSON line of outputs each
     comfyui model download|list ...         download model files, list the workspace's (cli/model.py)
     comfyui node install|uninstall|update|disable|enable|list ...   manage custom node packs
+    comfyui api generate-workflow FILE -o MODULE   a typed workflow endpoint from an API workflow
 
 Flags, ``COMFYUI_*`` environment variables and config files are ComfyUI LTS's; see
 ``comfyui --help`` (the parser lives in :mod:`comfyui.config`).
@@ -15,6 +16,7 @@ import os
 import sys
 from typing import Any, Sequence
 
+SUBCOMMANDS = ("model", "node", "api")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -100,18 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..process import configure_process
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["model"]:
-        from .model import main_model
+    if args and args[0] in SUBCOMMANDS:  # `comfyui model|node|api ...`: cli/<name>.py's main_<name>
+        import importlib
 
-        return main_model(args[1:])
-    if args[:1] == ["node"]:
-        from .node import main_node
-
-        return main_node(args[1:])
-    if args[:1] == ["api"]:
-        from .api import main_api
-
-        return main_api(args[1:])
+        module = importlib.import_module(f".{args[0]}", __package__)
+        return getattr(module, f"main_{args[0]}")(args[1:])
     config = load_config(args)
     setup_logging(config)
     workflows = getattr(config, "workflows", None)
