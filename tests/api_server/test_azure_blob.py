@@ -1,7 +1,7 @@
 """Azure Blob upload (``azureBlobUpload``, comfyui-api's key) against Azurite on loopback.
 
-Azurite comes from npm: ``npm install azurite`` in a folder, then ``AZURITE_BIN=<folder>/
-node_modules/.bin/azurite-blob`` (or ``azurite-blob`` on PATH)."""
+Azurite comes from npm: ``AZURITE_BIN``, else ``azurite-blob`` on PATH, else the test installs
+it once with npm into ``~/.cache/comfyui-tests/azurite`` (about 15 s)."""
 from __future__ import annotations
 
 import asyncio
@@ -15,18 +15,25 @@ import pytest
 
 from api_helpers import decode_image, image_prompt
 
-pytest.importorskip("azure.storage.blob")
+AZURITE_VERSION = "3.35.0"
 
 # Azurite's documented development account (public; not a secret)
 ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
+def _npm_azurite() -> str:
+    prefix = os.path.join(os.path.expanduser("~"), ".cache", "comfyui-tests", "azurite")
+    binary = os.path.join(prefix, "node_modules", ".bin", "azurite-blob")
+    if not os.path.exists(binary):
+        subprocess.run(["npm", "install", "--prefix", prefix, "--no-audit", "--no-fund", "--silent",
+                        f"azurite@{AZURITE_VERSION}"], check=True, timeout=300)
+    return binary
+
+
 @pytest.fixture(scope="module")
 def azurite(tmp_path_factory):
-    binary = os.environ.get("AZURITE_BIN") or shutil.which("azurite-blob")
-    if not binary:
-        pytest.skip("Azurite not installed (npm install azurite; AZURITE_BIN=.../node_modules/.bin/azurite-blob)")
+    binary = os.environ.get("AZURITE_BIN") or shutil.which("azurite-blob") or _npm_azurite()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
