@@ -47,7 +47,6 @@ INERT_FLAGS: dict[str, str] = {
     "--dont-upcast-attention": _SDPA + " (fp32 softmax accumulation)",
     "--async-offload": "weights are offloaded synchronously",
     "--mmap-torch-files": ".ckpt/.pt files are read with torch.load(weights_only=True)",
-    "--deterministic": "torch's default algorithms are used",
     "--fast": "no optional fast paths are implemented",
 }
 

@@ -39,9 +39,11 @@ log = logging.getLogger(__name__)
 _configured = False
 
 
-def configure_process(cpu: bool = False) -> None:
+def configure_process(cpu: bool = False, deterministic: bool = False) -> None:
     """Apply the settings of a process comfyui owns (see the module docstring); ``cpu``: it
-    runs its models on the CPU. Later calls do nothing."""
+    runs its models on the CPU; ``deterministic`` (``--deterministic``): torch uses deterministic
+    algorithms where it has them (and warns where it has none), as ComfyUI does. Later calls do
+    nothing."""
     global _configured
     if _configured:
         return
@@ -52,6 +54,11 @@ def configure_process(cpu: bool = False) -> None:
     faulthandler.enable(sys.stderr)  # a fatal signal (SIGBUS, SIGSEGV) leaves its tracebacks in the log
     if cpu and os.environ.get("COMFYUI_CPU_KEEP_HEAP", "1") != "0":
         _keep_freed_memory_in_heap()
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for it
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def startup_complete() -> None:

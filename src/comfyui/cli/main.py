@@ -129,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("comfyui").warning(
             "--api-key on the command line is visible to every local user through ps; "
             "use --api-key-file PATH or the COMFYUI_API_KEY environment variable")
-    configure_process(cpu=bool(getattr(config, "cpu", False)))
+    configure_process(cpu=bool(getattr(config, "cpu", False)),
+                      deterministic=bool(getattr(config, "deterministic", False)))
     if getattr(config, "quick_test_for_ci", False):
         return quick_test(config)
 

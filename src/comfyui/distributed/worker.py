@@ -473,7 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not config.database_url:
         log.warning("no --database-url: using %s; frontends and workers must share one database "
                     "(PostgreSQL for a cluster of machines)", config.resolved_database_url())
-    configure_process(cpu=bool(getattr(config, "cpu", False)))
+    configure_process(cpu=bool(getattr(config, "cpu", False)),
+                      deterministic=bool(getattr(config, "deterministic", False)))
     return asyncio.run(run_worker(config))
 
 
