@@ -118,11 +118,15 @@ def document(server_url: str | None = None, bearer_auth: bool = False, workflows
         "convert_output": {"$ref": "#/components/schemas/OutputConversion"},
         "s3": {"$ref": "#/components/schemas/S3Target"},
         "azureBlobUpload": {"$ref": "#/components/schemas/AzureBlobTarget"},
+        "hfUpload": {"$ref": "#/components/schemas/HfTarget"},
+        "hf_upload": {"$ref": "#/components/schemas/HfTarget"},
+        "http_upload": {"$ref": "#/components/schemas/HttpTarget"},
     }
     response_props = {**request_props,
                       "images": {"type": "array", "items": {"type": "string"},
                                  "description": "base64 of each output file, or its s3:// URL with 's3', "
-                                                "its blob URL with 'azureBlobUpload'"},
+                                                "its blob URL with 'azureBlobUpload', its resolve URL with "
+                                                "'hfUpload', its URL with 'http_upload'"},
                       "filenames": {"type": "array", "items": {"type": "string"}},
                       "status": {"type": "string", "enum": ["ok"], "description": "202 answers only"},
                       "prompt_id": {"type": "string", "description": "the job's id (main port's /history); "
@@ -206,6 +210,21 @@ def document(server_url: str | None = None, bearer_auth: bool = False, workflows
             "AzureBlobTarget": {"type": "object", "required": ["container"], "properties": {
                 "container": {"type": "string", "description": "Azure Blob Storage container name"},
                 "blobPrefix": {"type": "string", "default": "", "description": "path in the container"},
+                "async": {"type": "boolean", "default": False,
+                          "description": "answer 202 at once and upload in the background"}}},
+            "HfTarget": {"type": "object", "required": ["repo"], "properties": {
+                "repo": {"type": "string", "description": "Hugging Face repository id, owner/name"},
+                "repo_type": {"type": "string", "enum": ["model", "dataset", "space"], "default": "model"},
+                "revision": {"type": "string", "default": "main", "description": "branch to commit to"},
+                "directory": {"type": "string", "default": "", "description": "folder in the repository"},
+                "async": {"type": "boolean", "default": False,
+                          "description": "answer 202 at once and upload in the background"}}},
+            "HttpTarget": {"type": "object", "required": ["url_prefix"], "properties": {
+                "url_prefix": {"type": "string", "format": "uri",
+                               "description": "each output is sent to <url_prefix>/<filename>"},
+                "method": {"type": "string", "enum": ["PUT", "POST"], "default": "PUT"},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"},
+                            "description": "sent with each upload (e.g. Authorization)"},
                 "async": {"type": "boolean", "default": False,
                           "description": "answer 202 at once and upload in the background"}}},
             "Error": ERROR_BODY,

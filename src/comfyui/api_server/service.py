@@ -14,8 +14,10 @@
 5. The handler awaits the engine's completion future (:meth:`Engine.wait`; no polling) and
    reads the files named by the history entry's outputs (``type: output`` items only).
 6. Delivery: base64 in the answer (default); uploaded to S3 (``s3``; the answer lists
-   ``s3://`` URLs); ``webhook`` (one ``output.complete`` per output, ``prompt.failed`` on
-   failure) and ``s3.async`` answer 202 at once and deliver in the background.
+   ``s3://`` URLs), Azure Blob (``azureBlobUpload``), a Hugging Face repository (``hfUpload``,
+   one commit) or an HTTP endpoint (``http_upload``, PUT/POST per file): the answer lists their
+   URLs; ``webhook`` (one ``output.complete`` per output, ``prompt.failed`` on failure) and an
+   upload's ``async`` answer 202 at once and deliver in the background.
 7. The request's output folder is removed once delivered. When an upload is not delivered
    after its retries, the files stay (the log names the folder); undelivered webhook messages
    are recorded (:mod:`.undelivered`), listed at ``GET /undelivered`` and resent at the next start.
@@ -32,7 +34,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
@@ -82,6 +84,28 @@ class AzureTarget:
 
 
 @dataclass
+class HfTarget:
+    repo: str
+    repo_type: str = "model"
+    revision: str = "main"
+    directory: str = ""
+    is_async: bool = False
+
+    @property
+    def prefix(self) -> str:
+        return self.directory
+
+
+@dataclass
+class HttpTarget:
+    url_prefix: str
+    method: str = "PUT"
+    headers: dict[str, str] = field(default_factory=dict)
+    is_async: bool = False
+    prefix: str = ""  # the file name is appended to url_prefix
+
+
+@dataclass
 class ApiRequest:
     body: dict
     id: str
@@ -90,6 +114,8 @@ class ApiRequest:
     conversion: OutputConversion | None = None
     s3: S3Target | None = None
     azure: AzureTarget | None = None
+    hf: HfTarget | None = None
+    http: HttpTarget | None = None
 
     @classmethod
     def from_body(cls, body: Any) -> "ApiRequest":
@@ -136,18 +162,65 @@ class ApiRequest:
                 raise bad_request("Invalid azureBlobUpload", "'azureBlobUpload.blobPrefix' must be a string and "
                                                              "'azureBlobUpload.async' a boolean")
             azure = AzureTarget(raw["container"], prefix, raw.get("async", False))
-        if s3 is not None and azure is not None:
-            raise bad_request("Invalid request", "give one of 's3' and 'azureBlobUpload'")
-        return cls(body, request_id, prompt, webhook, conversion, s3, azure)
+        hf = _hf_target(body)
+        http = _http_target(body)
+        if sum(t is not None for t in (s3, azure, hf, http)) > 1:
+            raise bad_request("Invalid request", "give one of 's3', 'azureBlobUpload', 'hfUpload' and 'http_upload'")
+        return cls(body, request_id, prompt, webhook, conversion, s3, azure, hf, http)
+
+    @property
+    def target(self) -> S3Target | AzureTarget | HfTarget | HttpTarget | None:
+        return self.s3 or self.azure or self.hf or self.http
 
     @property
     def in_background(self) -> bool:
-        target = self.s3 or self.azure
-        return self.webhook is not None or (target is not None and target.is_async)
+        return self.webhook is not None or (self.target is not None and self.target.is_async)
 
     @property
     def uploads(self) -> bool:
-        return self.s3 is not None or self.azure is not None
+        return self.target is not None
+
+
+def _hf_target(body: dict) -> HfTarget | None:
+    """``hfUpload`` (comfyui-api's key; its later ``hf_upload`` too): ``repo``, ``repo_type``,
+    ``revision``, ``directory``, ``async``."""
+    key = "hfUpload" if body.get("hfUpload") is not None else "hf_upload"
+    raw = body.get(key)
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("repo"), str) or raw["repo"].count("/") > 1 \
+            or not raw["repo"].strip("/"):
+        raise bad_request(f"Invalid {key}", f"'{key}' must be an object with a 'repo' string ('owner/name')")
+    repo_type = raw.get("repo_type", "model")
+    if repo_type not in ("model", "dataset", "space"):
+        raise bad_request(f"Invalid {key}", f"'{key}.repo_type' must be 'model', 'dataset' or 'space'")
+    revision, directory = raw.get("revision", "main"), raw.get("directory", "")
+    if not isinstance(revision, str) or not revision or not isinstance(directory, str) \
+            or not isinstance(raw.get("async", False), bool):
+        raise bad_request(f"Invalid {key}", f"'{key}.revision' and '{key}.directory' must be strings and "
+                                            f"'{key}.async' a boolean")
+    if ".." in directory.split("/"):
+        raise bad_request(f"Invalid {key}", f"'{key}.directory' must not contain '..'")
+    return HfTarget(raw["repo"].strip("/"), repo_type, revision, directory.strip("/"), raw.get("async", False))
+
+
+def _http_target(body: dict) -> HttpTarget | None:
+    """``http_upload`` (comfyui-api's key): ``url_prefix``, ``async``; ours adds ``method``
+    (PUT, as comfyui-api, or POST) and ``headers``."""
+    raw = body.get("http_upload")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not _http_url(raw.get("url_prefix")):
+        raise bad_request("Invalid http_upload", "'http_upload' must be an object with an http(s) 'url_prefix'")
+    method = raw.get("method", "PUT")
+    headers = raw.get("headers", {})
+    if method not in ("PUT", "POST"):
+        raise bad_request("Invalid http_upload", "'http_upload.method' must be 'PUT' or 'POST'")
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise bad_request("Invalid http_upload", "'http_upload.headers' must be an object of strings")
+    if not isinstance(raw.get("async", False), bool):
+        raise bad_request("Invalid http_upload", "'http_upload.async' must be a boolean")
+    return HttpTarget(raw["url_prefix"], method, headers, raw.get("async", False))
 
 
 def _http_url(value: Any) -> bool:
@@ -221,6 +294,9 @@ class ApiService:
                                       backoff_s=settings.webhook_backoff_s, timeout_s=settings.webhook_timeout_s)
         self._s3 = None
         self._azure = None
+        self._hf = None
+        self._http = None
+        self.session = session
         self.background: set[asyncio.Task] = set()
         self.progress = None  # the ProgressStreams that learn each request's prompt id
         self.undelivered = UndeliveredStore(lambda: safe_join(folders.get_output_directory(), OUTPUT_SUBFOLDER))
@@ -240,6 +316,22 @@ class ApiService:
 
             self._azure = AzureBlobStorage()
         return self._azure
+
+    @property
+    def hf(self):
+        if self._hf is None:
+            from .storage import HuggingFaceStorage
+
+            self._hf = HuggingFaceStorage()
+        return self._hf
+
+    @property
+    def http(self):
+        if self._http is None:
+            from .storage import HttpStorage
+
+            self._http = HttpStorage(self.session)
+        return self._http
 
     # ---- the route ----
     async def handle(self, body: Any) -> web.Response:
@@ -325,8 +417,9 @@ class ApiService:
         return outputs
 
     async def _upload(self, request: ApiRequest, outputs: Outputs) -> list[str]:
-        """Upload each output to S3 or Azure Blob; -> their URLs."""
-        target = request.s3 or request.azure
+        """Upload each output to S3, Azure Blob, a Hugging Face repository or an HTTP URL;
+        -> their URLs."""
+        target = request.target
         keys = [f"{target.prefix.strip('/')}/{name}".lstrip("/") if target.prefix else name
                 for name in outputs.filenames]
         try:
@@ -334,11 +427,18 @@ class ApiService:
                 await asyncio.gather(*(self.s3.upload(target.bucket, key, data, _content_type(key))
                                        for key, data in zip(keys, outputs.data)))
                 return [f"s3://{target.bucket}/{key}" for key in keys]
+            if request.hf is not None:
+                return await self.hf.upload(target.repo, target.repo_type, target.revision,
+                                            dict(zip(keys, outputs.data)), f"comfyui api request {request.id}")
+            if request.http is not None:
+                base = target.url_prefix.rstrip("/")
+                return list(await asyncio.gather(*(
+                    self.http.upload(f"{base}/{quote(key)}", data, _content_type(key), target.method, target.headers)
+                    for key, data in zip(keys, outputs.data))))
             return list(await asyncio.gather(*(self.azure.upload(target.container, key, data, _content_type(key))
                                                for key, data in zip(keys, outputs.data))))
-        except Exception as e:  # noqa: BLE001 - the SDKs' errors: no bucket/container, access denied, no network
-            where = f"s3://{target.bucket}" if request.s3 is not None else f"azure container {target.container}"
-            raise UploadFailed(f"{where}: {type(e).__name__}: {e}") from e
+        except Exception as e:  # noqa: BLE001 - the SDKs' errors: no bucket/container/repo, access denied, no network
+            raise UploadFailed(f"{_where(request)}: {type(e).__name__}: {e}") from e
 
     async def _deliver_in_background(self, request: ApiRequest, prompt: dict, prompt_id: str, stats: dict,
                                      started: float) -> None:
@@ -423,6 +523,21 @@ class ApiService:
             done, pending = await asyncio.wait(set(self.background), timeout=timeout)
             for task in pending:
                 task.cancel()
+
+
+def _where(request: ApiRequest) -> str:
+    if request.s3 is not None:
+        return f"s3://{request.s3.bucket}"
+    if request.hf is not None:
+        return f"Hugging Face {request.hf.repo_type} {request.hf.repo}@{request.hf.revision}"
+    if request.http is not None:
+        return f"HTTP {request.http.method} {_without_credentials(request.http.url_prefix)}"
+    return f"azure container {request.azure.container}"
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _content_type(name: str) -> str:

@@ -1,5 +1,5 @@
-"""S3 upload with boto3 (the ``api-s3`` extra) and Azure Blob upload (``api-azure``), run in
-worker threads.
+"""Output upload: S3 with boto3 (the ``api-s3`` extra) and Azure Blob (``api-azure``) in worker
+threads, Hugging Face Hub repositories with huggingface_hub, plain HTTP PUT/POST with aiohttp.
 
 Credentials, region and endpoint come from boto3's standard sources: ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``/``AWS_DEFAULT_REGION``,
@@ -105,3 +105,78 @@ class AzureBlobStorage:
         """Upload; -> the blob's URL."""
         await asyncio.to_thread(self._put, container, blob, data, content_type)
         return self.url(container, blob)
+
+
+class HuggingFaceStorage:
+    """Upload to a Hugging Face Hub repository with huggingface_hub, in worker threads.
+
+    ``HF_ENDPOINT`` (another Hub, a mirror, a local one) and ``HF_TOKEN`` are read when the
+    server first uploads (huggingface_hub reads ``HF_ENDPOINT`` once, at its import); without
+    ``HF_TOKEN`` the token ``hf auth login`` stored is used. All outputs of a request go in one commit.
+    """
+
+    def __init__(self, env=None) -> None:
+        import os
+
+        from huggingface_hub import HfApi, constants
+
+        env = os.environ if env is None else env
+        self.api = HfApi(endpoint=env.get("HF_ENDPOINT") or constants.ENDPOINT, token=env.get("HF_TOKEN") or None)
+
+    def url(self, repo: str, repo_type: str, revision: str, path: str) -> str:
+        from urllib.parse import quote
+
+        kind = "" if repo_type == "model" else f"{repo_type}s/"
+        return f"{self.api.endpoint.rstrip('/')}/{kind}{repo}/resolve/{quote(revision, safe='')}/{path}"
+
+    def _commit(self, repo: str, repo_type: str, revision: str, files: dict[str, bytes], message: str) -> None:
+        from huggingface_hub import CommitOperationAdd
+
+        self.api.create_commit(repo, [CommitOperationAdd(path, data) for path, data in files.items()],
+                               commit_message=message, repo_type=repo_type, revision=revision)
+
+    async def upload(self, repo: str, repo_type: str, revision: str, files: dict[str, bytes],
+                     message: str) -> list[str]:
+        """Commit ``{path in repo: bytes}``; -> each file's resolve URL."""
+        await asyncio.to_thread(self._commit, repo, repo_type, revision, files, message)
+        return [self.url(repo, repo_type, revision, path) for path in files]
+
+
+class HttpStorage:
+    """PUT (or POST) each output's bytes to ``<url_prefix>/<filename>`` with aiohttp.
+
+    Headers: the request's ``headers``, else ``HTTP_AUTH_HEADER_NAME``/``HTTP_AUTH_HEADER_VALUE``
+    (comfyui-api's variables), and Basic auth from ``user:password@`` in the URL.
+    """
+
+    def __init__(self, session, env=None, timeout_s: float = 300) -> None:
+        import os
+
+        self.session = session
+        self.env = os.environ if env is None else env
+        self.timeout_s = timeout_s
+
+    def headers(self, extra: dict[str, str]) -> dict[str, str]:
+        name, value = self.env.get("HTTP_AUTH_HEADER_NAME"), self.env.get("HTTP_AUTH_HEADER_VALUE")
+        return ({name: value} if name and value else {}) | extra
+
+    async def upload(self, url: str, data: bytes, content_type: str, method: str, headers: dict[str, str]) -> str:
+        """Send one file; -> its URL (without credentials). Raises on a non-2xx answer."""
+        import base64
+        from urllib.parse import unquote, urlsplit
+
+        import aiohttp
+
+        parts = urlsplit(url)
+        sent = {"Content-Type": content_type}
+        if parts.username is not None:  # user:password@ -> Basic auth, not part of the answered URL
+            login = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            sent["Authorization"] = "Basic " + base64.b64encode(login).decode()
+            parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+        clean = parts.geturl()
+        async with self.session.request(method, clean, data=data, headers=sent | self.headers(headers),
+                                        timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as response:
+            if response.status >= 300:
+                raise RuntimeError(f"{method} {clean}: {response.status} {response.reason}: "
+                                   f"{(await response.text())[:200]}")
+        return clean
