@@ -64,7 +64,8 @@ async def test_openapi_document_validates_and_docs_serve_swagger_ui(api):
     validate(doc)
     assert set(doc["paths"]) == {"/prompt", "/prompt/{id}/events", "/undelivered", "/health", "/ready", "/models"}
     request = doc["components"]["schemas"]["PromptRequest"]
-    assert set(request["properties"]) == {"id", "prompt", "webhook", "convert_output", "s3", "azureBlobUpload"}
+    assert set(request["properties"]) == {"id", "prompt", "webhook", "convert_output", "s3", "azureBlobUpload",
+                                            "hfUpload", "hf_upload", "http_upload"}
     assert doc["components"]["schemas"]["JPEGOptions"]["properties"]["quality"]["default"] == 80
     page = await api.client.get("/docs")
     assert page.status == 200 and "SwaggerUIBundle" in await page.text()
