@@ -170,3 +170,17 @@ async def test_one_upload_target_per_request(api):
     status, out = await api.post({"prompt": image_prompt(), "s3": {"bucket": "b"},
                                   "http_upload": {"url_prefix": "http://x/"}})
     assert status == 400 and "one of" in out["error"]["details"]
+
+
+async def test_webhook_with_http_upload_names_each_outputs_url(api, receiver):
+    import json
+
+    status, _ = await api.post({"id": "hw", "prompt": image_prompt(batch=2), "webhook": receiver.url + "/hook",
+                                "http_upload": {"url_prefix": receiver.url + "/store"}})
+    assert status == 202
+    await _until(lambda: sum(p == "/hook" for _, p, _, _ in receiver.got) == 2)
+    uploaded = sorted(p for m, p, _, _ in receiver.got if m == "PUT")
+    assert uploaded == ["/store/hw_00001_.png", "/store/hw_00002_.png"]
+    hooks = [json.loads(body) for _, p, _, body in receiver.got if p == "/hook"]
+    assert sorted(h["url"] for h in hooks) == [receiver.url + p for p in uploaded]
+    assert all(h["event"] == "output.complete" for h in hooks)
