@@ -8,7 +8,6 @@ import base64
 
 import pytest
 from aiohttp import web
-
 from api_helpers import decode_image, image_prompt
 from fake_hub_commits import HubCommits
 
