@@ -284,7 +284,9 @@ def dequantize_int8(q: torch.Tensor, scale: torch.Tensor, convrot_groupsize: int
 
 
 def has_comfy_quant(sd) -> bool:
-    return any(k.endswith("." + COMFY_QUANT) or k == COMFY_QUANT for k in sd)
+    """Whether ``sd`` holds ComfyUI per-layer quantization; keys need not be strings (a
+    hypernetwork's .pt file is keyed by its layer widths)."""
+    return any(isinstance(k, str) and (k.endswith("." + COMFY_QUANT) or k == COMFY_QUANT) for k in sd)
 
 
 def _layer_conf(t: torch.Tensor, layer: str) -> dict:
