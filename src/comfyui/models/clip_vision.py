@@ -118,6 +118,15 @@ class CLIPVisionModelProjection(nn.Module):
     def forward(self, pixel_values: torch.Tensor, all_hidden_states: bool = False):
         """(last hidden state, penultimate layer's output, image embeds[, every layer's output
         stacked on dim 1 when ``all_hidden_states``])."""
+        x, penultimate, pooled, every = self.encode_tower(pixel_values, all_hidden_states)
+        embeds = self.visual_projection(pooled) if self.visual_projection is not None else pooled
+        if all_hidden_states:
+            return x, penultimate, embeds, every
+        return x, penultimate, embeds
+
+    def encode_tower(self, pixel_values: torch.Tensor, all_hidden_states: bool = False):
+        """(last hidden state, penultimate layer's output, pooled output before the projection,
+        every layer's output stacked on dim 1 or None)."""
         vm = self.vision_model
         x = vm.embeddings(pixel_values)
         if vm.pre_layrnorm is not None:
@@ -136,10 +145,7 @@ class CLIPVisionModelProjection(nn.Module):
             pooled = x
         else:
             pooled = vm.post_layernorm(x[:, 0, :])
-        embeds = self.visual_projection(pooled) if self.visual_projection is not None else pooled
-        if all_hidden_states:
-            return x, penultimate, embeds, torch.stack(every, dim=1)
-        return x, penultimate, embeds
+        return x, penultimate, pooled, torch.stack(every, dim=1) if all_hidden_states else None
 
 
 def open_clip_visual_to_hf(sd: dict[str, torch.Tensor], prefix: str = "visual.") -> dict[str, torch.Tensor]:
