@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-BUILTIN_NODE_COUNT = 312  # every built-in node (a pack that adds nodes adds to it)
+BUILTIN_NODE_COUNT = 314  # every built-in node (a pack that adds nodes adds to it)
 API_NODE_COUNT = 22  # comfyui.api_nodes: their own registry group (--disable-api-nodes leaves them out)
 
 CHECK = (

@@ -49,6 +49,7 @@ COMPLETED = [
     "comfy_extras/nodes_sdupscale.py",
     "comfy_extras/nodes_context_windows.py",
     "comfy_extras/nodes_camera_trajectory.py",
+    "comfy_extras/nodes_photomaker.py",
 ]
 
 
