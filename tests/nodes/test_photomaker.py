@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from models import fixtures as fx
 
 from comfyui import runtime
 from comfyui.models import memory
@@ -17,8 +18,6 @@ from comfyui.models.loading import ModelFileError
 from comfyui.nodes.builtin import loaders as L
 from comfyui.nodes.builtin import photomaker as P
 from comfyui.nodes.builtin import text as T
-
-from models import fixtures as fx
 
 # tiny SDXL in fixtures: CLIP-L 32 wide + CLIP-G 64 wide -> 96-wide conditioning
 PROJ, PROJ2, WIDTH = 32, 64, 96

@@ -14,18 +14,21 @@ conditioning) and fused into the prompt embedding at the class-word position:
 """
 from __future__ import annotations
 
-import logging
 import os
 
 import torch
 from torch import nn
 
 from . import memory, ops
-from .clip_vision import CLIP_MEAN, CLIP_STD, CLIPVisionModelProjection, clip_preprocess, vision_config
+from .clip_vision import (
+    CLIP_MEAN,
+    CLIP_STD,
+    CLIPVisionModelProjection,
+    clip_preprocess,
+    vision_config,
+)
 from .loading import ModelFileError, load_torch_file
 from .patcher import ModelPatcher
-
-log = logging.getLogger(__name__)
 
 
 class FuseMLP(nn.Module):
