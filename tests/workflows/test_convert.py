@@ -425,3 +425,35 @@ def test_dynamic_combo_widgets_follow_the_selected_option():
     assert prompt["2"]["inputs"] == {"prefix": "b", "format": "raw", "quality": 60}
     assert prompt["3"]["inputs"] == {"prefix": "c", "format": "png", "format.depth": "8", "format.gamma": 2.2,
                                      "quality": 90}
+
+
+def test_instance_listing_some_subgraph_inputs_matches_them_by_name(object_info):
+    """An instance may list only some of its definition's inputs (the official Boogu and Wan 2.2
+    templates): a listed input is the definition's input of the same name, not the one at its
+    position; widget values follow the definition's widget inputs in order, listed or not (an
+    instance without values leaves the inner widgets their own; checked against the frontend's
+    conversion in test_templates_browser.py)."""
+    sub = _subgraph("sg", [
+        _node(1, "EmptyLatentImage", [1024, 1024, 1],
+              inputs=[{"name": "width", "type": "INT", "widget": {"name": "width"}, "link": 71},
+                      {"name": "height", "type": "INT", "widget": {"name": "height"}, "link": 72},
+                      {"name": "batch_size", "type": "INT", "widget": {"name": "batch_size"}, "link": 73}])],
+        links=[{"id": 71, "origin_id": -10, "origin_slot": 1, "target_id": 1, "target_slot": 0, "type": "INT"},
+               {"id": 72, "origin_id": -10, "origin_slot": 2, "target_id": 1, "target_slot": 1, "type": "INT"},
+               {"id": 73, "origin_id": -10, "origin_slot": 3, "target_id": 1, "target_slot": 2, "type": "INT"}],
+        inputs=[{"id": "a", "name": "latent", "type": "LATENT", "linkIds": []},
+                {"id": "b", "name": "width", "type": "INT", "linkIds": [71]},
+                {"id": "c", "name": "height", "type": "INT", "linkIds": [72]},
+                {"id": "d", "name": "batch_size", "type": "INT", "linkIds": [73]}])
+    wf = _wf([
+        _node(5, "PrimitiveInt", [640], outputs=[{"name": "INT", "type": "INT", "links": [9]}]),
+        # lists height (linked) and batch_size; values for width, height, batch_size
+        _node(6, "sg", [320, 480, 3], inputs=[
+            {"name": "height", "type": "INT", "widget": {"name": "height"}, "link": 9},
+            {"name": "batch_size", "type": "INT", "widget": {"name": "batch_size"}, "link": None}]),
+    ], [[9, 5, 0, 6, 0, "INT"]])
+    wf["definitions"] = {"subgraphs": [sub]}
+    api = convert_ui_to_api(wf, object_info)
+    assert api["6:1"]["inputs"] == {"width": 320, "height": ["5", 0], "batch_size": 3}
+    wf["nodes"][1]["widgets_values"] = []
+    assert convert_ui_to_api(wf, object_info)["6:1"]["inputs"] == {"width": 1024, "height": ["5", 0], "batch_size": 1}

@@ -115,6 +115,8 @@ class _Node:
     title: str | None
     properties: dict
     subgraph_outputs: dict[int, str] | None = None  # set on subgraph instances
+    # on subgraph instances: their definition's inputs, (name, whether its type is a widget's)
+    subgraph_inputs: list[tuple[str, bool]] | None = None
     _widgets: dict | None = field(default=None, repr=False)
 
 
@@ -198,6 +200,8 @@ class _FlatGraph:
             sub = self.subgraphs.get(node.type)
             if sub is not None:
                 hide_inner = hidden or (depth == 0 and mode in (MODE_NEVER, MODE_BYPASS))
+                node.subgraph_inputs = [(str(i.get("name")), str(i.get("type")) in WIDGET_TYPES)
+                                        for i in sub.get("inputs") or [] if isinstance(i, dict)]
                 node.subgraph_outputs = self._load(sub, prefix=f"{nid}:", instance=nid,
                                                    hidden=hide_inner, depth=depth + 1)
             self.search_order.append(nid)
@@ -435,10 +439,10 @@ class _Converter:
         if src is None:
             return _MISSING
         if link.from_subgraph_input:  # an input of the subgraph instance ``src``
-            inp = src.inputs[link.slot] if 0 <= link.slot < len(src.inputs) else {}
+            inp = self._instance_input(src, link.slot)
             if inp.get("link") is not None:
                 return self.resolve(inp["link"], seen, direct=False)
-            return self._promoted_value(src, inp)
+            return self._promoted_value(src, inp, link.slot)
         if src.mode == MODE_NEVER:
             return _MISSING
         if src.mode == MODE_BYPASS:
@@ -472,13 +476,31 @@ class _Converter:
         return self.resolve(node.inputs[index].get("link"), seen, direct)
 
     @staticmethod
-    def _promoted_value(instance: _Node, inp: dict) -> Any:
+    def _instance_input(instance: _Node, slot: int) -> dict:
+        """The instance's input for input ``slot`` of its subgraph definition, matched by name as
+        the frontend does: a saved instance may list only some of the definition's inputs (then
+        an unlisted one is unlinked and its inner widget keeps its own value)."""
+        defined = instance.subgraph_inputs
+        if defined and 0 <= slot < len(defined):
+            return next((inp for inp in instance.inputs if inp.get("name") == defined[slot][0]), {})
+        return instance.inputs[slot] if 0 <= slot < len(instance.inputs) else {}
+
+    @staticmethod
+    def _promoted_value(instance: _Node, inp: dict, slot: int) -> Any:
         """An unlinked subgraph input's own widget: the instance's widget values, one per widget
-        input in input order."""
-        if not inp.get("widget") or not isinstance(instance.widgets_values, list):
+        input of the subgraph's definition, in its input order (an instance may list fewer)."""
+        if not isinstance(instance.widgets_values, list):
             return _MISSING
-        widget_inputs = [i for i in instance.inputs if i.get("widget")]
-        pos = next(k for k, i in enumerate(widget_inputs) if i is inp)
+        defined = instance.subgraph_inputs
+        if defined and 0 <= slot < len(defined):
+            if not defined[slot][1]:
+                return _MISSING
+            pos = sum(1 for _, is_widget in defined[:slot] if is_widget)
+        else:
+            if not inp.get("widget"):
+                return _MISSING
+            widget_inputs = [i for i in instance.inputs if i.get("widget")]
+            pos = next(k for k, i in enumerate(widget_inputs) if i is inp)
         if pos < len(instance.widgets_values):
             return _Value(instance.widgets_values[pos], promoted=True)
         return _MISSING
